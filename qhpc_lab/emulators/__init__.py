@@ -1,0 +1,70 @@
+"""Local engines that turn a Program into measured counts.
+
+Pulser programs run on QuTiP (``QutipBackendV2``) for small registers and on emu-sv above
+:data:`PULSER_SV_FROM_ATOMS` atoms, where its state-vector engine overtakes QuTiP (measured by
+``benchmarks/emulators.py``); OpenQASM 3 runs on qiskit-aer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+from qhpc_lab.programs import Program, ProgramError
+
+PULSER_SV_FROM_ATOMS = 12
+"""Register size from which emu-sv is used instead of QuTiP (see docs/benchmarks.md)."""
+
+ENGINES = ("qutip", "emu-sv", "aer")
+
+
+def choose_engine(program: Program) -> str:
+    """The fastest engine for this program, by format and register size."""
+    if program.format == "qasm3":
+        return "aer"
+    atoms = len(json.loads(program.body).get("register") or [])
+    return "emu-sv" if atoms >= PULSER_SV_FROM_ATOMS else "qutip"
+
+
+def run(program: Program, shots: int | None = None, engine: str | None = None) -> dict[str, int]:
+    """Emulate ``program`` for ``shots`` (default: the program's) and return bitstring counts.
+
+    Pulser bitstrings list atoms in register order; Qiskit bitstrings keep Qiskit's order
+    (classical bit 0 rightmost).
+    """
+    shots = program.shots if shots is None else shots
+    engine = engine or choose_engine(program)
+    if engine == "aer":
+        return _run_qasm3(program, shots)
+    if engine in ("qutip", "emu-sv"):
+        return _run_pulser(program, shots, engine)
+    raise ProgramError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+
+
+def _run_pulser(program: Program, shots: int, engine: str) -> dict[str, int]:
+    from pulser import Sequence
+    from pulser.backend import BitStrings
+
+    sequence = Sequence.from_abstract_repr(program.body)
+    if sequence.is_parametrized() or program.variables:
+        sequence = sequence.build(**program.variables)
+    observables = [BitStrings(num_shots=shots)]
+    if engine == "qutip":
+        from pulser_simulation import QutipBackendV2, QutipConfig
+
+        backend = QutipBackendV2(sequence, config=QutipConfig(observables=observables))
+    else:
+        import emu_sv
+
+        config = emu_sv.SVConfig(observables=observables, log_level=logging.WARNING)
+        backend = emu_sv.SVBackend(sequence, config=config)
+    return dict(Counter(backend.run().final_bitstrings))
+
+
+def _run_qasm3(program: Program, shots: int) -> dict[str, int]:
+    from qiskit import qasm3
+    from qiskit_aer import AerSimulator
+
+    circuit = qasm3.loads(program.body)
+    return dict(AerSimulator().run(circuit, shots=shots).result().get_counts())

@@ -1,0 +1,69 @@
+"""The Program envelope: the one JSON form a quantum program takes across every boundary.
+
+``{format, body, shots, name?, variables?}`` — ``body`` is text in the SDK's own serial form
+(Pulser abstract representation, OpenQASM 3, ...), so the envelope never depends on an SDK
+being importable where it travels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMATS = ("pulser", "qasm3")
+"""Formats this release can validate and execute; others are refused with the list."""
+
+
+class ProgramError(ValueError):
+    """A program that is malformed or that no target can accept, whatever the device."""
+
+
+@dataclass(frozen=True)
+class Program:
+    format: str
+    body: str
+    shots: int
+    name: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ProgramError(
+                f"unknown program format {self.format!r}; supported: {', '.join(FORMATS)}"
+            )
+        if not isinstance(self.body, str) or not self.body.strip():
+            raise ProgramError("program body is empty")
+        if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots <= 0:
+            raise ProgramError(f"shots must be a positive integer, got {self.shots!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not data["variables"]:
+            del data["variables"]
+        if data["name"] is None:
+            del data["name"]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Program:
+        unknown = set(data) - {"format", "body", "shots", "name", "variables"}
+        if unknown:
+            raise ProgramError(f"unknown envelope fields: {', '.join(sorted(unknown))}")
+        try:
+            return cls(
+                format=data["format"],
+                body=data["body"],
+                shots=data["shots"],
+                name=data.get("name"),
+                variables=data.get("variables") or {},
+            )
+        except KeyError as missing:
+            raise ProgramError(f"envelope field {missing} is missing") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Program:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,128 @@
+"""QPU drivers behind one small interface: the emulated QPU (default) and, later, QRMI resources.
+
+A driver executes shot chunks and reports the device's physical state; ordering and policy
+live in the scheduler.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+from qhpc_lab.programs import DeviceSpec, Program
+
+
+class DeviceState(enum.StrEnum):
+    ONLINE = "ONLINE"
+    CALIBRATING = "CALIBRATING"
+    MAINTENANCE = "MAINTENANCE"
+    OFFLINE = "OFFLINE"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Readout error that grows linearly with time since calibration, capped (docs/design)."""
+
+    readout_error_fresh: float
+    readout_error_per_hour: float
+    readout_error_max: float
+
+    def readout_error(self, calibration_age_s: float) -> float:
+        grown = self.readout_error_fresh + self.readout_error_per_hour * calibration_age_s / 3600
+        return min(self.readout_error_max, grown)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """An emulated device: Pulser specs plus the timing and drift that make it behave like one."""
+
+    name: str
+    description: str
+    spec: DeviceSpec
+    time_per_shot_s: float
+    chunk_seconds: float
+    calibration_interval_s: float
+    calibration_duration_s: float
+    drift: Drift
+
+    @property
+    def chunk_shots(self) -> int:
+        """Shots in one chunk: the unit between which the scheduler may switch jobs."""
+        return max(1, int(self.chunk_seconds / self.time_per_shot_s))
+
+    @classmethod
+    def load(cls, name_or_path: str) -> DeviceProfile:
+        """A shipped profile by name (``test``, ``demo``, ``fresnel-like``) or a JSON file."""
+        path = Path(name_or_path)
+        if path.suffix == ".json" and path.exists():
+            text = path.read_text()
+        else:
+            shipped = resources.files(__package__) / "profiles" / f"{name_or_path}.json"
+            if not shipped.is_file():
+                raise ValueError(
+                    f"unknown device profile {name_or_path!r}; shipped: {', '.join(profiles())}"
+                )
+            text = shipped.read_text()
+        data = json.loads(text)
+        return cls(
+            name=data["name"],
+            description=data.get("description", ""),
+            spec=DeviceSpec(json.dumps(data["device"])),
+            time_per_shot_s=float(data["time_per_shot_s"]),
+            chunk_seconds=float(data["chunk_seconds"]),
+            calibration_interval_s=float(data["calibration"]["interval_s"]),
+            calibration_duration_s=float(data["calibration"]["duration_s"]),
+            drift=Drift(**data["drift"]),
+        )
+
+
+def profiles() -> list[str]:
+    """Names of the shipped device profiles."""
+    folder = resources.files(__package__) / "profiles"
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    counts: dict[str, int]
+    started_at: float
+    finished_at: float
+    calibration_age_s: float
+
+
+class QPUDriver(Protocol):
+    """What the scheduler's dispatcher needs from a QPU."""
+
+    profile: DeviceProfile
+    notice: str
+    """One line users should read about this device (an emulator says it stands in)."""
+
+    @property
+    def state(self) -> DeviceState: ...
+
+    @property
+    def calibrated_at(self) -> float: ...
+
+    async def run_chunk(
+        self, key: str, program: Program, shots: int, remaining: int
+    ) -> ChunkOutcome:
+        """Run ``shots`` of ``program``; ``remaining`` (≥ shots) is what the job still needs."""
+        ...
+
+    def start(self) -> None:
+        """Get ready to run (start workers, connect); called once by the scheduler."""
+        ...
+
+    async def calibrate(self) -> None: ...
+
+    def forget(self, key: str) -> None:
+        """Drop any state kept for a job that ended."""
+        ...
+
+    async def close(self) -> None: ...

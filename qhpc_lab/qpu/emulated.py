@@ -1,0 +1,137 @@
+"""The emulated QPU: local emulators behind hardware-like timing, calibration and drift.
+
+It stands in for a physical QPU, which cannot exist here, and says so in its device state
+message. A job's shots are emulated once, on its first chunk, in a worker process (so the
+scheduler's event loop never blocks on emulation); later chunks draw from those samples. Each
+chunk then takes ``shots × time_per_shot_s`` of wall time, like hardware, and its bits are
+flipped with the readout error that the calibration's age gives (:class:`~qhpc_lab.qpu.Drift`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import multiprocessing
+import random
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qhpc_lab.programs import Program
+from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState
+
+STANDS_IN = "emulated QPU (no physical device): results come from local emulators"
+
+
+def _die_with_parent() -> None:
+    """Worker initialiser: a scheduler killed with SIGKILL must not leave emulators behind."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _emulate(envelope: dict[str, Any], shots: int) -> dict[str, int]:
+    from qhpc_lab import emulators
+    from qhpc_lab.programs import Program
+
+    return emulators.run(Program.from_dict(envelope), shots=shots)
+
+
+def _warm_up() -> None:
+    import pulser  # noqa: F401  (3 s cold: pay it before the first job, not during it)
+    import pulser_simulation  # noqa: F401
+    import qiskit_aer  # noqa: F401
+
+
+class EmulatedQPU:
+    """A :class:`~qhpc_lab.qpu.QPUDriver` over the local emulators."""
+
+    def __init__(
+        self,
+        profile: DeviceProfile,
+        calibrated_at: float | None = None,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> None:
+        self.profile = profile
+        self.notice = STANDS_IN
+        self._clock = clock
+        self._calibrated_at = clock() if calibrated_at is None else calibrated_at
+        self._state = DeviceState.ONLINE
+        self._samples: dict[str, list[str]] = {}
+        self._rng = random.Random(seed)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    @property
+    def state(self) -> DeviceState:
+        return self._state
+
+    @property
+    def calibrated_at(self) -> float:
+        return self._calibrated_at
+
+    def start(self) -> None:
+        """Start the worker process and import the emulators in it ahead of the first job."""
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+        )
+        self._pool.submit(_warm_up)
+
+    async def run_chunk(
+        self, key: str, program: Program, shots: int, remaining: int
+    ) -> ChunkOutcome:
+        started = self._clock()
+        samples = self._samples.get(key)
+        if samples is None or len(samples) < shots:
+            samples = await self._sample(program, remaining)
+            self._samples[key] = samples
+        drawn, self._samples[key] = samples[:shots], samples[shots:]
+        age = started - self._calibrated_at
+        counts = self._read_out(drawn, self.profile.drift.readout_error(age))
+        busy = shots * self.profile.time_per_shot_s - (self._clock() - started)
+        if busy > 0:
+            await asyncio.sleep(busy)
+        return ChunkOutcome(counts, started, self._clock(), age)
+
+    async def _sample(self, program: Program, shots: int) -> list[str]:
+        if self._pool is None:
+            self.start()
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        try:
+            counts = await loop.run_in_executor(self._pool, _emulate, program.to_dict(), shots)
+        except concurrent.futures.process.BrokenProcessPool:
+            self._pool = None
+            raise RuntimeError("the emulator worker process died; resubmit the job") from None
+        samples = [bits for bits, n in counts.items() for _ in range(n)]
+        self._rng.shuffle(samples)
+        return samples
+
+    def _read_out(self, samples: list[str], error: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        flip = {"0": "1", "1": "0"}
+        for bits in samples:
+            if error > 0:
+                bits = "".join(flip[b] if self._rng.random() < error else b for b in bits)
+            counts[bits] = counts.get(bits, 0) + 1
+        return counts
+
+    async def calibrate(self) -> None:
+        self._state = DeviceState.CALIBRATING
+        try:
+            await asyncio.sleep(self.profile.calibration_duration_s)
+        finally:
+            self._calibrated_at = self._clock()
+            self._state = DeviceState.ONLINE
+
+    def forget(self, key: str) -> None:
+        self._samples.pop(key, None)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

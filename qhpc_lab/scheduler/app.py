@@ -1,0 +1,349 @@
+"""HTTP API of the scheduler: Warden's routes field for field, plus qhpc extensions.
+
+Handlers are thin: they authenticate, parse and call :class:`~qhpc_lab.scheduler.core.Scheduler`.
+"""
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from qhpc_lab.programs import Program, ProgramError
+from qhpc_lab.qpu import DeviceProfile
+from qhpc_lab.qpu.emulated import EmulatedQPU
+from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity, load_or_create_secret
+from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
+from qhpc_lab.scheduler.core import Scheduler, SchedulerError, iso_time
+from qhpc_lab.scheduler.store import SessionRow, Store
+
+# -- request and response documents (also the published OpenAPI schema) -------------------
+
+
+class SessionIn(BaseModel):
+    user_id: str | int
+    slurm_job_id: str | int | None = None
+    scheduler_job_id: str | int | None = Field(None, description="Alias of slurm_job_id.")
+    qpu_slots: int = Field(1, ge=1, description="QPU share of the Slurm job (qpu:N).")
+
+
+class SessionOut(BaseModel):
+    id: str
+    user_id: str
+    slurm_job_id: str | None
+    scheduler_job_id: str | None
+    qpu_slots: int
+    created_at: str
+    revoked_at: str | None
+    revoke_reason: str | None
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sequence: str = Field(description="Program body: Pulser abstract repr (default) or QASM 3.")
+    shots: int
+    format: str = "pulser"
+    job_class: str | None = None
+    name: str | None = Field(None, max_length=256)
+    variables: dict[str, Any] | None = None
+    max_calibration_age_s: float | None = Field(None, gt=0)
+
+
+class JobOut(BaseModel):
+    id: int
+    user_id: str
+    created_at: str
+    status: str
+    results: str | None = Field(description='JSON text: {"counter": {bitstring: count}}.')
+    session_id: str | None
+    slurm_job_id: str | None
+    name: str | None
+    format: str
+    job_class: str
+    shots: int
+    shots_done: int
+    position: int | None = Field(description="1 = next to run, 0 = running, null when final.")
+    eta_s: float | None
+    started_at: str | None
+    finished_at: str | None
+    qpu_seconds: float
+    calibration_age_s: float | None
+    error: str | None
+
+
+class AccessibleIn(BaseModel):
+    is_accessible: bool
+    message: str | None = None
+
+
+class AccessibleOut(BaseModel):
+    is_accessible: bool
+    message: str
+
+
+class SpecsOut(BaseModel):
+    specs: str = Field(description="The Pulser device, as JSON text.")
+
+
+class LogsOut(BaseModel):
+    logs: str
+
+
+# -- identity -------------------------------------------------------------------------------
+
+
+async def _identity(
+    request: Request,
+    x_munge_cred: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Identity:
+    auth: Authenticator = request.app.state.authenticator
+    if x_munge_cred:  # munged is asked over a socket: keep the event loop free meanwhile
+        return await run_in_threadpool(auth.identify, x_munge_cred, authorization)
+    return auth.identify(None, authorization)
+
+
+async def _admin(who: Annotated[Identity, Depends(_identity)]) -> Identity:
+    if not who.admin:
+        raise AuthError(403, "this route needs an administrator identity")
+    return who
+
+
+User = Annotated[Identity, Depends(_identity)]
+Admin = Annotated[Identity, Depends(_admin)]
+WardenSession = Annotated[str | None, Header(alias="X-Warden-Session")]
+
+
+# -- assembly --------------------------------------------------------------------------------
+
+
+def build_scheduler(config: SchedulerConfig) -> Scheduler:
+    """Store, emulated QPU and scheduler from settings (the daemon's default assembly)."""
+    if not config.db:
+        state_dir().mkdir(parents=True, exist_ok=True)
+    store = Store(config.db_url)
+    profile = DeviceProfile.load(config.device)
+    driver = EmulatedQPU(profile, calibrated_at=store.get_fact("calibrated_at"))
+    if store.get_fact("calibrated_at") is None:
+        store.set_fact("calibrated_at", driver.calibrated_at)
+    return Scheduler(config, store, driver)
+
+
+def build_authenticator(config: SchedulerConfig) -> Authenticator:
+    secret = config.token_secret or None
+    if "token" in config.auth and not secret:
+        secret = load_or_create_secret(state_dir() / "token.secret")
+    return Authenticator(
+        config.auth, frozenset(config.admin_uids), secret, config.munge_socket or None
+    )
+
+
+def create_app(
+    config: SchedulerConfig,
+    scheduler: Scheduler | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The ASGI app. Given a ``scheduler``, the caller starts and stops it (in-process tests)."""
+    owned = scheduler is None
+    sched = scheduler or build_scheduler(config)
+    auth = authenticator or build_authenticator(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            await sched.start()
+        yield
+        if owned:
+            await sched.stop()
+
+    app = FastAPI(
+        title="qhpc-lab second-level scheduler",
+        version="0.1.0",
+        description="A superset of the Pasqal Warden API: QRMI's pasqal-local resource works "
+        "unchanged. Errors are {detail, rule}.",
+        lifespan=lifespan,
+    )
+    app.state.scheduler = sched
+    app.state.authenticator = auth
+
+    @app.middleware("http")
+    async def limit_payload(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > config.max_payload_bytes:
+            return _error(
+                413,
+                f"request body of {length} bytes exceeds the limit of "
+                f"{config.max_payload_bytes} bytes",
+                "max_payload_bytes",
+            )
+        return await call_next(request)
+
+    @app.exception_handler(SchedulerError)
+    async def scheduler_error(_request: Request, err: SchedulerError) -> JSONResponse:
+        return _error(err.status, str(err), err.rule)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(_request: Request, err: AuthError) -> JSONResponse:
+        return _error(err.status, str(err), "auth")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = err.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return _error(400, "malformed JSON body", "json")
+        text = "; ".join(
+            f"{'.'.join(str(x) for x in p.get('loc', ())[1:]) or 'body'}: {p.get('msg')}"
+            for p in problems
+        )
+        return _error(422, text, "request")
+
+    # -- Warden-compatible routes --------------------------------------------------------
+
+    @app.get("/accessible", response_model=AccessibleOut, tags=["warden"])
+    async def get_accessible() -> dict[str, Any]:
+        return {"is_accessible": sched.accessible, "message": sched.message}
+
+    @app.post("/accessible", response_model=AccessibleOut, tags=["warden", "admin"])
+    async def post_accessible(body: AccessibleIn, _who: Admin) -> dict[str, Any]:
+        sched.set_accessible(body.is_accessible, body.message)
+        return {"is_accessible": sched.accessible, "message": sched.message}
+
+    @app.post("/sessions", response_model=SessionOut, tags=["warden", "admin"])
+    async def post_session(body: SessionIn, _who: Admin) -> dict[str, Any]:
+        job = body.slurm_job_id if body.slurm_job_id is not None else body.scheduler_job_id
+        session = sched.open_session(
+            str(body.user_id), None if job is None else str(job), body.qpu_slots
+        )
+        return _session_view(session)
+
+    @app.get("/sessions", response_model=list[SessionOut], tags=["admin"])
+    async def get_sessions(_who: Admin, active: bool | None = None) -> list[dict[str, Any]]:
+        return [_session_view(s) for s in sched.store.list_sessions(active)]
+
+    @app.delete("/sessions/{session_id}", response_model=SessionOut, tags=["warden"])
+    async def delete_session(session_id: str, who: User) -> dict[str, Any]:
+        session = sched.store.get_session(session_id)
+        if session is None or (session.user_id != who.user_id and not who.admin):
+            raise SchedulerError(404, f"session {session_id} not found")
+        return _session_view(sched.revoke_session(session_id, "session released"))
+
+    @app.delete("/sessions", response_model=SessionOut, tags=["warden", "admin"])
+    async def delete_session_by_header(_who: Admin, session_id: WardenSession = None) -> Any:
+        if session_id is None:
+            raise SchedulerError(403, "missing X-Warden-Session header", "session")
+        return _session_view(sched.revoke_session(session_id, "session released"))
+
+    @app.post("/jobs", response_model=JobOut, tags=["warden"])
+    async def post_job(body: JobIn, who: User, session_id: WardenSession = None) -> JSONResponse:
+        try:
+            program = Program(
+                body.format, body.sequence, body.shots, body.name, body.variables or {}
+            )
+        except ProgramError as err:
+            sched.metrics.rejected += 1
+            raise SchedulerError(422, str(err), "program") from None
+        job = sched.submit(
+            who.user_id,
+            who.admin,
+            session_id,
+            program,
+            body.job_class,
+            body.max_calibration_age_s,
+        )
+        return JSONResponse(sched.job_view(job))
+
+    @app.get("/jobs", response_model=list[JobOut], tags=["warden"])
+    async def get_jobs(who: User, status: str | None = None, limit: int = 100) -> JSONResponse:
+        jobs = sched.list_jobs(who.user_id, who.admin, status, min(max(limit, 1), 1000))
+        return JSONResponse([sched.job_view(j) for j in jobs])
+
+    @app.get("/jobs/{job_id}", response_model=JobOut, tags=["warden"])
+    async def get_job(job_id: int, who: User) -> JSONResponse:
+        return JSONResponse(sched.job_view(sched.get_job(job_id, who.user_id, who.admin)))
+
+    @app.get("/jobs/{job_id}/logs", response_model=LogsOut, tags=["warden"])
+    async def get_logs(job_id: int, who: User) -> dict[str, str]:
+        job = sched.get_job(job_id, who.user_id, who.admin)
+        lines = [
+            f"job {job.id} ({job.format}, {job.shots} shots, class {job.job_class}): "
+            f"{job.status}, {job.shots_done}/{job.shots} shots done"
+        ]
+        if job.error:
+            lines.append(job.error)
+        return {"logs": "\n".join(lines)}
+
+    @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"])
+    async def cancel_job(job_id: int, who: User) -> JSONResponse:
+        reason = "canceled by an administrator" if who.admin else "canceled by user"
+        return JSONResponse(sched.job_view(sched.cancel(job_id, who.user_id, who.admin, reason)))
+
+    @app.get("/qpu/specs", response_model=SpecsOut, tags=["warden"])
+    async def get_specs() -> dict[str, str]:
+        return {"specs": sched.driver.profile.spec.json}
+
+    # -- extensions ------------------------------------------------------------------------
+
+    @app.get("/device", tags=["qhpc"])
+    async def get_device() -> dict[str, Any]:
+        return sched.device_info()
+
+    @app.get("/events", tags=["qhpc"], response_class=StreamingResponse)
+    async def get_events(who: User) -> StreamingResponse:
+        return StreamingResponse(
+            sched.bus.subscribe(who.user_id, who.admin),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["qhpc"])
+    async def get_metrics() -> PlainTextResponse:
+        info = sched.device_info()
+        text = sched.metrics.render(
+            info["queue_depth"],
+            sched.store.count_by_status(),
+            info["state"],
+            info["calibration_age_s"],
+        )
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @app.get("/health", tags=["qhpc"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/admin/calibrate", tags=["admin"])
+    async def calibrate(_who: Admin) -> dict[str, Any]:
+        sched.request_calibration()
+        return sched.device_info()
+
+    @app.post("/admin/drain", tags=["admin"])
+    async def drain(_who: Admin) -> dict[str, Any]:
+        sched.set_draining(True)
+        return sched.device_info()
+
+    @app.post("/admin/resume", tags=["admin"])
+    async def resume(_who: Admin) -> dict[str, Any]:
+        sched.set_draining(False)
+        return sched.device_info()
+
+    return app
+
+
+def _error(status: int, detail: str, rule: str | None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "rule": rule}, status_code=status)
+
+
+def _session_view(session: SessionRow) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "user_id": session.user_id,
+        "slurm_job_id": session.slurm_job_id,
+        "scheduler_job_id": session.slurm_job_id,
+        "qpu_slots": session.qpu_slots,
+        "created_at": iso_time(session.created_at),
+        "revoked_at": iso_time(session.revoked_at),
+        "revoke_reason": session.revoke_reason,
+    }

@@ -1,0 +1,82 @@
+"""Scheduler settings: defaults, then a TOML file, then ``QHPC_*`` variables, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qhpc_lab.scheduler.policy import JOB_CLASSES
+
+
+def state_dir() -> Path:
+    """Where the scheduler keeps its database and token secret unless told otherwise."""
+    return Path(os.environ.get("QHPC_STATE_DIR") or Path.home() / ".local/state/qhpc")
+
+
+@dataclass
+class SchedulerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8006
+    db: str = ""
+    """SQLAlchemy URL; empty means SQLite in the state directory."""
+    device: str = "test"
+    """Device profile: a shipped name or a JSON file."""
+    auth: tuple[str, ...] = ("token",)
+    admin_uids: tuple[str, ...] = ("0",)
+    token_secret: str = ""
+    """Empty means read (or create) ``token.secret`` in the state directory."""
+    munge_socket: str = ""
+    max_payload_bytes: int = 1_048_576
+    require_session: bool | None = None
+    """Jobs need an X-Warden-Session; None means: when MUNGE auth is on (HPC), not otherwise."""
+    default_job_class: str = "production"
+    class_priority: dict[str, int] = field(
+        default_factory=lambda: {"development": 30, "test": 20, "production": 10}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.auth, str):
+            self.auth = tuple(m.strip() for m in self.auth.split(",") if m.strip())
+        if isinstance(self.admin_uids, str | int):
+            self.admin_uids = tuple(u.strip() for u in str(self.admin_uids).split(",") if u.strip())
+        self.admin_uids = tuple(str(u) for u in self.admin_uids)
+        if self.default_job_class not in JOB_CLASSES:
+            raise ValueError(
+                f"default_job_class must be one of {', '.join(JOB_CLASSES)}, "
+                f"got {self.default_job_class!r}"
+            )
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{state_dir() / 'scheduler.db'}"
+
+    @property
+    def sessions_required(self) -> bool:
+        return "munge" in self.auth if self.require_session is None else self.require_session
+
+    @classmethod
+    def load(cls, path: str | None = None, **overrides: Any) -> SchedulerConfig:
+        """Merge the sources; ``overrides`` (CLI flags) win, None values are ignored."""
+        values: dict[str, Any] = {}
+        path = path or os.environ.get("QHPC_CONFIG")
+        if path:
+            data = tomllib.loads(Path(path).read_text())
+            values.update(data.get("scheduler", data))
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        for name, spec in names.items():
+            raw = os.environ.get(f"QHPC_{name.upper()}")
+            if raw is not None and spec.type in ("int", "bool | None"):
+                values[name] = (
+                    raw.lower() in ("1", "true", "yes") if "bool" in spec.type else int(raw)
+                )
+            elif raw is not None and name != "class_priority":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - set(names)
+        if unknown:
+            raise ValueError(f"unknown scheduler settings: {', '.join(sorted(unknown))}")
+        return cls(**values)

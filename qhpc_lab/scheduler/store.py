@@ -1,0 +1,333 @@
+"""Durable state of the scheduler: sessions, jobs and device facts, in SQLite (WAL) or PostgreSQL.
+
+SQLAlchemy Core, no ORM: every method is one short transaction so the daemon can call it from
+the event loop. A job row is the unit of exactly-once: chunk results are merged into it in the
+same transaction that advances ``shots_done``, so a crash loses at most the chunk in flight,
+which is then re-run from its start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+metadata = sa.MetaData()
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("slurm_job_id", sa.String(64)),
+    sa.Column("qpu_slots", sa.Integer, nullable=False, default=1),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("revoke_reason", sa.Text),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("session_id", sa.String(36), index=True),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("slurm_job_id", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("job_class", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(256)),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("variables", sa.Text),
+    sa.Column("shots", sa.Integer, nullable=False),
+    sa.Column("shots_done", sa.Integer, nullable=False, default=0),
+    sa.Column("num_qubits", sa.Integer),
+    sa.Column("max_calibration_age_s", sa.Float),
+    sa.Column("counts", sa.Text),
+    sa.Column("results", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("qpu_seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("calibration_age_s", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+)
+
+facts = sa.Table(
+    "device_facts",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+ACTIVE = ("PENDING", "RUNNING")
+FINAL = ("DONE", "ERROR", "CANCELED")
+
+
+@dataclass
+class JobRow:
+    """A job as stored; the API and the dispatcher both read this."""
+
+    id: int
+    session_id: str | None
+    user_id: str
+    slurm_job_id: str | None
+    status: str
+    job_class: str
+    name: str | None
+    format: str
+    body: str
+    variables: dict[str, Any]
+    shots: int
+    shots_done: int
+    num_qubits: int | None
+    max_calibration_age_s: float | None
+    counts: dict[str, int]
+    results: str | None
+    error: str | None
+    qpu_seconds: float
+    calibration_age_s: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRow:
+        data = dict(row._mapping)
+        data["variables"] = json.loads(data["variables"]) if data["variables"] else {}
+        data["counts"] = json.loads(data["counts"]) if data["counts"] else {}
+        return cls(**data)
+
+
+@dataclass
+class SessionRow:
+    id: str
+    user_id: str
+    slurm_job_id: str | None
+    qpu_slots: int
+    created_at: float
+    revoked_at: float | None
+    revoke_reason: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL survives a process crash (the scheduler killed); only power loss may drop
+    # the last transactions. Sites that need more set QHPC_DB to PostgreSQL.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite"):
+            self.engine = sa.create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def create_session(self, user_id: str, slurm_job_id: str | None, qpu_slots: int) -> SessionRow:
+        """Open a session, or return the active one for the same user and Slurm job (retries)."""
+        with self.engine.begin() as conn:
+            if slurm_job_id is not None:
+                row = conn.execute(
+                    sa.select(sessions).where(
+                        sessions.c.user_id == user_id,
+                        sessions.c.slurm_job_id == slurm_job_id,
+                        sessions.c.revoked_at.is_(None),
+                    )
+                ).first()
+                if row is not None:
+                    return SessionRow(**row._mapping)
+            values = dict(
+                id=str(uuid.uuid4()),
+                user_id=user_id,
+                slurm_job_id=slurm_job_id,
+                qpu_slots=qpu_slots,
+                created_at=time.time(),
+                revoked_at=None,
+                revoke_reason=None,
+            )
+            conn.execute(sessions.insert().values(**values))
+            return SessionRow(**values)
+
+    def get_session(self, session_id: str) -> SessionRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).first()
+        return SessionRow(**row._mapping) if row else None
+
+    def list_sessions(self, active: bool | None = None) -> list[SessionRow]:
+        query = sa.select(sessions).order_by(sessions.c.created_at)
+        if active is not None:
+            query = query.where(
+                sessions.c.revoked_at.is_(None) if active else sessions.c.revoked_at.is_not(None)
+            )
+        with self.engine.connect() as conn:
+            return [SessionRow(**r._mapping) for r in conn.execute(query)]
+
+    def revoke_session(self, session_id: str, reason: str) -> tuple[SessionRow, list[int]]:
+        """Close a session and cancel its queued jobs; returns the session and those job ids."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+                .values(revoked_at=now, revoke_reason=reason)
+            )
+            pending = [
+                r.id
+                for r in conn.execute(
+                    sa.select(jobs.c.id).where(
+                        jobs.c.session_id == session_id, jobs.c.status == "PENDING"
+                    )
+                )
+            ]
+            if pending:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id.in_(pending))
+                    .values(status="CANCELED", error=f"canceled: {reason}", finished_at=now)
+                )
+            row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).one()
+        return SessionRow(**row._mapping), pending
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def add_job(self, **values: Any) -> JobRow:
+        values = dict(values)
+        values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, created_at=time.time())
+        values["variables"] = json.dumps(values.get("variables") or {})
+        with self.engine.begin() as conn:
+            job_id = conn.execute(jobs.insert().values(**values)).inserted_primary_key[0]
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+        return JobRow.from_row(row)
+
+    def get_job(self, job_id: int) -> JobRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        return JobRow.from_row(row) if row else None
+
+    def list_jobs(
+        self, user_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[JobRow]:
+        query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if user_id is not None:
+            query = query.where(jobs.c.user_id == user_id)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        with self.engine.connect() as conn:
+            return [JobRow.from_row(r) for r in conn.execute(query)]
+
+    def active_jobs(self) -> list[JobRow]:
+        query = sa.select(jobs).where(jobs.c.status.in_(ACTIVE)).order_by(jobs.c.id)
+        with self.engine.connect() as conn:
+            return [JobRow.from_row(r) for r in conn.execute(query)]
+
+    def mark_running(self, job_id: int, started_at: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == "PENDING")
+                .values(
+                    status="RUNNING", started_at=sa.func.coalesce(jobs.c.started_at, started_at)
+                )
+            )
+
+    def record_chunk(
+        self,
+        job_id: int,
+        counts: dict[str, int],
+        shots: int,
+        qpu_seconds: float,
+        calibration_age_s: float,
+    ) -> JobRow | None:
+        """Merge one chunk's counts into the job; the job becomes DONE with its last chunk.
+
+        A job canceled while its chunk ran keeps its final state and the chunk is dropped.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(jobs.c.id == job_id, jobs.c.status == "RUNNING")
+            ).first()
+            if row is None:
+                return None
+            job = JobRow.from_row(row)
+            merged = dict(job.counts)
+            for bits, n in counts.items():
+                merged[bits] = merged.get(bits, 0) + n
+            done = job.shots_done + shots
+            values: dict[str, Any] = dict(
+                counts=json.dumps(merged),
+                shots_done=done,
+                qpu_seconds=job.qpu_seconds + qpu_seconds,
+                calibration_age_s=max(job.calibration_age_s or 0.0, calibration_age_s),
+            )
+            if done >= job.shots:
+                values.update(
+                    status="DONE", finished_at=time.time(), results=json.dumps({"counter": merged})
+                )
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+        return JobRow.from_row(row)
+
+    def finish(self, job_id: int, status: str, error: str | None = None) -> JobRow | None:
+        """Move an active job to a final state (ERROR or CANCELED); None if already final."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+                .values(status=status, error=error, finished_at=time.time())
+            ).rowcount
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+        return JobRow.from_row(row) if changed else None
+
+    def requeue_running(self) -> list[int]:
+        """After a crash: jobs that were RUNNING go back to PENDING, keeping finished chunks."""
+        with self.engine.begin() as conn:
+            ids = [
+                r.id for r in conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "RUNNING"))
+            ]
+            if ids:
+                conn.execute(jobs.update().where(jobs.c.id.in_(ids)).values(status="PENDING"))
+        return ids
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+            ).all()
+        return {status: n for status, n in rows}
+
+    # -- device facts ---------------------------------------------------------------------
+
+    def get_fact(self, key: str) -> Any:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(facts.c.value).where(facts.c.key == key)).first()
+        return json.loads(row.value) if row else None
+
+    def set_fact(self, key: str, value: Any) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                facts.update().where(facts.c.key == key).values(value=json.dumps(value))
+            ).rowcount
+            if not updated:
+                conn.execute(facts.insert().values(key=key, value=json.dumps(value)))

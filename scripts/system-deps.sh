@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the Debian packages the real-service tests need; fail loudly if one cannot be had.
+set -euo pipefail
+need=()
+command -v munged >/dev/null || need+=(munge libmunge2)
+[ -e /usr/lib/x86_64-linux-gnu/libmunge.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libmunge.so.2 ] || need+=(libmunge2)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "system-deps: need root to install: ${need[*]}" >&2
+    exit 1
+  fi
+  echo "system-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || { echo "system-deps: apt-get update failed" >&2; exit 1; }
+  apt-get install -y -qq "${need[@]}" >/dev/null || { echo "system-deps: apt-get install ${need[*]} failed" >&2; exit 1; }
+fi
