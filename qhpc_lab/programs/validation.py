@@ -129,7 +129,7 @@ def _validate_pulser(body: str, variables: dict[str, Any], device: DeviceSpec) -
             f"{device.max_sequence_duration} ns",
         )
     try:
-        sequence.switch_device(device.pulser_device)
+        sequence.with_new_device(device.pulser_device)
     except Exception as err:
         raise DeviceRuleViolation("device_compatibility", str(err)) from None
     return ProgramFacts(num_qubits=len(positions), duration_ns=duration)

@@ -1,0 +1,1 @@
+"""MUNGE daemon fixture (filled in by the MUNGE tests)."""

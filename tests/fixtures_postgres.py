@@ -1,0 +1,1 @@
+"""PostgreSQL server fixture (filled in by the store tests)."""

@@ -1,0 +1,35 @@
+"""The scheduler runs a job end to end, in-process and over a real socket."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import USER, auth_header, wait_for_status
+
+
+@pytest.mark.anyio
+async def test_job_runs_in_process(api, sequence_json):
+    response = await api.user.post("/jobs", json={"sequence": sequence_json, "shots": 150})
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert isinstance(job["id"], int) and job["user_id"] == USER
+    done = await wait_for_status(api.user, job["id"])
+    counts = json.loads(done["results"])["counter"]
+    assert sum(counts.values()) == 150
+
+
+def test_job_runs_over_socket(server, sequence_json):
+    with httpx.Client(base_url=server.url, headers=auth_header(USER)) as client:
+        job = client.post("/jobs", json={"sequence": sequence_json, "shots": 10}).json()
+        import time
+
+        for _ in range(600):
+            job = client.get(f"/jobs/{job['id']}").json()
+            if job["status"] == "DONE":
+                break
+            time.sleep(0.05)
+        assert job["status"] == "DONE"
+        assert sum(json.loads(job["results"])["counter"].values()) == 10
