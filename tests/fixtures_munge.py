@@ -1,1 +1,100 @@
-"""MUNGE daemon fixture (filled in by the MUNGE tests)."""
+"""A real munged on the default socket, for the MUNGE and QRMI tests.
+
+QRMI's ``pasqal-local`` client always talks to /run/munge/munge.socket.2, so the daemon must
+answer there: reuse a running one, else start one and stop only that one afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MUNGED = "/usr/sbin/munged"
+PID_FILE = Path("/run/munge/munged.pid")
+KEY_FILE = Path("/etc/munge/munge.key")
+DIRS = (Path("/run/munge"), Path("/var/lib/munge"), Path("/var/log/munge"), KEY_FILE.parent)
+
+
+def munge_answers() -> bool:
+    """True when ``munge -n | unmunge`` succeeds against the default socket."""
+    try:
+        cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=5)
+        if cred.returncode:
+            return False
+        check = subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=5)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return check.returncode == 0
+
+
+def _prepare(owner: pwd.struct_passwd) -> None:
+    """Directories and key as munged insists: owned by munge, not writable by others."""
+    for folder in DIRS:
+        folder.mkdir(mode=0o755 if folder.parts[1] == "run" else 0o700, exist_ok=True)
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+    if not KEY_FILE.exists():
+        fd = os.open(KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(128))
+        os.chown(KEY_FILE, owner.pw_uid, owner.pw_gid)
+
+
+def _stop(pid: int, timeout: float = 10) -> None:
+    """SIGTERM our munged and wait (bounded) until it is gone or a zombie nobody reaps."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    status = Path(f"/proc/{pid}/status")
+    while time.monotonic() < deadline:
+        try:
+            if "\nState:\tZ" in status.read_text():
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def munged() -> Iterator[None]:
+    """Ensure munged answers on the default socket for the whole session."""
+    if munge_answers():
+        yield
+        return
+    if not (Path(MUNGED).exists() and shutil.which("munge") and shutil.which("unmunge")):
+        pytest.fail(
+            "MUNGE is not installed (need /usr/sbin/munged, munge, unmunge): "
+            "run scripts/system-deps.sh (Debian packages munge, libmunge2)"
+        )
+    if os.geteuid() != 0:
+        pytest.fail("munged is not running and starting it needs root (runuser -u munge)")
+    try:
+        owner = pwd.getpwnam("munge")
+    except KeyError:
+        pytest.fail("the munge user does not exist: reinstall Debian's munge package")
+    _prepare(owner)
+    started = subprocess.run(
+        ["runuser", "-u", "munge", "--", MUNGED], capture_output=True, text=True, timeout=30
+    )
+    if started.returncode:
+        pytest.fail(f"munged did not start ({started.returncode}): {started.stderr.strip()}")
+    pid = int(PID_FILE.read_text().strip())
+    try:
+        deadline = time.monotonic() + 15
+        while not munge_answers():
+            if time.monotonic() > deadline:
+                pytest.fail("munged started but does not answer on /run/munge/munge.socket.2")
+            time.sleep(0.05)
+        yield
+    finally:
+        _stop(pid)

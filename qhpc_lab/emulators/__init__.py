@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+from typing import Any
 
 from qhpc_lab.programs import Program, ProgramError
 
@@ -37,19 +37,24 @@ def run(program: Program, shots: int | None = None, engine: str | None = None) -
     engine = engine or choose_engine(program)
     if engine == "aer":
         return _run_qasm3(program, shots)
-    if engine in ("qutip", "emu-sv"):
-        return _run_pulser(program, shots, engine)
-    raise ProgramError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    return sample(final_state(program, engine), shots)
 
 
-def _run_pulser(program: Program, shots: int, engine: str) -> dict[str, int]:
+def final_state(program: Program, engine: str | None = None) -> Any:
+    """The state a Pulser program leaves the register in: the costly part, worth caching.
+
+    Sampling it (:func:`sample`) is cheap, so repeated runs of one program need one evolution.
+    """
+    engine = engine or choose_engine(program)
+    if engine not in ("qutip", "emu-sv"):
+        raise ProgramError(f"engine {engine!r} has no Pulser final state; use qutip or emu-sv")
     from pulser import Sequence
-    from pulser.backend import BitStrings
+    from pulser.backend import StateResult
 
     sequence = Sequence.from_abstract_repr(program.body)
     if sequence.is_parametrized() or program.variables:
         sequence = sequence.build(**program.variables)
-    observables = [BitStrings(num_shots=shots)]
+    observables = [StateResult(evaluation_times=[1.0])]
     if engine == "qutip":
         from pulser_simulation import QutipBackendV2, QutipConfig
 
@@ -59,7 +64,12 @@ def _run_pulser(program: Program, shots: int, engine: str) -> dict[str, int]:
 
         config = emu_sv.SVConfig(observables=observables, log_level=logging.WARNING)
         backend = emu_sv.SVBackend(sequence, config=config)
-    return dict(Counter(backend.run().final_bitstrings))
+    return backend.run().final_state
+
+
+def sample(state: Any, shots: int) -> dict[str, int]:
+    """Measure ``shots`` bitstrings from a final state."""
+    return dict(state.sample(num_shots=shots))
 
 
 def _run_qasm3(program: Program, shots: int) -> dict[str, int]:

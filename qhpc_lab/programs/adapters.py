@@ -25,11 +25,19 @@ def to_program(obj: Any, shots: int, name: str | None = None, **variables: Any) 
     """Dispatch on the object's type: a Program, a Pulser Sequence or a Qiskit circuit."""
     if isinstance(obj, Program):
         return obj
+    # The module test keeps an SDK unimported unless the object comes from it; the isinstance
+    # test refuses its other objects (a pulser Register is not a program).
     module = type(obj).__module__
     if module.startswith("pulser"):
-        return from_pulser(obj, shots, name, **variables)
+        from pulser import Sequence
+
+        if isinstance(obj, Sequence):
+            return from_pulser(obj, shots, name, **variables)
     if module.startswith("qiskit"):
-        return from_qiskit(obj, shots, name)
+        from qiskit import QuantumCircuit
+
+        if isinstance(obj, QuantumCircuit):
+            return from_qiskit(obj, shots, name)
     raise ProgramError(
         f"cannot turn a {type(obj).__qualname__} into a program: "
         "expected a pulser.Sequence, a qiskit.QuantumCircuit or a qhpc_lab Program"

@@ -50,6 +50,8 @@ class Program:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Program:
+        if not isinstance(data, dict):
+            raise ProgramError(f"a program envelope is a JSON object, not {type(data).__name__}")
         unknown = set(data) - {"format", "body", "shots", "name", "variables"}
         if unknown:
             raise ProgramError(f"unknown envelope fields: {', '.join(sorted(unknown))}")
@@ -66,4 +68,8 @@ class Program:
 
     @classmethod
     def from_json(cls, text: str) -> Program:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ProgramError(f"program envelope is not valid JSON: {err}") from None
+        return cls.from_dict(data)

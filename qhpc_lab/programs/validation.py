@@ -65,14 +65,15 @@ def validate(program: Program, device: DeviceSpec) -> ProgramFacts:
     return _validate_body(program.format, program.body, variables, device)
 
 
-_FACTS: dict[tuple[str, str, str, int], ProgramFacts] = {}
+_FACTS: dict[tuple[str, str, str, str], ProgramFacts] = {}
 _FACTS_LIMIT = 2048
 
 
 def _validate_body(fmt: str, body: str, variables: str, device: DeviceSpec) -> ProgramFacts:
     # Parsing a Pulser sequence costs milliseconds; a production campaign or a benchmark sends
-    # the same body many times, so successful checks are remembered by content.
-    key = (fmt, hashlib.sha256(body.encode()).hexdigest(), variables, id(device))
+    # the same body many times, so successful checks are remembered by content (the device's
+    # too: an id() could be reused by another device once the first is collected).
+    key = (fmt, hashlib.sha256(body.encode()).hexdigest(), variables, device.json)
     facts = _FACTS.get(key)
     if facts is None:
         check = _validate_pulser if fmt == "pulser" else _validate_qasm3
@@ -114,7 +115,8 @@ def _validate_pulser(body: str, variables: dict[str, Any], device: DeviceSpec) -
     register = sequence.register
     positions = [tuple(float(c) for c in p) for p in register.qubits.values()]
     _check_register(positions, device)
-    for name, channel_id in json.loads(body).get("channels", {}).items():
+    channels: dict[str, str] = json.loads(body).get("channels", {})
+    for name, channel_id in channels.items():
         if channel_id not in device.channels:
             raise DeviceRuleViolation(
                 "channels",
@@ -128,11 +130,35 @@ def _validate_pulser(body: str, variables: dict[str, Any], device: DeviceSpec) -
             f"sequence lasts {duration} ns; {device.name} allows at most "
             f"{device.max_sequence_duration} ns",
         )
+    _check_pulses(sequence, channels, device)
     try:
         sequence.with_new_device(device.pulser_device)
     except Exception as err:
         raise DeviceRuleViolation("device_compatibility", str(err)) from None
     return ProgramFacts(num_qubits=len(positions), duration_ns=duration)
+
+
+def _check_pulses(sequence: Any, channels: dict[str, str], device: DeviceSpec) -> None:
+    """Refuse amplitudes and detunings over the channel's limits with the values, which
+    Pulser's own device switch leaves out of its message."""
+    from pulser.sampler import sample
+
+    samples = sample(sequence).channel_samples
+    for name, channel_id in channels.items():
+        if name not in samples:
+            continue
+        limits = device.channels[channel_id]
+        for what, values, limit in (
+            ("amplitude", samples[name].amp, limits.get("max_amp")),
+            ("detuning", samples[name].det, limits.get("max_abs_detuning")),
+        ):
+            peak = float(abs(values.as_array(detach=True)).max(initial=0.0))
+            if limit is not None and peak > limit + 1e-9:
+                raise DeviceRuleViolation(
+                    "device_compatibility",
+                    f"channel {name!r} reaches a peak {what} of {peak:.2f} rad/µs; "
+                    f"{channel_id} on {device.name} allows at most {limit:.2f} rad/µs",
+                )
 
 
 def _check_register(positions: list[tuple[float, ...]], device: DeviceSpec) -> None:

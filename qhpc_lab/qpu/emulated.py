@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import json
 import multiprocessing
 import random
 import signal
@@ -32,11 +33,30 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _emulate(envelope: dict[str, Any], shots: int) -> dict[str, int]:
-    from qhpc_lab import emulators
-    from qhpc_lab.programs import Program
+_STATES: dict[str, Any] = {}
+_STATES_LIMIT = 64
 
-    return emulators.run(Program.from_dict(envelope), shots=shots)
+
+def _emulate(envelope: dict[str, Any], shots: int) -> dict[str, int]:
+    """Runs in the worker process, which keeps final states of recent Pulser programs.
+
+    A production campaign or a variational loop at a fixed point resubmits one program many
+    times; its evolution is computed once and each job samples the kept state.
+    """
+    from qhpc_lab import emulators
+
+    program = Program.from_dict(envelope)
+    engine = emulators.choose_engine(program)
+    if engine == "aer":
+        return emulators.run(program, shots, engine)
+    key = json.dumps([program.body, program.variables], sort_keys=True)
+    state = _STATES.get(key)
+    if state is None:
+        state = emulators.final_state(program, engine)
+        if len(_STATES) >= _STATES_LIMIT:
+            _STATES.pop(next(iter(_STATES)))
+        _STATES[key] = state
+    return emulators.sample(state, shots)
 
 
 def _warm_up() -> None:

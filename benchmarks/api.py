@@ -1,0 +1,205 @@
+"""Scheduler API benchmark: submissions/s and latency under concurrency, submit→RUNNING on idle.
+
+Starts the real daemon (``qhpc scheduler serve``, ``test`` profile, SQLite, token auth) and
+loads it from this process with httpx, as the kernel-side client does. Because the machine is
+shared and noisy, every throughput figure is also given as a ratio to a baseline measured in
+the same run: the rate of ``GET /health`` (the framework's floor) at the same concurrency.
+
+    .venv/bin/python benchmarks/api.py [--jobs 400] [--clients 1,10,50] [--idle-samples 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from qhpc_lab.scheduler.auth import make_token
+
+SECRET = "benchmark-secret"
+
+
+def one_shot_sequence() -> str:
+    """The workload Warden was measured with: a one-shot, 2-atom Pulser sequence."""
+    from pulser import Pulse, Register, Sequence
+    from pulser.devices import AnalogDevice
+
+    sequence = Sequence(Register.from_coordinates([(-3, 0), (3, 0)], prefix="q"), AnalogDevice)
+    sequence.declare_channel("g", "rydberg_global")
+    sequence.add(Pulse.ConstantPulse(100, 1.0, 0.0, 0.0), "g")
+    sequence.measure("ground-rydberg")
+    return sequence.to_abstract_repr()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def load(
+    url: str, token: str, clients: int, total: int, method: str, path: str, body: bytes | None
+) -> tuple[float, list[float], int]:
+    """``total`` requests from ``clients`` concurrent workers; (rate, latencies, failures)."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    latencies: list[float] = []
+    failures = 0
+    remaining = total
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
+
+        async def worker() -> None:
+            nonlocal remaining, failures
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                response = await http.request(method, path, content=body)
+                latencies.append(time.perf_counter() - started)
+                failures += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return total / elapsed, latencies, failures
+
+
+async def idle_dispatch(url: str, token: str, body: bytes, samples: int) -> dict[str, list[float]]:
+    """Submit one job at a time to an idle QPU; time until the scheduler reports it RUNNING.
+
+    ``server`` is the daemon's own created_at → started_at; ``client`` is from sending the POST
+    to receiving the RUNNING event on the /events stream.
+    """
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    server_side: list[float] = []
+    client_side: list[float] = []
+    async with (
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http,
+        http.stream("GET", "/events") as events,
+    ):
+        lines = events.aiter_lines()
+        for _ in range(samples):
+            sent = time.perf_counter()
+            job = (await http.post("/jobs", content=body)).json()
+            running_seen: float | None = None
+            kind = ""
+            async for line in lines:
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "job":
+                    data = json.loads(line[6:])
+                    if data["id"] != job["id"]:
+                        continue
+                    if data["status"] == "RUNNING" and running_seen is None:
+                        running_seen = time.perf_counter()
+                    if data["status"] in ("DONE", "ERROR", "CANCELED"):
+                        break
+            final = (await http.get(f"/jobs/{job['id']}")).json()
+            created = _parse(final["created_at"])
+            started = _parse(final["started_at"])
+            server_side.append(started - created)
+            if running_seen is not None:
+                client_side.append(running_seen - sent)
+    return {"server": server_side, "client": client_side}
+
+
+def _parse(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def start_daemon(state: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "QHPC_STATE_DIR": str(state), "QHPC_TOKEN_SECRET": SECRET}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qhpc_lab.cli",
+            "scheduler",
+            "serve",
+            "--device",
+            "test",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the scheduler did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--clients", default="1,10,50")
+    parser.add_argument("--idle-samples", type=int, default=30)
+    args = parser.parse_args()
+    body = json.dumps({"sequence": one_shot_sequence(), "shots": 1}).encode()
+    token = make_token(SECRET, 1000)
+    rows = []
+    with tempfile.TemporaryDirectory() as state:
+        process, url = start_daemon(Path(state))
+        try:
+            # Warm up: the first submission pays the validation of this sequence and imports.
+            asyncio.run(load(url, token, 1, 20, "POST", "/jobs", body))
+            for clients in (int(c) for c in args.clients.split(",")):
+                base_rate, _, _ = asyncio.run(
+                    load(url, token, clients, args.jobs, "GET", "/health", None)
+                )
+                rate, latencies, failures = asyncio.run(
+                    load(url, token, clients, args.jobs, "POST", "/jobs", body)
+                )
+                rows.append((clients, rate, base_rate, latencies, failures))
+            # Let the queue of one-shot jobs drain before measuring dispatch on an idle QPU.
+            while httpx.get(f"{url}/device").json()["queue_depth"] != {
+                "development": 0,
+                "test": 0,
+                "production": 0,
+            }:
+                time.sleep(0.2)
+            idle = asyncio.run(idle_dispatch(url, token, body, args.idle_samples))
+        finally:
+            process.terminate()
+            process.wait(10)
+    print(f"POST /jobs, {args.jobs} one-shot 2-atom Pulser jobs per row (test profile, SQLite)\n")
+    print("| clients | submissions/s | p50 ms | p99 ms | failures | GET /health/s | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for clients, rate, base, latencies, failures in rows:
+        print(
+            f"| {clients} | {rate:.0f} | {1000 * statistics.median(latencies):.1f} | "
+            f"{1000 * percentile(latencies, 0.99):.1f} | {failures} | {base:.0f} | "
+            f"{rate / base:.2f} |"
+        )
+    for name, values in idle.items():
+        if values:
+            print(
+                f"\nsubmit→RUNNING on an idle QPU ({name} side, {len(values)} jobs): "
+                f"p50 {1000 * statistics.median(values):.1f} ms, "
+                f"p90 {1000 * percentile(values, 0.9):.1f} ms, max {1000 * max(values):.1f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()
