@@ -2,7 +2,13 @@
 
 from qhpc_lab.programs.adapters import from_pulser, from_qiskit, to_program
 from qhpc_lab.programs.envelope import FORMATS, Program, ProgramError
-from qhpc_lab.programs.validation import DeviceRuleViolation, DeviceSpec, ProgramFacts, validate
+from qhpc_lab.programs.validation import (
+    DeviceRuleViolation,
+    DeviceSpec,
+    ProgramFacts,
+    validate,
+    warm_up,
+)
 
 __all__ = [
     "FORMATS",
@@ -15,4 +21,5 @@ __all__ = [
     "from_qiskit",
     "to_program",
     "validate",
+    "warm_up",
 ]

@@ -54,6 +54,12 @@ class DeviceSpec:
         return deserialize_device(self.json)
 
 
+def warm_up() -> None:
+    """Import the SDKs validation needs (seconds, cold) before a daemon serves its first job."""
+    import pulser  # noqa: F401
+    import qiskit.qasm3  # noqa: F401
+
+
 def validate(program: Program, device: DeviceSpec) -> ProgramFacts:
     """Raise :class:`ProgramError` or :class:`DeviceRuleViolation`; return facts otherwise."""
     if device.max_runs is not None and program.shots > device.max_runs:

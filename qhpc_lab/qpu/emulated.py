@@ -10,6 +10,7 @@ flipped with the readout error that the calibration's age gives (:class:`~qhpc_l
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import ctypes
@@ -59,6 +60,31 @@ def _emulate(envelope: dict[str, Any], shots: int) -> dict[str, int]:
     return emulators.sample(state, shots)
 
 
+_worker: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def _emulator_worker() -> concurrent.futures.ProcessPoolExecutor:
+    """The process's one emulator worker, shared by its drivers (one QPU per daemon; tests make
+    many drivers in one process and should pay the SDK imports once, not per driver)."""
+    global _worker
+    if _worker is None:
+        _worker = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+        )
+        _worker.submit(_warm_up)
+        atexit.register(_discard_worker)
+    return _worker
+
+
+def _discard_worker() -> None:
+    global _worker
+    if _worker is not None:
+        _worker.shutdown(wait=False, cancel_futures=True)
+        _worker = None
+
+
 def _warm_up() -> None:
     import pulser  # noqa: F401  (3 s cold: pay it before the first job, not during it)
     import pulser_simulation  # noqa: F401
@@ -82,7 +108,6 @@ class EmulatedQPU:
         self._state = DeviceState.ONLINE
         self._samples: dict[str, list[str]] = {}
         self._rng = random.Random(seed)
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     @property
     def state(self) -> DeviceState:
@@ -94,12 +119,7 @@ class EmulatedQPU:
 
     def start(self) -> None:
         """Start the worker process and import the emulators in it ahead of the first job."""
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with_parent,
-        )
-        self._pool.submit(_warm_up)
+        _emulator_worker()
 
     async def run_chunk(
         self, key: str, program: Program, shots: int, remaining: int
@@ -118,14 +138,13 @@ class EmulatedQPU:
         return ChunkOutcome(counts, started, self._clock(), age)
 
     async def _sample(self, program: Program, shots: int) -> list[str]:
-        if self._pool is None:
-            self.start()
-        assert self._pool is not None
         loop = asyncio.get_running_loop()
         try:
-            counts = await loop.run_in_executor(self._pool, _emulate, program.to_dict(), shots)
+            counts = await loop.run_in_executor(
+                _emulator_worker(), _emulate, program.to_dict(), shots
+            )
         except concurrent.futures.process.BrokenProcessPool:
-            self._pool = None
+            _discard_worker()
             raise RuntimeError("the emulator worker process died; resubmit the job") from None
         samples = [bits for bits, n in counts.items() for _ in range(n)]
         self._rng.shuffle(samples)
@@ -152,6 +171,4 @@ class EmulatedQPU:
         self._samples.pop(key, None)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """The shared worker outlives a driver; it ends with the process (or its parent)."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from qhpc_lab.programs import Program, ProgramError, validate
+from qhpc_lab.programs import Program, ProgramError, validate, warm_up
 from qhpc_lab.qpu import DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
@@ -67,6 +67,7 @@ class Scheduler:
 
     async def start(self) -> None:
         self.driver.start()
+        warm_up()
         requeued = self.store.requeue_running()
         if requeued:
             log.warning(
@@ -130,8 +131,11 @@ class Scheduler:
         }
 
     def set_accessible(self, accessible: bool, message: str | None = None) -> None:
+        """Open or close submissions; reopening without a message clears the closing one."""
         self.accessible = accessible
         self.store.set_fact("accessible", accessible)
+        if message is None and accessible:
+            message = ""
         if message is not None:
             self.message = message
             self.store.set_fact("message", message)
@@ -266,8 +270,11 @@ class Scheduler:
                 list(self._queue.values()), self.device_view(), self.clock(), self.policy
             )
         position, eta = self._estimates.get(job_id, (None, None))
+        running = self._estimates.get(self._running) if self._running is not None else None
         if job_id == self._running:
             position = 0
+        elif position is not None and running is not None and running[0] < position:
+            position -= 1  # the running job left its place in the order for 0: close the gap
         return position, None if eta is None else round(eta, 3)
 
     def job_view(self, job: JobRow) -> dict[str, Any]:
@@ -367,15 +374,13 @@ class Scheduler:
     async def _run_chunk(self, decision: policy.RunChunk) -> None:
         queued = self._queue[decision.job_id]
         program = self._programs[decision.job_id]
-        if not queued.started and self._running != queued.id:
-            started = self.clock()
-            self.store.mark_running(queued.id, started)
-            self.metrics.wait_seconds.observe(max(0.0, started - queued.created_at))
         self._running = queued.id
         self._estimates = None
-        job = self.store.get_job(queued.id)
-        if job is not None and job.status == "RUNNING" and queued.shots_done == job.shots_done:
-            self._publish_job(job)
+        started = self.store.mark_running(queued.id, self.clock())
+        if started is not None:  # its first chunk, or its first since a restart
+            if not queued.started:
+                self.metrics.wait_seconds.observe(max(0.0, started.started_at - queued.created_at))
+            self._publish_job(started)
         try:
             outcome = await self.driver.run_chunk(
                 str(queued.id), program, decision.shots, queued.remaining

@@ -67,6 +67,8 @@ facts = sa.Table(
 
 ACTIVE = ("PENDING", "RUNNING")
 FINAL = ("DONE", "ERROR", "CANCELED")
+MAX_JOB_ID = 2**31 - 1
+"""Largest id the ``jobs.id`` column holds on every backend (INTEGER is 32-bit on PostgreSQL)."""
 
 
 @dataclass
@@ -217,11 +219,12 @@ class Store:
         values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, created_at=time.time())
         values["variables"] = json.dumps(values.get("variables") or {})
         with self.engine.begin() as conn:
-            job_id = conn.execute(jobs.insert().values(**values)).inserted_primary_key[0]
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+            row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
         return JobRow.from_row(row)
 
     def get_job(self, job_id: int) -> JobRow | None:
+        if not 0 < job_id <= MAX_JOB_ID:  # ids come from URLs: one past the column type is no job
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
         return JobRow.from_row(row) if row else None
@@ -242,15 +245,18 @@ class Store:
         with self.engine.connect() as conn:
             return [JobRow.from_row(r) for r in conn.execute(query)]
 
-    def mark_running(self, job_id: int, started_at: float) -> None:
+    def mark_running(self, job_id: int, started_at: float) -> JobRow | None:
+        """PENDING → RUNNING, keeping the first start of a job requeued after a crash."""
         with self.engine.begin() as conn:
-            conn.execute(
+            row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status == "PENDING")
                 .values(
                     status="RUNNING", started_at=sa.func.coalesce(jobs.c.started_at, started_at)
                 )
-            )
+                .returning(*jobs.c)
+            ).first()
+        return JobRow.from_row(row) if row else None
 
     def record_chunk(
         self,
@@ -285,20 +291,21 @@ class Store:
                 values.update(
                     status="DONE", finished_at=time.time(), results=json.dumps({"counter": merged})
                 )
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
+            row = conn.execute(
+                jobs.update().where(jobs.c.id == job_id).values(**values).returning(*jobs.c)
+            ).one()
         return JobRow.from_row(row)
 
     def finish(self, job_id: int, status: str, error: str | None = None) -> JobRow | None:
         """Move an active job to a final state (ERROR or CANCELED); None if already final."""
         with self.engine.begin() as conn:
-            changed = conn.execute(
+            row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
                 .values(status=status, error=error, finished_at=time.time())
-            ).rowcount
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
-        return JobRow.from_row(row) if changed else None
+                .returning(*jobs.c)
+            ).first()
+        return JobRow.from_row(row) if row else None
 
     def requeue_running(self) -> list[int]:
         """After a crash: jobs that were RUNNING go back to PENDING, keeping finished chunks."""
