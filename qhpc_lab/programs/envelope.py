@@ -16,7 +16,15 @@ FORMATS = ("pulser", "qasm3")
 
 
 class ProgramError(ValueError):
-    """A program that is malformed or that no target can accept, whatever the device."""
+    """A program that is malformed or that no target can accept, whatever the device.
+
+    ``rule`` names what was broken (``format``, ``body``, ``shots``, ``envelope``), so an API
+    can answer with it as it does with device rules.
+    """
+
+    def __init__(self, message: str, rule: str = "program") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -30,12 +38,13 @@ class Program:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ProgramError(
-                f"unknown program format {self.format!r}; supported: {', '.join(FORMATS)}"
+                f"unknown program format {self.format!r}; supported: {', '.join(FORMATS)}",
+                "format",
             )
         if not isinstance(self.body, str) or not self.body.strip():
-            raise ProgramError("program body is empty")
+            raise ProgramError("program body is empty", "body")
         if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots <= 0:
-            raise ProgramError(f"shots must be a positive integer, got {self.shots!r}")
+            raise ProgramError(f"shots must be a positive integer, got {self.shots!r}", "shots")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -51,10 +60,12 @@ class Program:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Program:
         if not isinstance(data, dict):
-            raise ProgramError(f"a program envelope is a JSON object, not {type(data).__name__}")
+            raise ProgramError(
+                f"a program envelope is a JSON object, not {type(data).__name__}", "envelope"
+            )
         unknown = set(data) - {"format", "body", "shots", "name", "variables"}
         if unknown:
-            raise ProgramError(f"unknown envelope fields: {', '.join(sorted(unknown))}")
+            raise ProgramError(f"unknown envelope fields: {', '.join(sorted(unknown))}", "envelope")
         try:
             return cls(
                 format=data["format"],
@@ -64,12 +75,12 @@ class Program:
                 variables=data.get("variables") or {},
             )
         except KeyError as missing:
-            raise ProgramError(f"envelope field {missing} is missing") from None
+            raise ProgramError(f"envelope field {missing} is missing", "envelope") from None
 
     @classmethod
     def from_json(cls, text: str) -> Program:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ProgramError(f"program envelope is not valid JSON: {err}") from None
+            raise ProgramError(f"program envelope is not valid JSON: {err}", "envelope") from None
         return cls.from_dict(data)

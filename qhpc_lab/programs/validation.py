@@ -20,8 +20,7 @@ class DeviceRuleViolation(ProgramError):
     """The program is well formed but this device cannot run it."""
 
     def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"{rule}: {message}")
-        self.rule = rule
+        super().__init__(f"{rule}: {message}", rule)
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ def _validate_qasm3(body: str, variables: dict[str, Any], device: DeviceSpec) ->
     try:
         circuit = qasm3.loads(body)
     except Exception as err:
-        raise ProgramError(f"body is not valid OpenQASM 3: {err}") from None
+        raise ProgramError(f"body is not valid OpenQASM 3: {err}", "body") from None
     if device.max_atom_num is not None and circuit.num_qubits > device.max_atom_num:
         raise DeviceRuleViolation(
             "max_atom_num",
@@ -112,12 +111,16 @@ def _validate_pulser(body: str, variables: dict[str, Any], device: DeviceSpec) -
     try:
         sequence = Sequence.from_abstract_repr(body)
     except Exception as err:
-        raise ProgramError(f"body is not a valid Pulser abstract representation: {err}") from None
+        raise ProgramError(
+            f"body is not a valid Pulser abstract representation: {err}", "body"
+        ) from None
     if sequence.is_parametrized() or variables:
         try:
             sequence = sequence.build(**variables)
         except Exception as err:
-            raise ProgramError(f"cannot build the parametrised sequence: {err}") from None
+            raise ProgramError(
+                f"cannot build the parametrised sequence: {err}", "variables"
+            ) from None
     register = sequence.register
     positions = [tuple(float(c) for c in p) for p in register.qubits.values()]
     _check_register(positions, device)

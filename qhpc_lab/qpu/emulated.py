@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import multiprocessing
+import os
 import random
 import signal
 import time
@@ -28,10 +29,16 @@ from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState
 STANDS_IN = "emulated QPU (no physical device): results come from local emulators"
 
 
-def _die_with_parent() -> None:
-    """Worker initialiser: a scheduler killed with SIGKILL must not leave emulators behind."""
+def _die_with_parent(scheduler_pid: int) -> None:
+    """Worker initialiser: a scheduler killed with SIGKILL must not leave emulators behind.
+
+    The death signal covers only a parent that dies after it is set; a scheduler killed while
+    this worker was still starting is gone already, and the worker would wait forever.
+    """
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != scheduler_pid:
+        os._exit(1)
 
 
 _STATES: dict[str, Any] = {}
@@ -72,6 +79,7 @@ def _emulator_worker() -> concurrent.futures.ProcessPoolExecutor:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_die_with_parent,
+            initargs=(os.getpid(),),
         )
         _worker.submit(_warm_up)
         atexit.register(_discard_worker)

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -180,6 +180,22 @@ def create_app(
                 f"{config.max_payload_bytes} bytes",
                 "max_payload_bytes",
             )
+        if length is None and "transfer-encoding" in request.headers:
+            # A streamed (chunked) body announces no length: count it as it arrives. Starlette
+            # hands a body that was read here on to the route.
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > config.max_payload_bytes:
+                    return _error(
+                        413,
+                        f"streamed request body exceeds the limit of "
+                        f"{config.max_payload_bytes} bytes",
+                        "max_payload_bytes",
+                    )
+                chunks.append(chunk)
+            request._body = b"".join(chunks)
         return await call_next(request)
 
     @app.exception_handler(SchedulerError)
@@ -225,11 +241,17 @@ def create_app(
         return [_session_view(s) for s in sched.store.list_sessions(active)]
 
     @app.delete("/sessions/{session_id}", response_model=SessionOut, tags=["warden"])
-    async def delete_session(session_id: str, who: User) -> dict[str, Any]:
+    async def delete_session(
+        session_id: str,
+        who: User,
+        reason: Annotated[str, Query(max_length=200)] = "session released",
+    ) -> dict[str, Any]:
+        """Revoke a session; its queued jobs are cancelled with ``reason`` (the Slurm Epilog
+        says "Slurm job ended")."""
         session = sched.store.get_session(session_id)
         if session is None or (session.user_id != who.user_id and not who.admin):
             raise SchedulerError(404, f"session {session_id} not found")
-        return _session_view(sched.revoke_session(session_id, "session released"))
+        return _session_view(sched.revoke_session(session_id, reason))
 
     @app.delete("/sessions", response_model=SessionOut, tags=["warden", "admin"])
     async def delete_session_by_header(_who: Admin, session_id: WardenSession = None) -> Any:
@@ -245,7 +267,7 @@ def create_app(
             )
         except ProgramError as err:
             sched.metrics.rejected += 1
-            raise SchedulerError(422, str(err), "program") from None
+            raise SchedulerError(422, str(err), err.rule) from None
         job = sched.submit(
             who.user_id,
             who.admin,

@@ -45,7 +45,8 @@ def read_token(secret: str, token: str) -> Identity:
     except ValueError:
         raise AuthError(401, "malformed bearer token") from None
     expected = hmac.new(secret.encode(), claims.encode(), hashlib.sha256).hexdigest()
-    if prefix != "qhpc" or not hmac.compare_digest(expected, signature):
+    # bytes, not str: compare_digest raises TypeError on a non-ASCII str (a forged header)
+    if prefix != "qhpc" or not hmac.compare_digest(expected.encode(), signature.encode()):
         raise AuthError(401, "invalid bearer token (bad signature)")
     data = json.loads(base64.urlsafe_b64decode(claims))
     return Identity(user_id=str(data["uid"]), admin=bool(data.get("admin")))

@@ -37,6 +37,12 @@ class SchedulerConfig:
     class_priority: dict[str, int] = field(
         default_factory=lambda: {"development": 30, "test": 20, "production": 10}
     )
+    aging_per_chunk: float = 1.0
+    """Priority points a class gains per chunk duration it waits unserved (docs/policy.md)."""
+    usage_half_life_s: float = 600.0
+    """Half-life of the QPU usage that fair share between sessions weighs."""
+    min_calibration_age_s: float = 60.0
+    """Floor on a job's max_calibration_age_s, so no job can keep the QPU calibrating."""
 
     def __post_init__(self) -> None:
         if isinstance(self.auth, str):
@@ -69,14 +75,25 @@ class SchedulerConfig:
         names = {f.name: f for f in dataclasses.fields(cls)}
         for name, spec in names.items():
             raw = os.environ.get(f"QHPC_{name.upper()}")
-            if raw is not None and spec.type in ("int", "bool | None"):
-                values[name] = (
-                    raw.lower() in ("1", "true", "yes") if "bool" in spec.type else int(raw)
-                )
-            elif raw is not None and name != "class_priority":
-                values[name] = raw
+            if raw is not None:
+                values[name] = _from_env(name, str(spec.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - set(names)
         if unknown:
             raise ValueError(f"unknown scheduler settings: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+def _from_env(name: str, kind: str, raw: str) -> Any:
+    """A setting's value from its ``QHPC_*`` variable, by the field's declared type."""
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind.startswith("bool"):
+        return raw.lower() in ("1", "true", "yes")
+    if kind.startswith("dict"):
+        return dict(
+            (key.strip(), int(value)) for key, value in (p.split("=") for p in raw.split(","))
+        )
+    return raw

@@ -50,7 +50,14 @@ class Scheduler:
         self.clock = clock
         self.bus = EventBus()
         self.metrics = Metrics()
-        self.policy = policy.PolicyConfig(class_priority=dict(config.class_priority))
+        self.policy = policy.PolicyConfig(
+            class_priority=dict(config.class_priority),
+            aging_per_chunk=config.aging_per_chunk,
+            usage_half_life_s=config.usage_half_life_s,
+            min_calibration_age_s=config.min_calibration_age_s,
+        )
+        self._usage = policy.NO_USAGE
+        self._session_slots: dict[str, int] = {}
         self._queue: dict[int, policy.QueuedJob] = {}
         self._programs: dict[int, Program] = {}
         self._estimates: dict[int, tuple[int, float]] | None = None
@@ -73,6 +80,7 @@ class Scheduler:
             log.warning(
                 "requeued %d jobs that were running when the scheduler stopped", len(requeued)
             )
+        self._session_slots = {s.id: s.qpu_slots for s in self.store.list_sessions(active=True)}
         for row in self.store.active_jobs():
             self._enqueue(row)
         self._task = asyncio.create_task(self._dispatch_forever(), name="qhpc-dispatcher")
@@ -156,12 +164,15 @@ class Scheduler:
     def open_session(self, user_id: str, slurm_job_id: str | None, qpu_slots: int) -> SessionRow:
         if qpu_slots < 1:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
-        return self.store.create_session(user_id, slurm_job_id, qpu_slots)
+        session = self.store.create_session(user_id, slurm_job_id, qpu_slots)
+        self._session_slots[session.id] = session.qpu_slots
+        return session
 
     def revoke_session(self, session_id: str, reason: str) -> SessionRow:
         if self.store.get_session(session_id) is None:
             raise SchedulerError(404, f"session {session_id} not found")
         session, canceled = self.store.revoke_session(session_id, reason)
+        self._session_slots.pop(session_id, None)
         for job_id in canceled:
             self._dequeue(job_id)
             self.metrics.finished["CANCELED"] += 1
@@ -221,7 +232,7 @@ class Scheduler:
             facts = validate(program, self.driver.profile.spec)
         except ProgramError as err:
             self.metrics.rejected += 1
-            raise SchedulerError(422, str(err), getattr(err, "rule", "program")) from None
+            raise SchedulerError(422, str(err), err.rule) from None
         row = self.store.add_job(
             session_id=session.id if session else None,
             user_id=session.user_id if session else user_id,
@@ -267,7 +278,12 @@ class Scheduler:
             return None, None
         if self._estimates is None:
             self._estimates = policy.estimates(
-                list(self._queue.values()), self.device_view(), self.clock(), self.policy
+                list(self._queue.values()),
+                self.device_view(),
+                self.clock(),
+                self.policy,
+                self._session_slots,
+                self._usage,
             )
         position, eta = self._estimates.get(job_id, (None, None))
         running = self._estimates.get(self._running) if self._running is not None else None
@@ -337,9 +353,6 @@ class Scheduler:
     def _publish_job(self, job: JobRow) -> None:
         self.bus.publish("job", self.job_view(job), user_id=job.user_id)
 
-    def _slots(self) -> dict[str, int]:
-        return {s.id: s.qpu_slots for s in self.store.list_sessions(active=True)}
-
     # -- dispatcher ---------------------------------------------------------------------------
 
     async def _dispatch_forever(self) -> None:
@@ -350,7 +363,12 @@ class Scheduler:
                 decision: policy.Decision = policy.Calibrate()
             else:
                 decision = policy.decide(
-                    list(self._queue.values()), self._slots(), self.device_view(), now, self.policy
+                    list(self._queue.values()),
+                    self._session_slots,
+                    self.device_view(),
+                    now,
+                    self.policy,
+                    self._usage,
                 )
             if isinstance(decision, policy.Calibrate):
                 await self._calibrate()
@@ -395,6 +413,9 @@ class Scheduler:
                 self._publish_job(failed)
             return
         self._running = None
+        self._usage = policy.record_chunk(
+            self._usage, queued, outcome.started_at, outcome.finished_at, self.policy
+        )
         busy = outcome.finished_at - outcome.started_at
         self.metrics.qpu_busy_seconds += busy
         self.metrics.shots += decision.shots

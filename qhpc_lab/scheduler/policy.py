@@ -1,17 +1,36 @@
-"""Scheduling policy: a pure function of (queue, sessions, device, clock) → what to do next.
+"""Scheduling policy: a pure function of (queue, sessions, usage, device, clock) → what to do next.
 
-No I/O and no wall clock: the dispatcher, the tests and the simulation benchmarks call the
-same functions with real or virtual time. Ordering is decided here and nowhere else.
+No I/O, no wall clock, no randomness: the dispatcher, the tests and the simulation benchmark
+(``benchmarks/simulate.py``) call the same functions with real or virtual time, so what the
+benchmark measures is what the daemon does. Ordering is decided here and nowhere else.
+
+The rules, in the order :func:`decide` applies them (docs/policy.md explains each one):
+
+1. MAINTENANCE and OFFLINE run nothing, not even a calibration; CALIBRATING waits.
+2. A calibration that is due runs before anything else.
+3. While draining (``accepting=False``) only started jobs are candidates.
+4. Candidates are ranked by :func:`order`: class priority raised by aging, then fair share
+   between sessions weighted by their slots, then arrival.
+5. The best candidate runs one chunk: at most ``device.chunk_shots`` shots, shrunk so that it
+   ends before the next calibration window and every shot starts within the job's
+   calibration-age bound. When not one shot fits before the window, the device calibrates early.
+6. A job past its calibration-age bound waits for a calibration while the next candidate of the
+   same effective priority runs; when only lower-priority work (or none) could run instead, the
+   device calibrates early for it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qhpc_lab.qpu import DeviceState
 
 JOB_CLASSES = ("development", "test", "production")
+
+_SLACK = 1e-9
+"""Rounding slack, in shots, when counting how many shots fit in a span of time."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,11 @@ class QueuedJob:
     def started(self) -> bool:
         return self.shots_done > 0
 
+    @property
+    def account(self) -> str:
+        """Fair-share account: the session, or a per-user pseudo-session for sessionless jobs."""
+        return self.session_id if self.session_id is not None else f"user:{self.user_id}"
+
 
 @dataclass(frozen=True)
 class DeviceView:
@@ -53,6 +77,11 @@ class DeviceView:
     def next_calibration_at(self) -> float:
         return self.calibrated_at + self.calibration_interval_s
 
+    @property
+    def chunk_duration_s(self) -> float:
+        """The time one full chunk takes: the unit of aging and of preemption delay."""
+        return self.chunk_shots * self.time_per_shot_s
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -61,6 +90,59 @@ class PolicyConfig:
     class_priority: Mapping[str, int] = field(
         default_factory=lambda: {"development": 30, "test": 20, "production": 10}
     )
+    aging_per_chunk: float = 1.0
+    """Priority a class gains per chunk duration it waits with queued work and gets no QPU time.
+
+    With the default priorities, production outranks development once it has gone more than
+    20 chunk durations without QPU time, so under a flood of development work it still gets
+    one chunk in 22 (test: one in 12). Zero turns aging off (strict priorities; lower classes
+    can starve).
+    """
+    usage_half_life_s: float = 600.0
+    """Fair-share memory: QPU-seconds used this long ago count half.
+
+    Short, because a Slurm ``qpu:N`` share is a share of the QPU while the session works, not a
+    credit earned while it was idle: with a long memory a newly active session would take the
+    QPU to itself until it had caught up, and interactive users would queue behind it.
+    """
+    min_calibration_age_s: float = 60.0
+    """The tightest ``max_calibration_age_s`` honoured: tighter bounds are loosened to it, so no
+    job can keep the device calibrating (and dispatch latency cannot cause a calibration loop)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the policy remembers between decisions; the dispatcher keeps it.
+
+    Pass it to :func:`decide` and :func:`estimates`, and replace it with :func:`record_chunk`
+    after every chunk. Without it (:data:`NO_USAGE`) every account counts as unused and
+    nothing ages: fair share and aging need it.
+    """
+
+    qpu_seconds: Mapping[str, float] = field(default_factory=dict)
+    """Decayed QPU-seconds per fair-share account (:attr:`QueuedJob.account`) as of ``as_of``."""
+    as_of: float = 0.0
+    class_served_at: Mapping[str, float] = field(default_factory=dict)
+    """When each job class's last chunk ended: its aging counts from there."""
+
+
+NO_USAGE = Usage()
+
+
+def record_chunk(
+    usage: Usage, job: QueuedJob, started_at: float, finished_at: float, config: PolicyConfig
+) -> Usage:
+    """``usage`` after ``job`` ran a chunk from ``started_at`` to ``finished_at``.
+
+    Every account decays by the same factor, so decaying only here (not at decision time)
+    leaves the fair-share order exact. Accounts that decayed below a microsecond are dropped,
+    so ended sessions do not accumulate.
+    """
+    factor = 0.5 ** (max(0.0, finished_at - usage.as_of) / config.usage_half_life_s)
+    seconds = {k: v * factor for k, v in usage.qpu_seconds.items() if v * factor >= 1e-6}
+    seconds[job.account] = seconds.get(job.account, 0.0) + (finished_at - started_at)
+    served = {**usage.class_served_at, job.job_class: finished_at}
+    return Usage(seconds, max(usage.as_of, finished_at), served)
 
 
 @dataclass(frozen=True)
@@ -84,11 +166,82 @@ class Idle:
 Decision = RunChunk | Calibrate | Idle
 
 
-def order(queue: Sequence[QueuedJob], config: PolicyConfig) -> list[QueuedJob]:
-    """The queue in the order the policy would serve it: class priority, then arrival."""
-    return sorted(
-        queue, key=lambda j: (-config.class_priority.get(j.job_class, 0), j.created_at, j.id)
-    )
+def class_priorities(
+    queue: Sequence[QueuedJob], device: DeviceView, now: float, config: PolicyConfig, usage: Usage
+) -> dict[str, float]:
+    """Each queued class's effective priority: its configured priority plus aging.
+
+    A class ages while it has work queued and gets no QPU time: from the later of its oldest
+    queued job's arrival and the end of its last chunk. Aging is per class, not per job, so a
+    production backlog that is being served does not outrank interactive work just because
+    its last jobs were submitted long ago; only a class that gets nothing rises. Aging needs
+    that history: until ``usage`` has recorded a chunk, the policy cannot tell a starved class
+    from one being served, and priorities stay strict.
+    """
+    aging = config.aging_per_chunk if usage.class_served_at else 0.0
+    oldest: dict[str, float] = {}
+    for job in queue:
+        oldest[job.job_class] = min(oldest.get(job.job_class, math.inf), job.created_at)
+    priorities: dict[str, float] = {}
+    for job_class, arrived in oldest.items():
+        waiting_since = max(arrived, usage.class_served_at.get(job_class, -math.inf))
+        waited_chunks = max(0.0, now - waiting_since) / device.chunk_duration_s
+        base = config.class_priority.get(job_class, 0)
+        priorities[job_class] = base + aging * waited_chunks
+    return priorities
+
+
+def order(
+    queue: Sequence[QueuedJob],
+    slots: Mapping[str, int],
+    device: DeviceView,
+    now: float,
+    config: PolicyConfig,
+    usage: Usage = NO_USAGE,
+) -> list[QueuedJob]:
+    """The queue in the order the policy would serve it.
+
+    1. effective class priority (:func:`class_priorities`), higher first; on a tie the higher
+       configured priority first, so aging overtakes only strictly;
+    2. fair share: the account's decayed QPU-seconds divided by its slots (``slots`` maps
+       session ids to their Slurm ``qpu:N`` shares; sessionless jobs and unknown sessions
+       count 1 slot), lower first;
+    3. arrival (FIFO within an account), then job id.
+    """
+    priority = class_priorities(queue, device, now, config, usage)
+
+    def rank(job: QueuedJob) -> tuple[float, int, float, float, int]:
+        share = max(1, slots.get(job.session_id, 1)) if job.session_id is not None else 1
+        used = usage.qpu_seconds.get(job.account, 0.0) / share
+        base = config.class_priority.get(job.job_class, 0)
+        return (-priority[job.job_class], -base, used, job.created_at, job.id)
+
+    return sorted(queue, key=rank)
+
+
+def shots_within(seconds: float, time_per_shot_s: float) -> int:
+    """Whole shots that fit in ``seconds`` (never negative)."""
+    return max(0, math.floor(seconds / time_per_shot_s + _SLACK))
+
+
+def age_bound(job: QueuedJob, config: PolicyConfig) -> float | None:
+    """The calibration age every shot of ``job`` must start within, as honoured (None: any)."""
+    if job.max_calibration_age_s is None:
+        return None
+    return max(job.max_calibration_age_s, config.min_calibration_age_s)
+
+
+def shots_within_age(
+    job: QueuedJob, calibration_age_s: float, time_per_shot_s: float, config: PolicyConfig
+) -> int:
+    """How many of ``job``'s shots may start back to back, from a calibration this old, within
+    the job's calibration-age bound: ``job.remaining`` without a bound, 0 once it is exceeded."""
+    bound = age_bound(job, config)
+    if bound is None:
+        return job.remaining
+    if calibration_age_s > bound:
+        return 0
+    return shots_within(bound - calibration_age_s, time_per_shot_s) + 1
 
 
 def decide(
@@ -97,30 +250,72 @@ def decide(
     device: DeviceView,
     now: float,
     config: PolicyConfig,
+    usage: Usage = NO_USAGE,
 ) -> Decision:
-    """The next action for an idle QPU. ``slots`` maps session ids to their QPU shares."""
+    """The next action for an idle QPU (rules 1–6 of this module's docstring).
+
+    ``slots`` maps session ids to their QPU shares; ``usage`` is the dispatcher's
+    :class:`Usage`, updated with :func:`record_chunk` after every chunk.
+    """
     if device.state in (DeviceState.MAINTENANCE, DeviceState.OFFLINE):
         return Idle(None)
+    if device.state is DeviceState.CALIBRATING:
+        return Idle(now + device.calibration_duration_s)
     if now >= device.next_calibration_at:
         return Calibrate()
-    candidates = [j for j in order(queue, config) if device.accepting or j.started]
+    candidates = [j for j in queue if j.remaining > 0 and (device.accepting or j.started)]
     if not candidates:
         return Idle(device.next_calibration_at)
-    job = candidates[0]
-    return RunChunk(job.id, min(job.remaining, device.chunk_shots))
+    before_window = shots_within(device.next_calibration_at - now, device.time_per_shot_s)
+    if before_window == 0:
+        return Calibrate()
+    priority = class_priorities(candidates, device, now, config, usage)
+    ranked = order(candidates, slots, device, now, config, usage)
+    top = priority[ranked[0].job_class]
+    for job in ranked:
+        within_age = shots_within_age(
+            job, now - device.calibrated_at, device.time_per_shot_s, config
+        )
+        if within_age == 0:
+            continue
+        if priority[job.job_class] < top:
+            break  # a fresher calibration would let the better-ranked job run instead
+        shots = min(job.remaining, device.chunk_shots, before_window, within_age)
+        return RunChunk(job.id, shots)
+    return Calibrate()
 
 
 def estimates(
-    queue: Sequence[QueuedJob], device: DeviceView, now: float, config: PolicyConfig
+    queue: Sequence[QueuedJob],
+    device: DeviceView,
+    now: float,
+    config: PolicyConfig,
+    slots: Mapping[str, int] | None = None,
+    usage: Usage = NO_USAGE,
 ) -> dict[int, tuple[int, float]]:
-    """Queue position (1 = next) and seconds until each job is expected to finish."""
+    """Queue position (1 = next) and seconds until each job is expected to finish.
+
+    Jobs run one after the other in today's :func:`order`, with no new arrivals; periodic
+    calibrations, and early ones for jobs past their calibration-age bound, are included.
+    """
     result: dict[int, tuple[int, float]] = {}
     t = now
-    calibration_at = device.next_calibration_at
-    for position, job in enumerate(order(queue, config), start=1):
-        t += job.remaining * device.time_per_shot_s
-        if t > calibration_at:
-            t += device.calibration_duration_s
-            calibration_at += device.calibration_interval_s
+    calibrated_at = device.calibrated_at
+    ranked = order(queue, slots or {}, device, now, config, usage)
+    for position, job in enumerate(ranked, start=1):
+        left = job.remaining
+        while left > 0:
+            due = calibrated_at + device.calibration_interval_s
+            fits = min(
+                shots_within(due - t, device.time_per_shot_s),
+                shots_within_age(job, t - calibrated_at, device.time_per_shot_s, config),
+            )
+            if fits == 0:
+                t += device.calibration_duration_s
+                calibrated_at = t
+                continue
+            run = min(left, fits)
+            t += run * device.time_per_shot_s
+            left -= run
         result[job.id] = (position, max(0.0, t - now))
     return result
