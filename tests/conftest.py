@@ -75,6 +75,9 @@ def test_config(tmp_path: Path, **overrides: object) -> SchedulerConfig:
     return SchedulerConfig(**values)  # type: ignore[arg-type]
 
 
+test_config.__test__ = False  # a helper that tests import, not a test
+
+
 @contextlib.asynccontextmanager
 async def in_process(config: SchedulerConfig) -> AsyncIterator[Clients]:
     """A started Scheduler behind its ASGI app, reached through httpx's ASGI transport."""

@@ -5,7 +5,7 @@ Handlers are thin: they authenticate, parse and call :class:`~qhpc_lab.scheduler
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -73,6 +73,15 @@ class JobOut(BaseModel):
     qpu_seconds: float
     calibration_age_s: float | None
     error: str | None
+
+
+class PolicyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    class_priority: dict[str, int] | None = None
+    aging_per_chunk: float | None = Field(None, ge=0)
+    usage_half_life_s: float | None = Field(None, gt=0)
+    min_calibration_age_s: float | None = Field(None, ge=0)
+    default_job_class: str | None = None
 
 
 class AccessibleIn(BaseModel):
@@ -335,6 +344,26 @@ def create_app(
     @app.get("/health", tags=["qhpc"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/admin/policy", tags=["admin"])
+    async def get_policy(_who: Admin) -> dict[str, Any]:
+        return sched.policy_settings()
+
+    @app.put("/admin/policy", tags=["admin"])
+    async def put_policy(body: PolicyIn, _who: Admin) -> dict[str, Any]:
+        return sched.set_policy(body.model_dump(exclude_none=True))
+
+    @app.get("/admin/accounting", tags=["admin"])
+    async def get_accounting(
+        _who: Admin,
+        since: float | None = None,
+        until: float | None = None,
+        by: Literal["user", "slurm_job"] = "user",
+    ) -> dict[str, Any]:
+        """Shots, QPU-seconds and waits per user or Slurm job, for jobs submitted in
+        [since, until) (Unix times; open-ended when left out)."""
+        rows = sched.store.accounting(since, until, by)
+        return {"since": since, "until": until, "by": by, "rows": rows}
 
     @app.post("/admin/calibrate", tags=["admin"])
     async def calibrate(_who: Admin) -> dict[str, Any]:

@@ -56,6 +56,10 @@ class Scheduler:
             usage_half_life_s=config.usage_half_life_s,
             min_calibration_age_s=config.min_calibration_age_s,
         )
+        self.default_job_class = config.default_job_class
+        saved = store.get_fact("policy")
+        if saved:
+            self._apply_policy(saved)
         self._usage = policy.NO_USAGE
         self._session_slots: dict[str, int] = {}
         self._queue: dict[int, policy.QueuedJob] = {}
@@ -219,7 +223,7 @@ class Scheduler:
                 f"the QPU is not accepting jobs: {self.message or 'maintenance'}",
                 "accessible",
             )
-        job_class = job_class or self.config.default_job_class
+        job_class = job_class or self.default_job_class
         if job_class not in policy.JOB_CLASSES:
             self.metrics.rejected += 1
             raise SchedulerError(
@@ -317,6 +321,45 @@ class Scheduler:
             "calibration_age_s": job.calibration_age_s,
             "error": job.error,
         }
+
+    def policy_settings(self) -> dict[str, Any]:
+        return {
+            "class_priority": dict(self.policy.class_priority),
+            "aging_per_chunk": self.policy.aging_per_chunk,
+            "usage_half_life_s": self.policy.usage_half_life_s,
+            "min_calibration_age_s": self.policy.min_calibration_age_s,
+            "default_job_class": self.default_job_class,
+        }
+
+    def set_policy(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change policy settings at run time; they are kept across restarts."""
+        if changes.get("default_job_class", self.default_job_class) not in policy.JOB_CLASSES:
+            raise SchedulerError(
+                422,
+                f"default_job_class must be one of {', '.join(policy.JOB_CLASSES)}",
+                "default_job_class",
+            )
+        unknown = set(changes.get("class_priority") or {}) - set(policy.JOB_CLASSES)
+        if unknown:
+            raise SchedulerError(
+                422, f"unknown job classes: {', '.join(sorted(unknown))}", "class_priority"
+            )
+        settings = {**self.policy_settings(), **changes}
+        settings["class_priority"] = {
+            **self.policy.class_priority,
+            **(changes.get("class_priority") or {}),
+        }
+        self._apply_policy(settings)
+        self.store.set_fact("policy", settings)
+        self._queue_changed()
+        return self.policy_settings()
+
+    def _apply_policy(self, settings: dict[str, Any]) -> None:
+        self.default_job_class = settings.get("default_job_class", self.default_job_class)
+        self.policy = dataclasses.replace(
+            self.policy,
+            **{k: v for k, v in settings.items() if k != "default_job_class"},
+        )
 
     def request_calibration(self) -> None:
         self._calibrate_requested = True

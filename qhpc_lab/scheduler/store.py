@@ -324,6 +324,38 @@ class Store:
             ).all()
         return {status: n for status, n in rows}
 
+    def accounting(
+        self, since: float | None, until: float | None, by: str = "user"
+    ) -> list[dict[str, Any]]:
+        """Usage per user or per Slurm job, over jobs submitted in [since, until).
+
+        Shots and QPU-seconds count what ran, canceled jobs' finished chunks included; wait is
+        submission to first shot.
+        """
+        key = {"user": jobs.c.user_id, "slurm_job": jobs.c.slurm_job_id}.get(by)
+        if key is None:
+            raise ValueError(f"accounting groups by 'user' or 'slurm_job', not {by!r}")
+        wait = jobs.c.started_at - jobs.c.created_at
+        query = (
+            sa.select(
+                key.label("key"),
+                sa.func.count().label("jobs"),
+                sa.func.sum(sa.case((jobs.c.status == "DONE", 1), else_=0)).label("done"),
+                sa.func.coalesce(sa.func.sum(jobs.c.shots_done), 0).label("shots"),
+                sa.func.coalesce(sa.func.sum(jobs.c.qpu_seconds), 0.0).label("qpu_seconds"),
+                sa.func.avg(wait).label("mean_wait_s"),
+                sa.func.max(wait).label("max_wait_s"),
+            )
+            .group_by(key)
+            .order_by(key)
+        )
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        if until is not None:
+            query = query.where(jobs.c.created_at < until)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     # -- device facts ---------------------------------------------------------------------
 
     def get_fact(self, key: str) -> Any:

@@ -1,0 +1,78 @@
+"""Operator controls: policy settings at run time (kept across restarts) and accounting."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import OTHER, USER, in_process, test_config, wait_for_status
+
+
+@pytest.mark.anyio
+async def test_policy_settings_change_at_run_time_and_survive_a_restart(tmp_path: Path) -> None:
+    config = test_config(tmp_path)
+    async with in_process(config) as api:
+        assert (await api.user.get("/admin/policy")).status_code == 403
+        before = (await api.admin.get("/admin/policy")).json()
+        assert before["class_priority"] == {"development": 30, "test": 20, "production": 10}
+        changed = await api.admin.put(
+            "/admin/policy",
+            json={"class_priority": {"production": 40}, "default_job_class": "test"},
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["class_priority"]["production"] == 40
+        assert changed.json()["class_priority"]["development"] == 30
+        bad = await api.admin.put("/admin/policy", json={"class_priority": {"urgent": 1}})
+        assert bad.status_code == 422 and bad.json()["rule"] == "class_priority"
+        bad = await api.admin.put("/admin/policy", json={"default_job_class": "urgent"})
+        assert bad.status_code == 422 and bad.json()["rule"] == "default_job_class"
+        bad = await api.admin.put("/admin/policy", json={"aging_per_chunk": -1})
+        assert bad.status_code == 422
+    async with in_process(config) as api:
+        kept = (await api.admin.get("/admin/policy")).json()
+        assert kept["class_priority"]["production"] == 40
+        assert kept["default_job_class"] == "test"
+
+
+@pytest.mark.anyio
+async def test_accounting_per_user_and_per_slurm_job(tmp_path: Path, sequence_json: str) -> None:
+    async with in_process(test_config(tmp_path)) as api:
+        started = time.time()
+        session = (
+            await api.admin.post("/sessions", json={"user_id": USER, "slurm_job_id": "4242"})
+        ).json()
+        header = {"X-Warden-Session": session["id"]}
+        mine = [
+            (
+                await api.user.post(
+                    "/jobs", json={"sequence": sequence_json, "shots": n}, headers=header
+                )
+            ).json()
+            for n in (30, 70)
+        ]
+        theirs = await api.other.post("/jobs", json={"sequence": sequence_json, "shots": 5})
+        for job in [*mine, theirs.json()]:
+            client = api.user if job["user_id"] == USER else api.other
+            await wait_for_status(client, job["id"], timeout=180)
+
+        assert (await api.user.get("/admin/accounting")).status_code == 403
+        by_user = (await api.admin.get("/admin/accounting", params={"since": started})).json()
+        rows = {row["key"]: row for row in by_user["rows"]}
+        assert rows[USER]["jobs"] == 2 and rows[USER]["shots"] == 100
+        assert rows[USER]["done"] == 2
+        assert rows[OTHER]["shots"] == 5
+        assert rows[USER]["qpu_seconds"] > 0 and rows[USER]["max_wait_s"] >= 0
+
+        by_job = (
+            await api.admin.get("/admin/accounting", params={"since": started, "by": "slurm_job"})
+        ).json()
+        assert {row["key"]: row["shots"] for row in by_job["rows"]} == {"4242": 100, None: 5}
+
+        later = (
+            await api.admin.get("/admin/accounting", params={"since": time.time() + 60})
+        ).json()
+        assert later["rows"] == []
+        bad = await api.admin.get("/admin/accounting", params={"by": "month"})
+        assert bad.status_code == 422
