@@ -13,7 +13,7 @@ from typing import Any
 
 from qhpc_lab.programs import Program, ProgramError
 
-PULSER_SV_FROM_ATOMS = 12
+PULSER_SV_FROM_ATOMS = 16
 """Register size from which emu-sv is used instead of QuTiP (see docs/benchmarks.md)."""
 
 ENGINES = ("qutip", "emu-sv", "aer")
@@ -35,6 +35,12 @@ def run(program: Program, shots: int | None = None, engine: str | None = None) -
     """
     shots = program.shots if shots is None else shots
     engine = engine or choose_engine(program)
+    fits = {"qasm3": ("aer",), "pulser": ("qutip", "emu-sv")}[program.format]
+    if engine not in fits:
+        raise ProgramError(
+            f"engine {engine!r} cannot run {program.format} programs; use {' or '.join(fits)}",
+            "engine",
+        )
     if engine == "aer":
         return _run_qasm3(program, shots)
     return sample(final_state(program, engine), shots)

@@ -94,9 +94,17 @@ def _discard_worker() -> None:
 
 
 def _warm_up() -> None:
-    import pulser  # noqa: F401  (3 s cold: pay it before the first job, not during it)
+    """First task of the worker: pay the SDK imports (seconds, cold) before the first job.
+
+    Torch gets one thread: the worker shares the machine with the daemon's event loop, and
+    emu-sv on two contended threads ran ten times slower than on one (docs/benchmarks.md).
+    """
+    import pulser  # noqa: F401
     import pulser_simulation  # noqa: F401
     import qiskit_aer  # noqa: F401
+    import torch
+
+    torch.set_num_threads(1)
 
 
 class EmulatedQPU:
