@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
-
-from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
+from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -14,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from qhpc_lab.qpu import DeviceProfile
     from qhpc_lab.scheduler import create_app
+    from qhpc_lab.scheduler.config import SchedulerConfig
 
     config = SchedulerConfig.load(
         args.config,
@@ -46,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from qhpc_lab.scheduler.auth import load_or_create_secret, make_token
+    from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
 
     config = SchedulerConfig.load(args.config)
     secret = config.token_secret or load_or_create_secret(state_dir() / "token.secret")
@@ -59,6 +62,92 @@ def _profiles(_args: argparse.Namespace) -> int:
     for name in profiles():
         profile = DeviceProfile.load(name)
         print(f"{name:14} {profile.description}")
+    return 0
+
+
+def _slurm_hook(args: argparse.Namespace) -> int:
+    from qhpc_lab.hpc.slurm import run_hook
+
+    return run_hook(args.hook, args.config)
+
+
+def _slurm_scripts(args: argparse.Namespace) -> int:
+    from qhpc_lab.hpc.slurm import HOOKS, write_hook_scripts
+
+    python = args.python or sys.executable
+    scripts = write_hook_scripts(Path(args.directory), python, args.config)
+    print(f"# slurm.conf lines; each job's user must be able to run {python} (TaskProlog)")
+    for hook, path in scripts.items():
+        print(f"{HOOKS[hook]}={path}")
+    print("PrologFlags=Alloc")
+    return 0
+
+
+def _dev_cluster(args: argparse.Namespace) -> int:
+    from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError
+
+    cluster = DevCluster.load(args.dir)
+    try:
+        if args.action == "start":
+            for name in ("slots", "device", "scheduler_port", "slurmctld_port", "slurmd_port"):
+                if getattr(args, name) is not None:
+                    setattr(cluster, name, getattr(args, name))
+            cluster.start()
+            print(
+                f"qhpc dev-cluster: running in {cluster.directory}"
+                f"\n  scheduler  {cluster.scheduler_url} (MUNGE auth, device {cluster.device})"
+                f"\n  slurm      node {cluster.node} {cluster.node_state()}, licence and GRES "
+                f"{cluster.licence}:{cluster.slots}"
+                f"\n  hooks log  {cluster.hooks_log}"
+                f"\n  job python {cluster.python}"
+                f"\nexport SLURM_CONF={cluster.conf}"
+                f"\nsbatch -L {cluster.licence}:1 --wrap '{cluster.python} my_qpu_script.py'"
+            )
+        elif args.action == "stop":
+            stopped = cluster.stop()
+            print(f"qhpc dev-cluster: stopped {', '.join(stopped) or 'nothing (none running)'}")
+        else:
+            print(json.dumps(cluster.status(), indent=2))
+    except DevClusterError as err:
+        print(f"qhpc dev-cluster: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+KERNEL_NAME = "python3-qpu"
+
+
+def _kernelspec_source() -> Path:
+    """The kernelspec folder: ``kernels/`` of a checkout, else the copy the wheel installs."""
+    for folder in (
+        Path(__file__).resolve().parent.parent / "kernels" / KERNEL_NAME,
+        Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME,
+    ):
+        if (folder / "kernel.json").is_file():
+            return folder
+    raise OSError(f"the {KERNEL_NAME} kernelspec is missing from this installation")
+
+
+def _kernels_install(args: argparse.Namespace) -> int:
+    """Install "Python 3 (QPU)" running this interpreter (whatever jupyter starts it)."""
+    import shutil
+    import tempfile
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    with tempfile.TemporaryDirectory() as scratch:
+        spec = Path(scratch) / KERNEL_NAME
+        shutil.copytree(_kernelspec_source(), spec)
+        kernel = json.loads((spec / "kernel.json").read_text())
+        kernel["argv"][0] = sys.executable
+        (spec / "kernel.json").write_text(json.dumps(kernel, indent=2) + "\n")
+        where = KernelSpecManager().install_kernel_spec(
+            str(spec),
+            KERNEL_NAME,
+            user=args.user,
+            prefix=sys.prefix if args.sys_prefix else args.prefix,
+        )
+    print(f'qhpc: installed kernel {KERNEL_NAME!r} ("{kernel["display_name"]}") in {where}')
     return 0
 
 
@@ -82,6 +171,53 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--config")
     token.set_defaults(run=_token)
     sub.add_parser("profiles", help="list the shipped device profiles").set_defaults(run=_profiles)
+
+    slurm = commands.add_parser("slurm", help="Slurm hooks: a job's qpu share becomes a session")
+    sub = slurm.add_subparsers(dest="hook", required=True)
+    for hook, what in (
+        ("prolog", "Prolog (root, job start): open the job's scheduler session"),
+        ("epilog", "Epilog (root, job end): revoke it, cancelling its queued jobs"),
+        ("task-prolog", "TaskProlog (job user): print the QRMI variables for each task"),
+    ):
+        parser_hook = sub.add_parser(hook, help=what)
+        parser_hook.add_argument("--config", help="settings file (default /etc/qhpc/slurm.toml)")
+        parser_hook.set_defaults(run=_slurm_hook)
+    scripts = sub.add_parser("hook-scripts", help="write the wrapper scripts slurm.conf names")
+    scripts.add_argument("directory")
+    scripts.add_argument("--config", default="/etc/qhpc/slurm.toml", help="the hooks' settings")
+    scripts.add_argument("--python", help="a Python every job user can run (default: this one)")
+    scripts.set_defaults(run=_slurm_scripts)
+
+    dev = commands.add_parser("dev-cluster", help="single-node Slurm + scheduler on this machine")
+    sub = dev.add_subparsers(dest="action", required=True)
+    default_dir = os.environ.get("QHPC_DEV_CLUSTER_DIR", "/tmp/qhpc-dev-cluster")
+    for action, what in (
+        ("start", "install if needed and start munged, scheduler, slurmctld, slurmd"),
+        ("stop", "stop what start started"),
+        ("status", "what runs, as JSON"),
+    ):
+        parser_action = sub.add_parser(action, help=what)
+        parser_action.add_argument(
+            "--dir",
+            default=default_dir,
+            help="its files (default $QHPC_DEV_CLUSTER_DIR or %(default)s)",
+        )
+        parser_action.set_defaults(run=_dev_cluster)
+        if action == "start":
+            parser_action.add_argument("--slots", type=int, help="qpu:N licence and GRES (4)")
+            parser_action.add_argument("--device", help="emulated QPU profile (test)")
+            parser_action.add_argument("--scheduler-port", type=int, help="8016")
+            parser_action.add_argument("--slurmctld-port", type=int, help="6817")
+            parser_action.add_argument("--slurmd-port", type=int, help="6818")
+
+    kernels = commands.add_parser("kernels", help="Jupyter kernelspecs")
+    sub = kernels.add_subparsers(dest="action", required=True)
+    install = sub.add_parser("install", help='install "Python 3 (QPU)": %%qpu magics preloaded')
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="in ~/.local/share/jupyter")
+    where.add_argument("--sys-prefix", action="store_true", help="in this environment")
+    where.add_argument("--prefix", help="under PREFIX/share/jupyter")
+    install.set_defaults(run=_kernels_install)
 
     args = parser.parse_args(argv)
     try:

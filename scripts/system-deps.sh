@@ -5,6 +5,13 @@ need=()
 command -v munged >/dev/null || need+=(munge libmunge2)
 [ -e /usr/lib/x86_64-linux-gnu/libmunge.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libmunge.so.2 ] || need+=(libmunge2)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# Slurm 22.05 for tests/test_slurm.py (the dev cluster: slurmctld + slurmd on this machine)
+[ -x /usr/sbin/slurmctld ] || need+=(slurm-wlm slurmctld)
+[ -x /usr/sbin/slurmd ] || need+=(slurmd)
+{ [ -x /usr/bin/sbatch ] && [ -x /usr/bin/scontrol ]; } || need+=(slurm-client)
+# Chromium and its fonts for the browser tests (tests/test_ui.py; never a Playwright download)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: need root to install: ${need[*]}" >&2

@@ -1,0 +1,513 @@
+"""A single-node Slurm cluster on this machine, wired to qhpc-lab's hooks: ``qhpc dev-cluster``.
+
+It starts munged (unless one answers already), a scheduler daemon with MUNGE auth, slurmctld
+and slurmd (Debian's Slurm 22.05) without systemd. Every daemon it starts has a pid file under
+``{dir}/run``, and ``stop`` stops exactly those, so a munged or a Slurm that was there before
+is left alone. Tests and developers use the same cluster (tests/test_slurm.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qhpc_lab.hpc.slurm import write_hook_scripts
+
+DEFAULT_DIR = "/tmp/qhpc-dev-cluster"
+PACKAGES = ("slurm-wlm", "slurmctld", "slurmd", "slurm-client", "munge")
+NEEDED = {
+    "/usr/sbin/slurmctld": "slurmctld",
+    "/usr/sbin/slurmd": "slurmd",
+    "/usr/bin/sbatch": "slurm-client",
+    "/usr/bin/scontrol": "slurm-client",
+    "/usr/sbin/munged": "munge",
+}
+SERVICES = {
+    "munged": "/usr/sbin/munged",
+    "scheduler": "qhpc_lab.cli",
+    "slurmctld": "slurmctld",
+    "slurmd": "slurmd",
+}
+"""Start order (stop is the reverse) → a string its command line contains: a recycled pid
+that now belongs to another program is never signalled."""
+MUNGE_KEY = Path("/etc/munge/munge.key")
+MUNGE_PID = Path("/run/munge/munged.pid")
+RUNUSER = shutil.which("runuser", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "runuser"
+
+
+class DevClusterError(Exception):
+    """The cluster cannot start; the message says why and what to do."""
+
+
+@dataclass
+class DevCluster:
+    directory: Path
+    slots: int = 4
+    """``qpu:N``: the licence count and the node's GRES count."""
+    device: str = "test"
+    """The scheduler's emulated QPU profile."""
+    scheduler_port: int = 8016
+    slurmctld_port: int = 6817
+    slurmd_port: int = 6818
+    node: str = "localhost"
+    licence: str = "qpu"
+    python: str = ""
+    """A Python with qhpc_lab that every job user can run (set by ``start``)."""
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DevCluster:
+        """The cluster described by ``{directory}/cluster.json`` (defaults if none)."""
+        state = Path(directory) / "cluster.json"
+        values = json.loads(state.read_text()) if state.is_file() else {}
+        values["directory"] = Path(directory)
+        return cls(**values)
+
+    # -- where things are -----------------------------------------------------------------
+
+    @property
+    def conf(self) -> Path:
+        return self.directory / "etc" / "slurm.conf"
+
+    @property
+    def hooks_config(self) -> Path:
+        return self.directory / "etc" / "qhpc-slurm.toml"
+
+    @property
+    def run_dir(self) -> Path:
+        """The hooks' session files."""
+        return self.directory / "qhpc-run"
+
+    @property
+    def hooks_log(self) -> Path:
+        return self.directory / "log" / "qhpc-hooks.log"
+
+    @property
+    def scheduler_url(self) -> str:
+        return f"http://127.0.0.1:{self.scheduler_port}"
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """What Slurm's commands need to talk to this cluster."""
+        return {"SLURM_CONF": str(self.conf)}
+
+    def _pid_file(self, service: str) -> Path:
+        return self.directory / "run" / f"{service}.pid"
+
+    def _pid(self, service: str) -> int | None:
+        """The pid of ``service`` if this cluster started it and it still runs."""
+        try:
+            pid = int(self._pid_file(service).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid, SERVICES[service]) else None
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start what is missing; on any failure stop what was started and raise."""
+        if os.geteuid() != 0:
+            raise DevClusterError(
+                "the dev cluster needs root: slurmd runs jobs as their users, munged and "
+                "the Slurm daemons need their system directories"
+            )
+        install_packages()
+        running = [s for s in SERVICES if self._pid(s)]
+        if running:
+            raise DevClusterError(
+                f"a dev cluster already runs in {self.directory} ({', '.join(running)}): "
+                f"qhpc dev-cluster stop --dir {self.directory}"
+            )
+        for port in (self.scheduler_port, self.slurmctld_port, self.slurmd_port):
+            if not _port_free(port):
+                raise DevClusterError(f"port {port} is in use: pick other ports (see --help)")
+        self._layout()
+        self.python = job_python(self.directory)
+        self._write_config()
+        try:
+            if not munge_answers():
+                self._start_munged()
+            scheduler = self._spawn_scheduler()  # its imports take a while: start Slurm meanwhile
+            self._start_slurm()
+            self._wait_scheduler(scheduler)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _layout(self) -> None:
+        for sub, mode in (
+            ("", 0o755),
+            ("etc", 0o755),
+            ("hooks", 0o755),
+            ("run", 0o755),
+            ("log", 0o755),
+            ("slurmctld", 0o700),
+            ("slurmd", 0o755),
+            ("scheduler", 0o700),
+        ):
+            path = self.directory / sub
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+
+    def _write_config(self) -> None:
+        hooks = write_hook_scripts(self.directory / "hooks", self.python, str(self.hooks_config))
+        self.hooks_config.write_text(
+            "# qhpc-lab Slurm hooks of the dev cluster (keys: qhpc_lab/hpc/slurm.py HookConfig)\n"
+            f'scheduler_url = "{self.scheduler_url}"\n'
+            f'resource = "{self.licence}"\n'
+            f'licence = "{self.licence}"\n'
+            f'run_dir = "{self.run_dir}"\n'
+            f'log_file = "{self.hooks_log}"\n'
+        )
+        self.conf.write_text(slurm_conf(self, hooks))
+        (self.conf.parent / "gres.conf").write_text(
+            f"NodeName={self.node} Name={self.licence} Count={self.slots}\n"
+        )
+        (self.directory / "cluster.json").write_text(
+            json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "directory"})
+        )
+
+    def _start_munged(self) -> None:
+        try:
+            owner = pwd.getpwnam("munge")
+        except KeyError:
+            raise DevClusterError("the munge user is missing: reinstall Debian's munge") from None
+        for folder in (Path("/run/munge"), Path("/var/lib/munge"), Path("/var/log/munge")):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chown(folder, owner.pw_uid, owner.pw_gid)
+        if not MUNGE_KEY.exists():
+            MUNGE_KEY.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(MUNGE_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(128))
+            os.chown(MUNGE_KEY, owner.pw_uid, owner.pw_gid)
+        _run([RUNUSER, "-u", "munge", "--", SERVICES["munged"]], "munged")
+        self._pid_file("munged").write_text(MUNGE_PID.read_text())
+        _wait(munge_answers, 15, "munged does not answer on its socket")
+
+    def _spawn_scheduler(self) -> subprocess.Popen[bytes]:
+        log = (self.directory / "log" / "scheduler.log").open("ab")
+        state = self.directory / "scheduler"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "qhpc_lab.cli",
+                "scheduler",
+                "serve",
+                "--auth",
+                "munge",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.scheduler_port),
+                "--device",
+                self.device,
+                "--db",
+                f"sqlite:///{state / 'scheduler.db'}",
+            ],
+            env={**os.environ, "QHPC_STATE_DIR": str(state)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self._pid_file("scheduler").write_text(str(process.pid))
+        return process
+
+    def _wait_scheduler(self, process: subprocess.Popen[bytes]) -> None:
+        def healthy() -> bool:
+            import httpx
+
+            if process.poll() is not None:
+                raise DevClusterError(
+                    f"the scheduler exited ({process.returncode}):\n{self._tail('scheduler.log')}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{self.scheduler_url}/health", timeout=1).status_code == 200
+            return False
+
+        _wait(healthy, 120, "the scheduler does not answer", lambda: self._tail("scheduler.log"))
+
+    def _start_slurm(self) -> None:
+        conf = str(self.conf)
+        _run(["/usr/sbin/slurmctld", "-f", conf], "slurmctld", lambda: self._tail("slurmctld.log"))
+        _run(
+            ["/usr/sbin/slurmd", "-f", conf, "-N", self.node],
+            "slurmd",
+            lambda: self._tail("slurmd.log"),
+        )
+
+        def idle() -> bool:
+            for service in ("slurmctld", "slurmd"):
+                if self._pid(service) is None and self._pid_file(service).exists():
+                    raise DevClusterError(f"{service} died:\n{self._tail(service + '.log')}")
+            return self.node_state() == "idle"
+
+        _wait(idle, 60, f"node {self.node} is not idle", lambda: self._tail("slurmctld.log"))
+
+    def _tail(self, name: str, lines: int = 15) -> str:
+        path = self.directory / "log" / name
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- state ------------------------------------------------------------------------------
+
+    def node_state(self) -> str | None:
+        """The node's Slurm state (idle, mixed, allocated, drained...); None if unknown."""
+        if shutil.which("sinfo") is None or self._pid("slurmctld") is None:
+            return None
+        done = subprocess.run(
+            ["sinfo", "-h", "-n", self.node, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, **self.environ},
+        )
+        return done.stdout.strip() or None if done.returncode == 0 else None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "services": {s: self._pid(s) for s in SERVICES},
+            "node": self.node_state(),
+            "scheduler_url": self.scheduler_url,
+            "slurm_conf": str(self.conf),
+            "python": self.python,
+        }
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self) -> list[str]:
+        """Cancel the cluster's jobs (their Epilogs revoke the sessions), then stop the daemons
+        this cluster started, in reverse order; return their names."""
+        if self._pid("slurmctld") and self._pid("slurmd"):
+            self._cancel_jobs()
+        stopped = []
+        for service in reversed(SERVICES):
+            pid_file = self._pid_file(service)
+            if not pid_file.exists():
+                continue
+            pid = self._pid(service)
+            if pid is not None:
+                _terminate(pid, SERVICES[service])
+                stopped.append(service)
+            pid_file.unlink(missing_ok=True)
+        return stopped
+
+    def _cancel_jobs(self, timeout: float = 20) -> None:
+        env = {**os.environ, **self.environ}
+
+        def jobs() -> list[str]:
+            done = subprocess.run(
+                ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=10, env=env
+            )
+            return done.stdout.split()
+
+        pending = jobs()
+        if pending:
+            subprocess.run(["scancel", *pending], capture_output=True, timeout=10, env=env)
+            with contextlib.suppress(DevClusterError):
+                _wait(lambda: not jobs(), timeout, "jobs still running")
+
+
+def slurm_conf(cluster: DevCluster, hooks: dict[str, Path]) -> str:
+    """slurm.conf of the dev cluster: FIELD-NOTES' working settings, the licence, the hooks."""
+    d = cluster.directory
+    cpus = max(os.cpu_count() or 1, 4)
+    return f"""\
+# Single-node Slurm 22.05 for qhpc-lab, written by `qhpc dev-cluster start`.
+ClusterName=qhpc-dev
+SlurmctldHost=localhost
+SlurmctldPort={cluster.slurmctld_port}
+SlurmdPort={cluster.slurmd_port}
+SlurmUser=root
+AuthType=auth/munge
+CryptoType=crypto/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+StateSaveLocation={d}/slurmctld
+SlurmdSpoolDir={d}/slurmd
+SlurmctldPidFile={d}/run/slurmctld.pid
+SlurmdPidFile={d}/run/slurmd.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd.log
+ReturnToService=2
+KillWait=5
+MailProg=/bin/true
+# Jobs here mostly wait on the QPU: offer {cpus} CPUs whatever the machine has.
+SlurmdParameters=config_overrides
+
+# The QPU share: qpu:N is N slots, as a cluster-wide licence (-L qpu:1) or a GRES (--gres=qpu:1).
+Licenses={cluster.licence}:{cluster.slots}
+GresTypes={cluster.licence}
+
+# qhpc-lab's hooks: the session opens at allocation (Alloc: for salloc too), every task gets
+# the QRMI variables, the session is revoked when the job ends.
+Prolog={hooks["prolog"]}
+Epilog={hooks["epilog"]}
+TaskProlog={hooks["task-prolog"]}
+PrologFlags=Alloc
+PrologEpilogTimeout=60
+
+NodeName={cluster.node} NodeHostname=localhost CPUs={cpus} \
+Gres={cluster.licence}:{cluster.slots} State=UNKNOWN
+PartitionName=debug Nodes={cluster.node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def install_packages() -> None:
+    """Debian's Slurm and MUNGE if a binary is missing; DevClusterError if apt cannot."""
+    missing = sorted({package for path, package in NEEDED.items() if not Path(path).exists()})
+    if not missing:
+        return
+    if "slurmctld" in missing or "slurmd" in missing:
+        missing = sorted({*missing, "slurm-wlm"})
+    print(f"qhpc dev-cluster: installing {' '.join(missing)} (apt-get)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+    ):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise DevClusterError(f"{' '.join(command)} failed: {err}") from None
+        if done.returncode:
+            raise DevClusterError(
+                f"{' '.join(command)} failed ({done.returncode}); install {' '.join(PACKAGES)} "
+                f"by hand:\n{done.stderr.strip()[-2000:]}"
+            )
+
+
+def job_python(directory: Path) -> str:
+    """A Python with qhpc_lab that every job user can run: this interpreter if it is, else a
+    venv in ``directory`` on a system Python of the same version that imports this
+    environment's packages (a venv under root's home is not reachable for job users)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    python = sys.executable
+    if not _world_runnable(Path(python)):
+        base = next(
+            (
+                path
+                for path in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
+                if Path(path).exists() and _world_runnable(Path(path))
+            ),
+            None,
+        )
+        if base is None:
+            raise DevClusterError(
+                f"{python} is not executable by other users and no system python{version} "
+                "is: create the venv where job users can run it"
+            )
+        bridge = directory / "python"
+        _run([base, "-m", "venv", "--without-pip", "--clear", str(bridge)], "python -m venv")
+        paths = dict.fromkeys((sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]))
+        site = bridge / "lib" / f"python{version}" / "site-packages"
+        (site / "qhpc-lab-packages.pth").write_text(
+            "".join(f"import site; site.addsitedir({p!r})\n" for p in paths)
+        )
+        python = str(bridge / "bin" / "python")
+    check = subprocess.run(
+        [RUNUSER, "-u", "nobody", "--", python, "-I", "-c", "import qhpc_lab.hpc.slurm"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check.returncode:
+        raise DevClusterError(
+            f"job users cannot import qhpc_lab with {python} (tried as nobody): "
+            f"{check.stderr.strip()[-1000:]}"
+        )
+    return python
+
+
+def munge_answers() -> bool:
+    """True when munged encodes and decodes a credential on the default socket."""
+    from qhpc_lab import munge
+
+    try:
+        munge.decode(munge.encode())
+    except munge.MungeError:
+        return False
+    return True
+
+
+def _world_runnable(path: Path) -> bool:
+    """Every user can run ``path``: r+x on the file, x on each directory above it."""
+    real = Path(os.path.realpath(path))
+    if real.stat().st_mode & 0o005 != 0o005:
+        return False
+    return all(parent.stat().st_mode & 0o001 for parent in real.parents)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _run(command: list[str], what: str, details: Any = None) -> None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise DevClusterError(f"{what} did not start: {err}") from None
+    if done.returncode:
+        more = f"\n{details()}" if details else ""
+        raise DevClusterError(
+            f"{what} failed ({done.returncode}): {(done.stderr or done.stdout).strip()}{more}"
+        )
+
+
+def _wait(ready: Any, timeout: float, failure: str, details: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            more = f":\n{details()}" if details else ""
+            raise DevClusterError(f"{failure} after {timeout:g} s{more}")
+        time.sleep(0.2)
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """``pid`` runs (not a zombie) and its command line contains ``marker``."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "\nState:\tZ" not in status and marker.encode() in cmdline
+
+
+def _terminate(pid: int, marker: str, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while _alive(pid, marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _alive(pid, marker):
+            return

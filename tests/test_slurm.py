@@ -1,0 +1,533 @@
+"""Slurm integration on a real single-node cluster: Debian's Slurm 22.05, real MUNGE.
+
+The module starts ``qhpc dev-cluster`` (a scheduler with MUNGE auth, slurmctld, slurmd, our
+Prolog/Epilog/TaskProlog; munged comes from the shared fixture), creates two unprivileged users
+and runs their jobs through sbatch, salloc and srun. Each scenario prints its duration; none
+asserts on time. The first tests check the hooks' parsing without a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qhpc_lab.hpc import slurm
+from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError
+from qhpc_lab.hpc.slurm import (
+    REVOKE_REASON,
+    HookConfig,
+    JobRecord,
+    qpu_slots,
+    task_lines,
+    time_limit_s,
+)
+from tests.conftest import free_port
+from tests.fixtures_munge import FreshCredential
+
+pytestmark = [pytest.mark.munge, pytest.mark.slow]
+RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
+
+JOB_SCRIPT = '''\
+"""A batch user's script: a Pulser sequence through qhpc_lab.submit."""
+import json
+import sys
+
+import qhpc_lab
+from pulser import Pulse, Register, Sequence
+from pulser.devices import AnalogDevice
+
+register = Register.from_coordinates([(-3.0, 0.0), (3.0, 0.0)], prefix="q")
+sequence = Sequence(register, AnalogDevice)
+sequence.declare_channel("g", "rydberg_global")
+sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
+sequence.measure("ground-rydberg")
+if sys.argv[1] == "run":
+    job = qhpc_lab.submit(sequence, shots=100)
+    print("target", job.target, flush=True)
+    print("counts", json.dumps(job.result().counts), flush=True)
+else:  # queue N: leave N jobs in the QPU's queue and return
+    ids = [qhpc_lab.submit(sequence, shots=100).id for _ in range(int(sys.argv[2]))]
+    print("queued", json.dumps(ids), flush=True)
+'''
+EMULATOR_ANNOUNCED = "programs run on the local emulator"
+
+
+# -- the hooks' parsing, no cluster --------------------------------------------------------
+
+SCONTROL = (
+    "JobId=7 JobName=wrap UserId=alice(1001) JobState=RUNNING Reason=Prolog "
+    "TimeLimit=1-02:03:04 NodeList=localhost Licenses={licences} WorkDir=/home/alice {gres}"
+)
+
+
+@pytest.mark.parametrize(
+    ("licences", "gres", "slots"),
+    [
+        ("qpu:1", "", 1),
+        ("other:5,qpu:3", "", 3),
+        ("qpu*2", "", 2),
+        ("qpu@db:4", "", 4),
+        ("qpu", "", 1),
+        ("(null)", "TresPerNode=gres:qpu:2", 2),
+        ("(null)", "TresPerNode=gres/qpu:fresnel:3", 3),
+        ("(null)", "TresPerNode=gres:gpu:4", 0),
+        ("qpux:2", "", 0),
+        ("(null)", "", 0),
+    ],
+)
+def test_qpu_slots_from_scontrol(licences: str, gres: str, slots: int) -> None:
+    assert qpu_slots(SCONTROL.format(licences=licences, gres=gres), "qpu") == slots
+
+
+def test_time_limit() -> None:
+    assert time_limit_s(SCONTROL) == ((24 + 2) * 60 + 3) * 60 + 4
+    assert time_limit_s("TimeLimit=00:10:00") == 600
+    assert time_limit_s("TimeLimit=UNLIMITED") is None
+
+
+def test_task_lines_export_the_qrmi_variables() -> None:
+    config = HookConfig(resource="qpu")
+    record = JobRecord("7", 1001, "qpu", "http://qpu:8006", 2, 600, session="s-1")
+    env = {"SLURM_JOB_ID": "7", "SLURM_JOB_UID": "1001"}
+    assert task_lines(config, env, record) == [
+        "export qpu_QRMI_WARDEN_URL=http://qpu:8006",
+        "export qpu_QRMI_JOB_ACQUISITION_TOKEN=s-1",
+        "export qpu_QRMI_JOB_TIMEOUT_SECONDS=600",
+        "export QRMI_JOB_QPU_RESOURCES=qpu",
+        "export QRMI_JOB_QPU_TYPES=pasqal-local",
+        "export SLURM_JOB_QPU_RESOURCES=qpu",
+        "export SLURM_JOB_QPU_TYPES=pasqal-local",
+        "export QRMI_JOB_UID=1001",
+        "export QRMI_JOB_ID=7",
+    ]
+    # a resource the QRMI SPANK plugin set for this job stays, ours is added
+    spank = {
+        **env,
+        "QRMI_JOB_ID": "7",
+        "QRMI_JOB_QPU_RESOURCES": "cloud",
+        "QRMI_JOB_QPU_TYPES": "pasqal-cloud",
+    }
+    lines = task_lines(config, spank, record)
+    assert "export QRMI_JOB_QPU_RESOURCES=cloud,qpu" in lines
+    assert "export QRMI_JOB_QPU_TYPES=pasqal-cloud,pasqal-local" in lines
+
+
+def test_task_lines_drop_an_enclosing_jobs_session() -> None:
+    """sbatch inside a job inherits its variables: a job without a share must not use them."""
+    inherited = {
+        "SLURM_JOB_ID": "8",
+        "QRMI_JOB_ID": "7",
+        "QRMI_JOB_QPU_RESOURCES": "qpu",
+        "QRMI_JOB_QPU_TYPES": "pasqal-local",
+        "qpu_QRMI_JOB_ACQUISITION_TOKEN": "s-1",
+        "qpu_QRMI_WARDEN_URL": "http://qpu:8006",
+    }
+    lines = task_lines(HookConfig(), inherited, None)
+    assert sorted(lines) == sorted(
+        [
+            "unset qpu_QRMI_WARDEN_URL",
+            "unset qpu_QRMI_JOB_ACQUISITION_TOKEN",
+            "unset QRMI_JOB_QPU_RESOURCES",
+            "unset QRMI_JOB_QPU_TYPES",
+            "unset QRMI_JOB_ID",
+        ]
+    )
+    failed = JobRecord("8", 1001, "qpu", "http://qpu:8006", 1, 600, error="unreachable")
+    assert any(
+        line.startswith("print qhpc:") and "unreachable" in line
+        for line in task_lines(HookConfig(), {"SLURM_JOB_ID": "8"}, failed)
+    )
+
+
+# -- the cluster ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    home: Path
+
+
+@dataclass
+class Site:
+    cluster: DevCluster
+    alice: User
+    bob: User
+    job_script: Path
+    admin: httpx.Client
+    """Root's MUNGE identity: an administrator of the scheduler."""
+
+    def run_as(
+        self, user: User, *command: str, env: dict[str, str] | None = None, timeout: float = 240
+    ) -> subprocess.CompletedProcess[str]:
+        """``command`` as ``user`` with a clean environment that reaches this cluster."""
+        environ = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(user.home),
+            **self.cluster.environ,
+            **(env or {}),
+        }
+        return subprocess.run(
+            [RUNUSER, "-u", user.name, "--", *command],
+            env=environ,
+            cwd=user.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def python_job(self, mode: str = "run", *extra: str) -> str:
+        return f"{self.cluster.python} {self.job_script} {mode} {' '.join(extra)}".strip()
+
+    def sbatch(self, user: User, *options: str, command: str) -> tuple[str, Path]:
+        """Submit; return the Slurm job id and its output file (stdout and stderr)."""
+        output = user.home / f"slurm-{secrets.token_hex(4)}.out"
+        done = self.run_as(
+            user, "sbatch", "--parsable", "-o", str(output), *options, "--wrap", command
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().split(";")[0], output
+
+    def wait_job(self, job_id: str, timeout: float = 240) -> str:
+        """Block until the Slurm job ends; its final state (COMPLETED, CANCELLED, ...)."""
+        return wait_for(lambda: _final_state(self, job_id), timeout, f"Slurm job {job_id} ends")
+
+    def sessions(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.admin.get("/sessions")
+        response.raise_for_status()
+        return [s for s in response.json() if s["slurm_job_id"] == job_id]
+
+    def revoked_session(self, job_id: str) -> dict[str, Any]:
+        """The job's one session once the Epilog has revoked it."""
+
+        def revoked() -> dict[str, Any] | None:
+            sessions = self.sessions(job_id)
+            assert len(sessions) == 1, sessions
+            return sessions[0] if sessions[0]["revoked_at"] else None
+
+        return wait_for(revoked, 60, f"the Epilog revokes job {job_id}'s session")
+
+    def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.admin.get("/jobs", params={"limit": 1000})
+        response.raise_for_status()
+        return [j for j in response.json() if j["slurm_job_id"] == job_id]
+
+    def session_file(self, job_id: str) -> Path:
+        return self.cluster.run_dir / f"job-{job_id}.json"
+
+
+def _final_state(site: Site, job_id: str) -> str | None:
+    done = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={**os.environ, **site.cluster.environ},
+    )
+    match = re.search(r"JobState=(\S+)", done.stdout)
+    state = match.group(1) if match else None
+    return None if state in (None, "PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else state
+
+
+def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        time.sleep(0.2)
+
+
+def _say(config: pytest.Config, text: str) -> None:
+    """A line in the test output even under -q and output capture (scenario durations)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(text)
+
+
+@pytest.fixture(scope="module")
+def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
+    """A dev cluster on free ports, in a directory slurmd and the job users can read."""
+    if os.geteuid() != 0:
+        pytest.fail("the Slurm tests need root (slurmd, useradd): run them as root")
+    directory = Path(tempfile.mkdtemp(prefix="qhpc-slurm-"))
+    directory.chmod(0o755)
+    cluster = DevCluster(
+        directory,
+        scheduler_port=free_port(),
+        slurmctld_port=free_port(),
+        slurmd_port=free_port(),
+    )
+    started = time.monotonic()
+    try:
+        cluster.start()
+    except DevClusterError as err:
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.fail(f"the dev cluster did not start: {err}")
+    _say(
+        pytestconfig, f"\n  dev cluster started in {time.monotonic() - started:.1f} s ({directory})"
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _add_user(cluster: DevCluster) -> User:
+    name = f"qhpc{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+    entry = pwd.getpwnam(name)
+    user = User(name, entry.pw_uid, Path(entry.pw_dir))
+    check = subprocess.run(
+        [RUNUSER, "-u", name, "--", cluster.python, "-c", "import qhpc_lab.client"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert check.returncode == 0, f"{name} cannot run {cluster.python}: {check.stderr}"
+    return user
+
+
+def _remove_user(cluster: DevCluster, user: User) -> None:
+    env = {**os.environ, **cluster.environ}
+    subprocess.run(["scancel", "-u", user.name], capture_output=True, timeout=10, env=env)
+    with_jobs = ["squeue", "-h", "-u", user.name, "-o", "%i"]
+
+    def no_jobs() -> bool:
+        done = subprocess.run(with_jobs, capture_output=True, text=True, timeout=10, env=env)
+        return not done.stdout.strip()
+
+    wait_for(no_jobs, 30, f"{user.name}'s jobs are gone")
+    subprocess.run(["userdel", "-r", "-f", user.name], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def site(cluster: DevCluster) -> Iterator[Site]:
+    """Two real users (removed afterwards), the job script, an admin client."""
+    job_script = cluster.directory / "jobs" / "qpu_job.py"
+    job_script.parent.mkdir(mode=0o755)
+    job_script.write_text(JOB_SCRIPT)
+    job_script.chmod(0o644)
+    users: list[User] = []
+    try:
+        users += [_add_user(cluster), _add_user(cluster)]
+        with httpx.Client(
+            base_url=cluster.scheduler_url, auth=FreshCredential(), timeout=10
+        ) as admin:
+            yield Site(cluster, users[0], users[1], job_script, admin)
+    finally:
+        for user in users:
+            _remove_user(cluster, user)
+
+
+@pytest.fixture
+def report(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """``report(name)`` prints the scenario's duration so far."""
+    started = time.monotonic()
+
+    def emit(name: str) -> None:
+        _say(pytestconfig, f"\n  scenario [{name}]: {time.monotonic() - started:.1f} s")
+
+    return emit
+
+
+@pytest.fixture
+def drained(site: Site) -> Iterator[None]:
+    """The QPU takes jobs but starts none, so a session's jobs stay queued."""
+    site.admin.post("/admin/drain").raise_for_status()
+    try:
+        yield
+    finally:
+        site.admin.post("/admin/resume").raise_for_status()
+
+
+def _counts(output: str) -> dict[str, int]:
+    match = re.search(r"^counts (.*)$", output, re.MULTILINE)
+    assert match, output
+    return json.loads(match.group(1))
+
+
+def test_sbatch_job_runs_on_the_qpu(site: Site, report: Callable[[str], None]) -> None:
+    job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=site.python_job())
+    assert site.wait_job(job_id) == "COMPLETED", output.read_text()
+    text = output.read_text()
+    assert "target qpu" in text and EMULATOR_ANNOUNCED not in text, text
+    assert sum(_counts(text).values()) == 100
+    [qpu_job] = site.qpu_jobs(job_id)
+    assert (qpu_job["status"], qpu_job["user_id"]) == ("DONE", str(site.alice.uid))
+    session = site.revoked_session(job_id)
+    assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
+    assert session["revoke_reason"] == REVOKE_REASON
+    assert not site.session_file(job_id).exists()
+    report("sbatch -L qpu:1: Pulser sequence on the QPU, session opened and revoked")
+
+
+def test_salloc_srun_job_runs_on_the_qpu(site: Site, report: Callable[[str], None]) -> None:
+    done = site.run_as(site.alice, "salloc", "-L", "qpu:2", "srun", *site.python_job().split())
+    assert done.returncode == 0, done.stderr
+    assert "target qpu" in done.stdout, done.stdout + done.stderr
+    assert sum(_counts(done.stdout).values()) == 100
+    job_id = re.search(r"Granted job allocation (\d+)", done.stderr).group(1)
+    assert site.revoked_session(job_id)["qpu_slots"] == 2
+    assert site.qpu_jobs(job_id)[0]["status"] == "DONE"
+    report("salloc -L qpu:2 + srun: on the QPU")
+
+
+def test_srun_with_gres_exports_the_qrmi_variables(
+    site: Site, report: Callable[[str], None]
+) -> None:
+    done = site.run_as(site.alice, "srun", "--gres=qpu:3", "env")
+    assert done.returncode == 0, done.stderr
+    env = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    job_id = env["SLURM_JOB_ID"]
+    assert env["QRMI_JOB_QPU_RESOURCES"] == "qpu"
+    assert env["QRMI_JOB_QPU_TYPES"] == "pasqal-local"
+    assert env["qpu_QRMI_WARDEN_URL"] == site.cluster.scheduler_url
+    assert env["QRMI_JOB_UID"] == str(site.alice.uid) and env["QRMI_JOB_ID"] == job_id
+    assert env["qpu_QRMI_JOB_TIMEOUT_SECONDS"] == "86400"  # no time limit: the default
+    session = site.revoked_session(job_id)
+    assert session["id"] == env["qpu_QRMI_JOB_ACQUISITION_TOKEN"]
+    assert session["qpu_slots"] == 3
+    report("srun --gres=qpu:3: QRMI variables in the task, 3 slots")
+
+
+def test_job_end_cancels_its_queued_qpu_jobs(
+    site: Site, drained: None, report: Callable[[str], None]
+) -> None:
+    job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=site.python_job("queue", "2"))
+    assert site.wait_job(job_id) == "COMPLETED", output.read_text()
+    assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
+    qpu_jobs = site.qpu_jobs(job_id)
+    assert len(qpu_jobs) == 2
+    for qpu_job in qpu_jobs:
+        assert qpu_job["status"] == "CANCELED"
+        assert REVOKE_REASON in qpu_job["error"]
+    report("job ends: session revoked, 2 queued QPU jobs cancelled")
+
+
+def test_scancel_revokes_the_session(
+    site: Site, drained: None, report: Callable[[str], None]
+) -> None:
+    command = f"{site.python_job('queue', '2')} && sleep 600"
+    job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=command)
+    wait_for(lambda: output.exists() and "queued" in output.read_text(), 240, "the jobs are queued")
+    session_file = site.session_file(job_id)
+    info = session_file.stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (site.alice.uid, 0o600)
+    assert [j["status"] for j in site.qpu_jobs(job_id)] == ["PENDING", "PENDING"]
+    cancel = subprocess.run(
+        ["scancel", job_id], env={**os.environ, **site.cluster.environ}, capture_output=True
+    )
+    assert cancel.returncode == 0, cancel.stderr
+    assert site.wait_job(job_id) == "CANCELLED"
+    assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
+    for qpu_job in site.qpu_jobs(job_id):
+        assert qpu_job["status"] == "CANCELED" and REVOKE_REASON in qpu_job["error"]
+    wait_for(lambda: not session_file.exists(), 30, "the Epilog removes the session file")
+    report("scancel: session revoked, queued QPU jobs cancelled, file removed")
+
+
+def test_another_user_cannot_use_the_session(site: Site, report: Callable[[str], None]) -> None:
+    job_id, _ = site.sbatch(site.alice, "-L", "qpu:1", command="sleep 600")
+    session_file = site.session_file(job_id)
+    wait_for(session_file.exists, 60, "the Prolog writes the session file")
+    token = json.loads(session_file.read_text())["session"]
+    try:
+        peek = site.run_as(site.bob, "cat", str(session_file))
+        assert peek.returncode != 0 and "Permission denied" in peek.stderr
+        stolen = {
+            "QRMI_JOB_QPU_RESOURCES": "qpu",
+            "QRMI_JOB_QPU_TYPES": "pasqal-local",
+            "qpu_QRMI_WARDEN_URL": site.cluster.scheduler_url,
+            "qpu_QRMI_JOB_ACQUISITION_TOKEN": token,
+        }
+        done = site.run_as(site.bob, *site.python_job().split(), env=stolen)
+        assert done.returncode != 0
+        assert "refused (403)" in done.stderr and "belongs to another user" in done.stderr
+        assert site.qpu_jobs(job_id) == []
+    finally:
+        subprocess.run(["scancel", job_id], env={**os.environ, **site.cluster.environ})
+    report("another user with the session token: 403")
+
+
+def test_job_without_licence_gets_the_emulator(site: Site, report: Callable[[str], None]) -> None:
+    job_id, output = site.sbatch(site.alice, command=site.python_job())
+    assert site.wait_job(job_id) == "COMPLETED", output.read_text()
+    text = output.read_text()
+    assert "target emulator" in text and EMULATOR_ANNOUNCED in text, text
+    assert sum(_counts(text).values()) == 100
+    assert site.sessions(job_id) == [] and site.qpu_jobs(job_id) == []
+    report("no licence: the emulator, announced")
+
+
+def test_unreachable_scheduler_does_not_fail_the_job(
+    site: Site, report: Callable[[str], None]
+) -> None:
+    config = site.cluster.hooks_config
+    saved = config.read_text()
+    dead = f"http://127.0.0.1:{free_port()}"
+    config.write_text(re.sub(r'scheduler_url = ".*"', f'scheduler_url = "{dead}"', saved))
+    try:
+        job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=site.python_job())
+        assert site.wait_job(job_id) == "COMPLETED", output.read_text()
+    finally:
+        config.write_text(saved)
+    text = output.read_text()
+    assert "got no scheduler session" in text and "target emulator" in text, text
+    assert sum(_counts(text).values()) == 100
+    log = site.cluster.hooks_log.read_text()
+    assert f"prolog job {job_id} ERROR: no QPU session" in log and "unreachable" in log
+    assert site.cluster.node_state() in ("idle", "mixed")  # not drained
+    report("scheduler unreachable: the job runs on the emulator, node not drained")
+
+
+def test_epilog_retries_a_revocation_that_failed(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: Callable[[str], None]
+) -> None:
+    """The hooks in-process against the cluster's scheduler: a session whose Epilog could not
+    reach the scheduler is revoked by the next hook that can."""
+    config = HookConfig(
+        scheduler_url=site.cluster.scheduler_url, run_dir=str(tmp_path / "run"), log_file=""
+    )
+    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
+    uid = str(site.alice.uid)
+    jobs = [str(90000 + secrets.randbelow(9999) * 2 + i) for i in range(2)]
+
+    def env(job: str) -> dict[str, str]:
+        return {"SLURM_JOB_ID": job, "SLURM_JOB_UID": uid, "SLURM_JOB_GID": uid}
+
+    for job in jobs:
+        assert slurm.prolog(config, env(job)).session
+        assert slurm.user_file(config, job).stat().st_uid == site.alice.uid
+    unreachable = dataclasses.replace(config, scheduler_url=f"http://127.0.0.1:{free_port()}")
+    slurm.epilog(unreachable, env(jobs[0]))
+    assert not slurm.user_file(config, jobs[0]).exists()
+    assert (tmp_path / "run" / "private" / f"stale-job-{jobs[0]}.json").exists()
+    assert site.sessions(jobs[0])[0]["revoked_at"] is None
+    slurm.epilog(config, env(jobs[1]))
+    for job in jobs:
+        assert site.sessions(job)[0]["revoke_reason"] == REVOKE_REASON
+    assert list((tmp_path / "run" / "private").iterdir()) == []
+    report("Epilog could not reach the scheduler: revoked by the next hook")
