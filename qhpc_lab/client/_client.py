@@ -1,0 +1,228 @@
+"""The client: discovered targets, the one ``submit()`` uses by default, and this process's jobs.
+
+The module-level functions of :mod:`qhpc_lab` act on one default :class:`Client`, made on
+first use from the process environment; magics and scripts share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qhpc_lab.client import _loop
+from qhpc_lab.client._discovery import EMULATOR, discover
+from qhpc_lab.client._job import Job
+from qhpc_lab.client._target import ClientError, Target, TargetError, TargetInfo
+from qhpc_lab.programs import Program, to_program, validate
+
+DEFAULT_SHOTS = 100
+"""Shots for an SDK object submitted without ``shots=`` (a Program carries its own)."""
+PROBE_TIMEOUT_S = 5.0
+"""How long a target may take to answer a probe before it counts as unreachable."""
+
+
+def announce(message: str) -> None:
+    """One visible line on stderr: what the client decided for the user (never silent)."""
+    print(f"qhpc: {message}", file=sys.stderr, flush=True)
+
+
+class Client:
+    """Targets found by discovery, where submissions go, and the jobs submitted through it."""
+
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, targets_file: str | Path | None = None
+    ) -> None:
+        """Discover targets in ``environ`` (default: the process environment) and the
+        targets file (default: ``$QHPC_TARGETS_FILE`` or ``~/.config/qhpc/targets.toml``)."""
+        found = discover(os.environ if environ is None else environ, targets_file)
+        for problem in found.problems:
+            announce(problem)
+        self._targets: dict[str, Target] = found.targets
+        self._default = found.default
+        self._sources = found.sources
+        self._current: str | None = None
+        self._chosen: Target | None = None
+        self._ready: dict[str, TargetInfo] = {}
+        self._jobs: list[Job] = []
+        self._lock = threading.Lock()
+
+    def targets(self) -> list[TargetInfo]:
+        """Probe every target (concurrently; a broken one is listed with its reason)."""
+        infos = _loop.call(self._probe_all())
+        selected = self._current or self._default_target().name
+        return [dataclasses.replace(i, selected=i.name == selected) for i in infos]
+
+    def use(self, name: str) -> TargetInfo:
+        """Send later submissions to ``name``; TargetError if it is unknown or unreachable."""
+        target, info = self._resolve(name)
+        self._current = target.name
+        return dataclasses.replace(info, selected=True)
+
+    def submit(
+        self,
+        program: Any,
+        shots: int | None = None,
+        target: str | None = None,
+        job_class: str | None = None,
+        name: str | None = None,
+        **variables: Any,
+    ) -> Job:
+        """Check ``program`` against the target's device and queue it.
+
+        ``program``: a Pulser Sequence, a Qiskit circuit or a :class:`Program` (whose shots,
+        name and variables the arguments override). ``target``: a name from ``targets()``;
+        unreachable → TargetError, never a fallback. Without it: the target chosen by
+        ``use()``, else the default, else the emulator (announced). ``job_class``:
+        production, test or development on a scheduler. ``variables`` bind a parametrised
+        Pulser sequence.
+        """
+        envelope = _envelope(program, shots, name, variables)
+        chosen, info = self._resolve(target)
+        if info.spec is not None:
+            validate(envelope, info.spec)
+        job = Job(chosen, _loop.call(chosen.submit(envelope, job_class)), info.device)
+        self._jobs.append(job)
+        return job
+
+    def job(self, id: str | int | None = None, target: str | None = None) -> Job:
+        """A job by id (default: the last one submitted here), asking the target if need be."""
+        if id is None:
+            if not self._jobs:
+                raise ClientError("no job has been submitted from this process yet")
+            return self._jobs[-1]
+        for known in reversed(self._jobs):
+            if known.id == str(id) and target in (None, known.target):
+                return known
+        chosen, info = self._resolve(target)
+        return Job(chosen, _loop.call(chosen.state(str(id))), info.device)
+
+    def jobs(self) -> list[Job]:
+        """The jobs submitted from this process, oldest first."""
+        return list(self._jobs)
+
+    def close(self) -> None:
+        """Close every target's connections and workers."""
+        _loop.call(_gather(*(t.aclose() for t in self._targets.values())))
+
+    # -- choosing a target ----------------------------------------------------------------
+
+    def _resolve(self, name: str | None) -> tuple[Target, TargetInfo]:
+        """The target for a submission. Once chosen, a default is treated as named: if it
+        stops answering, submissions fail rather than silently switch to the emulator."""
+        name = name or self._current
+        if name is None:
+            target = self._default_target()
+        elif name in self._targets:
+            target = self._targets[name]
+        else:
+            raise TargetError(f"no target named {name!r}; known: {', '.join(self._targets)}")
+        info = self._ready.get(target.name) or self._probe(target)
+        if not info.reachable:
+            raise TargetError(info.message)
+        return target, info
+
+    def _default_target(self) -> Target:
+        with self._lock:
+            if self._chosen is None:
+                self._chosen = self._choose_default()
+            return self._chosen
+
+    def _choose_default(self) -> Target:
+        emulator = self._targets[EMULATOR]
+        if self._default is None:
+            announce(
+                f"no QPU target found (looked at {' and '.join(self._sources)}); "
+                "programs run on the local emulator"
+            )
+        else:
+            target = self._targets[self._default]
+            info = self._ready.get(target.name) or self._probe(target)
+            if info.reachable:
+                return target
+            announce(f"{info.message}; programs run on the local emulator instead")
+        self._probe(emulator)
+        return emulator
+
+    def _probe(self, target: Target) -> TargetInfo:
+        return _loop.call(self._ainfo(target))
+
+    async def _probe_all(self) -> list[TargetInfo]:
+        return list(await asyncio.gather(*(self._ainfo(t) for t in self._targets.values())))
+
+    async def _ainfo(self, target: Target) -> TargetInfo:
+        try:
+            info = await asyncio.wait_for(target.info(), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            info = target.unreachable(
+                f"target {target.name!r} did not answer within {PROBE_TIMEOUT_S:g} s"
+            )
+        if info.reachable:
+            self._ready[target.name] = info
+        else:
+            self._ready.pop(target.name, None)
+        return info
+
+
+async def _gather(*coroutines: Any) -> None:
+    await asyncio.gather(*coroutines)
+
+
+def _envelope(program: Any, shots: int | None, name: str | None, variables: dict) -> Program:
+    if not isinstance(program, Program):
+        return to_program(program, DEFAULT_SHOTS if shots is None else shots, name, **variables)
+    changes: dict[str, Any] = {"shots": shots, "name": name}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if variables:
+        changes["variables"] = {**program.variables, **variables}
+    return dataclasses.replace(program, **changes)
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The process's client, discovered from the environment on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def targets() -> list[TargetInfo]:
+    """Every target found, probed; ``selected`` marks where ``submit()`` goes by default."""
+    return default_client().targets()
+
+
+def use(name: str) -> TargetInfo:
+    """Send later submissions to target ``name`` (see :meth:`Client.use`)."""
+    return default_client().use(name)
+
+
+def submit(
+    program: Any,
+    shots: int | None = None,
+    target: str | None = None,
+    job_class: str | None = None,
+    name: str | None = None,
+    **variables: Any,
+) -> Job:
+    """Check ``program`` against the target's device and queue it (see :meth:`Client.submit`)."""
+    return default_client().submit(program, shots, target, job_class, name, **variables)
+
+
+def job(id: str | int | None = None, target: str | None = None) -> Job:
+    """A job by id, default the last submitted (see :meth:`Client.job`)."""
+    return default_client().job(id, target)
+
+
+def jobs() -> list[Job]:
+    """The jobs submitted from this process, oldest first."""
+    return default_client().jobs()

@@ -1,0 +1,221 @@
+"""Where a kernel finds its targets: the QRMI job variables (DESIGN §3.1), then a targets file.
+
+The variables are read the way QRMI's Slurm plugin sets them, so a job works with that plugin
+or ours. A ``pasqal-local`` resource is a second-level scheduler and gets the scheduler target
+(queue position, ETA, events); every other type goes through the ``qrmi`` package. Mistakes in
+the variables or the file become one-line ``problems``; they never stop discovery.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qhpc_lab.client._target import Target
+
+DEFAULT_TARGETS_FILE = "~/.config/qhpc/targets.toml"
+EMULATOR = "emulator"
+SCHEDULER_TYPES = ("scheduler", "pasqal-local")
+"""Types served by our scheduler target: ``pasqal-local`` is QRMI's name for a Warden."""
+
+_FILE_KEYS = {
+    "scheduler": {"type", "url", "token", "token_file", "auth", "session", "job_timeout_s"},
+    "emulator": {"type", "device"},
+    "qrmi": {"type", "config", "job_timeout_s"},
+}
+
+
+@dataclass
+class Discovery:
+    targets: dict[str, Target] = field(default_factory=dict)
+    """In order: the job's QRMI resources, the file's targets, the built-in emulator."""
+    default: str | None = None
+    """The target ``submit()`` uses when none is named; None: nothing found (the emulator)."""
+    problems: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    """What was looked at, for the message saying nothing was found."""
+
+    def add(self, target: Target) -> None:
+        if target.name in self.targets:
+            kept = self.targets[target.name].origin
+            self.problems.append(f"target {target.name!r} is defined twice; using {kept}'s")
+        else:
+            self.targets[target.name] = target
+
+
+def discover(environ: Mapping[str, str], targets_file: str | Path | None = None) -> Discovery:
+    """Targets from ``environ`` (the QRMI variables) and the targets file.
+
+    The file is ``targets_file``, else ``$QHPC_TARGETS_FILE``, else
+    ``~/.config/qhpc/targets.toml``. The default target is the job's first QRMI resource,
+    else the file's ``default``, else its first target.
+    """
+    found = Discovery()
+    _from_environment(environ, found)
+    from_job = list(found.targets)
+    explicit = targets_file or environ.get("QHPC_TARGETS_FILE")
+    path = _expand(str(explicit or DEFAULT_TARGETS_FILE), environ)
+    found.sources.append(str(path))
+    file_default = _from_file(path, bool(explicit), environ, found)
+    from qhpc_lab.client._emulator import EmulatorTarget
+
+    if EMULATOR in found.targets:
+        found.problems.append(f"the name {EMULATOR!r} is reserved for the built-in emulator")
+        del found.targets[EMULATOR]
+    found.targets[EMULATOR] = EmulatorTarget()
+    from_file = [n for n in found.targets if n not in from_job and n != EMULATOR]
+    if file_default is not None and file_default not in found.targets:
+        found.problems.append(f"{path}: default {file_default!r} is not a target")
+        file_default = None
+    found.default = next(iter(from_job), None) or file_default or next(iter(from_file), None)
+    return found
+
+
+def _expand(path: str, environ: Mapping[str, str]) -> Path:
+    """``~`` from ``environ``'s HOME: discovery reads the environment it is given, only."""
+    if path.startswith("~"):
+        path = (environ.get("HOME") or str(Path.home())) + path[1:]
+    return Path(path)
+
+
+def _env_list(environ: Mapping[str, str], names: tuple[str, str]) -> tuple[str, list[str]] | None:
+    """The first variable that is set (QRMI's, then Slurm's) and its items."""
+    delimiter = environ.get("QRMI_LIST_DELIMITER") or ","
+    for name in names:
+        if name in environ:
+            return name, [item.strip() for item in environ[name].split(delimiter) if item.strip()]
+    return None
+
+
+def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
+    resources = _env_list(environ, ("QRMI_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_RESOURCES"))
+    types = _env_list(environ, ("QRMI_JOB_QPU_TYPES", "SLURM_JOB_QPU_TYPES"))
+    found.sources.append("QRMI_JOB_QPU_RESOURCES")
+    if resources is None and types is None:
+        return
+    variable, names = resources or ("QRMI_JOB_QPU_RESOURCES", [])
+    kinds = types[1] if types else []
+    if len(names) != len(kinds):
+        found.problems.append(
+            f"{variable} names {len(names)} resources but its types variable {len(kinds)}: "
+            "ignoring the job's QPU resources"
+        )
+        return
+    origin = variable
+    job, uid = environ.get("QRMI_JOB_ID"), environ.get("QRMI_JOB_UID")
+    if job or uid:
+        origin += f" (Slurm job {job or '?'}, uid {uid or '?'})"
+    from qhpc_lab.client._qrmi import QRMITarget
+    from qhpc_lab.client._scheduler import SchedulerTarget
+
+    for name, kind in zip(names, kinds, strict=True):
+        timeout = _seconds(environ.get(f"{name}_QRMI_JOB_TIMEOUT_SECONDS"), name, found)
+        url = environ.get(f"{name}_QRMI_WARDEN_URL")
+        if kind == "pasqal-local" and url:
+            target: Target = SchedulerTarget(
+                name,
+                url,
+                type=kind,
+                origin=origin,
+                token=environ.get("QHPC_TOKEN"),
+                session=environ.get(f"{name}_QRMI_JOB_ACQUISITION_TOKEN"),
+                job_timeout_s=timeout,
+            )
+        else:  # without a URL, qrmi itself says which variable is missing
+            target = QRMITarget(name, kind, origin=origin, job_timeout_s=timeout)
+        found.add(target)
+
+
+def _seconds(text: str | None, name: str, found: Discovery) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        found.problems.append(f"{name}_QRMI_JOB_TIMEOUT_SECONDS={text!r} is not a number; ignored")
+        return None
+
+
+def _from_file(
+    path: Path, explicit: bool, environ: Mapping[str, str], found: Discovery
+) -> str | None:
+    """Add the file's targets; return its ``default``."""
+    if not path.is_file():
+        if explicit:
+            found.problems.append(f"targets file {path} does not exist")
+        return None
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        found.problems.append(f"targets file {path} is unreadable: {err}")
+        return None
+    unknown = set(data) - {"default", "targets"}
+    if unknown:
+        found.problems.append(f"{path}: unknown top-level keys {', '.join(sorted(unknown))}")
+    for name, table in (data.get("targets") or {}).items():
+        try:
+            found.add(_file_target(name, table, path, environ))
+        except (ValueError, TypeError, KeyError, OSError) as err:
+            found.problems.append(f"{path}: target {name!r} ignored: {err}")
+    default = data.get("default")
+    return str(default) if default is not None else None
+
+
+def _file_target(name: str, table: Any, path: Path, environ: Mapping[str, str]) -> Target:
+    if not isinstance(table, dict) or "type" not in table:
+        raise ValueError("a target is a table with a 'type'")
+    kind = str(table["type"])
+    group = "scheduler" if kind in SCHEDULER_TYPES else "emulator" if kind == EMULATOR else "qrmi"
+    unknown = set(table) - _FILE_KEYS[group]
+    if unknown:
+        raise ValueError(f"unknown keys {', '.join(sorted(unknown))} for type {kind!r}")
+    return _BUILDERS[group](name, kind, table, str(path), environ)
+
+
+def _scheduler(
+    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
+) -> Target:
+    from qhpc_lab.client._scheduler import SchedulerTarget
+
+    token = table.get("token")
+    if token is None and "token_file" in table:
+        token = _expand(table["token_file"], environ).read_text().strip()
+    return SchedulerTarget(
+        name,
+        table["url"],
+        type=kind,
+        origin=origin,
+        token=token or environ.get("QHPC_TOKEN"),
+        auth=table.get("auth", "auto"),
+        session=table.get("session"),
+        job_timeout_s=table.get("job_timeout_s"),
+    )
+
+
+def _emulator(
+    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
+) -> Target:
+    from qhpc_lab.client._emulator import EmulatorTarget
+
+    return EmulatorTarget(name, origin, device=table.get("device"))
+
+
+def _qrmi(
+    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
+) -> Target:
+    from qhpc_lab.client._qrmi import QRMITarget
+
+    config = {str(k): str(v) for k, v in table["config"].items()} if "config" in table else None
+    return QRMITarget(
+        name, kind, origin=origin, config=config, job_timeout_s=table.get("job_timeout_s")
+    )
+
+
+_BUILDERS: dict[str, Callable[[str, str, dict[str, Any], str, Mapping[str, str]], Target]] = {
+    "scheduler": _scheduler,
+    "emulator": _emulator,
+    "qrmi": _qrmi,
+}

@@ -1,0 +1,136 @@
+"""The emulator target: :mod:`qhpc_lab.emulators` inside this process, one job at a time.
+
+Jobs run in a worker thread so a notebook kernel stays responsive; they queue in submission
+order, with positions like the scheduler's. With a ``device`` profile, programs are checked
+against that device first, so a notebook that runs here also fits the QPU it stands in for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from qhpc_lab.client._target import JobState, RefusedError, Target, TargetInfo
+from qhpc_lab.programs import DeviceSpec, Program
+
+NOTICE = "local emulator in this process"
+
+
+class EmulatorTarget(Target):
+    kind = "emulator"
+
+    def __init__(self, name: str = "emulator", origin: str = "built in", device: str | None = None):
+        super().__init__(name, "emulator", origin)
+        self._device = device
+        self._spec: DeviceSpec | None = None
+        self._jobs: dict[str, JobState] = {}
+        self._programs: dict[str, Program] = {}
+        self._ids = itertools.count(1)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._turn = asyncio.Lock()  # jobs run one at a time, in submission order
+        self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def info(self) -> TargetInfo:
+        if self._device and self._spec is None:
+            from qhpc_lab.qpu import DeviceProfile
+
+            try:
+                self._spec = DeviceProfile.load(self._device).spec
+            except (ValueError, OSError) as err:
+                return self.unreachable(f"target {self.name!r}: {err}")
+        return TargetInfo(
+            self.name,
+            self.kind,
+            self.type,
+            self.origin,
+            True,
+            device=self._spec.name if self._spec else "emulator",
+            state="ONLINE",
+            message=NOTICE,
+            spec=self._spec,
+        )
+
+    async def _set(self, state: JobState) -> None:
+        async with self._changed:
+            self._jobs[state.id] = state
+            self._changed.notify_all()
+
+    async def submit(self, program: Program, job_class: str | None) -> JobState:
+        """Queue ``program``; ``job_class`` has no meaning here (one user, FIFO)."""
+        job_id = str(next(self._ids))
+        self._programs[job_id] = program
+        await self._set(
+            JobState(job_id, "PENDING", shots=program.shots, created_at=datetime.now(UTC))
+        )
+        task = asyncio.create_task(self._run(job_id), name=f"qhpc-emulator-{job_id}")
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+        return self._view(job_id)
+
+    async def _run(self, job_id: str) -> None:
+        from qhpc_lab import emulators
+
+        async with self._turn:
+            program = self._programs.pop(job_id)
+            if self._jobs[job_id].final:
+                return
+            await self._set(
+                dataclasses.replace(self._jobs[job_id], status="RUNNING", started_at=_now())
+            )
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="qhpc-emulator"
+                )
+            loop = asyncio.get_running_loop()
+            try:
+                counts = await loop.run_in_executor(self._executor, emulators.run, program)
+            except Exception as err:
+                outcome = {"status": "ERROR", "error": f"emulation failed: {err}"}
+            else:
+                outcome = {"status": "DONE", "counts": counts, "shots_done": program.shots}
+            if not self._jobs[job_id].final:  # canceled while running: the outcome is dropped
+                await self._set(
+                    dataclasses.replace(self._jobs[job_id], finished_at=_now(), **outcome)
+                )
+
+    async def state(self, job_id: str) -> JobState:
+        return self._view(job_id)
+
+    def _view(self, job_id: str) -> JobState:
+        state = self._jobs.get(job_id)
+        if state is None:
+            raise RefusedError(f"job {job_id} not found on target {self.name!r}", 404)
+        if state.final:
+            return state
+        pending = [j.id for j in self._jobs.values() if j.status == "PENDING"]
+        position = 0 if state.status == "RUNNING" else pending.index(job_id) + 1
+        return dataclasses.replace(state, position=position)
+
+    async def cancel(self, job_id: str) -> JobState:
+        self._view(job_id)  # unknown ids are refused
+        state = self._jobs[job_id]
+        if not state.final:
+            await self._set(dataclasses.replace(state, status="CANCELED", finished_at=_now()))
+        return self._view(job_id)
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobState]:
+        state = self._view(job_id)
+        yield state
+        while not state.final:
+            async with self._changed:
+                await self._changed.wait_for(lambda seen=state: self._view(job_id) != seen)
+            state = self._view(job_id)
+            yield state
+
+    async def aclose(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,252 @@
+"""Job (a submitted program, on one target) and Result (its counts and where they came from)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from qhpc_lab.client import _loop
+from qhpc_lab.client._target import JobError, JobState, Target
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+SHOWN_OUTCOMES = 16
+"""Bitstrings listed in text and HTML views (the most frequent); ``counts`` has them all."""
+
+
+class Job:
+    """A program submitted to a target. Live properties ask the target while it is unfinished.
+
+    Block with ``wait()`` / ``result()``, or ``await job`` for the Result in async code and
+    notebooks. ``state`` is the last known :class:`JobState`, read without I/O.
+    """
+
+    def __init__(self, target: Target, state: JobState, device: str | None) -> None:
+        self._target = target
+        self._device = device
+        self.state = state
+
+    @property
+    def id(self) -> str:
+        return self.state.id
+
+    @property
+    def target(self) -> str:
+        """The target's name."""
+        return self._target.name
+
+    @property
+    def status(self) -> str:
+        """PENDING, RUNNING, DONE, ERROR or CANCELED."""
+        return self.refresh().status
+
+    @property
+    def position(self) -> int | None:
+        """1 = next to run, 0 = running, None once finished."""
+        return self.refresh().position
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until the job is expected to finish, when the target estimates it."""
+        return self.refresh().eta_s
+
+    def refresh(self) -> JobState:
+        """The job's current state (no I/O once it is final)."""
+        if not self.state.final:
+            self.state = _loop.call(self._target.state(self.id))
+        return self.state
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the job ends; return its final status.
+
+        ``timeout`` defaults to the target's job timeout (``{name}_QRMI_JOB_TIMEOUT_SECONDS``),
+        else none; past it, TimeoutError (the job goes on).
+        """
+        return _loop.call(self._final(timeout)).status
+
+    def result(self, timeout: float | None = None) -> Result:
+        """Wait (as :meth:`wait`) and return the Result; JobError if the job ended without one."""
+        return self._result(_loop.call(self._final(timeout)))
+
+    def cancel(self) -> str:
+        """Cancel the job unless it already ended; return its status afterwards."""
+        self.state = _loop.call(self._target.cancel(self.id))
+        return self.state.status
+
+    async def watch(self) -> AsyncIterator[JobState]:
+        """Each change of the job, from the current state to the final one, in the caller's
+        loop: the hook for live displays (no thread or polling loop per job)."""
+        async for state in _loop.aiterate(self._target.watch(self.id)):
+            self.state = state
+            yield state
+
+    def __await__(self) -> Generator[Any, None, Result]:
+        return self._aresult().__await__()
+
+    async def _aresult(self) -> Result:
+        return self._result(await _loop.acall(self._final(None)))
+
+    async def _final(self, timeout: float | None) -> JobState:
+        if self.state.final:
+            return self.state
+        timeout = self._target.job_timeout_s if timeout is None else timeout
+        try:
+            async with asyncio.timeout(timeout):
+                async for state in self._target.watch(self.id):
+                    self.state = state
+        except TimeoutError:
+            raise TimeoutError(
+                f"job {self.id} on {self.target} is still {self.state.status} after {timeout:g} s"
+            ) from None
+        return self.state
+
+    def _result(self, state: JobState) -> Result:
+        if state.status != "DONE" or state.counts is None:
+            reason = f": {state.error}" if state.error else ""
+            raise JobError(
+                f"job {self.id} on {self.target} ended {state.status}{reason}", state.status
+            )
+        return Result(
+            counts=dict(state.counts),
+            job_id=self.id,
+            target=self.target,
+            device=self._device,
+            calibration_age_s=state.calibration_age_s,
+            created_at=state.created_at,
+            started_at=state.started_at,
+            finished_at=state.finished_at,
+        )
+
+    def __str__(self) -> str:
+        state = self.state
+        parts = [state.status]
+        if state.position is not None:
+            parts.append("running" if state.position == 0 else f"position {state.position}")
+        if state.eta_s is not None:
+            parts.append(f"eta {state.eta_s:.1f} s")
+        if state.shots:
+            parts.append(f"{state.shots_done}/{state.shots} shots")
+        if state.error:
+            parts.append(state.error)
+        return f"job {self.id} on {self.target}: {', '.join(parts)}"
+
+    def __repr__(self) -> str:
+        return f"<Job {str(self).removeprefix('job ')}>"
+
+
+@dataclass(frozen=True)
+class Result:
+    """Measured bitstring counts, and the context that makes them comparable."""
+
+    counts: dict[str, int]
+    job_id: str
+    target: str
+    device: str | None = None
+    calibration_age_s: float | None = None
+    """Age of the device's calibration when the shots ran (scheduler targets)."""
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def shots(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Each bitstring's frequency, most frequent first."""
+        total = self.shots or 1
+        return {bits: count / total for bits, count in self._ranked()}
+
+    @property
+    def queued_s(self) -> float | None:
+        """Seconds from submission to the first shot."""
+        return _seconds(self.created_at, self.started_at)
+
+    @property
+    def run_s(self) -> float | None:
+        """Seconds from the first shot to the last (preemption pauses included)."""
+        return _seconds(self.started_at, self.finished_at)
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """A histogram of the probabilities, bitstrings in order; returns the Axes."""
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(self.counts)), 3))
+        ranked = sorted(self.counts)
+        total = self.shots or 1
+        ax.bar(ranked, [self.counts[b] / total for b in ranked], color="#4c72b0")
+        ax.set_xlabel("bitstring")
+        ax.set_ylabel("probability")
+        ax.set_title(f"job {self.job_id} on {self.target} · {self.shots} shots")
+        ax.tick_params(axis="x", labelrotation=90 if len(ranked) > 8 else 0)
+        return ax
+
+    def _ranked(self) -> list[tuple[str, int]]:
+        return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+
+    def _facts(self) -> list[str]:
+        facts = [f"{self.shots} shots"]
+        if self.calibration_age_s is not None:
+            facts.append(f"calibration age {self.calibration_age_s:.1f} s")
+        if self.queued_s is not None:
+            facts.append(f"queued {self.queued_s:.2f} s")
+        if self.run_s is not None:
+            facts.append(f"ran {self.run_s:.2f} s")
+        return facts
+
+    def _title(self) -> str:
+        device = f" ({self.device})" if self.device else ""
+        return f"Result of job {self.job_id} on {self.target}{device}"
+
+    def __str__(self) -> str:
+        lines = [self._title(), "  " + " · ".join(self._facts())]
+        ranked = self._ranked()
+        width = max((len(b) for b, _ in ranked[:SHOWN_OUTCOMES]), default=0)
+        for bits, count in ranked[:SHOWN_OUTCOMES]:
+            share = count / (self.shots or 1)
+            lines.append(f"  {bits:<{width}}  {'█' * round(share * 30):<30}  {share:.3f} ({count})")
+        if len(ranked) > SHOWN_OUTCOMES:
+            lines.append(f"  … {len(ranked) - SHOWN_OUTCOMES} more outcomes in .counts")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        top = " ".join(f"{b}:{c}" for b, c in self._ranked()[:4])
+        more = " …" if len(self.counts) > 4 else ""
+        return f"<Result job {self.job_id} on {self.target}: {self.shots} shots, {top}{more}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self) if cycle else str(self))
+
+    def _repr_html_(self) -> str:
+        rows = []
+        ranked = self._ranked()
+        for bits, count in ranked[:SHOWN_OUTCOMES]:
+            share = count / (self.shots or 1)
+            rows.append(
+                f"<tr><td><code>{html.escape(bits)}</code></td>"
+                f'<td style="min-width:12em"><div style="background:#4c72b0;height:0.8em;'
+                f'width:{share * 100:.1f}%"></div></td>'
+                f"<td>{share:.3f}</td><td>{count}</td></tr>"
+            )
+        if len(ranked) > SHOWN_OUTCOMES:
+            rows.append(
+                f'<tr><td colspan="4">… {len(ranked) - SHOWN_OUTCOMES} more outcomes in '
+                "<code>.counts</code></td></tr>"
+            )
+        return (
+            f'<div class="qhpc-result"><strong>{html.escape(self._title())}</strong><br>'
+            f"<small>{html.escape(' · '.join(self._facts()))}</small>"
+            "<table><thead><tr><th>bitstring</th><th></th><th>probability</th><th>count</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()

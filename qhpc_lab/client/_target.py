@@ -1,0 +1,162 @@
+"""The one interface every target implements, the snapshots it returns, and the client's errors.
+
+A target is where a program runs: the second-level scheduler, a QRMI resource or the in-kernel
+emulator. Like httpx's transport seam, the interface is a handful of coroutines; they all run
+on the client's own event loop (:mod:`qhpc_lab.client._loop`), so a target is written once and
+serves blocking scripts, notebooks and ``await`` alike.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from qhpc_lab.programs import DeviceSpec, Program
+
+FINAL_STATUSES = frozenset({"DONE", "ERROR", "CANCELED"})
+"""Statuses after which a job never changes (Warden's names, used by every target)."""
+
+
+class ClientError(Exception):
+    """A problem the user can act on; its message is one line meant for them."""
+
+
+class TargetError(ClientError):
+    """A target that is unknown, unreachable or failing: nothing was queued."""
+
+
+class RefusedError(ClientError):
+    """The target answered and refused the request (a 4xx naming the rule that failed)."""
+
+    def __init__(self, message: str, status: int | None = None, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.rule = rule
+
+
+class JobError(ClientError):
+    """A result was asked of a job that ended without one (ERROR or CANCELED)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job as its target last described it; targets return a new one on every change."""
+
+    id: str
+    status: str
+    """PENDING, RUNNING, DONE, ERROR or CANCELED."""
+    shots: int | None = None
+    shots_done: int = 0
+    position: int | None = None
+    """1 = next to run, 0 = running, None when finished or unknown."""
+    eta_s: float | None = None
+    counts: dict[str, int] | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    calibration_age_s: float | None = None
+    """Age of the device's calibration when the job's shots ran (scheduler targets)."""
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What probing a target found; an unreachable target is listed too, with the reason."""
+
+    name: str
+    kind: str
+    """scheduler, qrmi or emulator."""
+    type: str
+    """The resource type: pasqal-local, pasqal-cloud, ..., scheduler or emulator."""
+    origin: str
+    """Where the target was found: the QRMI variables, a targets file, or built in."""
+    reachable: bool
+    url: str | None = None
+    device: str | None = None
+    state: str | None = None
+    """Device state: ONLINE, CALIBRATING, MAINTENANCE, OFFLINE (qrmi: PAUSED)."""
+    calibration_age_s: float | None = None
+    message: str = ""
+    """The device's notice when reachable, why not otherwise."""
+    selected: bool = False
+    """True for the target that ``submit()`` uses when none is named."""
+    spec: DeviceSpec | None = field(default=None, repr=False, compare=False)
+    """Device specs that programs are checked against before submission, when known."""
+
+    def __str__(self) -> str:
+        mark = "*" if self.selected else " "
+        if not self.reachable:
+            return f"{mark} {self.name:14} {self.type:27} unreachable: {self.message}"
+        details = [self.device or "?", self.state or "?"]
+        if self.calibration_age_s is not None:
+            details.append(f"calibrated {_duration(self.calibration_age_s)} ago")
+        note = f" — {self.message}" if self.message else ""
+        return f"{mark} {self.name:14} {self.type:27} {', '.join(details)}{note}"
+
+
+class Target(abc.ABC):
+    """Where programs run. Methods are coroutines run on the client's loop; none may block it.
+
+    Errors: :class:`TargetError` when the target cannot be reached, :class:`RefusedError`
+    when it refuses a request. ``info`` never raises: an unreachable target says so.
+    """
+
+    kind: ClassVar[str]
+    url: str | None = None
+
+    def __init__(
+        self, name: str, type: str, origin: str, job_timeout_s: float | None = None
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.origin = origin
+        self.job_timeout_s = job_timeout_s
+        """How long waiting for a job may take by default (``{name}_QRMI_JOB_TIMEOUT_SECONDS``)."""
+
+    @abc.abstractmethod
+    async def info(self) -> TargetInfo:
+        """Probe the target: reachability, device, state, calibration and specs."""
+
+    @abc.abstractmethod
+    async def submit(self, program: Program, job_class: str | None) -> JobState:
+        """Queue ``program`` (already checked against the specs ``info`` gave)."""
+
+    @abc.abstractmethod
+    async def state(self, job_id: str) -> JobState:
+        """The job's current state."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> JobState:
+        """Cancel the job if it is not finished; return its state afterwards."""
+
+    @abc.abstractmethod
+    def watch(self, job_id: str) -> AsyncIterator[JobState]:
+        """Yield the job's current state, then each change, ending after a final state."""
+
+    async def aclose(self) -> None:  # noqa: B027 (optional: a target may hold nothing)
+        """Release connections and workers."""
+
+    def unreachable(self, message: str) -> TargetInfo:
+        """The info of this target when it cannot be used, saying why."""
+        return TargetInfo(
+            self.name, self.kind, self.type, self.origin, False, url=self.url, message=message
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

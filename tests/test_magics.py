@@ -1,0 +1,163 @@
+"""The %qpu magics, driven through a real IPython shell, on the emulator and the scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from qhpc_lab.client import Client, Job, Result, _client
+from qhpc_lab.jupyter.magics import QPUMagics
+from qhpc_lab.scheduler.auth import make_token
+from tests.conftest import SECRET, USER, Daemon, daemon
+
+SEQUENCE_CELL = """
+from pulser import Pulse, Register, Sequence
+from pulser.devices import AnalogDevice
+
+sequence = Sequence(Register.from_coordinates([(0, 0), (6, 0)], prefix="q"), AnalogDevice)
+sequence.declare_channel("g", "rydberg_global")
+sequence.add(Pulse.ConstantPulse(100, 2.0, 0.0, 0.0), "g")
+sequence
+"""
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    with daemon(tmp_path_factory.mktemp("scheduler")) as handle:
+        yield handle
+
+
+@pytest.fixture
+def shell() -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    yield shell
+    shell.user_ns.pop("sequence", None)
+
+
+def magics_on(shell: InteractiveShell, client: Client) -> Client:
+    shell.register_magics(QPUMagics(shell, client))
+    return client
+
+
+@pytest.fixture
+def emulator(shell: InteractiveShell, tmp_path: Path) -> Iterator[Client]:
+    client = magics_on(shell, Client(environ={"HOME": str(tmp_path)}))
+    client.use("emulator")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def lab(shell: InteractiveShell, scheduler: Daemon, tmp_path: Path) -> Iterator[Client]:
+    env = {
+        "HOME": str(tmp_path),
+        "QRMI_JOB_QPU_RESOURCES": "lab",
+        "QRMI_JOB_QPU_TYPES": "pasqal-local",
+        "lab_QRMI_WARDEN_URL": scheduler.url,
+        "QHPC_TOKEN": make_token(SECRET, USER),
+    }
+    client = magics_on(shell, Client(environ=env))
+    yield client
+    client.close()
+
+
+def test_load_ext_registers_the_magics_on_the_default_client(shell, tmp_path, monkeypatch):
+    client = Client(environ={"HOME": str(tmp_path)})
+    monkeypatch.setattr(_client, "_default", client)
+    shell.run_line_magic("load_ext", "qhpc_lab")
+    assert "qpu" in shell.magics_manager.magics["cell"]
+    shell.run_line_magic("qpu", "use emulator")
+    assert client._current == "emulator"
+
+
+def test_cell_runs_on_the_emulator_and_stores_the_result(shell, emulator, capsys):
+    shell.run_cell_magic("qpu", "--shots 25 -o counts_result", SEQUENCE_CELL)
+    result = shell.user_ns["counts_result"]
+    assert isinstance(result, Result) and result.shots == 25 and result.target == "emulator"
+    out = capsys.readouterr().out
+    assert "job 1 on emulator" in out and "Result of job 1 on emulator" in out
+    shell.run_line_magic("qpu", "jobs")
+    assert capsys.readouterr().out.strip() == "job 1 on emulator: DONE, 25/25 shots"
+
+
+def test_named_variable_no_wait_status_result_and_cancel(shell, emulator, capsys):
+    shell.run_cell_magic("qpu", "sequence --shots 10 --no-wait -o job", SEQUENCE_CELL + "x = 1")
+    job = shell.user_ns["job"]
+    assert isinstance(job, Job) and job.target == "emulator"
+    shell.run_cell("awaited = await job")  # top-level await, as in a notebook
+    assert shell.user_ns["awaited"].shots == 10
+    shell.run_line_magic("qpu", "result")
+    shell.run_line_magic("qpu", f"status {job.id}")
+    out = capsys.readouterr().out
+    assert f"Result of job {job.id} on emulator" in out
+    assert out.strip().endswith(f"job {job.id} on emulator: DONE, 10/10 shots")
+    shell.run_line_magic("qpu", f"cancel {job.id}")
+    assert capsys.readouterr().out.strip() == f"job {job.id} on emulator: DONE, 10/10 shots"
+
+
+@pytest.mark.parametrize(
+    ("line", "cell", "message"),
+    [
+        ("use nowhere", None, "qpu: no target named 'nowhere'; known: emulator"),
+        ("frobnicate", None, "qpu: unknown command 'frobnicate'; use %qpu targets"),
+        ("", None, "qpu: %qpu targets | use NAME"),
+        ("cancel", None, "qpu: %qpu cancel takes 1 argument"),
+        ("status", None, "qpu: no job has been submitted from this process yet"),
+        ("status 'unclosed", None, "qpu: No closing quotation"),
+        ("--shots many", "x = 1", "qpu: argument --shots: invalid int value: 'many'"),
+        ("", "x = 1", "qpu: the cell must end with the program to submit"),
+        ("missing", "x = 1", "qpu: the cell left no variable named 'missing' to submit"),
+        ("", "42", "qpu: cannot turn a int into a program"),
+    ],
+)
+def test_mistakes_print_one_line(shell, emulator, capsys, line, cell, message):
+    if cell is None:
+        shell.run_line_magic("qpu", line)
+    else:
+        shell.run_cell_magic("qpu", line, cell)
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message) and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_errors_in_the_cell_code_keep_their_traceback(shell, emulator):
+    with pytest.raises(ZeroDivisionError):
+        shell.run_cell_magic("qpu", "", "1 / 0")
+
+
+def test_interrupted_wait_leaves_the_job_running(shell, emulator, capsys, monkeypatch):
+    def interrupted(self, timeout=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Job, "result", interrupted)
+    shell.run_cell_magic("qpu", "-o kept", SEQUENCE_CELL)
+    assert "qpu: stopped waiting; job 1 goes on (%qpu status 1)" in capsys.readouterr().out
+    assert "kept" not in shell.user_ns
+
+
+def test_targets_use_and_cells_through_the_scheduler(shell, lab, capsys):
+    shell.run_line_magic("qpu", "targets")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("* lab") and "QHPC-Test, ONLINE" in lines[0]
+    assert lines[1].startswith("  emulator")
+    shell.run_line_magic("qpu", "use lab")
+    assert capsys.readouterr().out.startswith("* lab")
+    shell.run_cell_magic("qpu", "--class development --name demo --shots 20 -o r", SEQUENCE_CELL)
+    result = shell.user_ns["r"]
+    assert result.target == "lab" and result.device == "QHPC-Test" and result.shots == 20
+    assert "calibration age" in capsys.readouterr().out
+
+
+def test_cancel_and_device_refusal_through_the_scheduler(shell, lab, capsys):
+    shell.run_cell_magic("qpu", "--shots 10000 --no-wait -o long", SEQUENCE_CELL)
+    job = shell.user_ns["long"]
+    capsys.readouterr()
+    shell.run_line_magic("qpu", f"cancel {job.id}")
+    assert capsys.readouterr().out.startswith(f"job {job.id} on lab: CANCELED")
+    shell.run_cell_magic("qpu", "--shots 20000", SEQUENCE_CELL)
+    assert capsys.readouterr().err.startswith("qpu: max_runs: 20000 shots requested")
+    shell.run_cell_magic("qpu", "--target lab --class urgent", SEQUENCE_CELL)
+    assert "unknown job_class 'urgent'" in capsys.readouterr().err
