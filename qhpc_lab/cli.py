@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from qhpc_lab import admin
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -209,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             parser_action.add_argument("--scheduler-port", type=int, help="8016")
             parser_action.add_argument("--slurmctld-port", type=int, help="6817")
             parser_action.add_argument("--slurmd-port", type=int, help="6818")
+
+    admin.add_parser(commands)
 
     kernels = commands.add_parser("kernels", help="Jupyter kernelspecs")
     sub = kernels.add_subparsers(dest="action", required=True)

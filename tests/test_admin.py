@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import OTHER, USER, in_process, test_config, wait_for_status
+from qhpc_lab.scheduler.auth import make_token
+from tests.conftest import (
+    OTHER,
+    SECRET,
+    USER,
+    auth_header,
+    in_process,
+    test_config,
+    wait_for_status,
+)
 
 
 @pytest.mark.anyio
@@ -76,3 +89,70 @@ async def test_accounting_per_user_and_per_slurm_job(tmp_path: Path, sequence_js
         assert later["rows"] == []
         bad = await api.admin.get("/admin/accounting", params={"by": "month"})
         assert bad.status_code == 422
+
+
+def _qhpc_admin(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qhpc_lab.cli",
+            "admin",
+            "--url",
+            url,
+            "--auth",
+            "token",
+            "--token",
+            token,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_admin_cli_operates_a_running_scheduler(server, sequence_json: str) -> None:
+    admin_token = make_token(SECRET, 0, admin=True)
+    status = _qhpc_admin(server.url, admin_token, "status")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["state"] == "ONLINE"
+
+    closed = _qhpc_admin(server.url, admin_token, "maintenance", "on", "--message", "laser swap")
+    assert json.loads(closed.stdout) == {"is_accessible": False, "message": "laser swap"}
+    refused = httpx.post(
+        f"{server.url}/jobs",
+        json={"sequence": sequence_json, "shots": 5},
+        headers=auth_header(USER),
+    )
+    assert refused.status_code == 503 and "laser swap" in refused.json()["detail"]
+    _qhpc_admin(server.url, admin_token, "maintenance", "off")
+
+    changed = _qhpc_admin(
+        server.url,
+        admin_token,
+        "policy",
+        "--set",
+        "class_priority.test=25",
+        "--set",
+        "aging_per_chunk=2",
+    )
+    settings = json.loads(changed.stdout)
+    assert settings["class_priority"]["test"] == 25 and settings["aging_per_chunk"] == 2
+
+    job = httpx.post(
+        f"{server.url}/jobs",
+        json={"sequence": sequence_json, "shots": 9000},
+        headers=auth_header(USER),
+        timeout=120,
+    ).json()
+    canceled = _qhpc_admin(server.url, admin_token, "cancel", str(job["id"]))
+    assert json.loads(canceled.stdout)["status"] == "CANCELED"
+    listed = _qhpc_admin(server.url, admin_token, "jobs")
+    assert "CANCELED" in listed.stdout
+
+    accounting = _qhpc_admin(server.url, admin_token, "accounting", "--since", "2020-01-01")
+    assert accounting.returncode == 0 and USER in accounting.stdout
+
+    denied = _qhpc_admin(server.url, make_token(SECRET, USER), "drain")
+    assert denied.returncode == 1 and "403" in denied.stdout

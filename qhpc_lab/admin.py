@@ -1,0 +1,149 @@
+"""``qhpc admin``: the operator's controls over a running scheduler, as thin calls of its API.
+
+Identity as for any client: a MUNGE credential of the calling uid (root, or one of the
+scheduler's ``admin_uids``) when munged answers, else an admin bearer token (``--token`` or
+``$QHPC_TOKEN``, from ``qhpc scheduler token --uid 0 --admin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8006"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    admin = commands.add_parser("admin", help="operate a running scheduler (admin identity)")
+    admin.add_argument("--url", default=os.environ.get("QHPC_SCHEDULER_URL", DEFAULT_URL))
+    admin.add_argument("--token", default=os.environ.get("QHPC_TOKEN"))
+    admin.add_argument("--auth", choices=("auto", "munge", "token"), default="auto")
+    actions = admin.add_subparsers(dest="action", required=True)
+    actions.add_parser("status", help="device state, calibration and queue")
+    actions.add_parser("drain", help="let started jobs finish; queued ones wait")
+    actions.add_parser("resume", help="end a drain")
+    actions.add_parser("calibrate", help="calibrate now (after the chunk in flight)")
+    maintenance = actions.add_parser("maintenance", help="close or reopen submissions")
+    maintenance.add_argument("state", choices=("on", "off"))
+    maintenance.add_argument("--message", help="what GET /accessible tells users")
+    policy = actions.add_parser("policy", help="show or change policy settings")
+    policy.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. aging_per_chunk=2, default_job_class=test, class_priority.production=15",
+    )
+    cancel = actions.add_parser("cancel", help="cancel any user's job")
+    cancel.add_argument("job_id", type=int)
+    jobs = actions.add_parser("jobs", help="every user's jobs")
+    jobs.add_argument("--status")
+    jobs.add_argument("--limit", type=int, default=50)
+    actions.add_parser("sessions", help="open sessions (one per Slurm job)")
+    accounting = actions.add_parser("accounting", help="usage per user or Slurm job")
+    accounting.add_argument("--since", help="ISO date/time or Unix time")
+    accounting.add_argument("--until", help="ISO date/time or Unix time")
+    accounting.add_argument("--by", choices=("user", "slurm_job"), default="user")
+    admin.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qhpc_lab.client import ClientError
+    from qhpc_lab.client._loop import call
+    from qhpc_lab.client._scheduler import SchedulerTarget
+
+    target = SchedulerTarget(
+        "scheduler", args.url, origin="qhpc admin", token=args.token, auth=args.auth
+    )
+    request = _request(args)
+    try:
+        answer = call(target.request(*request[:2], **request[2]))
+    except ClientError as err:
+        print(f"qhpc admin: {err}")
+        return 1
+    finally:
+        call(target.aclose())
+    print(_render(args.action, answer))
+    return 0
+
+
+def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    simple = {
+        "status": ("GET", "/device"),
+        "drain": ("POST", "/admin/drain"),
+        "resume": ("POST", "/admin/resume"),
+        "calibrate": ("POST", "/admin/calibrate"),
+        "sessions": ("GET", "/sessions"),
+    }
+    if args.action in simple:
+        method, path = simple[args.action]
+        return method, path, {}
+    if args.action == "maintenance":
+        body: dict[str, Any] = {"is_accessible": args.state == "off"}
+        if args.message is not None:
+            body["message"] = args.message
+        return "POST", "/accessible", {"json": body}
+    if args.action == "policy":
+        if not args.set:
+            return "GET", "/admin/policy", {}
+        return "PUT", "/admin/policy", {"json": _policy_changes(args.set)}
+    if args.action == "cancel":
+        return "POST", f"/jobs/{args.job_id}/cancel", {}
+    if args.action == "jobs":
+        params = {"limit": args.limit, **({"status": args.status} if args.status else {})}
+        return "GET", "/jobs", {"params": params}
+    params = {"by": args.by}
+    for bound in ("since", "until"):
+        if getattr(args, bound):
+            params[bound] = _timestamp(getattr(args, bound))
+    return "GET", "/admin/accounting", {"params": params}
+
+
+def _policy_changes(pairs: list[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        if key.startswith("class_priority."):
+            changes.setdefault("class_priority", {})[key.split(".", 1)[1]] = int(value)
+        elif key == "default_job_class":
+            changes[key] = value
+        else:
+            changes[key] = float(value)
+    return changes
+
+
+def _timestamp(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return datetime.fromisoformat(text).timestamp()
+
+
+def _render(action: str, answer: Any) -> str:
+    if action == "accounting":
+        lines = [
+            f"{'key':>12} {'jobs':>6} {'done':>6} {'shots':>10} {'QPU s':>10} "
+            f"{'mean wait s':>12} {'max wait s':>11}"
+        ]
+        for row in answer["rows"]:
+            lines.append(
+                f"{row['key']!s:>12} {row['jobs']:>6} {row['done']:>6} {row['shots']:>10} "
+                f"{row['qpu_seconds']:>10.2f} {row['mean_wait_s'] or 0:>12.2f} "
+                f"{row['max_wait_s'] or 0:>11.2f}"
+            )
+        return "\n".join(lines)
+    if action == "jobs":
+        return (
+            "\n".join(
+                f"{j['id']:>7} {j['user_id']:>8} {j['job_class']:>12} {j['status']:>9} "
+                f"{j['shots_done']:>6}/{j['shots']:<6} {j['name'] or ''}"
+                for j in answer
+            )
+            or "no jobs"
+        )
+    return json.dumps(answer, indent=2)
