@@ -13,15 +13,26 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from qhpc_lab import munge
 
 MUNGED = "/usr/sbin/munged"
 PID_FILE = Path("/run/munge/munged.pid")
 KEY_FILE = Path("/etc/munge/munge.key")
 DIRS = (Path("/run/munge"), Path("/var/lib/munge"), Path("/var/log/munge"), KEY_FILE.parent)
+
+
+class FreshCredential(httpx.Auth):
+    """A new credential per request (for this process's uid): the scheduler refuses replays."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["X-Munge-Cred"] = munge.encode()
+        yield request
 
 
 def munge_answers() -> bool:

@@ -14,6 +14,7 @@ import pytest
 from qhpc_lab import munge
 from tests.conftest import in_process, wait_for_status
 from tests.conftest import test_config as scheduler_config
+from tests.fixtures_munge import FreshCredential
 
 pytestmark = [pytest.mark.munge, pytest.mark.usefixtures("munged")]
 
@@ -21,9 +22,9 @@ NOBODY = "65534"
 GARBAGE = "MUNGE:this-is-not-a-credential:"
 
 
-def cred(payload: bytes = b"") -> dict[str, str]:
+def cred() -> dict[str, str]:
     """Headers with a fresh credential for this process (root)."""
-    return {"X-Munge-Cred": munge.encode(payload)}
+    return {"X-Munge-Cred": munge.encode()}
 
 
 def nobody_cred() -> dict[str, str]:
@@ -90,13 +91,7 @@ async def test_fresh_credential_is_the_user(client: httpx.AsyncClient, sequence_
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["user_id"] == str(os.getuid())
-
-    class Fresh(httpx.Auth):
-        def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
-            request.headers.update(cred())
-            yield request
-
-    client.auth = Fresh()
+    client.auth = FreshCredential()
     done = await wait_for_status(client, job["id"])
     assert sum(json.loads(done["results"])["counter"].values()) == 20
 
