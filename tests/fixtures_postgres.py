@@ -2,26 +2,37 @@
 
 The store must behave the same on PostgreSQL as on SQLite, so the tests run a real server:
 a throw-away cluster in a temporary directory, on 127.0.0.1 with a free port and its unix
-socket inside that directory, stopped (and only that one) when the session ends.
+socket inside that directory. The server is our child, stopped when the session ends, and it
+also stops when the session is killed outright (a CI timeout): no server outlives its tests.
 """
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 BINARIES = "/usr/lib/postgresql/*/bin"
+PR_SET_PDEATHSIG = 1
+INITDB_OPTIONS = ["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
+# fsync off: the tests kill the scheduler, never the database server.
+SERVER_OPTIONS = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded here, not in a forked child
 
 
 def _bin_dir() -> Path:
@@ -38,68 +49,89 @@ def _bin_dir() -> Path:
     return found[-1]
 
 
+def _as_owner() -> dict[str, Any]:
+    """Popen arguments that run a command as ``postgres``: PostgreSQL refuses to run as root."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail("the postgres user does not exist: reinstall Debian's postgresql package")
+    return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+
+
+def _stop_with_parent() -> None:
+    """Server pre-exec (after the switch to ``postgres``, which would clear it): SIGINT, the
+    fast shutdown, when the test session dies."""
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _run(command: list[str], owner: pwd.struct_passwd | None) -> None:
-    """Run a server command as the cluster's owner (PostgreSQL refuses to run as root)."""
-    prefix = ["runuser", "-u", owner.pw_name, "--"] if owner else []
-    done = subprocess.run(prefix + command, capture_output=True, text=True, timeout=60)
-    if done.returncode:
-        pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+def _connect(port: int, server: subprocess.Popen[bytes], log: Path) -> psycopg.Connection:
+    """The first connection the starting server accepts (it refuses them while it recovers)."""
+    deadline = time.monotonic() + 60
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"PostgreSQL exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            return psycopg.connect(
+                host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+            )
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"PostgreSQL did not accept connections in 60 s:\n{log.read_text()}")
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL of database ``qhpc`` on a PostgreSQL server private to this session."""
-    bin_dir = _bin_dir()
-    owner = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail("the postgres user does not exist: reinstall Debian's postgresql package")
+    bin_dir, owner = _bin_dir(), _as_owner()
     root = Path(tempfile.mkdtemp(prefix="qhpc-pg-"))
     data, sockets, log = root / "data", root / "sockets", root / "server.log"
     sockets.mkdir()
     if owner:
         for path in (root, sockets):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
-    started = False
+            os.chown(path, owner["user"], owner["group"])
+    server = None
     try:
-        _run(
-            [
-                f"{bin_dir}/initdb",
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-            owner,
+        initdb = subprocess.run(
+            [f"{bin_dir}/initdb", "-D", str(data), "-U", "postgres", *INITDB_OPTIONS],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **owner,
         )
-        # fsync off: the tests kill the scheduler, never the database server.
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off"
-        _run([f"{bin_dir}/pg_ctl", "-D", str(data), "-l", str(log), "-w", "-o", options, "start"], owner)
-        started = True
-        engine = sa.create_engine(
-            f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
-            isolation_level="AUTOCOMMIT",
-        )
-        with engine.connect() as conn:
-            conn.execute(sa.text("CREATE DATABASE qhpc"))
-        engine.dispose()
+        if initdb.returncode:
+            pytest.fail(f"initdb failed ({initdb.returncode}):\n{initdb.stdout}{initdb.stderr}")
+        port = _free_port()
+        command = [f"{bin_dir}/postgres", "-D", str(data), "-p", str(port), "-k", str(sockets)]
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                command + SERVER_OPTIONS,
+                cwd=root,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_stop_with_parent,
+                **owner,
+            )
+        with _connect(port, server, log) as conn:
+            conn.execute("CREATE DATABASE qhpc")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/qhpc"
     finally:
-        if started:
-            _run([f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], owner)
+        if server is not None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
         shutil.rmtree(root, ignore_errors=True)
 
 

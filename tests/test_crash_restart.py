@@ -8,6 +8,9 @@ final state with exactly its shots counted: a chunk merged twice or lost would s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,19 +22,23 @@ import pytest
 
 from qhpc_lab.scheduler.core import iso_time
 from qhpc_lab.scheduler.store import FINAL, Store
-from tests.conftest import USER, Daemon, auth_header, daemon
+from tests.conftest import SECRET, USER, auth_header, daemon, free_port
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-LONG_SHOTS, SHORT_SHOTS = 3000, 150  # the test profile runs chunks of 100 shots
+# The test profile runs 100-shot chunks of 50 ms: long jobs span many chunks, short ones two.
+# The last job is canceled while queued and must stay so.
+SHOTS = (3000, 150, 1000, 150, 3000)
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+def wait_until(
+    check: Callable[[], Any], what: str, detail: Callable[[], object] = str, timeout: float = 120
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout
     while not (result := check()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+            raise AssertionError(f"timed out waiting for {what} {detail()}")
+        time.sleep(0.1)
     return result
 
 
@@ -55,10 +62,40 @@ def all_final(client: httpx.Client) -> dict[int, dict[str, Any]] | None:
     return jobs if jobs and all(job["status"] in FINAL for job in jobs.values()) else None
 
 
-def emulator_workers(handle: Daemon) -> list[psutil.Process]:
-    """The daemon's process-pool workers (spawned ``multiprocessing`` children)."""
-    children = psutil.Process(handle.process.pid).children(recursive=True)
-    return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+def children_with_worker(pid: int) -> list[psutil.Process]:
+    """A daemon's child processes, once the emulator worker (a spawned child) is among them."""
+    children = psutil.Process(pid).children(recursive=True)
+    return children if any(map(is_worker, children)) else []
+
+
+def is_worker(process: psutil.Process) -> bool:
+    """The pool's worker runs ``spawn_main``; the resource tracker, the other child, does not."""
+    try:
+        return "spawn_main" in " ".join(process.cmdline())
+    except psutil.Error:  # gone meanwhile
+        return False
+
+
+def exited(process: psutil.Process) -> bool:
+    """Gone, or a zombie: dead, only not yet reaped by the init process that adopted it."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def assert_all_exit(processes: list[psutil.Process], what: str) -> None:
+    """Wait for ``processes`` to exit; kill survivors (ours: an orphan would wait forever)."""
+    try:
+        wait_until(
+            lambda: all(map(exited, processes)),
+            what,
+            lambda: [p for p in processes if not exited(p)],
+        )
+    finally:
+        for process in processes:
+            if not exited(process):
+                process.kill()
 
 
 @pytest.mark.slow
@@ -70,9 +107,8 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
     with daemon(tmp_path, *(["--db", db] if db else [])) as handle:
         url = db or f"sqlite:///{handle.state_dir / 'scheduler.db'}"
         with httpx.Client(base_url=handle.url, headers=auth_header(USER), timeout=10) as client:
-            shots = [LONG_SHOTS, SHORT_SHOTS] * 3 + [LONG_SHOTS] * 3
             accepted: dict[int, int] = {}
-            for n in shots:
+            for n in SHOTS:
                 response = client.post("/jobs", json={"sequence": sequence_json, "shots": n})
                 assert response.status_code == 200, response.text
                 accepted[response.json()["id"]] = n
@@ -80,11 +116,12 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
             assert client.post(f"/jobs/{canceled}/cancel").json()["status"] == "CANCELED"
 
             wait_until(lambda: half_done(client), "a job to be half done")
-            workers = wait_until(lambda: emulator_workers(handle), "the emulator worker")
+            children = wait_until(
+                lambda: children_with_worker(handle.process.pid), "the emulator worker"
+            )
             handle.kill()
 
-            _, alive = psutil.wait_procs(workers, timeout=15)
-            assert not alive, f"emulator workers outlived the scheduler: {alive}"
+            assert_all_exit(children, "the scheduler's children to die with it")
             store = Store(url)
             try:
                 at_kill = {job.id: job for job in store.list_jobs(limit=1000)}
@@ -94,14 +131,18 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
             assert any(j.status == "PENDING" and j.id != canceled for j in at_kill.values())
 
             handle.restart()
-            final = wait_until(lambda: all_final(client), "every job to reach a final state")
+            final = wait_until(
+                lambda: all_final(client),
+                "every job to reach a final state",
+                lambda: {i: (j["status"], j["shots_done"]) for i, j in jobs_by_id(client).items()},
+            )
 
             assert sorted(final) == sorted(accepted), "a job was lost or invented"
             assert final[canceled]["status"] == "CANCELED" and final[canceled]["shots_done"] == 0
             for job_id, n in accepted.items():
-                job = final[job_id]
                 if job_id == canceled:
                     continue
+                job = final[job_id]
                 assert job["status"] == "DONE", job
                 counts = json.loads(job["results"])["counter"]
                 assert sum(counts.values()) == n == job["shots"] == job["shots_done"], job
@@ -109,5 +150,23 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
                 if started is not None:
                     assert job["started_at"] == iso_time(started), "the first start was lost"
 
-            after = client.post("/jobs", json={"sequence": sequence_json, "shots": SHORT_SHOTS})
+            after = client.post("/jobs", json={"sequence": sequence_json, "shots": 10})
             assert after.json()["id"] > max(accepted), "a job id was reused after the restart"
+
+
+def test_worker_still_starting_dies_with_a_killed_scheduler(tmp_path: Path) -> None:
+    """The worker sets its own death signal: a scheduler killed before that must not orphan it."""
+    environment = {**os.environ, "QHPC_STATE_DIR": str(tmp_path), "QHPC_TOKEN_SECRET": SECRET}
+    args = ["scheduler", "serve", "--port", str(free_port()), "--device", "test"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qhpc_lab.cli", *args],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        children = wait_until(lambda: children_with_worker(process.pid), "the emulator worker")
+    finally:
+        process.kill()
+        process.wait(10)
+    assert_all_exit(children, "the starting worker to follow the killed scheduler")

@@ -146,16 +146,17 @@ def test_active_jobs_in_arrival_order(store: Store) -> None:
 
 def test_mark_running_keeps_the_first_start(store: Store) -> None:
     job = add(store)
-    store.mark_running(job.id, 100.0)
-    store.mark_running(job.id, 150.0)  # already running: no change
+    first = store.mark_running(job.id, 100.0)
+    assert first is not None and first.status == "RUNNING" and first.started_at == 100.0
+    assert store.mark_running(job.id, 150.0) is None  # already running: no change
     assert store.requeue_running() == [job.id]
-    store.mark_running(job.id, 200.0)  # after a restart
-    row = store.get_job(job.id)
-    assert row is not None and row.status == "RUNNING" and row.started_at == 100.0
+    again = store.mark_running(job.id, 200.0)  # after a restart
+    assert again is not None and again.status == "RUNNING" and again.started_at == 100.0
+    assert store.get_job(job.id) == again
 
     canceled = add(store)
     store.finish(canceled.id, "CANCELED", "canceled by user")
-    store.mark_running(canceled.id, 300.0)
+    assert store.mark_running(canceled.id, 300.0) is None
     after = store.get_job(canceled.id)
     assert after is not None and after.status == "CANCELED" and after.started_at is None
 
@@ -273,6 +274,9 @@ async def test_job_runs_end_to_end_on_postgres(
         assert job["shots_done"] == 250 and job["position"] is None
         listed = (await api.user.get("/jobs")).json()
         assert [j["id"] for j in listed] == [job["id"]]
+        # PostgreSQL enforces the 64-character id columns that SQLite ignores: refuse, not 500.
+        too_long = await api.admin.post("/sessions", json={"user_id": "u" * 65})
+        assert too_long.status_code == 422 and "user_id" in too_long.json()["detail"]
     check = Store(fresh_postgres_url)
     try:
         row = check.get_job(job["id"])

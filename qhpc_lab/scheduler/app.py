@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from qhpc_lab.programs import Program, ProgramError
 from qhpc_lab.qpu import DeviceProfile
@@ -24,10 +24,16 @@ from qhpc_lab.scheduler.store import SessionRow, Store
 # -- request and response documents (also the published OpenAPI schema) -------------------
 
 
+# A uid or a Slurm job id: the store keeps 64 characters (PostgreSQL refuses more).
+Identifier = (
+    Annotated[str, StringConstraints(max_length=64)] | Annotated[int, Field(ge=0, lt=2**63)]
+)
+
+
 class SessionIn(BaseModel):
-    user_id: str | int
-    slurm_job_id: str | int | None = None
-    scheduler_job_id: str | int | None = Field(None, description="Alias of slurm_job_id.")
+    user_id: Identifier
+    slurm_job_id: Identifier | None = None
+    scheduler_job_id: Identifier | None = Field(None, description="Alias of slurm_job_id.")
     qpu_slots: int = Field(1, ge=1, description="QPU share of the Slurm job (qpu:N).")
 
 

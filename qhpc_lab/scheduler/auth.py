@@ -19,6 +19,8 @@ from pathlib import Path
 from qhpc_lab import munge
 
 AUTH_MODES = ("munge", "token")
+MAX_UID_LENGTH = 64
+"""What the store keeps of a user id (PostgreSQL refuses longer)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ def read_token(secret: str, token: str) -> Identity:
     if prefix != "qhpc" or not hmac.compare_digest(expected.encode(), signature.encode()):
         raise AuthError(401, "invalid bearer token (bad signature)")
     data = json.loads(base64.urlsafe_b64decode(claims))
-    return Identity(user_id=str(data["uid"]), admin=bool(data.get("admin")))
+    uid = str(data["uid"])
+    if not uid or len(uid) > MAX_UID_LENGTH:
+        raise AuthError(401, f"token uid must be 1 to {MAX_UID_LENGTH} characters")
+    return Identity(user_id=uid, admin=bool(data.get("admin")))
 
 
 def load_or_create_secret(path: Path) -> str:

@@ -291,10 +291,19 @@ class Store:
                 values.update(
                     status="DONE", finished_at=time.time(), results=json.dumps({"counter": merged})
                 )
+            # Guarded by the state read above: a cancel committed in between (another process
+            # on PostgreSQL) wins and the chunk is dropped, as documented.
             row = conn.execute(
-                jobs.update().where(jobs.c.id == job_id).values(**values).returning(*jobs.c)
-            ).one()
-        return JobRow.from_row(row)
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == "RUNNING",
+                    jobs.c.shots_done == job.shots_done,
+                )
+                .values(**values)
+                .returning(*jobs.c)
+            ).first()
+        return JobRow.from_row(row) if row else None
 
     def finish(self, job_id: int, status: str, error: str | None = None) -> JobRow | None:
         """Move an active job to a final state (ERROR or CANCELED); None if already final."""
