@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -19,8 +18,10 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from qhpc_lab.programs import Program
@@ -30,7 +31,7 @@ STANDS_IN = "emulated QPU (no physical device): results come from local emulator
 
 
 def _die_with_parent(scheduler_pid: int) -> None:
-    """Worker initialiser: a scheduler killed with SIGKILL must not leave emulators behind.
+    """A scheduler killed with SIGKILL must not leave its emulator worker behind.
 
     The death signal covers only a parent that dies after it is set; a scheduler killed while
     this worker was still starting is gone already, and the worker would wait forever.
@@ -67,34 +68,8 @@ def _emulate(envelope: dict[str, Any], shots: int) -> dict[str, int]:
     return emulators.sample(state, shots)
 
 
-_worker: concurrent.futures.ProcessPoolExecutor | None = None
-
-
-def _emulator_worker() -> concurrent.futures.ProcessPoolExecutor:
-    """The process's one emulator worker, shared by its drivers (one QPU per daemon; tests make
-    many drivers in one process and should pay the SDK imports once, not per driver)."""
-    global _worker
-    if _worker is None:
-        _worker = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with_parent,
-            initargs=(os.getpid(),),
-        )
-        _worker.submit(_warm_up)
-        atexit.register(_discard_worker)
-    return _worker
-
-
-def _discard_worker() -> None:
-    global _worker
-    if _worker is not None:
-        _worker.shutdown(wait=False, cancel_futures=True)
-        _worker = None
-
-
 def _warm_up() -> None:
-    """First task of the worker: pay the SDK imports (seconds, cold) before the first job.
+    """Pay the SDK imports (seconds, cold) before the first job, not during it.
 
     Torch gets one thread: the worker shares the machine with the daemon's event loop, and
     emu-sv on two contended threads ran ten times slower than on one (docs/benchmarks.md).
@@ -105,6 +80,82 @@ def _warm_up() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def _serve(connection: Connection, scheduler_pid: int) -> None:
+    """The worker process: emulate requests from the pipe, one at a time, until it closes."""
+    _die_with_parent(scheduler_pid)
+    _warm_up()
+    while True:
+        try:
+            envelope, shots = connection.recv()
+        except EOFError:
+            return
+        try:
+            connection.send((True, _emulate(envelope, shots)))
+        except Exception as err:  # the job fails with the reason; the worker lives on
+            connection.send((False, f"{type(err).__name__}: {err}"))
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class _EmulatorWorker:
+    """One spawned emulator process, spoken to over a pipe.
+
+    The QPU runs one chunk at a time, so one process and one lock suffice. Calls block and are
+    made from a helper thread (``asyncio.to_thread``): Python 3.11's ProcessPoolExecutor wrote
+    to its wake-up pipe on the event loop at every submit, which was 18 % of the daemon's time
+    under load.
+    """
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child, os.getpid()), name="qhpc-emulator", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self._lock = threading.Lock()
+
+    def emulate(self, envelope: dict[str, Any], shots: int) -> dict[str, int]:
+        with self._lock:
+            try:
+                self._connection.send((envelope, shots))
+                ok, answer = self._connection.recv()
+            except (EOFError, OSError):
+                raise WorkerDied("the emulator worker process died; resubmit the job") from None
+        if not ok:
+            raise RuntimeError(answer)
+        return answer
+
+    def stop(self) -> None:
+        self._connection.close()
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+_worker: _EmulatorWorker | None = None
+
+
+def _emulator_worker() -> _EmulatorWorker:
+    """The process's one emulator worker, shared by its drivers (one QPU per daemon; tests make
+    many drivers in one process and should pay the SDK imports once, not per driver)."""
+    global _worker
+    if _worker is None or not _worker.process.is_alive():
+        _worker = _EmulatorWorker()
+        atexit.register(_discard_worker)
+    return _worker
+
+
+def _discard_worker() -> None:
+    global _worker
+    if _worker is not None:
+        _worker.stop()
+        _worker = None
 
 
 class EmulatedQPU:
@@ -154,14 +205,8 @@ class EmulatedQPU:
         return ChunkOutcome(counts, started, self._clock(), age)
 
     async def _sample(self, program: Program, shots: int) -> list[str]:
-        loop = asyncio.get_running_loop()
-        try:
-            counts = await loop.run_in_executor(
-                _emulator_worker(), _emulate, program.to_dict(), shots
-            )
-        except concurrent.futures.process.BrokenProcessPool:
-            _discard_worker()
-            raise RuntimeError("the emulator worker process died; resubmit the job") from None
+        worker = _emulator_worker()
+        counts = await asyncio.to_thread(worker.emulate, program.to_dict(), shots)
         samples = [bits for bits, n in counts.items() for _ in range(n)]
         self._rng.shuffle(samples)
         return samples

@@ -277,9 +277,16 @@ class Scheduler:
         return finished
 
     def position(self, job_id: int) -> tuple[int | None, float | None]:
-        """Queue position (1 = next, 0 = running) and ETA in seconds for an active job."""
-        if job_id not in self._queue:
+        """Queue position (1 = next, 0 = running) and ETA in seconds for an active job.
+
+        Only a waiting job needs the whole queue's estimate; the running one ends after its
+        remaining shots (every job event would otherwise walk the queue).
+        """
+        queued = self._queue.get(job_id)
+        if queued is None:
             return None, None
+        if job_id == self._running:
+            return 0, round(queued.remaining * self.driver.profile.time_per_shot_s, 3)
         if self._estimates is None:
             self._estimates = policy.estimates(
                 list(self._queue.values()),
@@ -291,9 +298,7 @@ class Scheduler:
             )
         position, eta = self._estimates.get(job_id, (None, None))
         running = self._estimates.get(self._running) if self._running is not None else None
-        if job_id == self._running:
-            position = 0
-        elif position is not None and running is not None and running[0] < position:
+        if position is not None and running is not None and running[0] < position:
             position -= 1  # the running job left its place in the order for 0: close the gap
         return position, None if eta is None else round(eta, 3)
 

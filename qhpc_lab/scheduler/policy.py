@@ -21,6 +21,7 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class QueuedJob:
     def started(self) -> bool:
         return self.shots_done > 0
 
-    @property
+    @functools.cached_property
     def account(self) -> str:
         """Fair-share account: the session, or a per-user pseudo-session for sessionless jobs."""
         return self.session_id if self.session_id is not None else f"user:{self.user_id}"
