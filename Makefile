@@ -7,8 +7,15 @@ STAMP := $(VENV)/.installed
 QHPC_DEVICE ?= demo
 QHPC_PORT ?= 8006
 export QHPC_STATE_DIR ?= $(CURDIR)/.state
+# The JupyterLab extension: TypeScript in labextension/, built into qhpc_lab/labextension.
+LABEXT := labextension
+LABEXT_BUILT := qhpc_lab/labextension/static/style.js
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/qhpc-lab-labextension
+LABEXT_SOURCES := $(shell find $(LABEXT)/src $(LABEXT)/style -type f 2>/dev/null) $(LABEXT)/tsconfig.json
+# jlpm (Yarn) comes with jupyter-builder in the venv; Playwright must never fetch a browser.
+JLPM := PATH=$(CURDIR)/$(VENV)/bin:$$PATH PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(CURDIR)/$(VENV)/bin/jlpm
 
-.PHONY: lab test install system-deps lint bench clean
+.PHONY: lab test install labextension system-deps lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 needed)"; exit 1; }
@@ -16,21 +23,57 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the pinned CPU wheel: an unpinned torch pulls GBs of CUDA packages.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# make builds the JupyterLab extension itself (below): the wheel's build hook is for pip alone.
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) labextension
 
-# Debian packages the tests use for real: MUNGE (credentials), PostgreSQL (store tests).
+$(LABEXT)/node_modules/.installed: $(LABEXT)/package.json $(LABEXT)/yarn.lock | $(STAMP)
+	cd $(LABEXT) && $(JLPM) install
+	touch $@
+
+$(LABEXT_BUILT): $(LABEXT)/node_modules/.installed $(LABEXT_SOURCES)
+	cd $(LABEXT) && $(JLPM) build:prod
+
+# Built when a source changes, and linked into the venv as `jupyter labextension develop` would.
+labextension: $(LABEXT_BUILT)
+	@test -L $(LABEXT_LINK) || { rm -rf $(LABEXT_LINK) && mkdir -p $(dir $(LABEXT_LINK)) && \
+	  ln -s $(CURDIR)/qhpc_lab/labextension $(LABEXT_LINK); }
+
+# Galata and Playwright for the browser tests (the browser is Debian's chromium: system-deps).
+$(LABEXT)/ui-tests/node_modules/.installed: $(LABEXT)/ui-tests/package.json $(LABEXT)/ui-tests/yarn.lock | $(STAMP)
+	cd $(LABEXT)/ui-tests && $(JLPM) install
+	touch $@
+
+# Debian packages the tests use for real: MUNGE (credentials), PostgreSQL (store tests),
+# Chromium (browser tests).
 system-deps:
 	./scripts/system-deps.sh
 
+# The scheduler in the background (its own session: Ctrl-C on Lab must not hit it first) and
+# JupyterLab in front; discovery (kernels and the sidebar alike) reads the targets file written
+# here. Leaving Lab stops the scheduler.
 lab: install
-	@echo "Starting the scheduler on the emulated QPU (profile $(QHPC_DEVICE)) on port $(QHPC_PORT)."
-	@echo "A bearer token for your uid: $$($(VENV)/bin/qhpc scheduler token --uid $$(id -u))"
-	$(VENV)/bin/qhpc scheduler serve --device $(QHPC_DEVICE) --port $(QHPC_PORT) --host 127.0.0.1
+	@set -euo pipefail; umask 077; mkdir -p "$$QHPC_STATE_DIR"; \
+	$(VENV)/bin/qhpc kernels install --sys-prefix; \
+	targets="$$QHPC_STATE_DIR/targets.toml"; \
+	printf 'default = "local"\n[targets.local]\ntype = "scheduler"\nurl = "http://127.0.0.1:%s"\ntoken = "%s"\n' \
+	  $(QHPC_PORT) "$$($(VENV)/bin/qhpc scheduler token --uid $$(id -u))" > "$$targets"; \
+	echo "make lab: scheduler on the emulated QPU (profile $(QHPC_DEVICE)) at http://127.0.0.1:$(QHPC_PORT), log $$QHPC_STATE_DIR/scheduler.log"; \
+	setsid $(VENV)/bin/qhpc scheduler serve --device $(QHPC_DEVICE) --port $(QHPC_PORT) --host 127.0.0.1 \
+	  > "$$QHPC_STATE_DIR/scheduler.log" 2>&1 & scheduler=$$!; \
+	trap 'kill $$scheduler 2>/dev/null; wait $$scheduler || true; echo "make lab: scheduler stopped"' EXIT; \
+	for _ in $$(seq 150); do \
+	  kill -0 $$scheduler 2>/dev/null || { cat "$$QHPC_STATE_DIR/scheduler.log"; echo "make lab: the scheduler did not start" >&2; exit 1; }; \
+	  $(PY) -c 'import sys, httpx; httpx.get(sys.argv[1], timeout=1).raise_for_status()' http://127.0.0.1:$(QHPC_PORT)/health 2>/dev/null && break; \
+	  sleep 0.2; \
+	done; \
+	notebooks=.; [ -d notebooks ] && notebooks=notebooks; \
+	root=(); [ "$$(id -u)" = 0 ] && root=(--allow-root); \
+	QHPC_TARGETS_FILE="$$targets" $(VENV)/bin/jupyter lab --notebook-dir="$$notebooks" "$${root[@]}"
 
-test: install system-deps
+test: install system-deps $(LABEXT)/ui-tests/node_modules/.installed
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
 	$(PY) -m pytest -q -rs
 
@@ -42,4 +85,5 @@ bench: install
 	$(PY) benchmarks/api.py
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache test-artifacts
+	rm -rf $(VENV) .state .pytest_cache test-artifacts qhpc_lab/labextension
+	rm -rf $(LABEXT)/node_modules $(LABEXT)/lib $(LABEXT)/tsconfig.tsbuildinfo $(LABEXT)/ui-tests/node_modules

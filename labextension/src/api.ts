@@ -1,0 +1,144 @@
+/**
+ * The server extension's REST routes and event stream (qhpc_lab/jupyter/server).
+ *
+ * Requests go through ServerConnection so they carry the Jupyter login and XSRF token; the
+ * event stream is read with fetch rather than EventSource for the same reason.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** A target as the server extension describes it; times are seconds at `received`. */
+export interface ITarget {
+  name: string;
+  kind: string;
+  type: string;
+  origin: string;
+  url: string | null;
+  default: boolean;
+  reachable: boolean;
+  device: string | null;
+  state: string | null;
+  message: string;
+  calibration_age_s: number | null;
+  next_calibration_in_s?: number | null;
+  calibration_duration_s?: number | null;
+  queue_depth?: Record<string, number>;
+  draining?: boolean;
+  running_job?: number | null;
+}
+
+export interface ITargetsReply {
+  targets: ITarget[];
+  default: string | null;
+  problems: string[];
+  sources: string[];
+}
+
+export interface IJob {
+  target: string;
+  id: number;
+  name: string | null;
+  status: string;
+  job_class: string;
+  format: string;
+  shots: number;
+  shots_done: number;
+  position: number | null;
+  eta_s: number | null;
+  created_at: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  error: string | null;
+}
+
+export interface IJobsReply {
+  jobs: IJob[];
+  errors: Record<string, string>;
+}
+
+/** One server-sent event: its name and its JSON data. */
+export interface IEvent {
+  kind: string;
+  data: any;
+}
+
+const settings = ServerConnection.makeSettings();
+
+function url(path: string): string {
+  return URLExt.join(settings.baseUrl, 'qhpc', 'api', path);
+}
+
+async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url(path), init, settings);
+  } catch (error) {
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : {};
+  if (!response.ok) {
+    throw new Error(data.message || `${response.status} ${response.statusText}`);
+  }
+  return data as T;
+}
+
+export const getTargets = (): Promise<ITargetsReply> => request('targets');
+
+export const getJobs = (): Promise<IJobsReply> => request('jobs');
+
+export const cancelJob = (job: IJob): Promise<IJob> =>
+  request(`jobs/${job.id}/cancel?target=${encodeURIComponent(job.target)}`, {
+    method: 'POST'
+  });
+
+/**
+ * Follow the event stream until `signal` aborts or the server ends it.
+ * `onOpen` runs once the server has accepted the stream.
+ */
+export async function followEvents(
+  onOpen: () => void,
+  onEvent: (event: IEvent) => void,
+  signal: AbortSignal
+): Promise<void> {
+  const response = await ServerConnection.makeRequest(
+    url('events'),
+    { signal, headers: { Accept: 'text/event-stream' } },
+    settings
+  );
+  if (!response.ok || !response.body) {
+    throw new Error(`event stream refused: ${response.status} ${response.statusText}`);
+  }
+  onOpen();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) {
+      return;
+    }
+    buffer += value;
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = parseBlock(block);
+      if (event) {
+        onEvent(event);
+      }
+    }
+  }
+}
+
+function parseBlock(block: string): IEvent | null {
+  let kind = 'message';
+  const data: string[] = [];
+  for (const line of block.split('\n')) {
+    if (line.startsWith('event:')) {
+      kind = line.slice(6).trim();
+    } else if (line.startsWith('data:')) {
+      data.push(line.slice(5).trim());
+    }
+  }
+  return data.length ? { kind, data: JSON.parse(data.join('\n')) } : null;
+}

@@ -1,0 +1,238 @@
+/**
+ * What the sidebar and the status bar show, kept current by the event stream.
+ *
+ * The REST routes are read when the stream (re)opens and after a job changes (other jobs'
+ * positions move with it); between events nothing is fetched. Ages and countdowns advance
+ * on a local one-second tick from the moment each value was received.
+ */
+import { ISignal, Signal } from '@lumino/signaling';
+
+import {
+  IEvent,
+  IJob,
+  ITarget,
+  cancelJob,
+  followEvents,
+  getJobs,
+  getTargets
+} from './api';
+
+export type Phase = 'loading' | 'ready' | 'error';
+
+/** A value from the server and the browser time it arrived, to age it locally. */
+export interface IReceived<T> {
+  value: T;
+  received: number;
+}
+
+const FINAL = new Set(['DONE', 'ERROR', 'CANCELED']);
+const RECENT_FINISHED = 5;
+const RETRY_MAX_MS = 10000;
+const JOBS_REFRESH_DELAY_MS = 250;
+
+export function isFinal(job: IJob): boolean {
+  return FINAL.has(job.status);
+}
+
+/** Seconds since `received`, added to a server-side age. */
+export function elapsed(received: number): number {
+  return (Date.now() - received) / 1000;
+}
+
+function jobKey(job: IJob): string {
+  return `${job.target}/${job.id}`;
+}
+
+/**
+ * A fresh list from the server, except where an event newer than the request (received
+ * after `asked`) already told more: a reply may have left before that event was published
+ * (a job submitted meanwhile is kept too).
+ */
+function merge<T>(
+  current: IReceived<T>[],
+  fresh: T[],
+  asked: number,
+  key: (value: T) => string
+): IReceived<T>[] {
+  const newer = new Map(
+    current.filter(c => c.received > asked).map(c => [key(c.value), c])
+  );
+  const now = Date.now();
+  const listed = new Set(fresh.map(key));
+  const unlisted = [...newer.values()].filter(c => !listed.has(key(c.value)));
+  return [
+    ...unlisted,
+    ...fresh.map(value => newer.get(key(value)) ?? { value, received: now })
+  ];
+}
+
+export class QpuModel {
+  phase: Phase = 'loading';
+  error = '';
+  live = false;
+  targets: IReceived<ITarget>[] = [];
+  defaultTarget: string | null = null;
+  sources: string[] = [];
+  problems: string[] = [];
+  jobs: IReceived<IJob>[] = [];
+  jobErrors: Record<string, string> = {};
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Ticks once a second so ages and countdowns move without asking the server. */
+  get ticked(): ISignal<this, void> {
+    return this._ticked;
+  }
+
+  /** The target new programs go to: the discovery default, else the first one. */
+  get activeTarget(): IReceived<ITarget> | null {
+    const qpus = this.targets.filter(t => t.value.kind !== 'emulator');
+    return qpus.find(t => t.value.name === this.defaultTarget) ?? qpus[0] ?? null;
+  }
+
+  /** Queued and running jobs first (oldest first), then the latest finished ones. */
+  get visibleJobs(): IReceived<IJob>[] {
+    const active = this.jobs.filter(j => !isFinal(j.value)).reverse();
+    const finished = this.jobs.filter(j => isFinal(j.value)).slice(0, RECENT_FINISHED);
+    return [...active, ...finished];
+  }
+
+  /** My job that will run soonest: a running one, else the best-placed queued one. */
+  get nextJob(): IJob | null {
+    const rank = (job: IJob): number =>
+      job.status === 'RUNNING' ? -1 : job.position ?? Number.MAX_SAFE_INTEGER;
+    const active = this.jobs.map(j => j.value).filter(j => !isFinal(j));
+    active.sort((a, b) => rank(a) - rank(b));
+    return active[0] ?? null;
+  }
+
+  start(): void {
+    this._timer = window.setInterval(() => this._ticked.emit(), 1000);
+    void this.refresh();
+    void this._follow();
+  }
+
+  dispose(): void {
+    window.clearInterval(this._timer);
+    this._abort?.abort();
+  }
+
+  /** Read targets and jobs again (the Retry button, and each time the stream opens). */
+  async refresh(): Promise<void> {
+    const asked = Date.now();
+    try {
+      const [targets, jobs] = await Promise.all([getTargets(), getJobs()]);
+      this.targets = merge(
+        this.targets,
+        targets.targets,
+        asked,
+        t => t.name
+      );
+      this.defaultTarget = targets.default;
+      this.sources = targets.sources;
+      this.problems = targets.problems;
+      this.jobs = merge(this.jobs, jobs.jobs, asked, jobKey);
+      this.jobErrors = jobs.errors;
+      this.phase = 'ready';
+      this.error = '';
+    } catch (error) {
+      this.phase = 'error';
+      this.error = (error as Error).message;
+    }
+    this._changed.emit();
+  }
+
+  async cancel(job: IJob): Promise<void> {
+    try {
+      this._upsertJob(await cancelJob(job));
+    } catch (error) {
+      this.jobErrors = { ...this.jobErrors, [job.target]: (error as Error).message };
+    }
+    this._changed.emit();
+  }
+
+  private async _follow(): Promise<void> {
+    let delay = 1000;
+    for (;;) {
+      this._abort = new AbortController();
+      try {
+        await followEvents(
+          () => {
+            this.live = true;
+            delay = 1000;
+            void this.refresh();
+          },
+          event => this._apply(event),
+          this._abort.signal
+        );
+      } catch (error) {
+        if (this._abort.signal.aborted) {
+          return;
+        }
+        if (this.phase === 'loading') {
+          this.phase = 'error';
+          this.error = (error as Error).message;
+        }
+      }
+      this.live = false;
+      this._changed.emit();
+      await new Promise(resolve => setTimeout(resolve, delay));
+      delay = Math.min(RETRY_MAX_MS, delay * 2);
+    }
+  }
+
+  private _apply(event: IEvent): void {
+    if (event.kind === 'target') {
+      const target = event.data as ITarget;
+      const index = this.targets.findIndex(t => t.value.name === target.name);
+      if (index >= 0) {
+        const value = { ...this.targets[index].value, ...target };
+        this.targets[index] = { value, received: Date.now() };
+      }
+    } else if (event.kind === 'job') {
+      const previous = this._upsertJob(event.data as IJob);
+      if (previous?.status !== event.data.status) {
+        this._scheduleJobsRefresh();
+      }
+    } else if (event.kind === 'resync') {
+      this._scheduleJobsRefresh();
+    }
+    this._changed.emit();
+  }
+
+  private _upsertJob(job: IJob): IJob | undefined {
+    const index = this.jobs.findIndex(j => jobKey(j.value) === jobKey(job));
+    const entry = { value: job, received: Date.now() };
+    if (index < 0) {
+      this.jobs.unshift(entry);
+      return undefined;
+    }
+    const previous = this.jobs[index].value;
+    this.jobs[index] = entry;
+    return previous;
+  }
+
+  /** Other jobs' positions move when one starts or ends: re-read them once per burst. */
+  private _scheduleJobsRefresh(): void {
+    window.clearTimeout(this._jobsTimer);
+    this._jobsTimer = window.setTimeout(async () => {
+      const asked = Date.now();
+      try {
+        const reply = await getJobs();
+        this.jobs = merge(this.jobs, reply.jobs, asked, jobKey);
+        this.jobErrors = reply.errors;
+        this._changed.emit();
+      } catch {
+        // the stream's next reconnection re-reads everything
+      }
+    }, JOBS_REFRESH_DELAY_MS);
+  }
+
+  private _changed = new Signal<this, void>(this);
+  private _ticked = new Signal<this, void>(this);
+  private _abort: AbortController | null = null;
+  private _timer = 0;
+  private _jobsTimer = 0;
+}

@@ -1,0 +1,210 @@
+/**
+ * The QPU sidebar in a real JupyterLab against a real scheduler (started by tests/test_ui.py):
+ * the target shows, a %%qpu cell's job shows its queue position then its completion, the
+ * badge follows a calibration, Cancel works. Screenshots and the measured latency from a
+ * job's state change in the scheduler to the sidebar showing it go to $QHPC_ARTIFACTS.
+ */
+import { expect, test } from '@jupyterlab/galata';
+import { APIRequestContext, Page } from '@playwright/test';
+import * as fs from 'fs';
+import * as path from 'path';
+
+const SCHEDULER = process.env.QHPC_SCHEDULER_URL as string;
+const TARGET = process.env.QHPC_TARGET as string;
+const USER = { Authorization: `Bearer ${process.env.QHPC_USER_TOKEN}` };
+const ADMIN = { Authorization: `Bearer ${process.env.QHPC_ADMIN_TOKEN}` };
+const ARTIFACTS = process.env.QHPC_ARTIFACTS as string;
+const SIDEBAR = 'qhpc-qpu-sidebar';
+
+const SETUP = `from pulser import Pulse, Register, Sequence
+from pulser.devices import AnalogDevice
+
+register = Register.from_coordinates([(-3.0, 0.0), (3.0, 0.0)], prefix="q")
+sequence = Sequence(register, AnalogDevice)
+sequence.declare_channel("g", "rydberg_global")
+sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
+sequence.measure("ground-rydberg")
+%qpu targets`;
+
+const CELL = `%%qpu --shots 200 --name ui-test
+sequence`;
+
+async function shot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+}
+
+/** The scheduler's own job document (its timestamps are the reference for latency). */
+async function schedulerJobs(request: APIRequestContext): Promise<any[]> {
+  const response = await request.get(`${SCHEDULER}/jobs`, { headers: USER });
+  expect(response.ok()).toBeTruthy();
+  return response.json();
+}
+
+async function submit(request: APIRequestContext, shots: number): Promise<any> {
+  const response = await request.post(`${SCHEDULER}/jobs`, {
+    headers: USER,
+    data: { sequence: process.env.QHPC_SEQUENCE, shots, name: `blocker-${shots}` }
+  });
+  expect(response.ok()).toBeTruthy();
+  return response.json();
+}
+
+/** Browser time at which each job status and target state first appeared in the sidebar. */
+async function recordSightings(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const seen: Record<string, number> = {};
+    (window as any).qhpcSeen = seen;
+    const record = (): void => {
+      const now = Date.now();
+      document.querySelectorAll<HTMLElement>('li.qhpc-job').forEach(li => {
+        const key = `job:${li.dataset.jobId}:${li.dataset.status}`;
+        seen[key] = seen[key] ?? now;
+      });
+      document.querySelectorAll<HTMLElement>('.qhpc-target .qhpc-badge').forEach(badge => {
+        const key = `state:${badge.dataset.state}`;
+        seen[key] = seen[key] ?? now;
+      });
+    };
+    new MutationObserver(record).observe(document.body, {
+      subtree: true,
+      childList: true,
+      attributes: true,
+      attributeFilter: ['data-status', 'data-state']
+    });
+    record();
+  });
+}
+
+test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, request }) => {
+  const sidebar = page.locator(`#${SIDEBAR}`);
+  const card = sidebar.locator(`.qhpc-target[data-target="${TARGET}"]`);
+  const status = page.locator('.qhpc-status-item');
+
+  await page.sidebar.openTab(SIDEBAR);
+  await expect(card.locator('.qhpc-badge')).toHaveText('online');
+  await expect(card).toContainText('Calibrated');
+  await expect(card).toContainText('Queue empty');
+  await expect(sidebar.locator('.qhpc-live-on')).toBeVisible();
+  await expect(sidebar.locator('.qhpc-empty')).toContainText('No jobs yet');
+  await expect(status).toContainText(`${TARGET}`);
+  await expect(status).toContainText('no job queued');
+  await shot(page, '01-sidebar-target-online');
+
+  // The kernel imports Pulser and probes its targets first, so that the job is queued
+  // while the blocker (10 s of shots) still runs.
+  await page.notebook.createNew('qpu.ipynb', { kernel: 'python3-qpu' });
+  await page.notebook.setCell(0, 'code', SETUP);
+  await page.notebook.runCell(0, { inplace: true });
+  const targets = ((await page.notebook.getCellTextOutput(0)) ?? []).join('\n');
+  expect(targets).toContain(TARGET);
+  expect(targets).not.toContain('unreachable');
+  await page.notebook.addCell('code', CELL);
+
+  await recordSightings(page);
+  const blocker = await submit(request, 5000);
+  await expect(sidebar.locator(`li[data-job-id="${blocker.id}"]`)).toHaveAttribute(
+    'data-status',
+    'RUNNING'
+  );
+  await page.notebook.runCell(1, { inplace: true, wait: false });
+
+  let job: any;
+  await expect
+    .poll(
+      async () => {
+        job = (await schedulerJobs(request)).find(j => j.name === 'ui-test');
+        return job?.id;
+      },
+      { timeout: 90000 }
+    )
+    .toBeDefined();
+  const row = sidebar.locator(`li[data-job-id="${job.id}"]`);
+  await expect(row).toHaveAttribute('data-status', 'PENDING');
+  await expect(row.locator('.qhpc-position')).toHaveText(/1st in queue/);
+  await expect(status).toContainText(`job #${blocker.id} running`);
+  await shot(page, '02-job-queued-behind-another');
+
+  await expect(row).toHaveAttribute('data-status', 'DONE', { timeout: 60000 });
+  await expect(row.locator('.qhpc-progress-text')).toHaveText('200/200 shots');
+  await page.notebook.waitForRun(1);
+  await expect(status).toContainText('no job queued');
+  await shot(page, '03-job-done');
+
+  const finished = (await schedulerJobs(request)).find(j => j.id === job.id);
+  const seen: Record<string, number> = await page.evaluate(() => (window as any).qhpcSeen);
+  const at = (iso: string | null): number | null => (iso ? Date.parse(iso) : null);
+  const latency = (changed: string | null, key: string): number | null => {
+    const t = at(changed);
+    return t !== null && seen[key] !== undefined ? seen[key] - t : null;
+  };
+  const report = {
+    job: job.id,
+    queued_ms: latency(finished.created_at, `job:${job.id}:PENDING`),
+    running_ms: latency(finished.started_at, `job:${job.id}:RUNNING`),
+    done_ms: latency(finished.finished_at, `job:${job.id}:DONE`),
+    blocker_done_ms: latency(
+      (await schedulerJobs(request)).find(j => j.id === blocker.id).finished_at,
+      `job:${blocker.id}:DONE`
+    ),
+    calibrating_ms: null as number | null
+  };
+
+  const asked = Date.now();
+  const calibrate = await request.post(`${SCHEDULER}/admin/calibrate`, { headers: ADMIN });
+  expect(calibrate.ok()).toBeTruthy();
+  await expect(card.locator('.qhpc-badge')).toHaveText('calibrating');
+  report.calibrating_ms = (await page.evaluate(() => (window as any).qhpcSeen))[
+    'state:calibrating'
+  ] - asked;
+  await expect(card).toContainText('Calibrating now');
+  await expect(status.locator('.qhpc-badge')).toHaveText('calibrating');
+  await shot(page, '04-calibrating');
+  await expect(card.locator('.qhpc-badge')).toHaveText('online', { timeout: 30000 });
+  await expect(card).toContainText(/Calibrated \d+ s ago/);
+
+  const doomed = await submit(request, 5000);
+  const doomedRow = sidebar.locator(`li[data-job-id="${doomed.id}"]`);
+  await doomedRow.getByRole('button', { name: 'Cancel' }).click();
+  await expect(doomedRow).toHaveAttribute('data-status', 'CANCELED');
+  await shot(page, '05-after-calibration-and-cancel');
+
+  fs.writeFileSync(path.join(ARTIFACTS, 'latency.json'), JSON.stringify(report, null, 2));
+  console.log(`sidebar latency (ms): ${JSON.stringify(report)}`);
+});
+
+test('the sidebar says so when the service fails or finds no QPU', async ({ page }) => {
+  // First every /qhpc/api route fails; then the service answers, having found no QPU.
+  const noQpu: Record<string, unknown> = {
+    targets: {
+      targets: [{ name: 'emulator', kind: 'emulator', type: 'emulator', state: 'ONLINE' }],
+      default: null,
+      problems: [],
+      sources: ['QRMI_JOB_QPU_RESOURCES', '~/.config/qhpc/targets.toml']
+    },
+    jobs: { jobs: [], errors: {} }
+  };
+  let failing = true;
+  await page.route('**/qhpc/api/**', route => {
+    const name = new URL(route.request().url()).pathname.split('/').pop() as string;
+    if (failing) {
+      return route.fulfill({
+        status: 503,
+        json: { message: 'Service Unavailable (simulated by the test)' }
+      });
+    }
+    return name in noQpu ? route.fulfill({ json: noQpu[name] }) : route.continue();
+  });
+  await page.goto();
+  await page.sidebar.openTab(SIDEBAR);
+  const sidebar = page.locator(`#${SIDEBAR}`);
+  await expect(sidebar.locator('.qhpc-error')).toContainText('did not answer');
+  await expect(page.locator('.qhpc-status-item')).toContainText('QPU unavailable');
+  await shot(page, '06-error-state');
+
+  failing = false;
+  await sidebar.getByRole('button', { name: 'Retry' }).click();
+  await expect(sidebar.locator('.qhpc-empty').first()).toContainText('No QPU in this session');
+  await expect(sidebar.locator('.qhpc-empty').last()).toContainText('No jobs yet');
+  await expect(page.locator('.qhpc-status-item')).toContainText('QPU: emulator');
+  await shot(page, '07-empty-state');
+});

@@ -1,0 +1,58 @@
+"""The extension application: settings, routes, and the service's lifetime."""
+
+from __future__ import annotations
+
+import os
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Unicode
+
+from qhpc_lab.jupyter.server.handlers import (
+    CancelHandler,
+    EventsHandler,
+    JobsHandler,
+    TargetsHandler,
+)
+from qhpc_lab.jupyter.server.service import QPUService
+
+API = "/qhpc/api"
+
+
+class QHPCLab(ExtensionApp):
+    """Finds the user's QPU targets as a kernel would and serves them to JupyterLab."""
+
+    name = "qhpc_lab"
+    load_other_extensions = True
+
+    targets_file = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Targets file for discovery (default: $QHPC_TARGETS_FILE, else "
+        "~/.config/qhpc/targets.toml), read besides the job's QRMI variables.",
+    )
+    device_refresh_s = Float(
+        10.0,
+        config=True,
+        help="While a browser listens, how often each scheduler's queue depth is re-read "
+        "(other users' submissions reach no event of ours).",
+    )
+
+    service: QPUService
+
+    def initialize_settings(self) -> None:
+        self.service = QPUService(os.environ, self.targets_file, self.device_refresh_s)
+        self.settings["qhpc_service"] = self.service
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(
+            [
+                (f"{API}/targets", TargetsHandler),
+                (f"{API}/jobs", JobsHandler),
+                (rf"{API}/jobs/(\d+)/cancel", CancelHandler),
+                (f"{API}/events", EventsHandler),
+            ]
+        )
+
+    async def stop_extension(self) -> None:
+        await self.service.close()

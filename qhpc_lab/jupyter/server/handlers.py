@@ -1,0 +1,110 @@
+"""The ``/qhpc/api`` routes. Every one needs the Jupyter server's own login (token or cookie).
+
+Answers are built by :class:`~qhpc_lab.jupyter.server.service.QPUService` from allow-listed
+fields and pass its redaction: no token, session id or API key reaches the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from tornado.iostream import StreamClosedError
+
+from qhpc_lab.client import RefusedError, TargetError
+from qhpc_lab.jupyter.server.service import QPUService
+
+HEARTBEAT_S = 15.0
+"""A comment line this often keeps proxies from closing an idle stream and finds dead tabs."""
+
+
+class _Handler(APIHandler):
+    @property
+    def service(self) -> QPUService:
+        return self.settings["qhpc_service"]
+
+    def answer(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(self.service.dumps(data))
+
+    def refuse(self, status: int, message: str) -> None:
+        """An error in Jupyter's shape, written here: ``HTTPError`` would %-format it."""
+        self.answer({"message": message, "reason": None}, status)
+
+
+class TargetsHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        """Each target: state, calibration age and next window, queue depth per class."""
+        self.answer(await self.service.targets_view())
+
+
+class JobsHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        """The user's jobs on every scheduler target, with position and ETA."""
+        limit = self.get_query_argument("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            self.refuse(400, "limit must be an integer from 1 to 1000")
+        else:
+            self.answer(await self.service.jobs_view(int(limit)))
+
+
+class CancelHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, job_id: str) -> None:
+        """Cancel one of the user's jobs; ``?target=NAME`` when several schedulers exist."""
+        target = self.get_query_argument("target", None)
+        try:
+            self.answer(await self.service.cancel(int(job_id), target))
+        except LookupError as err:
+            self.refuse(404, str(err))
+        except RefusedError as err:
+            self.refuse(err.status if err.status and 400 <= err.status < 500 else 502, str(err))
+        except TargetError as err:
+            self.refuse(502, str(err))
+
+
+class EventsHandler(_Handler):
+    """Server-sent events: ``target`` (a target's new state), ``job`` (one of the user's jobs
+    changed), ``resync`` (a stream was reopened: re-read the jobs)."""
+
+    def initialize(self) -> None:
+        self._closed = asyncio.Event()
+
+    def on_connection_close(self) -> None:
+        self._closed.set()
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        async with self.service.listen() as queue:
+            chunk: str | None = ": connected\n\n"
+            closed = asyncio.ensure_future(self._closed.wait())
+            try:
+                while chunk is not None and not self._closed.is_set():
+                    self.write(chunk)
+                    await self.flush()
+                    chunk = await self._next(queue, closed)
+            except StreamClosedError:
+                pass
+            finally:
+                closed.cancel()
+        if not self._closed.is_set():
+            self.finish()
+
+    async def _next(self, queue: asyncio.Queue[str | None], closed: asyncio.Future) -> str | None:
+        """The next chunk, a heartbeat after a quiet spell, or None once the tab has gone."""
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait(
+            {getter, closed}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        return None if closed in done else ": heartbeat\n\n"

@@ -1,0 +1,331 @@
+"""The notebook server's view of the user's QPUs: the kernel's discovery, probed and relayed.
+
+The server runs inside the user's Slurm job, so it finds the allocation's targets exactly as
+a kernel does (:func:`qhpc_lab.client.discover`). What it hands the browser is rebuilt from
+allow-listed fields only: the job environment holds secrets (scheduler tokens, the session id
+that ``X-Warden-Session`` carries, QRMI API keys) and none of it may reach a web page.
+
+Each scheduler target's event stream is followed once, however many browser tabs listen, and
+only while one does; its job and device events are relayed as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from qhpc_lab.client import ClientError, Target, TargetError, TargetInfo
+from qhpc_lab.client._discovery import discover
+from qhpc_lab.client._scheduler import SchedulerTarget
+
+log = logging.getLogger("qhpc.jupyter")
+
+PROBE_TIMEOUT_S = 5.0
+RETRY_MAX_S = 5.0
+STREAM_TIMEOUT = httpx.Timeout(5.0, read=60.0)
+"""The scheduler sends a heartbeat every 15 s: a stream silent for 60 s is dead."""
+
+JOB_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "job_class",
+    "format",
+    "shots",
+    "shots_done",
+    "position",
+    "eta_s",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "calibration_age_s",
+    "error",
+)
+"""What the browser may see of a job: not its results, its session id (a credential) nor
+anything else the scheduler adds later."""
+
+DEVICE_FIELDS = (
+    "state",
+    "message",
+    "draining",
+    "calibration_age_s",
+    "next_calibration_in_s",
+    "calibration_duration_s",
+    "queue_depth",
+    "running_job",
+)
+
+SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CRED|AUTH|SESSION", re.IGNORECASE)
+MIN_SECRET_LENGTH = 8
+"""Shorter values (``1``, ``true``) are settings, not secrets, and would redact half the text."""
+URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s\"]+@", re.IGNORECASE)
+
+
+def secret_values(environ: Mapping[str, str]) -> frozenset[str]:
+    """Values of variables whose names say they are credentials (QRMI keys, tokens, sessions)."""
+    return frozenset(
+        value
+        for name, value in environ.items()
+        if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH
+    )
+
+
+def public_url(url: str | None) -> str | None:
+    """``url`` without user info or query: either may carry a credential."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def pick(data: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: data.get(name) for name in fields if name in data}
+
+
+class QPUService:
+    """Targets, jobs and the event relay behind the ``/qhpc/api`` routes."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        targets_file: str | Path | None = None,
+        device_refresh_s: float = 10.0,
+    ) -> None:
+        """``device_refresh_s``: how often a followed scheduler's queue depth is re-read (the
+        scheduler publishes other users' submissions to nobody, so no event carries them)."""
+        found = discover(environ, targets_file)
+        for problem in found.problems:
+            log.warning("qhpc: %s", problem)
+        self.targets: dict[str, Target] = found.targets
+        self.default = found.default
+        self.problems = list(found.problems)
+        self.sources = list(found.sources)
+        self.device_refresh_s = device_refresh_s
+        self._secrets = secret_values(environ)
+        self._views: dict[str, dict[str, Any]] = {}
+        self._listeners: set[asyncio.Queue[str | None]] = set()
+        self._relays: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def schedulers(self) -> dict[str, SchedulerTarget]:
+        return {n: t for n, t in self.targets.items() if isinstance(t, SchedulerTarget)}
+
+    # -- what the browser sees ------------------------------------------------------------
+
+    def dumps(self, data: Any) -> str:
+        """JSON for the browser, with any credential that slipped into a message blanked out:
+        secret variables' values and the user info of URLs (``https://user:key@host``)."""
+        text = URL_USERINFO.sub(r"\1", json.dumps(data))
+        for secret in self._secrets:
+            text = text.replace(json.dumps(secret)[1:-1], "[redacted]")
+        return text
+
+    async def targets_view(self) -> dict[str, Any]:
+        views = await asyncio.gather(*(self._probe(t) for t in self.targets.values()))
+        return {
+            "targets": list(views),
+            "default": self.default,
+            "problems": self.problems,
+            "sources": self.sources,
+        }
+
+    async def _probe(self, target: Target) -> dict[str, Any]:
+        try:
+            info = await asyncio.wait_for(target.info(), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            info = target.unreachable(f"did not answer within {PROBE_TIMEOUT_S:g} s")
+        view = self._target_view(target, info)
+        if isinstance(target, SchedulerTarget) and info.reachable:
+            with contextlib.suppress(ClientError, TimeoutError):
+                device = await asyncio.wait_for(target.request("GET", "/device"), PROBE_TIMEOUT_S)
+                view.update(pick(device, DEVICE_FIELDS))
+        self._views[target.name] = view
+        return view
+
+    def _target_view(self, target: Target, info: TargetInfo) -> dict[str, Any]:
+        return {
+            "name": target.name,
+            "kind": target.kind,
+            "type": target.type,
+            "origin": target.origin,
+            "url": public_url(info.url),
+            "default": target.name == self.default,
+            "reachable": info.reachable,
+            "device": info.device,
+            "state": info.state if info.reachable else "OFFLINE",
+            "message": info.message,
+            "calibration_age_s": info.calibration_age_s,
+        }
+
+    async def jobs_view(self, limit: int = 50) -> dict[str, Any]:
+        """The user's jobs on every scheduler target, newest first; failures per target."""
+        names = list(self.schedulers)
+        answers = await asyncio.gather(
+            *(self.schedulers[n].request("GET", "/jobs", params={"limit": limit}) for n in names),
+            return_exceptions=True,
+        )
+        jobs: list[dict[str, Any]] = []
+        errors: dict[str, str] = {}
+        for name, answer in zip(names, answers, strict=True):
+            if isinstance(answer, Exception):
+                errors[name] = str(answer) or type(answer).__name__
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                jobs.extend(self._job_view(name, job) for job in answer)
+        jobs.sort(key=lambda job: job.get("created_at") or "", reverse=True)
+        return {"jobs": jobs, "errors": errors}
+
+    def _job_view(self, target: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        return {"target": target, **pick(job, JOB_FIELDS)}
+
+    async def cancel(self, job_id: int, target: str | None) -> dict[str, Any]:
+        """Cancel on ``target`` (default: the default target if it is a scheduler, else the
+        only scheduler). Raises LookupError naming the targets when it is ambiguous."""
+        schedulers = self.schedulers
+        name = target or (
+            self.default if self.default in schedulers else next(iter(schedulers), None)
+        )
+        if target is None and len(schedulers) > 1 and self.default not in schedulers:
+            raise LookupError(f"name the job's target: one of {', '.join(schedulers)}")
+        if name not in schedulers:
+            known = ", ".join(schedulers) or "none"
+            raise LookupError(f"no scheduler target named {name!r} (scheduler targets: {known})")
+        job = await schedulers[name].request("POST", f"/jobs/{job_id}/cancel")
+        return self._job_view(name, job)
+
+    # -- event relay ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[asyncio.Queue[str | None]]:
+        """A queue of server-sent-event chunks for one browser connection."""
+        queue: asyncio.Queue[str | None] = asyncio.Queue(1000)
+        self._listeners.add(queue)
+        for name, target in self.schedulers.items():
+            if name not in self._relays:
+                self._relays[name] = asyncio.create_task(
+                    self._relay(target), name=f"qhpc-relay-{name}"
+                )
+        try:
+            yield queue
+        finally:
+            self._listeners.discard(queue)
+            if not self._listeners:
+                await self._stop_relays()
+
+    def _publish(self, kind: str, data: dict[str, Any]) -> None:
+        chunk = f"event: {kind}\ndata: {self.dumps(data)}\n\n"
+        for queue in list(self._listeners):
+            try:
+                queue.put_nowait(chunk)
+            except asyncio.QueueFull:  # a tab that stopped reading: end it, it reconnects
+                self._listeners.discard(queue)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.get_nowait()
+                    queue.put_nowait(None)
+
+    async def _relay(self, target: SchedulerTarget) -> None:
+        """Follow one scheduler's events until no browser listens; reconnect on drops."""
+        delay = 0.2
+        while True:
+            poke = asyncio.Event()
+            refresher = asyncio.create_task(self._refresh_device(target, poke))
+            try:
+                if await self._follow(target, poke):
+                    delay = 0.2
+            except (httpx.HTTPError, ClientError) as err:
+                log.info("qhpc: event stream of %s dropped: %s", target.name, err)
+            finally:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            view = self._views.get(target.name) or {"name": target.name}
+            view.update(
+                reachable=False,
+                state="OFFLINE",
+                message=f"lost the scheduler's event stream; retrying in {delay:g} s",
+            )
+            self._views[target.name] = view
+            self._publish("target", view)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_MAX_S, delay * 2)
+
+    async def _follow(self, target: SchedulerTarget, poke: asyncio.Event) -> bool:
+        """Relay one open stream until it ends; False if it never opened.
+
+        Uses the target's own HTTP client (``_http``): it carries the identity discovery
+        set up — a fresh MUNGE credential per request, or the bearer token.
+        """
+        async with target._http.stream("GET", "/events", timeout=STREAM_TIMEOUT) as response:
+            if response.status_code != 200:
+                raise TargetError(f"GET /events answered {response.status_code}")
+            self._publish("target", await self._probe(target))
+            self._publish("resync", {"target": target.name})
+            kind, data = "message", ""
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+                elif not line and data:
+                    self._relay_event(target.name, kind, json.loads(data), poke)
+                    kind, data = "message", ""
+        return True
+
+    def _relay_event(self, name: str, kind: str, data: dict[str, Any], poke: asyncio.Event) -> None:
+        if kind == "job":
+            self._publish("job", self._job_view(name, data))
+            poke.set()  # the queue depth changed with it
+        elif kind == "device":
+            view = self._views.setdefault(name, {"name": name})
+            view.update(pick(data, DEVICE_FIELDS), reachable=True)
+            self._publish("target", view)
+
+    async def _refresh_device(self, target: SchedulerTarget, poke: asyncio.Event) -> None:
+        """Re-read the device after the user's job events (debounced) and every few seconds,
+        publishing it when the queue or state changed."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poke.wait(), self.device_refresh_s)
+            await asyncio.sleep(0.2)  # one read for a burst of chunk events
+            poke.clear()
+            try:
+                device = pick(await target.request("GET", "/device"), DEVICE_FIELDS)
+            except ClientError:
+                continue
+            view = self._views.setdefault(target.name, {"name": target.name})
+            changed = any(view.get(k) != device[k] for k in ("queue_depth", "state", "running_job"))
+            view.update(device, reachable=True)
+            if changed:
+                self._publish("target", view)
+
+    async def _stop_relays(self) -> None:
+        relays, self._relays = list(self._relays.values()), {}
+        for task in relays:
+            task.cancel()
+        for task in relays:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def close(self) -> None:
+        """End the relays and every listener, and release the targets' connections."""
+        for queue in list(self._listeners):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+        self._listeners.clear()
+        await self._stop_relays()
+        for target in self.targets.values():
+            with contextlib.suppress(Exception):
+                await target.aclose()
