@@ -130,6 +130,12 @@ async def idle_dispatch(url: str, token: str, body: bytes, samples: int) -> dict
     return {"server": server_side, "client": client_side}
 
 
+def wait_until_idle(url: str) -> None:
+    """Until the QPU has run every queued job."""
+    while any(httpx.get(f"{url}/device").json()["queue_depth"].values()):
+        time.sleep(0.2)
+
+
 def _parse(text: str) -> float:
     from datetime import datetime
 
@@ -183,6 +189,7 @@ def main() -> None:
             # Warm up: the first submission pays the validation of this sequence and imports.
             asyncio.run(load(url, token, 1, 20, "POST", "/jobs", body))
             for clients in (int(c) for c in args.clients.split(",")):
+                wait_until_idle(url)  # each row starts from an empty queue, as Warden's did
                 base_rate, _, _ = asyncio.run(
                     load(url, token, clients, args.jobs, "GET", "/health", None)
                 )
@@ -190,13 +197,7 @@ def main() -> None:
                     load(url, token, clients, args.jobs, "POST", "/jobs", body)
                 )
                 rows.append((clients, rate, base_rate, latencies, failures))
-            # Let the queue of one-shot jobs drain before measuring dispatch on an idle QPU.
-            while httpx.get(f"{url}/device").json()["queue_depth"] != {
-                "development": 0,
-                "test": 0,
-                "production": 0,
-            }:
-                time.sleep(0.2)
+            wait_until_idle(url)
             idle = asyncio.run(idle_dispatch(url, token, body, args.idle_samples))
         finally:
             process.terminate()
