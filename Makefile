@@ -85,5 +85,5 @@ bench: install
 	$(PY) benchmarks/api.py
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache test-artifacts qhpc_lab/labextension
+	rm -rf $(VENV) .state .pytest_cache test-artifacts qhpc_lab/labextension .hub
 	rm -rf $(LABEXT)/node_modules $(LABEXT)/lib $(LABEXT)/tsconfig.tsbuildinfo $(LABEXT)/ui-tests/node_modules

@@ -9,6 +9,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/sbin/slurmctld ] || need+=(slurm-wlm slurmctld)
 [ -x /usr/sbin/slurmd ] || need+=(slurmd)
 { [ -x /usr/bin/sbatch ] && [ -x /usr/bin/scontrol ]; } || need+=(slurm-client)
+# sudo for tests/test_jupyterhub.py: batchspawner submits with `sudo -E -u USER sbatch`
+command -v sudo >/dev/null || need+=(sudo)
 # Chromium and its fonts for the browser tests (tests/test_ui.py; never a Playwright download)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)

@@ -1,0 +1,472 @@
+"""JupyterHub on the login node, for real: a hub with the shipped example config
+(qhpc_lab/hpc/jupyterhub_config.py), configurable-http-proxy from npm and the dev cluster.
+
+A throwaway user logs in through the hub's login form (DummyAuthenticator), the hub's
+batchspawner ``SlurmSpawner`` starts their Lab in a Slurm job holding ``qpu:1``; the Lab's
+server extension reports the allocation's QPU, a ``%%qpu`` cell runs through the Lab's kernel
+(REST API + kernel websocket, through the hub's proxy) and returns counts; stopping the server
+ends the job and revokes its scheduler session. Each scenario prints its duration; none asserts
+on time. Whatever cannot be installed or started fails the test, never skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websocket
+
+from qhpc_lab.hpc.devcluster import DevCluster
+from qhpc_lab.hpc.slurm import REVOKE_REASON
+from tests import test_slurm
+from tests.conftest import free_port
+from tests.fixtures_munge import FreshCredential
+from tests.test_slurm import User, _add_user, _remove_user, _say, wait_for
+
+pytestmark = [pytest.mark.munge, pytest.mark.slow, pytest.mark.timeout(900)]
+cluster = test_slurm.cluster
+"""The dev cluster fixture of tests/test_slurm.py: module-scoped, so this module starts its own."""
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = ROOT / "qhpc_lab" / "hpc" / "jupyterhub_config.py"
+CHP_VERSION = "5.3.0"
+CHP_PREFIX = ROOT / ".hub"
+"""configurable-http-proxy is installed here by npm (node_modules/ is ignored by git)."""
+CHP = CHP_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy"
+PASSWORD = secrets.token_urlsafe(12)
+
+SINGLEUSER_SCRIPT = """\
+#!{python}
+import sys
+from {module} import main
+sys.exit(main())
+"""
+SETUP_CELL = """\
+from pulser import Pulse, Register, Sequence
+from pulser.devices import AnalogDevice
+
+register = Register.from_coordinates([(-3.0, 0.0), (3.0, 0.0)], prefix="q")
+sequence = Sequence(register, AnalogDevice)
+sequence.declare_channel("g", "rydberg_global")
+sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
+sequence.measure("ground-rydberg")
+"""
+QPU_CELL = "%%qpu --shots 100 -o result\nsequence"
+REPORT_CELL = (
+    'import json\nprint("target", result.target)\nprint("counts", json.dumps(result.counts))'
+)
+
+
+@dataclass
+class Hub:
+    url: str
+    cluster: DevCluster
+    user: User
+    token: str
+    """The user's own API token, made through their login session."""
+    admin: httpx.Client
+    """The scheduler, as root (an administrator) over MUNGE."""
+    log: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.url}{path}", headers=self.headers, timeout=30, **kwargs
+        )
+
+    def server(self) -> dict[str, Any] | None:
+        """The user's default server as the hub sees it (None when there is none)."""
+        response = self.api("GET", f"/hub/api/users/{self.user.name}")
+        response.raise_for_status()
+        return response.json()["servers"].get("")
+
+    def slurm_jobs(self) -> list[str]:
+        done = subprocess.run(
+            ["squeue", "-h", "-u", self.user.name, "-o", "%i"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, **self.cluster.environ},
+        )
+        return done.stdout.split()
+
+    def job_details(self, job_id: str) -> str:
+        return subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, **self.cluster.environ},
+        ).stdout
+
+    def sessions(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.admin.get("/sessions")
+        response.raise_for_status()
+        return [s for s in response.json() if s["slurm_job_id"] == job_id]
+
+    def stop_server(self) -> None:
+        """Stop the user's server through the hub API and wait until the hub says it is gone."""
+        if self.server() is None:
+            return
+        response = self.api("DELETE", f"/hub/api/users/{self.user.name}/server")
+        assert response.status_code in (202, 204), response.text
+        wait_for(lambda: self.server() is None, 120, "the hub stops the server")
+
+
+@pytest.fixture
+def report(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """``report(name)`` prints the scenario's duration so far."""
+    started = time.monotonic()
+
+    def emit(name: str) -> None:
+        _say(pytestconfig, f"\n  scenario [{name}]: {time.monotonic() - started:.1f} s")
+
+    return emit
+
+
+def _install_proxy() -> Path:
+    """configurable-http-proxy, pinned, from npm into .hub/ (once); fail loudly if npm cannot."""
+    if CHP.exists():
+        return CHP
+    command = [
+        "npm",
+        "install",
+        "--prefix",
+        str(CHP_PREFIX),
+        "--no-save",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        f"configurable-http-proxy@{CHP_VERSION}",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.fail(f"cannot install configurable-http-proxy ({' '.join(command)}): {err}")
+    if done.returncode or not CHP.exists():
+        pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return CHP
+
+
+def _singleuser_venv(cluster: DevCluster) -> Path:
+    """The venv the jobs run the Lab from: the cluster's job Python. When that is the bridge
+    venv (ours is under /root, unreadable for users), give it the two commands the example
+    config runs, as our venv's bin/ has them."""
+    venv = Path(cluster.python).parent.parent
+    for name, module in (
+        ("jupyterhub-singleuser", "jupyterhub.singleuser"),
+        ("batchspawner-singleuser", "batchspawner.singleuser"),
+    ):
+        script = venv / "bin" / name
+        if not script.exists():
+            script.write_text(SINGLEUSER_SCRIPT.format(python=cluster.python, module=module))
+            script.chmod(0o755)
+    return venv
+
+
+def _hub_config(directory: Path, cluster: DevCluster, port: int) -> Path:
+    """The example config, with what a test needs on top: local ports, DummyAuthenticator,
+    this cluster's slurm.conf, and our venv's Jupyter data (kernelspec, server extension)."""
+    venv = Path(sys.prefix)
+    config = directory / "jupyterhub_config.py"
+    hub_api = f"http://127.0.0.1:{free_port()}"
+    config.write_text(
+        f"""\
+load_subconfig({str(EXAMPLE_CONFIG)!r})
+c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
+c.JupyterHub.hub_bind_url = "{hub_api}"
+c.JupyterHub.hub_connect_url = "{hub_api}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+c.ConfigurableHTTPProxy.command = [{str(_install_proxy())!r}]
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {PASSWORD!r}
+c.Authenticator.allow_all = True
+c.JupyterHub.db_url = "sqlite:///{directory}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{directory}/jupyterhub_cookie_secret"
+c.JupyterHub.cleanup_servers = True
+c.SlurmSpawner.req_runtime = "0:30:00"
+c.Spawner.environment = {{
+    "SLURM_CONF": {str(cluster.conf)!r},
+    "JUPYTER_PATH": {str(venv / "share" / "jupyter")!r},
+    "JUPYTER_CONFIG_PATH": {str(venv / "etc" / "jupyter")!r},
+}}
+"""
+    )
+    return config
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the hub (it stops its proxy and cancels its servers' jobs), then SIGKILL the
+    process group it leads, proxy included, if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _login(url: str, name: str) -> str:
+    """Log in through the hub's form, as a browser does; return a token made with that login."""
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        browser.get("/hub/login").raise_for_status()
+        xsrf = browser.cookies["_xsrf"]
+        login = browser.post(
+            "/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": xsrf}
+        )
+        assert login.status_code == 302, login.text
+        # the xsrf token carries the login: the first page after it sets the new one
+        browser.get("/hub/home").raise_for_status()
+        xsrf = browser.cookies.get("_xsrf", path="/hub/")
+        made = browser.post(
+            f"/hub/api/users/{name}/tokens",
+            json={"note": "tests/test_jupyterhub.py", "expires_in": 3600},
+            headers={"X-XSRFToken": xsrf},
+        )
+        assert made.status_code == 201, made.text
+        return made.json()["token"]
+
+
+@pytest.fixture(scope="module")
+def hub(cluster: DevCluster, pytestconfig: pytest.Config) -> Iterator[Hub]:
+    """A running hub (example config) with one logged-in user; all stopped afterwards."""
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="qhpc-hub-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    venv = _singleuser_venv(cluster)
+    config = _hub_config(directory, cluster, port)
+    log_path = directory / "jupyterhub.log"
+    user: User | None = None
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.prefix) / "bin" / "jupyterhub"), "-f", str(config)],
+            cwd=directory,
+            # batchspawner submits with the spawner's environment (SLURM_CONF in the config)
+            # but polls and cancels with the hub's own
+            env={**os.environ, **cluster.environ, "QHPC_VENV": str(venv)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"jupyterhub exited ({process.returncode}):\n{_tail(log_path)}")
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
+            return False
+
+        try:
+            wait_for(healthy, 120, "the hub answers")
+        except AssertionError as err:
+            pytest.fail(f"{err}:\n{_tail(log_path)}")
+        user = _add_user(cluster)
+        token = _login(url, user.name)
+        _say(
+            pytestconfig,
+            f"\n  scenario [hub + proxy up, {user.name} logged in]: "
+            f"{time.monotonic() - started:.1f} s",
+        )
+        with httpx.Client(
+            base_url=cluster.scheduler_url, auth=FreshCredential(), timeout=10
+        ) as admin:
+            hub = Hub(url, cluster, user, token, admin, log_path)
+            try:
+                yield hub
+            finally:
+                with contextlib.suppress(Exception):
+                    hub.stop_server()
+    finally:
+        _stop(process)
+        if user is not None:
+            _remove_user(cluster, user)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace") if path.exists() else "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _logs(hub: Hub) -> str:
+    """The hub's log and the spawner jobs' output, for a failed spawn."""
+    jobs = sorted(hub.user.home.glob("jupyterhub_slurmspawner_*.log"))
+    return "\n".join(
+        [f"hub log:\n{_tail(hub.log)}", *(f"{job.name}:\n{_tail(job)}" for job in jobs)]
+    )
+
+
+@dataclass
+class Lab:
+    job_id: str
+    url: str
+    """The user's server through the hub's proxy."""
+
+
+@pytest.fixture(scope="module")
+def lab(hub: Hub, pytestconfig: pytest.Config) -> Lab:
+    """The user's Lab, spawned by the hub into a Slurm job holding the licence."""
+    started = time.monotonic()
+    response = hub.api("POST", f"/hub/api/users/{hub.user.name}/server")
+    if response.status_code not in (201, 202):
+        pytest.fail(f"spawn refused ({response.status_code}):\n{_logs(hub)}")
+
+    def ready() -> bool:
+        server = hub.server()
+        assert server is not None, "the spawn failed: see the hub log"
+        return server["ready"]
+
+    try:
+        wait_for(ready, 300, "the hub reports the Lab ready")
+    except AssertionError as err:
+        pytest.fail(f"{err}\n{_logs(hub)}")
+    [job_id] = hub.slurm_jobs()
+    _say(
+        pytestconfig,
+        f"\n  scenario [Lab spawned into Slurm job {job_id} with -L qpu:1]: "
+        f"{time.monotonic() - started:.1f} s",
+    )
+    return Lab(job_id, f"{hub.url}/user/{hub.user.name}")
+
+
+def test_spawned_job_holds_the_licence_and_a_session(hub: Hub, lab: Lab) -> None:
+    details = hub.job_details(lab.job_id)
+    assert "JobState=RUNNING" in details and "Licenses=qpu:1" in details, details
+    [session] = hub.sessions(lab.job_id)
+    assert (session["user_id"], session["qpu_slots"]) == (str(hub.user.uid), 1)
+    assert session["revoked_at"] is None
+
+
+def test_server_extension_reports_the_allocation_qpu(
+    hub: Hub, lab: Lab, report: Callable[[str], None]
+) -> None:
+    response = httpx.get(f"{lab.url}/qhpc/api/targets", headers=hub.headers, timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    targets = {t["name"]: t for t in answer["targets"]}
+    qpu = targets.get(hub.cluster.licence)
+    assert qpu is not None, answer
+    assert (qpu["kind"], qpu["type"]) == ("scheduler", "pasqal-local"), qpu
+    assert qpu["reachable"] and qpu["default"] and qpu["state"] == "ONLINE", qpu
+    assert "QRMI_JOB_QPU_RESOURCES" in qpu["origin"], qpu
+    assert answer["default"] == hub.cluster.licence
+    assert hub.sessions(lab.job_id)[0]["id"] not in response.text  # never sent to a browser
+    report("server extension in the spawned Lab: GET /qhpc/api/targets reports the QPU")
+
+
+def _execute(channel: websocket.WebSocket, code: str, timeout: float = 240) -> str:
+    """Run ``code`` in the kernel; its stream output. Fails on an error reply."""
+    msg_id = uuid.uuid4().hex
+    channel.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    output: list[str] = []
+    reply: dict[str, Any] | None = None
+    idle = False
+    deadline = time.monotonic() + timeout
+    while reply is None or not idle:
+        channel.settimeout(max(deadline - time.monotonic(), 0.1))
+        message = json.loads(channel.recv())
+        if message.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = message["msg_type"], message["content"]
+        if kind == "stream":
+            output.append(content["text"])
+        elif kind == "error":
+            output.append("\n".join(content["traceback"]))
+        elif kind == "execute_reply":
+            reply = content
+        elif kind == "status" and content["execution_state"] == "idle":
+            idle = True
+    assert reply["status"] == "ok", "".join(output) or reply
+    return "".join(output)
+
+
+def test_qpu_cell_runs_through_the_labs_kernel(
+    hub: Hub, lab: Lab, report: Callable[[str], None]
+) -> None:
+    started = hub.api("POST", f"/user/{hub.user.name}/api/kernels", json={"name": "python3-qpu"})
+    assert started.status_code == 201, started.text
+    kernel = started.json()["id"]
+    try:
+        socket_url = re.sub(r"^http", "ws", f"{lab.url}/api/kernels/{kernel}/channels")
+        channel = websocket.create_connection(
+            socket_url, header=[f"Authorization: token {hub.token}"], timeout=60
+        )
+        try:
+            _execute(channel, SETUP_CELL)
+            _execute(channel, QPU_CELL)
+            text = _execute(channel, REPORT_CELL)
+        finally:
+            channel.close()
+    finally:
+        hub.api("DELETE", f"/user/{hub.user.name}/api/kernels/{kernel}")
+    assert f"target {hub.cluster.licence}\n" in text, text
+    counts = json.loads(re.search(r"^counts (.*)$", text, re.MULTILINE).group(1))
+    assert sum(counts.values()) == 100
+    response = hub.admin.get("/jobs", params={"limit": 1000})
+    response.raise_for_status()
+    [qpu_job] = [j for j in response.json() if j["slurm_job_id"] == lab.job_id]
+    assert (qpu_job["status"], qpu_job["user_id"]) == ("DONE", str(hub.user.uid))
+    report("%%qpu --shots 100 through the Lab's kernel (websocket via the proxy): counts")
+
+
+def test_stopping_the_server_ends_the_job_and_revokes_the_session(
+    hub: Hub, lab: Lab, report: Callable[[str], None]
+) -> None:
+    hub.stop_server()
+    wait_for(lambda: lab.job_id not in hub.slurm_jobs(), 60, f"Slurm job {lab.job_id} ends")
+
+    def revoked() -> dict[str, Any] | None:
+        [session] = hub.sessions(lab.job_id)
+        return session if session["revoked_at"] else None
+
+    session = wait_for(revoked, 60, "the Epilog revokes the session")
+    assert session["revoke_reason"] == REVOKE_REASON
+    report("server stopped through the hub API: Slurm job ended, session revoked")
