@@ -11,15 +11,18 @@ import dataclasses
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from qhpc_lab import bridges
 from qhpc_lab.client import _loop
 from qhpc_lab.client._discovery import EMULATOR, discover
+from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._job import Job
 from qhpc_lab.client._target import ClientError, Target, TargetError, TargetInfo
-from qhpc_lab.programs import Program, to_program, validate
+from qhpc_lab.programs import Program, ProgramError, to_program, validate
 
 DEFAULT_SHOTS = 100
 """Shots for an SDK object submitted without ``shots=`` (a Program carries its own)."""
@@ -54,9 +57,21 @@ class Client:
 
     def targets(self) -> list[TargetInfo]:
         """Probe every target (concurrently; a broken one is listed with its reason)."""
-        infos = _loop.call(self._probe_all())
+        return self._select(_loop.call(self._probe_all()))
+
+    async def atargets(self) -> list[TargetInfo]:
+        """:meth:`targets` for async code: the caller's loop (a kernel's) stays free."""
+        return self._select(await _loop.acall(self._probe_all()))
+
+    def _select(self, infos: list[TargetInfo]) -> list[TargetInfo]:
         selected = self._current or self._default_target().name
         return [dataclasses.replace(i, selected=i.name == selected) for i in infos]
+
+    def target_info(self, name: str | None = None) -> TargetInfo:
+        """The info of target ``name`` (default: where ``submit()`` goes), probed unless
+        already known; TargetError if it is unknown or unreachable. For SDK bridges that
+        need the device before building a program."""
+        return self._resolve(name)[1]
 
     def use(self, name: str) -> TargetInfo:
         """Send later submissions to ``name``; TargetError if it is unknown or unreachable."""
@@ -75,18 +90,40 @@ class Client:
     ) -> Job:
         """Check ``program`` against the target's device and queue it.
 
-        ``program``: a Pulser Sequence, a Qiskit circuit or a :class:`Program` (whose shots,
-        name and variables the arguments override). ``target``: a name from ``targets()``;
-        unreachable → TargetError, never a fallback. Without it: the target chosen by
-        ``use()``, else the default, else the emulator (announced). ``job_class``:
+        ``program``: a Pulser Sequence, a Qiskit circuit (analog ``HamiltonianGate`` ones of
+        qiskit-pasqal-provider become Pulser), a Qadence circuit (analog: Pulser on the
+        target's device; digital: pyqtorch on the emulator target) or a :class:`Program`
+        (whose shots, name and variables the arguments override). ``target``: a name from
+        ``targets()``; unreachable → TargetError, never a fallback. Without it: the target
+        chosen by ``use()``, else the default, else the emulator (announced). ``job_class``:
         production, test or development on a scheduler. ``variables`` bind a parametrised
-        Pulser sequence.
+        Pulser sequence, or a Qiskit or Qadence circuit's parameters.
         """
-        envelope = _envelope(program, shots, name, variables)
         chosen, info = self._resolve(target)
+        program, variables = bridges.adapt(program, info.spec, variables)
+        if isinstance(program, bridges.NativeProgram):
+            return self._submit_native(program, chosen, shots)
+        envelope = _envelope(program, shots, name, variables)
         if info.spec is not None:
-            validate(envelope, info.spec)
+            with warnings.catch_warnings():  # a sequence built on the target's own device
+                warnings.filterwarnings("ignore", "Switching a sequence to the same device")
+                validate(envelope, info.spec)
         job = Job(chosen, _loop.call(chosen.submit(envelope, job_class)), info.device)
+        self._jobs.append(job)
+        return job
+
+    def _submit_native(
+        self, program: bridges.NativeProgram, chosen: Target, shots: int | None
+    ) -> Job:
+        if not isinstance(chosen, EmulatorTarget):
+            raise TargetError(
+                f"{program.what} runs on the in-kernel emulator only, not on {chosen.name!r}: "
+                "submit it with target='emulator'"
+            )
+        shots = DEFAULT_SHOTS if shots is None else shots
+        if isinstance(shots, bool) or not isinstance(shots, int) or shots <= 0:
+            raise ProgramError(f"shots must be a positive integer, got {shots!r}", "shots")
+        job = Job(chosen, _loop.call(chosen.submit_native(program.sample, shots)), program.engine)
         self._jobs.append(job)
         return job
 

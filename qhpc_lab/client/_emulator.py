@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from qhpc_lab.client._target import JobState, RefusedError, Target, TargetInfo
@@ -28,7 +29,7 @@ class EmulatorTarget(Target):
         self._device = device
         self._spec: DeviceSpec | None = None
         self._jobs: dict[str, JobState] = {}
-        self._programs: dict[str, Program] = {}
+        self._work: dict[str, Callable[[], dict[str, int]]] = {}
         self._ids = itertools.count(1)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._turn = asyncio.Lock()  # jobs run one at a time, in submission order
@@ -53,7 +54,21 @@ class EmulatorTarget(Target):
             state="ONLINE",
             message=NOTICE,
             spec=self._spec,
+            queued=self._queued(),
         )
+
+    def _queued(self) -> int:
+        return sum(job.status == "PENDING" for job in self._jobs.values())
+
+    async def watch_device(self) -> AsyncIterator[TargetInfo]:
+        """The info, then again whenever the queue length changes (the device never does)."""
+        info = await self.info()
+        yield info
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda seen=info: self._queued() != seen.queued)
+            info = await self.info()
+            yield info
 
     async def _set(self, state: JobState) -> None:
         async with self._changed:
@@ -62,21 +77,25 @@ class EmulatorTarget(Target):
 
     async def submit(self, program: Program, job_class: str | None) -> JobState:
         """Queue ``program``; ``job_class`` has no meaning here (one user, FIFO)."""
+        return await self._queue(functools.partial(_emulate, program), program.shots)
+
+    async def submit_native(self, sample: Callable[[int], dict[str, int]], shots: int) -> JobState:
+        """Queue a program that only an in-process engine runs (a digital Qadence circuit on
+        pyqtorch, :class:`qhpc_lab.bridges.NativeProgram`): ``sample(shots)`` gives counts."""
+        return await self._queue(functools.partial(sample, shots), shots)
+
+    async def _queue(self, work: Callable[[], dict[str, int]], shots: int) -> JobState:
         job_id = str(next(self._ids))
-        self._programs[job_id] = program
-        await self._set(
-            JobState(job_id, "PENDING", shots=program.shots, created_at=datetime.now(UTC))
-        )
+        self._work[job_id] = work
+        await self._set(JobState(job_id, "PENDING", shots=shots, created_at=datetime.now(UTC)))
         task = asyncio.create_task(self._run(job_id), name=f"qhpc-emulator-{job_id}")
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
         return self._view(job_id)
 
     async def _run(self, job_id: str) -> None:
-        from qhpc_lab import emulators
-
         async with self._turn:
-            program = self._programs.pop(job_id)
+            work = self._work.pop(job_id)
             if self._jobs[job_id].final:
                 return
             await self._set(
@@ -88,11 +107,11 @@ class EmulatorTarget(Target):
                 )
             loop = asyncio.get_running_loop()
             try:
-                counts = await loop.run_in_executor(self._executor, emulators.run, program)
+                counts = await loop.run_in_executor(self._executor, work)
             except Exception as err:
                 outcome = {"status": "ERROR", "error": f"emulation failed: {err}"}
             else:
-                outcome = {"status": "DONE", "counts": counts, "shots_done": program.shots}
+                outcome = {"status": "DONE", "counts": counts, "shots_done": sum(counts.values())}
             if not self._jobs[job_id].final:  # canceled while running: the outcome is dropped
                 await self._set(
                     dataclasses.replace(self._jobs[job_id], finished_at=_now(), **outcome)
@@ -130,6 +149,12 @@ class EmulatorTarget(Target):
     async def aclose(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _emulate(program: Program) -> dict[str, int]:
+    from qhpc_lab import emulators
+
+    return emulators.run(program)
 
 
 def _now() -> datetime:

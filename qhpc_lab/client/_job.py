@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.client import _loop
-from qhpc_lab.client._target import JobError, JobState, Target
+from qhpc_lab.client._target import JobError, JobState, Target, TargetInfo
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -84,6 +84,18 @@ class Job:
         async for state in _loop.aiterate(self._target.watch(self.id)):
             self.state = state
             yield state
+
+    async def watch_device(self) -> AsyncIterator[TargetInfo]:
+        """The job's target, then each change of its device (state, calibration, queue
+        length), in the caller's loop until the caller stops: what a live display shows
+        beside the job. Targets without a change feed yield their info once."""
+        async for info in _loop.aiterate(self._target.watch_device()):
+            yield info
+
+    async def acancel(self) -> str:
+        """:meth:`cancel` for async code: the caller's loop (a kernel's) stays free."""
+        self.state = await _loop.acall(self._target.cancel(self.id))
+        return self.state.status
 
     def __await__(self) -> Generator[Any, None, Result]:
         return self._aresult().__await__()

@@ -1,9 +1,10 @@
 """The scheduler target: our second-level scheduler's HTTP API, over httpx.
 
 Identity is a fresh MUNGE credential per request (HPC) and/or a bearer token (laptops, tests).
-Waiting is event-driven: one ``GET /events`` stream per target serves every watched job, so
-there is no thread and no polling loop per job; a dropped stream is reopened and the watched
-jobs are re-read, which also keeps a server without ``/events`` (plain Warden) working.
+Waiting is event-driven: one ``GET /events`` stream per target serves every watched job and
+device, so there is no thread and no polling loop per job; a dropped stream is reopened and
+the watched jobs are re-read, which also keeps a server without ``/events`` (plain Warden)
+working.
 """
 
 from __future__ import annotations
@@ -101,11 +102,20 @@ class SchedulerTarget(Target):
             device = await self._device()
             if self._spec is None:
                 self._spec = DeviceSpec((await self.request("GET", "/qpu/specs"))["specs"])
+            return self._describe(device, accessible)
         except ClientError as err:
             return self.unreachable(str(err))
         except (KeyError, TypeError, ValueError) as err:
             return self.unreachable(f"{self.url} does not answer like a scheduler ({err!r})")
+
+    def _describe(self, device: dict[str, Any], accessible: dict[str, Any]) -> TargetInfo:
+        """The info from ``GET /device`` (or a device event) and Warden's ``/accessible``."""
+        assert self._spec is not None
         state = "ONLINE" if accessible.get("is_accessible") else "MAINTENANCE"
+        depth = device.get("queue_depth")
+        queued = None
+        if isinstance(depth, dict):
+            queued = sum(depth.values()) - (device.get("running_job") is not None)
         return TargetInfo(
             self.name,
             self.kind,
@@ -118,6 +128,7 @@ class SchedulerTarget(Target):
             calibration_age_s=device.get("calibration_age_s"),
             message=accessible.get("message") or device.get("message", ""),
             spec=self._spec,
+            queued=queued,
         )
 
     async def _device(self) -> dict[str, Any]:
@@ -159,28 +170,47 @@ class SchedulerTarget(Target):
                     state = new
                     yield state
 
+    async def watch_device(self) -> AsyncIterator[TargetInfo]:
+        """Our ``event: device`` stream; also re-read when one of the user's jobs enters or
+        leaves the queue, which changes its length without a device event."""
+        async with self._feed.subscribe_device() as updates:
+            info = await self.info()
+            yield info
+            while True:
+                view = await updates.get()
+                if view is None or self._spec is None:
+                    new = await self.info()
+                else:
+                    new = self._describe(view, {"is_accessible": view.get("accessible", True)})
+                if new != info:
+                    info = new
+                    yield info
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
 
 class _EventFeed:
-    """One ``/events`` stream per target, open while some job is watched.
+    """One ``/events`` stream per target, open while some job or device is watched.
 
-    Each subscriber gets the job's views as they are published, or None whenever it must
-    re-read the job: once the stream is open (covering events before that) and after a drop.
+    Each job subscriber gets the job's views as they are published, or None whenever it must
+    re-read the job: once the stream is open (covering events before that), after a drop, and
+    when another of the user's jobs enters or leaves the queue (positions move, and the
+    scheduler publishes no event for the jobs that moved). Device subscribers get the device
+    views, or None to re-read the device.
     """
 
     def __init__(self, target: SchedulerTarget) -> None:
         self._target = target
         self._queues: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        self._devices: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._queues.setdefault(job_id, set()).add(queue)
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"qhpc-events-{self._target.name}")
+        self._start()
         try:
             yield queue
         finally:
@@ -188,14 +218,34 @@ class _EventFeed:
             listeners.discard(queue)
             if not listeners:
                 self._queues.pop(job_id, None)
-            if not self._queues and self._task is not None:
-                self._task.cancel()
-                self._task = None
+            self._stop_if_idle()
+
+    @contextlib.asynccontextmanager
+    async def subscribe_device(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._devices.add(queue)
+        self._start()
+        try:
+            yield queue
+        finally:
+            self._devices.discard(queue)
+            self._stop_if_idle()
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"qhpc-events-{self._target.name}")
+
+    def _stop_if_idle(self) -> None:
+        if not self._queues and not self._devices and self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     def _resync(self) -> None:
         for listeners in self._queues.values():
             for queue in listeners:
                 queue.put_nowait(None)
+        for queue in self._devices:
+            queue.put_nowait(None)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -227,12 +277,22 @@ class _EventFeed:
                 elif not line and data:
                     if kind == "job":
                         self._dispatch(json.loads(data))
+                    elif kind == "device":
+                        for queue in self._devices:
+                            queue.put_nowait(json.loads(data))
                     kind, data = "message", ""
         return opened
 
     def _dispatch(self, view: dict[str, Any]) -> None:
-        for queue in self._queues.get(str(view.get("id")), ()):
+        job_id = str(view.get("id"))
+        for queue in self._queues.get(job_id, ()):
             queue.put_nowait(view)
+        if view.get("status") == "RUNNING" and view.get("shots_done"):
+            return  # a chunk done: the queue did not change
+        others = [q for j, listeners in self._queues.items() if j != job_id for q in listeners]
+        for queue in [*others, *self._devices]:
+            if queue.empty():  # a re-read already pending covers this change too
+                queue.put_nowait(None)
 
 
 def job_state(view: dict[str, Any]) -> JobState:

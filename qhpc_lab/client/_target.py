@@ -91,6 +91,8 @@ class TargetInfo:
     """The device's notice when reachable, why not otherwise."""
     selected: bool = False
     """True for the target that ``submit()`` uses when none is named."""
+    queued: int | None = None
+    """Jobs waiting to run on the device, every user's (scheduler targets)."""
     spec: DeviceSpec | None = field(default=None, repr=False, compare=False)
     """Device specs that programs are checked against before submission, when known."""
 
@@ -143,6 +145,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def watch(self, job_id: str) -> AsyncIterator[JobState]:
         """Yield the job's current state, then each change, ending after a final state."""
+
+    async def watch_device(self) -> AsyncIterator[TargetInfo]:
+        """Yield the target's info, then each change of its device (state, calibration, queue
+        length), until the caller stops; a target without a change feed yields it once."""
+        yield await self.info()
 
     async def aclose(self) -> None:  # noqa: B027 (optional: a target may hold nothing)
         """Release connections and workers."""

@@ -3,16 +3,26 @@
 ``%load_ext qhpc_lab`` registers them; ``%qpu?`` lists the commands. Mistakes (unknown target,
 bad option, a program the device refuses) print one line, no traceback; errors raised by the
 cell's own code keep theirs. Output goes through :func:`show`, the hook for richer frontends.
+
+Waiting, in a Jupyter kernel: a ``%%qpu`` cell still ends only when its result is in (so "Run
+All" and ``-o VAR`` work), but the kernel *awaits* it. An input transformer turns the cell into
+``await <magics>.qpu_async(...)``, which IPython runs as an async cell on the kernel's event
+loop; meanwhile the job's live panel (:mod:`qhpc_lab.jupyter.widgets`) updates from that loop
+and its cancel button works. Interrupting the kernel stops the waiting, not the job, and the
+panel keeps following it. ``--no-wait`` returns at once with the live panel. Elsewhere (plain
+IPython, scripts calling the magic) the cell blocks and prints text, as the Python API does.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import shlex
 import sys
 from typing import Any
 
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
@@ -23,17 +33,61 @@ from qhpc_lab.programs import ProgramError
 USAGE = "%qpu targets | use NAME | jobs | status [ID] | result [ID] | cancel ID, or %%qpu"
 
 
-def show(obj: object) -> None:
+def show(obj: object, client: Client | None = None) -> object | None:
     """How the magics present what they produce: the one hook a richer frontend replaces.
 
     Called with a Job (submitted, ``status``, ``cancel``), a Result, a TargetInfo (``use``)
-    or a list of TargetInfo or Job. Plain text: a Result through IPython's display (its
-    HTML in notebooks), anything else as its one-line ``str`` per item.
+    or a list of TargetInfo or Job. In a Jupyter kernel a Job becomes a live job panel and a
+    list of targets a targets panel (``client`` refreshes it), returned. Otherwise plain text
+    — a Result through IPython's display (its HTML in notebooks), anything else as its
+    one-line ``str`` per item — and None.
     """
+    if live() and isinstance(obj, Job | list):
+        from qhpc_lab.jupyter import widgets
+
+        panel = widgets.panel_for(obj, client or default_client())
+        if panel is not None:
+            panel.show()
+            return panel
     if isinstance(obj, Result):
         display(obj)
     else:
         print("\n".join(str(item) for item in (obj if isinstance(obj, list) else [obj])))
+    return None
+
+
+def live(shell: Any | None = None) -> bool:
+    """True in a Jupyter kernel (it has comms for widgets) whose event loop is running: where
+    panels can follow jobs from that loop. Plain IPython and scripts get text."""
+    shell = shell or get_ipython()
+    if getattr(shell, "kernel", None) is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def awaits_cells(shell: Any | None = None) -> bool:
+    """True where the kernel can await a ``%%qpu`` cell: live, with IPython's asyncio
+    autoawait (the default; ``%autoawait off`` makes cells block again)."""
+    from IPython.core.async_helpers import _asyncio_runner
+
+    shell = shell or get_ipython()
+    return live(shell) and bool(shell.autoawait) and shell.loop_runner is _asyncio_runner
+
+
+_CELL_CALL = "get_ipython().run_cell_magic('qpu', "
+
+
+def await_qpu_cells(lines: list[str]) -> list[str]:
+    """IPython input transformer: in a kernel, a ``%%qpu`` cell becomes an awaited call of
+    :meth:`QPUMagics.qpu_async`, which IPython then runs as an async cell (module doc)."""
+    if len(lines) == 1 and lines[0].startswith(_CELL_CALL) and awaits_cells():
+        call = f"get_ipython().magics_manager.registry[{QPUMagics.__name__!r}].qpu_async("
+        return [f"await {call}{lines[0][len(_CELL_CALL) :]}"]
+    return lines
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,9 +152,9 @@ class QPUMagics(Magics):
             raise UsageError(f"%qpu {command} takes {high or 'no'} argument{'s' * (high != 1)}")
         client = self.client
         if command == "targets":
-            show(client.targets())
+            show(client.targets(), client)
         elif command == "use":
-            show(client.use(args[0]))
+            show(client.use(args[0]), client)
         elif command == "jobs":
             jobs = client.jobs()
             for job in jobs:
@@ -108,35 +162,71 @@ class QPUMagics(Magics):
             if not jobs:
                 print("no job submitted from this kernel yet")
             else:
-                show(jobs)
+                show(jobs, client)
         elif command == "status":
             job = client.job(*args)
             job.refresh()
-            show(job)
+            show(job, client)
         elif command == "result":
             self._wait(client.job(*args))
         else:
             job = client.job(*args)
             job.cancel()
-            show(job)
+            show(job, client)
 
     def _cell(self, options: argparse.Namespace, cell: str) -> None:
+        job = self._submit(options, cell)
+        panel = show(job, self.client)
+        outcome = job if options.no_wait else self._wait(job, show_result=panel is None)
+        self._store(options.output, outcome)
+
+    async def qpu_async(self, line: str, cell: str) -> None:
+        """``%%qpu`` as a kernel runs it (module doc): the same cell, awaited on the kernel's
+        loop so that its live panel updates while it waits."""
+        try:
+            options = _CELL.parse_args(_split(line))
+            job = self._submit(options, cell)
+            panel = show(job, self.client)
+            outcome: Job | Result | None = job
+            if not options.no_wait:
+                outcome = await self._await(job, panel)
+            self._store(options.output, outcome)
+        except (ClientError, ProgramError, TimeoutError, UsageError) as err:
+            print(f"qpu: {err}", file=sys.stderr)
+
+    def _submit(self, options: argparse.Namespace, cell: str) -> Job:
         program = self._evaluate(cell, options.variable)
-        job = self.client.submit(
+        return self.client.submit(
             program, options.shots, options.target, options.job_class, options.name
         )
-        show(job)
-        outcome = job if options.no_wait else self._wait(job)
-        if options.output and outcome is not None:
-            self.shell.user_ns[options.output] = outcome
 
-    def _wait(self, job: Job) -> Result | None:
+    def _store(self, variable: str | None, outcome: Job | Result | None) -> None:
+        if variable and outcome is not None:
+            self.shell.user_ns[variable] = outcome
+
+    def _wait(self, job: Job, show_result: bool = True) -> Result | None:
         try:
             result = job.result()
         except KeyboardInterrupt:
             print(f"qpu: stopped waiting; job {job.id} goes on (%qpu status {job.id})")
             return None
-        show(result)
+        if show_result:
+            show(result)
+        return result
+
+    async def _await(self, job: Job, panel: object | None) -> Result | None:
+        from qhpc_lab.jupyter.widgets import JobPanel
+
+        try:
+            result = await (panel.wait() if isinstance(panel, JobPanel) else job)
+        except asyncio.CancelledError:  # the kernel's interrupt: stop waiting, keep the job
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            print(f"qpu: stopped waiting; job {job.id} goes on (%qpu status {job.id})")
+            return None
+        if panel is None:
+            show(result)
         return result
 
     def _evaluate(self, cell: str, variable: str | None) -> Any:
@@ -168,5 +258,8 @@ def _split(line: str) -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext qhpc_lab``: register ``%qpu`` and ``%%qpu``."""
+    """``%load_ext qhpc_lab``: register ``%qpu`` and ``%%qpu``, and have kernels await
+    ``%%qpu`` cells."""
     ipython.register_magics(QPUMagics(ipython))
+    if await_qpu_cells not in ipython.input_transformers_post:
+        ipython.input_transformers_post.append(await_qpu_cells)

@@ -1,0 +1,82 @@
+"""The tutorial notebooks under nbval, against a real scheduler on the fast ``test`` profile,
+seen the way a kernel inside a Slurm job with a QPU share sees it (its QRMI variables).
+
+nbval runs in a subprocess (it is a pytest plugin with its own collection); its kernels inherit
+the environment given here. Outputs that vary are not compared (``nbval-ignore-output`` cell
+tags) or sanitised (``notebooks/sanitize.cfg``); the ones that matter — totals of counts,
+states, bitstring sets — are.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qhpc_lab.scheduler.auth import make_token
+from tests.conftest import SECRET, USER, daemon
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+RESOURCE = "qpu"
+"""The QRMI resource name the QPU share gets in the job (the Slurm side chooses it)."""
+
+
+def kernel_environment(scheduler_url: str, tmp_path: Path) -> dict[str, str]:
+    """This process's environment without any QPU discovery of its own, plus a Slurm job's
+    QRMI variables for the scheduler at ``scheduler_url``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("QRMI_", "SLURM_", "QHPC_")) and "_QRMI_" not in key
+    }
+    empty = tmp_path / "targets.toml"  # no targets file of the user's
+    empty.write_text("")
+    env.update(
+        {
+            "QRMI_JOB_QPU_RESOURCES": RESOURCE,
+            "QRMI_JOB_QPU_TYPES": "pasqal-local",
+            f"{RESOURCE}_QRMI_WARDEN_URL": scheduler_url,
+            "QRMI_JOB_ID": "4242",
+            "QHPC_TOKEN": make_token(SECRET, USER),
+            "QHPC_TARGETS_FILE": str(empty),
+        }
+    )
+    return env
+
+
+@pytest.mark.slow
+def test_tutorial_notebooks_run_and_keep_their_outputs(tmp_path: Path) -> None:
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert [n.name for n in notebooks] == [
+        "01-getting-started.ipynb",
+        "02-scheduler.ipynb",
+        "03-qiskit-and-qadence.ipynb",
+    ]
+    with daemon(tmp_path) as scheduler:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--nbval",
+                "--nbval-current-env",
+                "--nbval-sanitize-with",
+                str(NOTEBOOKS / "sanitize.cfg"),
+                "--nbval-cell-timeout",
+                "240",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                *map(str, notebooks),
+            ],
+            env=kernel_environment(scheduler.url, tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout
