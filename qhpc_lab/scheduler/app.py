@@ -10,9 +10,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qhpc_lab.eventstream import StreamEvent, server_sent_event
 from qhpc_lab.programs import Program, ProgramError
 from qhpc_lab.qpu import DeviceProfile
 from qhpc_lab.qpu.emulated import EmulatedQPU
@@ -55,6 +57,15 @@ async def _admin(who: Annotated[Identity, Depends(_identity)]) -> Identity:
 User = Annotated[Identity, Depends(_identity)]
 Admin = Annotated[Identity, Depends(_admin)]
 WardenSession = Annotated[str | None, Header(alias="X-Warden-Session")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=128,
+        description="A retried submission with the same key returns the first job.",
+    ),
+]
+HEARTBEAT_S = 15
 
 
 # -- assembly --------------------------------------------------------------------------------
@@ -113,7 +124,7 @@ def create_app(
 
     @app.exception_handler(SchedulerError)
     async def scheduler_error(_request: Request, err: SchedulerError) -> JSONResponse:
-        return _error(err.status, str(err), err.rule)
+        return _error(err.status, str(err), err.rule, err.retry_after)
 
     @app.exception_handler(AuthError)
     async def auth_error(_request: Request, err: AuthError) -> JSONResponse:
@@ -138,20 +149,20 @@ def create_app(
 
     @app.post("/accessible", response_model=AccessibleOut, tags=["warden", "admin"])
     async def post_accessible(body: AccessibleIn, _who: Admin) -> dict[str, Any]:
-        sched.set_accessible(body.is_accessible, body.message)
+        await sched.set_accessible(body.is_accessible, body.message)
         return {"is_accessible": sched.accessible, "message": sched.message}
 
     @app.post("/sessions", response_model=SessionOut, tags=["warden", "admin"])
     async def post_session(body: SessionIn, _who: Admin) -> dict[str, Any]:
         job = body.slurm_job_id if body.slurm_job_id is not None else body.scheduler_job_id
-        session = sched.open_session(
+        session = await sched.open_session(
             str(body.user_id), None if job is None else str(job), body.qpu_slots
         )
         return _session_view(session)
 
     @app.get("/sessions", response_model=list[SessionOut], tags=["admin"])
     async def get_sessions(_who: Admin, active: bool | None = None) -> list[dict[str, Any]]:
-        return [_session_view(s) for s in sched.store.list_sessions(active)]
+        return [_session_view(s) for s in await sched.db(sched.store.list_sessions, active)]
 
     @app.delete("/sessions/{session_id}", response_model=SessionOut, tags=["warden"])
     async def delete_session(
@@ -161,19 +172,24 @@ def create_app(
     ) -> dict[str, Any]:
         """Revoke a session; its queued jobs are cancelled with ``reason`` (the Slurm Epilog
         says "Slurm job ended")."""
-        session = sched.store.get_session(session_id)
+        session = await sched.get_session(session_id)
         if session is None or (session.user_id != who.user_id and not who.admin):
             raise SchedulerError(404, f"session {session_id} not found")
-        return _session_view(sched.revoke_session(session_id, reason))
+        return _session_view(await sched.revoke_session(session_id, reason))
 
     @app.delete("/sessions", response_model=SessionOut, tags=["warden", "admin"])
     async def delete_session_by_header(_who: Admin, session_id: WardenSession = None) -> Any:
         if session_id is None:
             raise SchedulerError(403, "missing X-Warden-Session header", "session")
-        return _session_view(sched.revoke_session(session_id, "session released"))
+        return _session_view(await sched.revoke_session(session_id, "session released"))
 
     @app.post("/jobs", response_model=JobOut, tags=["warden"])
-    async def post_job(body: JobIn, who: User, session_id: WardenSession = None) -> JSONResponse:
+    async def post_job(
+        body: JobIn,
+        who: User,
+        session_id: WardenSession = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         try:
             program = Program(
                 body.format, body.sequence, body.shots, body.name, body.variables or {}
@@ -181,28 +197,41 @@ def create_app(
         except ProgramError as err:
             sched.metrics.rejected += 1
             raise SchedulerError(422, str(err), err.rule) from None
-        job = sched.submit(
+        job = await sched.submit(
             who.user_id,
             who.admin,
             session_id,
             program,
             body.job_class,
             body.max_calibration_age_s,
+            idempotency_key,
         )
         return JSONResponse(sched.job_view(job))
 
     @app.get("/jobs", response_model=list[JobOut], tags=["warden"])
-    async def get_jobs(who: User, status: str | None = None, limit: int = 100) -> JSONResponse:
-        jobs = sched.list_jobs(who.user_id, who.admin, status, min(max(limit, 1), 1000))
-        return JSONResponse([sched.job_view(j) for j in jobs])
+    async def get_jobs(
+        request: Request,
+        who: User,
+        status: str | None = None,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+        before_id: Annotated[int | None, Query(ge=1)] = None,
+    ) -> JSONResponse:
+        """All of the caller's jobs, newest first, as Warden lists them. ``limit`` asks for a
+        page; a full page carries a ``Link: <...>; rel="next"`` header to the next one."""
+        jobs = await sched.list_jobs(who.user_id, who.admin, status, limit, before_id)
+        headers = {}
+        if limit is not None and len(jobs) == limit:
+            following = request.url.include_query_params(before_id=jobs[-1].id)
+            headers["Link"] = f'<{following}>; rel="next"'
+        return JSONResponse([sched.job_view(j) for j in jobs], headers=headers)
 
     @app.get("/jobs/{job_id}", response_model=JobOut, tags=["warden"])
     async def get_job(job_id: int, who: User) -> JSONResponse:
-        return JSONResponse(sched.job_view(sched.get_job(job_id, who.user_id, who.admin)))
+        return JSONResponse(sched.job_view(await sched.get_job(job_id, who.user_id, who.admin)))
 
     @app.get("/jobs/{job_id}/logs", response_model=LogsOut, tags=["warden"])
     async def get_logs(job_id: int, who: User) -> dict[str, str]:
-        job = sched.get_job(job_id, who.user_id, who.admin)
+        job = await sched.get_job(job_id, who.user_id, who.admin)
         lines = [
             f"job {job.id} ({job.format}, {job.shots} shots, class {job.job_class}): "
             f"{job.status}, {job.shots_done}/{job.shots} shots done"
@@ -214,7 +243,8 @@ def create_app(
     @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"])
     async def cancel_job(job_id: int, who: User) -> JSONResponse:
         reason = "canceled by an administrator" if who.admin else "canceled by user"
-        return JSONResponse(sched.job_view(sched.cancel(job_id, who.user_id, who.admin, reason)))
+        job = await sched.cancel(job_id, who.user_id, who.admin, reason)
+        return JSONResponse(sched.job_view(job))
 
     @app.get("/qpu/specs", response_model=SpecsOut, tags=["warden"])
     async def get_specs() -> dict[str, str]:
@@ -223,14 +253,27 @@ def create_app(
     # -- extensions ------------------------------------------------------------------------
 
     @app.get("/device", tags=["qhpc"])
-    async def get_device() -> dict[str, Any]:
-        return sched.device_info()
+    async def get_device(request: Request) -> dict[str, Any]:
+        """The device, queue depth and dispatcher health; the running job's id only to its
+        owner or an administrator (an anonymous caller sees its class)."""
+        who = await _optional_identity(request)
+        return sched.device_info(who and who.user_id, bool(who and who.admin))
 
-    @app.get("/events", tags=["qhpc"], response_class=StreamingResponse)
-    async def get_events(who: User) -> StreamingResponse:
-        return StreamingResponse(
-            sched.bus.subscribe(who.user_id, who.admin),
-            media_type="text/event-stream",
+    @app.get("/events", tags=["qhpc"], response_class=EventSourceResponse)
+    async def get_events(
+        who: User,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+    ) -> EventSourceResponse:
+        """Server-sent events: ``job`` (the caller's jobs), ``device``, ``queue`` (coalesced,
+        personal: own positions and ETAs, anonymous aggregates) and ``reset``; see
+        docs/scheduler.md. Reconnect with ``Last-Event-ID`` to resume."""
+        events = sched.bus.subscribe(
+            who.user_id, who.admin, last_event_id, sched.device_info(who.user_id, who.admin)
+        )
+        return EventSourceResponse(
+            _sse(events),
+            ping=HEARTBEAT_S,
+            sep="\n",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
@@ -239,15 +282,23 @@ def create_app(
         info = sched.device_info()
         text = sched.metrics.render(
             info["queue_depth"],
-            sched.store.count_by_status(),
+            await sched.db(sched.store.count_by_status),
             info["state"],
             info["calibration_age_s"],
         )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/health", tags=["qhpc"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> JSONResponse:
+        """200 while the dispatcher makes progress; 503 with the reason while it is stalled
+        (the database unreachable, say). Answered from memory: it never waits on the store."""
+        if sched.health.ok:
+            return JSONResponse({"status": "ok", "dispatcher": sched.health.view()})
+        return JSONResponse(
+            {"status": "stalled", "dispatcher": sched.health.view()},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.get("/admin/policy", tags=["admin"])
     async def get_policy(_who: Admin) -> dict[str, Any]:
@@ -255,7 +306,7 @@ def create_app(
 
     @app.put("/admin/policy", tags=["admin"])
     async def put_policy(body: PolicyIn, _who: Admin) -> dict[str, Any]:
-        return sched.set_policy(body.model_dump(exclude_none=True))
+        return await sched.set_policy(body.model_dump(exclude_none=True))
 
     @app.get("/admin/accounting", tags=["admin"])
     async def get_accounting(
@@ -266,7 +317,7 @@ def create_app(
     ) -> dict[str, Any]:
         """Shots, QPU-seconds and waits per user or Slurm job, for jobs submitted in
         [since, until) (Unix times; open-ended when left out)."""
-        rows = sched.store.accounting(since, until, by)
+        rows = await sched.db(sched.store.accounting, since, until, by)
         return {"since": since, "until": until, "by": by, "rows": rows}
 
     @app.post("/admin/calibrate", tags=["admin"])
@@ -276,12 +327,12 @@ def create_app(
 
     @app.post("/admin/drain", tags=["admin"])
     async def drain(_who: Admin) -> dict[str, Any]:
-        sched.set_draining(True)
+        await sched.set_draining(True)
         return sched.device_info()
 
     @app.post("/admin/resume", tags=["admin"])
     async def resume(_who: Admin) -> dict[str, Any]:
-        sched.set_draining(False)
+        await sched.set_draining(False)
         return sched.device_info()
 
     return app
@@ -334,8 +385,25 @@ class PayloadLimit:
         return await self.app(scope, receive, send)
 
 
-def _error(status: int, detail: str, rule: str | None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "rule": rule}, status_code=status)
+def _error(
+    status: int, detail: str, rule: str | None, retry_after: float | None = None
+) -> JSONResponse:
+    headers = None if retry_after is None else {"Retry-After": str(round(retry_after))}
+    return JSONResponse({"detail": detail, "rule": rule}, status_code=status, headers=headers)
+
+
+async def _optional_identity(request: Request) -> Identity | None:
+    """The caller when credentials came with the request; None for an anonymous one."""
+    munge_cred = request.headers.get("x-munge-cred")
+    authorization = request.headers.get("authorization")
+    if not munge_cred and not authorization:
+        return None
+    return await _identity(request, munge_cred, authorization)
+
+
+async def _sse(events: AsyncIterator[StreamEvent]) -> AsyncIterator[ServerSentEvent]:
+    async for event in events:
+        yield server_sent_event(event)
 
 
 def _session_view(session: SessionRow) -> dict[str, Any]:

@@ -43,6 +43,16 @@ class SchedulerConfig:
     """Half-life of the QPU usage that fair share between sessions weighs."""
     min_calibration_age_s: float = 60.0
     """Floor on a job's max_calibration_age_s, so no job can keep the QPU calibrating."""
+    max_queued_jobs_per_user: int = 5000
+    """Jobs one user may have waiting or running (0: no limit); more is refused with 429.
+    A parameter sweep is thousands of jobs: the default lets one through and stops a runaway
+    loop before it buries everyone else's work."""
+    max_queued_shots_per_user: int = 10_000_000
+    """Shots one user may have queued (0: no limit)."""
+    max_queued_jobs_per_session: int = 5000
+    """Jobs one session (one Slurm job) may have queued (0: no limit)."""
+    max_queued_shots_per_session: int = 10_000_000
+    """Shots one session may have queued (0: no limit)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.auth, str):
