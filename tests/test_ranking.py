@@ -225,3 +225,19 @@ def test_long_fifos_split_into_blocks_and_shrink_back() -> None:
         position, eta = ranked.position(job.id, model.device, model.now)
         assert position == estimates[job.id][0]
         assert math.isclose(eta, estimates[job.id][1], rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_a_job_past_its_bound_lets_an_equally_aged_lower_class_run() -> None:
+    """Production aged to development's effective priority (10 + 20 chunks = 30) still ranks
+    after it, but runs while the development job waits for a calibration."""
+    config = PolicyConfig(min_calibration_age_s=0.5)
+    model = Model(config=config, device=device(calibration_interval_s=64.0), now=6.0)
+    ranked = RankedQueue(config)
+    apply(model, ranked, ("submit", "development", "s0", "u0", 8, 0, 1.0, 1.0))
+    apply(model, ranked, ("submit", "production", "s1", "u1", 8, 0, 5.0, None))
+    served = QueuedJob(99, "u0", "s0", "development", 4, 0, 5.0)
+    model.usage = policy.record_chunk(model.usage, served, 5.75, 6.0, config)
+    ranked.record_chunk(served, 5.75, 6.0)
+    assert [j.id for j in ranked.ranked(model.device, model.now)] == [1, 2]
+    assert ranked.decide(model.device, model.now) == policy.RunChunk(2, 4)
+    check(model, ranked)

@@ -71,10 +71,12 @@ class _Fifo:
         self._maxes: list[_Arrival] = []
         self.count = 0
         self.total = 0
-        self.bounded: SortedList = SortedList()
-        """The arrivals of jobs with a calibration-age bound."""
+        self.unbounded: SortedList = SortedList()
+        """The arrivals of jobs without a calibration-age bound."""
+        self.bounded: dict[float, SortedList] = {}
+        """The arrivals of jobs with a calibration-age bound, by bound (a sweep shares one)."""
 
-    def add(self, arrival: _Arrival, shots: int, bounded: bool) -> None:
+    def add(self, arrival: _Arrival, shots: int, bound: float | None) -> None:
         if not self._blocks:
             self._blocks.append([arrival])
             self._shots.append([shots])
@@ -97,10 +99,12 @@ class _Fifo:
                 self._maxes[b : b + 1] = [block[half - 1], block[-1]]
         self.count += 1
         self.total += shots
-        if bounded:
-            self.bounded.add(arrival)
+        if bound is None:
+            self.unbounded.add(arrival)
+        else:
+            self.bounded.setdefault(bound, SortedList()).add(arrival)
 
-    def remove(self, arrival: _Arrival) -> int:
+    def remove(self, arrival: _Arrival, bound: float | None) -> int:
         """Remove a job; its remaining shots as added."""
         b = bisect_left(self._maxes, arrival)
         block = self._blocks[b]
@@ -114,8 +118,26 @@ class _Fifo:
             del self._blocks[b], self._shots[b], self._sums[b], self._maxes[b]
         self.count -= 1
         self.total -= shots
-        self.bounded.discard(arrival)
+        if bound is None:
+            self.unbounded.remove(arrival)
+        else:
+            self.bounded[bound].remove(arrival)
+            if not self.bounded[bound]:
+                del self.bounded[bound]
         return shots
+
+    def first_runnable(self, calibration_age_s: float, config: PolicyConfig) -> _Arrival | None:
+        """The first job that may start a shot at this calibration age (:func:`policy.age_bound`),
+        in O(distinct bounds): jobs past their bound are skipped without being visited."""
+        first = self.unbounded[0] if self.unbounded else None
+        for bound, arrivals in self.bounded.items():
+            within = max(bound, config.min_calibration_age_s) >= calibration_age_s
+            if within and (first is None or arrivals[0] < first):
+                first = arrivals[0]
+        return first
+
+    def bounded_arrivals(self) -> Iterator[_Arrival]:
+        return itertools.chain.from_iterable(self.bounded.values())
 
     def ahead(self, arrival: _Arrival) -> tuple[int, int]:
         """Jobs, and their remaining shots, that arrived before ``arrival``."""
@@ -184,19 +206,18 @@ class _Index:
         if fifo is None:
             fifo = cls.units[unit] = _Fifo()
             insort(cls.order, (key, unit))
-        bounded = job.max_calibration_age_s is not None
-        fifo.add(_arrival(job), job.remaining, bounded)
+        fifo.add(_arrival(job), job.remaining, job.max_calibration_age_s)
         cls.arrivals.add(_arrival(job))
         cls.count += 1
         cls.total += job.remaining
         self.count += 1
-        self.bounded += bounded
+        self.bounded += job.max_calibration_age_s is not None
 
     def remove(self, job: QueuedJob, key: float) -> None:
         cls = self.classes[job.job_class]
         unit = _unit(job)
         fifo = cls.units[unit]
-        cls.total -= fifo.remove(_arrival(job))
+        cls.total -= fifo.remove(_arrival(job), job.max_calibration_age_s)
         cls.arrivals.remove(_arrival(job))
         cls.count -= 1
         self.count -= 1
@@ -399,10 +420,14 @@ class RankedQueue:
         tiers = index.tiers(device, now, self._config, self._usage)
         age = now - device.calibrated_at
         for tier in itertools.takewhile(lambda t: t.priority == tiers[0].priority, tiers):
-            for _, job_id in tier.arrivals():
-                job = self._jobs[job_id]
-                within_age = policy.shots_within_age(job, age, device.time_per_shot_s, self._config)
-                if within_age:
+            for _, group in itertools.groupby(tier.units(), key=lambda pair: pair[0]):
+                firsts = [fifo.first_runnable(age, self._config) for _, fifo in group]
+                first = min((arrival for arrival in firsts if arrival is not None), default=None)
+                if first is not None:
+                    job = self._jobs[first[1]]
+                    within_age = policy.shots_within_age(
+                        job, age, device.time_per_shot_s, self._config
+                    )
                     shots = min(job.remaining, device.chunk_shots, before_window, within_age)
                     return RunChunk(job.id, shots)
         return Calibrate()
@@ -463,7 +488,7 @@ class RankedQueue:
             (tier_index, key, arrival)
             for tier_index, tier in enumerate(tiers[: rank[0] + 1])
             for key, fifo in tier.units()
-            for arrival in fifo.bounded
+            for arrival in fifo.bounded_arrivals()
         ]
         return sorted(r for r in ranks if r <= rank)
 
