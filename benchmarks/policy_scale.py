@@ -8,6 +8,8 @@ they do once the daemon has run a while), then times, median of repeated calls:
   ``RankedQueue.decide``;
 - one job's queue position and ETA: ``policy.estimates(list(queue), ...)`` (computed for the
   whole queue to answer one job) against ``RankedQueue.position`` for a job in the middle;
+- with ``--bounded``, a share of the jobs carries a calibration-age bound they are past, so
+  decisions skip them and ETAs replay them;
 - RankedQueue's bookkeeping per event: ``add`` and ``remove`` of a job, ``update`` after a
   chunk, and ``record_chunk`` (which re-sorts the accounts).
 
@@ -50,7 +52,9 @@ def median_us(call: Callable[[], object], repeat: int) -> float:
     return statistics.median(samples) / 1000
 
 
-def build(jobs: int, sessions: int, rng: random.Random) -> tuple[list[QueuedJob], RankedQueue]:
+def build(
+    jobs: int, sessions: int, bounded: float, rng: random.Random
+) -> tuple[list[QueuedJob], RankedQueue]:
     config = PolicyConfig()
     queue = RankedQueue(config)
     for s in range(sessions):
@@ -68,6 +72,7 @@ def build(jobs: int, sessions: int, rng: random.Random) -> tuple[list[QueuedJob]
             shots=rng.randint(100, 1000),
             shots_done=0,
             created_at=n * 0.01,
+            max_calibration_age_s=60.0 if rng.random() < bounded else None,
         )
         for n in range(jobs)
     ]
@@ -76,9 +81,9 @@ def build(jobs: int, sessions: int, rng: random.Random) -> tuple[list[QueuedJob]
     return queued, queue
 
 
-def measure(jobs: int, sessions: int, seed: int) -> dict[str, float]:
+def measure(jobs: int, sessions: int, bounded: float, seed: int) -> dict[str, float]:
     rng = random.Random(seed)
-    queued, queue = build(jobs, sessions, rng)
+    queued, queue = build(jobs, sessions, bounded, rng)
     now = jobs * 0.01 + 200.0
     device = dataclasses.replace(DEVICE, calibrated_at=now - 100.0)  # mid-window
     slots, usage, config = dict(queue.slots), queue.usage, queue.config
@@ -130,6 +135,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[10, 100, 1000, 10_000, 50_000])
     parser.add_argument("--sessions", type=int, nargs="+", default=[10, 100])
+    parser.add_argument(
+        "--bounded",
+        type=float,
+        default=0.0,
+        help="share of jobs with a 60 s calibration-age bound, past it at the measured instant",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -142,7 +153,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for sessions in args.sessions:
         for jobs in args.jobs:
-            r = measure(jobs, sessions, args.seed)
+            r = measure(jobs, sessions, args.bounded, args.seed)
             print(
                 f"| {jobs} | {sessions} | {r['decide_old']:.1f} | {r['decide_new']:.1f} "
                 f"| {r['decide_old'] / r['decide_new']:.0f}× "

@@ -450,10 +450,9 @@ class RankedQueue:
         count, shots = self._ahead(tiers, rank)
         t, calibrated_at = now, device.calibrated_at
         done = 0
-        for bounded_rank in self._bounded_ahead(tiers, rank):
-            _, bounded_shots = self._ahead(tiers, bounded_rank)
+        for bounded_id, bounded_shots in self._bounded_ahead(tiers, rank):
             t, calibrated_at = _advance(t, calibrated_at, bounded_shots - done, device)
-            bounded = self._jobs[bounded_rank[2][1]]
+            bounded = self._jobs[bounded_id]
             t, calibrated_at = policy.run_through(bounded, t, calibrated_at, device, self._config)
             done = bounded_shots + bounded.remaining
         if job.max_calibration_age_s is None:
@@ -480,17 +479,25 @@ class RankedQueue:
 
     def _bounded_ahead(
         self, tiers: list[_Tier], rank: tuple[int, float, _Arrival]
-    ) -> list[tuple[int, float, _Arrival]]:
-        """The ranks of the bounded jobs ranked before ``rank``, and its own if bounded."""
+    ) -> list[tuple[int, int]]:
+        """The bounded jobs ranked before ``rank`` (and its own job if bounded), in order, each
+        with the remaining shots ranked before it: one pass over the units, then per bounded
+        job a prefix sum in each unit tied with its own."""
         if not self._all.bounded:
             return []
-        ranks = [
-            (tier_index, key, arrival)
-            for tier_index, tier in enumerate(tiers[: rank[0] + 1])
-            for key, fifo in tier.units()
-            for arrival in fifo.bounded_arrivals()
-        ]
-        return sorted(r for r in ranks if r <= rank)
+        found: list[tuple[int, int]] = []
+        shots = 0
+        for tier_index, tier in enumerate(tiers[: rank[0] + 1]):
+            for key, group in itertools.groupby(tier.units(), key=lambda pair: pair[0]):
+                if (tier_index, key) > rank[:2]:
+                    return found
+                fifos = [fifo for _, fifo in group]
+                for arrival in sorted(itertools.chain(*(f.bounded_arrivals() for f in fifos))):
+                    if (tier_index, key, arrival) > rank:
+                        return found
+                    found.append((arrival[1], shots + sum(f.ahead(arrival)[1] for f in fifos)))
+                shots += sum(fifo.total for fifo in fifos)
+        return found
 
 
 def _advance(t: float, calibrated_at: float, shots: int, device: DeviceView) -> tuple[float, float]:
