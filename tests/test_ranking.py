@@ -156,6 +156,7 @@ def check(model: Model, ranked: RankedQueue) -> None:
         queue, model.slots, device, now, config, usage
     )
     estimates = policy.estimates(queue, device, now, config, model.slots, usage)
+    assert ranked.estimates(device, now) == estimates
     for job_id, (position, eta) in estimates.items():
         got = ranked.position(job_id, device, now)
         assert got is not None

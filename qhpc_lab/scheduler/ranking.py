@@ -459,6 +459,17 @@ class RankedQueue:
             t, calibrated_at = _advance(t, calibrated_at, shots + job.remaining - done, device)
         return count + 1, max(0.0, t - now)
 
+    def estimates(self, device: DeviceView, now: float) -> dict[int, tuple[int, float]]:
+        """``policy.estimates`` for every queued job, in one pass over the kept order (O(n), no
+        sort): for listing many jobs at once, where :meth:`position` would replay the bounded
+        jobs ahead of each."""
+        result: dict[int, tuple[int, float]] = {}
+        t, calibrated_at = now, device.calibrated_at
+        for position, job in enumerate(self.ranked(device, now), start=1):
+            t, calibrated_at = policy.run_through(job, t, calibrated_at, device, self._config)
+            result[job.id] = (position, max(0.0, t - now))
+        return result
+
     @staticmethod
     def _ahead(tiers: list[_Tier], rank: tuple[int, float, _Arrival]) -> tuple[int, int]:
         """Jobs, and their remaining shots, ranked before ``rank`` = (tier, key, arrival)."""
