@@ -2,7 +2,9 @@
 
 No I/O, no wall clock, no randomness: the dispatcher, the tests and the simulation benchmark
 (``benchmarks/simulate.py``) call the same functions with real or virtual time, so what the
-benchmark measures is what the daemon does. Ordering is decided here and nowhere else.
+benchmark measures is what the daemon does. Ordering is decided here and nowhere else: the
+dispatcher's :class:`~qhpc_lab.scheduler.ranking.RankedQueue` keeps this order incrementally,
+and these functions stay its definition (``tests/test_ranking.py`` holds it to them).
 
 The rules, in the order :func:`decide` applies them (docs/policy.md explains each one):
 
