@@ -60,10 +60,10 @@ def emulations(qpu: EmulatedQPU, monkeypatch: pytest.MonkeyPatch) -> list[list[s
     seen: list[list[str]] = []
     original = qpu._sample
 
-    async def spy(program: Program, shots: int) -> list[str]:
-        samples = await original(program, shots)
+    async def spy(program: Program, shots: int) -> tuple[list[str], float]:
+        samples, seconds = await original(program, shots)
         seen.append(list(samples))
-        return samples
+        return samples, seconds
 
     monkeypatch.setattr(qpu, "_sample", spy)
     return seen
