@@ -41,6 +41,8 @@ _QUBITS = re.compile(
 _PHYSICAL = re.compile(r"\$(\d+)")
 _LITERAL_BEFORE = re.compile(r"(?:[=,(\[{]|\bin)\s*$")
 _BRACE = re.compile(r"[{}]")
+_HEADER = re.compile(r"^(?:OPENQASM|include|qubit|qreg|bit|creg)\b")
+"""Statements that run nothing: they count towards the text's size, not its operations."""
 _WHILE = re.compile(r"^while\b")
 _DIGIT_SEPARATOR = re.compile(r"(?<=\d)_(?=\d)")
 
@@ -95,8 +97,9 @@ def check_qasm3(body: str, device_name: str, max_atoms: int | None) -> None:
                     f"circuit declares {qubits} qubits; the limit is {QASM_MAX_QUBITS}",
                     "qasm_qubits",
                 )
-            called = sum(costs.get(name, 0) for name in _IDENTIFIER.findall(statement))
-            frames[-1].cost += 1 + called
+            if not _HEADER.match(statement):
+                called = sum(costs.get(name, 0) for name in _IDENTIFIER.findall(statement))
+                frames[-1].cost += 1 + called
             operations = max(statements, _unrolled(frames))
             if operations > QASM_MAX_OPERATIONS:
                 raise ProgramError(

@@ -381,4 +381,4 @@ def _check_layout(layout: Any, atoms: int, device: DeviceSpec) -> None:
 def _microns(value: float, limit: float) -> str:
     """Two decimals, or enough to tell the value from a limit it rounds to."""
     short = f"{value:.2f}"
-    return short if short != f"{limit:.2f}" else f"{value:.7f}"
+    return short if short != f"{limit:.2f}" else f"{value:.8f}"
