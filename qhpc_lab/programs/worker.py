@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
-import ctypes
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -64,15 +61,21 @@ def rss_bytes(pid: int) -> int:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """A parent killed with SIGKILL must not leave its worker behind.
+    """A parent killed with SIGKILL must not leave its worker behind, even mid-request.
 
-    The death signal covers only a parent that dies after it is set; a parent killed while
-    this worker was still starting is gone already, and the worker would wait forever.
+    A thread watches the parent's pid, because ``PR_SET_PDEATHSIG`` fires when the parent
+    *thread* ends, and workers are replaced from short-lived helper threads.
     """
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_PARENT_POLL_S)
         os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+_PARENT_POLL_S = 0.5
 
 
 def _serve(
