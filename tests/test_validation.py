@@ -352,7 +352,7 @@ async def test_concurrent_identical_misses_share_one_check(
 
 @pytest.mark.anyio
 async def test_validation_past_its_budget_is_refused_and_the_worker_replaced(
-    spec: DeviceSpec, validator: None
+    spec: DeviceSpec, validator: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # ~4900 gates: about 2.5 s in Qiskit's importer, far past a 0.2 s budget.
     await validate_async(_qasm(2, qubits=2), spec)  # a warm worker: its start is not counted
@@ -363,3 +363,12 @@ async def test_validation_past_its_budget_is_refused_and_the_worker_replaced(
     assert "time budget of 0.2 s" in str(err.value)
     assert validation_worker_pid() not in (None, before)
     assert (await validate_async(_qasm(5, qubits=3), spec)).num_qubits == 3
+
+    async def no_worker(*args: object) -> object:
+        raise AssertionError("the worker was asked")
+
+    # Resubmitted, the refused program does not cost the worker its budget again.
+    monkeypatch.setattr(validation._VALIDATOR, "call_async", no_worker)
+    with pytest.raises(ProgramError) as again:
+        await validate_async(_qasm(4900), spec, budget_s=0.2)
+    assert again.value.rule == "validation_budget"

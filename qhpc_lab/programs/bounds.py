@@ -20,7 +20,7 @@ from qhpc_lab.programs.envelope import DeviceRuleViolation, ProgramError
 QASM_MAX_OPERATIONS = 5_000
 """Statements an OpenQASM 3 program may execute once loops and gate calls are unrolled.
 
-At this size Qiskit's importer needs about 2.5 s (docs/policy.md, "Program budgets")."""
+At this size Qiskit's importer needs about 2.5 s (docs/scheduler.md, "Program budgets")."""
 
 QASM_MAX_QUBITS = 64
 """Qubits an OpenQASM 3 program may declare on a device that states no atom limit."""

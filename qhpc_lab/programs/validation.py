@@ -103,6 +103,9 @@ async def validate_async(
     facts = _FACTS.get(key)
     if facts is not None:
         return facts
+    refusal = _REFUSED.get(key)
+    if refusal is not None:
+        return _answer(refusal)
     misses, in_flight = _loop_state()
     pending = in_flight.get(key)
     if pending is None:
@@ -111,10 +114,14 @@ async def validate_async(
             _validate_in_worker(program, device, budget_s, memory_bytes, misses)
         )
         in_flight[key] = pending
-        pending.add_done_callback(lambda _: in_flight.pop(key, None))
-    facts = await asyncio.shield(pending)
-    _remember(key, facts)
-    return facts
+
+        def settled(done: asyncio.Future[tuple[Any, ...]]) -> None:
+            in_flight.pop(key, None)
+            if not done.cancelled() and done.exception() is None:
+                _remember(key, done.result())
+
+        pending.add_done_callback(settled)
+    return _answer(await asyncio.shield(pending))
 
 
 def start_validation_worker() -> None:
@@ -134,13 +141,14 @@ def validation_worker_pid() -> int | None:
 
 _Key = tuple[str, str, str, str]
 _FACTS: dict[_Key, ProgramFacts] = {}
+_REFUSED: dict[_Key, tuple[Any, ...]] = {}
 _FACTS_LIMIT = 2048
 _LOOPS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[asyncio.Lock, dict[_Key, asyncio.Future[ProgramFacts]]]
+    asyncio.AbstractEventLoop, tuple[asyncio.Lock, dict[_Key, asyncio.Future[tuple[Any, ...]]]]
 ] = weakref.WeakKeyDictionary()
 
 
-def _loop_state() -> tuple[asyncio.Lock, dict[_Key, asyncio.Future[ProgramFacts]]]:
+def _loop_state() -> tuple[asyncio.Lock, dict[_Key, asyncio.Future[tuple[Any, ...]]]]:
     """This event loop's queue for the worker (one miss at a time holds a helper thread; the
     others wait on the loop, in order) and its checks in flight (asyncio objects belong to
     one loop; tests run many)."""
@@ -169,10 +177,25 @@ def _cache_key(program: Program, device: DeviceSpec) -> _Key:
     return (program.format, body, variables, device.json)
 
 
-def _remember(key: _Key, facts: ProgramFacts) -> None:
-    if len(_FACTS) >= _FACTS_LIMIT:
-        _FACTS.clear()
-    _FACTS[key] = facts
+def _remember(key: _Key, answer: ProgramFacts | tuple[Any, ...]) -> None:
+    """Keep a success, or (from the worker) a refusal: a hostile program resubmitted must not
+    cost the worker its budget again."""
+    if isinstance(answer, tuple) and answer[0] == "ok":
+        answer = ProgramFacts(num_qubits=answer[1], duration_ns=answer[2])
+    kept: dict[_Key, Any] = _FACTS if isinstance(answer, ProgramFacts) else _REFUSED
+    if len(kept) >= _FACTS_LIMIT:
+        kept.clear()
+    kept[key] = answer
+
+
+def _answer(answer: tuple[Any, ...]) -> ProgramFacts:
+    """A worker's answer as facts, or as the refusal it reports."""
+    if answer[0] == "ok":
+        return ProgramFacts(num_qubits=answer[1], duration_ns=answer[2])
+    _, rule, message, device_rule = answer
+    if device_rule:
+        raise DeviceRuleViolation(rule, message)
+    raise ProgramError(message, rule)
 
 
 def _scan(program: Program, device: DeviceSpec) -> None:
@@ -188,7 +211,9 @@ async def _validate_in_worker(
     budget_s: float,
     memory_bytes: int,
     misses: asyncio.Lock,
-) -> ProgramFacts:
+) -> tuple[Any, ...]:
+    """The worker's answer as plain data (see :func:`_validate_request`); an overrun or a
+    crash is a refusal too."""
     async with misses:
         try:
             answer, _ = await _VALIDATOR.call_async(
@@ -196,23 +221,17 @@ async def _validate_in_worker(
             )
         except BudgetExceeded as err:
             limit = f"{budget_s:g} s" if err.what == "time" else f"{memory_bytes / 2**20:g} MB"
-            raise ProgramError(
+            message = (
                 f"validating the program exceeded its {err.what} budget of {limit}; "
-                "make it smaller or simpler",
-                "validation_budget",
-            ) from None
+                "make it smaller or simpler"
+            )
+            return ("refused", "validation_budget", message, False)
         except WorkerDied:
-            raise ProgramError(
-                "the validator died while checking this program", "validation_budget"
-            ) from None
+            message = "the validator died while checking this program"
+            return ("refused", "validation_budget", message, False)
         except RuntimeError as err:  # the SDK raised where validate does not catch it
-            raise ProgramError(f"the program could not be checked: {err}", "body") from None
-    if answer[0] == "ok":
-        return ProgramFacts(num_qubits=answer[1], duration_ns=answer[2])
-    _, rule, message, device_rule = answer
-    if device_rule:
-        raise DeviceRuleViolation(rule, message)
-    raise ProgramError(message, rule)
+            return ("refused", "body", f"the program could not be checked: {err}", False)
+    return answer
 
 
 _DEVICES: dict[str, DeviceSpec] = {}

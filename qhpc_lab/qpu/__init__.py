@@ -38,7 +38,7 @@ class Drift:
 
 @dataclass(frozen=True)
 class EmulationBudget:
-    """What one chunk's emulation may cost before the job is ended (docs/policy.md).
+    """What one chunk's emulation may cost before its job is ended (docs/scheduler.md).
 
     Wall time: ``max(time_floor_s, time_factor × shots emulated × time_per_shot_s)``, i.e. a
     multiple of what the device itself would spend, with a floor for the engines' fixed costs.
