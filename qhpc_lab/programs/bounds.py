@@ -10,6 +10,7 @@ bound: both branches of an ``if`` count, and every loop runs its whole range.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import operator
 import re
@@ -41,6 +42,7 @@ _QUBITS = re.compile(
 _PHYSICAL = re.compile(r"\$(\d+)")
 _LITERAL_BEFORE = re.compile(r"(?:[=,(\[{]|\bin)\s*$")
 _BRACE = re.compile(r"[{}]")
+_ZEROS = itertools.repeat(0)
 _HEADER = re.compile(r"^(?:OPENQASM|include|qubit|qreg|bit|creg)\b")
 """Statements that run nothing: they count towards the text's size, not its operations."""
 _WHILE = re.compile(r"^while\b")
@@ -98,8 +100,9 @@ def check_qasm3(body: str, device_name: str, max_atoms: int | None) -> None:
                     "qasm_qubits",
                 )
             if not _HEADER.match(statement):
-                called = sum(costs.get(name, 0) for name in _IDENTIFIER.findall(statement))
-                frames[-1].cost += 1 + called
+                frames[-1].cost += 1
+                if costs:
+                    frames[-1].cost += sum(map(costs.get, _IDENTIFIER.findall(statement), _ZEROS))
             operations = max(statements, _unrolled(frames))
             if operations > QASM_MAX_OPERATIONS:
                 raise ProgramError(
@@ -133,6 +136,8 @@ def _close(frames: list[_Frame], costs: dict[str, int]) -> None:
 
 def _declared_qubits(statement: str, consts: dict[str, int], qubits: int) -> int:
     """The qubit count after ``statement``: declarations add, ``$n`` needs n + 1."""
+    if not statement.startswith(("const", "qubit", "qreg", "$")) and "$" not in statement:
+        return qubits
     if (const := _CONST.match(statement)) is not None:
         value = _integer(const.group(2), consts)
         if value is not None:
@@ -145,8 +150,9 @@ def _declared_qubits(statement: str, consts: dict[str, int], qubits: int) -> int
                 f"qubit register size {size!r} is not a constant integer", "qasm_qubits"
             )
         qubits += count
-    for physical in _PHYSICAL.findall(statement):
-        qubits = max(qubits, int(physical) + 1)
+    if "$" in statement:
+        for physical in _PHYSICAL.findall(statement):
+            qubits = max(qubits, int(physical) + 1)
     return qubits
 
 
