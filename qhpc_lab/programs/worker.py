@@ -249,14 +249,19 @@ class BudgetedWorker:
             raise
 
     def stop(self) -> None:
-        """End the worker (at exit, or when its owner shuts down)."""
-        with self._lock:
+        """End the worker (at exit, or when its owner shuts down); a request in progress is
+        cut short rather than waited for."""
+        locked = self._lock.acquire(timeout=1)
+        try:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
             if self._process is not None:
-                self._process.join(5)
+                self._process.join(5 if locked else 0)
                 if self._process.is_alive():
                     self._process.kill()
                     self._process.join(5)
                 self._process = None
+        finally:
+            if locked:
+                self._lock.release()
