@@ -117,7 +117,9 @@ async def validate_async(
 
         def settled(done: asyncio.Future[tuple[Any, ...]]) -> None:
             in_flight.pop(key, None)
-            if not done.cancelled() and done.exception() is None:
+            # A worker that died may have died of something else: that refusal is not kept.
+            kept = not done.cancelled() and done.exception() is None
+            if kept and done.result()[1] != "validation_worker":
                 _remember(key, done.result())
 
         pending.add_done_callback(settled)
@@ -227,8 +229,8 @@ async def _validate_in_worker(
             )
             return ("refused", "validation_budget", message, False)
         except WorkerDied:
-            message = "the validator died while checking this program"
-            return ("refused", "validation_budget", message, False)
+            message = "the validator died while checking this program; resubmit it"
+            return ("refused", "validation_worker", message, False)
         except RuntimeError as err:  # the SDK raised where validate does not catch it
             return ("refused", "body", f"the program could not be checked: {err}", False)
     return answer
