@@ -177,6 +177,13 @@ class PrivateMunged:
                 self.process.wait(10)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: munged leaves its socket behind, and connecting to it is refused."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+        self.process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()

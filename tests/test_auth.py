@@ -147,6 +147,18 @@ def test_munged_down_is_503_with_retry_after(private_munged: PrivateMunged) -> N
 
 
 @pytest.mark.munge
+def test_munged_dead_with_its_socket_left_is_503(private_munged: PrivateMunged) -> None:
+    """Connection refused (libmunge retries for about 2 s first) is munged down too."""
+    auth = munge_authenticator(private_munged.socket, None)
+    credential = munge.encode(socket=private_munged.socket)
+    private_munged.kill()
+    assert Path(private_munged.socket).exists()
+    with pytest.raises(AuthError, match=r"unavailable.*refused") as down:
+        auth.identify(credential, None)
+    assert down.value.status == 503 and down.value.retry_after == MUNGE_RETRY_AFTER_S
+
+
+@pytest.mark.munge
 @pytest.mark.anyio
 async def test_api_answers_503_retry_after_when_munged_is_down(
     private_munged: PrivateMunged, tmp_path: Path

@@ -8,11 +8,9 @@ which is then re-run from its start.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -387,36 +385,21 @@ class Store:
     def first_use(self, digest: str, expires_at: float) -> bool:
         """Remember an accepted credential until ``expires_at``; False if it was seen before.
 
-        One INSERT, which a replay makes conflict; called from the authenticator's threads.
+        One INSERT, which a replay makes conflict (a prepared statement: it runs per request).
         """
         try:
-            with self._credential_engine.begin() as conn:
-                conn.execute(seen_credentials.insert().values(digest=digest, expires_at=expires_at))
+            with self.engine.begin() as conn:
+                conn.execute(_REMEMBER, {"digest": digest, "expires_at": expires_at})
         except sa.exc.IntegrityError:
             return False
         return True
 
     def forget_expired(self, now: float) -> int:
         """Drop remembered credentials that expired before ``now``; returns how many."""
-        with self._credential_engine.begin() as conn:
+        with self.engine.begin() as conn:
             return conn.execute(
                 seen_credentials.delete().where(seen_credentials.c.expires_at < now)
             ).rowcount
-
-    @functools.cached_property
-    def _credential_engine(self) -> sa.Engine:
-        """An engine of its own for worker threads: the event loop's (one SQLite connection,
-        or a pool it must never wait on) stays the event loop's. Disposed with this store."""
-        url = self.engine.url
-        if url.get_backend_name() == "sqlite":
-            if url.database in (None, "", ":memory:"):  # a private database: one connection
-                return self.engine
-            engine = sa.create_engine(url, pool_size=4, max_overflow=8)
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = sa.create_engine(url, pool_size=4, max_overflow=8, pool_pre_ping=True)
-        weakref.finalize(self, engine.dispose)
-        return engine
 
 
 seen_credentials = sa.Table(
@@ -426,3 +409,4 @@ seen_credentials = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 """MUNGE credentials the scheduler accepted, kept until they expire (docs/scheduler.md)."""
+_REMEMBER = seen_credentials.insert()
