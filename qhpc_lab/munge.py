@@ -158,12 +158,13 @@ def decode(credential: str, socket: str | None = None) -> Credential:
     ctx = _context("decode", socket or _socket())
     buf, length = ctypes.c_void_p(), ctypes.c_int()
     uid, gid = ctypes.c_uint(), ctypes.c_uint()
-    try:
-        text = credential.encode()
-    except UnicodeEncodeError:
-        raise MungeError(8, "Invalid credential format") from None
     code = ctx.lib.munge_decode(
-        text, ctx.ptr, ctypes.byref(buf), ctypes.byref(length), ctypes.byref(uid), ctypes.byref(gid)
+        credential.encode(),
+        ctx.ptr,
+        ctypes.byref(buf),
+        ctypes.byref(length),
+        ctypes.byref(uid),
+        ctypes.byref(gid),
     )
     payload = ctypes.string_at(buf, length.value) if buf.value else b""
     if buf.value:
