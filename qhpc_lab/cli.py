@@ -49,12 +49,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from qhpc_lab.scheduler.auth import load_or_create_secret, make_token
+    from qhpc_lab.scheduler.auth import (
+        DEFAULT_TOKEN_TTL_S,
+        load_or_create_secret,
+        make_token,
+        parse_duration,
+    )
     from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
 
+    try:
+        ttl_s = parse_duration(args.ttl) if args.ttl else DEFAULT_TOKEN_TTL_S
+    except ValueError as err:
+        raise SystemExit(f"qhpc scheduler token: --ttl: {err}") from None
     config = SchedulerConfig.load(args.config)
     secret = config.token_secret or load_or_create_secret(state_dir() / "token.secret")
-    print(make_token(secret, args.uid, args.admin))
+    print(make_token(secret, args.uid, args.admin, ttl_s=ttl_s))
     return 0
 
 
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("token", help="print a bearer token for token auth")
     token.add_argument("--uid", required=True)
     token.add_argument("--admin", action="store_true")
+    token.add_argument("--ttl", help="how long it is valid: 3600, 90m, 12h, 7d (default: a day)")
     token.add_argument("--config")
     token.set_defaults(run=_token)
     sub.add_parser("profiles", help="list the shipped device profiles").set_defaults(run=_profiles)

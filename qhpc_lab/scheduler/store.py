@@ -467,3 +467,34 @@ class Store:
             ).rowcount
             if not updated:
                 conn.execute(facts.insert().values(key=key, value=json.dumps(value)))
+
+    # -- credential memory (the replay guard of qhpc_lab.scheduler.auth) -------------------
+
+    def first_use(self, digest: str, expires_at: float) -> bool:
+        """Remember an accepted credential until ``expires_at``; False if it was seen before.
+
+        One INSERT, which a replay makes conflict (a prepared statement: it runs per request).
+        """
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_REMEMBER, {"digest": digest, "expires_at": expires_at})
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def forget_expired(self, now: float) -> int:
+        """Drop remembered credentials that expired before ``now``; returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                seen_credentials.delete().where(seen_credentials.c.expires_at < now)
+            ).rowcount
+
+
+seen_credentials = sa.Table(
+    "seen_credentials",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+"""MUNGE credentials the scheduler accepted, kept until they expire (docs/scheduler.md)."""
+_REMEMBER = seen_credentials.insert()
