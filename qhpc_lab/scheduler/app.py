@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +18,7 @@ from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity, load_or_create_secret
 from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
 from qhpc_lab.scheduler.core import Scheduler, SchedulerError, iso_time
+from qhpc_lab.scheduler.errors import error_responses, install_error_handling
 from qhpc_lab.scheduler.schemas import (
     AccessibleIn,
     AccessibleOut,
@@ -111,37 +111,32 @@ def create_app(
 
     app.add_middleware(PayloadLimit, limit=config.max_payload_bytes)
 
-    @app.exception_handler(SchedulerError)
-    async def scheduler_error(_request: Request, err: SchedulerError) -> JSONResponse:
-        return _error(err.status, str(err), err.rule)
-
-    @app.exception_handler(AuthError)
-    async def auth_error(_request: Request, err: AuthError) -> JSONResponse:
-        return _error(err.status, str(err), "auth")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = err.errors()
-        if any(p.get("type") == "json_invalid" for p in problems):
-            return _error(400, "malformed JSON body", "json")
-        text = "; ".join(
-            f"{'.'.join(str(x) for x in p.get('loc', ())[1:]) or 'body'}: {p.get('msg')}"
-            for p in problems
-        )
-        return _error(422, text, "request")
+    install_error_handling(app)
 
     # -- Warden-compatible routes --------------------------------------------------------
 
-    @app.get("/accessible", response_model=AccessibleOut, tags=["warden"])
+    @app.get(
+        "/accessible", response_model=AccessibleOut, tags=["warden"], responses=error_responses()
+    )
     async def get_accessible() -> dict[str, Any]:
         return {"is_accessible": sched.accessible, "message": sched.message}
 
-    @app.post("/accessible", response_model=AccessibleOut, tags=["warden", "admin"])
+    @app.post(
+        "/accessible",
+        response_model=AccessibleOut,
+        tags=["warden", "admin"],
+        responses=error_responses(400, 401, 403, 408, 413, 422),
+    )
     async def post_accessible(body: AccessibleIn, _who: Admin) -> dict[str, Any]:
         sched.set_accessible(body.is_accessible, body.message)
         return {"is_accessible": sched.accessible, "message": sched.message}
 
-    @app.post("/sessions", response_model=SessionOut, tags=["warden", "admin"])
+    @app.post(
+        "/sessions",
+        response_model=SessionOut,
+        tags=["warden", "admin"],
+        responses=error_responses(400, 401, 403, 408, 413, 422),
+    )
     async def post_session(body: SessionIn, _who: Admin) -> dict[str, Any]:
         job = body.slurm_job_id if body.slurm_job_id is not None else body.scheduler_job_id
         session = sched.open_session(
@@ -149,11 +144,21 @@ def create_app(
         )
         return _session_view(session)
 
-    @app.get("/sessions", response_model=list[SessionOut], tags=["admin"])
+    @app.get(
+        "/sessions",
+        response_model=list[SessionOut],
+        tags=["admin"],
+        responses=error_responses(401, 403, 422),
+    )
     async def get_sessions(_who: Admin, active: bool | None = None) -> list[dict[str, Any]]:
         return [_session_view(s) for s in sched.store.list_sessions(active)]
 
-    @app.delete("/sessions/{session_id}", response_model=SessionOut, tags=["warden"])
+    @app.delete(
+        "/sessions/{session_id}",
+        response_model=SessionOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def delete_session(
         session_id: str,
         who: User,
@@ -166,13 +171,23 @@ def create_app(
             raise SchedulerError(404, f"session {session_id} not found")
         return _session_view(sched.revoke_session(session_id, reason))
 
-    @app.delete("/sessions", response_model=SessionOut, tags=["warden", "admin"])
+    @app.delete(
+        "/sessions",
+        response_model=SessionOut,
+        tags=["warden", "admin"],
+        responses=error_responses(401, 403, 404, 422),
+    )
     async def delete_session_by_header(_who: Admin, session_id: WardenSession = None) -> Any:
         if session_id is None:
             raise SchedulerError(403, "missing X-Warden-Session header", "session")
         return _session_view(sched.revoke_session(session_id, "session released"))
 
-    @app.post("/jobs", response_model=JobOut, tags=["warden"])
+    @app.post(
+        "/jobs",
+        response_model=JobOut,
+        tags=["warden"],
+        responses=error_responses(400, 401, 403, 408, 413, 422, 503),
+    )
     async def post_job(body: JobIn, who: User, session_id: WardenSession = None) -> JSONResponse:
         try:
             program = Program(
@@ -191,16 +206,28 @@ def create_app(
         )
         return JSONResponse(sched.job_view(job))
 
-    @app.get("/jobs", response_model=list[JobOut], tags=["warden"])
+    @app.get(
+        "/jobs", response_model=list[JobOut], tags=["warden"], responses=error_responses(401, 422)
+    )
     async def get_jobs(who: User, status: str | None = None, limit: int = 100) -> JSONResponse:
         jobs = sched.list_jobs(who.user_id, who.admin, status, min(max(limit, 1), 1000))
         return JSONResponse([sched.job_view(j) for j in jobs])
 
-    @app.get("/jobs/{job_id}", response_model=JobOut, tags=["warden"])
+    @app.get(
+        "/jobs/{job_id}",
+        response_model=JobOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def get_job(job_id: int, who: User) -> JSONResponse:
         return JSONResponse(sched.job_view(sched.get_job(job_id, who.user_id, who.admin)))
 
-    @app.get("/jobs/{job_id}/logs", response_model=LogsOut, tags=["warden"])
+    @app.get(
+        "/jobs/{job_id}/logs",
+        response_model=LogsOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def get_logs(job_id: int, who: User) -> dict[str, str]:
         job = sched.get_job(job_id, who.user_id, who.admin)
         lines = [
@@ -211,22 +238,32 @@ def create_app(
             lines.append(job.error)
         return {"logs": "\n".join(lines)}
 
-    @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"])
+    @app.post(
+        "/jobs/{job_id}/cancel",
+        response_model=JobOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def cancel_job(job_id: int, who: User) -> JSONResponse:
         reason = "canceled by an administrator" if who.admin else "canceled by user"
         return JSONResponse(sched.job_view(sched.cancel(job_id, who.user_id, who.admin, reason)))
 
-    @app.get("/qpu/specs", response_model=SpecsOut, tags=["warden"])
+    @app.get("/qpu/specs", response_model=SpecsOut, tags=["warden"], responses=error_responses())
     async def get_specs() -> dict[str, str]:
         return {"specs": sched.driver.profile.spec.json}
 
     # -- extensions ------------------------------------------------------------------------
 
-    @app.get("/device", tags=["qhpc"])
+    @app.get("/device", tags=["qhpc"], responses=error_responses())
     async def get_device() -> dict[str, Any]:
         return sched.device_info()
 
-    @app.get("/events", tags=["qhpc"], response_class=StreamingResponse)
+    @app.get(
+        "/events",
+        tags=["qhpc"],
+        response_class=StreamingResponse,
+        responses=error_responses(401, 422),
+    )
     async def get_events(who: User) -> StreamingResponse:
         return StreamingResponse(
             sched.bus.subscribe(who.user_id, who.admin),
@@ -234,7 +271,9 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["qhpc"])
+    @app.get(
+        "/metrics", response_class=PlainTextResponse, tags=["qhpc"], responses=error_responses()
+    )
     async def get_metrics() -> PlainTextResponse:
         info = sched.device_info()
         text = sched.metrics.render(
@@ -245,19 +284,21 @@ def create_app(
         )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    @app.get("/health", tags=["qhpc"])
+    @app.get("/health", tags=["qhpc"], responses=error_responses())
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/admin/policy", tags=["admin"])
+    @app.get("/admin/policy", tags=["admin"], responses=error_responses(401, 403, 422))
     async def get_policy(_who: Admin) -> dict[str, Any]:
         return sched.policy_settings()
 
-    @app.put("/admin/policy", tags=["admin"])
+    @app.put(
+        "/admin/policy", tags=["admin"], responses=error_responses(400, 401, 403, 408, 413, 422)
+    )
     async def put_policy(body: PolicyIn, _who: Admin) -> dict[str, Any]:
         return sched.set_policy(body.model_dump(exclude_none=True))
 
-    @app.get("/admin/accounting", tags=["admin"])
+    @app.get("/admin/accounting", tags=["admin"], responses=error_responses(401, 403, 422))
     async def get_accounting(
         _who: Admin,
         since: float | None = None,
@@ -269,17 +310,17 @@ def create_app(
         rows = sched.store.accounting(since, until, by)
         return {"since": since, "until": until, "by": by, "rows": rows}
 
-    @app.post("/admin/calibrate", tags=["admin"])
+    @app.post("/admin/calibrate", tags=["admin"], responses=error_responses(401, 403, 422))
     async def calibrate(_who: Admin) -> dict[str, Any]:
         sched.request_calibration()
         return sched.device_info()
 
-    @app.post("/admin/drain", tags=["admin"])
+    @app.post("/admin/drain", tags=["admin"], responses=error_responses(401, 403, 422))
     async def drain(_who: Admin) -> dict[str, Any]:
         sched.set_draining(True)
         return sched.device_info()
 
-    @app.post("/admin/resume", tags=["admin"])
+    @app.post("/admin/resume", tags=["admin"], responses=error_responses(401, 403, 422))
     async def resume(_who: Admin) -> dict[str, Any]:
         sched.set_draining(False)
         return sched.device_info()
