@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,9 +26,13 @@ from qhpc_lab.scheduler.schemas import (
     JobOut,
     LogsOut,
     PolicyIn,
+    RevokeReason,
+    SessionId,
     SessionIn,
     SessionOut,
     SpecsOut,
+    StatusFilter,
+    TimeBound,
 )
 from qhpc_lab.scheduler.store import SessionRow, Store
 
@@ -160,9 +164,9 @@ def create_app(
         responses=error_responses(401, 404, 422),
     )
     async def delete_session(
-        session_id: str,
+        session_id: SessionId,
         who: User,
-        reason: Annotated[str, Query(max_length=200)] = "session released",
+        reason: RevokeReason = "session released",
     ) -> dict[str, Any]:
         """Revoke a session; its queued jobs are cancelled with ``reason`` (the Slurm Epilog
         says "Slurm job ended")."""
@@ -209,7 +213,7 @@ def create_app(
     @app.get(
         "/jobs", response_model=list[JobOut], tags=["warden"], responses=error_responses(401, 422)
     )
-    async def get_jobs(who: User, status: str | None = None, limit: int = 100) -> JSONResponse:
+    async def get_jobs(who: User, status: StatusFilter = None, limit: int = 100) -> JSONResponse:
         jobs = sched.list_jobs(who.user_id, who.admin, status, min(max(limit, 1), 1000))
         return JSONResponse([sched.job_view(j) for j in jobs])
 
@@ -301,8 +305,8 @@ def create_app(
     @app.get("/admin/accounting", tags=["admin"], responses=error_responses(401, 403, 422))
     async def get_accounting(
         _who: Admin,
-        since: float | None = None,
-        until: float | None = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
         by: Literal["user", "slurm_job"] = "user",
     ) -> dict[str, Any]:
         """Shots, QPU-seconds and waits per user or Slurm job, for jobs submitted in
