@@ -132,6 +132,11 @@ async def test_infinite_numbers_are_refused(api: Clients, sequence_json: str) ->
         for value in ("Infinity", "NaN"):
             body = raw_json(f'{{"{field}": {value}}}')
             refused(await api.admin.put("/admin/policy", **body), field)
+    # finite but past what the policy turns into shot counts (once an OverflowError, a 500)
+    huge = {"sequence": sequence_json, "shots": 10, "max_calibration_age_s": 1e308}
+    refused(await api.user.post("/jobs", json=huge), "max_calibration_age_s")
+    for field in ("aging_per_chunk", "usage_half_life_s", "min_calibration_age_s"):
+        refused(await api.admin.put("/admin/policy", json={field: 1e308}), field)
     assert (await api.admin.get("/admin/policy")).status_code == 200
 
 

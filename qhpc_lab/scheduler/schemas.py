@@ -24,7 +24,9 @@ MAX_SHOTS = 1_000_000
 MAX_QPU_SLOTS = 1024
 """QPU share one session may hold (the Slurm ``qpu:N`` count)."""
 MAX_PRIORITY = 1_000_000
-"""Bound on a class priority, so policy arithmetic stays in ordinary numbers."""
+"""Bound on a class priority and on aging, so policy arithmetic stays in ordinary numbers."""
+MAX_SECONDS = 10 * 365 * 24 * 3600
+"""Bound on a duration (ten years): the policy turns durations into shot counts."""
 
 
 def _storable(value: str) -> str:
@@ -86,7 +88,7 @@ class JobIn(BaseModel):
     job_class: Annotated[Text, StringConstraints(max_length=32)] | None = None
     name: Annotated[Text, StringConstraints(max_length=256)] | None = None
     variables: dict[Text, Any] | None = None
-    max_calibration_age_s: FiniteFloat | None = Field(None, gt=0)
+    max_calibration_age_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
 
 
 class JobOut(BaseModel):
@@ -120,9 +122,9 @@ class PolicyIn(BaseModel):
         ]
         | None
     ) = None
-    aging_per_chunk: FiniteFloat | None = Field(None, ge=0)
-    usage_half_life_s: FiniteFloat | None = Field(None, gt=0)
-    min_calibration_age_s: FiniteFloat | None = Field(None, ge=0)
+    aging_per_chunk: FiniteFloat | None = Field(None, ge=0, le=MAX_PRIORITY)
+    usage_half_life_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
+    min_calibration_age_s: FiniteFloat | None = Field(None, ge=0, le=MAX_SECONDS)
     default_job_class: Annotated[Text, StringConstraints(max_length=32)] | None = None
 
 
