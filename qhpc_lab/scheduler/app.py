@@ -190,7 +190,7 @@ def create_app(
         "/jobs",
         response_model=JobOut,
         tags=["warden"],
-        responses=error_responses(400, 401, 403, 408, 413, 422, 503),
+        responses=error_responses(400, 401, 403, 408, 413, 422),
     )
     async def post_job(body: JobIn, who: User, session_id: WardenSession = None) -> JSONResponse:
         try:

@@ -57,7 +57,8 @@ _RETRY_AFTER = {
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """A route's ``responses=``: each status (and 500, which any route may answer) as ErrorOut.
+    """A route's ``responses=``: each status as ErrorOut, and the two any route may answer
+    (500 on a bug, 503 at the connection cap).
 
     Declaring 422 also keeps FastAPI from adding its own ``HTTPValidationError``, which is
     not what this API sends.
@@ -68,7 +69,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": _MEANINGS[status],
             **({"headers": _RETRY_AFTER} if status in (429, 503) else {}),
         }
-        for status in sorted({*statuses, 500})
+        for status in sorted({*statuses, 500, 503})
     }
 
 
