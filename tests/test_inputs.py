@@ -121,6 +121,7 @@ async def test_shots_are_strict_integers(api: Clients, sequence_json: str) -> No
         refused(response, "shots")
     accepted = await api.user.post("/jobs", json={"sequence": sequence_json, "shots": 100})
     assert accepted.status_code == 200, accepted.text
+    await api.user.post(f"/jobs/{accepted.json()['id']}/cancel")
 
 
 @pytest.mark.anyio
