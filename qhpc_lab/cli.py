@@ -13,11 +13,10 @@ from qhpc_lab import admin
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from qhpc_lab.qpu import DeviceProfile
     from qhpc_lab.scheduler import create_app
     from qhpc_lab.scheduler.config import SchedulerConfig
+    from qhpc_lab.scheduler.serving import serve
 
     config = SchedulerConfig.load(
         args.config,
@@ -26,6 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
         db=args.db,
         device=args.device,
         auth=args.auth,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keep_alive_timeout_s=args.keep_alive_timeout,
     )
     profile = DeviceProfile.load(config.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -36,15 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"\n  listening on http://{config.host}:{config.port} (API docs at /docs)",
         flush=True,
     )
-    uvicorn.run(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=5,
-    )
+    serve(create_app(config), config)
     return 0
 
 
@@ -175,6 +170,26 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--db", help="SQLAlchemy URL (default: SQLite in $QHPC_STATE_DIR)")
     serve.add_argument("--device", help="device profile name or JSON file (default: test)")
     serve.add_argument("--auth", help="munge, token, or munge,token (default: token)")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections served at once (setting max_connections)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a client has to send request headers (header_timeout_s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a client has to send a request body (body_timeout_s)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        help="seconds an idle keep-alive connection stays (keep_alive_timeout_s)",
+    )
     serve.set_defaults(run=_serve)
     token = sub.add_parser("token", help="print a bearer token for token auth")
     token.add_argument("--uid", required=True)

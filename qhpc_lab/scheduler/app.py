@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,7 +18,14 @@ from qhpc_lab.qpu import DeviceProfile
 from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity, load_or_create_secret
 from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
-from qhpc_lab.scheduler.core import Scheduler, SchedulerError, iso_time
+from qhpc_lab.scheduler.core import (
+    STORE_DOWN,
+    STORE_RETRY_AFTER_S,
+    Scheduler,
+    SchedulerError,
+    iso_time,
+)
+from qhpc_lab.scheduler.errors import error_response, error_responses, install_error_handling
 from qhpc_lab.scheduler.schemas import (
     AccessibleIn,
     AccessibleOut,
@@ -28,9 +33,13 @@ from qhpc_lab.scheduler.schemas import (
     JobOut,
     LogsOut,
     PolicyIn,
+    RevokeReason,
+    SessionId,
     SessionIn,
     SessionOut,
     SpecsOut,
+    StatusFilter,
+    TimeBound,
 )
 from qhpc_lab.scheduler.store import SessionRow, Store
 
@@ -43,9 +52,15 @@ async def _identity(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Identity:
     auth: Authenticator = request.app.state.authenticator
-    if x_munge_cred:  # munged is asked over a socket: keep the event loop free meanwhile
-        return await run_in_threadpool(auth.identify, x_munge_cred, authorization)
-    return auth.identify(None, authorization)
+    try:
+        return await auth.identify_async(x_munge_cred, authorization)
+    except STORE_DOWN as err:  # the replay memory is in the store
+        raise SchedulerError(
+            503,
+            "the scheduler's database is unavailable; try again",
+            "store",
+            retry_after=STORE_RETRY_AFTER_S,
+        ) from err
 
 
 async def _admin(who: Annotated[Identity, Depends(_identity)]) -> Identity:
@@ -83,12 +98,18 @@ def build_scheduler(config: SchedulerConfig) -> Scheduler:
     return Scheduler(config, store, driver)
 
 
-def build_authenticator(config: SchedulerConfig) -> Authenticator:
+def build_authenticator(config: SchedulerConfig, store: Store | None = None) -> Authenticator:
+    """The daemon's authenticator; with ``store`` it remembers accepted MUNGE credentials there
+    (replays stay refused across munged and scheduler restarts)."""
     secret = config.token_secret or None
     if "token" in config.auth and not secret:
         secret = load_or_create_secret(state_dir() / "token.secret")
     return Authenticator(
-        config.auth, frozenset(config.admin_uids), secret, config.munge_socket or None
+        config.auth,
+        frozenset(config.admin_uids),
+        secret,
+        config.munge_socket or None,
+        replay_guard=store,
     )
 
 
@@ -100,7 +121,7 @@ def create_app(
     """The ASGI app. Given a ``scheduler``, the caller starts and stops it (in-process tests)."""
     owned = scheduler is None
     sched = scheduler or build_scheduler(config)
-    auth = authenticator or build_authenticator(config)
+    auth = authenticator or build_authenticator(config, sched.store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -122,37 +143,32 @@ def create_app(
 
     app.add_middleware(PayloadLimit, limit=config.max_payload_bytes)
 
-    @app.exception_handler(SchedulerError)
-    async def scheduler_error(_request: Request, err: SchedulerError) -> JSONResponse:
-        return _error(err.status, str(err), err.rule, err.retry_after)
-
-    @app.exception_handler(AuthError)
-    async def auth_error(_request: Request, err: AuthError) -> JSONResponse:
-        return _error(err.status, str(err), "auth")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = err.errors()
-        if any(p.get("type") == "json_invalid" for p in problems):
-            return _error(400, "malformed JSON body", "json")
-        text = "; ".join(
-            f"{'.'.join(str(x) for x in p.get('loc', ())[1:]) or 'body'}: {p.get('msg')}"
-            for p in problems
-        )
-        return _error(422, text, "request")
+    install_error_handling(app)
 
     # -- Warden-compatible routes --------------------------------------------------------
 
-    @app.get("/accessible", response_model=AccessibleOut, tags=["warden"])
+    @app.get(
+        "/accessible", response_model=AccessibleOut, tags=["warden"], responses=error_responses()
+    )
     async def get_accessible() -> dict[str, Any]:
         return {"is_accessible": sched.accessible, "message": sched.message}
 
-    @app.post("/accessible", response_model=AccessibleOut, tags=["warden", "admin"])
+    @app.post(
+        "/accessible",
+        response_model=AccessibleOut,
+        tags=["warden", "admin"],
+        responses=error_responses(400, 401, 403, 408, 413, 422),
+    )
     async def post_accessible(body: AccessibleIn, _who: Admin) -> dict[str, Any]:
         await sched.set_accessible(body.is_accessible, body.message)
         return {"is_accessible": sched.accessible, "message": sched.message}
 
-    @app.post("/sessions", response_model=SessionOut, tags=["warden", "admin"])
+    @app.post(
+        "/sessions",
+        response_model=SessionOut,
+        tags=["warden", "admin"],
+        responses=error_responses(400, 401, 403, 408, 413, 422),
+    )
     async def post_session(body: SessionIn, _who: Admin) -> dict[str, Any]:
         job = body.slurm_job_id if body.slurm_job_id is not None else body.scheduler_job_id
         session = await sched.open_session(
@@ -160,15 +176,25 @@ def create_app(
         )
         return _session_view(session)
 
-    @app.get("/sessions", response_model=list[SessionOut], tags=["admin"])
+    @app.get(
+        "/sessions",
+        response_model=list[SessionOut],
+        tags=["admin"],
+        responses=error_responses(401, 403, 422),
+    )
     async def get_sessions(_who: Admin, active: bool | None = None) -> list[dict[str, Any]]:
         return [_session_view(s) for s in await sched.db(sched.store.list_sessions, active)]
 
-    @app.delete("/sessions/{session_id}", response_model=SessionOut, tags=["warden"])
+    @app.delete(
+        "/sessions/{session_id}",
+        response_model=SessionOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def delete_session(
-        session_id: str,
+        session_id: SessionId,
         who: User,
-        reason: Annotated[str, Query(max_length=200)] = "session released",
+        reason: RevokeReason = "session released",
     ) -> dict[str, Any]:
         """Revoke a session; its queued jobs are cancelled with ``reason`` (the Slurm Epilog
         says "Slurm job ended")."""
@@ -177,13 +203,23 @@ def create_app(
             raise SchedulerError(404, f"session {session_id} not found")
         return _session_view(await sched.revoke_session(session_id, reason))
 
-    @app.delete("/sessions", response_model=SessionOut, tags=["warden", "admin"])
+    @app.delete(
+        "/sessions",
+        response_model=SessionOut,
+        tags=["warden", "admin"],
+        responses=error_responses(401, 403, 404, 422),
+    )
     async def delete_session_by_header(_who: Admin, session_id: WardenSession = None) -> Any:
         if session_id is None:
             raise SchedulerError(403, "missing X-Warden-Session header", "session")
         return _session_view(await sched.revoke_session(session_id, "session released"))
 
-    @app.post("/jobs", response_model=JobOut, tags=["warden"])
+    @app.post(
+        "/jobs",
+        response_model=JobOut,
+        tags=["warden"],
+        responses=error_responses(400, 401, 403, 408, 413, 422, 429),
+    )
     async def post_job(
         body: JobIn,
         who: User,
@@ -208,11 +244,13 @@ def create_app(
         )
         return JSONResponse(sched.job_view(job))
 
-    @app.get("/jobs", response_model=list[JobOut], tags=["warden"])
+    @app.get(
+        "/jobs", response_model=list[JobOut], tags=["warden"], responses=error_responses(401, 422)
+    )
     async def get_jobs(
         request: Request,
         who: User,
-        status: str | None = None,
+        status: StatusFilter = None,
         limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
         before_id: Annotated[int | None, Query(ge=1)] = None,
     ) -> JSONResponse:
@@ -223,13 +261,23 @@ def create_app(
         if limit is not None and len(jobs) == limit:
             following = request.url.include_query_params(before_id=jobs[-1].id)
             headers["Link"] = f'<{following}>; rel="next"'
-        return JSONResponse([sched.job_view(j) for j in jobs], headers=headers)
+        return JSONResponse(sched.job_views(jobs), headers=headers)
 
-    @app.get("/jobs/{job_id}", response_model=JobOut, tags=["warden"])
+    @app.get(
+        "/jobs/{job_id}",
+        response_model=JobOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def get_job(job_id: int, who: User) -> JSONResponse:
         return JSONResponse(sched.job_view(await sched.get_job(job_id, who.user_id, who.admin)))
 
-    @app.get("/jobs/{job_id}/logs", response_model=LogsOut, tags=["warden"])
+    @app.get(
+        "/jobs/{job_id}/logs",
+        response_model=LogsOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def get_logs(job_id: int, who: User) -> dict[str, str]:
         job = await sched.get_job(job_id, who.user_id, who.admin)
         lines = [
@@ -240,26 +288,36 @@ def create_app(
             lines.append(job.error)
         return {"logs": "\n".join(lines)}
 
-    @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"])
+    @app.post(
+        "/jobs/{job_id}/cancel",
+        response_model=JobOut,
+        tags=["warden"],
+        responses=error_responses(401, 404, 422),
+    )
     async def cancel_job(job_id: int, who: User) -> JSONResponse:
         reason = "canceled by an administrator" if who.admin else "canceled by user"
         job = await sched.cancel(job_id, who.user_id, who.admin, reason)
         return JSONResponse(sched.job_view(job))
 
-    @app.get("/qpu/specs", response_model=SpecsOut, tags=["warden"])
+    @app.get("/qpu/specs", response_model=SpecsOut, tags=["warden"], responses=error_responses())
     async def get_specs() -> dict[str, str]:
         return {"specs": sched.driver.profile.spec.json}
 
     # -- extensions ------------------------------------------------------------------------
 
-    @app.get("/device", tags=["qhpc"])
+    @app.get("/device", tags=["qhpc"], responses=error_responses(401))
     async def get_device(request: Request) -> dict[str, Any]:
         """The device, queue depth and dispatcher health; the running job's id only to its
         owner or an administrator (an anonymous caller sees its class)."""
         who = await _optional_identity(request)
         return sched.device_info(who and who.user_id, bool(who and who.admin))
 
-    @app.get("/events", tags=["qhpc"], response_class=EventSourceResponse)
+    @app.get(
+        "/events",
+        tags=["qhpc"],
+        response_class=EventSourceResponse,
+        responses=error_responses(401, 422),
+    )
     async def get_events(
         who: User,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
@@ -277,7 +335,9 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["qhpc"])
+    @app.get(
+        "/metrics", response_class=PlainTextResponse, tags=["qhpc"], responses=error_responses()
+    )
     async def get_metrics() -> PlainTextResponse:
         info = sched.device_info()
         text = sched.metrics.render(
@@ -288,7 +348,7 @@ def create_app(
         )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    @app.get("/health", tags=["qhpc"])
+    @app.get("/health", tags=["qhpc"], responses=error_responses())
     async def health() -> JSONResponse:
         """200 while the dispatcher makes progress; 503 with the reason while it is stalled
         (the database unreachable, say). Answered from memory: it never waits on the store."""
@@ -300,19 +360,21 @@ def create_app(
             headers={"Retry-After": "5"},
         )
 
-    @app.get("/admin/policy", tags=["admin"])
+    @app.get("/admin/policy", tags=["admin"], responses=error_responses(401, 403, 422))
     async def get_policy(_who: Admin) -> dict[str, Any]:
         return sched.policy_settings()
 
-    @app.put("/admin/policy", tags=["admin"])
+    @app.put(
+        "/admin/policy", tags=["admin"], responses=error_responses(400, 401, 403, 408, 413, 422)
+    )
     async def put_policy(body: PolicyIn, _who: Admin) -> dict[str, Any]:
         return await sched.set_policy(body.model_dump(exclude_none=True))
 
-    @app.get("/admin/accounting", tags=["admin"])
+    @app.get("/admin/accounting", tags=["admin"], responses=error_responses(401, 403, 422))
     async def get_accounting(
         _who: Admin,
-        since: float | None = None,
-        until: float | None = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
         by: Literal["user", "slurm_job"] = "user",
     ) -> dict[str, Any]:
         """Shots, QPU-seconds and waits per user or Slurm job, for jobs submitted in
@@ -320,17 +382,17 @@ def create_app(
         rows = await sched.db(sched.store.accounting, since, until, by)
         return {"since": since, "until": until, "by": by, "rows": rows}
 
-    @app.post("/admin/calibrate", tags=["admin"])
+    @app.post("/admin/calibrate", tags=["admin"], responses=error_responses(401, 403, 422))
     async def calibrate(_who: Admin) -> dict[str, Any]:
         sched.request_calibration()
         return sched.device_info()
 
-    @app.post("/admin/drain", tags=["admin"])
+    @app.post("/admin/drain", tags=["admin"], responses=error_responses(401, 403, 422))
     async def drain(_who: Admin) -> dict[str, Any]:
         await sched.set_draining(True)
         return sched.device_info()
 
-    @app.post("/admin/resume", tags=["admin"])
+    @app.post("/admin/resume", tags=["admin"], responses=error_responses(401, 403, 422))
     async def resume(_who: Admin) -> dict[str, Any]:
         await sched.set_draining(False)
         return sched.device_info()
@@ -357,7 +419,7 @@ class PayloadLimit:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             detail = f"request body of {int(length)} bytes exceeds the limit of {self.limit} bytes"
-            return await _error(413, detail, "max_payload_bytes")(scope, receive, send)
+            return await error_response(413, detail, "max_payload_bytes")(scope, receive, send)
         if length is None and b"transfer-encoding" in headers:
             chunks: list[bytes] = []
             size = 0
@@ -369,7 +431,8 @@ class PayloadLimit:
                 size += len(chunks[-1])
                 if size > self.limit:
                     detail = f"streamed request body exceeds the limit of {self.limit} bytes"
-                    return await _error(413, detail, "max_payload_bytes")(scope, receive, send)
+                    refusal = error_response(413, detail, "max_payload_bytes")
+                    return await refusal(scope, receive, send)
                 if not message.get("more_body"):
                     break
             replayed = False
@@ -383,13 +446,6 @@ class PayloadLimit:
 
             return await self.app(scope, replay, send)
         return await self.app(scope, receive, send)
-
-
-def _error(
-    status: int, detail: str, rule: str | None, retry_after: float | None = None
-) -> JSONResponse:
-    headers = None if retry_after is None else {"Retry-After": str(round(retry_after))}
-    return JSONResponse({"detail": detail, "rule": rule}, status_code=status, headers=headers)
 
 
 async def _optional_identity(request: Request) -> Identity | None:

@@ -210,25 +210,24 @@ class Authenticator:
     async def identify_async(
         self, munge_credential: str | None, authorization: str | None
     ) -> Identity:
-        """:meth:`identify` for the event loop, the thread that owns the store.
+        """:meth:`identify` for the event loop.
 
-        munged is asked from one of :data:`DECODE_THREADS` worker threads; the replay guard
-        (one short INSERT) runs here, beside the store's other writes: from worker threads
-        it would share SQLite's one connection, or contend with the loop for the write lock.
-        A token needs no I/O and is read inline.
+        munged is asked, and the replay guard (one short INSERT on the store's connection pool)
+        written, from one of :data:`DECODE_THREADS` worker threads of its own, so a munged that
+        hangs ties up those threads and not the ones other requests need. A token needs no I/O
+        and is read inline.
         """
         if not (munge_credential and "munge" in self.modes):
             return self.identify(None, authorization)
         if self._decoders is None:
             self._decoders = anyio.CapacityLimiter(DECODE_THREADS)
-        decoded = await anyio.to_thread.run_sync(
-            self._decode, munge_credential, limiter=self._decoders
+        return await anyio.to_thread.run_sync(
+            self.identify, munge_credential, authorization, limiter=self._decoders
         )
-        return self._first_use(munge_credential, decoded)
 
     def identify(self, munge_credential: str | None, authorization: str | None) -> Identity:
-        """Blocking (munged is asked, then the replay guard): the guard is called from this
-        thread, so with the store as guard the daemon uses :meth:`identify_async`."""
+        """Blocking (munged is asked, then the replay guard): the daemon uses
+        :meth:`identify_async`."""
         if munge_credential and "munge" in self.modes:
             return self._first_use(munge_credential, self._decode(munge_credential))
         if authorization and "token" in self.modes:

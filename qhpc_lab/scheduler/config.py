@@ -31,6 +31,14 @@ class SchedulerConfig:
     """Empty means read (or create) ``token.secret`` in the state directory."""
     munge_socket: str = ""
     max_payload_bytes: int = 1_048_576
+    max_connections: int = 1000
+    """Open connections served at once; a request over the cap is answered 503 (Retry-After)."""
+    header_timeout_s: float = 10.0
+    """A connection that has not sent complete request headers by then is closed (408)."""
+    body_timeout_s: float = 30.0
+    """A request body not complete this long after its headers is answered 408."""
+    keep_alive_timeout_s: float = 5.0
+    """An idle keep-alive connection is closed after this."""
     require_session: bool | None = None
     """Jobs need an X-Warden-Session; None means: when MUNGE auth is on (HPC), not otherwise."""
     default_job_class: str = "production"

@@ -28,12 +28,13 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy.exc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from qhpc_lab.programs import Program, ProgramError, validate, warm_up
+from qhpc_lab.programs import Program, ProgramError, start_validation_worker, validate_async
 from qhpc_lab.qpu import DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
 from qhpc_lab.scheduler.metrics import Metrics
+from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
 
 log = logging.getLogger("qhpc.scheduler")
@@ -112,16 +113,10 @@ class Scheduler:
             min_calibration_age_s=config.min_calibration_age_s,
         )
         self.default_job_class = config.default_job_class
-        saved = store.get_fact("policy")
-        if saved:
-            self._apply_policy(saved)
-        self._usage = policy.NO_USAGE
-        self._session_slots: dict[str, int] = {}
-        self._queue: dict[int, policy.QueuedJob] = {}
+        self._queue = RankedQueue(self.policy)
         self._programs: dict[int, Program] = {}
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
-        self._estimates: dict[int, tuple[int, float]] | None = None
         self._running: int | None = None
         self._chunk: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
@@ -132,19 +127,23 @@ class Scheduler:
         self.accessible: bool = True if accessible is None else bool(accessible)
         self.message: str = store.get_fact("message") or ""
         self.draining: bool = bool(store.get_fact("draining"))
+        saved = store.get_fact("policy")
+        if saved:
+            self._apply_policy(saved)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.driver.start()
-        warm_up()
+        start_validation_worker()
         requeued = await self._store_retrying(self.store.requeue_running)
         if requeued:
             log.warning(
                 "requeued %d jobs that were running when the scheduler stopped", len(requeued)
             )
         sessions = await self._store_retrying(self.store.list_sessions, True)
-        self._session_slots = {s.id: s.qpu_slots for s in sessions}
+        for session in sessions:
+            self._queue.set_slots(session.id, session.qpu_slots)
         for row in await self._store_retrying(self.store.active_jobs):
             self._enqueue(row)
         self._tasks = [
@@ -239,10 +238,7 @@ class Scheduler:
 
     def queue_depth(self) -> dict[str, int]:
         """Active jobs (waiting or running) per class."""
-        depth: dict[str, int] = {c: 0 for c in policy.JOB_CLASSES}
-        for job in self._queue.values():
-            depth[job.job_class] = depth.get(job.job_class, 0) + 1
-        return depth
+        return self._queue.depth()
 
     def device_info(self, user_id: str | None = None, admin: bool = False) -> dict[str, Any]:
         """The device as ``/device`` shows it; the running job's id only to its owner or admins."""
@@ -299,7 +295,7 @@ class Scheduler:
         if qpu_slots < 1:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
         session = await self.db(self.store.create_session, user_id, slurm_job_id, qpu_slots)
-        self._session_slots[session.id] = session.qpu_slots
+        self._queue.set_slots(session.id, session.qpu_slots)
         return session
 
     async def get_session(self, session_id: str) -> SessionRow | None:
@@ -309,7 +305,7 @@ class Scheduler:
         if await self.get_session(session_id) is None:
             raise SchedulerError(404, f"session {session_id} not found")
         session, canceled = await self.db(self.store.revoke_session, session_id, reason)
-        self._session_slots.pop(session_id, None)
+        self._queue.drop_slots(session_id)
         for job_id in canceled:
             self._dequeue(job_id)
             self.metrics.finished["CANCELED"] += 1
@@ -374,7 +370,7 @@ class Scheduler:
         if not admin:
             self._check_limits(owner, session.id if session else None, program.shots)
         try:
-            await asyncio.to_thread(validate, program, self.driver.profile.spec)
+            await validate_async(program, self.driver.profile.spec)
         except ProgramError as err:
             self.metrics.rejected += 1
             raise SchedulerError(422, str(err), err.rule) from None
@@ -472,35 +468,36 @@ class Scheduler:
         self._publish_job(finished)
         return finished
 
-    def position(self, job_id: int) -> tuple[int | None, float | None]:
+    def position(
+        self, job_id: int, estimates: dict[int, tuple[int, float]] | None = None
+    ) -> tuple[int | None, float | None]:
         """Queue position (1 = next, 0 = running) and ETA in seconds for an active job.
 
-        Only a waiting job needs the whole queue's estimate; the running one ends after its
-        remaining shots (every job event would otherwise walk the queue).
+        The ranked queue answers for one job without walking the queue; ``estimates`` (the
+        whole queue's, from :meth:`RankedQueue.estimates`) serves when many jobs are shown.
         """
         queued = self._queue.get(job_id)
         if queued is None:
             return None, None
         if job_id == self._running:
             return 0, round(queued.remaining * self.driver.profile.time_per_shot_s, 3)
-        estimates = self._queue_estimates()
-        position, eta = estimates.get(job_id, (None, None))
-        running = estimates.get(self._running) if self._running is not None else None
+        view, now = self.device_view(), self.clock()
+
+        def estimate(job: int) -> tuple[int, float] | None:
+            if estimates is not None:
+                return estimates.get(job)
+            return self._queue.position(job, view, now)
+
+        position, eta = estimate(job_id) or (None, None)
+        running = estimate(self._running) if self._running is not None else None
         if position is not None and running is not None and running[0] < position:
             position -= 1  # the running job left its place in the order for 0: close the gap
         return position, None if eta is None else round(eta, 3)
 
-    def _queue_estimates(self) -> dict[int, tuple[int, float]]:
-        if self._estimates is None:
-            self._estimates = policy.estimates(
-                list(self._queue.values()),
-                self.device_view(),
-                self.clock(),
-                self.policy,
-                self._session_slots,
-                self._usage,
-            )
-        return self._estimates
+    def job_views(self, jobs: list[JobRow]) -> list[dict[str, Any]]:
+        """Many jobs as the API shows them: one pass over the queue, not one lookup each."""
+        estimates = self._queue.estimates(self.device_view(), self.clock()) if jobs else None
+        return [self.job_view(job, estimates) for job in jobs]
 
     def queue_snapshot(self) -> QueueSnapshot:
         """Positions and ETAs of every active job, and the aggregates anyone may see."""
@@ -509,8 +506,9 @@ class Scheduler:
         if running is not None:
             depth[running.job_class] -= 1
         positions: dict[str, dict[int, tuple[int, float | None]]] = {}
-        for job in self._queue.values():
-            position, eta = self.position(job.id)
+        estimates = self._queue.estimates(self.device_view(), self.clock())
+        for job in self._queue.jobs():
+            position, eta = self.position(job.id, estimates)
             if position is not None:
                 positions.setdefault(job.user_id, {})[job.id] = (position, eta)
         return QueueSnapshot(
@@ -521,9 +519,11 @@ class Scheduler:
             positions=positions,
         )
 
-    def job_view(self, job: JobRow) -> dict[str, Any]:
+    def job_view(
+        self, job: JobRow, estimates: dict[int, tuple[int, float]] | None = None
+    ) -> dict[str, Any]:
         """A job as the API shows it: Warden's fields first, then the extensions."""
-        position, eta = self.position(job.id)
+        position, eta = self.position(job.id, estimates)
         return {
             "id": job.id,
             "user_id": job.user_id,
@@ -585,6 +585,7 @@ class Scheduler:
             self.policy,
             **{k: v for k, v in settings.items() if k != "default_job_class"},
         )
+        self._queue.set_config(self.policy)
 
     def request_calibration(self) -> None:
         self._calibrate_requested = True
@@ -603,7 +604,7 @@ class Scheduler:
             created_at=row.created_at,
             max_calibration_age_s=row.max_calibration_age_s,
         )
-        self._queue[row.id] = job
+        self._queue.add(job)
         self._programs[row.id] = program or Program(
             row.format, row.body, row.shots, row.name, row.variables
         )
@@ -611,7 +612,7 @@ class Scheduler:
         self._queue_changed()
 
     def _dequeue(self, job_id: int) -> None:
-        job = self._queue.pop(job_id, None)
+        job = self._queue.remove(job_id)
         if job is None:
             return
         self._hold(job, -1)
@@ -626,7 +627,6 @@ class Scheduler:
             self._queued_shots[key] += sign * job.shots
 
     def _queue_changed(self) -> None:
-        self._estimates = None
         self._wake.set()
         self._queue_dirty.set()
 
@@ -670,14 +670,7 @@ class Scheduler:
         if self._calibrate_requested:
             decision: policy.Decision = policy.Calibrate()
         else:
-            decision = policy.decide(
-                list(self._queue.values()),
-                self._session_slots,
-                self.device_view(),
-                now,
-                self.policy,
-                self._usage,
-            )
+            decision = self._queue.decide(self.device_view(), now)
         if isinstance(decision, policy.Calibrate):
             await self._calibrate()
         elif isinstance(decision, policy.RunChunk):
@@ -701,7 +694,8 @@ class Scheduler:
         self._device_changed()
 
     async def _run_chunk(self, decision: policy.RunChunk) -> None:
-        queued = self._queue[decision.job_id]
+        queued = self._queue.get(decision.job_id)
+        assert queued is not None, "the policy picks only queued jobs"
         program = self._programs[decision.job_id]
         self._running = queued.id
         self._queue_changed()
@@ -743,11 +737,10 @@ class Scheduler:
 
     async def _record(self, queued: policy.QueuedJob, shots: int, outcome: Any) -> None:
         """Merge a finished chunk into its job, exactly once, however long the store is down."""
-        self._usage = policy.record_chunk(
-            self._usage, queued, outcome.started_at, outcome.finished_at, self.policy
-        )
-        device_seconds = shots * self.driver.profile.time_per_shot_s
-        emulator_seconds = max(0.0, outcome.finished_at - outcome.started_at - device_seconds)
+        device_seconds = outcome.device_seconds
+        # Fair share counts what the device spent, not the emulator's own time.
+        self._queue.record_chunk(queued, outcome.finished_at - device_seconds, outcome.finished_at)
+        emulator_seconds = outcome.emulator_seconds
         self.metrics.qpu_busy_seconds += device_seconds
         self.metrics.shots += shots
         row = await self._store_retrying(
@@ -767,7 +760,7 @@ class Scheduler:
                 self.metrics.finished[row.status] += 1
                 self._publish_job(row)
             return
-        self._queue[queued.id] = dataclasses.replace(queued, shots_done=row.shots_done)
+        self._queue.update(dataclasses.replace(queued, shots_done=row.shots_done))
         self._queue_changed()
         self._publish_job(row)
 
