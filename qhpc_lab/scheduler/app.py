@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhpc_lab.programs import Program, ProgramError
@@ -19,6 +19,8 @@ from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity, load_or_create_secret
 from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
 from qhpc_lab.scheduler.core import Scheduler, SchedulerError, iso_time
+from qhpc_lab.scheduler.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from qhpc_lab.scheduler.metrics import RequestMetrics, Snapshot
 from qhpc_lab.scheduler.schemas import (
     AccessibleIn,
     AccessibleOut,
@@ -110,6 +112,7 @@ def create_app(
     app.state.authenticator = auth
 
     app.add_middleware(PayloadLimit, limit=config.max_payload_bytes)
+    app.add_middleware(RequestMetrics, metrics=sched.metrics)
 
     @app.exception_handler(SchedulerError)
     async def scheduler_error(_request: Request, err: SchedulerError) -> JSONResponse:
@@ -179,7 +182,7 @@ def create_app(
                 body.format, body.sequence, body.shots, body.name, body.variables or {}
             )
         except ProgramError as err:
-            sched.metrics.rejected += 1
+            sched.metrics.rejected()
             raise SchedulerError(422, str(err), err.rule) from None
         job = sched.submit(
             who.user_id,
@@ -229,21 +232,29 @@ def create_app(
     @app.get("/events", tags=["qhpc"], response_class=StreamingResponse)
     async def get_events(who: User) -> StreamingResponse:
         return StreamingResponse(
-            sched.bus.subscribe(who.user_id, who.admin),
+            sched.metrics.track_subscriber(sched.bus.subscribe(who.user_id, who.admin)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["qhpc"])
-    async def get_metrics() -> PlainTextResponse:
+    async def get_metrics() -> Response:
+        """Prometheus text exposition (docs/operations.md lists the metrics)."""
         info = sched.device_info()
-        text = sched.metrics.render(
-            info["queue_depth"],
-            sched.store.count_by_status(),
-            info["state"],
-            info["calibration_age_s"],
+        profile = sched.driver.profile
+        snapshot = Snapshot(
+            queue_depth=info["queue_depth"],
+            jobs_by_status=sched.store.count_by_status(),
+            device_state=info["state"],
+            calibration_age_s=info["calibration_age_s"],
+            calibration_interval_s=profile.calibration_interval_s,
+            calibration_duration_s=profile.calibration_duration_s,
+            accessible=sched.accessible,
+            draining=sched.draining,
+            sessions_open=len(sched.store.list_sessions(active=True)),
+            emulator_worker_up=getattr(sched.driver, "worker_alive", None),
         )
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        return Response(sched.metrics.render(snapshot), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/health", tags=["qhpc"])
     async def health() -> dict[str, str]:

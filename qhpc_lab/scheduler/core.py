@@ -88,6 +88,8 @@ class Scheduler:
         for row in self.store.active_jobs():
             self._enqueue(row)
         self._task = asyncio.create_task(self._dispatch_forever(), name="qhpc-dispatcher")
+        self._task.add_done_callback(self.metrics.dispatcher_ended)
+        self.metrics.dispatcher_running()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -179,7 +181,7 @@ class Scheduler:
         self._session_slots.pop(session_id, None)
         for job_id in canceled:
             self._dequeue(job_id)
-            self.metrics.finished["CANCELED"] += 1
+            self.metrics.job_finished("CANCELED")
             job = self.store.get_job(job_id)
             if job is not None:
                 self._publish_job(job)
@@ -217,7 +219,7 @@ class Scheduler:
         max_calibration_age_s: float | None = None,
     ) -> JobRow:
         if not self.accessible:
-            self.metrics.rejected += 1
+            self.metrics.rejected()
             raise SchedulerError(
                 503,
                 f"the QPU is not accepting jobs: {self.message or 'maintenance'}",
@@ -225,7 +227,7 @@ class Scheduler:
             )
         job_class = job_class or self.default_job_class
         if job_class not in policy.JOB_CLASSES:
-            self.metrics.rejected += 1
+            self.metrics.rejected()
             raise SchedulerError(
                 422,
                 f"unknown job_class {job_class!r}; use one of {', '.join(policy.JOB_CLASSES)}",
@@ -235,7 +237,7 @@ class Scheduler:
         try:
             facts = validate(program, self.driver.profile.spec)
         except ProgramError as err:
-            self.metrics.rejected += 1
+            self.metrics.rejected()
             raise SchedulerError(422, str(err), err.rule) from None
         row = self.store.add_job(
             session_id=session.id if session else None,
@@ -250,7 +252,7 @@ class Scheduler:
             num_qubits=facts.num_qubits,
             max_calibration_age_s=max_calibration_age_s,
         )
-        self.metrics.submissions[job_class] += 1
+        self.metrics.submitted(job_class)
         self._enqueue(row, program)
         self._publish_job(row)
         return row
@@ -272,7 +274,7 @@ class Scheduler:
         if finished is None:
             return job
         self._dequeue(job_id)
-        self.metrics.finished["CANCELED"] += 1
+        self.metrics.job_finished("CANCELED")
         self._publish_job(finished)
         return finished
 
@@ -434,7 +436,7 @@ class Scheduler:
         self._device_changed()
         await calibration
         self.store.set_fact("calibrated_at", self.driver.calibrated_at)
-        self.metrics.calibrations += 1
+        self.metrics.calibrated()
         self._device_changed()
 
     async def _run_chunk(self, decision: policy.RunChunk) -> None:
@@ -442,10 +444,11 @@ class Scheduler:
         program = self._programs[decision.job_id]
         self._running = queued.id
         self._estimates = None
+        self.metrics.chunk_started(queued.id, queued.job_class, self._queue)
         started = self.store.mark_running(queued.id, self.clock())
         if started is not None:  # its first chunk, or its first since a restart
             if not queued.started:
-                self.metrics.wait_seconds.observe(max(0.0, started.started_at - queued.created_at))
+                self.metrics.job_started(queued.job_class, started.started_at - queued.created_at)
             self._publish_job(started)
         try:
             outcome = await self.driver.run_chunk(
@@ -457,7 +460,7 @@ class Scheduler:
             failed = self.store.finish(queued.id, "ERROR", f"execution failed: {err}")
             self._dequeue(queued.id)
             if failed is not None:
-                self.metrics.finished["ERROR"] += 1
+                self.metrics.job_finished("ERROR", "execution_failed")
                 self._publish_job(failed)
             return
         self._running = None
@@ -465,15 +468,14 @@ class Scheduler:
             self._usage, queued, outcome.started_at, outcome.finished_at, self.policy
         )
         busy = outcome.finished_at - outcome.started_at
-        self.metrics.qpu_busy_seconds += busy
-        self.metrics.shots += decision.shots
+        self.metrics.chunk_ran(queued.job_class, busy, decision.shots)
         row = self.store.record_chunk(
             queued.id, outcome.counts, decision.shots, busy, outcome.calibration_age_s
         )
         if row is None or row.status != "RUNNING":
             self._dequeue(queued.id)
             if row is not None:
-                self.metrics.finished[row.status] += 1
+                self.metrics.job_finished(row.status)
                 self._publish_job(row)
             return
         self._queue[queued.id] = dataclasses.replace(queued, shots_done=row.shots_done)
