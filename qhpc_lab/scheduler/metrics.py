@@ -196,7 +196,7 @@ class Metrics:
         for reason in ERROR_REASONS:
             self._errors.labels(reason)
         self._last_chunk: tuple[int, str] | None = None
-        self._request_children: dict[tuple[str, str], Histogram] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
         self.dispatcher_stalled("stopped")
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -271,11 +271,15 @@ class Metrics:
 
     def request_done(self, method: str, route: str, code: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else "OTHER"
-        child = self._request_children.get((method, route))
-        if child is None:
-            child = self._request_children[method, route] = self._latency.labels(method, route)
-        child.observe(seconds)
-        self._requests.labels(method, route, str(code)).inc()
+        children = self._request_children.get((method, route, code))
+        if children is None:  # labels() costs more than the request's own bookkeeping
+            children = self._request_children[method, route, code] = (
+                self._latency.labels(method, route),
+                self._requests.labels(method, route, str(code)),
+            )
+        latency, requests = children
+        latency.observe(seconds)
+        requests.inc()
 
     # -- scraping -----------------------------------------------------------------------------
 
