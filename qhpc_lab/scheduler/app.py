@@ -214,6 +214,13 @@ def create_app(
             lines.append(job.error)
         return {"logs": "\n".join(lines)}
 
+    @app.get("/jobs/{job_id}/timeline", tags=["qhpc"])
+    async def get_timeline(job_id: int, who: User) -> dict[str, Any]:
+        """Why the job waited: its chunks, the classes that ran while it waited, and the
+        calibrations and holds it waited through (docs/operations.md)."""
+        job = sched.get_job(job_id, who.user_id, who.admin)
+        return {"job_id": job.id, "status": job.status, "entries": sched.timelines.view(job)}
+
     @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"])
     async def cancel_job(job_id: int, who: User) -> JSONResponse:
         reason = "canceled by an administrator" if who.admin else "canceled by user"

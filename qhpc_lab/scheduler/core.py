@@ -23,6 +23,7 @@ from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.events import EventBus
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.store import JobRow, SessionRow, Store
+from qhpc_lab.scheduler.timeline import Timelines
 
 log = logging.getLogger("qhpc.scheduler")
 
@@ -50,6 +51,7 @@ class Scheduler:
         self.clock = clock
         self.bus = EventBus()
         self.metrics = Metrics()
+        self.timelines = Timelines()
         self.policy = policy.PolicyConfig(
             class_priority=dict(config.class_priority),
             aging_per_chunk=config.aging_per_chunk,
@@ -147,6 +149,7 @@ class Scheduler:
     def set_accessible(self, accessible: bool, message: str | None = None) -> None:
         """Open or close submissions; reopening without a message clears the closing one."""
         self.accessible = accessible
+        self.timelines.hold("maintenance", not accessible, self.clock(), self._queue)
         self.store.set_fact("accessible", accessible)
         if message is None and accessible:
             message = ""
@@ -158,6 +161,7 @@ class Scheduler:
     def set_draining(self, draining: bool) -> None:
         """Drain: started jobs finish, queued ones wait until resumed."""
         self.draining = draining
+        self.timelines.hold("draining", draining, self.clock(), self._queue)
         self.store.set_fact("draining", draining)
         self._device_changed()
 
@@ -431,12 +435,14 @@ class Scheduler:
 
     async def _calibrate(self) -> None:
         self._calibrate_requested = False
+        started = self.clock()
         calibration = asyncio.create_task(self.driver.calibrate())
         await asyncio.sleep(0)
         self._device_changed()
         await calibration
         self.store.set_fact("calibrated_at", self.driver.calibrated_at)
         self.metrics.calibrated()
+        self.timelines.calibration(started, self.clock(), self._queue)
         self._device_changed()
 
     async def _run_chunk(self, decision: policy.RunChunk) -> None:
@@ -469,6 +475,15 @@ class Scheduler:
         )
         busy = outcome.finished_at - outcome.started_at
         self.metrics.chunk_ran(queued.job_class, busy, decision.shots)
+        self.timelines.chunk(
+            queued.id,
+            queued.job_class,
+            outcome.started_at,
+            outcome.finished_at,
+            decision.shots,
+            outcome.calibration_age_s,
+            self._queue,
+        )
         row = self.store.record_chunk(
             queued.id, outcome.counts, decision.shots, busy, outcome.calibration_age_s
         )
