@@ -14,6 +14,8 @@ command -v sudo >/dev/null || need+=(sudo)
 # Chromium and its fonts for the browser tests (tests/test_ui.py; never a Playwright download)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
+# Prometheus and promtool for tests/test_prometheus.py (the test starts its own on 127.0.0.1)
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: need root to install: ${need[*]}" >&2

@@ -746,7 +746,7 @@ async def test_metrics_counters_move_after_a_job(shared: Clients, sequence_json:
     assert delta('qhpc_jobs_finished_total{status="DONE"}') == 1
     assert delta("qhpc_shots_total") == 20
     assert delta("qhpc_rejected_submissions_total") == 1
-    assert delta("qhpc_job_wait_seconds_count") == 1
+    assert delta('qhpc_job_wait_seconds_count{job_class="production"}') == 1
     assert after['qhpc_device_state{state="ONLINE"}'] == 1
     exposition = (await shared.anonymous.get("/metrics")).text
     for counter in ("qhpc_submissions_total", "qhpc_jobs_finished_total", "qhpc_shots_total"):

@@ -124,6 +124,10 @@ class BudgetedWorker:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
     def start(self) -> None:
         """Start the process (if none is alive) without waiting for its warm-up."""
         with self._lock:

@@ -101,6 +101,12 @@ class EmulatedQPU:
     def calibrated_at(self) -> float:
         return self._calibrated_at
 
+    @property
+    def worker_alive(self) -> bool:
+        """Whether the emulator worker process lives (``qhpc_emulator_worker_up``); a dead one
+        is replaced at the next job's first chunk."""
+        return _EMULATOR.alive
+
     def start(self) -> None:
         """Start the worker process and import the emulators in it ahead of the first job."""
         _EMULATOR.start()

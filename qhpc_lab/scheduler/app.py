@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +26,8 @@ from qhpc_lab.scheduler.core import (
     iso_time,
 )
 from qhpc_lab.scheduler.errors import error_response, error_responses, install_error_handling
+from qhpc_lab.scheduler.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from qhpc_lab.scheduler.metrics import RequestMetrics, Snapshot
 from qhpc_lab.scheduler.schemas import (
     AccessibleIn,
     AccessibleOut,
@@ -142,6 +144,7 @@ def create_app(
     app.state.authenticator = auth
 
     app.add_middleware(PayloadLimit, limit=config.max_payload_bytes)
+    app.add_middleware(RequestMetrics, metrics=sched.metrics)
 
     install_error_handling(app)
 
@@ -231,7 +234,7 @@ def create_app(
                 body.format, body.sequence, body.shots, body.name, body.variables or {}
             )
         except ProgramError as err:
-            sched.metrics.rejected += 1
+            sched.metrics.rejected()
             raise SchedulerError(422, str(err), err.rule) from None
         job = await sched.submit(
             who.user_id,
@@ -288,6 +291,13 @@ def create_app(
             lines.append(job.error)
         return {"logs": "\n".join(lines)}
 
+    @app.get("/jobs/{job_id}/timeline", tags=["qhpc"], responses=error_responses(401, 404, 422))
+    async def get_timeline(job_id: int, who: User) -> dict[str, Any]:
+        """Why the job waited: its chunks, the classes that ran while it waited, and the
+        calibrations and holds it waited through (docs/operations.md)."""
+        job = await sched.get_job(job_id, who.user_id, who.admin)
+        return {"job_id": job.id, "status": job.status, "entries": sched.timelines.view(job)}
+
     @app.post(
         "/jobs/{job_id}/cancel",
         response_model=JobOut,
@@ -329,7 +339,7 @@ def create_app(
             who.user_id, who.admin, last_event_id, sched.device_info(who.user_id, who.admin)
         )
         return EventSourceResponse(
-            _sse(events),
+            sched.metrics.track_subscriber(_sse(events)),
             ping=HEARTBEAT_S,
             sep="\n",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -338,15 +348,23 @@ def create_app(
     @app.get(
         "/metrics", response_class=PlainTextResponse, tags=["qhpc"], responses=error_responses()
     )
-    async def get_metrics() -> PlainTextResponse:
+    async def get_metrics() -> Response:
+        """Prometheus text exposition (docs/operations.md lists the metrics)."""
         info = sched.device_info()
-        text = sched.metrics.render(
-            info["queue_depth"],
-            await sched.db(sched.store.count_by_status),
-            info["state"],
-            info["calibration_age_s"],
+        profile = sched.driver.profile
+        snapshot = Snapshot(
+            queue_depth=info["queue_depth"],
+            jobs_by_status=await sched.db(sched.store.count_by_status),
+            device_state=info["state"],
+            calibration_age_s=info["calibration_age_s"],
+            calibration_interval_s=profile.calibration_interval_s,
+            calibration_duration_s=profile.calibration_duration_s,
+            accessible=sched.accessible,
+            draining=sched.draining,
+            sessions_open=sched.sessions_open,
+            emulator_worker_up=getattr(sched.driver, "worker_alive", None),
         )
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        return Response(sched.metrics.render(snapshot), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/health", tags=["qhpc"], responses=error_responses())
     async def health() -> JSONResponse:

@@ -29,13 +29,15 @@ import sqlalchemy.exc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from qhpc_lab.programs import Program, ProgramError, start_validation_worker, validate_async
-from qhpc_lab.qpu import DeviceState, QPUDriver
+from qhpc_lab.programs.worker import WorkerDied
+from qhpc_lab.qpu import ChunkBudgetExceeded, DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
+from qhpc_lab.scheduler.timeline import Timelines
 
 log = logging.getLogger("qhpc.scheduler")
 
@@ -105,6 +107,7 @@ class Scheduler:
         self.bus = EventBus()
         self.metrics = Metrics()
         self.health = HEALTHY
+        self.timelines = Timelines()
         self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
         self.policy = policy.PolicyConfig(
             class_priority=dict(config.class_priority),
@@ -150,6 +153,8 @@ class Scheduler:
             asyncio.create_task(self._dispatch_forever(), name="qhpc-dispatcher"),
             asyncio.create_task(self._publish_queue_forever(), name="qhpc-queue-events"),
         ]
+        self._tasks[0].add_done_callback(self.metrics.dispatcher_ended)
+        self.metrics.dispatcher_running()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -170,7 +175,7 @@ class Scheduler:
         try:
             return await loop.run_in_executor(self._executor, lambda: call(*args, **kwargs))
         except STORE_DOWN as err:
-            self.metrics.store_errors += 1
+            self.metrics.store_error()
             raise SchedulerError(
                 503,
                 f"the scheduler's database is unavailable ({_first_line(err)}); try again",
@@ -202,10 +207,11 @@ class Scheduler:
 
     def _stalled(self, reason: str, detail: str) -> None:
         if reason == "store_unavailable":
-            self.metrics.store_errors += 1
+            self.metrics.store_error()
         if self.health.ok or self.health.reason != reason:
             log.error("dispatcher stalled (%s): %s", reason, detail)
             self.health = DispatcherHealth(False, reason, detail, self.clock())
+            self.metrics.dispatcher_stalled(reason)
             self._device_changed()
         else:
             self.health = dataclasses.replace(self.health, detail=detail)
@@ -214,6 +220,7 @@ class Scheduler:
         stalled = self.clock() - (self.health.since or self.clock())
         log.warning("dispatcher resumed after %.1f s (%s)", stalled, self.health.reason)
         self.health = HEALTHY
+        self.metrics.dispatcher_running()
         self._device_changed()
 
     # -- device ---------------------------------------------------------------------------
@@ -235,6 +242,10 @@ class Scheduler:
             chunk_shots=profile.chunk_shots,
             accepting=not self.draining,
         )
+
+    @property
+    def sessions_open(self) -> int:
+        return len(self._queue.slots)
 
     def queue_depth(self) -> dict[str, int]:
         """Active jobs (waiting or running) per class."""
@@ -270,6 +281,7 @@ class Scheduler:
         """Open or close submissions; reopening without a message clears the closing one."""
         await self.db(self.store.set_fact, "accessible", accessible)
         self.accessible = accessible
+        self.timelines.hold("maintenance", not accessible, self.clock())
         if message is None and accessible:
             message = ""
         if message is not None:
@@ -281,6 +293,7 @@ class Scheduler:
         """Drain: started jobs finish, queued ones wait until resumed."""
         await self.db(self.store.set_fact, "draining", draining)
         self.draining = draining
+        self.timelines.hold("draining", draining, self.clock())
         self._device_changed()
 
     def _device_changed(self) -> None:
@@ -308,7 +321,7 @@ class Scheduler:
         self._queue.drop_slots(session_id)
         for job_id in canceled:
             self._dequeue(job_id)
-            self.metrics.finished["CANCELED"] += 1
+            self.metrics.job_finished("CANCELED")
             job = await self.db(self.store.get_job, job_id)
             if job is not None:
                 self._publish_job(job)
@@ -351,7 +364,7 @@ class Scheduler:
         """Accept a job; a retried submission with the same ``idempotency_key`` returns the
         first job instead of queueing a second one (the store's unique key decides)."""
         if not self.accessible:
-            self.metrics.rejected += 1
+            self.metrics.rejected()
             raise SchedulerError(
                 503,
                 f"the QPU is not accepting jobs: {self.message or 'maintenance'}",
@@ -359,7 +372,7 @@ class Scheduler:
             )
         job_class = job_class or self.default_job_class
         if job_class not in policy.JOB_CLASSES:
-            self.metrics.rejected += 1
+            self.metrics.rejected()
             raise SchedulerError(
                 422,
                 f"unknown job_class {job_class!r}; use one of {', '.join(policy.JOB_CLASSES)}",
@@ -372,7 +385,7 @@ class Scheduler:
         try:
             await validate_async(program, self.driver.profile.spec)
         except ProgramError as err:
-            self.metrics.rejected += 1
+            self.metrics.rejected()
             raise SchedulerError(422, str(err), err.rule) from None
         try:
             row = await self.db(
@@ -392,7 +405,7 @@ class Scheduler:
             )
         except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
             return duplicate.job
-        self.metrics.submissions[job_class] += 1
+        self.metrics.submitted(job_class)
         self._enqueue(row, program)
         self._publish_job(row)
         return row
@@ -420,7 +433,7 @@ class Scheduler:
             held_jobs = self._queued_jobs[f"{scope}:{key}"]
             held_shots = self._queued_shots[f"{scope}:{key}"]
             if max_jobs and held_jobs + 1 > max_jobs:
-                self.metrics.rejected += 1
+                self.metrics.rejected()
                 raise SchedulerError(
                     429,
                     f"{scope} {key} has {held_jobs} jobs queued; the limit is {max_jobs} "
@@ -428,7 +441,7 @@ class Scheduler:
                     f"max_queued_jobs_per_{scope}",
                 )
             if max_shots and held_shots + shots > max_shots:
-                self.metrics.rejected += 1
+                self.metrics.rejected()
                 raise SchedulerError(
                     429,
                     f"{scope} {key} has {held_shots} shots queued and asks for {shots} more; "
@@ -464,7 +477,7 @@ class Scheduler:
         if job_id == self._running and self._chunk is not None:
             self._chunk.cancel()  # the emulation stops now, not when the chunk would have ended
         self._dequeue(job_id)
-        self.metrics.finished["CANCELED"] += 1
+        self.metrics.job_finished("CANCELED")
         self._publish_job(finished)
         return finished
 
@@ -685,12 +698,14 @@ class Scheduler:
 
     async def _calibrate(self) -> None:
         self._calibrate_requested = False
+        started = self.clock()
         calibration = asyncio.create_task(self.driver.calibrate())
         await asyncio.sleep(0)
         self._device_changed()
         await calibration
         await self._store_retrying(self.store.set_fact, "calibrated_at", self.driver.calibrated_at)
-        self.metrics.calibrations += 1
+        self.metrics.calibrated()
+        self.timelines.calibration(started, self.clock())
         self._device_changed()
 
     async def _run_chunk(self, decision: policy.RunChunk) -> None:
@@ -698,6 +713,7 @@ class Scheduler:
         assert queued is not None, "the policy picks only queued jobs"
         program = self._programs[decision.job_id]
         self._running = queued.id
+        self.metrics.chunk_started(queued.id, queued.job_class, self._queue)
         self._queue_changed()
         try:
             started = await self._store_retrying(self.store.mark_running, queued.id, self.clock())
@@ -705,8 +721,8 @@ class Scheduler:
                 return
             if started is not None:  # its first chunk, or its first since a restart
                 if not queued.started:
-                    self.metrics.wait_seconds.observe(
-                        max(0.0, started.started_at - queued.created_at)
+                    self.metrics.job_started(
+                        queued.job_class, started.started_at - queued.created_at
                     )
                 self._publish_job(started)
             self._chunk = asyncio.create_task(
@@ -726,7 +742,7 @@ class Scheduler:
                 )
                 self._dequeue(queued.id)
                 if failed is not None:
-                    self.metrics.finished["ERROR"] += 1
+                    self.metrics.job_finished("ERROR", _error_reason(err))
                     self._publish_job(failed)
                 return
             finally:
@@ -741,8 +757,15 @@ class Scheduler:
         # Fair share counts what the device spent, not the emulator's own time.
         self._queue.record_chunk(queued, outcome.finished_at - device_seconds, outcome.finished_at)
         emulator_seconds = outcome.emulator_seconds
-        self.metrics.qpu_busy_seconds += device_seconds
-        self.metrics.shots += shots
+        self.metrics.chunk_ran(queued.job_class, device_seconds, shots)
+        self.timelines.chunk(
+            queued.id,
+            queued.job_class,
+            outcome.finished_at - device_seconds,
+            outcome.finished_at,
+            shots,
+            outcome.calibration_age_s,
+        )
         row = await self._store_retrying(
             self.store.record_chunk,
             queued.id,
@@ -757,7 +780,7 @@ class Scheduler:
         if row is None or row.status != "RUNNING":
             self._dequeue(queued.id)
             if row is not None:
-                self.metrics.finished[row.status] += 1
+                self.metrics.job_finished(row.status)
                 self._publish_job(row)
             return
         self._queue.update(dataclasses.replace(queued, shots_done=row.shots_done))
@@ -770,6 +793,17 @@ def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _error_reason(err: Exception) -> str:
+    """The metrics' name for why a chunk ended its job."""
+    if isinstance(err, ChunkBudgetExceeded):
+        return {"emulation_time": "wall_time_budget", "emulation_memory": "memory_budget"}.get(
+            err.rule, "other"
+        )
+    if isinstance(err, WorkerDied):
+        return "worker_died"
+    return "execution_failed"
 
 
 def _first_line(err: BaseException | None) -> str:
