@@ -112,34 +112,65 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"initdb failed ({initdb.returncode}):\n{initdb.stdout}{initdb.stderr}")
         port = _free_port()
         command = [f"{bin_dir}/postgres", "-D", str(data), "-p", str(port), "-k", str(sockets)]
-        with log.open("wb") as output:
-            server = subprocess.Popen(
-                command + SERVER_OPTIONS,
-                cwd=root,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_stop_with_parent,
-                **owner,
-            )
+
+        def start() -> subprocess.Popen[bytes]:
+            with log.open("ab") as output:
+                return subprocess.Popen(
+                    command + SERVER_OPTIONS,
+                    cwd=root,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_stop_with_parent,
+                    **owner,
+                )
+
+        server = start()
         with _connect(port, server, log) as conn:
             conn.execute("CREATE DATABASE qhpc")
+
+        def restart(down_s: float) -> None:
+            nonlocal server
+            _stop(server)
+            time.sleep(down_s)
+            server = start()
+            _connect(port, server, log).close()
+
+        _RESTART[0] = restart
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/qhpc"
     finally:
+        _RESTART.clear()
+        _RESTART.append(None)
         if server is not None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(10)
+            _stop(server)
         shutil.rmtree(root, ignore_errors=True)
+
+
+_RESTART: list[Any] = [None]
+
+
+def restart_postgres(down_s: float = 1.0) -> None:
+    """Stop the session's server as ``pg_ctl restart -m fast`` does (SIGINT: fast shutdown,
+    every connection cut), keep it down ``down_s`` seconds, start it again on the same port."""
+    if _RESTART[0] is None:
+        raise RuntimeError("no PostgreSQL server is running (use the postgres_url fixture)")
+    _RESTART[0](down_s)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(10)
 
 
 @pytest.fixture
 def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
     """A new, empty database on the session's server for one test; dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart the server (restart_postgres), cutting pooled connections
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     try:

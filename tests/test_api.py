@@ -834,7 +834,11 @@ def test_event_stream_carries_own_jobs_and_device_changes(
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
             lines = stream.iter_lines()
-            assert next(lines) == ": connected"
+            # On connect: the device and the queue as they are now, before any change.
+            initial = read_events(lines, lambda kind, _data: kind == "queue")
+            assert [kind for kind, _ in initial] == ["device", "queue"]
+            assert initial[0][1]["draining"] is False
+            assert initial[1][1]["jobs"] == {}
 
             assert admin.post("/admin/drain").status_code == 200
             assert admin.post("/admin/resume").status_code == 200

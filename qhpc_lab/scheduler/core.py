@@ -104,7 +104,7 @@ class Scheduler:
         self.store = store
         self.driver = driver
         self.clock = clock
-        self.bus = EventBus()
+        self.bus = EventBus(self.queue_snapshot)
         self.metrics = Metrics()
         self.health = HEALTHY
         self.timelines = Timelines()
@@ -652,6 +652,7 @@ class Scheduler:
             await self._queue_dirty.wait()
             self._queue_dirty.clear()
             if not self.bus.listening:
+                self.bus.forget_queue()
                 continue
             started = time.perf_counter()
             self.bus.publish_queue(self.queue_snapshot())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,11 @@ class _Subscriber:
 
 
 class EventBus:
-    def __init__(self, backlog: int = 1000) -> None:
+    def __init__(
+        self, queue_now: Callable[[], QueueSnapshot] | None = None, backlog: int = 1000
+    ) -> None:
+        self._queue_now = queue_now
+        """Builds the queue as it is now, for a subscriber that connects while none is kept."""
         self._subscribers: set[_Subscriber] = set()
         self._backlog = backlog
         self._recent: collections.deque[_Published] = collections.deque(maxlen=backlog)
@@ -123,6 +127,10 @@ class EventBus:
         )
         for subscriber in self._subscribers:
             subscriber.queue_changed.set()
+
+    def forget_queue(self) -> None:
+        """The queue changed while nobody listened: the next subscriber gets a fresh one."""
+        self._queue = None
 
     def _next_id(self) -> int:
         self._last_id = next(self._ids)
@@ -169,6 +177,8 @@ class EventBus:
             while True:
                 if subscriber.queue_changed.is_set() and subscriber.events.empty():
                     subscriber.queue_changed.clear()
+                    if self._queue is None and self._queue_now is not None:
+                        self.publish_queue(self._queue_now())
                     if self._queue is not None:
                         yield StreamEvent(
                             "queue", self._queue.for_user(user_id), str(self._last_id)
