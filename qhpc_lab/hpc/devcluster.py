@@ -675,7 +675,7 @@ def load_cluster(
 
 
 def slurm_conf(cluster: DevCluster, hooks: dict[str, Path]) -> str:
-    """slurm.conf of the dev cluster: FIELD-NOTES' working settings, the licence, the hooks."""
+    """slurm.conf of the dev cluster: settings that work in a container, the licence, the hooks."""
     d = cluster.directory
     cpus = max(os.cpu_count() or 1, 4)
     return f"""\
