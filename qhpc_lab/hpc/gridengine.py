@@ -47,6 +47,7 @@ from qhpc_lab.hpc.hooks import (
     deadline,
     job_environment,
     log,
+    log_to,
     open_session,
     request,
     run_guarded,
@@ -256,9 +257,9 @@ def usage(config: GridEngineConfig, job_ids: list[str]) -> list[dict[str, Any]]:
 # -- the load sensor -----------------------------------------------------------------------------
 
 
-def load_values(config: GridEngineConfig) -> dict[str, int]:
-    """``{ready_complex: 0|1, complex: free slots}`` now. When the scheduler does not answer,
-    readiness is 0 and the free slots are ``slots_total`` (Grid Engine's own booking rules)."""
+def load_values(config: GridEngineConfig) -> tuple[dict[str, int], str | None]:
+    """``{ready_complex: 0|1, complex: free slots}`` now, and why the scheduler could not say
+    (then readiness is 0 and the free slots are ``slots_total``: Grid Engine's own booking)."""
     values = {config.ready_complex: 0}
     if config.slots_total:
         values[config.complex] = config.slots_total
@@ -271,24 +272,32 @@ def load_values(config: GridEngineConfig) -> dict[str, int]:
             used = sum(s["qpu_slots"] for s in sessions)
             values[config.complex] = max(0, config.slots_total - used)
     except HookError as err:
-        log.error("load sensor: %s", err)
-    return values
+        return values, str(err)
+    return values, None
 
 
 def load_sensor(config: GridEngineConfig | None, stdin: IO[str], stdout: IO[str]) -> None:
     """Grid Engine's load sensor protocol: a line in → a ``begin``/``end`` report out, until
     ``quit`` or end of input. Each report is bounded by ``deadline_s``; without settings (the
-    file is broken) every report says "not ready"."""
+    file is broken) every report says "not ready". A failure is logged when it starts and
+    when it ends, not at every report."""
+    failing: str | None = None
     for line in stdin:
         if line.strip() == "quit":
             return
-        values = {GridEngineConfig.ready_complex: 0}
+        values, error = {GridEngineConfig.ready_complex: 0}, "no settings"
         try:
             if config is not None:
                 with deadline(config.deadline_s):
-                    values = load_values(config)
+                    values, error = load_values(config)
         except Exception as err:  # a report must always come back
-            log.error("load sensor: %s", err)
+            error = str(err)
+        if error != failing:
+            if error:
+                log.error("load sensor: QPU reported not ready: %s", error)
+            else:
+                log.info("load sensor: the scheduler answers again")
+            failing = error
         report = [f"global:{name}:{value}" for name, value in values.items()]
         stdout.write("\n".join(["begin", *report, "end"]) + "\n")
         stdout.flush()
@@ -301,10 +310,12 @@ def run_hook(hook: str, config_path: str | None, environ: Mapping[str, str] = os
     """``qhpc gridengine <hook>``. Always 0: a failing prolog puts the queue in error."""
     if hook == "load-sensor":
         config = None
+        log_to(GridEngineConfig.SECTION, hook, "", None)
         try:
             config = GridEngineConfig.load(config_path, environ)
+            log_to(GridEngineConfig.SECTION, hook, "", config.log_file)
         except Exception as err:  # keep answering (not ready) rather than die
-            print(f"qhpc gridengine load-sensor: {err}", file=sys.stderr, flush=True)
+            log.error("%s", err)
         load_sensor(config, sys.stdin, sys.stdout)
         return 0
     step = prolog if hook == "prolog" else epilog

@@ -358,9 +358,8 @@ def log_to(
 ) -> None:
     """Log lines name the side, the hook and the job; to stderr from ``stderr_level`` on, and
     to ``log_file`` when writable."""
-    formatter = logging.Formatter(
-        f"%(asctime)s qhpc-{name} {hook} job {job_id or '?'} %(levelname)s: %(message)s"
-    )
+    job = f" job {job_id}" if job_id else ""
+    formatter = logging.Formatter(f"%(asctime)s qhpc-{name} {hook}{job} %(levelname)s: %(message)s")
     handlers: list[logging.Handler] = []
     if not log.handlers:
         console = logging.StreamHandler(sys.stderr)
