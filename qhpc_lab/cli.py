@@ -89,26 +89,76 @@ def _slurm_scripts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dev_cluster(args: argparse.Namespace) -> int:
-    from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError
+def _gridengine_hook(args: argparse.Namespace) -> int:
+    from qhpc_lab.hpc.gridengine import run_hook
 
-    cluster = DevCluster.load(args.dir)
+    return run_hook(args.hook, args.config)
+
+
+def _gridengine_scripts(args: argparse.Namespace) -> int:
+    from qhpc_lab.hpc.gridengine import GridEngineConfig, configuration, write_hook_scripts
+
+    python = args.python or sys.executable
+    scripts = write_hook_scripts(Path(args.directory), python, args.config)
+    config = GridEngineConfig(slots_total=args.slots or 0)
+    print(f"# Grid Engine settings; root and the execution daemon's user run {python}")
+    for where, text in configuration(scripts, config).items():
+        print(f"# {where}\n{text}")
+    return 0
+
+
+def _gridengine_usage(args: argparse.Namespace) -> int:
+    from qhpc_lab.hpc.gridengine import GridEngineConfig, usage
+
+    for line in usage(GridEngineConfig.load(args.config), args.job_ids):
+        print(json.dumps(line))
+    return 0
+
+
+def _dev_cluster(args: argparse.Namespace) -> int:
+    from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError, load_cluster
+
     try:
+        cluster = load_cluster(args.dir, getattr(args, "scheduler", None))
         if args.action == "start":
-            for name in ("slots", "device", "scheduler_port", "slurmctld_port", "slurmd_port"):
+            for name in (
+                "slots",
+                "device",
+                "scheduler_port",
+                "slurmctld_port",
+                "slurmd_port",
+                "qmaster_port",
+                "execd_port",
+            ):
                 if getattr(args, name) is not None:
+                    if not hasattr(cluster, name):
+                        raise DevClusterError(f"--{name.replace('_', '-')} is not for this cluster")
                     setattr(cluster, name, getattr(args, name))
             cluster.start()
-            print(
-                f"qhpc dev-cluster: running in {cluster.directory}"
-                f"\n  scheduler  {cluster.scheduler_url} (MUNGE auth, device {cluster.device})"
-                f"\n  slurm      node {cluster.node} {cluster.node_state()}, licence and GRES "
-                f"{cluster.licence}:{cluster.slots}"
-                f"\n  hooks log  {cluster.hooks_log}"
-                f"\n  job python {cluster.python}"
-                f"\nexport SLURM_CONF={cluster.conf}"
-                f"\nsbatch -L {cluster.licence}:1 --wrap '{cluster.python} my_qpu_script.py'"
-            )
+            if isinstance(cluster, DevCluster):
+                print(
+                    f"qhpc dev-cluster: running in {cluster.directory}"
+                    f"\n  scheduler  {cluster.scheduler_url} (MUNGE auth, device {cluster.device})"
+                    f"\n  slurm      node {cluster.node} {cluster.node_state()}, licence and GRES "
+                    f"{cluster.licence}:{cluster.slots}"
+                    f"\n  hooks log  {cluster.hooks_log}"
+                    f"\n  job python {cluster.python}"
+                    f"\nexport SLURM_CONF={cluster.conf}"
+                    f"\nsbatch -L {cluster.licence}:1 --wrap '{cluster.python} my_qpu_script.py'"
+                )
+            else:
+                exports = "".join(f"\nexport {k}={v}" for k, v in cluster.environ.items())
+                print(
+                    f"qhpc dev-cluster: running in {cluster.directory}"
+                    f"\n  scheduler  {cluster.scheduler_url} (MUNGE auth, device {cluster.device})"
+                    f"\n  grid engine queue {cluster.queue}@localhost, consumable "
+                    f"{cluster.complex}={cluster.slots}, load sensor every "
+                    f"{cluster.load_report_s} s"
+                    f"\n  hooks log  {cluster.hooks_log}"
+                    f"\n  QPU usage  {cluster.accounting_file}"
+                    f"\n  job python {cluster.python}{exports}"
+                    f"\necho '{cluster.python} my_qpu_script.py' | qsub -l {cluster.complex}=1"
+                )
         elif args.action == "stop":
             stopped = cluster.stop()
             print(f"qhpc dev-cluster: stopped {', '.join(stopped) or 'nothing (none running)'}")
@@ -215,11 +265,40 @@ def main(argv: list[str] | None = None) -> int:
     scripts.add_argument("--python", help="a Python every job user can run (default: this one)")
     scripts.set_defaults(run=_slurm_scripts)
 
-    dev = commands.add_parser("dev-cluster", help="single-node Slurm + scheduler on this machine")
+    gridengine = commands.add_parser(
+        "gridengine", help="Grid Engine hooks: a job's qpu request becomes a session"
+    )
+    sub = gridengine.add_subparsers(dest="hook", required=True)
+    for hook, what in (
+        ("prolog", "queue prolog (root@, job start): open the session, set the QRMI variables"),
+        ("epilog", "queue epilog (root@, job end): revoke it, record the job's QPU usage"),
+        ("load-sensor", "load sensor (execd): QPU readiness and free slots, global values"),
+    ):
+        parser_hook = sub.add_parser(hook, help=what)
+        parser_hook.add_argument(
+            "--config", help="settings file (default /etc/qhpc/gridengine.toml)"
+        )
+        parser_hook.set_defaults(run=_gridengine_hook)
+    scripts = sub.add_parser("hook-scripts", help="write the scripts the queue and host name")
+    scripts.add_argument("directory")
+    scripts.add_argument(
+        "--config", default="/etc/qhpc/gridengine.toml", help="the hooks' settings"
+    )
+    scripts.add_argument("--python", help="a Python root can run (default: this one)")
+    scripts.add_argument("--slots", type=int, help="the QPU's slots (the qpu capacity)")
+    scripts.set_defaults(run=_gridengine_scripts)
+    usage = sub.add_parser("usage", help="per-job QPU usage the epilog recorded (JSON lines)")
+    usage.add_argument("job_ids", nargs="*", help="Grid Engine job ids (default: all)")
+    usage.add_argument("--config", help="settings file (default /etc/qhpc/gridengine.toml)")
+    usage.set_defaults(run=_gridengine_usage)
+
+    dev = commands.add_parser(
+        "dev-cluster", help="single-node Slurm or Grid Engine + scheduler on this machine"
+    )
     sub = dev.add_subparsers(dest="action", required=True)
     default_dir = os.environ.get("QHPC_DEV_CLUSTER_DIR", "/tmp/qhpc-dev-cluster")
     for action, what in (
-        ("start", "install if needed and start munged, scheduler, slurmctld, slurmd"),
+        ("start", "install if needed and start munged, scheduler and the cluster's daemons"),
         ("stop", "stop what start started"),
         ("status", "what runs, as JSON"),
     ):
@@ -227,15 +306,22 @@ def main(argv: list[str] | None = None) -> int:
         parser_action.add_argument(
             "--dir",
             default=default_dir,
-            help="its files (default $QHPC_DEV_CLUSTER_DIR or %(default)s)",
+            help="its files (default $QHPC_DEV_CLUSTER_DIR or %(default)s; one cluster each)",
         )
         parser_action.set_defaults(run=_dev_cluster)
         if action == "start":
-            parser_action.add_argument("--slots", type=int, help="qpu:N licence and GRES (4)")
+            parser_action.add_argument(
+                "--scheduler",
+                choices=("slurm", "gridengine"),
+                help="the first-level scheduler (slurm, or what --dir already holds)",
+            )
+            parser_action.add_argument("--slots", type=int, help="QPU slots (4)")
             parser_action.add_argument("--device", help="emulated QPU profile (test)")
-            parser_action.add_argument("--scheduler-port", type=int, help="8016")
+            parser_action.add_argument("--scheduler-port", type=int, help="8016, 8017 for GE")
             parser_action.add_argument("--slurmctld-port", type=int, help="6817")
             parser_action.add_argument("--slurmd-port", type=int, help="6818")
+            parser_action.add_argument("--qmaster-port", type=int, help="6444")
+            parser_action.add_argument("--execd-port", type=int, help="6445")
 
     admin.add_parser(commands)
 

@@ -9,6 +9,11 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/sbin/slurmctld ] || need+=(slurm-wlm slurmctld)
 [ -x /usr/sbin/slurmd ] || need+=(slurmd)
 { [ -x /usr/bin/sbatch ] && [ -x /usr/bin/scontrol ]; } || need+=(slurm-client)
+# Grid Engine 8.1.9 for tests/test_gridengine.py (its dev cluster: sge_qmaster + sge_execd with
+# a private SGE_ROOT; the packages must not set up a cluster of their own, see debconf below)
+[ -x /usr/sbin/sge_qmaster ] || need+=(gridengine-master)
+[ -x /usr/sbin/sge_execd ] || need+=(gridengine-exec)
+{ [ -x /usr/lib/gridengine/qsub ] && [ -x /usr/lib/gridengine/qconf ]; } || need+=(gridengine-client)
 # sudo for tests/test_jupyterhub.py: batchspawner submits with `sudo -E -u USER sbatch`
 command -v sudo >/dev/null || need+=(sudo)
 # Chromium and its fonts for the browser tests (tests/test_ui.py; never a Playwright download)
@@ -23,6 +28,13 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   echo "system-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Grid Engine asks whether to configure a cluster: no (the dev cluster makes its own)
+  debconf-set-selections <<'EOF' || { echo "system-deps: debconf-set-selections failed" >&2; exit 1; }
+gridengine-common shared/gridengineconfig boolean false
+gridengine-master shared/gridengineconfig boolean false
+gridengine-common shared/gridenginecell string default
+gridengine-common shared/gridenginemaster string localhost
+EOF
   apt-get update -qq || { echo "system-deps: apt-get update failed" >&2; exit 1; }
   apt-get install -y -qq "${need[@]}" >/dev/null || { echo "system-deps: apt-get install ${need[*]} failed" >&2; exit 1; }
 fi

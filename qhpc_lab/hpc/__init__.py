@@ -1,8 +1,11 @@
-"""HPC integration: Slurm hooks that hand a job its QPU share, and a single-node dev cluster.
+"""HPC integration: first-level scheduler hooks that hand a job its QPU share, and dev clusters.
 
-``slurm``: the Prolog / Epilog / TaskProlog hooks (``qhpc slurm ...``) that open a session on
-the second-level scheduler for a job holding a ``qpu`` licence or GRES, export the QRMI
-variables of DESIGN §3.1 into its tasks, and revoke the session when the job ends.
-``devcluster``: ``qhpc dev-cluster start|stop|status`` — munged, slurmctld, slurmd and a
-scheduler on this machine, with those hooks configured (tests and developers).
+``hooks``: the scheduler-neutral allocation layer (open a session for a job's QPU slots, the
+job's QRMI variables, revoke at job end, never fail a job). ``slurm``: its Slurm side, the
+Prolog / Epilog / TaskProlog (``qhpc slurm ...``) for a job holding a ``qpu`` licence or GRES.
+``gridengine``: its Grid Engine side, the queue prolog and epilog and a load sensor
+(``qhpc gridengine ...``) for a job requesting the ``qpu`` consumable.
+``devcluster``: ``qhpc dev-cluster start|stop|status [--scheduler slurm|gridengine]`` —
+munged, a scheduler and a single-node Slurm or Grid Engine on this machine, with those hooks
+configured (tests and developers).
 """

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -23,8 +24,9 @@ import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from qhpc_lab.hpc import gridengine
 from qhpc_lab.hpc.slurm import write_hook_scripts
 
 DEFAULT_DIR = "/tmp/qhpc-dev-cluster"
@@ -44,6 +46,30 @@ SERVICES = {
 }
 """Start order (stop is the reverse) → a string its command line contains: a recycled pid
 that now belongs to another program is never signalled."""
+GRIDENGINE_PACKAGES = ("gridengine-master", "gridengine-exec", "gridengine-client", "munge")
+GRIDENGINE_NEEDED = {
+    "/usr/sbin/sge_qmaster": "gridengine-master",
+    "/usr/sbin/sge_execd": "gridengine-exec",
+    "/usr/bin/qsub": "gridengine-client",
+    "/usr/sbin/munged": "munge",
+}
+GRIDENGINE_DEBCONF = """\
+gridengine-common shared/gridengineconfig boolean false
+gridengine-master shared/gridengineconfig boolean false
+gridengine-common shared/gridenginecell string default
+gridengine-common shared/gridenginemaster string localhost
+"""
+"""Debian's packages must not set up their own cluster: the dev cluster has its own SGE_ROOT."""
+GRIDENGINE_SERVICES = {
+    "munged": "/usr/sbin/munged",
+    "scheduler": "qhpc_lab.cli",
+    "sge_qmaster": "sge_qmaster",
+    "sge_execd": "sge_execd",
+}
+SGE_LIB = Path("/usr/lib/gridengine")
+"""Debian's Grid Engine programs (qconf, spoolinit, ...) and daemons."""
+SGE_SHARE = Path("/var/lib/gridengine")
+"""Debian's SGE_ROOT skeleton: bin/, lib/, util/, utilbin/ (the dev cluster links to them)."""
 MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_PID = Path("/run/munge/munged.pid")
 RUNUSER = shutil.which("runuser", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "runuser"
@@ -53,38 +79,19 @@ class DevClusterError(Exception):
     """The cluster cannot start; the message says why and what to do."""
 
 
-@dataclass
-class DevCluster:
+class _Cluster:
+    """What every dev cluster shares: munged, the scheduler daemon, pid files, stopping."""
+
+    SERVICES: ClassVar[dict[str, str]]
+    """Start order (stop is the reverse) → a string its command line contains: a recycled pid
+    that now belongs to another program is never signalled."""
     directory: Path
-    slots: int = 4
-    """``qpu:N``: the licence count and the node's GRES count."""
-    device: str = "test"
-    """The scheduler's emulated QPU profile."""
-    scheduler_port: int = 8016
-    slurmctld_port: int = 6817
-    slurmd_port: int = 6818
-    node: str = "localhost"
-    licence: str = "qpu"
-    python: str = ""
-    """A Python with qhpc_lab that every job user can run (set by ``start``)."""
-
-    @classmethod
-    def load(cls, directory: str | Path) -> DevCluster:
-        """The cluster described by ``{directory}/cluster.json`` (defaults if none)."""
-        state = Path(directory) / "cluster.json"
-        values = json.loads(state.read_text()) if state.is_file() else {}
-        values["directory"] = Path(directory)
-        return cls(**values)
-
-    # -- where things are -----------------------------------------------------------------
+    device: str
+    scheduler_port: int
 
     @property
-    def conf(self) -> Path:
-        return self.directory / "etc" / "slurm.conf"
-
-    @property
-    def hooks_config(self) -> Path:
-        return self.directory / "etc" / "qhpc-slurm.toml"
+    def scheduler_url(self) -> str:
+        return f"http://127.0.0.1:{self.scheduler_port}"
 
     @property
     def run_dir(self) -> Path:
@@ -95,15 +102,6 @@ class DevCluster:
     def hooks_log(self) -> Path:
         return self.directory / "log" / "qhpc-hooks.log"
 
-    @property
-    def scheduler_url(self) -> str:
-        return f"http://127.0.0.1:{self.scheduler_port}"
-
-    @property
-    def environ(self) -> dict[str, str]:
-        """What Slurm's commands need to talk to this cluster."""
-        return {"SLURM_CONF": str(self.conf)}
-
     def _pid_file(self, service: str) -> Path:
         return self.directory / "run" / f"{service}.pid"
 
@@ -113,72 +111,23 @@ class DevCluster:
             pid = int(self._pid_file(service).read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid, SERVICES[service]) else None
+        return pid if _alive(pid, self.SERVICES[service]) else None
 
-    # -- start ----------------------------------------------------------------------------
+    def _save(self) -> None:
+        fields = dataclasses.asdict(self)  # type: ignore[call-overload]
+        values = {k: v for k, v in fields.items() if k != "directory"}
+        (self.directory / "cluster.json").write_text(json.dumps(values))
 
-    def start(self) -> None:
-        """Start what is missing; on any failure stop what was started and raise."""
-        if os.geteuid() != 0:
-            raise DevClusterError(
-                "the dev cluster needs root: slurmd runs jobs as their users, munged and "
-                "the Slurm daemons need their system directories"
-            )
-        install_packages()
-        running = [s for s in SERVICES if self._pid(s)]
+    def _check_start(self, ports: tuple[int, ...]) -> None:
+        running = [s for s in self.SERVICES if self._pid(s)]
         if running:
             raise DevClusterError(
                 f"a dev cluster already runs in {self.directory} ({', '.join(running)}): "
                 f"qhpc dev-cluster stop --dir {self.directory}"
             )
-        for port in (self.scheduler_port, self.slurmctld_port, self.slurmd_port):
+        for port in ports:
             if not _port_free(port):
                 raise DevClusterError(f"port {port} is in use: pick other ports (see --help)")
-        self._layout()
-        self.python = job_python(self.directory)
-        self._write_config()
-        try:
-            if not munge_answers():
-                self._start_munged()
-            scheduler = self._spawn_scheduler()  # its imports take a while: start Slurm meanwhile
-            self._start_slurm()
-            self._wait_scheduler(scheduler)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _layout(self) -> None:
-        for sub, mode in (
-            ("", 0o755),
-            ("etc", 0o755),
-            ("hooks", 0o755),
-            ("run", 0o755),
-            ("log", 0o755),
-            ("slurmctld", 0o700),
-            ("slurmd", 0o755),
-            ("scheduler", 0o700),
-        ):
-            path = self.directory / sub
-            path.mkdir(parents=True, exist_ok=True)
-            path.chmod(mode)
-
-    def _write_config(self) -> None:
-        hooks = write_hook_scripts(self.directory / "hooks", self.python, str(self.hooks_config))
-        self.hooks_config.write_text(
-            "# qhpc-lab Slurm hooks of the dev cluster (keys: qhpc_lab/hpc/slurm.py HookConfig)\n"
-            f'scheduler_url = "{self.scheduler_url}"\n'
-            f'resource = "{self.licence}"\n'
-            f'licence = "{self.licence}"\n'
-            f'run_dir = "{self.run_dir}"\n'
-            f'log_file = "{self.hooks_log}"\n'
-        )
-        self.conf.write_text(slurm_conf(self, hooks))
-        (self.conf.parent / "gres.conf").write_text(
-            f"NodeName={self.node} Name={self.licence} Count={self.slots}\n"
-        )
-        (self.directory / "cluster.json").write_text(
-            json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "directory"})
-        )
 
     def _start_munged(self) -> None:
         try:
@@ -194,7 +143,7 @@ class DevCluster:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(secrets.token_bytes(128))
             os.chown(MUNGE_KEY, owner.pw_uid, owner.pw_gid)
-        _run([RUNUSER, "-u", "munge", "--", SERVICES["munged"]], "munged")
+        _run([RUNUSER, "-u", "munge", "--", self.SERVICES["munged"]], "munged")
         self._pid_file("munged").write_text(MUNGE_PID.read_text())
         _wait(munge_answers, 15, "munged does not answer on its socket")
 
@@ -243,6 +192,122 @@ class DevCluster:
 
         _wait(healthy, 120, "the scheduler does not answer", lambda: self._tail("scheduler.log"))
 
+    def _tail(self, name: str, lines: int = 15) -> str:
+        path = self.directory / "log" / name
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _stop_services(self) -> list[str]:
+        """Stop the daemons this cluster started, in reverse order; return their names."""
+        stopped = []
+        for service in reversed(self.SERVICES):
+            pid_file = self._pid_file(service)
+            if not pid_file.exists():
+                continue
+            pid = self._pid(service)
+            if pid is not None:
+                _terminate(pid, self.SERVICES[service])
+                stopped.append(service)
+            pid_file.unlink(missing_ok=True)
+        return stopped
+
+
+@dataclass
+class DevCluster(_Cluster):
+    """Slurm: slurmctld and slurmd."""
+
+    SERVICES: ClassVar[dict[str, str]] = SERVICES
+    directory: Path
+    slots: int = 4
+    """``qpu:N``: the licence count and the node's GRES count."""
+    device: str = "test"
+    """The scheduler's emulated QPU profile."""
+    scheduler_port: int = 8016
+    slurmctld_port: int = 6817
+    slurmd_port: int = 6818
+    node: str = "localhost"
+    licence: str = "qpu"
+    python: str = ""
+    """A Python with qhpc_lab that every job user can run (set by ``start``)."""
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DevCluster:
+        """The cluster described by ``{directory}/cluster.json`` (defaults if none)."""
+        state = Path(directory) / "cluster.json"
+        values = json.loads(state.read_text()) if state.is_file() else {}
+        values["directory"] = Path(directory)
+        return cls(**values)
+
+    # -- where things are -----------------------------------------------------------------
+
+    @property
+    def conf(self) -> Path:
+        return self.directory / "etc" / "slurm.conf"
+
+    @property
+    def hooks_config(self) -> Path:
+        return self.directory / "etc" / "qhpc-slurm.toml"
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """What Slurm's commands need to talk to this cluster."""
+        return {"SLURM_CONF": str(self.conf)}
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start what is missing; on any failure stop what was started and raise."""
+        if os.geteuid() != 0:
+            raise DevClusterError(
+                "the dev cluster needs root: slurmd runs jobs as their users, munged and "
+                "the Slurm daemons need their system directories"
+            )
+        install_packages()
+        self._check_start((self.scheduler_port, self.slurmctld_port, self.slurmd_port))
+        self._layout()
+        self.python = job_python(self.directory)
+        self._write_config()
+        try:
+            if not munge_answers():
+                self._start_munged()
+            scheduler = self._spawn_scheduler()  # its imports take a while: start Slurm meanwhile
+            self._start_slurm()
+            self._wait_scheduler(scheduler)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _layout(self) -> None:
+        for sub, mode in (
+            ("", 0o755),
+            ("etc", 0o755),
+            ("hooks", 0o755),
+            ("run", 0o755),
+            ("log", 0o755),
+            ("slurmctld", 0o700),
+            ("slurmd", 0o755),
+            ("scheduler", 0o700),
+        ):
+            path = self.directory / sub
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+
+    def _write_config(self) -> None:
+        hooks = write_hook_scripts(self.directory / "hooks", self.python, str(self.hooks_config))
+        self.hooks_config.write_text(
+            "# qhpc-lab Slurm hooks of the dev cluster (keys: qhpc_lab/hpc/slurm.py HookConfig)\n"
+            f'scheduler_url = "{self.scheduler_url}"\n'
+            f'resource = "{self.licence}"\n'
+            f'licence = "{self.licence}"\n'
+            f'run_dir = "{self.run_dir}"\n'
+            f'log_file = "{self.hooks_log}"\n'
+        )
+        self.conf.write_text(slurm_conf(self, hooks))
+        (self.conf.parent / "gres.conf").write_text(
+            f"NodeName={self.node} Name={self.licence} Count={self.slots}\n"
+        )
+        self._save()
+
     def _start_slurm(self) -> None:
         conf = str(self.conf)
         _run(["/usr/sbin/slurmctld", "-f", conf], "slurmctld", lambda: self._tail("slurmctld.log"))
@@ -259,11 +324,6 @@ class DevCluster:
             return self.node_state() == "idle"
 
         _wait(idle, 60, f"node {self.node} is not idle", lambda: self._tail("slurmctld.log"))
-
-    def _tail(self, name: str, lines: int = 15) -> str:
-        path = self.directory / "log" / name
-        text = path.read_text(errors="replace") if path.exists() else "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
     # -- state ------------------------------------------------------------------------------
 
@@ -283,7 +343,7 @@ class DevCluster:
     def status(self) -> dict[str, Any]:
         return {
             "directory": str(self.directory),
-            "services": {s: self._pid(s) for s in SERVICES},
+            "services": {s: self._pid(s) for s in self.SERVICES},
             "node": self.node_state(),
             "scheduler_url": self.scheduler_url,
             "slurm_conf": str(self.conf),
@@ -297,17 +357,7 @@ class DevCluster:
         this cluster started, in reverse order; return their names."""
         if self._pid("slurmctld") and self._pid("slurmd"):
             self._cancel_jobs()
-        stopped = []
-        for service in reversed(SERVICES):
-            pid_file = self._pid_file(service)
-            if not pid_file.exists():
-                continue
-            pid = self._pid(service)
-            if pid is not None:
-                _terminate(pid, SERVICES[service])
-                stopped.append(service)
-            pid_file.unlink(missing_ok=True)
-        return stopped
+        return self._stop_services()
 
     def _cancel_jobs(self, timeout: float = 20) -> None:
         env = {**os.environ, **self.environ}
@@ -325,8 +375,307 @@ class DevCluster:
                 _wait(lambda: not jobs(), timeout, "jobs still running")
 
 
+@dataclass
+class GridEngineCluster(_Cluster):
+    """Grid Engine: sge_qmaster and sge_execd of Debian's 8.1.9, with a private SGE_ROOT
+    (``{dir}/sge``, rebuilt on each start) whose programs are Debian's, on its own ports."""
+
+    SERVICES: ClassVar[dict[str, str]] = GRIDENGINE_SERVICES
+    directory: Path
+    slots: int = 4
+    """The ``qpu`` consumable's capacity on the global host."""
+    device: str = "test"
+    scheduler_port: int = 8017
+    qmaster_port: int = 6444
+    execd_port: int = 6445
+    queue: str = "qpu.q"
+    complex: str = "qpu"
+    load_report_s: int = 2
+    """How often execd asks the load sensor (Grid Engine's default is 40 s)."""
+    python: str = ""
+    scheduler: str = "gridengine"
+
+    # -- where things are -----------------------------------------------------------------
+
+    @property
+    def sge_root(self) -> Path:
+        return self.directory / "sge"
+
+    @property
+    def hooks_config(self) -> Path:
+        return self.directory / "etc" / "qhpc-gridengine.toml"
+
+    @property
+    def accounting_file(self) -> Path:
+        """The epilog's per-job QPU usage (``qhpc gridengine usage``)."""
+        return self.directory / "log" / "qpu-usage.jsonl"
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """What Grid Engine's commands need to talk to this cluster."""
+        return {
+            "SGE_ROOT": str(self.sge_root),
+            "SGE_CELL": "default",
+            "SGE_QMASTER_PORT": str(self.qmaster_port),
+            "SGE_EXECD_PORT": str(self.execd_port),
+        }
+
+    def qcommand(
+        self, *command: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """A Grid Engine client command (qconf, qstat, qhost, ...) against this cluster."""
+        done = subprocess.run(
+            [str(SGE_LIB / command[0]), *command[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.environ},
+        )
+        if check and done.returncode:
+            raise DevClusterError(
+                f"{' '.join(command)} failed ({done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()}"
+            )
+        return done
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start what is missing; on any failure stop what was started and raise."""
+        if os.geteuid() != 0:
+            raise DevClusterError(
+                "the dev cluster needs root: sge_execd runs jobs as their users, munged "
+                "needs its system directories"
+            )
+        install_packages(GRIDENGINE_NEEDED, GRIDENGINE_PACKAGES)
+        self._check_start((self.scheduler_port, self.qmaster_port, self.execd_port))
+        for sub, mode in (("", 0o755), ("etc", 0o755), ("run", 0o755), ("log", 0o755)):
+            (self.directory / sub).mkdir(mode=mode, parents=True, exist_ok=True)
+        (self.directory / "scheduler").mkdir(mode=0o700, exist_ok=True)
+        self.python = job_python(self.directory)
+        scripts = self._write_config()
+        try:
+            if not munge_answers():
+                self._start_munged()
+            scheduler = self._spawn_scheduler()
+            self._start_gridengine(scripts)
+            self._wait_scheduler(scheduler)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _write_config(self) -> dict[str, Path]:
+        scripts = gridengine.write_hook_scripts(
+            self.directory / "hooks", self.python, str(self.hooks_config)
+        )
+        self.hooks_config.write_text(
+            "# qhpc-lab Grid Engine hooks of the dev cluster (keys: qhpc_lab/hpc/gridengine.py "
+            "GridEngineConfig)\n"
+            f'scheduler_url = "{self.scheduler_url}"\n'
+            f'resource = "{self.complex}"\n'
+            f'complex = "{self.complex}"\n'
+            f"slots_total = {self.slots}\n"
+            f'run_dir = "{self.run_dir}"\n'
+            f'log_file = "{self.hooks_log}"\n'
+            f'accounting_file = "{self.accounting_file}"\n'
+            "timeout_s = 3.0\n"
+        )
+        self._save()
+        return scripts
+
+    def _init_spool(self, scripts: dict[str, Path]) -> None:
+        """A fresh cell: bootstrap, classic spooling, the global configuration, the complexes
+        with ``qpu`` and ``qpu_ready`` (what init_cluster of Debian's package does, here)."""
+        root = self.sge_root
+        shutil.rmtree(root, ignore_errors=True)
+        common = root / "default" / "common"
+        for folder in (common, root / "spool" / "qmaster", root / "spool" / "execd"):
+            folder.mkdir(mode=0o755, parents=True)
+        root.chmod(0o755)
+        for name in ("bin", "lib", "util", "utilbin"):
+            (root / name).symlink_to(SGE_SHARE / name)
+        spool = f"{common};{root / 'spool' / 'qmaster'}"
+        (common / "bootstrap").write_text(
+            "admin_user none\ndefault_domain none\nignore_fqdn true\n"
+            f"spooling_method classic\nspooling_lib libspoolc\nspooling_params {spool}\n"
+            f"binary_path {SGE_LIB}\nqmaster_spool_dir {root / 'spool' / 'qmaster'}\n"
+            "security_mode none\nlistener_threads 2\nworker_threads 2\nscheduler_threads 1\n"
+        )
+        # Grid Engine insists that a host's name and its address's name agree: here both are
+        # localhost, whatever this machine calls itself.
+        (common / "act_qmaster").write_text("localhost\n")
+        (common / "host_aliases").write_text(f"localhost {socket.gethostname()}\n")
+        settings = {
+            "execd_spool_dir": str(root / "spool" / "execd"),
+            "mailer": "/bin/true",
+            "min_uid": "0",
+            "min_gid": "0",
+            "load_report_time": f"00:00:{self.load_report_s:02d}",
+            "load_sensor": str(scripts["load-sensor"]),
+            "reporting_params": "accounting=true reporting=false flush_time=00:00:01 "
+            "joblog=false sharelog=00:00:00",
+        }
+        lines = []
+        for line in Path("/usr/share/gridengine/default-configuration").read_text().splitlines():
+            key = line.split(maxsplit=1)[0] if line.strip() else ""
+            lines.append(f"{key} {settings.pop(key)}" if key in settings else line)
+        conf = root / "configuration"
+        conf.write_text("\n".join(lines) + "\n")
+        centry = root / "centry"
+        shutil.copytree("/usr/share/gridengine/util/resources/centry", centry)
+        for name, consumable in ((self.complex, "JOB"), ("qpu_ready", "NO")):
+            (centry / name).write_text(
+                f"name {name}\nshortcut {name}\ntype INT\nrelop <=\nrequestable YES\n"
+                f"consumable {consumable}\ndefault 0\nurgency 0\n"
+            )
+        env = {**os.environ, **self.environ}
+        for command in (
+            ["spoolinit", "classic", "libspoolc", spool, "init"],
+            ["spooldefaults", "configuration", str(conf)],
+            ["spooldefaults", "complexes", str(centry)],
+            ["spooldefaults", "usersets", "/usr/share/gridengine/util/resources/usersets"],
+            ["spooldefaults", "managers", "root"],
+            ["spooldefaults", "adminhosts", "localhost"],
+        ):
+            _run([str(SGE_LIB / command[0]), *command[1:]], command[0], env=env)
+
+    def _start_gridengine(self, scripts: dict[str, Path]) -> None:
+        self._init_spool(scripts)
+        env = {**os.environ, **self.environ}
+        spool = self.sge_root / "spool"
+        _run([str(SGE_LIB / "sge_qmaster")], "sge_qmaster", env=env)
+        self._adopt_pid("sge_qmaster", spool / "qmaster" / "qmaster.pid")
+        _wait(
+            lambda: self.qcommand("qconf", "-sh", check=False).returncode == 0,
+            60,
+            "sge_qmaster does not answer",
+            lambda: self._spool_tail(spool / "qmaster" / "messages"),
+        )
+        self.qcommand("qconf", "-as", "localhost")
+        sched = self.qcommand("qconf", "-ssconf").stdout
+        for key, value in (
+            ("schedule_interval", "0:0:1"),
+            ("flush_submit_sec", "1"),
+            ("flush_finish_sec", "1"),
+        ):
+            sched = re.sub(rf"^{key}\s.*$", f"{key} {value}", sched, flags=re.MULTILINE)
+        self._qconf_file("-Msconf", sched)
+        self.qcommand(
+            "qconf", "-mattr", "exechost", "complex_values",
+            f"{self.complex}={self.slots},qpu_ready=1", "global",
+        )  # fmt: skip
+        _run([str(SGE_LIB / "sge_execd")], "sge_execd", env=env)
+        self._adopt_pid("sge_execd", spool / "execd" / "localhost" / "execd.pid")
+        _wait(
+            lambda: "lx-" in self.qcommand("qhost", "-h", "localhost", check=False).stdout,
+            60,
+            "sge_execd does not report to sge_qmaster",
+            lambda: self._spool_tail(spool / "execd" / "localhost" / "messages"),
+        )
+        template = self.qcommand("qconf", "-sq").stdout
+        cpus = max(os.cpu_count() or 1, 4)
+        for key, value in (
+            ("qname", self.queue),
+            ("hostlist", "localhost"),
+            ("slots", str(cpus)),
+            ("load_thresholds", "NONE"),
+            ("pe_list", "NONE"),
+            ("shell", "/bin/sh"),
+            ("prolog", f"root@{scripts['prolog']}"),
+            ("epilog", f"root@{scripts['epilog']}"),
+        ):
+            template = re.sub(rf"^{key}\s.*$", f"{key} {value}", template, flags=re.MULTILINE)
+        self._qconf_file("-Aq", template)
+        _wait(self._queue_ready, 60, f"queue {self.queue} is not ready", self._queue_state)
+
+    def _adopt_pid(self, service: str, daemon_pid_file: Path) -> None:
+        """The daemons fork and write their own pid files: copy the pid to ours."""
+        _wait(daemon_pid_file.exists, 30, f"{service} wrote no pid file")
+        self._pid_file(service).write_text(daemon_pid_file.read_text().strip())
+
+    def _qconf_file(self, option: str, text: str) -> None:
+        path = self.directory / "etc" / f"qconf{option}"
+        path.write_text(text)
+        self.qcommand("qconf", option, str(path))
+
+    def _queue_state(self) -> str:
+        return self.qcommand("qstat", "-f", "-q", self.queue, check=False).stdout
+
+    def _queue_ready(self) -> bool:
+        """The queue instance is there with no state flags (unknown, alarm, error, ...)."""
+        for line in self._queue_state().splitlines():
+            if line.startswith(f"{self.queue}@"):
+                return len(line.split()) == 5  # queue qtype used/tot load arch [states]
+        return False
+
+    def _spool_tail(self, path: Path, lines: int = 15) -> str:
+        text = path.read_text(errors="replace") if path.exists() else f"(no {path})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- state ------------------------------------------------------------------------------
+
+    def load_values(self) -> dict[str, str]:
+        """The global host's complexes as Grid Engine sees them now (``qhost -F``), e.g.
+        ``{"qpu": "4.000000", "qpu_ready": "1.000000"}``; the load sensor's values win over
+        the configured ones."""
+        if self._pid("sge_qmaster") is None:
+            return {}
+        text = self.qcommand("qhost", "-F", f"{self.complex},qpu_ready", check=False).stdout
+        values: dict[str, str] = {}
+        for match in re.finditer(r"(?:gc|gl|hc|hl):(\w+)=(\S+)", text):
+            values[match.group(1)] = match.group(2)
+        return values
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "scheduler": self.scheduler,
+            "services": {s: self._pid(s) for s in self.SERVICES},
+            "queue": self._queue_state().strip() if self._pid("sge_qmaster") else None,
+            "load": self.load_values(),
+            "scheduler_url": self.scheduler_url,
+            "environ": self.environ,
+            "python": self.python,
+        }
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self) -> list[str]:
+        """Delete the cluster's jobs (their epilogs revoke the sessions), then stop the
+        daemons this cluster started, in reverse order; return their names."""
+        if self._pid("sge_qmaster") and self._pid("sge_execd"):
+            self._delete_jobs()
+        return self._stop_services()
+
+    def _delete_jobs(self, timeout: float = 20) -> None:
+        def jobs() -> bool:
+            return bool(self.qcommand("qstat", "-u", "*", check=False).stdout.strip())
+
+        if jobs():
+            self.qcommand("qdel", "-u", "*", check=False)
+            with contextlib.suppress(DevClusterError):
+                _wait(lambda: not jobs(), timeout, "jobs still running")
+
+
+def load_cluster(
+    directory: str | Path, scheduler: str | None = None
+) -> DevCluster | GridEngineCluster:
+    """The cluster ``{directory}/cluster.json`` describes (defaults if none); ``scheduler``
+    (slurm, gridengine) picks the kind when there is none yet."""
+    state = Path(directory) / "cluster.json"
+    values = json.loads(state.read_text()) if state.is_file() else {}
+    kind = values.pop("scheduler", None) or scheduler or "slurm"
+    if scheduler and kind != scheduler:
+        raise DevClusterError(
+            f"{directory} holds a {kind} dev cluster: pick another --dir for {scheduler}"
+        )
+    if kind == "gridengine":
+        return GridEngineCluster(Path(directory), **values)
+    return DevCluster(Path(directory), **values)
+
+
 def slurm_conf(cluster: DevCluster, hooks: dict[str, Path]) -> str:
-    """slurm.conf of the dev cluster: FIELD-NOTES' working settings, the licence, the hooks."""
+    """slurm.conf of the dev cluster: settings that work in a container, the licence, the hooks."""
     d = cluster.directory
     cpus = max(os.cpu_count() or 1, 4)
     return f"""\
@@ -376,26 +725,32 @@ PartitionName=debug Nodes={cluster.node} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def install_packages() -> None:
-    """Debian's Slurm and MUNGE if a binary is missing; DevClusterError if apt cannot."""
-    missing = sorted({package for path, package in NEEDED.items() if not Path(path).exists()})
+def install_packages(needed: dict[str, str] = NEEDED, packages: tuple[str, ...] = PACKAGES) -> None:
+    """Debian's packages for the ``needed`` binaries that are missing (Slurm and MUNGE by
+    default); DevClusterError if apt cannot."""
+    missing = sorted({package for path, package in needed.items() if not Path(path).exists()})
     if not missing:
         return
     if "slurmctld" in missing or "slurmd" in missing:
         missing = sorted({*missing, "slurm-wlm"})
     print(f"qhpc dev-cluster: installing {' '.join(missing)} (apt-get)", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-    ):
+    commands: list[tuple[list[str], str | None]] = [
+        (["apt-get", "update", "-qq"], None),
+        (["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], None),
+    ]
+    if any(package.startswith("gridengine") for package in missing):
+        commands.insert(0, (["debconf-set-selections"], GRIDENGINE_DEBCONF))
+    for command, stdin in commands:
         try:
-            done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+            done = subprocess.run(
+                command, input=stdin, capture_output=True, text=True, env=env, timeout=600
+            )
         except (OSError, subprocess.TimeoutExpired) as err:
             raise DevClusterError(f"{' '.join(command)} failed: {err}") from None
         if done.returncode:
             raise DevClusterError(
-                f"{' '.join(command)} failed ({done.returncode}); install {' '.join(PACKAGES)} "
+                f"{' '.join(command)} failed ({done.returncode}); install {' '.join(packages)} "
                 f"by hand:\n{done.stderr.strip()[-2000:]}"
             )
 
@@ -424,12 +779,24 @@ def job_python(directory: Path) -> str:
         _run([base, "-m", "venv", "--without-pip", "--clear", str(bridge)], "python -m venv")
         paths = dict.fromkeys((sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]))
         site = bridge / "lib" / f"python{version}" / "site-packages"
-        (site / "qhpc-lab-packages.pth").write_text(
-            "".join(f"import site; site.addsitedir({p!r})\n" for p in paths)
-        )
+        lines = [f"import site; site.addsitedir({p!r})\n" for p in paths]
+        # this qhpc_lab, when it is a checkout on PYTHONPATH rather than the installed one
+        source = str(Path(__file__).resolve().parents[2])
+        if not any(source.startswith(p) for p in paths):
+            lines.append(f"import sys; sys.path.insert(0, {source!r})\n")
+        (site / "qhpc-lab-packages.pth").write_text("".join(lines))
         python = str(bridge / "bin" / "python")
     check = subprocess.run(
-        [RUNUSER, "-u", "nobody", "--", python, "-I", "-c", "import qhpc_lab.hpc.slurm"],
+        [
+            RUNUSER,
+            "-u",
+            "nobody",
+            "--",
+            python,
+            "-I",
+            "-c",
+            "import qhpc_lab.hpc.gridengine, qhpc_lab.hpc.slurm",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -470,9 +837,11 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _run(command: list[str], what: str, details: Any = None) -> None:
+def _run(
+    command: list[str], what: str, details: Any = None, env: dict[str, str] | None = None
+) -> None:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise DevClusterError(f"{what} did not start: {err}") from None
     if done.returncode:

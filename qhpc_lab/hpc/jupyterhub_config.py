@@ -1,11 +1,14 @@
-"""Example JupyterHub config for a login node: each user's JupyterLab runs in a Slurm job that
-holds a share of the QPU.
+"""Example JupyterHub config for a login node: each user's JupyterLab runs in a Slurm (or Grid
+Engine) job that holds a share of the QPU.
 
 Copy to ``/etc/jupyterhub/jupyterhub_config.py`` and adapt the values marked SITE. How it works:
 batchspawner's ``SlurmSpawner`` submits a job asking for the ``qpu`` licence; our Slurm Prolog
 opens a scheduler session for it, and the TaskProlog hands the Lab (started with ``srun``) the
 QRMI variables, so the Lab's "Python 3 (QPU)" kernels and its QPU sidebar find the share. When
-the server stops, the job ends and the Epilog revokes the session.
+the server stops, the job ends and the Epilog revokes the session. With
+``QHPC_SCHEDULER=gridengine``, batchspawner's ``GridengineSpawner`` submits with ``qsub -l qpu=1``
+instead and our queue prolog puts the QRMI variables into the Lab's environment
+(docs/hpc-deployment.md §7); tests/test_gridengine.py runs that for real.
 
 Needs (docs/hpc-deployment.md §5): ``sudo`` for the hub (batchspawner runs
 ``sudo -E -u USER sbatch``), real user accounts, qhpc-lab with the ``hub`` extra in a venv every
@@ -24,6 +27,8 @@ QHPC_VENV = os.environ.get("QHPC_VENV", "/opt/qhpc/venv")
 # `qpu:N` does not block the QPU while its user thinks: the second-level scheduler interleaves
 # everyone's shots.
 QPU_REQUEST = os.environ.get("QHPC_QPU_REQUEST", "-L qpu:1")
+# SITE: the first-level scheduler: slurm, or gridengine (Grid Engine / Open Cluster Scheduler)
+QHPC_SCHEDULER = os.environ.get("QHPC_SCHEDULER", "slurm")
 
 # -- the hub --------------------------------------------------------------------------------
 c.JupyterHub.bind_url = "http://:8000"  # SITE: put TLS in front (or set ssl_cert/ssl_key)
@@ -60,3 +65,15 @@ c.SlurmSpawner.startup_poll_interval = 0.5
 c.Spawner.poll_interval = 30  # notice a job that ended (scancel, time limit) within 30 s
 # Idle Labs hold a QPU share and a node: cull them with jupyterhub-idle-culler (a hub service),
 # e.g. `python3 -m jupyterhub_idle_culler --timeout=3600`.
+
+# -- or the Lab as a Grid Engine job ----------------------------------------------------------
+if QHPC_SCHEDULER == "gridengine":
+    c.JupyterHub.spawner_class = "batchspawner.GridengineSpawner"
+    # the qpu consumable (one slot); h_rt, also the QPU session's timeout; bash, which the
+    # spawner's script needs where the queue's shell_start_mode is posix_compliant
+    c.GridengineSpawner.req_options = os.environ.get(
+        "QHPC_QPU_REQUEST", "-l qpu=1,h_rt=8:00:00 -S /bin/bash"
+    )
+    c.GridengineSpawner.batchspawner_singleuser_cmd = f"{QHPC_VENV}/bin/batchspawner-singleuser"
+    c.GridengineSpawner.cmd = [f"{QHPC_VENV}/bin/jupyterhub-singleuser"]
+    c.GridengineSpawner.startup_poll_interval = 0.5

@@ -1,0 +1,370 @@
+"""Grid Engine queue prolog and epilog, and a load sensor: the Grid Engine side of the hooks.
+
+Grid Engine (SGE 8.1, Open Cluster Scheduler) sees the QPU as a consumable complex ``qpu`` (INT,
+consumable per JOB, its capacity the number of QPU slots on the global host): ``qsub -l qpu=2``
+asks for two slots. The allocation itself is ``qhpc_lab.hpc.hooks``, shared with Slurm.
+
+Prolog (``root@`` in the queue's ``prolog``): read the job's ``qpu`` request and ``h_rt`` from
+``qstat -j``, open a session for the job's owner, and write the QRMI variables into the job's
+``environment`` file in its spool directory, which the shepherd reads when it starts the job
+(Grid Engine has no TaskProlog); a job whose session could not be opened gets a notice in its
+output and runs on the emulator.
+Epilog (``root@``): revoke the session (the scheduler cancels its queued programs with the
+reason "Grid Engine job ended") and append the job's QPU usage (programs, shots, QPU seconds)
+to ``accounting_file``, keyed by the Grid Engine job id: SGE 8.1's ``qacct`` has fixed fields,
+so ``qhpc gridengine usage JOB_ID`` reads it instead.
+Load sensor (``load_sensor`` of an execution host): reports the QPU's readiness as
+``global:qpu_ready`` (1 when accessible, not drained and not in maintenance) and its free
+slots as ``global:qpu`` (``slots_total`` less the slots of every open session, so sessions
+opened by other first-level schedulers count too; Grid Engine uses the lower of that and its
+own booking).
+
+A hook never fails a job: a non-zero prolog or epilog puts the queue in error, so each error is
+one log line and the exit status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+from qhpc_lab.hpc.hooks import (
+    HookError,
+    HookSettings,
+    JobRecord,
+    close_session,
+    deadline,
+    job_environment,
+    log,
+    log_to,
+    open_session,
+    request,
+    run_guarded,
+)
+
+REVOKE_REASON = "Grid Engine job ended"
+HOOKS = {"prolog": "queue prolog", "epilog": "queue epilog", "load-sensor": "load_sensor"}
+"""``qhpc gridengine`` sub-command → the Grid Engine setting that runs it."""
+READY_STATES = ("ONLINE", "CALIBRATING")
+"""Device states in which the QPU takes work (calibration pauses it briefly)."""
+
+
+@dataclass(frozen=True)
+class GridEngineConfig(HookSettings):
+    """Grid Engine hook settings (keys of HookSettings, plus the ones below); ``[gridengine]``
+    table, ``QHPC_GRIDENGINE_<NAME>`` variables, default /etc/qhpc/gridengine.toml."""
+
+    SECTION: ClassVar[str] = "gridengine"
+    DEFAULT_CONFIG: ClassVar[str] = "/etc/qhpc/gridengine.toml"
+
+    log_file: str = "/var/log/qhpc/gridengine-hooks.log"
+    complex: str = "qpu"
+    """The consumable complex whose request is the job's QPU slots (also the load value)."""
+    ready_complex: str = "qpu_ready"
+    """The load sensor's readiness value (a non-consumable INT complex)."""
+    slots_total: int = 0
+    """The QPU's slots, as the global host's ``complex_values`` has them; 0: the load sensor
+    reports readiness only."""
+    accounting_file: str = "/var/lib/qhpc/gridengine-usage.jsonl"
+    """Per-job QPU usage, one JSON line per ended job that held a share."""
+
+
+# -- what Grid Engine says about the job -------------------------------------------------------
+
+
+def job_key(environ: Mapping[str, str]) -> str:
+    """The job id, ``JOB.TASK`` for a task of an array job (each task has its prolog)."""
+    job_id = environ.get("JOB_ID", "")
+    if not job_id.isdigit():
+        raise HookError("JOB_ID is missing: this hook runs under Grid Engine only")
+    task = environ.get("SGE_TASK_ID", "")
+    return f"{job_id}.{task}" if task.isdigit() else job_id
+
+
+def job_details(job_id: str, config: GridEngineConfig, environ: Mapping[str, str]) -> str:
+    """``qstat -j`` of the job (the prolog's environment names no resource requests)."""
+    path = ":".join(p for p in (environ.get("SGE_BINARY_PATH"), environ.get("PATH")) if p)
+    qstat = shutil.which("qstat", path=path or None)
+    if qstat is None:
+        raise HookError("qstat not found: install gridengine-client on the execution hosts")
+    try:
+        done = subprocess.run(
+            [qstat, "-j", job_id],
+            capture_output=True,
+            text=True,
+            timeout=config.timeout_s,
+            env=dict(environ),
+        )
+    except subprocess.TimeoutExpired:
+        raise HookError(f"qstat -j {job_id} took more than {config.timeout_s:g} s") from None
+    if done.returncode:
+        raise HookError(f"qstat -j {job_id} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def _detail(details: str, key: str) -> str | None:
+    match = re.search(rf"^{re.escape(key)}:\s*(.*?)\s*$", details, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def _requests(details: str) -> dict[str, str]:
+    """The job's hard resource requests (``qpu=2,h_rt=600``)."""
+    text = _detail(details, "hard resource_list") or ""
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
+def qpu_slots(details: str, complex_name: str) -> int:
+    """The job's request of ``complex_name`` (a count; Grid Engine may write ``2.000000``)."""
+    value = _requests(details).get(complex_name)
+    try:
+        return max(0, int(float(value))) if value else 0
+    except ValueError:
+        return 0
+
+
+def time_limit_s(details: str) -> int | None:
+    """The job's ``h_rt`` (else ``s_rt``) in seconds (``600`` or ``[[H:]M:]S``); None if none."""
+    requests = _requests(details)
+    text = requests.get("h_rt") or requests.get("s_rt")
+    if not text:
+        return None
+    try:
+        seconds = 0
+        for part in text.split(":"):
+            seconds = seconds * 60 + int(part or 0)
+    except ValueError:
+        return None
+    return seconds or None
+
+
+def _owner(details: str) -> int:
+    uid = _detail(details, "uid")
+    if uid is None or not uid.isdigit():
+        raise HookError("qstat -j names no uid for the job")
+    return int(uid)
+
+
+# -- the job's environment file ------------------------------------------------------------------
+
+
+def environment_file(environ: Mapping[str, str]) -> Path:
+    spool = environ.get("SGE_JOB_SPOOL_DIR")
+    if not spool:
+        raise HookError("SGE_JOB_SPOOL_DIR is missing: the prolog runs in the shepherd only")
+    return Path(spool) / "environment"
+
+
+def read_environment(path: Path) -> dict[str, str]:
+    """The job's starting environment as the shepherd will set it (``NAME=value`` lines)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return dict(pairs)
+
+
+def update_environment(path: Path, variables: dict[str, str], unset: list[str]) -> None:
+    """Rewrite the environment file with ``variables`` set and ``unset`` gone; mode 0600 (it
+    carries the session token), atomically."""
+    drop = {*variables, *unset}
+    lines = [line for line in path.read_text().splitlines() if line.split("=", 1)[0] not in drop]
+    lines += [f"{name}={value}" for name, value in variables.items()]
+    partial = path.with_name(path.name + ".qhpc")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(partial, path)
+
+
+# -- the hooks -----------------------------------------------------------------------------------
+
+
+def prolog(config: GridEngineConfig, environ: Mapping[str, str]) -> JobRecord | None:
+    """Open the job's session if it asked for QPU slots and write its QRMI variables into the
+    job's environment; the record, or None."""
+    key = job_key(environ)
+    details = job_details(environ["JOB_ID"], config, environ)
+    uid = _owner(details)
+    slots = qpu_slots(details, config.complex)
+    record = None
+    if slots:
+        record = open_session(config, key, uid, slots, time_limit_s(details), REVOKE_REASON)
+    else:
+        log.info("uid %d asked for no %s: no QPU session", uid, config.complex)
+    path = environment_file(environ)
+    change = job_environment(config, read_environment(path), record, key, uid=str(uid))
+    if change.set or change.unset:
+        update_environment(path, change.set, change.unset)
+    if change.notice:
+        print(change.notice, flush=True)  # the prolog's output is the job's
+    return record
+
+
+def epilog(config: GridEngineConfig, environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """Revoke the job's session and record its QPU usage; the usage line, or None."""
+    key = job_key(environ)
+    record = close_session(config, key, REVOKE_REASON)
+    if record is None or not record.session:
+        return None
+    usage = {
+        "job_id": key,
+        "uid": record.uid,
+        "session": record.session,
+        "qpu_slots": record.slots,
+        "ended_at": round(time.time(), 3),
+        **_usage(config, key),
+    }
+    path = Path(config.accounting_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(usage) + "\n")
+    log.info("QPU usage: %s", usage)
+    return usage
+
+
+def _usage(config: GridEngineConfig, key: str) -> dict[str, Any]:
+    """Programs, shots and QPU seconds of the job, from the scheduler's accounting."""
+    try:
+        rows = request(config, "GET", "/admin/accounting", params={"by": "slurm_job"})["rows"]
+    except HookError as err:
+        log.error("no QPU usage for the job: %s", err)
+        return {"error": str(err)}
+    row = next((r for r in rows if r["key"] == key), None)
+    if row is None:
+        return {"qpu_jobs": 0, "shots": 0, "qpu_seconds": 0.0}
+    return {"qpu_jobs": row["jobs"], "shots": row["shots"], "qpu_seconds": row["qpu_seconds"]}
+
+
+def usage(config: GridEngineConfig, job_ids: list[str]) -> list[dict[str, Any]]:
+    """The accounting lines of ``job_ids`` (all when empty), oldest first."""
+    path = Path(config.accounting_file)
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    wanted = set(job_ids)
+    return [u for u in lines if not wanted or u["job_id"] in wanted]
+
+
+# -- the load sensor -----------------------------------------------------------------------------
+
+
+def load_values(config: GridEngineConfig) -> tuple[dict[str, int], str | None]:
+    """``{ready_complex: 0|1, complex: free slots}`` now, and why the scheduler could not say
+    (then readiness is 0 and the free slots are ``slots_total``: Grid Engine's own booking)."""
+    values = {config.ready_complex: 0}
+    if config.slots_total:
+        values[config.complex] = config.slots_total
+    try:
+        device = request(config, "GET", "/device")
+        ready = device["accessible"] and not device["draining"] and device["state"] in READY_STATES
+        values[config.ready_complex] = int(bool(ready))
+        if config.slots_total:
+            sessions = request(config, "GET", "/sessions", params={"active": "true"})
+            used = sum(s["qpu_slots"] for s in sessions)
+            values[config.complex] = max(0, config.slots_total - used)
+    except HookError as err:
+        return values, str(err)
+    return values, None
+
+
+def load_sensor(config: GridEngineConfig | None, stdin: IO[str], stdout: IO[str]) -> None:
+    """Grid Engine's load sensor protocol: a line in → a ``begin``/``end`` report out, until
+    ``quit`` or end of input. Each report is bounded by ``deadline_s``; without settings (the
+    file is broken) every report says "not ready". A failure is logged when it starts and
+    when it ends, not at every report."""
+    failing: str | None = None
+    for line in stdin:
+        if line.strip() == "quit":
+            return
+        values, error = {GridEngineConfig.ready_complex: 0}, "no settings"
+        try:
+            if config is not None:
+                with deadline(config.deadline_s):
+                    values, error = load_values(config)
+        except Exception as err:  # a report must always come back
+            error = str(err)
+        if error != failing:
+            if error:
+                log.error("load sensor: QPU reported not ready: %s", error)
+            else:
+                log.info("load sensor: the scheduler answers again")
+            failing = error
+        report = [f"global:{name}:{value}" for name, value in values.items()]
+        stdout.write("\n".join(["begin", *report, "end"]) + "\n")
+        stdout.flush()
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def run_hook(hook: str, config_path: str | None, environ: Mapping[str, str] = os.environ) -> int:
+    """``qhpc gridengine <hook>``. Always 0: a failing prolog puts the queue in error."""
+    if hook == "load-sensor":
+        config = None
+        log_to(GridEngineConfig.SECTION, hook, "", None)
+        try:
+            config = GridEngineConfig.load(config_path, environ)
+            log_to(GridEngineConfig.SECTION, hook, "", config.log_file)
+        except Exception as err:  # keep answering (not ready) rather than die
+            log.error("%s", err)
+        load_sensor(config, sys.stdin, sys.stdout)
+        return 0
+    step = prolog if hook == "prolog" else epilog
+    job_id = environ.get("JOB_ID", "")
+    return run_guarded(
+        GridEngineConfig,
+        hook,
+        job_id,
+        config_path,
+        environ,
+        lambda c: step(c, environ),
+        logging.WARNING,  # the prolog's and epilog's stderr is the job's
+    )
+
+
+def write_hook_scripts(directory: Path, python: str, config: str) -> dict[str, Path]:
+    """One wrapper script per hook (the queue and host configuration name a program path).
+
+    ``python`` runs as root (prolog, epilog) and as the execution daemon's user (load sensor);
+    ``-I`` keeps the job's working directory and PYTHON* variables out of the hook's imports.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    scripts: dict[str, Path] = {}
+    for hook, setting in HOOKS.items():
+        path = directory / hook
+        path.write_text(
+            f"#!/bin/sh\n# Grid Engine {setting} of qhpc-lab (written by qhpc; see "
+            "docs/hpc-deployment.md)\n"
+            f"exec {shlex.quote(python)} -I -m qhpc_lab.cli gridengine {hook} "
+            f"--config {shlex.quote(config)}\n"
+        )
+        path.chmod(0o755)
+        scripts[hook] = path
+    return scripts
+
+
+def configuration(scripts: Mapping[str, Path], config: GridEngineConfig) -> dict[str, str]:
+    """What to give Grid Engine, by what takes it: the complexes, the global host's capacity,
+    the queue's prolog and epilog, the host configuration's load sensor."""
+    return {
+        "complexes (qconf -mc)": (
+            f"{config.complex} {config.complex} INT <= YES JOB 0 0\n"
+            f"{config.ready_complex} {config.ready_complex} INT <= YES NO 0 0"
+        ),
+        "global host (qconf -me global)": (
+            f"complex_values {config.complex}={config.slots_total or 'N'},{config.ready_complex}=1"
+        ),
+        "queue (qconf -mq QUEUE)": (
+            f"prolog root@{scripts['prolog']}\nepilog root@{scripts['epilog']}"
+        ),
+        "host configuration (qconf -mconf HOST)": f"load_sensor {scripts['load-sensor']}",
+    }

@@ -1,0 +1,404 @@
+"""The allocation layer every first-level scheduler shares: a job's QPU share becomes a session.
+
+A scheduler side (``slurm``, ``gridengine``) says how many QPU slots a job holds and how its
+environment is changed; this module does the rest the same way for all of them: open a session
+on the second-level scheduler for the job's user with a root MUNGE credential, keep a root-only
+record of it under ``{run_dir}/private`` for the job-end hook, work out the QRMI variables of
+the job's environment, revoke the session when the job ends (the scheduler cancels the job's
+queued programs), and retry a revocation that could not reach the scheduler.
+
+A hook never fails a job: each error is one log line, requests have short timeouts and a hook
+run a hard deadline. A job whose session could not be opened still runs, and its environment
+says why (the client then uses the emulator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+RESOURCE_TYPE = "pasqal-local"
+"""QRMI's type for a Warden-compatible second-level scheduler (ours)."""
+QRMI_LIST_VARIABLES = ("QRMI_JOB_QPU_RESOURCES", "QRMI_JOB_QPU_TYPES")
+"""QRMI's resource names and types, as lists separated by QRMI_LIST_DELIMITER (default ,)."""
+STALE_RETRIES = 20
+"""At most this many earlier failed revocations are retried per hook run."""
+
+log = logging.getLogger("qhpc.hpc")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+Settings = TypeVar("Settings", bound="HookSettings")
+
+
+class HookError(Exception):
+    """A step of a hook failed; ``status`` is the scheduler's HTTP status when it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """Settings every scheduler side has: defaults, then a TOML file (top-level keys or a
+    ``[{SECTION}]`` table), then ``QHPC_{SECTION}_<NAME>`` variables. A side subclasses it
+    with its own section, default file and fields."""
+
+    SECTION: ClassVar[str] = ""
+    DEFAULT_CONFIG: ClassVar[str] = ""
+
+    scheduler_url: str = "http://127.0.0.1:8006"
+    """The scheduler as compute nodes reach it; exported as ``{resource}_QRMI_WARDEN_URL``."""
+    resource: str = "qpu"
+    """QRMI resource name: the entry in QRMI_JOB_QPU_RESOURCES and the variables' prefix."""
+    run_dir: str = "/run/qhpc"
+    """Per-job session records (root-owned, mode 0711)."""
+    log_file: str = "/var/log/qhpc/hooks.log"
+    timeout_s: float = 5.0
+    """Per request to the scheduler, and for the first-level scheduler's commands."""
+    deadline_s: float = 20.0
+    """Hard limit for one hook run; keep it below the first-level scheduler's own limit."""
+    default_job_timeout_s: int = 86400
+    """``{resource}_QRMI_JOB_TIMEOUT_SECONDS`` for a job without a time limit."""
+    munge_socket: str = ""
+    """munged's socket; empty: libmunge's default."""
+
+    def __post_init__(self) -> None:
+        if not _VARIABLE_NAME.match(self.resource):
+            raise ValueError(
+                f"resource {self.resource!r} must be usable as an environment variable prefix "
+                "(letters, digits and _, not starting with a digit)"
+            )
+
+    @classmethod
+    def load(
+        cls: type[Settings], path: str | None = None, environ: Mapping[str, str] = os.environ
+    ) -> Settings:
+        """Settings from ``path``, else $QHPC_{SECTION}_CONFIG, else DEFAULT_CONFIG if present."""
+        prefix = f"QHPC_{cls.SECTION.upper()}_"
+        chosen = path or environ.get(prefix + "CONFIG")
+        file = Path(chosen or cls.DEFAULT_CONFIG)
+        values: dict[str, Any] = {}
+        if file.is_file():
+            data = tomllib.loads(file.read_text())
+            values.update(data.get(cls.SECTION, data))
+        elif chosen:
+            raise FileNotFoundError(f"{cls.SECTION} hook settings file {file} does not exist")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for name in names:
+            raw = environ.get(prefix + name.upper())
+            if raw is not None:
+                values[name] = raw
+        unknown = set(values) - set(names)
+        if unknown:
+            raise ValueError(f"unknown {cls.SECTION} hook settings: {', '.join(sorted(unknown))}")
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in values.items()})
+
+
+@dataclass
+class JobRecord:
+    """What the job-start hook leaves for the job's environment and the job-end hook."""
+
+    job_id: str
+    uid: int
+    resource: str
+    url: str
+    slots: int
+    timeout_s: int
+    session: str | None = None
+    error: str | None = None
+    """Why the job holds QPU slots but no session (the scheduler was unreachable, ...)."""
+
+
+@dataclass
+class JobEnvironment:
+    """How a job's environment changes: variables to set (in order), to unset, and a notice
+    for the job's output when it holds QPU slots but got no session."""
+
+    set: dict[str, str] = field(default_factory=dict)
+    unset: list[str] = field(default_factory=list)
+    notice: str | None = None
+
+
+# -- the scheduler -------------------------------------------------------------------------
+
+
+def request(config: HookSettings, method: str, path: str, **kwargs: Any) -> Any:
+    """One call with a fresh MUNGE credential of this process (the scheduler refuses replays)."""
+    import httpx
+
+    from qhpc_lab import munge
+
+    try:
+        credential = munge.encode(socket=config.munge_socket or None)
+    except munge.MungeError as err:
+        raise HookError(f"no MUNGE credential: {err} (is munged running?)") from None
+    url = config.scheduler_url.rstrip("/") + path
+    try:
+        response = httpx.request(
+            method, url, headers={"X-Munge-Cred": credential}, timeout=config.timeout_s, **kwargs
+        )
+    except httpx.HTTPError as err:
+        reason = str(err) or type(err).__name__
+        raise HookError(f"scheduler unreachable at {config.scheduler_url}: {reason}") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text.strip()
+        raise HookError(
+            f"scheduler refused {method} {path} ({response.status_code}): {detail}",
+            response.status_code,
+        )
+    return response.json()
+
+
+def _revoke(config: HookSettings, session: str, reason: str) -> None:
+    request(config, "DELETE", f"/sessions/{session}", params={"reason": reason})
+
+
+# -- session records -------------------------------------------------------------------------
+
+
+def secure_dir(path: Path, mode: int) -> Path:
+    """A directory owned by this user that nobody else can write to (no planted files)."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise HookError(f"{path} must be owned by uid {os.geteuid()} and writable only by it")
+    return path
+
+
+def private_file(config: HookSettings, job_id: str, stale: bool = False) -> Path:
+    return Path(config.run_dir) / "private" / f"{'stale-' if stale else ''}job-{job_id}.json"
+
+
+def write_record(path: Path, record: JobRecord, uid: int, gid: int) -> None:
+    """Atomically, mode 0600, owned by ``uid``."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchown(handle.fileno(), uid, gid)
+        json.dump(dataclasses.asdict(record), handle)
+    os.replace(partial, path)
+
+
+def read_record(path: Path) -> JobRecord | None:
+    """The record at ``path``; None when there is none (the job holds no QPU share)."""
+    try:
+        return JobRecord(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def _retry_stale(config: HookSettings, reason: str) -> None:
+    """Revoke sessions an earlier job-end hook could not (the scheduler answers again now)."""
+    folder = Path(config.run_dir) / "private"
+    for path in sorted(folder.glob("stale-job-*.json"))[:STALE_RETRIES]:
+        record = read_record(path)
+        try:
+            if record is not None and record.session:
+                _revoke(config, record.session, reason)
+        except HookError as err:
+            if err.status != 404:
+                log.warning("still cannot revoke job %s's session: %s", record.job_id, err)
+                return
+        log.info("revoked the session of ended job %s (left over)", record and record.job_id)
+        path.unlink(missing_ok=True)
+
+
+# -- open and close ---------------------------------------------------------------------------
+
+
+def open_session(
+    config: HookSettings, job_id: str, uid: int, slots: int, timeout_s: int | None, reason: str
+) -> JobRecord:
+    """The job-start step: a session of ``slots`` for ``uid``, recorded for the job-end hook.
+
+    A scheduler that refuses or does not answer leaves a record with ``error`` (the job still
+    runs, on the emulator). ``reason`` is what earlier failed revocations are retried with.
+    """
+    run_dir = secure_dir(Path(config.run_dir), 0o711)
+    secure_dir(run_dir / "private", 0o700)
+    limit = timeout_s or config.default_job_timeout_s
+    record = JobRecord(job_id, uid, config.resource, config.scheduler_url, slots, limit)
+    body = {"user_id": str(uid), "scheduler_job_id": job_id, "qpu_slots": slots}
+    try:
+        record.session = str(request(config, "POST", "/sessions", json=body)["id"])
+    except HookError as err:
+        record.error = str(err)
+        log.error("no QPU session for uid %d (%d slot(s)): %s", uid, slots, err)
+    else:
+        log.info("opened QPU session %s for uid %d, %d slot(s)", record.session, uid, slots)
+    write_record(private_file(config, job_id), record, os.geteuid(), os.getegid())
+    if record.session:
+        _retry_stale(config, reason)
+    return record
+
+
+def close_session(config: HookSettings, job_id: str, reason: str) -> JobRecord | None:
+    """The job-end step: revoke the job's session (its queued programs are cancelled with
+    ``reason``) and drop its record; one the scheduler did not take is kept and retried by
+    the next hook that reaches it. The job's record, or None when it held no share."""
+    private = private_file(config, job_id)
+    record = read_record(private)
+    if record is None or not record.session:
+        private.unlink(missing_ok=True)
+        return record
+    try:
+        _revoke(config, record.session, reason)
+    except HookError as err:
+        if err.status != 404:
+            log.error("could not revoke QPU session %s (retried later): %s", record.session, err)
+            private.rename(private_file(config, job_id, stale=True))
+            return record
+        log.warning("QPU session %s was already gone: %s", record.session, err)
+    else:
+        log.info("revoked QPU session %s (%s)", record.session, reason)
+    private.unlink(missing_ok=True)
+    _retry_stale(config, reason)
+    return record
+
+
+# -- the job's environment --------------------------------------------------------------------
+
+
+def job_environment(
+    config: HookSettings,
+    environ: Mapping[str, str],
+    record: JobRecord | None,
+    job_id: str,
+    list_variables: tuple[str, ...] = QRMI_LIST_VARIABLES,
+    uid: str = "",
+) -> JobEnvironment:
+    """The QRMI variables of a job from its record, given the environment it would start with.
+
+    ``list_variables`` are (resource names, types) pairs: QRMI's, plus aliases a side exports
+    too (Slurm's SLURM_JOB_QPU_*). Resources that something else (QRMI's SPANK plugin) set for
+    *this* job (QRMI_JOB_ID is ``job_id``) are kept; values inherited from an enclosing job (a
+    submission inside a job) are dropped, so a job never uses a session that is not its own.
+    """
+    name = config.resource
+    per_resource = (
+        f"{name}_QRMI_WARDEN_URL",
+        f"{name}_QRMI_JOB_ACQUISITION_TOKEN",
+        f"{name}_QRMI_JOB_TIMEOUT_SECONDS",
+    )
+    delimiter = environ.get("QRMI_LIST_DELIMITER") or ","
+    pairs: list[tuple[str, str]] = []
+    if environ.get("QRMI_JOB_ID") == job_id:
+        names, kinds = (
+            [item for item in environ.get(v, "").split(delimiter) if item]
+            for v in list_variables[:2]
+        )
+        if len(names) == len(kinds):
+            pairs = [(n, k) for n, k in zip(names, kinds, strict=True) if n != name]
+    change = JobEnvironment()
+    if record is not None and record.session:
+        pairs.append((name, RESOURCE_TYPE))
+        values = (record.url, record.session, str(record.timeout_s))
+        change.set.update(zip(per_resource, values, strict=True))
+    else:
+        change.unset += [var for var in per_resource if var in environ]
+        if record is not None and record.error:
+            change.notice = (
+                f"qhpc: this job holds {record.slots} QPU slot(s) but got no scheduler "
+                f"session ({record.error}); programs run on the local emulator"
+            )
+    if pairs:
+        resources = delimiter.join(n for n, _ in pairs)
+        kinds_text = delimiter.join(k for _, k in pairs)
+        for resources_var, types_var in zip(list_variables[::2], list_variables[1::2], strict=True):
+            change.set[resources_var] = resources
+            change.set[types_var] = kinds_text
+        change.set["QRMI_JOB_UID"] = str(record.uid) if record else uid
+        change.set["QRMI_JOB_ID"] = job_id
+    else:
+        stale = (*list_variables, "QRMI_JOB_UID", "QRMI_JOB_ID")
+        change.unset += [var for var in stale if var in environ]
+    return change
+
+
+# -- running a hook ---------------------------------------------------------------------------
+
+
+class _HookTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Abort the hook after ``seconds`` whatever it is blocked on (SIGALRM)."""
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise _HookTimeout(f"gave up after {seconds:g} s (deadline_s)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def log_to(
+    name: str, hook: str, job_id: str, log_file: str | None, stderr_level: int = logging.INFO
+) -> None:
+    """Log lines name the side, the hook and the job; to stderr from ``stderr_level`` on, and
+    to ``log_file`` when writable."""
+    job = f" job {job_id}" if job_id else ""
+    formatter = logging.Formatter(f"%(asctime)s qhpc-{name} {hook}{job} %(levelname)s: %(message)s")
+    handlers: list[logging.Handler] = []
+    if not log.handlers:
+        console = logging.StreamHandler(sys.stderr)
+        console.setLevel(stderr_level)
+        handlers.append(console)
+    if log_file:
+        try:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as err:
+            log.warning("cannot write the log file %s: %s", log_file, err)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def run_guarded(
+    settings: type[Settings],
+    hook: str,
+    job_id: str,
+    config_path: str | None,
+    environ: Mapping[str, str],
+    step: Callable[[Settings], object],
+    stderr_level: int = logging.INFO,
+) -> int:
+    """Load the settings and run ``step`` under the deadline, logging instead of raising.
+
+    Always 0: a failing job-start hook drains the node (Slurm) or sets the queue in error
+    (Grid Engine) and holds the job. ``stderr_level``: where stderr is the job's own output
+    (Grid Engine), only warnings and errors go there.
+    """
+    log_to(settings.SECTION, hook, job_id, None, stderr_level)
+    try:
+        config = settings.load(config_path, environ)
+        log_to(settings.SECTION, hook, job_id, config.log_file)
+        with deadline(config.deadline_s):
+            step(config)
+    except Exception as err:  # logged, never raised: see the docstring
+        log.error("%s", err)
+    return 0
