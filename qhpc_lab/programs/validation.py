@@ -143,6 +143,12 @@ def start_validation_worker() -> None:
     _VALIDATOR.start()
 
 
+def await_validation_worker() -> None:
+    """Block until the validation worker is warm (a daemon that answers is ready to validate:
+    its first submission must not wait for the SDK imports)."""
+    _VALIDATOR.wait_ready()
+
+
 def stop_validation_worker() -> None:
     """End the validation worker (a daemon's shutdown; it also ends with the process)."""
     _VALIDATOR.stop()

@@ -133,6 +133,12 @@ class BudgetedWorker:
         with self._lock:
             self._ensure_started()
 
+    def wait_ready(self) -> None:
+        """Start the process if needed and block until its warm-up is done."""
+        with self._lock:
+            self._ensure_started()
+            self._await_ready(None)
+
     def _ensure_started(self) -> None:
         if self._process is not None and self._process.is_alive():
             return

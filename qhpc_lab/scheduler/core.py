@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy.exc
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from qhpc_lab.programs import Program, ProgramError, start_validation_worker, validate_async
+from qhpc_lab.programs import Program, ProgramError, await_validation_worker, validate_async
 from qhpc_lab.programs.worker import WorkerDied
 from qhpc_lab.qpu import ChunkBudgetExceeded, DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
@@ -49,7 +49,7 @@ STORE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 programming error or a constraint violation."""
 STORE_RETRY_AFTER_S = 5
 """What a 503 during a store outage tells clients to wait before trying again."""
-QUEUE_EVENT_INTERVAL_S = 0.1
+QUEUE_EVENT_INTERVAL_S = 0.05
 """Queue events are coalesced to at most one per this interval (more while the queue is so long
 that building one costs over a tenth of it: publishing never takes more than ~10 % of a core)."""
 
@@ -138,7 +138,8 @@ class Scheduler:
 
     async def start(self) -> None:
         self.driver.start()
-        start_validation_worker()
+        # Ready means ready: the first submission must not wait for the SDK imports.
+        await asyncio.to_thread(await_validation_worker)
         requeued = await self._store_retrying(self.store.requeue_running)
         if requeued:
             log.warning(

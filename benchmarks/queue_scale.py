@@ -1,0 +1,224 @@
+"""API cost against queue length, and MUNGE against token identity, on the real daemon.
+
+For each queue depth (jobs already waiting: the QPU is drained so they stay queued) it measures
+``POST /jobs`` throughput and latency at 50 keep-alive clients, ``GET /jobs/{id}`` and
+``GET /device`` latency at one client, and the daemon's resident memory. Throughput is also
+given as a ratio to the empty queue measured in the same run, since the machine is shared.
+Then, on an empty queue, the same submission load with a fresh MUNGE credential per request
+(made before the timed run, as QRMI makes one per request) against bearer tokens.
+
+    .venv/bin/python benchmarks/queue_scale.py [--depths 0,1000,5000,20000] [--jobs 400]
+
+MUNGE mode needs a running munged on the default socket (``runuser -u munge -- munged``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from api import SECRET, one_shot_sequence, percentile
+
+from qhpc_lab import munge
+from qhpc_lab.scheduler.auth import make_token
+
+
+async def load(
+    host: str, port: int, requests: list[bytes], clients: int
+) -> tuple[float, list[float], int]:
+    """Send ``requests`` (pre-encoded HTTP/1.1) over ``clients`` keep-alive connections."""
+    latencies: list[float] = []
+    failures = 0
+    queue = list(reversed(requests))
+
+    async def worker() -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while queue:
+                request = queue.pop()
+                started = time.perf_counter()
+                writer.write(request)
+                status = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                failures += status.split()[1] != b"200"
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return len(requests) / (time.perf_counter() - started), latencies, failures
+
+
+def request(method: str, path: str, host: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines += ["Content-Type: application/json", f"Content-Length: {len(body)}", "", ""]
+    return "\r\n".join(lines).encode() + body
+
+
+def start_daemon(state: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "QHPC_STATE_DIR": str(state),
+        "QHPC_TOKEN_SECRET": SECRET,
+        # a deep queue is the point here: no per-user caps
+        "QHPC_MAX_QUEUED_JOBS_PER_USER": "0",
+        "QHPC_MAX_QUEUED_JOBS_PER_SESSION": "0",
+        "QHPC_MAX_QUEUED_SHOTS_PER_USER": "0",
+        "QHPC_MAX_QUEUED_SHOTS_PER_SESSION": "0",
+    }
+    command = [sys.executable, "-m", "qhpc_lab.cli", "scheduler", "serve", "--device", "test"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return process, url, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the scheduler did not start")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def queue_depths(args: argparse.Namespace, body: bytes) -> None:
+    user = {"Authorization": f"Bearer {make_token(SECRET, 1000)}"}
+    admin = {"Authorization": f"Bearer {make_token(SECRET, 0, True)}"}
+    with tempfile.TemporaryDirectory() as state:
+        process, url, port = start_daemon(Path(state))
+        host = f"127.0.0.1:{port}"
+        try:
+            httpx.post(f"{url}/admin/drain", headers=admin).raise_for_status()
+            print(
+                "| queued | POST /jobs /s | ratio | p50 ms | p99 ms | GET /jobs/{id} p50 ms "
+                "| GET /device p50 ms | RSS MB |"
+            )
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            queued = 0
+            baseline = None
+            for depth in (int(d) for d in args.depths.split(",")):
+                fill = [request("POST", "/jobs", host, admin, body)] * (depth - queued)
+                if fill:
+                    asyncio.run(load("127.0.0.1", port, fill, 20))
+                queued = depth
+                posts = [request("POST", "/jobs", host, user, body)] * args.jobs
+                rate, latencies, failures = asyncio.run(load("127.0.0.1", port, posts, 50))
+                queued += args.jobs
+                assert failures == 0, f"{failures} submissions failed"
+                deep = httpx.get(f"{url}/jobs?limit=1", headers=user).json()[0]["id"]
+                one = [request("GET", f"/jobs/{deep}", host, user)] * 200
+                _, reads, _ = asyncio.run(load("127.0.0.1", port, one, 1))
+                dev = [request("GET", "/device", host, {})] * 200
+                _, device_reads, _ = asyncio.run(load("127.0.0.1", port, dev, 1))
+                baseline = baseline or rate
+                print(
+                    f"| {depth} | {rate:.0f} | {rate / baseline:.2f} | "
+                    f"{ms(statistics.median(latencies))} | {ms(percentile(latencies, 0.99))} | "
+                    f"{ms(statistics.median(reads))} | {ms(statistics.median(device_reads))} | "
+                    f"{rss_mb(process.pid):.0f} |",
+                    flush=True,
+                )
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def munge_against_token(args: argparse.Namespace, body: bytes) -> None:
+    with tempfile.TemporaryDirectory() as state:
+        process, url, port = start_daemon(Path(state), "--auth", "munge,token")
+        host = f"127.0.0.1:{port}"
+        try:
+            admin = {"X-Munge-Cred": munge.encode()}
+            session = httpx.post(
+                f"{url}/sessions", json={"user_id": str(os.getuid())}, headers=admin
+            ).json()["id"]
+            token = {
+                "Authorization": f"Bearer {make_token(SECRET, os.getuid())}",
+                "X-Warden-Session": session,
+            }
+            print("| identity | POST /jobs /s | p50 ms | p99 ms |")
+            print("|---|---:|---:|---:|")
+            for _ in range(args.rounds):
+                for mode in ("token", "munge"):
+                    if mode == "munge":
+                        posts = [
+                            request(
+                                "POST",
+                                "/jobs",
+                                host,
+                                {"X-Munge-Cred": munge.encode(), "X-Warden-Session": session},
+                                body,
+                            )
+                            for _ in range(args.jobs)
+                        ]
+                    else:
+                        posts = [request("POST", "/jobs", host, token, body)] * args.jobs
+                    rate, latencies, failures = asyncio.run(load("127.0.0.1", port, posts, 50))
+                    assert failures == 0, f"{failures} {mode} submissions failed"
+                    print(
+                        f"| {mode} | {rate:.0f} | {ms(statistics.median(latencies))} | "
+                        f"{ms(percentile(latencies, 0.99))} |",
+                        flush=True,
+                    )
+                    while httpx.get(f"{url}/device").json()["queue_depth"]["production"]:
+                        time.sleep(0.2)
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", default="0,1000,5000,20000")
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=2, help="MUNGE/token alternations")
+    parser.add_argument("--skip-munge", action="store_true")
+    args = parser.parse_args()
+    body = json.dumps({"sequence": one_shot_sequence(), "shots": 1}).encode()
+    print(f"load average before: {os.getloadavg()}")
+    queue_depths(args, body)
+    if not args.skip_munge:
+        munge_against_token(args, body)
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
