@@ -129,9 +129,10 @@ class EventStream:
         attempt = 0
         while True:
             try:
-                async for event in self._connection():
-                    attempt = 0
-                    yield event
+                async with contextlib.aclosing(self._connection()) as events:
+                    async for event in events:
+                        attempt = 0
+                        yield event
                 reason = "the server ended the stream"
             except StreamRefused as err:
                 self._set(StreamState("failed", str(err)))
@@ -160,15 +161,16 @@ class EventStream:
                 if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
                     raise StreamRefused(message)
                 raise httpx.HTTPStatusError(message, request=response.request, response=response)
-            events = source.aiter_sse()
             self._set(StreamState("connected"))
             if not resuming:
                 yield StreamEvent("reset", {})
-            async for sse in events:
-                if sse.id:
-                    self.last_id = sse.id
-                data = json.loads(sse.data) if sse.data else {}
-                yield StreamEvent(sse.event, data if isinstance(data, dict) else {}, sse.id or None)
+            async with contextlib.aclosing(source.aiter_sse()) as events:
+                async for sse in events:
+                    if sse.id:
+                        self.last_id = sse.id
+                    data = json.loads(sse.data) if sse.data else {}
+                    kind, id = sse.event, sse.id or None
+                    yield StreamEvent(kind, data if isinstance(data, dict) else {}, id)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -241,8 +243,10 @@ class Feed:
                 queue.put_nowait(StreamEvent("reset", {}))
 
     async def _run(self) -> None:
+        stream = self._open_stream(self._state_changed)
         with contextlib.suppress(StreamRefused):  # subscribers saw the failed state
-            async for event in self._open_stream(self._state_changed):
-                if event.kind in self.REPLAYED:
-                    self._latest[event.kind] = event
-                self._fan_out(event)
+            async with contextlib.aclosing(aiter(stream)) as events:
+                async for event in events:
+                    if event.kind in self.REPLAYED:
+                        self._latest[event.kind] = event
+                    self._fan_out(event)

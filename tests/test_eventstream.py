@@ -58,7 +58,8 @@ class ScriptedServer:
             body = b'{"detail": "not for you"}'
             writer.write(
                 f"HTTP/1.1 {self.status} No\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
             )
         else:
             writer.write(

@@ -83,7 +83,6 @@ def qrmi_env(
 def jp_server_config(qrmi_env: None) -> dict[str, Any]:
     return {
         "ServerApp": {"jpserver_extensions": {"qhpc_lab.jupyter.server": True}},
-        "QHPCLab": {"device_refresh_s": 1.0},
     }
 
 
@@ -207,7 +206,7 @@ def test_event_stream_relays_jobs_and_calibration(
     done: dict[str, Any] = {}
 
     def finished(events: list[tuple[str, dict]]) -> bool:
-        if not done and any(kind == "resync" for kind, _ in events):
+        if not done and any(kind == "reset" for kind, _ in events):
             done["job"] = submit(server, session_id, 200)
             httpx.post(f"{server.url}/admin/calibrate", headers=auth_header(ADMIN, admin=True))
         states = [d.get("state") for kind, d in events if kind == "target"]
@@ -253,7 +252,7 @@ def test_no_credential_reaches_the_browser(
     assert "127.0.0.1:9" in bodies[-2]  # the unreachable target's error did come back
 
     url = http_server_client.get_url("/a%40b/qhpc/api/events")
-    events = run(read_events(url, jp_auth_header, lambda seen: any(k == "resync" for k, _ in seen)))
+    events = run(read_events(url, jp_auth_header, lambda seen: any(k == "reset" for k, _ in seen)))
     bodies.append(json.dumps(events))
     for body in bodies:
         for secret in secrets:
