@@ -185,6 +185,21 @@ Item = StreamEvent | StreamState
 """What a :class:`Feed` subscriber receives: an event, or the connection's new state."""
 
 
+class Subscription(asyncio.Queue[Item]):
+    """One subscriber's items, in order."""
+
+    async def connected(self) -> StreamState:
+        """Wait until the stream is connected or refused for good (``failed``), and drop the
+        ``reset`` that opens a fresh connection: for a reader that reads what it shows now."""
+        while True:
+            item = await self.get()
+            if isinstance(item, StreamState) and item.phase in ("connected", "failed"):
+                break
+        if self._queue and self._queue[0] == StreamEvent("reset", {}):  # type: ignore[attr-defined]
+            self.get_nowait()
+        return item
+
+
 class Feed:
     """One :class:`EventStream` shared by every subscriber, open while one subscribes.
 
@@ -198,7 +213,7 @@ class Feed:
     def __init__(self, open_stream: Callable[[Callable[[StreamState], None]], EventStream]):
         """``open_stream(on_state)``: a new EventStream reporting its state to ``on_state``."""
         self._open_stream = open_stream
-        self._subscribers: set[asyncio.Queue[Item]] = set()
+        self._subscribers: set[Subscription] = set()
         self._latest: dict[str, StreamEvent] = {}
         self._task: asyncio.Task[None] | None = None
         self.state = StreamState("connecting")
@@ -208,8 +223,8 @@ class Feed:
         return self._latest.get(kind)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Item]]:
-        queue: asyncio.Queue[Item] = asyncio.Queue(SUBSCRIBER_BACKLOG)
+    async def subscribe(self) -> AsyncIterator[Subscription]:
+        queue = Subscription(SUBSCRIBER_BACKLOG)
         if self._task is None or self._task.done():
             self.state = StreamState("connecting")
             self._task = asyncio.create_task(self._run(), name="qhpc-event-feed")

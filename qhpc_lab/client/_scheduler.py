@@ -184,9 +184,9 @@ class SchedulerTarget(Target):
         """The job's own events, and its place in line from each ``queue`` event: no job is
         re-read but on a ``reset`` (or, where the server has no event stream, every few s)."""
         async with self.feed.subscribe() as items:
+            polling = (await items.connected()).phase == "failed"
             state = await self.state(job_id)
             yield state
-            polling = False
             while not state.final:
                 try:
                     item = await asyncio.wait_for(items.get(), POLL_S if polling else None)
@@ -221,6 +221,7 @@ class SchedulerTarget(Target):
         """The device from ``event: device``, the queue's length from ``event: queue``; the
         device is re-read only on a ``reset``."""
         async with self.feed.subscribe() as items:
+            await items.connected()
             info = await self.info()
             yield info
             while True:
