@@ -59,7 +59,7 @@ lab: install
 	$(VENV)/bin/qhpc kernels install --sys-prefix; \
 	targets="$$QHPC_STATE_DIR/targets.toml"; \
 	printf 'default = "local"\n[targets.local]\ntype = "scheduler"\nurl = "http://127.0.0.1:%s"\ntoken = "%s"\n' \
-	  $(QHPC_PORT) "$$($(VENV)/bin/qhpc scheduler token --uid $$(id -u))" > "$$targets"; \
+	  $(QHPC_PORT) "$$($(VENV)/bin/qhpc scheduler token --uid $$(id -u) --ttl 30d)" > "$$targets"; \
 	echo "make lab: scheduler on the emulated QPU (profile $(QHPC_DEVICE)) at http://127.0.0.1:$(QHPC_PORT), log $$QHPC_STATE_DIR/scheduler.log"; \
 	setsid $(VENV)/bin/qhpc scheduler serve --device $(QHPC_DEVICE) --port $(QHPC_PORT) --host 127.0.0.1 \
 	  > "$$QHPC_STATE_DIR/scheduler.log" 2>&1 & scheduler=$$!; \

@@ -13,11 +13,10 @@ from qhpc_lab import admin
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from qhpc_lab.qpu import DeviceProfile
     from qhpc_lab.scheduler import create_app
     from qhpc_lab.scheduler.config import SchedulerConfig
+    from qhpc_lab.scheduler.serving import serve
 
     config = SchedulerConfig.load(
         args.config,
@@ -26,6 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
         db=args.db,
         device=args.device,
         auth=args.auth,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keep_alive_timeout_s=args.keep_alive_timeout,
     )
     profile = DeviceProfile.load(config.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -36,25 +39,26 @@ def _serve(args: argparse.Namespace) -> int:
         f"\n  listening on http://{config.host}:{config.port} (API docs at /docs)",
         flush=True,
     )
-    uvicorn.run(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=5,
-    )
+    serve(create_app(config), config)
     return 0
 
 
 def _token(args: argparse.Namespace) -> int:
-    from qhpc_lab.scheduler.auth import load_or_create_secret, make_token
+    from qhpc_lab.scheduler.auth import (
+        DEFAULT_TOKEN_TTL_S,
+        load_or_create_secret,
+        make_token,
+        parse_duration,
+    )
     from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
 
+    try:
+        ttl_s = parse_duration(args.ttl) if args.ttl else DEFAULT_TOKEN_TTL_S
+    except ValueError as err:
+        raise SystemExit(f"qhpc scheduler token: --ttl: {err}") from None
     config = SchedulerConfig.load(args.config)
     secret = config.token_secret or load_or_create_secret(state_dir() / "token.secret")
-    print(make_token(secret, args.uid, args.admin))
+    print(make_token(secret, args.uid, args.admin, ttl_s=ttl_s))
     return 0
 
 
@@ -166,10 +170,31 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--db", help="SQLAlchemy URL (default: SQLite in $QHPC_STATE_DIR)")
     serve.add_argument("--device", help="device profile name or JSON file (default: test)")
     serve.add_argument("--auth", help="munge, token, or munge,token (default: token)")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections served at once (setting max_connections)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a client has to send request headers (header_timeout_s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a client has to send a request body (body_timeout_s)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        help="seconds an idle keep-alive connection stays (keep_alive_timeout_s)",
+    )
     serve.set_defaults(run=_serve)
     token = sub.add_parser("token", help="print a bearer token for token auth")
     token.add_argument("--uid", required=True)
     token.add_argument("--admin", action="store_true")
+    token.add_argument("--ttl", help="how long it is valid: 3600, 90m, 12h, 7d (default: a day)")
     token.add_argument("--config")
     token.set_defaults(run=_token)
     sub.add_parser("profiles", help="list the shipped device profiles").set_defaults(run=_profiles)

@@ -41,11 +41,16 @@ class StreamEvent:
     id: str | None = None
 
 
-def encode(event: StreamEvent) -> bytes:
-    """The event in SSE wire form (the one encoder: the daemon and the server-extension relay)."""
+def server_sent_event(event: StreamEvent) -> ServerSentEvent:
+    """The event as sse-starlette sends it (the daemon's ``EventSourceResponse``)."""
     return ServerSentEvent(
         data=json.dumps(event.data, separators=(",", ":")), event=event.kind, id=event.id, sep="\n"
-    ).encode()
+    )
+
+
+def encode(event: StreamEvent) -> bytes:
+    """The event in SSE wire form (the one encoder: the daemon and the server-extension relay)."""
+    return server_sent_event(event).encode()
 
 
 def comment(text: str) -> bytes:

@@ -1,7 +1,9 @@
-"""A real munged on the default socket, for the MUNGE and QRMI tests.
+"""Real munged daemons for the MUNGE and QRMI tests.
 
-QRMI's ``pasqal-local`` client always talks to /run/munge/munge.socket.2, so the daemon must
-answer there: reuse a running one, else start one and stop only that one afterwards.
+QRMI's ``pasqal-local`` client always talks to /run/munge/munge.socket.2, so the ``munged``
+fixture makes a daemon answer there: it reuses a running one, else starts one and stops only
+that one afterwards. Tests that stop or restart munged use ``private_munged``: a daemon of
+their own on a socket of its own, which nobody else shares.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -109,3 +112,92 @@ def munged() -> Iterator[None]:
         yield
     finally:
         _stop(pid)
+
+
+class PrivateMunged:
+    """A munged child of this process on its own socket, key and files in a temporary folder.
+
+    Restarting it empties its replay cache (it lives in munged's memory only) but keeps the
+    key, so credentials made before a restart still decode after it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = str(root / "munge.socket")
+        self.process: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("munge")
+            uid, gid = owner.pw_uid, owner.pw_gid
+            self._user: dict[str, object] = {"user": uid, "group": gid, "extra_groups": []}
+        else:
+            self._user, uid, gid = {}, os.getuid(), os.getgid()
+        root.chmod(0o755)  # munged insists that everyone may reach its socket
+        key = root / "munge.key"
+        key.write_bytes(secrets.token_bytes(128))
+        key.chmod(0o400)
+        for path in (root, key):
+            os.chown(path, uid, gid)
+
+    def start(self) -> None:
+        """Start munged and wait (bounded) until it decodes what it encodes."""
+        root = self.root
+        command = [
+            MUNGED,
+            "--foreground",
+            f"--socket={self.socket}",
+            f"--key-file={root / 'munge.key'}",
+            f"--pid-file={root / 'munged.pid'}",
+            f"--seed-file={root / 'munged.seed'}",
+            f"--log-file={root / 'munged.log'}",
+        ]
+        with (root / "output.log").open("ab") as output:
+            self.process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, **self._user
+            )
+        deadline = time.monotonic() + 15
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"munged exited: {(root / 'output.log').read_text()}")
+            try:
+                munge.decode(munge.encode(socket=self.socket), self.socket)
+                return
+            except munge.MungeError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"munged does not answer on {self.socket}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM and wait: munged removes its socket on the way out."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: munged leaves its socket behind, and connecting to it is refused."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def private_munged() -> Iterator[PrivateMunged]:
+    """A started munged that the test may stop and restart; stopped and removed afterwards."""
+    if not Path(MUNGED).exists():
+        pytest.fail("MUNGE is not installed (need /usr/sbin/munged): run scripts/system-deps.sh")
+    daemon = PrivateMunged(Path(tempfile.mkdtemp(prefix="qhpc-munged-")))
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(daemon.root, ignore_errors=True)

@@ -144,7 +144,7 @@ async def idle(clients: Clients) -> dict[str, Any]:
 
     async def quiet() -> dict[str, Any] | None:
         info = await device(clients.user)
-        busy = info["running_job"] is not None or any(info["queue_depth"].values())
+        busy = info["running"] is not None or any(info["queue_depth"].values())
         return None if busy else info
 
     return await poll(quiet, "an idle QPU")

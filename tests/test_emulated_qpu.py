@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +16,15 @@ from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 
 from qhpc_lab.programs import Program, from_pulser
-from qhpc_lab.qpu import DeviceProfile, DeviceState, Drift, profiles
-from qhpc_lab.qpu.emulated import STANDS_IN, EmulatedQPU
+from qhpc_lab.qpu import (
+    ChunkBudgetExceeded,
+    DeviceProfile,
+    DeviceState,
+    Drift,
+    EmulationBudget,
+    profiles,
+)
+from qhpc_lab.qpu.emulated import STANDS_IN, EmulatedQPU, emulator_pid
 from tests.conftest import pulser_sequence_json
 
 
@@ -60,10 +68,10 @@ def emulations(qpu: EmulatedQPU, monkeypatch: pytest.MonkeyPatch) -> list[list[s
     seen: list[list[str]] = []
     original = qpu._sample
 
-    async def spy(program: Program, shots: int) -> list[str]:
-        samples = await original(program, shots)
+    async def spy(program: Program, shots: int) -> tuple[list[str], float]:
+        samples, seconds = await original(program, shots)
         seen.append(list(samples))
-        return samples
+        return samples, seconds
 
     monkeypatch.setattr(qpu, "_sample", spy)
     return seen
@@ -96,6 +104,8 @@ async def test_chunks_come_from_one_emulation_and_sum_to_the_shots(
         outcome = await qpu.run_chunk("one-emulation", program, shots, remaining)
         assert sum(outcome.counts.values()) == shots
         assert outcome.calibration_age_s == 0
+        assert outcome.device_seconds == pytest.approx(shots * FAST.time_per_shot_s)
+        assert (outcome.emulator_seconds > 0) == (chunks == 0), "only the first emulates"
         merged.update(outcome.counts)
         remaining -= shots
         chunks += 1
@@ -172,6 +182,78 @@ async def test_driver_says_it_stands_in(qpu: EmulatedQPU) -> None:
     assert qpu.profile is FAST
 
 
+# --- budgets and cancellation ----------------------------------------------------------------
+
+SLOW = Program("pulser", pulser_sequence_json(14, spacing=5.0, duration=2000), 1)
+"""14 atoms on QuTiP: about 14 s of emulation here, far past any budget below."""
+
+SMALL = Program("pulser", pulser_sequence_json(3), 10_000)
+"""10000 shots: a budget of 10000 × 1e-5 s × the factor, whatever the floor."""
+
+
+def _budgeted(**budget: float) -> DeviceProfile:
+    return dataclasses.replace(FAST, emulation=EmulationBudget(**budget))
+
+
+async def _works(driver: EmulatedQPU, key: str) -> None:
+    outcome = await driver.run_chunk(key, SMALL, 100, SMALL.shots)
+    assert sum(outcome.counts.values()) == 100
+
+
+@pytest.mark.anyio
+async def test_emulation_past_its_time_budget_ends_the_chunk(clock: FakeClock) -> None:
+    # 1 shot: max(1 s, 1000 × 1 × 1e-5 s) = 1 s; 10000 shots: 100 s.
+    driver = EmulatedQPU(_budgeted(time_floor_s=1.0, time_factor=1000.0), clock=clock)
+    driver.start()
+    await _works(driver, "warm")  # a warm worker: its imports are not the chunk's
+    before = emulator_pid()
+    started = time.monotonic()
+    with pytest.raises(ChunkBudgetExceeded) as err:
+        await driver.run_chunk("slow", SLOW, 1, 1)
+    assert time.monotonic() - started < 1.0 + 10
+    assert err.value.rule == "emulation_time"
+    assert "its 1 s budget" in str(err.value) and "1000 × 1 shots" in str(err.value)
+    assert emulator_pid() not in (None, before)
+    await _works(driver, "after-time")
+
+
+@pytest.mark.anyio
+async def test_emulation_past_its_memory_cap_ends_the_chunk(clock: FakeClock) -> None:
+    # The worker holds hundreds of MB once its SDKs are imported: 50 MB is overrun at once.
+    capped = EmulatedQPU(_budgeted(memory_mb=50.0), clock=clock)
+    capped.start()
+    before = emulator_pid()
+    with pytest.raises(ChunkBudgetExceeded) as err:
+        await capped.run_chunk("capped", SMALL, 100, SMALL.shots)
+    assert err.value.rule == "emulation_memory"
+    assert "the cap is 50 MB" in str(err.value)
+    assert emulator_pid() not in (None, before)
+    await _works(EmulatedQPU(FAST, clock=clock), "after-memory")
+
+
+@pytest.mark.anyio
+async def test_cancel_stops_a_running_emulation(qpu: EmulatedQPU) -> None:
+    await _works(qpu, "warm")
+    before = emulator_pid()
+    chunk = asyncio.create_task(qpu.run_chunk("slow", SLOW, 1, 1))
+    await asyncio.sleep(1.0)  # the worker is emulating now
+    assert not chunk.done()
+    started = time.monotonic()
+    chunk.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await chunk
+    assert time.monotonic() - started < 3.0
+    assert emulator_pid() not in (None, before)
+    await _works(qpu, "after-cancel")
+
+
+def test_emulation_budget_scales_with_the_shots() -> None:
+    budget = EmulationBudget(time_factor=10.0, time_floor_s=30.0)
+    assert budget.time_budget_s(100, 0.01) == 30.0
+    assert budget.time_budget_s(1000, 0.01) == 100.0
+    assert DeviceProfile.load("fresnel-like").emulation.time_budget_s(2000, 0.33) == 660.0
+
+
 # --- profiles ---------------------------------------------------------------------------------
 
 
@@ -204,8 +286,15 @@ def test_profile_loads_from_a_json_file(tmp_path: Path) -> None:
     data = json.loads(shipped.read_text())
     data.update(name="lab-bench", time_per_shot_s=0.002, chunk_seconds=0.5)
     data["device"]["max_atom_num"] = 8
+    data["emulation"] = {"time_factor": 3.0, "memory_mb": 1024.0}
     path = tmp_path / "lab-bench.json"
     path.write_text(json.dumps(data))
     profile = DeviceProfile.load(str(path))
     assert (profile.name, profile.time_per_shot_s, profile.chunk_shots) == ("lab-bench", 0.002, 250)
     assert profile.spec.max_atom_num == 8
+    assert profile.emulation == EmulationBudget(
+        time_factor=3.0, time_floor_s=30.0, memory_mb=1024.0
+    )
+    del data["emulation"]
+    path.write_text(json.dumps(data))
+    assert DeviceProfile.load(str(path)).emulation == EmulationBudget()

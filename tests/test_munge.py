@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -59,6 +60,21 @@ def test_replayed_credential_raises_code_17() -> None:
     with pytest.raises(munge.MungeError) as caught:
         munge.decode(credential)
     assert caught.value.code == munge.CRED_REPLAYED == 17
+
+
+def test_decode_reports_encode_time_and_ttl() -> None:
+    before = int(time.time())
+    decoded = munge.decode(munge.encode())
+    assert before - 1 <= decoded.encoded_at <= time.time() + 1
+    assert decoded.ttl_s > 0 and decoded.expires_at == decoded.encoded_at + decoded.ttl_s + 1
+
+
+def test_fingerprint_is_of_the_credential_not_its_spelling() -> None:
+    credential = munge.encode()
+    respelled = f" {credential[:20]}\n{credential[20:]}\n"
+    assert munge.fingerprint(respelled) == munge.fingerprint(credential)
+    assert munge.fingerprint(munge.encode()) != munge.fingerprint(credential)
+    assert munge.decode(respelled).uid == os.getuid()  # munged reads it the same
 
 
 def test_garbage_raises() -> None:

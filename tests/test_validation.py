@@ -3,11 +3,16 @@ device's limit, so a user can fix the program without reading the device JSON.""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice, DigitalAnalogDevice, MockDevice
+from pulser.register import RegisterLayout
 from qiskit import QuantumCircuit
 
 from qhpc_lab.programs import (
@@ -18,7 +23,12 @@ from qhpc_lab.programs import (
     ProgramFacts,
     from_pulser,
     from_qiskit,
+    start_validation_worker,
+    stop_validation_worker,
     validate,
+    validate_async,
+    validation,
+    validation_worker_pid,
 )
 from qhpc_lab.qpu import DeviceProfile
 
@@ -188,3 +198,177 @@ def test_a_check_remembered_for_one_device_does_not_pass_on_another() -> None:
     data = roomy.json.replace('"max_atom_num": 16', '"max_atom_num": 2')
     assert data != roomy.json
     _refusal(program, DeviceSpec(data), "max_atom_num")
+
+
+# --- agreement with Pulser's own device checks ------------------------------------------------
+
+
+def _on(register: Register, device: Any, duration: int = 200) -> Program:
+    sequence = Sequence(register, device)
+    sequence.declare_channel("g", "rydberg_global")
+    sequence.add(Pulse.ConstantPulse(duration, 1.0, 0.0, 0.0), "g")
+    return from_pulser(sequence, 10)
+
+
+def _accepted_by_both(register: Register, spec: DeviceSpec, duration: int = 200) -> None:
+    program = _on(register, spec.pulser_device, duration)  # Pulser's checks run here
+    assert validate(program, spec).num_qubits == len(register.qubits)
+
+
+UNLIMITED = dataclasses.replace(MockDevice, max_layout_filling=1.0)
+"""MockDevice without its one limit on registers, so only the test device can refuse them."""
+
+
+def _refused_by_both(register: Register, spec: DeviceSpec, rule: str) -> str:
+    with pytest.raises(ValueError):
+        spec.pulser_device.validate_register(register)
+    return _refusal(_on(register, UNLIMITED), spec, rule)
+
+
+def test_rectangle_at_the_minimum_distance(spec: DeviceSpec) -> None:
+    limit = spec.pulser_device.min_atom_distance
+    _accepted_by_both(Register.rectangle(4, 4, spacing=limit, prefix="q"), spec)
+    # Within Pulser's 1e-6 µm of slack: both accept; past it both refuse.
+    _accepted_by_both(Register.rectangle(4, 4, spacing=limit - 5e-7, prefix="q"), spec)
+    below = Register.rectangle(4, 4, spacing=limit - 2e-6, prefix="q")
+    assert "4.99999800 µm" in _refused_by_both(below, spec, "min_atom_distance")
+
+
+def test_triangular_lattice_at_the_minimum_distance(spec: DeviceSpec) -> None:
+    limit = spec.pulser_device.min_atom_distance
+    _accepted_by_both(Register.triangular_lattice(4, 4, spacing=limit, prefix="q"), spec)
+    below = Register.triangular_lattice(4, 4, spacing=limit - 2e-6, prefix="q")
+    _refused_by_both(below, spec, "min_atom_distance")
+
+
+def test_register_on_the_devices_trap_layout(spec: DeviceSpec) -> None:
+    # The shipped layout's coordinates have 6 decimals: neighbours sit 4.99999998 µm apart.
+    layout = spec.pulser_device.pre_calibrated_layouts[0]
+    nearest = sorted(layout.traps_dict, key=lambda t: float(np.hypot(*layout.traps_dict[t])))
+    _accepted_by_both(layout.define_register(*nearest[:16]), spec)
+
+
+def test_layout_filling(spec: DeviceSpec) -> None:
+    layout = RegisterLayout([(5.0 * i, 5.0 * j) for i in range(5) for j in range(4)])
+    _accepted_by_both(layout.define_register(*range(10)), spec)
+    message = _refused_by_both(layout.define_register(*range(11)), spec, "max_layout_filling")
+    assert "11 of its layout's 20 traps" in message and "allows 10" in message
+
+
+def test_atom_at_the_maximum_radius(spec: DeviceSpec) -> None:
+    limit = spec.pulser_device.max_radial_distance
+    edge = Register.from_coordinates([(0.0, 0.0), (limit, 0.0)], center=False, prefix="q")
+    _accepted_by_both(edge, spec)
+    past = Register.from_coordinates([(0.0, 0.0), (limit + 1e-6, 0.0)], center=False, prefix="q")
+    assert "38.00000100 µm" in _refused_by_both(past, spec, "max_radial_distance")
+
+
+def test_sequence_at_the_maximum_duration(spec: DeviceSpec) -> None:
+    limit = spec.max_sequence_duration
+    assert limit is not None
+    _accepted_by_both(Register.from_coordinates(PAIR, prefix="q"), spec, duration=limit)
+    clock = spec.channels["rydberg_global"]["clock_period"]
+    with pytest.raises(RuntimeError, match="exceeded the maximum duration"):
+        _on(Register.from_coordinates(PAIR, prefix="q"), spec.pulser_device, limit + clock)
+    program = _on(Register.from_coordinates(PAIR, prefix="q"), MockDevice, limit + clock)
+    _refusal(program, spec, "max_sequence_duration")
+
+
+# --- validate_async: off the event loop, within a budget --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validator() -> Iterator[None]:
+    """The validation worker, started once for these tests and stopped after them."""
+    start_validation_worker()
+    yield
+    stop_validation_worker()
+
+
+def _qasm(gates: int, qubits: int = 4) -> Program:
+    lines = "".join(f"cx q[{i % (qubits - 1)}], q[{qubits - 1}];\n" for i in range(gates))
+    return Program(
+        "qasm3", f'OPENQASM 3.0; include "stdgates.inc"; qubit[{qubits}] q;\n' + lines, 5
+    )
+
+
+@pytest.mark.anyio
+async def test_validate_async_answers_like_validate(spec: DeviceSpec, validator: None) -> None:
+    program = from_pulser(_sequence(PAIR, AnalogDevice, duration=404), 100)
+    assert await validate_async(program, spec) == ProgramFacts(num_qubits=2, duration_ns=404)
+    with pytest.raises(DeviceRuleViolation) as err:
+        await validate_async(from_pulser(_sequence(PAIR, duration=7000), 10), spec)
+    assert err.value.rule == "max_sequence_duration"
+    assert (
+        str(err.value)
+        == "max_sequence_duration: sequence lasts 7000 ns; QHPC-Test allows at most 6000 ns"
+    )
+    with pytest.raises(ProgramError) as body:
+        await validate_async(Program("qasm3", "OPENQASM 3.0;\nqubit q;\nnope q;", 10), spec)
+    assert body.value.rule == "body" and not isinstance(body.value, DeviceRuleViolation)
+
+
+@pytest.mark.anyio
+async def test_cache_hits_and_static_refusals_never_reach_the_worker(
+    spec: DeviceSpec, validator: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = _qasm(3, qubits=3)
+    facts = await validate_async(program, spec)
+    calls: list[object] = []
+
+    async def no_worker(*args: object) -> object:
+        calls.append(args)
+        raise AssertionError("the worker was asked")
+
+    monkeypatch.setattr(validation._VALIDATOR, "call_async", no_worker)
+    answers = await asyncio.gather(*(validate_async(program, spec) for _ in range(500)))
+    assert set(answers) == {facts}
+    with pytest.raises(ProgramError) as err:
+        await validate_async(Program("qasm3", "qubit q; while (true) { x q; }", 1), spec)
+    assert err.value.rule == "qasm_while"
+    assert calls == []
+
+
+@pytest.mark.anyio
+async def test_concurrent_identical_misses_share_one_check(
+    spec: DeviceSpec, validator: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    original = validation._VALIDATOR.call_async
+
+    async def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await original(*args)
+
+    monkeypatch.setattr(validation._VALIDATOR, "call_async", counted)
+    program, other = _qasm(7, qubits=2), _qasm(8, qubits=2)
+    answers = await asyncio.gather(
+        *(validate_async(p, spec) for _ in range(200) for p in (program, other))
+    )
+    assert {a.num_qubits for a in answers} == {2} and len(answers) == 400
+    assert calls == 2
+
+
+@pytest.mark.anyio
+async def test_validation_past_its_budget_is_refused_and_the_worker_replaced(
+    spec: DeviceSpec, validator: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ~4900 gates: about 2.5 s in Qiskit's importer, far past a 0.2 s budget.
+    await validate_async(_qasm(2, qubits=2), spec)  # a warm worker: its start is not counted
+    before = validation_worker_pid()
+    with pytest.raises(ProgramError) as err:
+        await validate_async(_qasm(4900), spec, budget_s=0.2)
+    assert err.value.rule == "validation_budget"
+    assert "time budget of 0.2 s" in str(err.value)
+    assert validation_worker_pid() not in (None, before)
+    assert (await validate_async(_qasm(5, qubits=3), spec)).num_qubits == 3
+
+    async def no_worker(*args: object) -> object:
+        raise AssertionError("the worker was asked")
+
+    # Resubmitted, the refused program does not cost the worker its budget again.
+    monkeypatch.setattr(validation._VALIDATOR, "call_async", no_worker)
+    with pytest.raises(ProgramError) as again:
+        await validate_async(_qasm(4900), spec, budget_s=0.2)
+    assert again.value.rule == "validation_budget"

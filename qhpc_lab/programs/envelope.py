@@ -27,6 +27,13 @@ class ProgramError(ValueError):
         self.rule = rule
 
 
+class DeviceRuleViolation(ProgramError):
+    """The program is well formed but this device cannot run it."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"{rule}: {message}", rule)
+
+
 @dataclass(frozen=True)
 class Program:
     format: str

@@ -37,6 +37,35 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class EmulationBudget:
+    """What one chunk's emulation may cost before its job is ended (docs/scheduler.md).
+
+    Wall time: ``max(time_floor_s, time_factor × shots emulated × time_per_shot_s)``, i.e. a
+    multiple of what the device itself would spend, with a floor for the engines' fixed costs.
+    Memory: the emulator worker's resident memory, watched while it emulates.
+    """
+
+    time_factor: float = 10.0
+    time_floor_s: float = 30.0
+    memory_mb: float = 4096.0
+
+    def time_budget_s(self, shots: int, time_per_shot_s: float) -> float:
+        return max(self.time_floor_s, self.time_factor * shots * time_per_shot_s)
+
+
+class ChunkBudgetExceeded(RuntimeError):
+    """A chunk's emulation overran its :class:`EmulationBudget`; the worker was replaced.
+
+    ``rule`` is ``emulation_time`` or ``emulation_memory``; the message names the limit and
+    the value reached. The job should end in ERROR; the next one runs on a fresh worker.
+    """
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """An emulated device: Pulser specs plus the timing and drift that make it behave like one."""
 
@@ -48,6 +77,7 @@ class DeviceProfile:
     calibration_interval_s: float
     calibration_duration_s: float
     drift: Drift
+    emulation: EmulationBudget = EmulationBudget()
 
     @property
     def chunk_shots(self) -> int:
@@ -77,6 +107,7 @@ class DeviceProfile:
             calibration_interval_s=float(data["calibration"]["interval_s"]),
             calibration_duration_s=float(data["calibration"]["duration_s"]),
             drift=Drift(**data["drift"]),
+            emulation=EmulationBudget(**data.get("emulation", {})),
         )
 
 
@@ -94,6 +125,10 @@ class ChunkOutcome:
     started_at: float
     finished_at: float
     calibration_age_s: float
+    device_seconds: float
+    """What the device spends on the chunk (shots × time_per_shot_s): what accounting charges."""
+    emulator_seconds: float
+    """Wall time spent emulating during the chunk (0 when it drew from kept samples)."""
 
 
 class QPUDriver(Protocol):
@@ -112,7 +147,10 @@ class QPUDriver(Protocol):
     async def run_chunk(
         self, key: str, program: Program, shots: int, remaining: int
     ) -> ChunkOutcome:
-        """Run ``shots`` of ``program``; ``remaining`` (≥ shots) is what the job still needs."""
+        """Run ``shots`` of ``program``; ``remaining`` (≥ shots) is what the job still needs.
+
+        Raises :class:`ChunkBudgetExceeded` past the emulation budget; cancelling the awaiting
+        task stops the chunk."""
         ...
 
     def start(self) -> None:

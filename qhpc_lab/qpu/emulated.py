@@ -2,7 +2,8 @@
 
 It stands in for a physical QPU, which cannot exist here, and says so in its device state
 message. A job's shots are emulated once, on its first chunk, in a worker process (so the
-scheduler's event loop never blocks on emulation); later chunks draw from those samples. Each
+scheduler's event loop never blocks on emulation) under the profile's
+:class:`~qhpc_lab.qpu.EmulationBudget`; later chunks draw from those samples. Each
 chunk then takes ``shots × time_per_shot_s`` of wall time, like hardware, and its bits are
 flipped with the readout error that the calibration's age gives (:class:`~qhpc_lab.qpu.Drift`).
 """
@@ -10,43 +11,24 @@ flipped with the readout error that the calibration's age gives (:class:`~qhpc_l
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import ctypes
 import json
-import multiprocessing
-import os
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 from qhpc_lab.programs import Program
-from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState
+from qhpc_lab.programs.worker import BudgetedWorker, BudgetExceeded, WorkerDied
+from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceProfile, DeviceState
 
 STANDS_IN = "emulated QPU (no physical device): results come from local emulators"
-
-
-def _die_with_parent(scheduler_pid: int) -> None:
-    """A scheduler killed with SIGKILL must not leave its emulator worker behind.
-
-    The death signal covers only a parent that dies after it is set; a scheduler killed while
-    this worker was still starting is gone already, and the worker would wait forever.
-    """
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != scheduler_pid:
-        os._exit(1)
 
 
 _STATES: dict[str, Any] = {}
 _STATES_LIMIT = 64
 
 
-def _emulate(envelope: dict[str, Any], shots: int) -> dict[str, int]:
+def _emulate(request: tuple[dict[str, Any], int]) -> dict[str, int]:
     """Runs in the worker process, which keeps final states of recent Pulser programs.
 
     A production campaign or a variational loop at a fixed point resubmits one program many
@@ -54,6 +36,7 @@ def _emulate(envelope: dict[str, Any], shots: int) -> dict[str, int]:
     """
     from qhpc_lab import emulators
 
+    envelope, shots = request
     program = Program.from_dict(envelope)
     engine = emulators.choose_engine(program)
     if engine == "aer":
@@ -82,80 +65,14 @@ def _warm_up() -> None:
     torch.set_num_threads(1)
 
 
-def _serve(connection: Connection, scheduler_pid: int) -> None:
-    """The worker process: emulate requests from the pipe, one at a time, until it closes."""
-    _die_with_parent(scheduler_pid)
-    _warm_up()
-    while True:
-        try:
-            envelope, shots = connection.recv()
-        except EOFError:
-            return
-        try:
-            connection.send((True, _emulate(envelope, shots)))
-        except Exception as err:  # the job fails with the reason; the worker lives on
-            connection.send((False, f"{type(err).__name__}: {err}"))
+_EMULATOR = BudgetedWorker("qhpc-emulator", _emulate, _warm_up)
+"""The process's one emulator worker, shared by its drivers (one QPU per daemon; tests make
+many drivers in one process and should pay the SDK imports once, not per driver)."""
 
 
-class WorkerDied(RuntimeError):
-    pass
-
-
-class _EmulatorWorker:
-    """One spawned emulator process, spoken to over a pipe.
-
-    The QPU runs one chunk at a time, so one process and one lock suffice. Calls block and are
-    made from a helper thread (``asyncio.to_thread``): Python 3.11's ProcessPoolExecutor wrote
-    to its wake-up pipe on the event loop at every submit, which was 18 % of the daemon's time
-    under load.
-    """
-
-    def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._connection, child = context.Pipe()
-        self.process = context.Process(
-            target=_serve, args=(child, os.getpid()), name="qhpc-emulator", daemon=True
-        )
-        self.process.start()
-        child.close()
-        self._lock = threading.Lock()
-
-    def emulate(self, envelope: dict[str, Any], shots: int) -> dict[str, int]:
-        with self._lock:
-            try:
-                self._connection.send((envelope, shots))
-                ok, answer = self._connection.recv()
-            except (EOFError, OSError):
-                raise WorkerDied("the emulator worker process died; resubmit the job") from None
-        if not ok:
-            raise RuntimeError(answer)
-        return answer
-
-    def stop(self) -> None:
-        self._connection.close()
-        self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
-
-
-_worker: _EmulatorWorker | None = None
-
-
-def _emulator_worker() -> _EmulatorWorker:
-    """The process's one emulator worker, shared by its drivers (one QPU per daemon; tests make
-    many drivers in one process and should pay the SDK imports once, not per driver)."""
-    global _worker
-    if _worker is None or not _worker.process.is_alive():
-        _worker = _EmulatorWorker()
-        atexit.register(_discard_worker)
-    return _worker
-
-
-def _discard_worker() -> None:
-    global _worker
-    if _worker is not None:
-        _worker.stop()
-        _worker = None
+def emulator_pid() -> int | None:
+    """The emulator worker's process id (None before it starts): for metrics and tests."""
+    return _EMULATOR.pid
 
 
 class EmulatedQPU:
@@ -186,15 +103,19 @@ class EmulatedQPU:
 
     def start(self) -> None:
         """Start the worker process and import the emulators in it ahead of the first job."""
-        _emulator_worker()
+        _EMULATOR.start()
 
     async def run_chunk(
         self, key: str, program: Program, shots: int, remaining: int
     ) -> ChunkOutcome:
+        """One chunk; raises :class:`~qhpc_lab.qpu.ChunkBudgetExceeded` past the emulation
+        budget. Cancelling the awaiting task stops an emulation in progress (the worker is
+        replaced) and re-raises ``CancelledError``."""
         started = self._clock()
+        emulator_seconds = 0.0
         samples = self._samples.get(key)
         if samples is None or len(samples) < shots:
-            samples = await self._sample(program, remaining)
+            samples, emulator_seconds = await self._sample(program, remaining)
             self._samples[key] = samples
         drawn, self._samples[key] = samples[:shots], samples[shots:]
         age = started - self._calibrated_at
@@ -202,14 +123,35 @@ class EmulatedQPU:
         busy = shots * self.profile.time_per_shot_s - (self._clock() - started)
         if busy > 0:
             await asyncio.sleep(busy)
-        return ChunkOutcome(counts, started, self._clock(), age)
+        device_seconds = shots * self.profile.time_per_shot_s
+        return ChunkOutcome(counts, started, self._clock(), age, device_seconds, emulator_seconds)
 
-    async def _sample(self, program: Program, shots: int) -> list[str]:
-        worker = _emulator_worker()
-        counts = await asyncio.to_thread(worker.emulate, program.to_dict(), shots)
+    async def _sample(self, program: Program, shots: int) -> tuple[list[str], float]:
+        """``shots`` samples in random order, and the seconds the emulation took."""
+        budget = self.profile.emulation
+        time_s = budget.time_budget_s(shots, self.profile.time_per_shot_s)
+        try:
+            counts, elapsed = await _EMULATOR.call_async(
+                (program.to_dict(), shots), time_s, int(budget.memory_mb * 2**20)
+            )
+        except BudgetExceeded as err:
+            if err.what == "time":
+                raise ChunkBudgetExceeded(
+                    "emulation_time",
+                    f"emulating {shots} shots ran past its {time_s:g} s budget "
+                    f"({err.value:.1f} s): max({budget.time_floor_s:g} s, "
+                    f"{budget.time_factor:g} × {shots} shots × {self.profile.time_per_shot_s:g} s)",
+                ) from None
+            raise ChunkBudgetExceeded(
+                "emulation_memory",
+                f"emulating {shots} shots took the emulator to {err.value:.0f} MB; "
+                f"the cap is {budget.memory_mb:g} MB",
+            ) from None
+        except WorkerDied as err:
+            raise RuntimeError(f"{err}; resubmit the job") from None
         samples = [bits for bits, n in counts.items() for _ in range(n)]
         self._rng.shuffle(samples)
-        return samples
+        return samples, elapsed
 
     def _read_out(self, samples: list[str], error: float) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -1,26 +1,55 @@
 """Who is calling: a MUNGE credential (HPC) or a bearer token (laptops, tests).
 
-MUNGE identity is the uid inside a credential that the site's munged vouches for; replayed
-credentials are refused (QRMI makes a fresh one per request, so this costs clients nothing).
-Tokens are HMAC-signed ``{uid, admin}`` claims made by ``qhpc scheduler token``.
+MUNGE identity is the uid inside a credential that the site's munged vouches for. Each
+credential is good for one request (QRMI makes a fresh one per request, so this costs clients
+nothing): munged refuses replays from its in-memory cache, and the scheduler also remembers
+every credential it accepted until it expires (a :class:`ReplayGuard`, the store in the
+daemon), so a replay is refused after munged or the scheduler restarts too.
+
+Tokens are HS256 JWTs (``sub`` = uid, ``admin``, ``iat``, ``exp``) made by
+``qhpc scheduler token`` and signed with the scheduler's token secret.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
 import os
+import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
+
+import anyio
+import jwt
 
 from qhpc_lab import munge
 
 AUTH_MODES = ("munge", "token")
 MAX_UID_LENGTH = 64
 """What the store keeps of a user id (PostgreSQL refuses longer)."""
+DEFAULT_TOKEN_TTL_S = 24 * 3600
+"""A day: longer than a working session or a typical Slurm job's time limit, short enough
+that a token left in a notebook or a job script stops working by itself."""
+MUNGE_RETRY_AFTER_S = 5.0
+"""What a client is told to wait when munged is down (systemd restarts it within seconds)."""
+DECODE_THREADS = 8
+"""Threads that wait on munged at once: a pool of their own, so a burst of decodes neither
+takes the event loop's default pool (40 threads) from other blocking work nor piles up on
+munged, which runs 2 worker threads by default."""
+PRUNE_INTERVAL_S = 1.0
+"""How often expired credentials are forgotten: one DELETE a second, not one per request,
+and a small one (at 650 credentials/s it drops ~650 rows, a few ms of the store's time,
+where once a minute would stall it for tenths of a second)."""
+_ALGORITHM = "HS256"
+_CLAIMS = ["sub", "iat", "exp"]
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MUNGED_DOWN = (munge.SOCKET_ERROR, munge.TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -30,31 +59,114 @@ class Identity:
 
 
 class AuthError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A refused request: ``status`` is 401/403 (the caller's fault) or 503 (ours).
+
+    ``retry_after`` (seconds) is set when trying again later will work: the API sends it as
+    a ``Retry-After`` header.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
-def make_token(secret: str, uid: int | str, admin: bool = False) -> str:
-    claims = base64.urlsafe_b64encode(json.dumps({"uid": str(uid), "admin": admin}).encode())
-    signature = hmac.new(secret.encode(), claims, hashlib.sha256).hexdigest()
-    return f"qhpc.{claims.decode()}.{signature}"
+class ReplayGuard(Protocol):
+    """A memory of accepted credentials, kept until they expire (the store implements it)."""
+
+    def first_use(self, digest: str, expires_at: float) -> bool:
+        """Remember ``digest``; False if it is already remembered (a replay)."""
+        ...
+
+    def forget_expired(self, now: float) -> int:
+        """Drop what expired before ``now``; returns how many."""
+        ...
 
 
-def read_token(secret: str, token: str) -> Identity:
+class MemoryReplayGuard:
+    """A :class:`ReplayGuard` in this process's memory: survives munged restarts, not ours."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def first_use(self, digest: str, expires_at: float) -> bool:
+        with self._lock:
+            if digest in self._seen:
+                return False
+            self._seen[digest] = expires_at
+            return True
+
+    def forget_expired(self, now: float) -> int:
+        with self._lock:
+            expired = [d for d, at in self._seen.items() if at < now]
+            for digest in expired:
+                del self._seen[digest]
+        return len(expired)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``3600``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w``."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    if not found or float(found[1]) <= 0:
+        raise ValueError(f"a duration is a positive number with s, m, h, d or w: not {text!r}")
+    return float(found[1]) * _UNIT_S[found[2]]
+
+
+def _key(secret: str) -> bytes:
+    """The HS256 key: 32 bytes whatever the configured secret's length (ours are 64 hex)."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def make_token(
+    secret: str,
+    uid: int | str,
+    admin: bool = False,
+    ttl_s: float = DEFAULT_TOKEN_TTL_S,
+    now: float | None = None,
+) -> str:
+    """A bearer token for ``uid``, valid ``ttl_s`` seconds from ``now`` (default: the clock)."""
+    issued = int(time.time() if now is None else now)
+    claims = {"sub": str(uid), "admin": bool(admin), "iat": issued, "exp": issued + int(ttl_s)}
+    return jwt.encode(claims, _key(secret), algorithm=_ALGORITHM)
+
+
+def read_token(secret: str, token: str, now: float | None = None) -> Identity:
+    """The identity a token carries, if our secret signed it and it has not expired."""
+    if token.startswith("qhpc."):  # the format before tokens expired
+        raise AuthError(
+            401,
+            "invalid bearer token (bad signature): qhpc.* tokens are no longer accepted; "
+            "make a new one with qhpc scheduler token",
+        )
     try:
-        prefix, claims, signature = token.split(".")
-    except ValueError:
-        raise AuthError(401, "malformed bearer token") from None
-    expected = hmac.new(secret.encode(), claims.encode(), hashlib.sha256).hexdigest()
-    # bytes, not str: compare_digest raises TypeError on a non-ASCII str (a forged header)
-    if prefix != "qhpc" or not hmac.compare_digest(expected.encode(), signature.encode()):
-        raise AuthError(401, "invalid bearer token (bad signature)")
-    data = json.loads(base64.urlsafe_b64decode(claims))
-    uid = str(data["uid"])
+        data = jwt.decode(
+            token,
+            _key(secret),
+            algorithms=[_ALGORITHM],
+            # expiry is checked below, against the injectable clock and with a readable message
+            options={"require": _CLAIMS, "verify_exp": False, "verify_iat": False},
+        )
+    except jwt.InvalidSignatureError:
+        raise AuthError(401, "invalid bearer token (bad signature)") from None
+    except jwt.InvalidTokenError as err:
+        raise AuthError(401, f"malformed bearer token ({err})") from None
+    expires_at = data["exp"]
+    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+        raise AuthError(401, "malformed bearer token (exp is not a time)")
+    if (time.time() if now is None else now) >= expires_at:
+        raise AuthError(
+            401,
+            f"bearer token expired at {_utc(expires_at)}: make a new one with qhpc scheduler token",
+        )
+    uid = data["sub"]
     if not uid or len(uid) > MAX_UID_LENGTH:
         raise AuthError(401, f"token uid must be 1 to {MAX_UID_LENGTH} characters")
-    return Identity(user_id=uid, admin=bool(data.get("admin")))
+    return Identity(user_id=uid, admin=data.get("admin") is True)
 
 
 def load_or_create_secret(path: Path) -> str:
@@ -75,7 +187,11 @@ class Authenticator:
         admin_uids: frozenset[str],
         token_secret: str | None,
         munge_socket: str | None = None,
+        replay_guard: ReplayGuard | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``replay_guard`` remembers accepted MUNGE credentials: pass the store, so that the
+        memory outlives this process; without one it lives in this process only."""
         unknown = set(modes) - set(AUTH_MODES)
         if unknown or not modes:
             raise ValueError(f"auth modes must be among {AUTH_MODES}, got {modes}")
@@ -85,28 +201,82 @@ class Authenticator:
         self.admin_uids = admin_uids
         self.token_secret = token_secret
         self.munge_socket = munge_socket
+        self.replay_guard = replay_guard or MemoryReplayGuard()
+        self.clock = clock
+        self._next_prune = 0.0
+        self._prune_lock = threading.Lock()
+        self._decoders: anyio.CapacityLimiter | None = None
+
+    async def identify_async(
+        self, munge_credential: str | None, authorization: str | None
+    ) -> Identity:
+        """:meth:`identify` for the event loop.
+
+        munged is asked, and the replay guard (one short INSERT on the store's connection pool)
+        written, from one of :data:`DECODE_THREADS` worker threads of its own, so a munged that
+        hangs ties up those threads and not the ones other requests need. A token needs no I/O
+        and is read inline.
+        """
+        if not (munge_credential and "munge" in self.modes):
+            return self.identify(None, authorization)
+        if self._decoders is None:
+            self._decoders = anyio.CapacityLimiter(DECODE_THREADS)
+        return await anyio.to_thread.run_sync(
+            self.identify, munge_credential, authorization, limiter=self._decoders
+        )
 
     def identify(self, munge_credential: str | None, authorization: str | None) -> Identity:
-        """Blocking (munged is asked over its socket): call it from a worker thread."""
+        """Blocking (munged is asked, then the replay guard): the daemon uses
+        :meth:`identify_async`."""
         if munge_credential and "munge" in self.modes:
-            try:
-                cred = munge.decode(munge_credential, self.munge_socket)
-            except munge.MungeError as err:
-                if err.code == munge.CRED_REPLAYED:
-                    raise AuthError(
-                        401, "MUNGE credential was replayed; send a fresh one"
-                    ) from None
-                raise AuthError(401, f"MUNGE credential refused: {err}") from None
-            uid = str(cred.uid)
-            return Identity(uid, uid in self.admin_uids)
+            return self._first_use(munge_credential, self._decode(munge_credential))
         if authorization and "token" in self.modes:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 raise AuthError(401, "Authorization header must be 'Bearer <token>'")
             assert self.token_secret is not None
-            return read_token(self.token_secret, token.strip())
+            return read_token(self.token_secret, token.strip(), now=self.clock())
         wanted = " or ".join(
             {"munge": "an X-Munge-Cred header", "token": "an 'Authorization: Bearer' token"}[m]
             for m in self.modes
         )
         raise AuthError(401, f"authentication required: send {wanted}")
+
+    def _decode(self, credential: str) -> munge.Credential:
+        """munged's verdict, as the HTTP refusal it means."""
+        try:
+            return munge.decode(credential, self.munge_socket)
+        except munge.MungeError as err:
+            if err.code in _MUNGED_DOWN:
+                raise AuthError(
+                    503,
+                    f"MUNGE is unavailable on the scheduler host: {err}",
+                    retry_after=MUNGE_RETRY_AFTER_S,
+                ) from None
+            if err.code == munge.NOT_INSTALLED:
+                raise AuthError(503, f"MUNGE is unavailable on the scheduler host: {err}") from None
+            if err.code == munge.CRED_REPLAYED:
+                raise _replayed() from None
+            raise AuthError(401, f"MUNGE credential refused: {err}") from None
+
+    def _first_use(self, credential: str, decoded: munge.Credential) -> Identity:
+        """The credential's identity, unless this scheduler accepted it before."""
+        if not self.replay_guard.first_use(munge.fingerprint(credential), decoded.expires_at):
+            raise _replayed()
+        self._prune_now_and_then()
+        uid = str(decoded.uid)
+        return Identity(uid, uid in self.admin_uids)
+
+    def _prune_now_and_then(self) -> None:
+        now = self.clock()
+        if now < self._next_prune or not self._prune_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_prune = now + PRUNE_INTERVAL_S
+            self.replay_guard.forget_expired(now)
+        finally:
+            self._prune_lock.release()
+
+
+def _replayed() -> AuthError:
+    return AuthError(401, "MUNGE credential was replayed; send a fresh one")

@@ -31,6 +31,14 @@ class SchedulerConfig:
     """Empty means read (or create) ``token.secret`` in the state directory."""
     munge_socket: str = ""
     max_payload_bytes: int = 1_048_576
+    max_connections: int = 1000
+    """Open connections served at once; a request over the cap is answered 503 (Retry-After)."""
+    header_timeout_s: float = 10.0
+    """A connection that has not sent complete request headers by then is closed (408)."""
+    body_timeout_s: float = 30.0
+    """A request body not complete this long after its headers is answered 408."""
+    keep_alive_timeout_s: float = 5.0
+    """An idle keep-alive connection is closed after this."""
     require_session: bool | None = None
     """Jobs need an X-Warden-Session; None means: when MUNGE auth is on (HPC), not otherwise."""
     default_job_class: str = "production"
@@ -43,6 +51,16 @@ class SchedulerConfig:
     """Half-life of the QPU usage that fair share between sessions weighs."""
     min_calibration_age_s: float = 60.0
     """Floor on a job's max_calibration_age_s, so no job can keep the QPU calibrating."""
+    max_queued_jobs_per_user: int = 5000
+    """Jobs one user may have waiting or running (0: no limit); more is refused with 429.
+    A parameter sweep is thousands of jobs: the default lets one through and stops a runaway
+    loop before it buries everyone else's work."""
+    max_queued_shots_per_user: int = 10_000_000
+    """Shots one user may have queued (0: no limit)."""
+    max_queued_jobs_per_session: int = 5000
+    """Jobs one session (one Slurm job) may have queued (0: no limit)."""
+    max_queued_shots_per_session: int = 10_000_000
+    """Shots one session may have queued (0: no limit)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.auth, str):

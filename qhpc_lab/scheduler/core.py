@@ -3,6 +3,13 @@
 Plain Python with no web framework: the HTTP routes are thin wrappers over these methods, and
 tests drive them in-process. Dispatch is event-driven: a submission, a cancellation or a state
 change wakes the dispatcher at once, so an idle QPU starts a job within milliseconds.
+
+Store calls run in a small thread pool, never on the event loop, so a locked or restarting
+database slows only what needs it. The dispatcher is supervised: a store error during dispatch
+is retried with back-off until the store is back (the chunk that ran is then recorded, exactly
+once), and meanwhile :attr:`Scheduler.health` says why dispatch is stalled, which ``/health``,
+``/device``, the metrics and the log all report. API calls that need the store during an
+outage are answered 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -12,28 +19,75 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from qhpc_lab.programs import Program, ProgramError, validate, warm_up
+import sqlalchemy.exc
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from qhpc_lab.programs import Program, ProgramError, start_validation_worker, validate_async
 from qhpc_lab.qpu import DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
-from qhpc_lab.scheduler.events import EventBus
+from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
 from qhpc_lab.scheduler.metrics import Metrics
-from qhpc_lab.scheduler.store import JobRow, SessionRow, Store
+from qhpc_lab.scheduler.ranking import RankedQueue
+from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
 
 log = logging.getLogger("qhpc.scheduler")
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+STORE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+"""Errors that mean the database is unreachable, locked or full: worth waiting out, unlike a
+programming error or a constraint violation."""
+STORE_RETRY_AFTER_S = 5
+"""What a 503 during a store outage tells clients to wait before trying again."""
+QUEUE_EVENT_INTERVAL_S = 0.1
+"""Queue events are coalesced to at most one per this interval (more while the queue is so long
+that building one costs over a tenth of it: publishing never takes more than ~10 % of a core)."""
+
 
 class SchedulerError(Exception):
-    """A refusal the API turns into a 4xx: ``status`` and a message naming the rule."""
+    """A refusal the API turns into a 4xx/5xx: ``status`` and a message naming the rule."""
 
-    def __init__(self, status: int, message: str, rule: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        rule: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.rule = rule
+        self.retry_after = retry_after
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherHealth:
+    """Whether the dispatcher is making progress, and if not, why and since when."""
+
+    ok: bool = True
+    reason: str | None = None
+    """``store_unavailable`` or ``dispatcher_error`` while stalled."""
+    detail: str | None = None
+    since: float | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "reason": self.reason,
+            "detail": self.detail,
+            "since": iso_time(self.since),
+        }
+
+
+HEALTHY = DispatcherHealth()
 
 
 class Scheduler:
@@ -50,6 +104,8 @@ class Scheduler:
         self.clock = clock
         self.bus = EventBus()
         self.metrics = Metrics()
+        self.health = HEALTHY
+        self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
         self.policy = policy.PolicyConfig(
             class_priority=dict(config.class_priority),
             aging_per_chunk=config.aging_per_chunk,
@@ -57,46 +113,108 @@ class Scheduler:
             min_calibration_age_s=config.min_calibration_age_s,
         )
         self.default_job_class = config.default_job_class
-        saved = store.get_fact("policy")
-        if saved:
-            self._apply_policy(saved)
-        self._usage = policy.NO_USAGE
-        self._session_slots: dict[str, int] = {}
-        self._queue: dict[int, policy.QueuedJob] = {}
+        self._queue = RankedQueue(self.policy)
         self._programs: dict[int, Program] = {}
-        self._estimates: dict[int, tuple[int, float]] | None = None
+        self._queued_jobs: Counter[str] = Counter()
+        self._queued_shots: Counter[str] = Counter()
         self._running: int | None = None
+        self._chunk: asyncio.Task[Any] | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._queue_dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._calibrate_requested = False
         accessible = store.get_fact("accessible")
         self.accessible: bool = True if accessible is None else bool(accessible)
         self.message: str = store.get_fact("message") or ""
         self.draining: bool = bool(store.get_fact("draining"))
+        saved = store.get_fact("policy")
+        if saved:
+            self._apply_policy(saved)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.driver.start()
-        warm_up()
-        requeued = self.store.requeue_running()
+        start_validation_worker()
+        requeued = await self._store_retrying(self.store.requeue_running)
         if requeued:
             log.warning(
                 "requeued %d jobs that were running when the scheduler stopped", len(requeued)
             )
-        self._session_slots = {s.id: s.qpu_slots for s in self.store.list_sessions(active=True)}
-        for row in self.store.active_jobs():
+        sessions = await self._store_retrying(self.store.list_sessions, True)
+        for session in sessions:
+            self._queue.set_slots(session.id, session.qpu_slots)
+        for row in await self._store_retrying(self.store.active_jobs):
             self._enqueue(row)
-        self._task = asyncio.create_task(self._dispatch_forever(), name="qhpc-dispatcher")
+        self._tasks = [
+            asyncio.create_task(self._dispatch_forever(), name="qhpc-dispatcher"),
+            asyncio.create_task(self._publish_queue_forever(), name="qhpc-queue-events"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         self.bus.close()
         await self.driver.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the store, off the event loop ----------------------------------------------------------
+
+    async def db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A store call in the store's thread pool; an outage becomes a 503 for the API."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, lambda: call(*args, **kwargs))
+        except STORE_DOWN as err:
+            self.metrics.store_errors += 1
+            raise SchedulerError(
+                503,
+                f"the scheduler's database is unavailable ({_first_line(err)}); try again",
+                "store",
+                retry_after=STORE_RETRY_AFTER_S,
+            ) from None
+
+    async def _store_retrying(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A store call the dispatcher cannot do without: retried until the store is back.
+
+        While it fails the dispatcher is marked stalled (health, metric, one log line per
+        outage); the first success marks it healthy again.
+        """
+        loop = asyncio.get_running_loop()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(STORE_DOWN),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            before_sleep=lambda state: self._stalled(
+                "store_unavailable", _first_line(state.outcome and state.outcome.exception())
+            ),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                result = await loop.run_in_executor(self._executor, lambda: call(*args, **kwargs))
+        if not self.health.ok and self.health.reason == "store_unavailable":
+            self._recovered()
+        return result
+
+    def _stalled(self, reason: str, detail: str) -> None:
+        if reason == "store_unavailable":
+            self.metrics.store_errors += 1
+        if self.health.ok or self.health.reason != reason:
+            log.error("dispatcher stalled (%s): %s", reason, detail)
+            self.health = DispatcherHealth(False, reason, detail, self.clock())
+            self._device_changed()
+        else:
+            self.health = dataclasses.replace(self.health, detail=detail)
+
+    def _recovered(self) -> None:
+        stalled = self.clock() - (self.health.since or self.clock())
+        log.warning("dispatcher resumed after %.1f s (%s)", stalled, self.health.reason)
+        self.health = HEALTHY
+        self._device_changed()
 
     # -- device ---------------------------------------------------------------------------
 
@@ -118,12 +236,16 @@ class Scheduler:
             accepting=not self.draining,
         )
 
-    def device_info(self) -> dict[str, Any]:
+    def queue_depth(self) -> dict[str, int]:
+        """Active jobs (waiting or running) per class."""
+        return self._queue.depth()
+
+    def device_info(self, user_id: str | None = None, admin: bool = False) -> dict[str, Any]:
+        """The device as ``/device`` shows it; the running job's id only to its owner or admins."""
         now = self.clock()
         view = self.device_view()
-        depth: dict[str, int] = {c: 0 for c in policy.JOB_CLASSES}
-        for job in self._queue.values():
-            depth[job.job_class] = depth.get(job.job_class, 0) + 1
+        running = self._queue.get(self._running) if self._running is not None else None
+        visible = running is not None and (admin or running.user_id == user_id)
         return {
             "name": self.driver.profile.spec.name,
             "profile": self.driver.profile.name,
@@ -138,25 +260,27 @@ class Scheduler:
             "calibration_duration_s": view.calibration_duration_s,
             "time_per_shot_s": view.time_per_shot_s,
             "chunk_shots": view.chunk_shots,
-            "queue_depth": depth,
-            "running_job": self._running,
+            "queue_depth": self.queue_depth(),
+            "running": None if running is None else {"job_class": running.job_class},
+            "running_job": running.id if visible and running is not None else None,
+            "dispatcher": self.health.view(),
         }
 
-    def set_accessible(self, accessible: bool, message: str | None = None) -> None:
+    async def set_accessible(self, accessible: bool, message: str | None = None) -> None:
         """Open or close submissions; reopening without a message clears the closing one."""
+        await self.db(self.store.set_fact, "accessible", accessible)
         self.accessible = accessible
-        self.store.set_fact("accessible", accessible)
         if message is None and accessible:
             message = ""
         if message is not None:
+            await self.db(self.store.set_fact, "message", message)
             self.message = message
-            self.store.set_fact("message", message)
         self._device_changed()
 
-    def set_draining(self, draining: bool) -> None:
+    async def set_draining(self, draining: bool) -> None:
         """Drain: started jobs finish, queued ones wait until resumed."""
+        await self.db(self.store.set_fact, "draining", draining)
         self.draining = draining
-        self.store.set_fact("draining", draining)
         self._device_changed()
 
     def _device_changed(self) -> None:
@@ -165,27 +289,34 @@ class Scheduler:
 
     # -- sessions -------------------------------------------------------------------------
 
-    def open_session(self, user_id: str, slurm_job_id: str | None, qpu_slots: int) -> SessionRow:
+    async def open_session(
+        self, user_id: str, slurm_job_id: str | None, qpu_slots: int
+    ) -> SessionRow:
         if qpu_slots < 1:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
-        session = self.store.create_session(user_id, slurm_job_id, qpu_slots)
-        self._session_slots[session.id] = session.qpu_slots
+        session = await self.db(self.store.create_session, user_id, slurm_job_id, qpu_slots)
+        self._queue.set_slots(session.id, session.qpu_slots)
         return session
 
-    def revoke_session(self, session_id: str, reason: str) -> SessionRow:
-        if self.store.get_session(session_id) is None:
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        return await self.db(self.store.get_session, session_id)
+
+    async def revoke_session(self, session_id: str, reason: str) -> SessionRow:
+        if await self.get_session(session_id) is None:
             raise SchedulerError(404, f"session {session_id} not found")
-        session, canceled = self.store.revoke_session(session_id, reason)
-        self._session_slots.pop(session_id, None)
+        session, canceled = await self.db(self.store.revoke_session, session_id, reason)
+        self._queue.drop_slots(session_id)
         for job_id in canceled:
             self._dequeue(job_id)
             self.metrics.finished["CANCELED"] += 1
-            job = self.store.get_job(job_id)
+            job = await self.db(self.store.get_job, job_id)
             if job is not None:
                 self._publish_job(job)
         return session
 
-    def check_session(self, session_id: str | None, user_id: str, admin: bool) -> SessionRow | None:
+    async def check_session(
+        self, session_id: str | None, user_id: str, admin: bool
+    ) -> SessionRow | None:
         if session_id is None:
             if self.config.sessions_required:
                 raise SchedulerError(
@@ -194,7 +325,7 @@ class Scheduler:
                     "session",
                 )
             return None
-        session = self.store.get_session(session_id)
+        session = await self.get_session(session_id)
         if session is None:
             raise SchedulerError(403, f"session {session_id} does not exist", "session")
         if session.user_id != user_id and not admin:
@@ -207,7 +338,7 @@ class Scheduler:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def submit(
+    async def submit(
         self,
         user_id: str,
         admin: bool,
@@ -215,7 +346,10 @@ class Scheduler:
         program: Program,
         job_class: str | None = None,
         max_calibration_age_s: float | None = None,
+        idempotency_key: str | None = None,
     ) -> JobRow:
+        """Accept a job; a retried submission with the same ``idempotency_key`` returns the
+        first job instead of queueing a second one (the store's unique key decides)."""
         if not self.accessible:
             self.metrics.rejected += 1
             raise SchedulerError(
@@ -231,80 +365,165 @@ class Scheduler:
                 f"unknown job_class {job_class!r}; use one of {', '.join(policy.JOB_CLASSES)}",
                 "job_class",
             )
-        session = self.check_session(session_id, user_id, admin)
+        session = await self.check_session(session_id, user_id, admin)
+        owner = session.user_id if session else user_id
+        if not admin:
+            self._check_limits(owner, session.id if session else None, program.shots)
         try:
-            facts = validate(program, self.driver.profile.spec)
+            await validate_async(program, self.driver.profile.spec)
         except ProgramError as err:
             self.metrics.rejected += 1
             raise SchedulerError(422, str(err), err.rule) from None
-        row = self.store.add_job(
-            session_id=session.id if session else None,
-            user_id=session.user_id if session else user_id,
-            slurm_job_id=session.slurm_job_id if session else None,
-            job_class=job_class,
-            name=program.name,
-            format=program.format,
-            body=program.body,
-            variables=program.variables,
-            shots=program.shots,
-            num_qubits=facts.num_qubits,
-            max_calibration_age_s=max_calibration_age_s,
-        )
+        try:
+            row = await self.db(
+                self.store.add_job,
+                session_id=session.id if session else None,
+                user_id=owner,
+                slurm_job_id=session.slurm_job_id if session else None,
+                job_class=job_class,
+                name=program.name,
+                format=program.format,
+                body=program.body,
+                variables=program.variables,
+                shots=program.shots,
+                max_calibration_age_s=max_calibration_age_s,
+                idempotency_key=idempotency_key,
+                created_at=self.clock(),
+            )
+        except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
+            return duplicate.job
         self.metrics.submissions[job_class] += 1
         self._enqueue(row, program)
         self._publish_job(row)
         return row
 
-    def get_job(self, job_id: int, user_id: str, admin: bool) -> JobRow:
-        job = self.store.get_job(job_id)
+    def _check_limits(self, user_id: str, session_id: str | None, shots: int) -> None:
+        """The operator's caps on what one user or one session may have queued (429)."""
+        checks = [
+            (
+                "user",
+                user_id,
+                self.config.max_queued_jobs_per_user,
+                self.config.max_queued_shots_per_user,
+            ),
+        ]
+        if session_id is not None:
+            checks.append(
+                (
+                    "session",
+                    session_id,
+                    self.config.max_queued_jobs_per_session,
+                    self.config.max_queued_shots_per_session,
+                )
+            )
+        for scope, key, max_jobs, max_shots in checks:
+            held_jobs = self._queued_jobs[f"{scope}:{key}"]
+            held_shots = self._queued_shots[f"{scope}:{key}"]
+            if max_jobs and held_jobs + 1 > max_jobs:
+                self.metrics.rejected += 1
+                raise SchedulerError(
+                    429,
+                    f"{scope} {key} has {held_jobs} jobs queued; the limit is {max_jobs} "
+                    "(wait for some to finish)",
+                    f"max_queued_jobs_per_{scope}",
+                )
+            if max_shots and held_shots + shots > max_shots:
+                self.metrics.rejected += 1
+                raise SchedulerError(
+                    429,
+                    f"{scope} {key} has {held_shots} shots queued and asks for {shots} more; "
+                    f"the limit is {max_shots}",
+                    f"max_queued_shots_per_{scope}",
+                )
+
+    async def get_job(self, job_id: int, user_id: str, admin: bool) -> JobRow:
+        job = await self.db(self.store.get_job, job_id)
         if job is None or (job.user_id != user_id and not admin):
             raise SchedulerError(404, f"job {job_id} not found")
         return job
 
-    def list_jobs(self, user_id: str, admin: bool, status: str | None, limit: int) -> list[JobRow]:
-        return self.store.list_jobs(None if admin else user_id, status, limit)
+    async def list_jobs(
+        self,
+        user_id: str,
+        admin: bool,
+        status: str | None,
+        limit: int | None = None,
+        after_id: int | None = None,
+    ) -> list[JobRow]:
+        return await self.db(
+            self.store.list_jobs, None if admin else user_id, status, limit, after_id
+        )
 
-    def cancel(
+    async def cancel(
         self, job_id: int, user_id: str, admin: bool, reason: str = "canceled by user"
     ) -> JobRow:
-        job = self.get_job(job_id, user_id, admin)
-        finished = self.store.finish(job_id, "CANCELED", reason)
+        job = await self.get_job(job_id, user_id, admin)
+        finished = await self.db(self.store.finish, job_id, "CANCELED", reason)
         if finished is None:
             return job
+        if job_id == self._running and self._chunk is not None:
+            self._chunk.cancel()  # the emulation stops now, not when the chunk would have ended
         self._dequeue(job_id)
         self.metrics.finished["CANCELED"] += 1
         self._publish_job(finished)
         return finished
 
-    def position(self, job_id: int) -> tuple[int | None, float | None]:
+    def position(
+        self, job_id: int, estimates: dict[int, tuple[int, float]] | None = None
+    ) -> tuple[int | None, float | None]:
         """Queue position (1 = next, 0 = running) and ETA in seconds for an active job.
 
-        Only a waiting job needs the whole queue's estimate; the running one ends after its
-        remaining shots (every job event would otherwise walk the queue).
+        The ranked queue answers for one job without walking the queue; ``estimates`` (the
+        whole queue's, from :meth:`RankedQueue.estimates`) serves when many jobs are shown.
         """
         queued = self._queue.get(job_id)
         if queued is None:
             return None, None
         if job_id == self._running:
             return 0, round(queued.remaining * self.driver.profile.time_per_shot_s, 3)
-        if self._estimates is None:
-            self._estimates = policy.estimates(
-                list(self._queue.values()),
-                self.device_view(),
-                self.clock(),
-                self.policy,
-                self._session_slots,
-                self._usage,
-            )
-        position, eta = self._estimates.get(job_id, (None, None))
-        running = self._estimates.get(self._running) if self._running is not None else None
+        view, now = self.device_view(), self.clock()
+
+        def estimate(job: int) -> tuple[int, float] | None:
+            if estimates is not None:
+                return estimates.get(job)
+            return self._queue.position(job, view, now)
+
+        position, eta = estimate(job_id) or (None, None)
+        running = estimate(self._running) if self._running is not None else None
         if position is not None and running is not None and running[0] < position:
             position -= 1  # the running job left its place in the order for 0: close the gap
         return position, None if eta is None else round(eta, 3)
 
-    def job_view(self, job: JobRow) -> dict[str, Any]:
+    def job_views(self, jobs: list[JobRow]) -> list[dict[str, Any]]:
+        """Many jobs as the API shows them: one pass over the queue, not one lookup each."""
+        estimates = self._queue.estimates(self.device_view(), self.clock()) if jobs else None
+        return [self.job_view(job, estimates) for job in jobs]
+
+    def queue_snapshot(self) -> QueueSnapshot:
+        """Positions and ETAs of every active job, and the aggregates anyone may see."""
+        depth = self.queue_depth()
+        running = self._queue.get(self._running) if self._running is not None else None
+        if running is not None:
+            depth[running.job_class] -= 1
+        positions: dict[str, dict[int, tuple[int, float | None]]] = {}
+        estimates = self._queue.estimates(self.device_view(), self.clock())
+        for job in self._queue.jobs():
+            position, eta = self.position(job.id, estimates)
+            if position is not None:
+                positions.setdefault(job.user_id, {})[job.id] = (position, eta)
+        return QueueSnapshot(
+            depth=depth,
+            running_job=running.id if running else None,
+            running_class=running.job_class if running else None,
+            running_user=running.user_id if running else None,
+            positions=positions,
+        )
+
+    def job_view(
+        self, job: JobRow, estimates: dict[int, tuple[int, float]] | None = None
+    ) -> dict[str, Any]:
         """A job as the API shows it: Warden's fields first, then the extensions."""
-        position, eta = self.position(job.id)
+        position, eta = self.position(job.id, estimates)
         return {
             "id": job.id,
             "user_id": job.user_id,
@@ -323,6 +542,7 @@ class Scheduler:
             "started_at": iso_time(job.started_at),
             "finished_at": iso_time(job.finished_at),
             "qpu_seconds": round(job.qpu_seconds, 6),
+            "emulator_seconds": round(job.emulator_seconds, 6),
             "calibration_age_s": job.calibration_age_s,
             "error": job.error,
         }
@@ -336,7 +556,7 @@ class Scheduler:
             "default_job_class": self.default_job_class,
         }
 
-    def set_policy(self, changes: dict[str, Any]) -> dict[str, Any]:
+    async def set_policy(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Change policy settings at run time; they are kept across restarts."""
         if changes.get("default_job_class", self.default_job_class) not in policy.JOB_CLASSES:
             raise SchedulerError(
@@ -354,8 +574,8 @@ class Scheduler:
             **self.policy.class_priority,
             **(changes.get("class_priority") or {}),
         }
+        await self.db(self.store.set_fact, "policy", settings)
         self._apply_policy(settings)
-        self.store.set_fact("policy", settings)
         self._queue_changed()
         return self.policy_settings()
 
@@ -365,6 +585,7 @@ class Scheduler:
             self.policy,
             **{k: v for k, v in settings.items() if k != "default_job_class"},
         )
+        self._queue.set_config(self.policy)
 
     def request_calibration(self) -> None:
         self._calibrate_requested = True
@@ -373,7 +594,7 @@ class Scheduler:
     # -- queue bookkeeping ------------------------------------------------------------------
 
     def _enqueue(self, row: JobRow, program: Program | None = None) -> None:
-        self._queue[row.id] = policy.QueuedJob(
+        job = policy.QueuedJob(
             id=row.id,
             user_id=row.user_id,
             session_id=row.session_id,
@@ -383,49 +604,84 @@ class Scheduler:
             created_at=row.created_at,
             max_calibration_age_s=row.max_calibration_age_s,
         )
+        self._queue.add(job)
         self._programs[row.id] = program or Program(
             row.format, row.body, row.shots, row.name, row.variables
         )
+        self._hold(job, +1)
         self._queue_changed()
 
     def _dequeue(self, job_id: int) -> None:
-        self._queue.pop(job_id, None)
+        job = self._queue.remove(job_id)
+        if job is None:
+            return
+        self._hold(job, -1)
         self._programs.pop(job_id, None)
         self.driver.forget(str(job_id))
         self._queue_changed()
 
+    def _hold(self, job: policy.QueuedJob, sign: int) -> None:
+        """Count a job in (or out of) its user's and session's queued totals, for the limits."""
+        for key in (f"user:{job.user_id}", f"session:{job.session_id}"):
+            self._queued_jobs[key] += sign
+            self._queued_shots[key] += sign * job.shots
+
     def _queue_changed(self) -> None:
-        self._estimates = None
         self._wake.set()
+        self._queue_dirty.set()
 
     def _publish_job(self, job: JobRow) -> None:
         self.bus.publish("job", self.job_view(job), user_id=job.user_id)
 
+    async def _publish_queue_forever(self) -> None:
+        """Coalesced ``queue`` events: at most one per interval, and only for listeners."""
+        while True:
+            await self._queue_dirty.wait()
+            self._queue_dirty.clear()
+            if not self.bus.listening:
+                continue
+            started = time.perf_counter()
+            self.bus.publish_queue(self.queue_snapshot())
+            cost = time.perf_counter() - started
+            await asyncio.sleep(max(QUEUE_EVENT_INTERVAL_S, 10 * cost))
+
     # -- dispatcher ---------------------------------------------------------------------------
 
     async def _dispatch_forever(self) -> None:
+        """Decide and act, forever; an unexpected error is reported and retried, never fatal."""
+        failures = 0
         while True:
-            self._wake.clear()
-            now = self.clock()
-            if self._calibrate_requested:
-                decision: policy.Decision = policy.Calibrate()
-            else:
-                decision = policy.decide(
-                    list(self._queue.values()),
-                    self._session_slots,
-                    self.device_view(),
-                    now,
-                    self.policy,
-                    self._usage,
-                )
-            if isinstance(decision, policy.Calibrate):
-                await self._calibrate()
-            elif isinstance(decision, policy.RunChunk):
-                await self._run_chunk(decision)
-            else:
-                timeout = None if decision.until is None else max(0.0, decision.until - now)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+            try:
+                await self._dispatch_once()
+                failures = 0
+                if not self.health.ok and self.health.reason == "dispatcher_error":
+                    self._recovered()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                failures += 1
+                log.exception("dispatcher error (attempt %d)", failures)
+                self._stalled("dispatcher_error", f"{type(err).__name__}: {err}")
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+
+    async def _dispatch_once(self) -> None:
+        self._wake.clear()
+        now = self.clock()
+        if self._calibrate_requested:
+            decision: policy.Decision = policy.Calibrate()
+        else:
+            decision = self._queue.decide(self.device_view(), now)
+        if isinstance(decision, policy.Calibrate):
+            await self._calibrate()
+        elif isinstance(decision, policy.RunChunk):
+            await self._run_chunk(decision)
+        else:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+            # lands as the wake-up does, and stop() would then wait forever.
+            timeout = None if decision.until is None else max(0.0, decision.until - now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _calibrate(self) -> None:
         self._calibrate_requested = False
@@ -433,42 +689,70 @@ class Scheduler:
         await asyncio.sleep(0)
         self._device_changed()
         await calibration
-        self.store.set_fact("calibrated_at", self.driver.calibrated_at)
+        await self._store_retrying(self.store.set_fact, "calibrated_at", self.driver.calibrated_at)
         self.metrics.calibrations += 1
         self._device_changed()
 
     async def _run_chunk(self, decision: policy.RunChunk) -> None:
-        queued = self._queue[decision.job_id]
+        queued = self._queue.get(decision.job_id)
+        assert queued is not None, "the policy picks only queued jobs"
         program = self._programs[decision.job_id]
         self._running = queued.id
-        self._estimates = None
-        started = self.store.mark_running(queued.id, self.clock())
-        if started is not None:  # its first chunk, or its first since a restart
-            if not queued.started:
-                self.metrics.wait_seconds.observe(max(0.0, started.started_at - queued.created_at))
-            self._publish_job(started)
+        self._queue_changed()
         try:
-            outcome = await self.driver.run_chunk(
-                str(queued.id), program, decision.shots, queued.remaining
+            started = await self._store_retrying(self.store.mark_running, queued.id, self.clock())
+            if queued.id not in self._queue:  # canceled while the store was slow
+                return
+            if started is not None:  # its first chunk, or its first since a restart
+                if not queued.started:
+                    self.metrics.wait_seconds.observe(
+                        max(0.0, started.started_at - queued.created_at)
+                    )
+                self._publish_job(started)
+            self._chunk = asyncio.create_task(
+                self.driver.run_chunk(str(queued.id), program, decision.shots, queued.remaining)
             )
-        except Exception as err:  # an emulator failure ends this job, not the daemon
-            log.exception("job %s failed", queued.id)
+            try:
+                outcome = await self._chunk
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the scheduler is stopping: the job is requeued at the next start
+                return  # the job was canceled: cancel() has finished and dequeued it
+            except Exception as err:  # an emulator failure or a budget ends this job, not the QPU
+                log.warning("job %s failed: %s", queued.id, err)
+                failed = await self._store_retrying(
+                    self.store.finish, queued.id, "ERROR", f"execution failed: {err}"
+                )
+                self._dequeue(queued.id)
+                if failed is not None:
+                    self.metrics.finished["ERROR"] += 1
+                    self._publish_job(failed)
+                return
+            finally:
+                self._chunk = None
+        finally:
             self._running = None
-            failed = self.store.finish(queued.id, "ERROR", f"execution failed: {err}")
-            self._dequeue(queued.id)
-            if failed is not None:
-                self.metrics.finished["ERROR"] += 1
-                self._publish_job(failed)
-            return
-        self._running = None
-        self._usage = policy.record_chunk(
-            self._usage, queued, outcome.started_at, outcome.finished_at, self.policy
-        )
-        busy = outcome.finished_at - outcome.started_at
-        self.metrics.qpu_busy_seconds += busy
-        self.metrics.shots += decision.shots
-        row = self.store.record_chunk(
-            queued.id, outcome.counts, decision.shots, busy, outcome.calibration_age_s
+        await self._record(queued, decision.shots, outcome)
+
+    async def _record(self, queued: policy.QueuedJob, shots: int, outcome: Any) -> None:
+        """Merge a finished chunk into its job, exactly once, however long the store is down."""
+        device_seconds = outcome.device_seconds
+        # Fair share counts what the device spent, not the emulator's own time.
+        self._queue.record_chunk(queued, outcome.finished_at - device_seconds, outcome.finished_at)
+        emulator_seconds = outcome.emulator_seconds
+        self.metrics.qpu_busy_seconds += device_seconds
+        self.metrics.shots += shots
+        row = await self._store_retrying(
+            self.store.record_chunk,
+            queued.id,
+            outcome.counts,
+            shots,
+            device_seconds,
+            outcome.calibration_age_s,
+            queued.shots_done,
+            emulator_seconds,
+            self.clock(),
         )
         if row is None or row.status != "RUNNING":
             self._dequeue(queued.id)
@@ -476,7 +760,7 @@ class Scheduler:
                 self.metrics.finished[row.status] += 1
                 self._publish_job(row)
             return
-        self._queue[queued.id] = dataclasses.replace(queued, shots_done=row.shots_done)
+        self._queue.update(dataclasses.replace(queued, shots_done=row.shots_done))
         self._queue_changed()
         self._publish_job(row)
 
@@ -486,3 +770,9 @@ def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _first_line(err: BaseException | None) -> str:
+    """A database error's first line: SQLAlchemy appends the statement and a help URL."""
+    text = str(getattr(err, "orig", None) or err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__

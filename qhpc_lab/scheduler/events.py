@@ -1,67 +1,206 @@
-"""Fan-out of job and device changes to server-sent-event subscribers, without polling."""
+"""Fan-out of job, device and queue changes to event-stream subscribers, without polling.
+
+Every event carries an increasing id. Job and device events are kept in a bounded backlog, so
+a client that reconnects with ``Last-Event-ID`` gets what it missed; one that fell behind the
+backlog gets a ``reset`` (re-read what you show). Queue events are personal (each user sees
+their own jobs' positions and anonymous aggregates) and are not kept: a subscriber always gets
+the current queue on connect and whenever it changes (coalesced by the scheduler). The wire
+form and the event kinds are in :mod:`qhpc_lab.eventstream` and docs/scheduler.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import collections
+import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from qhpc_lab.eventstream import StreamEvent
+
+QUEUE_JOBS_LIMIT = 200
+"""A user's active jobs listed in one queue event, nearest first; the rest are counted."""
 
 
 @dataclass(frozen=True)
-class Event:
+class _Published:
+    id: int
     kind: str
     data: dict[str, Any]
     user_id: str | None
-    """Owner of a job event; None for events everybody may see (device, queue)."""
+    """Owner of a job event; None for events everybody may see (device)."""
 
-    def sse(self) -> str:
-        return f"event: {self.kind}\ndata: {json.dumps(self.data)}\n\n"
+    def visible_to(self, user_id: str | None, admin: bool) -> bool:
+        return admin or self.user_id is None or self.user_id == user_id
+
+    def stream_event(self) -> StreamEvent:
+        return StreamEvent(self.kind, self.data, str(self.id))
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The queue at one instant: aggregates for everyone, positions per owner."""
+
+    depth: dict[str, int]
+    """Waiting jobs (the running one not counted) per class."""
+    running_job: int | None
+    running_class: str | None
+    running_user: str | None
+    positions: dict[str, dict[int, tuple[int, float | None]]] = field(default_factory=dict)
+    """user id → job id → (position, ETA s); position 0 is the running job."""
+    revision: int = 0
+
+    def for_user(self, user_id: str | None) -> dict[str, Any]:
+        """The ``queue`` event one user receives: nothing of another user's jobs but counts."""
+        own = self.positions.get(user_id or "", {})
+        nearest = sorted(own.items(), key=lambda item: item[1][0])[:QUEUE_JOBS_LIMIT]
+        running = None
+        if self.running_job is not None:
+            mine = self.running_user == user_id
+            eta = own.get(self.running_job, (0, None))[1] if mine else None
+            running = {
+                "job_class": self.running_class,
+                "mine": mine,
+                "job_id": self.running_job if mine else None,
+                "eta_s": eta,
+            }
+        return {
+            "revision": self.revision,
+            "waiting": sum(self.depth.values()),
+            "depth": dict(self.depth),
+            "running": running,
+            "jobs": {str(job_id): {"position": p, "eta_s": eta} for job_id, (p, eta) in nearest},
+            "jobs_omitted": max(0, len(own) - QUEUE_JOBS_LIMIT),
+        }
+
+
+class _Subscriber:
+    def __init__(self, user_id: str | None, admin: bool, backlog: int) -> None:
+        self.user_id = user_id
+        self.admin = admin
+        self.events: asyncio.Queue[_Published | None] = asyncio.Queue(backlog)
+        self.queue_changed = asyncio.Event()
 
 
 class EventBus:
     def __init__(self, backlog: int = 1000) -> None:
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._subscribers: set[_Subscriber] = set()
         self._backlog = backlog
+        self._recent: collections.deque[_Published] = collections.deque(maxlen=backlog)
+        self._ids = itertools.count(1)
+        self._last_id = 0
+        self._queue: QueueSnapshot | None = None
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._subscribers)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
 
     def publish(self, kind: str, data: dict[str, Any], user_id: str | None = None) -> None:
-        event = Event(kind, data, user_id)
-        for queue in list(self._subscribers):
+        event = _Published(self._next_id(), kind, data, user_id)
+        self._recent.append(event)
+        for subscriber in list(self._subscribers):
             try:
-                queue.put_nowait(event)
+                subscriber.events.put_nowait(event)
             except asyncio.QueueFull:
-                # A subscriber that stopped reading is ended (it may reconnect) rather than
-                # slowing the daemon or silently missing events.
-                self._subscribers.discard(queue)
-                while not queue.empty():
-                    queue.get_nowait()
-                queue.put_nowait(None)
+                # A subscriber that stopped reading is ended (it may reconnect and resume)
+                # rather than slowing the daemon or silently missing events.
+                self._drop(subscriber)
+
+    def publish_queue(self, snapshot: QueueSnapshot) -> None:
+        """The latest queue replaces the previous one; each subscriber is told it changed."""
+        self._queue = QueueSnapshot(
+            snapshot.depth,
+            snapshot.running_job,
+            snapshot.running_class,
+            snapshot.running_user,
+            snapshot.positions,
+            revision=self._next_id(),
+        )
+        for subscriber in self._subscribers:
+            subscriber.queue_changed.set()
+
+    def _next_id(self) -> int:
+        self._last_id = next(self._ids)
+        return self._last_id
+
+    def _drop(self, subscriber: _Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        while not subscriber.events.empty():
+            subscriber.events.get_nowait()
+        subscriber.events.put_nowait(None)
+
+    def _missed(self, last_event_id: str | None, subscriber: _Subscriber) -> list[StreamEvent]:
+        """What a reconnecting subscriber missed, or a ``reset`` if the backlog lost some."""
+        if last_event_id is None or not last_event_id.strip().isdigit():
+            return []
+        last = int(last_event_id)
+        if last >= self._last_id:
+            return []
+        oldest = self._recent[0].id if self._recent else self._last_id + 1
+        if last + 1 < oldest:
+            return [StreamEvent("reset", {}, str(self._last_id))]
+        return [
+            e.stream_event()
+            for e in self._recent
+            if e.id > last and e.visible_to(subscriber.user_id, subscriber.admin)
+        ]
 
     async def subscribe(
-        self, user_id: str | None, admin: bool, heartbeat_s: float = 15.0
-    ) -> AsyncIterator[str]:
-        """SSE text for one subscriber: their own job events and all public ones."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(self._backlog)
-        self._subscribers.add(queue)
+        self,
+        user_id: str | None,
+        admin: bool,
+        last_event_id: str | None = None,
+        device: dict[str, Any] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """One subscriber's events: what it missed, the device and queue now, then changes."""
+        subscriber = _Subscriber(user_id, admin, self._backlog)
+        self._subscribers.add(subscriber)
         try:
-            yield ": connected\n\n"
+            for event in self._missed(last_event_id, subscriber):
+                yield event
+            if device is not None:  # no id: resuming after it must not skip undelivered events
+                yield StreamEvent("device", device)
+            subscriber.queue_changed.set()
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), heartbeat_s)
-                except TimeoutError:
-                    yield ": heartbeat\n\n"
+                if subscriber.queue_changed.is_set() and subscriber.events.empty():
+                    subscriber.queue_changed.clear()
+                    if self._queue is not None:
+                        yield StreamEvent(
+                            "queue", self._queue.for_user(user_id), str(self._last_id)
+                        )
                     continue
+                event = await self._next(subscriber)
                 if event is None:
-                    return
-                if admin or event.user_id is None or event.user_id == user_id:
-                    yield event.sse()
+                    if subscriber not in self._subscribers:
+                        return
+                    continue
+                if event.visible_to(user_id, admin):
+                    yield event.stream_event()
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.discard(subscriber)
+
+    async def _next(self, subscriber: _Subscriber) -> _Published | None:
+        """The next job/device event, or None when the queue changed first (or the end)."""
+        if not subscriber.events.empty():
+            return subscriber.events.get_nowait()
+        get = asyncio.ensure_future(subscriber.events.get())
+        changed = asyncio.ensure_future(subscriber.queue_changed.wait())
+        try:
+            done, _ = await asyncio.wait({get, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            if not get.done():
+                get.cancel()
+        if get in done:
+            return get.result()
+        return None
 
     def close(self) -> None:
-        for queue in list(self._subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+        for subscriber in list(self._subscribers):
+            self._drop(subscriber)
         self._subscribers.clear()

@@ -41,6 +41,7 @@ class Metrics:
         self.submissions: dict[str, int] = defaultdict(int)
         self.finished: dict[str, int] = defaultdict(int)
         self.rejected = 0
+        self.store_errors = 0
         self.qpu_busy_seconds = 0.0
         self.calibrations = 0
         self.shots = 0
@@ -74,6 +75,8 @@ class Metrics:
             f'qhpc_jobs_finished_total{{status="{s}"}} {n}'
             for s, n in sorted(self.finished.items())
         ]
+        lines += family("qhpc_store_errors_total", "counter", "Failed database calls.")
+        lines.append(f"qhpc_store_errors_total {self.store_errors}")
         lines += family("qhpc_qpu_busy_seconds_total", "counter", "Seconds the QPU ran shots.")
         lines.append(f"qhpc_qpu_busy_seconds_total {self.qpu_busy_seconds}")
         lines += family("qhpc_shots_total", "counter", "Shots executed.")

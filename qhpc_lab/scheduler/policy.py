@@ -2,7 +2,9 @@
 
 No I/O, no wall clock, no randomness: the dispatcher, the tests and the simulation benchmark
 (``benchmarks/simulate.py``) call the same functions with real or virtual time, so what the
-benchmark measures is what the daemon does. Ordering is decided here and nowhere else.
+benchmark measures is what the daemon does. Ordering is decided here and nowhere else: the
+dispatcher's :class:`~qhpc_lab.scheduler.ranking.RankedQueue` keeps this order incrementally,
+and these functions stay its definition (``tests/test_ranking.py`` holds it to them).
 
 The rules, in the order :func:`decide` applies them (docs/policy.md explains each one):
 
@@ -179,17 +181,42 @@ def class_priorities(
     that history: until ``usage`` has recorded a chunk, the policy cannot tell a starved class
     from one being served, and priorities stay strict.
     """
-    aging = config.aging_per_chunk if usage.class_served_at else 0.0
     oldest: dict[str, float] = {}
     for job in queue:
         oldest[job.job_class] = min(oldest.get(job.job_class, math.inf), job.created_at)
-    priorities: dict[str, float] = {}
-    for job_class, arrived in oldest.items():
-        waiting_since = max(arrived, usage.class_served_at.get(job_class, -math.inf))
-        waited_chunks = max(0.0, now - waiting_since) / device.chunk_duration_s
-        base = config.class_priority.get(job_class, 0)
-        priorities[job_class] = base + aging * waited_chunks
-    return priorities
+    return {
+        job_class: effective_priority(job_class, arrived, device, now, config, usage)
+        for job_class, arrived in oldest.items()
+    }
+
+
+def effective_priority(
+    job_class: str,
+    oldest_arrival: float,
+    device: DeviceView,
+    now: float,
+    config: PolicyConfig,
+    usage: Usage,
+) -> float:
+    """One class's effective priority (:func:`class_priorities`), given its oldest queued job's
+    arrival: the same for every job of the class, which is what lets
+    :class:`~qhpc_lab.scheduler.ranking.RankedQueue` keep the order incrementally."""
+    aging = config.aging_per_chunk if usage.class_served_at else 0.0
+    waiting_since = max(oldest_arrival, usage.class_served_at.get(job_class, -math.inf))
+    waited_chunks = max(0.0, now - waiting_since) / device.chunk_duration_s
+    return config.class_priority.get(job_class, 0) + aging * waited_chunks
+
+
+def fair_share(
+    account: str, session_id: str | None, slots: Mapping[str, int], usage: Usage
+) -> float:
+    """An account's fair-share key: its decayed QPU-seconds per slot (lower runs first).
+
+    Sessionless jobs and sessions missing from ``slots`` count one slot; it is the same for
+    every job of the account, which is what lets the order be kept incrementally.
+    """
+    share = max(1, slots.get(session_id, 1)) if session_id is not None else 1
+    return usage.qpu_seconds.get(account, 0.0) / share
 
 
 def order(
@@ -212,8 +239,7 @@ def order(
     priority = class_priorities(queue, device, now, config, usage)
 
     def rank(job: QueuedJob) -> tuple[float, int, float, float, int]:
-        share = max(1, slots.get(job.session_id, 1)) if job.session_id is not None else 1
-        used = usage.qpu_seconds.get(job.account, 0.0) / share
+        used = fair_share(job.account, job.session_id, slots, usage)
         base = config.class_priority.get(job.job_class, 0)
         return (-priority[job.job_class], -base, used, job.created_at, job.id)
 
@@ -304,19 +330,29 @@ def estimates(
     calibrated_at = device.calibrated_at
     ranked = order(queue, slots or {}, device, now, config, usage)
     for position, job in enumerate(ranked, start=1):
-        left = job.remaining
-        while left > 0:
-            due = calibrated_at + device.calibration_interval_s
-            fits = min(
-                shots_within(due - t, device.time_per_shot_s),
-                shots_within_age(job, t - calibrated_at, device.time_per_shot_s, config),
-            )
-            if fits == 0:
-                t += device.calibration_duration_s
-                calibrated_at = t
-                continue
-            run = min(left, fits)
-            t += run * device.time_per_shot_s
-            left -= run
+        t, calibrated_at = run_through(job, t, calibrated_at, device, config)
         result[job.id] = (position, max(0.0, t - now))
     return result
+
+
+def run_through(
+    job: QueuedJob, t: float, calibrated_at: float, device: DeviceView, config: PolicyConfig
+) -> tuple[float, float]:
+    """When ``job``'s remaining shots end, and the last calibration before, if it starts at ``t``
+    with the device calibrated at ``calibrated_at``: :func:`estimates`' model of one job,
+    periodic calibrations and early ones for its calibration-age bound included."""
+    left = job.remaining
+    while left > 0:
+        due = calibrated_at + device.calibration_interval_s
+        fits = min(
+            shots_within(due - t, device.time_per_shot_s),
+            shots_within_age(job, t - calibrated_at, device.time_per_shot_s, config),
+        )
+        if fits == 0:
+            t += device.calibration_duration_s
+            calibrated_at = t
+            continue
+        run = min(left, fits)
+        t += run * device.time_per_shot_s
+        left -= run
+    return t, calibrated_at

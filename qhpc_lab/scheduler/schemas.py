@@ -1,20 +1,67 @@
-"""Request and response documents of the scheduler API (also the published OpenAPI schema)."""
+"""Request and response documents of the scheduler API (also the published OpenAPI schema).
+
+Every text the API accepts, in a body, a query or a path, is :data:`Text`: valid Unicode
+without NUL, the two things a database column refuses (SQLite cannot encode a lone surrogate,
+PostgreSQL stores no NUL), so a bad character is a 422 naming the field, never a 500. Numbers
+are bounded to what the store's columns hold (32-bit integers).
+"""
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import Path, Query
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictInt,
+    StringConstraints,
+)
+
+MAX_SHOTS = 1_000_000
+"""Shots one job may ask for; the device's own ``max_runs`` (rule ``max_runs``) is lower."""
+MAX_QPU_SLOTS = 1024
+"""QPU share one session may hold (the Slurm ``qpu:N`` count)."""
+MAX_PRIORITY = 1_000_000
+"""Bound on a class priority and on aging, so policy arithmetic stays in ordinary numbers."""
+MAX_SECONDS = 10 * 365 * 24 * 3600
+"""Bound on a duration (ten years): the policy turns durations into shot counts."""
+
+
+def _storable(value: str) -> str:
+    """Refuse what no database column holds: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("invalid Unicode (a lone surrogate) is not allowed") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+"""Any text the API accepts: valid Unicode without NUL (body fields, queries, paths)."""
 
 # A uid or a Slurm job id: the store keeps 64 characters (PostgreSQL refuses more).
 Identifier = (
-    Annotated[str, StringConstraints(max_length=64)] | Annotated[int, Field(ge=0, lt=2**63)]
+    Annotated[Text, StringConstraints(min_length=1, max_length=64)]
+    | Annotated[StrictInt, Field(ge=0, lt=2**63)]
 )
+
+SessionId = Annotated[Text, Path(max_length=64, description="A session id (a UUID).")]
+StatusFilter = Annotated[Text | None, Query(max_length=16, description="Only jobs in this status.")]
+RevokeReason = Annotated[Text, Query(max_length=200)]
+TimeBound = Annotated[FiniteFloat | None, Query(description="A Unix time.")]
 
 
 class SessionIn(BaseModel):
     user_id: Identifier
     slurm_job_id: Identifier | None = None
     scheduler_job_id: Identifier | None = Field(None, description="Alias of slurm_job_id.")
-    qpu_slots: int = Field(1, ge=1, description="QPU share of the Slurm job (qpu:N).")
+    qpu_slots: StrictInt = Field(
+        1, ge=1, le=MAX_QPU_SLOTS, description="QPU share of the Slurm job (qpu:N)."
+    )
 
 
 class SessionOut(BaseModel):
@@ -30,13 +77,18 @@ class SessionOut(BaseModel):
 
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sequence: str = Field(description="Program body: Pulser abstract repr (default) or QASM 3.")
-    shots: int
-    format: str = "pulser"
-    job_class: str | None = None
-    name: str | None = Field(None, max_length=256)
-    variables: dict[str, Any] | None = None
-    max_calibration_age_s: float | None = Field(None, gt=0)
+    sequence: Text = Field(description="Program body: Pulser abstract repr (default) or QASM 3.")
+    shots: StrictInt = Field(
+        le=MAX_SHOTS,
+        # Program refuses fewer than 1 (rule shots); the schema shows that floor too.
+        json_schema_extra={"minimum": 1},
+        description="An integer; the device may allow fewer (rule max_runs).",
+    )
+    format: Annotated[Text, StringConstraints(max_length=32)] = "pulser"
+    job_class: Annotated[Text, StringConstraints(max_length=32)] | None = None
+    name: Annotated[Text, StringConstraints(max_length=256)] | None = None
+    variables: dict[Text, Any] | None = None
+    max_calibration_age_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
 
 
 class JobOut(BaseModel):
@@ -63,16 +115,22 @@ class JobOut(BaseModel):
 
 class PolicyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    class_priority: dict[str, int] | None = None
-    aging_per_chunk: float | None = Field(None, ge=0)
-    usage_half_life_s: float | None = Field(None, gt=0)
-    min_calibration_age_s: float | None = Field(None, ge=0)
-    default_job_class: str | None = None
+    class_priority: (
+        dict[
+            Annotated[Text, StringConstraints(max_length=32)],
+            Annotated[StrictInt, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY)],
+        ]
+        | None
+    ) = None
+    aging_per_chunk: FiniteFloat | None = Field(None, ge=0, le=MAX_PRIORITY)
+    usage_half_life_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
+    min_calibration_age_s: FiniteFloat | None = Field(None, ge=0, le=MAX_SECONDS)
+    default_job_class: Annotated[Text, StringConstraints(max_length=32)] | None = None
 
 
 class AccessibleIn(BaseModel):
     is_accessible: bool
-    message: str | None = None
+    message: Annotated[Text, StringConstraints(max_length=1000)] | None = None
 
 
 class AccessibleOut(BaseModel):

@@ -1,9 +1,9 @@
 """Durable state of the scheduler: sessions, jobs and device facts, in SQLite (WAL) or PostgreSQL.
 
-SQLAlchemy Core, no ORM: every method is one short transaction so the daemon can call it from
-the event loop. A job row is the unit of exactly-once: chunk results are merged into it in the
-same transaction that advances ``shots_done``, so a crash loses at most the chunk in flight,
-which is then re-run from its start.
+SQLAlchemy Core, no ORM: every method is one short transaction, called from a worker thread
+(the scheduler keeps them off its event loop). A job row is the unit of exactly-once: chunk
+results are merged into it in the same transaction that advances ``shots_done``, so a crash
+loses at most the chunk in flight, which is then re-run from its start.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
+
+POOL_SIZE = 4
+"""Connections, and the scheduler's store threads: reads go on while one write waits on a lock."""
 
 metadata = sa.MetaData()
 
@@ -46,16 +49,18 @@ jobs = sa.Table(
     sa.Column("variables", sa.Text),
     sa.Column("shots", sa.Integer, nullable=False),
     sa.Column("shots_done", sa.Integer, nullable=False, default=0),
-    sa.Column("num_qubits", sa.Integer),
     sa.Column("max_calibration_age_s", sa.Float),
     sa.Column("counts", sa.Text),
     sa.Column("results", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("qpu_seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("emulator_seconds", sa.Float, nullable=False, default=0.0),
+    sa.Column("idempotency_key", sa.String(128)),
     sa.Column("calibration_age_s", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    sa.Index("jobs_idempotency", "user_id", "idempotency_key", unique=True),
 )
 
 facts = sa.Table(
@@ -87,12 +92,13 @@ class JobRow:
     variables: dict[str, Any]
     shots: int
     shots_done: int
-    num_qubits: int | None
     max_calibration_age_s: float | None
     counts: dict[str, int]
     results: str | None
     error: str | None
     qpu_seconds: float
+    emulator_seconds: float
+    idempotency_key: str | None
     calibration_age_s: float | None
     created_at: float
     started_at: float | None
@@ -131,23 +137,63 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class DuplicateJob(Exception):
+    """A submission whose idempotency key the user already used: ``job`` is the first one."""
+
+    def __init__(self, job: JobRow) -> None:
+        super().__init__(f"job {job.id} has this idempotency key")
+        self.job = job
+
+
 class Store:
+    pool_size = POOL_SIZE
+
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite"):
+        if url in ("sqlite://", "sqlite:///:memory:"):  # one shared in-memory database
             self.engine = sa.create_engine(
                 url, poolclass=StaticPool, connect_args={"check_same_thread": False}
             )
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.pool_size = 1
+        elif url.startswith("sqlite"):
+            self.engine = sa.create_engine(
+                url,
+                pool_size=POOL_SIZE,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+            )
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self.engine = sa.create_engine(
+                url, pool_size=POOL_SIZE, max_overflow=2, pool_pre_ping=True
+            )
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a database made by an older release up to this table shape (new columns
+        only: every column added since the first release is nullable or has a default)."""
+        with self.engine.begin() as conn:
+            present = {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
+            for column in jobs.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=conn.dialect)
+                default = " NOT NULL DEFAULT 0" if column.name.endswith("_seconds") else ""
+                conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {column.name} {kind}{default}"))
+            if "idempotency_key" not in present:
+                sa.Index(
+                    "jobs_idempotency", jobs.c.user_id, jobs.c.idempotency_key, unique=True
+                ).create(conn, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- sessions -------------------------------------------------------------------------
 
-    def create_session(self, user_id: str, slurm_job_id: str | None, qpu_slots: int) -> SessionRow:
+    def create_session(
+        self, user_id: str, slurm_job_id: str | None, qpu_slots: int, now: float | None = None
+    ) -> SessionRow:
         """Open a session, or return the active one for the same user and Slurm job (retries)."""
         with self.engine.begin() as conn:
             if slurm_job_id is not None:
@@ -165,7 +211,7 @@ class Store:
                 user_id=user_id,
                 slurm_job_id=slurm_job_id,
                 qpu_slots=qpu_slots,
-                created_at=time.time(),
+                created_at=time.time() if now is None else now,
                 revoked_at=None,
                 revoke_reason=None,
             )
@@ -186,9 +232,11 @@ class Store:
         with self.engine.connect() as conn:
             return [SessionRow(**r._mapping) for r in conn.execute(query)]
 
-    def revoke_session(self, session_id: str, reason: str) -> tuple[SessionRow, list[int]]:
+    def revoke_session(
+        self, session_id: str, reason: str, now: float | None = None
+    ) -> tuple[SessionRow, list[int]]:
         """Close a session and cancel its queued jobs; returns the session and those job ids."""
-        now = time.time()
+        now = time.time() if now is None else now
         with self.engine.begin() as conn:
             conn.execute(
                 sessions.update()
@@ -215,12 +263,31 @@ class Store:
     # -- jobs -----------------------------------------------------------------------------
 
     def add_job(self, **values: Any) -> JobRow:
+        """Queue a job. One that reuses its user's ``idempotency_key`` raises
+        :class:`DuplicateJob` with the first job (a retried submission runs once)."""
         values = dict(values)
-        values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, created_at=time.time())
+        values.setdefault("created_at", time.time())
+        values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
         values["variables"] = json.dumps(values.get("variables") or {})
-        with self.engine.begin() as conn:
-            row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
+        except sa.exc.IntegrityError:
+            key = values.get("idempotency_key")
+            first = None if key is None else self.find_job_by_key(values["user_id"], key)
+            if first is None:
+                raise
+            raise DuplicateJob(first) from None
         return JobRow.from_row(row)
+
+    def find_job_by_key(self, user_id: str, idempotency_key: str) -> JobRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(
+                    jobs.c.user_id == user_id, jobs.c.idempotency_key == idempotency_key
+                )
+            ).first()
+        return JobRow.from_row(row) if row else None
 
     def get_job(self, job_id: int) -> JobRow | None:
         if not 0 < job_id <= MAX_JOB_ID:  # ids come from URLs: one past the column type is no job
@@ -230,9 +297,16 @@ class Store:
         return JobRow.from_row(row) if row else None
 
     def list_jobs(
-        self, user_id: str | None = None, status: str | None = None, limit: int = 100
+        self,
+        user_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        before_id: int | None = None,
     ) -> list[JobRow]:
+        """Newest first; all of them unless ``limit``; ``before_id`` continues a page."""
         query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if before_id is not None:
+            query = query.where(jobs.c.id < before_id)
         if user_id is not None:
             query = query.where(jobs.c.user_id == user_id)
         if status is not None:
@@ -265,18 +339,26 @@ class Store:
         shots: int,
         qpu_seconds: float,
         calibration_age_s: float,
+        shots_done_before: int | None = None,
+        emulator_seconds: float = 0.0,
+        now: float | None = None,
     ) -> JobRow | None:
         """Merge one chunk's counts into the job; the job becomes DONE with its last chunk.
 
         A job canceled while its chunk ran keeps its final state and the chunk is dropped.
+        ``shots_done_before`` makes a retry exact: when a first attempt committed but its
+        answer was lost (the database went away), the retry finds the chunk already merged and
+        returns the job as it is instead of merging it twice.
         """
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(jobs).where(jobs.c.id == job_id, jobs.c.status == "RUNNING")
-            ).first()
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
                 return None
             job = JobRow.from_row(row)
+            if shots_done_before is not None and job.shots_done == shots_done_before + shots:
+                return job  # merged by an attempt whose commit we did not hear back from
+            if job.status != "RUNNING":
+                return None
             merged = dict(job.counts)
             for bits, n in counts.items():
                 merged[bits] = merged.get(bits, 0) + n
@@ -285,11 +367,14 @@ class Store:
                 counts=json.dumps(merged),
                 shots_done=done,
                 qpu_seconds=job.qpu_seconds + qpu_seconds,
+                emulator_seconds=job.emulator_seconds + emulator_seconds,
                 calibration_age_s=max(job.calibration_age_s or 0.0, calibration_age_s),
             )
             if done >= job.shots:
                 values.update(
-                    status="DONE", finished_at=time.time(), results=json.dumps({"counter": merged})
+                    status="DONE",
+                    finished_at=time.time() if now is None else now,
+                    results=json.dumps({"counter": merged}),
                 )
             # Guarded by the state read above: a cancel committed in between (another process
             # on PostgreSQL) wins and the chunk is dropped, as documented.
@@ -305,13 +390,16 @@ class Store:
             ).first()
         return JobRow.from_row(row) if row else None
 
-    def finish(self, job_id: int, status: str, error: str | None = None) -> JobRow | None:
+    def finish(
+        self, job_id: int, status: str, error: str | None = None, now: float | None = None
+    ) -> JobRow | None:
         """Move an active job to a final state (ERROR or CANCELED); None if already final."""
+        finished_at = time.time() if now is None else now
         with self.engine.begin() as conn:
             row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
-                .values(status=status, error=error, finished_at=time.time())
+                .values(status=status, error=error, finished_at=finished_at)
                 .returning(*jobs.c)
             ).first()
         return JobRow.from_row(row) if row else None
@@ -379,3 +467,34 @@ class Store:
             ).rowcount
             if not updated:
                 conn.execute(facts.insert().values(key=key, value=json.dumps(value)))
+
+    # -- credential memory (the replay guard of qhpc_lab.scheduler.auth) -------------------
+
+    def first_use(self, digest: str, expires_at: float) -> bool:
+        """Remember an accepted credential until ``expires_at``; False if it was seen before.
+
+        One INSERT, which a replay makes conflict (a prepared statement: it runs per request).
+        """
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_REMEMBER, {"digest": digest, "expires_at": expires_at})
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def forget_expired(self, now: float) -> int:
+        """Drop remembered credentials that expired before ``now``; returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                seen_credentials.delete().where(seen_credentials.c.expires_at < now)
+            ).rowcount
+
+
+seen_credentials = sa.Table(
+    "seen_credentials",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+"""MUNGE credentials the scheduler accepted, kept until they expire (docs/scheduler.md)."""
+_REMEMBER = seen_credentials.insert()

@@ -1,0 +1,212 @@
+"""How the daemon is served: uvicorn with a connection cap and read timeouts.
+
+uvicorn alone times only idle keep-alive connections: a client that dribbles its request
+headers or its body holds a connection for ever, and once the process runs out of file
+descriptors new clients are dropped without an answer. Served through :func:`serve`:
+
+- a connection that has not sent complete request headers ``header_timeout_s`` after it
+  opened (or after its previous answer) is answered 408 and closed;
+- a request whose body is not complete ``body_timeout_s`` after its headers is answered 408;
+- a request arriving while more than ``max_connections`` connections are open is answered
+  503 with Retry-After, and the file-descriptor limit is raised to hold the cap;
+- an idle keep-alive connection is closed after ``keep_alive_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from qhpc_lab.scheduler.config import SchedulerConfig
+from qhpc_lab.scheduler.errors import error_response
+
+log = logging.getLogger(__name__)
+
+FILES_BESIDE_CONNECTIONS = 64
+"""Descriptors the daemon needs besides its connections (database, logs, munged, listener)."""
+RETRY_AFTER_S = 1
+"""What a client refused at the connection cap is told to wait."""
+
+
+def serve(app: ASGIApp, config: SchedulerConfig) -> None:
+    """Run ``app`` in the foreground until SIGINT or SIGTERM."""
+    ensure_file_limit(config.max_connections + FILES_BESIDE_CONNECTIONS)
+    uvicorn.Server(uvicorn_config(app, config)).run()
+
+
+def uvicorn_config(app: ASGIApp, config: SchedulerConfig) -> uvicorn.Config:
+    """uvicorn's settings for ``app``: uvloop, httptools with the guards above."""
+    return uvicorn.Config(
+        BodyTimeout(app, config.body_timeout_s),
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        loop="uvloop",
+        http=guarded_protocol(config.header_timeout_s, config.max_connections),
+        timeout_keep_alive=config.keep_alive_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=5,
+    )
+
+
+def ensure_file_limit(needed: int) -> None:
+    """Raise the soft descriptor limit to ``needed`` (up to the hard one), else warn."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning(
+            "max_connections needs %d file descriptors but the hard limit is %d: past it new "
+            "clients get no answer; lower max_connections or raise the limit",
+            needed,
+            hard,
+        )
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """uvicorn's ``http=`` class: its httptools protocol with a header timer and the cap."""
+    return type(
+        "GuardedHttpProtocol",
+        (_GuardedHttp,),
+        {"header_timeout_s": header_timeout_s, "max_connections": max_connections},
+    )
+
+
+class _GuardedHttp(HttpToolsProtocol):
+    """HttpToolsProtocol plus a timer on the request headers and a cap on connections.
+
+    The timer runs from the connection's opening, and again from the first bytes after an
+    answer, until the headers are complete (uvicorn's keep-alive timer covers the idle time
+    between requests: the header timer starts when that one has been cancelled by data).
+    """
+
+    header_timeout_s: float
+    max_connections: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        between_requests = self.cycle is None or self.cycle.response_complete
+        if (
+            between_requests
+            and self._header_timer is None
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+        ):
+            self._start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        if len(self.connections) <= self.max_connections:
+            return super().on_headers_complete()
+        # uvicorn reads self.app once, here, to start this request's cycle: answer 503 instead.
+        log.warning(
+            "%d connections open, over max_connections: answering 503", len(self.connections)
+        )
+        served, self.app = self.app, _over_capacity
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = served
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def _start_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        detail = f"request headers not received within {self.header_timeout_s:g} s"
+        body = error_response(408, detail, "header_timeout_s").body
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
+
+async def _over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(
+        503,
+        "the scheduler is at its connection limit (max_connections); retry shortly",
+        "max_connections",
+        {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+    )
+    await response(scope, receive, send)
+
+
+class BodyTimeout:
+    """Answer 408 when a request body is not complete ``timeout_s`` after the request began.
+
+    The app then sees the client as gone (``http.disconnect``) and whatever it sends is
+    dropped. Once the body is complete, reads pass through untimed (an event stream waits on
+    them for the client's disconnect).
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        body_complete = late = started = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_complete, late
+            if late:
+                return {"type": "http.disconnect"}
+            if body_complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                late = True
+                if not started:
+                    detail = f"request body not received within {self.timeout_s:g} s"
+                    headers = {"Connection": "close"}
+                    await error_response(408, detail, "body_timeout_s", headers)(
+                        scope, receive, send
+                    )
+                return {"type": "http.disconnect"}
+            body_complete = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if late:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except Exception:
+            if not late:
+                raise
+            log.debug("request abandoned after its body timed out", exc_info=True)
