@@ -96,6 +96,7 @@ def submit(server: Daemon, session_id: str, shots: int, job_class: str = "produc
         f"{server.url}/jobs",
         json={"sequence": pulser_sequence_json(), "shots": shots, "job_class": job_class},
         headers={**auth_header(USER), "X-Warden-Session": session_id},
+        timeout=120,  # a cold daemon's validation workers import Pulser first
     )
     answer.raise_for_status()
     return answer.json()

@@ -79,9 +79,22 @@ function Calibration(props: { target: IReceived<ITarget> }): JSX.Element | null 
   );
 }
 
-/** Jobs waiting (every user's, the running one not counted), per class, and what runs. */
-function QueueDepth(props: { queue: IQueue }): JSX.Element {
-  const { waiting, depth, running } = props.queue;
+/**
+ * Jobs waiting (every user's, the running one not counted), per class, and what runs: from
+ * the scheduler's `queue` event, else (before its first one) the total from `GET /device`.
+ */
+function QueueDepth(props: { queue?: IQueue; target: ITarget }): JSX.Element | null {
+  const { queue, target } = props;
+  let waiting: number;
+  if (queue) {
+    waiting = queue.waiting;
+  } else if (target.queue_depth) {
+    const total = Object.values(target.queue_depth).reduce((sum, n) => sum + n, 0);
+    waiting = total - (target.running_job !== null && target.running_job !== undefined ? 1 : 0);
+  } else {
+    return null;
+  }
+  const running = queue?.running;
   return (
     <div
       className="qhpc-queue"
@@ -91,7 +104,7 @@ function QueueDepth(props: { queue: IQueue }): JSX.Element {
       <span className="qhpc-queue-total">
         {waiting === 0 ? 'Queue empty' : `${waiting} in queue`}
       </span>
-      {Object.entries(depth).map(([name, count]) => (
+      {Object.entries(queue?.depth ?? {}).map(([name, count]) => (
         <span key={name} className="qhpc-queue-class" data-class={name}>
           {name} <b>{count}</b>
         </span>
@@ -130,7 +143,7 @@ function TargetCard(props: {
       {t.reachable ? (
         <>
           <Calibration target={props.target} />
-          {props.queue && <QueueDepth queue={props.queue} />}
+          <QueueDepth queue={props.queue} target={t} />
           {t.draining && <div className="qhpc-note">Draining: queued jobs wait.</div>}
         </>
       ) : null}
