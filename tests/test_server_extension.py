@@ -211,7 +211,9 @@ def test_event_stream_relays_jobs_and_calibration(
         if not done and any(kind == "reset" for kind, _ in events):
             done["job"] = submit(server, session_id, 200)
             httpx.post(f"{server.url}/admin/calibrate", headers=auth_header(ADMIN, admin=True))
-        states = [d.get("state") for kind, d in events if kind == "target"]
+        states = [
+            d.get("state") for kind, d in events if kind == "target" and d["name"] == SESSION_HOLDER
+        ]
         job_done = any(
             kind == "job" and d["status"] == "DONE" and d["id"] == done.get("job", {}).get("id")
             for kind, d in events
