@@ -22,7 +22,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     admin.add_argument("--token", default=os.environ.get("QHPC_TOKEN"))
     admin.add_argument("--auth", choices=("auto", "munge", "token"), default="auto")
     actions = admin.add_subparsers(dest="action", required=True)
-    actions.add_parser("status", help="device state, calibration and queue")
+    status = actions.add_parser("status", help="device state, calibration and queue")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the event stream: one line per device or queue change, until Ctrl-C",
+    )
     actions.add_parser("drain", help="let started jobs finish; queued ones wait")
     actions.add_parser("resume", help="end a drain")
     actions.add_parser("calibrate", help="calibrate now (after the chunk in flight)")
@@ -58,16 +63,71 @@ def run(args: argparse.Namespace) -> int:
     target = SchedulerTarget(
         "scheduler", args.url, origin="qhpc admin", token=args.token, auth=args.auth
     )
-    request = _request(args)
     try:
+        if args.action == "status" and args.watch:
+            return call(_watch(target))
+        request = _request(args)
         answer = call(target.request(*request[:2], **request[2]))
     except ClientError as err:
         print(f"qhpc admin: {err}")
         return 1
+    except KeyboardInterrupt:
+        return 0
     finally:
         call(target.aclose())
     print(_render(args.action, answer))
     return 0
+
+
+async def _watch(target: Any) -> int:
+    """Print the device and queue as the stream changes them; 1 once it is refused for good."""
+    from qhpc_lab.eventstream import StreamState
+
+    device: dict[str, Any] = {}
+    queue: dict[str, Any] = {}
+    shown = ""
+    async with target.feed.subscribe() as items:
+        while True:
+            item = await items.get()
+            if isinstance(item, StreamState):
+                if item.phase != "connecting":
+                    print(f"{_clock()} stream {item}", flush=True)
+                if item.phase == "failed":
+                    return 1
+                continue
+            if item.kind == "reset":
+                device = await target.request("GET", "/device")
+            elif item.kind == "device":
+                device = item.data
+            elif item.kind == "queue":
+                queue = item.data
+            line = _status_line(device, queue)
+            if line != shown:
+                shown = line
+                print(f"{_clock()} {line}", flush=True)
+
+
+def _status_line(device: dict[str, Any], queue: dict[str, Any]) -> str:
+    parts = [str(device.get("state", "?"))]
+    if device.get("draining"):
+        parts.append("draining")
+    if device.get("calibration_age_s") is not None:
+        parts.append(f"calibrated {device['calibration_age_s']:.0f} s ago")
+    if queue:
+        depth = ", ".join(f"{c} {n}" for c, n in (queue.get("depth") or {}).items())
+        parts.append(f"{queue.get('waiting', 0)} waiting ({depth})")
+        running = queue.get("running")
+        if running:
+            job = f" job {running['job_id']}" if running.get("job_id") is not None else ""
+            eta = f", {running['eta_s']:.1f} s left" if running.get("eta_s") is not None else ""
+            parts.append(f"running {running.get('job_class')}{job}{eta}")
+    if device.get("message"):
+        parts.append(str(device["message"]))
+    return " · ".join(parts)
+
+
+def _clock() -> str:
+    return datetime.now().strftime("%H:%M:%S")
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:

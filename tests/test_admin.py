@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,3 +159,42 @@ def test_admin_cli_operates_a_running_scheduler(server, sequence_json: str) -> N
 
     denied = _qhpc_admin(server.url, make_token(SECRET, USER), "drain")
     assert denied.returncode == 1 and "403" in denied.stdout
+
+
+def test_admin_status_watch_follows_the_event_stream(server, sequence_json: str) -> None:
+    """``qhpc admin status --watch`` prints a line per change: a user's jobs entering the queue
+    show at once, the running one apart from the waiting ones."""
+    admin_token = make_token(SECRET, 0, admin=True)
+    args = [sys.executable, "-m", "qhpc_lab.cli", "admin", "--url", server.url]
+    args += ["--auth", "token", "--token", admin_token, "status", "--watch"]
+    watcher = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    threading.Thread(target=lambda: [lines.put(x) for x in watcher.stdout], daemon=True).start()
+
+    def until(text: str) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                line = lines.get(timeout=1)
+                if text in line:
+                    return line
+        raise AssertionError(f"no line with {text!r}")
+
+    jobs: list[int] = []
+    try:
+        until("stream connected")
+        until("ONLINE")
+        for _ in range(2):
+            answer = httpx.post(
+                f"{server.url}/jobs",
+                json={"sequence": sequence_json, "shots": 9000},
+                headers=auth_header(USER),
+                timeout=120,
+            )
+            jobs.append(answer.json()["id"])
+        assert "running production" in until("1 waiting (development 0, test 0, production 1)")
+    finally:
+        for job_id in jobs:
+            httpx.post(f"{server.url}/jobs/{job_id}/cancel", headers=auth_header(USER))
+        watcher.terminate()
+        watcher.wait(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from qhpc_lab.client import (
     Result,
     TargetError,
     _client,
+    _loop,
 )
 from qhpc_lab.client._discovery import discover
 from qhpc_lab.client._qrmi import QRMITarget
@@ -30,6 +32,7 @@ from qhpc_lab.programs import DeviceRuleViolation, Program
 from qhpc_lab.qpu import DeviceProfile
 from qhpc_lab.scheduler.auth import make_token
 from tests.conftest import (
+    OTHER,
     SECRET,
     USER,
     Daemon,
@@ -332,6 +335,89 @@ async def test_await_and_watch_a_scheduler_job(lab, program):
     assert seen[-1] == "DONE" and set(seen) <= {"PENDING", "RUNNING", "DONE"}
     result = await job
     assert result.shots == 20
+
+
+@pytest.mark.anyio
+async def test_watch_follows_the_queue_event_without_re_reading(lab, program, scheduler):
+    """Another user's submission moves my waiting job: the queue event carries it at once,
+    and nothing is read again (a GET per change per watched job was the old way)."""
+    blocker = lab.submit(program, shots=8000)
+    mine = lab.submit(program, shots=10)
+    reads: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        reads.append(f"{request.method} {request.url.path}")
+
+    lab._targets["lab"]._http.event_hooks["request"].append(count)
+    positions: list[int | None] = []
+    async with contextlib.aclosing(mine.watch()) as states:
+        async for state in states:
+            positions.append(state.position)
+            if positions == [1]:
+                reads.clear()  # the watch's own first read
+                async with httpx.AsyncClient(base_url=scheduler.url) as other:
+                    sent = time.monotonic()
+                    ahead = await other.post(
+                        "/jobs",
+                        json={"sequence": pulser_sequence_json(), "shots": 10, "job_class": "test"},
+                        headers=auth_header(OTHER),
+                    )
+                    ahead.raise_for_status()
+            elif state.position == 2:
+                moved_s = time.monotonic() - sent
+                break
+    assert positions[-1] == 2 and mine.state.position == 2
+    assert moved_s < 2.0, moved_s  # generous: the old path was a 10 s device refresh
+    assert reads == [], reads  # neither /jobs nor /device
+    async with httpx.AsyncClient(base_url=scheduler.url) as other:
+        await other.post(f"/jobs/{ahead.json()['id']}/cancel", headers=auth_header(OTHER))
+    mine.cancel()
+    blocker.cancel()
+
+
+def test_submit_sends_one_idempotency_key_per_submission_and_reuses_it_on_retries(program):
+    """A first try whose answer never arrives is sent again with the same key."""
+    keys: list[str | None] = []
+    job = b'{"id": 7, "status": "PENDING", "shots": 40}'
+
+    def serve(listener) -> None:
+        for attempt in range(3):
+            connection, _ = listener.accept()
+            with connection:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += connection.recv(65536)
+                lines = head.decode().split("\r\n")[1:]
+                headers = {k.lower(): v for k, _, v in (x.partition(": ") for x in lines if x)}
+                length = int(headers.get("content-length", 0))
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += connection.recv(65536)
+                keys.append(headers.get("idempotency-key"))
+                if attempt == 0:
+                    continue  # closed with no answer: the client must try again
+                connection.sendall(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(job), job)
+                )
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(30)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        server = threading.Thread(target=serve, args=(listener,), daemon=True)
+        server.start()
+        target = SchedulerTarget("lab", url, origin="test", token="t", auth="token")
+        try:
+            first = _loop.call(target.submit(program, None))
+            second = _loop.call(target.submit(program, None))
+        finally:
+            _loop.call(target.aclose())
+        server.join(30)
+    assert first.id == second.id == "7"
+    assert len(keys) == 3 and keys[0] == keys[1] and keys[2] != keys[0]
+    assert all(key and len(key) == 36 for key in keys)  # UUIDs
 
 
 @pytest.mark.munge

@@ -20,6 +20,7 @@ import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403 (fixtures for this module only)
 from tornado.httpclient import HTTPClientError
 
+from qhpc_lab.jupyter.server.service import QUEUE_FIELDS
 from tests.conftest import ADMIN, USER, Daemon, auth_header, pulser_sequence_json
 from tests.conftest import SECRET as SCHEDULER_SECRET
 
@@ -83,7 +84,6 @@ def qrmi_env(
 def jp_server_config(qrmi_env: None) -> dict[str, Any]:
     return {
         "ServerApp": {"jpserver_extensions": {"qhpc_lab.jupyter.server": True}},
-        "QHPCLab": {"device_refresh_s": 1.0},
     }
 
 
@@ -96,6 +96,7 @@ def submit(server: Daemon, session_id: str, shots: int, job_class: str = "produc
         f"{server.url}/jobs",
         json={"sequence": pulser_sequence_json(), "shots": shots, "job_class": job_class},
         headers={**auth_header(USER), "X-Warden-Session": session_id},
+        timeout=120,  # a cold daemon's validation workers import Pulser first
     )
     answer.raise_for_status()
     return answer.json()
@@ -207,10 +208,12 @@ def test_event_stream_relays_jobs_and_calibration(
     done: dict[str, Any] = {}
 
     def finished(events: list[tuple[str, dict]]) -> bool:
-        if not done and any(kind == "resync" for kind, _ in events):
+        if not done and any(kind == "reset" for kind, _ in events):
             done["job"] = submit(server, session_id, 200)
             httpx.post(f"{server.url}/admin/calibrate", headers=auth_header(ADMIN, admin=True))
-        states = [d.get("state") for kind, d in events if kind == "target"]
+        states = [
+            d.get("state") for kind, d in events if kind == "target" and d["name"] == SESSION_HOLDER
+        ]
         job_done = any(
             kind == "job" and d["status"] == "DONE" and d["id"] == done.get("job", {}).get("id")
             for kind, d in events
@@ -222,6 +225,10 @@ def test_event_stream_relays_jobs_and_calibration(
     assert {d["status"] for d in job_events} >= {"PENDING", "RUNNING", "DONE"}
     assert all(d["target"] == SESSION_HOLDER for d in job_events)
     assert all("results" not in d and "session_id" not in d for d in job_events)
+    queues = [d for kind, d in events if kind == "queue"]  # relayed, not re-read
+    assert queues and all(d["target"] == SESSION_HOLDER for d in queues)
+    assert any(str(done["job"]["id"]) in d["jobs"] for d in queues)
+    assert all(set(d) <= {"target", *QUEUE_FIELDS} for d in queues)
 
 
 def test_no_credential_reaches_the_browser(
@@ -253,7 +260,7 @@ def test_no_credential_reaches_the_browser(
     assert "127.0.0.1:9" in bodies[-2]  # the unreachable target's error did come back
 
     url = http_server_client.get_url("/a%40b/qhpc/api/events")
-    events = run(read_events(url, jp_auth_header, lambda seen: any(k == "resync" for k, _ in seen)))
+    events = run(read_events(url, jp_auth_header, lambda seen: any(k == "reset" for k, _ in seen)))
     bodies.append(json.dumps(events))
     for body in bodies:
         for secret in secrets:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import ADMIN, USER, Daemon, daemon, free_port, pulser_sequence_json
+from tests.conftest import ADMIN, OTHER, USER, Daemon, daemon, free_port, pulser_sequence_json
 from tests.conftest import SECRET as SCHEDULER_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,6 +162,7 @@ def test_sidebar_in_chromium(
                 "QHPC_TARGET": TARGET,
                 "QHPC_USER_TOKEN": user_token,
                 "QHPC_ADMIN_TOKEN": make_token(SCHEDULER_SECRET, ADMIN, admin=True),
+                "QHPC_OTHER_TOKEN": make_token(SCHEDULER_SECRET, OTHER),
                 "QHPC_SEQUENCE": pulser_sequence_json(),
                 "QHPC_ARTIFACTS": str(ARTIFACTS),
             },

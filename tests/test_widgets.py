@@ -20,7 +20,16 @@ from qhpc_lab.jupyter import magics
 from qhpc_lab.jupyter.widgets import JobPanel, TargetsPanel
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import ADMIN, SECRET, USER, Daemon, auth_header, daemon, pulser_sequence_json
+from tests.conftest import (
+    ADMIN,
+    OTHER,
+    SECRET,
+    USER,
+    Daemon,
+    auth_header,
+    daemon,
+    pulser_sequence_json,
+)
 
 LONG = 8000
 """Shots that keep the test device busy for seconds (0.5 ms a shot)."""
@@ -137,6 +146,46 @@ async def test_job_panels_show_queue_and_device_and_cancel_through_the_scheduler
     result = await second.wait()  # moved up by the cancel, without an event of its own
     assert result.shots == 10 and "DONE" in second._status.value
     assert "calibration age when the shots ran" in second._status.value
+
+
+@pytest.mark.anyio
+async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
+    lab, program, scheduler
+):
+    """'Position k of n' follows the queue event: a second user's job that outranks mine
+    (class test) moves me back, its cancellation forward again, each well before any refresh
+    period would, and with no GET of /jobs or /device."""
+    blocker = lab.submit(program, shots=LONG)
+    mine = lab.submit(program, shots=10)
+    panel = JobPanel(mine)
+    panel.show()
+    await until(lambda: "position 1 of 1" in panel._status.value, "k of n")
+    await until(lambda: "calibrated" in panel._status.value, "the device line")
+    reads: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        reads.append(f"{request.method} {request.url.path}")
+
+    lab._targets["lab"]._http.event_hooks["request"].append(count)
+    seconds: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=scheduler.url, headers=auth_header(OTHER)) as other:
+        sent = time.monotonic()
+        answer = await other.post(
+            "/jobs", json={"sequence": pulser_sequence_json(), "shots": LONG, "job_class": "test"}
+        )
+        answer.raise_for_status()
+        await until(lambda: "position 2 of 2" in panel._status.value, "moved back")
+        seconds["submitted"] = time.monotonic() - sent
+        sent = time.monotonic()
+        (await other.post(f"/jobs/{answer.json()['id']}/cancel")).raise_for_status()
+        await until(lambda: "position 1 of 1" in panel._status.value, "moved forward")
+        seconds["canceled"] = time.monotonic() - sent
+    assert all(s < 2.0 for s in seconds.values()), seconds  # the old refresh came every 10 s
+    assert reads == [], reads  # no /device, no /jobs: the stream carried it
+    mine.cancel()
+    blocker.cancel()
+    with pytest.raises(JobError):
+        await panel.wait()
 
 
 @pytest.mark.anyio

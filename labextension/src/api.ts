@@ -25,6 +25,25 @@ export interface ITarget {
   queue_depth?: Record<string, number>;
   draining?: boolean;
   running_job?: number | null;
+  /** The scheduler's latest `queue` event, once its stream is followed. */
+  queue?: IQueue;
+}
+
+/** A scheduler's queue as its `queue` event tells this user (other users' jobs: counts only). */
+export interface IQueue {
+  revision: number;
+  /** Jobs waiting, every user's; the running job is not counted. */
+  waiting: number;
+  depth: Record<string, number>;
+  running: {
+    job_class: string;
+    mine: boolean;
+    job_id: number | null;
+    eta_s: number | null;
+  } | null;
+  /** My active jobs: position (0 = running, 1 = next) and ETA. */
+  jobs: Record<string, { position: number; eta_s: number | null }>;
+  jobs_omitted: number;
 }
 
 export interface ITargetsReply {
@@ -56,10 +75,11 @@ export interface IJobsReply {
   errors: Record<string, string>;
 }
 
-/** One server-sent event: its name and its JSON data. */
+/** One server-sent event: its name, its JSON data and its id (when it has one). */
 export interface IEvent {
   kind: string;
   data: any;
+  id: string | null;
 }
 
 const settings = ServerConnection.makeSettings();
@@ -130,15 +150,32 @@ export async function followEvents(
   }
 }
 
-function parseBlock(block: string): IEvent | null {
+/**
+ * One event block of the stream (the one parser of this extension): `event:`, `id:` and
+ * `data:` fields, data lines joined by newlines; comment lines (`: heartbeat`) and blocks
+ * without data are skipped.
+ */
+export function parseBlock(block: string): IEvent | null {
   let kind = 'message';
+  let id: string | null = null;
   const data: string[] = [];
-  for (const line of block.split('\n')) {
-    if (line.startsWith('event:')) {
-      kind = line.slice(6).trim();
-    } else if (line.startsWith('data:')) {
-      data.push(line.slice(5).trim());
+  for (const line of block.split(/\r\n|\r|\n/)) {
+    if (line.startsWith(':')) {
+      continue;
+    }
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) {
+      value = value.slice(1);
+    }
+    if (field === 'event') {
+      kind = value;
+    } else if (field === 'data') {
+      data.push(value);
+    } else if (field === 'id') {
+      id = value;
     }
   }
-  return data.length ? { kind, data: JSON.parse(data.join('\n')) } : null;
+  return data.length ? { kind, data: JSON.parse(data.join('\n')), id } : null;
 }

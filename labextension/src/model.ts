@@ -1,15 +1,17 @@
 /**
  * What the sidebar and the status bar show, kept current by the event stream.
  *
- * The REST routes are read when the stream (re)opens and after a job changes (other jobs'
- * positions move with it); between events nothing is fetched. Ages and countdowns advance
- * on a local one-second tick from the moment each value was received.
+ * The REST routes are read when the stream (re)opens and when a scheduler's stream restarts
+ * without resuming (`reset`); between those nothing is fetched. A job's own changes come with
+ * `job` events, every job's place in line and the queue's depth with `queue` events. Ages and
+ * countdowns advance on a local one-second tick from the moment each value was received.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
   IEvent,
   IJob,
+  IQueue,
   ITarget,
   cancelJob,
   followEvents,
@@ -28,7 +30,6 @@ export interface IReceived<T> {
 const FINAL = new Set(['DONE', 'ERROR', 'CANCELED']);
 const RECENT_FINISHED = 5;
 const RETRY_MAX_MS = 10000;
-const JOBS_REFRESH_DELAY_MS = 250;
 
 export function isFinal(job: IJob): boolean {
   return FINAL.has(job.status);
@@ -76,6 +77,8 @@ export class QpuModel {
   problems: string[] = [];
   jobs: IReceived<IJob>[] = [];
   jobErrors: Record<string, string> = {};
+  /** Each scheduler's latest queue, by target name. */
+  queues: Record<string, IQueue> = {};
 
   get changed(): ISignal<this, void> {
     return this._changed;
@@ -130,6 +133,11 @@ export class QpuModel {
         asked,
         t => t.name
       );
+      for (const target of targets.targets) {
+        if (target.queue && !(target.name in this.queues)) {
+          this.queues[target.name] = target.queue;
+        }
+      }
       this.defaultTarget = targets.default;
       this.sources = targets.sources;
       this.problems = targets.problems;
@@ -192,47 +200,58 @@ export class QpuModel {
         this.targets[index] = { value, received: Date.now() };
       }
     } else if (event.kind === 'job') {
-      const previous = this._upsertJob(event.data as IJob);
-      if (previous?.status !== event.data.status) {
-        this._scheduleJobsRefresh();
-      }
-    } else if (event.kind === 'resync') {
-      this._scheduleJobsRefresh();
+      this._upsertJob(event.data as IJob);
+    } else if (event.kind === 'queue') {
+      const { target, ...queue } = event.data as IQueue & { target: string };
+      this._applyQueue(target, queue);
+    } else if (event.kind === 'reset') {
+      void this._rereadJobs();
     }
     this._changed.emit();
   }
 
-  private _upsertJob(job: IJob): IJob | undefined {
+  /** The target's queue, and my jobs' places in it (other users' jobs are counts only). */
+  private _applyQueue(name: string, queue: IQueue): void {
+    const now = Date.now();
+    this.queues[name] = queue;
+    this.jobs = this.jobs.map(entry => {
+      const job = entry.value;
+      const place = queue.jobs[String(job.id)];
+      if (job.target !== name || isFinal(job) || place === undefined) {
+        return entry;
+      }
+      if (place.position === job.position && place.eta_s === job.eta_s) {
+        return entry;
+      }
+      return { value: { ...job, position: place.position, eta_s: place.eta_s }, received: now };
+    });
+  }
+
+  private _upsertJob(job: IJob): void {
     const index = this.jobs.findIndex(j => jobKey(j.value) === jobKey(job));
     const entry = { value: job, received: Date.now() };
     if (index < 0) {
       this.jobs.unshift(entry);
-      return undefined;
+    } else {
+      this.jobs[index] = entry;
     }
-    const previous = this.jobs[index].value;
-    this.jobs[index] = entry;
-    return previous;
   }
 
-  /** Other jobs' positions move when one starts or ends: re-read them once per burst. */
-  private _scheduleJobsRefresh(): void {
-    window.clearTimeout(this._jobsTimer);
-    this._jobsTimer = window.setTimeout(async () => {
-      const asked = Date.now();
-      try {
-        const reply = await getJobs();
-        this.jobs = merge(this.jobs, reply.jobs, asked, jobKey);
-        this.jobErrors = reply.errors;
-        this._changed.emit();
-      } catch {
-        // the stream's next reconnection re-reads everything
-      }
-    }, JOBS_REFRESH_DELAY_MS);
+  /** A scheduler's stream restarted without resuming: what it missed is read again. */
+  private async _rereadJobs(): Promise<void> {
+    const asked = Date.now();
+    try {
+      const reply = await getJobs();
+      this.jobs = merge(this.jobs, reply.jobs, asked, jobKey);
+      this.jobErrors = reply.errors;
+      this._changed.emit();
+    } catch {
+      // the stream's next reconnection re-reads everything
+    }
   }
 
   private _changed = new Signal<this, void>(this);
   private _ticked = new Signal<this, void>(this);
   private _abort: AbortController | null = null;
   private _timer = 0;
-  private _jobsTimer = 0;
 }

@@ -4,7 +4,7 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { IJob, ITarget } from './api';
+import { IJob, IQueue, ITarget } from './api';
 import { IReceived, QpuModel, elapsed, isFinal } from './model';
 import { qpuIcon } from './icon';
 
@@ -79,24 +79,49 @@ function Calibration(props: { target: IReceived<ITarget> }): JSX.Element | null 
   );
 }
 
-function QueueDepth(props: { depth: Record<string, number> }): JSX.Element {
-  const classes = Object.entries(props.depth);
-  const total = classes.reduce((sum, [, n]) => sum + n, 0);
+/**
+ * Jobs waiting (every user's, the running one not counted), per class, and what runs: from
+ * the scheduler's `queue` event, else (before its first one) the total from `GET /device`.
+ */
+function QueueDepth(props: { queue?: IQueue; target: ITarget }): JSX.Element | null {
+  const { queue, target } = props;
+  let waiting: number;
+  if (queue) {
+    waiting = queue.waiting;
+  } else if (target.queue_depth) {
+    const total = Object.values(target.queue_depth).reduce((sum, n) => sum + n, 0);
+    waiting = total - (target.running_job !== null && target.running_job !== undefined ? 1 : 0);
+  } else {
+    return null;
+  }
+  const running = queue?.running;
   return (
-    <div className="qhpc-queue" title="Jobs queued or running, all users, per class">
+    <div
+      className="qhpc-queue"
+      title="Jobs waiting, all users, per class; the running job is not counted"
+      data-waiting={waiting}
+    >
       <span className="qhpc-queue-total">
-        {total === 0 ? 'Queue empty' : `${total} in queue`}
+        {waiting === 0 ? 'Queue empty' : `${waiting} in queue`}
       </span>
-      {classes.map(([name, count]) => (
+      {Object.entries(queue?.depth ?? {}).map(([name, count]) => (
         <span key={name} className="qhpc-queue-class" data-class={name}>
           {name} <b>{count}</b>
         </span>
       ))}
+      {running && (
+        <span className="qhpc-queue-running" data-mine={running.mine}>
+          running: {running.mine ? `my job #${running.job_id}` : running.job_class}
+        </span>
+      )}
     </div>
   );
 }
 
-function TargetCard(props: { target: IReceived<ITarget> }): JSX.Element {
+function TargetCard(props: {
+  target: IReceived<ITarget>;
+  queue: IQueue | undefined;
+}): JSX.Element {
   const t = props.target.value;
   return (
     <div className="qhpc-target" data-target={t.name}>
@@ -118,7 +143,7 @@ function TargetCard(props: { target: IReceived<ITarget> }): JSX.Element {
       {t.reachable ? (
         <>
           <Calibration target={props.target} />
-          {t.queue_depth && <QueueDepth depth={t.queue_depth} />}
+          <QueueDepth queue={props.queue} target={t} />
           {t.draining && <div className="qhpc-note">Draining: queued jobs wait.</div>}
         </>
       ) : null}
@@ -257,7 +282,9 @@ function Panel(props: { model: QpuModel }): JSX.Element {
             on the local emulator inside each kernel.
           </div>
         ) : (
-          qpus.map(t => <TargetCard key={t.value.name} target={t} />)
+          qpus.map(t => (
+            <TargetCard key={t.value.name} target={t} queue={model.queues[t.value.name]} />
+          ))
         )}
         {model.problems.map(problem => (
           <div key={problem} className="qhpc-note">

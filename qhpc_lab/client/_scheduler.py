@@ -1,22 +1,25 @@
 """The scheduler target: our second-level scheduler's HTTP API, over httpx.
 
 Identity is a fresh MUNGE credential per request (HPC) and/or a bearer token (laptops, tests).
-Waiting is event-driven: one ``GET /events`` stream per target serves every watched job and
-device, so there is no thread and no polling loop per job; a dropped stream is reopened and
-the watched jobs are re-read, which also keeps a server without ``/events`` (plain Warden)
-working.
+Waiting is event-driven: one ``GET /events`` stream per target (:attr:`SchedulerTarget.feed`)
+serves every watched job and device, and whoever else follows the target (the Jupyter server
+extension), so there is no thread and no polling loop per job. A job's own changes come with
+``event: job``, its place in line and the queue's length with ``event: queue``; nothing is
+re-read but on a ``reset``. A server without ``/events`` (plain Warden) is polled instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
+import tenacity
 
 from qhpc_lab import munge
 from qhpc_lab.client._target import (
@@ -27,14 +30,16 @@ from qhpc_lab.client._target import (
     TargetError,
     TargetInfo,
 )
+from qhpc_lab.eventstream import EventStream, Feed, StreamEvent, StreamState
 from qhpc_lab.programs import DeviceSpec, Program
 
 AUTH_MODES = ("auto", "munge", "token")
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 """Generous reads: a cold daemon imports Pulser to validate its first program."""
-STREAM_TIMEOUT = httpx.Timeout(5.0, read=60.0)
-"""The server sends a heartbeat every 15 s: a stream silent for 60 s is dead and reopened."""
-RETRY_MAX_S = 2.0
+SUBMIT_ATTEMPTS = 3
+"""Tries of one ``POST /jobs`` that no answer reached (one Idempotency-Key for all)."""
+POLL_S = 2.0
+"""How often a watched job is re-read where the server has no event stream (plain Warden)."""
 
 
 class SchedulerTarget(Target):
@@ -68,7 +73,8 @@ class SchedulerTarget(Target):
             base_url=self.url, headers=headers, timeout=TIMEOUT, auth=self._authenticate
         )
         self._spec: DeviceSpec | None = None
-        self._feed = _EventFeed(self)
+        self.feed = Feed(self._stream)
+        """This target's event stream, shared by every watcher: subscribe to follow it."""
 
     def _authenticate(self, request: httpx.Request) -> httpx.Request:
         """Called for every request (stream reconnections too): MUNGE refuses replays."""
@@ -112,9 +118,10 @@ class SchedulerTarget(Target):
         """The info from ``GET /device`` (or a device event) and Warden's ``/accessible``."""
         assert self._spec is not None
         state = "ONLINE" if accessible.get("is_accessible") else "MAINTENANCE"
-        depth = device.get("queue_depth")
-        queued = None
-        if isinstance(depth, dict):
+        queue, depth, queued = self.feed.latest("queue"), device.get("queue_depth"), None
+        if queue is not None:
+            queued = queue.data.get("waiting")
+        elif isinstance(depth, dict):  # a server without queue events counts the running job
             queued = sum(depth.values()) - (device.get("running_job") is not None)
         return TargetInfo(
             self.name,
@@ -141,6 +148,8 @@ class SchedulerTarget(Target):
             raise
 
     async def submit(self, program: Program, job_class: str | None) -> JobState:
+        """``POST /jobs`` with a fresh ``Idempotency-Key``, reused when a dropped connection
+        makes us send it again: the server queues the job once however many tries reach it."""
         body: dict[str, Any] = {
             "sequence": program.body,
             "shots": program.shots,
@@ -148,7 +157,17 @@ class SchedulerTarget(Target):
         }
         optional = {"job_class": job_class, "name": program.name, "variables": program.variables}
         body.update({key: value for key, value in optional.items() if value})
-        return job_state(await self.request("POST", "/jobs", json=body))
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(SUBMIT_ATTEMPTS),
+            wait=tenacity.wait_exponential(multiplier=0.25, max=2.0),
+            retry=tenacity.retry_if_exception_type(TargetError),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                view = await self.request("POST", "/jobs", json=body, headers=headers)
+        return job_state(view)
 
     async def state(self, job_id: str) -> JobState:
         return job_state(await self.request("GET", f"/jobs/{job_id}"))
@@ -156,143 +175,74 @@ class SchedulerTarget(Target):
     async def cancel(self, job_id: str) -> JobState:
         return job_state(await self.request("POST", f"/jobs/{job_id}/cancel"))
 
+    def _stream(self, on_state: Callable[[StreamState], None]) -> EventStream:
+        """The ``/events`` stream on this target's identity (a fresh MUNGE credential or the
+        bearer token on each connection)."""
+        return EventStream(self._http, "/events", on_state=on_state)
+
     async def watch(self, job_id: str) -> AsyncIterator[JobState]:
-        async with self._feed.subscribe(job_id) as updates:
+        """The job's own events, and its place in line from each ``queue`` event: no job is
+        re-read but on a ``reset`` (or, where the server has no event stream, every few s)."""
+        async with self.feed.subscribe() as items:
+            polling = (await items.connected()).phase == "failed"
             state = await self.state(job_id)
             yield state
             while not state.final:
-                view = await updates.get()
                 try:
-                    new = await self.state(job_id) if view is None else job_state(view)
+                    item = await asyncio.wait_for(items.get(), POLL_S if polling else None)
+                except TimeoutError:
+                    item = StreamEvent("reset", {})
+                if isinstance(item, StreamState):
+                    polling = item.phase == "failed"
+                    continue
+                try:
+                    new = await self._follow(state, item)
                 except TargetError:  # a restarting daemon keeps accepted jobs: wait for it
                     continue
                 if new != state:
                     state = new
                     yield state
 
+    async def _follow(self, state: JobState, event: StreamEvent) -> JobState:
+        """``state`` after ``event``."""
+        if event.kind == "job" and str(event.data.get("id")) == state.id:
+            return job_state(event.data)
+        if event.kind == "queue":
+            place = (event.data.get("jobs") or {}).get(state.id)
+            if place is not None:
+                return dataclasses.replace(
+                    state, position=place.get("position"), eta_s=place.get("eta_s")
+                )
+        elif event.kind == "reset":
+            return await self.state(state.id)
+        return state
+
     async def watch_device(self) -> AsyncIterator[TargetInfo]:
-        """Our ``event: device`` stream; also re-read when one of the user's jobs enters or
-        leaves the queue, which changes its length without a device event."""
-        async with self._feed.subscribe_device() as updates:
+        """The device from ``event: device``, the queue's length from ``event: queue``; the
+        device is re-read only on a ``reset``."""
+        async with self.feed.subscribe() as items:
+            await items.connected()
             info = await self.info()
             yield info
             while True:
-                view = await updates.get()
-                if view is None or self._spec is None:
+                item = await items.get()
+                if isinstance(item, StreamState):
+                    continue
+                if item.kind == "reset" or self._spec is None:
                     new = await self.info()
+                elif item.kind == "device":
+                    accessible = {"is_accessible": item.data.get("accessible", True)}
+                    new = self._describe(item.data, accessible)
+                elif item.kind == "queue":
+                    new = dataclasses.replace(info, queued=item.data.get("waiting"))
                 else:
-                    new = self._describe(view, {"is_accessible": view.get("accessible", True)})
+                    continue
                 if new != info:
                     info = new
                     yield info
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-class _EventFeed:
-    """One ``/events`` stream per target, open while some job or device is watched.
-
-    Each job subscriber gets the job's views as they are published, or None whenever it must
-    re-read the job: once the stream is open (covering events before that), after a drop, and
-    when another of the user's jobs enters or leaves the queue (positions move, and the
-    scheduler publishes no event for the jobs that moved). Device subscribers get the device
-    views, or None to re-read the device.
-    """
-
-    def __init__(self, target: SchedulerTarget) -> None:
-        self._target = target
-        self._queues: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
-        self._devices: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    @contextlib.asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._queues.setdefault(job_id, set()).add(queue)
-        self._start()
-        try:
-            yield queue
-        finally:
-            listeners = self._queues.get(job_id, set())
-            listeners.discard(queue)
-            if not listeners:
-                self._queues.pop(job_id, None)
-            self._stop_if_idle()
-
-    @contextlib.asynccontextmanager
-    async def subscribe_device(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._devices.add(queue)
-        self._start()
-        try:
-            yield queue
-        finally:
-            self._devices.discard(queue)
-            self._stop_if_idle()
-
-    def _start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"qhpc-events-{self._target.name}")
-
-    def _stop_if_idle(self) -> None:
-        if not self._queues and not self._devices and self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    def _resync(self) -> None:
-        for listeners in self._queues.values():
-            for queue in listeners:
-                queue.put_nowait(None)
-        for queue in self._devices:
-            queue.put_nowait(None)
-
-    async def _run(self) -> None:
-        delay = 0.1
-        while True:
-            # Best effort: whatever breaks the stream, watchers re-read their jobs below.
-            with contextlib.suppress(Exception):
-                if await self._stream():
-                    delay = 0.1
-            self._resync()
-            await asyncio.sleep(delay)
-            delay = min(RETRY_MAX_S, delay * 2)
-
-    async def _stream(self) -> bool:
-        """Follow the stream until it ends; False if it never opened."""
-        http = self._target._http
-        opened = False
-        async with http.stream("GET", "/events", timeout=STREAM_TIMEOUT) as response:
-            if response.status_code != 200:
-                return False
-            kind, data = "message", ""
-            async for line in response.aiter_lines():
-                if not opened:
-                    opened = True
-                    self._resync()
-                if line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-                elif not line and data:
-                    if kind == "job":
-                        self._dispatch(json.loads(data))
-                    elif kind == "device":
-                        for queue in self._devices:
-                            queue.put_nowait(json.loads(data))
-                    kind, data = "message", ""
-        return opened
-
-    def _dispatch(self, view: dict[str, Any]) -> None:
-        job_id = str(view.get("id"))
-        for queue in self._queues.get(job_id, ()):
-            queue.put_nowait(view)
-        if view.get("status") == "RUNNING" and view.get("shots_done"):
-            return  # a chunk done: the queue did not change
-        others = [q for j, listeners in self._queues.items() if j != job_id for q in listeners]
-        for queue in [*others, *self._devices]:
-            if queue.empty():  # a re-read already pending covers this change too
-                queue.put_nowait(None)
 
 
 def job_state(view: dict[str, Any]) -> JobState:

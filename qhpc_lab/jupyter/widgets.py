@@ -1,8 +1,9 @@
 """Live panels (ipywidgets) for the ``%qpu`` magics: a job panel and a targets panel.
 
 A :class:`JobPanel` follows its job with asyncio tasks on the kernel's own event loop — one
-reads :meth:`Job.watch` (the scheduler's ``event: job`` stream), one :meth:`Job.watch_device`
-(``event: device``: state, calibration, queue length), one ticks each second to count the ETA
+reads :meth:`Job.watch` (the scheduler's ``event: job``, and the job's place in line from
+``event: queue``), one :meth:`Job.watch_device` (``event: device``: state, calibration; the
+queue's length from ``event: queue``), one ticks each second to count the ETA
 down and the calibration age up, with no I/O. So widgets are touched only from the kernel's
 thread, no thread or polling loop is made per job, and the tasks end with the job. They run
 whenever the kernel's loop does: while it is idle, and while a cell *awaits* — the magics have

@@ -13,6 +13,7 @@ const SCHEDULER = process.env.QHPC_SCHEDULER_URL as string;
 const TARGET = process.env.QHPC_TARGET as string;
 const USER = { Authorization: `Bearer ${process.env.QHPC_USER_TOKEN}` };
 const ADMIN = { Authorization: `Bearer ${process.env.QHPC_ADMIN_TOKEN}` };
+const OTHER = { Authorization: `Bearer ${process.env.QHPC_OTHER_TOKEN}` };
 const ARTIFACTS = process.env.QHPC_ARTIFACTS as string;
 const SIDEBAR = 'qhpc-qpu-sidebar';
 
@@ -40,25 +41,47 @@ async function schedulerJobs(request: APIRequestContext): Promise<any[]> {
   return response.json();
 }
 
-async function submit(request: APIRequestContext, shots: number): Promise<any> {
+async function submit(
+  request: APIRequestContext,
+  shots: number,
+  as = USER,
+  jobClass = 'production'
+): Promise<any> {
   const response = await request.post(`${SCHEDULER}/jobs`, {
-    headers: USER,
-    data: { sequence: process.env.QHPC_SEQUENCE, shots, name: `blocker-${shots}` }
+    headers: as,
+    data: {
+      sequence: process.env.QHPC_SEQUENCE,
+      shots,
+      name: `blocker-${shots}`,
+      job_class: jobClass
+    }
   });
   expect(response.ok()).toBeTruthy();
   return response.json();
 }
 
-/** Browser time at which each job status and target state first appeared in the sidebar. */
+/**
+ * Browser time at which each job status and target state first appeared in the sidebar, and
+ * each change of a job's queue position ([job id, position, time]).
+ */
 async function recordSightings(page: Page): Promise<void> {
   await page.evaluate(() => {
     const seen: Record<string, number> = {};
+    const moves: [string, string, number][] = [];
+    const last: Record<string, string> = {};
     (window as any).qhpcSeen = seen;
+    (window as any).qhpcMoves = moves;
     const record = (): void => {
       const now = Date.now();
       document.querySelectorAll<HTMLElement>('li.qhpc-job').forEach(li => {
         const key = `job:${li.dataset.jobId}:${li.dataset.status}`;
         seen[key] = seen[key] ?? now;
+        const id = li.dataset.jobId as string;
+        const position = li.dataset.position as string;
+        if (last[id] !== position) {
+          last[id] = position;
+          moves.push([id, position, now]);
+        }
       });
       document.querySelectorAll<HTMLElement>('.qhpc-target .qhpc-badge').forEach(badge => {
         const key = `state:${badge.dataset.state}`;
@@ -69,7 +92,7 @@ async function recordSightings(page: Page): Promise<void> {
       subtree: true,
       childList: true,
       attributes: true,
-      attributeFilter: ['data-status', 'data-state']
+      attributeFilter: ['data-status', 'data-state', 'data-position']
     });
     record();
   });
@@ -101,7 +124,7 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
   await page.notebook.addCell('code', CELL);
 
   await recordSightings(page);
-  const blocker = await submit(request, 5000);
+  const blocker = await submit(request, 10000);
   await expect(sidebar.locator(`li[data-job-id="${blocker.id}"]`)).toHaveAttribute(
     'data-status',
     'RUNNING'
@@ -122,7 +145,41 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
   await expect(row).toHaveAttribute('data-status', 'PENDING');
   await expect(row.locator('.qhpc-position')).toHaveText(/1st in queue/);
   await expect(status).toContainText(`job #${blocker.id} running`);
+  // The running job is not counted as queued.
+  await expect(card.locator('.qhpc-queue-total')).toHaveText('1 in queue');
   await shot(page, '02-job-queued-behind-another');
+
+  // Another user's job that outranks mine (class test) moves it back, its cancellation
+  // forward again: carried by the queue event, with no REST re-read and no refresh period.
+  const reads: string[] = [];
+  const onRequest = (r: { url(): string }): void => {
+    if (/\/qhpc\/api\/(jobs|targets)/.test(r.url())) {
+      reads.push(r.url());
+    }
+  };
+  page.on('request', onRequest);
+  const moved = async (position: string, since: number): Promise<number> => {
+    await expect(row).toHaveAttribute('data-position', position, { timeout: 2000 });
+    const moves: [string, string, number][] = await page.evaluate(
+      () => (window as any).qhpcMoves
+    );
+    const move = moves.find(([id, p, t]) => id === String(job.id) && p === position && t >= since);
+    return (move as [string, string, number])[2] - since;
+  };
+  const aheadSent = Date.now();
+  const ahead = await submit(request, 5000, OTHER, 'test');
+  const movedBackMs = await moved('2', aheadSent);
+  await expect(row.locator('.qhpc-position')).toHaveText(/2nd in queue/);
+  await expect(card.locator('.qhpc-queue-total')).toHaveText('2 in queue');
+  await shot(page, '02b-moved-back-by-another-user');
+  const cancelSent = Date.now();
+  const canceled = await request.post(`${SCHEDULER}/jobs/${ahead.id}/cancel`, {
+    headers: OTHER
+  });
+  expect(canceled.ok()).toBeTruthy();
+  const movedForwardMs = await moved('1', cancelSent);
+  page.off('request', onRequest);
+  expect(reads).toEqual([]);
 
   await expect(row).toHaveAttribute('data-status', 'DONE', { timeout: 60000 });
   await expect(row.locator('.qhpc-progress-text')).toHaveText('200/200 shots');
@@ -146,7 +203,9 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
       (await schedulerJobs(request)).find(j => j.id === blocker.id).finished_at,
       `job:${blocker.id}:DONE`
     ),
-    calibrating_ms: null as number | null
+    calibrating_ms: null as number | null,
+    queue_moved_back_ms: movedBackMs,
+    queue_moved_forward_ms: movedForwardMs
   };
 
   const asked = Date.now();

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Unicode
+from traitlets import Unicode
 
 from qhpc_lab.jupyter.server.handlers import (
     CancelHandler,
@@ -31,17 +31,10 @@ class QHPCLab(ExtensionApp):
         help="Targets file for discovery (default: $QHPC_TARGETS_FILE, else "
         "~/.config/qhpc/targets.toml), read besides the job's QRMI variables.",
     )
-    device_refresh_s = Float(
-        10.0,
-        config=True,
-        help="While a browser listens, how often each scheduler's queue depth is re-read "
-        "(other users' submissions reach no event of ours).",
-    )
-
     service: QPUService
 
     def initialize_settings(self) -> None:
-        self.service = QPUService(os.environ, self.targets_file, self.device_refresh_s)
+        self.service = QPUService(os.environ, self.targets_file)
         self.settings["qhpc_service"] = self.service
 
     def initialize_handlers(self) -> None:

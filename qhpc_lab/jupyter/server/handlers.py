@@ -14,6 +14,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado.iostream import StreamClosedError
 
 from qhpc_lab.client import RefusedError, TargetError
+from qhpc_lab.eventstream import comment
 from qhpc_lab.jupyter.server.service import QPUService
 
 HEARTBEAT_S = 15.0
@@ -70,7 +71,8 @@ class CancelHandler(_Handler):
 
 class EventsHandler(_Handler):
     """Server-sent events: ``target`` (a target's new state), ``job`` (one of the user's jobs
-    changed), ``resync`` (a stream was reopened: re-read the jobs)."""
+    changed), ``queue`` (a scheduler's queue: depth, running job, my jobs' positions and
+    ETAs), ``reset`` (a scheduler's stream was reopened without resuming: re-read its jobs)."""
 
     def initialize(self) -> None:
         self._closed = asyncio.Event()
@@ -84,7 +86,7 @@ class EventsHandler(_Handler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         async with self.service.listen() as queue:
-            chunk: str | None = ": connected\n\n"
+            chunk: bytes | None = comment("connected")
             closed = asyncio.ensure_future(self._closed.wait())
             try:
                 while chunk is not None and not self._closed.is_set():
@@ -98,7 +100,9 @@ class EventsHandler(_Handler):
         if not self._closed.is_set():
             self.finish()
 
-    async def _next(self, queue: asyncio.Queue[str | None], closed: asyncio.Future) -> str | None:
+    async def _next(
+        self, queue: asyncio.Queue[bytes | None], closed: asyncio.Future
+    ) -> bytes | None:
         """The next chunk, a heartbeat after a quiet spell, or None once the tab has gone."""
         getter = asyncio.ensure_future(queue.get())
         done, _ = await asyncio.wait(
@@ -107,4 +111,4 @@ class EventsHandler(_Handler):
         if getter in done:
             return getter.result()
         getter.cancel()
-        return None if closed in done else ": heartbeat\n\n"
+        return None if closed in done else comment("heartbeat")

@@ -5,8 +5,9 @@ a kernel does (:func:`qhpc_lab.client.discover`). What it hands the browser is r
 allow-listed fields only: the job environment holds secrets (scheduler tokens, the session id
 that ``X-Warden-Session`` carries, QRMI API keys) and none of it may reach a web page.
 
-Each scheduler target's event stream is followed once, however many browser tabs listen, and
-only while one does; its job and device events are relayed as they arrive.
+Each scheduler target's event stream (its :attr:`~SchedulerTarget.feed`) is followed once,
+however many browser tabs listen, and only while one does; its job, device and queue events
+are relayed as they arrive, through the one SSE encoder (:func:`qhpc_lab.eventstream.encode`).
 """
 
 from __future__ import annotations
@@ -21,18 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
-from qhpc_lab.client import ClientError, Target, TargetError, TargetInfo
+from qhpc_lab.client import ClientError, Target, TargetInfo
 from qhpc_lab.client._discovery import discover
 from qhpc_lab.client._scheduler import SchedulerTarget
+from qhpc_lab.eventstream import StreamEvent, StreamState, encode
 
 log = logging.getLogger("qhpc.jupyter")
 
 PROBE_TIMEOUT_S = 5.0
-RETRY_MAX_S = 5.0
-STREAM_TIMEOUT = httpx.Timeout(5.0, read=60.0)
-"""The scheduler sends a heartbeat every 15 s: a stream silent for 60 s is dead."""
 
 JOB_FIELDS = (
     "id",
@@ -67,6 +64,10 @@ DEVICE_FIELDS = (
 SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CRED|AUTH|SESSION", re.IGNORECASE)
 MIN_SECRET_LENGTH = 8
 """Shorter values (``1``, ``true``) are settings, not secrets, and would redact half the text."""
+QUEUE_FIELDS = ("revision", "waiting", "depth", "running", "jobs", "jobs_omitted")
+"""The scheduler's ``queue`` event, personal to the user: no other user's job ids or names."""
+RUNNING_FIELDS = ("job_class", "mine", "job_id", "eta_s")
+
 URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s\"]+@", re.IGNORECASE)
 
 
@@ -94,6 +95,14 @@ def pick(data: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return {name: data.get(name) for name in fields if name in data}
 
 
+def queue_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``queue`` event's allow-listed fields (the running job's id only when it is ours)."""
+    view = pick(data, QUEUE_FIELDS)
+    if isinstance(view.get("running"), Mapping):
+        view["running"] = pick(view["running"], RUNNING_FIELDS)
+    return view
+
+
 class QPUService:
     """Targets, jobs and the event relay behind the ``/qhpc/api`` routes."""
 
@@ -101,10 +110,7 @@ class QPUService:
         self,
         environ: Mapping[str, str],
         targets_file: str | Path | None = None,
-        device_refresh_s: float = 10.0,
     ) -> None:
-        """``device_refresh_s``: how often a followed scheduler's queue depth is re-read (the
-        scheduler publishes other users' submissions to nobody, so no event carries them)."""
         found = discover(environ, targets_file)
         for problem in found.problems:
             log.warning("qhpc: %s", problem)
@@ -112,10 +118,10 @@ class QPUService:
         self.default = found.default
         self.problems = list(found.problems)
         self.sources = list(found.sources)
-        self.device_refresh_s = device_refresh_s
         self._secrets = secret_values(environ)
         self._views: dict[str, dict[str, Any]] = {}
-        self._listeners: set[asyncio.Queue[str | None]] = set()
+        self._streams: dict[str, StreamState] = {}
+        self._listeners: set[asyncio.Queue[bytes | None]] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -151,8 +157,11 @@ class QPUService:
             with contextlib.suppress(ClientError, TimeoutError):
                 device = await asyncio.wait_for(target.request("GET", "/device"), PROBE_TIMEOUT_S)
                 view.update(pick(device, DEVICE_FIELDS))
+            queue = target.feed.latest("queue")
+            if queue is not None:
+                view["queue"] = queue_view(queue.data)
         self._views[target.name] = view
-        return view
+        return self._shown(target.name)
 
     def _target_view(self, target: Target, info: TargetInfo) -> dict[str, Any]:
         return {
@@ -209,9 +218,9 @@ class QPUService:
     # -- event relay ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def listen(self) -> AsyncIterator[asyncio.Queue[str | None]]:
+    async def listen(self) -> AsyncIterator[asyncio.Queue[bytes | None]]:
         """A queue of server-sent-event chunks for one browser connection."""
-        queue: asyncio.Queue[str | None] = asyncio.Queue(1000)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(1000)
         self._listeners.add(queue)
         for name, target in self.schedulers.items():
             if name not in self._relays:
@@ -226,7 +235,7 @@ class QPUService:
                 await self._stop_relays()
 
     def _publish(self, kind: str, data: dict[str, Any]) -> None:
-        chunk = f"event: {kind}\ndata: {self.dumps(data)}\n\n"
+        chunk = encode(StreamEvent(kind, json.loads(self.dumps(data))))
         for queue in list(self._listeners):
             try:
                 queue.put_nowait(chunk)
@@ -236,83 +245,44 @@ class QPUService:
                     queue.get_nowait()
                     queue.put_nowait(None)
 
-    async def _relay(self, target: SchedulerTarget) -> None:
-        """Follow one scheduler's events until no browser listens; reconnect on drops."""
-        delay = 0.2
-        while True:
-            poke = asyncio.Event()
-            refresher = asyncio.create_task(self._refresh_device(target, poke))
-            try:
-                if await self._follow(target, poke):
-                    delay = 0.2
-            except (httpx.HTTPError, ClientError) as err:
-                log.info("qhpc: event stream of %s dropped: %s", target.name, err)
-            finally:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
-            view = self._views.get(target.name) or {"name": target.name}
+    def _shown(self, name: str) -> dict[str, Any]:
+        """The target's view as the browser sees it: offline, saying why, while its event
+        stream is down (the last device facts would otherwise look current)."""
+        view = dict(self._views.get(name) or {"name": name})
+        stream = self._streams.get(name)
+        if stream is not None and stream.phase in ("reconnecting", "failed"):
             view.update(
-                reachable=False,
-                state="OFFLINE",
-                message=f"lost the scheduler's event stream; retrying in {delay:g} s",
+                reachable=False, state="OFFLINE", message=f"the scheduler's event stream: {stream}"
             )
-            self._views[target.name] = view
-            self._publish("target", view)
-            await asyncio.sleep(delay)
-            delay = min(RETRY_MAX_S, delay * 2)
+        return view
 
-    async def _follow(self, target: SchedulerTarget, poke: asyncio.Event) -> bool:
-        """Relay one open stream until it ends; False if it never opened.
-
-        Uses the target's own HTTP client (``_http``): it carries the identity discovery
-        set up — a fresh MUNGE credential per request, or the bearer token.
-        """
-        async with target._http.stream("GET", "/events", timeout=STREAM_TIMEOUT) as response:
-            if response.status_code != 200:
-                raise TargetError(f"GET /events answered {response.status_code}")
-            self._publish("target", await self._probe(target))
-            self._publish("resync", {"target": target.name})
-            kind, data = "message", ""
-            async for line in response.aiter_lines():
-                if line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-                elif not line and data:
-                    self._relay_event(target.name, kind, json.loads(data), poke)
-                    kind, data = "message", ""
-        return True
-
-    def _relay_event(self, name: str, kind: str, data: dict[str, Any], poke: asyncio.Event) -> None:
-        if kind == "job":
-            self._publish("job", self._job_view(name, data))
-            poke.set()  # the queue depth changed with it
-        elif kind == "device":
-            view = self._views.setdefault(name, {"name": name})
-            view.update(pick(data, DEVICE_FIELDS), reachable=True)
-            self._publish("target", view)
-
-    async def _refresh_device(self, target: SchedulerTarget, poke: asyncio.Event) -> None:
-        """Re-read the device after the user's job events (debounced) and every few seconds,
-        publishing it when the queue or state changed."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(poke.wait(), self.device_refresh_s)
-            await asyncio.sleep(0.2)  # one read for a burst of chunk events
-            poke.clear()
-            try:
-                device = pick(await target.request("GET", "/device"), DEVICE_FIELDS)
-            except ClientError:
-                continue
-            view = self._views.setdefault(target.name, {"name": target.name})
-            changed = any(view.get(k) != device[k] for k in ("queue_depth", "state", "running_job"))
-            view.update(device, reachable=True)
-            if changed:
-                self._publish("target", view)
+    async def _relay(self, target: SchedulerTarget) -> None:
+        """Follow one scheduler's feed until no browser listens (the feed reconnects)."""
+        name = target.name
+        async with target.feed.subscribe() as items:
+            while True:
+                item = await items.get()
+                if isinstance(item, StreamState):
+                    self._streams[name] = item
+                    if item.phase != "connecting":
+                        self._publish("target", self._shown(name))
+                elif item.kind == "reset":  # nothing to resume from: re-read and say so
+                    self._publish("target", await self._probe(target))
+                    self._publish("reset", {"target": name})
+                elif item.kind == "job":
+                    self._publish("job", self._job_view(name, item.data))
+                elif item.kind == "device":
+                    view = self._views.setdefault(name, {"name": name})
+                    view.update(pick(item.data, DEVICE_FIELDS), reachable=True)
+                    self._publish("target", self._shown(name))
+                elif item.kind == "queue":
+                    queue = queue_view(item.data)
+                    self._views.setdefault(name, {"name": name})["queue"] = queue
+                    self._publish("queue", {"target": name, **queue})
 
     async def _stop_relays(self) -> None:
         relays, self._relays = list(self._relays.values()), {}
+        self._streams.clear()
         for task in relays:
             task.cancel()
         for task in relays:
