@@ -61,17 +61,24 @@ async def load(
         f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body or b'')}\r\n\r\n"
     )
-    request = head.encode() + (body or b"")
+    return await send_all(host, int(port), [head.encode() + (body or b"")] * total, clients)
+
+
+async def send_all(
+    host: str, port: int, requests: list[bytes], clients: int
+) -> tuple[float, list[float], int]:
+    """Send pre-encoded HTTP/1.1 ``requests`` over ``clients`` keep-alive connections, each
+    taking the next one as it is answered; (rate, latencies, non-200 answers)."""
     latencies: list[float] = []
     failures = 0
-    remaining = total
+    waiting = list(reversed(requests))
 
     async def worker() -> None:
-        nonlocal remaining, failures
-        reader, writer = await asyncio.open_connection(host, int(port))
+        nonlocal failures
+        reader, writer = await asyncio.open_connection(host, port)
         try:
-            while remaining > 0:
-                remaining -= 1
+            while waiting:
+                request = waiting.pop()
                 started = time.perf_counter()
                 writer.write(request)
                 status_line = await reader.readline()
@@ -88,7 +95,7 @@ async def load(
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return total / (time.perf_counter() - started), latencies, failures
+    return len(requests) / (time.perf_counter() - started), latencies, failures
 
 
 async def idle_dispatch(url: str, token: str, body: bytes, samples: int) -> dict[str, list[float]]:

@@ -29,43 +29,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from api import SECRET, one_shot_sequence, percentile
+from api import SECRET, one_shot_sequence, percentile, send_all
 
 from qhpc_lab import munge
 from qhpc_lab.scheduler.auth import make_token
-
-
-async def load(
-    host: str, port: int, requests: list[bytes], clients: int
-) -> tuple[float, list[float], int]:
-    """Send ``requests`` (pre-encoded HTTP/1.1) over ``clients`` keep-alive connections."""
-    latencies: list[float] = []
-    failures = 0
-    queue = list(reversed(requests))
-
-    async def worker() -> None:
-        nonlocal failures
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while queue:
-                request = queue.pop()
-                started = time.perf_counter()
-                writer.write(request)
-                status = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    if name.lower() == "content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                latencies.append(time.perf_counter() - started)
-                failures += status.split()[1] != b"200"
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    return len(requests) / (time.perf_counter() - started), latencies, failures
 
 
 def request(method: str, path: str, host: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -137,17 +104,17 @@ def queue_depths(args: argparse.Namespace, body: bytes) -> None:
             for depth in (int(d) for d in args.depths.split(",")):
                 fill = [request("POST", "/jobs", host, admin, body)] * (depth - queued)
                 if fill:
-                    asyncio.run(load("127.0.0.1", port, fill, 20))
+                    asyncio.run(send_all("127.0.0.1", port, fill, 20))
                 queued = depth
                 posts = [request("POST", "/jobs", host, user, body)] * args.jobs
-                rate, latencies, failures = asyncio.run(load("127.0.0.1", port, posts, 50))
+                rate, latencies, failures = asyncio.run(send_all("127.0.0.1", port, posts, 50))
                 queued += args.jobs
                 assert failures == 0, f"{failures} submissions failed"
                 deep = httpx.get(f"{url}/jobs?limit=1", headers=user).json()[0]["id"]
                 one = [request("GET", f"/jobs/{deep}", host, user)] * 200
-                _, reads, _ = asyncio.run(load("127.0.0.1", port, one, 1))
+                _, reads, _ = asyncio.run(send_all("127.0.0.1", port, one, 1))
                 dev = [request("GET", "/device", host, {})] * 200
-                _, device_reads, _ = asyncio.run(load("127.0.0.1", port, dev, 1))
+                _, device_reads, _ = asyncio.run(send_all("127.0.0.1", port, dev, 1))
                 baseline = baseline or rate
                 print(
                     f"| {depth} | {rate:.0f} | {rate / baseline:.2f} | "
@@ -191,7 +158,7 @@ def munge_against_token(args: argparse.Namespace, body: bytes) -> None:
                         ]
                     else:
                         posts = [request("POST", "/jobs", host, token, body)] * args.jobs
-                    rate, latencies, failures = asyncio.run(load("127.0.0.1", port, posts, 50))
+                    rate, latencies, failures = asyncio.run(send_all("127.0.0.1", port, posts, 50))
                     assert failures == 0, f"{failures} {mode} submissions failed"
                     print(
                         f"| {mode} | {rate:.0f} | {ms(statistics.median(latencies))} | "
