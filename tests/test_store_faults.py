@@ -112,27 +112,37 @@ def test_a_locked_sqlite_file_stalls_dispatch_visibly_and_it_resumes(
     handle, db = sqlite_daemon
     with client(handle) as api, HealthProbe(handle.url) as probe:
         job_id = mid_run(api, sequence_json)
-        # Another process takes the write lock for 12 s (longer than SQLite's busy timeout).
+        # Another process takes the write lock (longer than SQLite's busy timeout) and holds
+        # it until told to let go (or for 60 s at most).
         locker = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
-                " c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(12)",
+                "import select, sqlite3, sys;"
+                " c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+                " c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True);"
+                " select.select([sys.stdin], [], [], 60)",
                 str(db),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         try:
             assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+            locked_at = time.monotonic()
             wait_for("/health to report the stall", probe.stalled, timeout=15)
             refused = api.post("/jobs", json={"sequence": sequence_json, "shots": 10})
             assert refused.status_code == 503, refused.text
             assert refused.json()["rule"] == "store"
             assert int(refused.headers["Retry-After"]) > 0
             assert api.get("/device").json()["dispatcher"]["reason"] == "store_unavailable"
+            locked_for = time.monotonic() - locked_at
+            assert locked_for > 5.0  # past the busy timeout: the stall was real
         finally:
+            assert locker.stdin is not None
+            locker.stdin.write("go\n")
+            locker.stdin.close()
             locker.wait(30)
         finishes_exactly(api, job_id)
         wait_for("/health to recover", lambda: probe.answers and probe.answers[-1]["code"] == 200)

@@ -117,6 +117,8 @@ class Scheduler:
         )
         self.default_job_class = config.default_job_class
         self._queue = RankedQueue(self.policy)
+        self._sessions: dict[str, SessionRow] = {}
+        """Open sessions: every submission names one on HPC, and asks for no database read."""
         self._programs: dict[int, Program] = {}
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
@@ -147,6 +149,7 @@ class Scheduler:
             )
         sessions = await self._store_retrying(self.store.list_sessions, True)
         for session in sessions:
+            self._sessions[session.id] = session
             self._queue.set_slots(session.id, session.qpu_slots)
         for row in await self._store_retrying(self.store.active_jobs):
             self._enqueue(row)
@@ -309,16 +312,20 @@ class Scheduler:
         if qpu_slots < 1:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
         session = await self.db(self.store.create_session, user_id, slurm_job_id, qpu_slots)
+        self._sessions[session.id] = session
         self._queue.set_slots(session.id, session.qpu_slots)
         return session
 
     async def get_session(self, session_id: str) -> SessionRow | None:
+        if session_id in self._sessions:
+            return self._sessions[session_id]
         return await self.db(self.store.get_session, session_id)
 
     async def revoke_session(self, session_id: str, reason: str) -> SessionRow:
         if await self.get_session(session_id) is None:
             raise SchedulerError(404, f"session {session_id} not found")
         session, canceled = await self.db(self.store.revoke_session, session_id, reason)
+        self._sessions.pop(session_id, None)
         self._queue.drop_slots(session_id)
         for job_id in canceled:
             self._dequeue(job_id)

@@ -8,9 +8,12 @@ loses at most the chunk in flight, which is then re-run from its start.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 POOL_SIZE = 4
+BUSY_TIMEOUT_S = 5.0
+"""How long a SQLite write waits for the database lock before it fails (and is retried)."""
 """Connections, and the scheduler's store threads: reads go on while one write waits on a lock."""
 
 metadata = sa.MetaData()
@@ -133,8 +138,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL + NORMAL survives a process crash (the scheduler killed); only power loss may drop
     # the last transactions. Sites that need more set QHPC_DB to PostgreSQL.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
+
+
+class _NoLock:
+    """PostgreSQL takes concurrent writers itself."""
+
+    def acquire(self, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
 
 
 class DuplicateJob(Exception):
@@ -165,15 +180,33 @@ class Store:
             self.engine = sa.create_engine(
                 url, pool_size=POOL_SIZE, max_overflow=2, pool_pre_ping=True
             )
+        self._writer_lock: threading.Lock | _NoLock = _NoLock()
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._writer_lock = threading.Lock()
         metadata.create_all(self.engine)
         self._add_missing_columns()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction. SQLite lets one writer in at a time: writers of this process
+        queue on a lock here, not in SQLite's busy handler, which sleeps in steps of up to
+        100 ms and made concurrent submissions slow (docs/benchmarks.md). A writer from
+        another process is still waited for by the busy timeout."""
+        if not self._writer_lock.acquire(timeout=BUSY_TIMEOUT_S):
+            raise sa.exc.OperationalError(
+                "BEGIN", None, Exception("database is locked (by another write of this daemon)")
+            )
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        finally:
+            self._writer_lock.release()
 
     def _add_missing_columns(self) -> None:
         """Bring a database made by an older release up to this table shape (new columns
         only: every column added since the first release is nullable or has a default)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             present = {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
             for column in jobs.columns:
                 if column.name in present:
@@ -195,7 +228,7 @@ class Store:
         self, user_id: str, slurm_job_id: str | None, qpu_slots: int, now: float | None = None
     ) -> SessionRow:
         """Open a session, or return the active one for the same user and Slurm job (retries)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if slurm_job_id is not None:
                 row = conn.execute(
                     sa.select(sessions).where(
@@ -237,7 +270,7 @@ class Store:
     ) -> tuple[SessionRow, list[int]]:
         """Close a session and cancel its queued jobs; returns the session and those job ids."""
         now = time.time() if now is None else now
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 sessions.update()
                 .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
@@ -270,7 +303,7 @@ class Store:
         values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
         values["variables"] = json.dumps(values.get("variables") or {})
         try:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
         except sa.exc.IntegrityError:
             key = values.get("idempotency_key")
@@ -321,7 +354,7 @@ class Store:
 
     def mark_running(self, job_id: int, started_at: float) -> JobRow | None:
         """PENDING → RUNNING, keeping the first start of a job requeued after a crash."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status == "PENDING")
@@ -350,7 +383,7 @@ class Store:
         answer was lost (the database went away), the retry finds the chunk already merged and
         returns the job as it is instead of merging it twice.
         """
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
                 return None
@@ -395,7 +428,7 @@ class Store:
     ) -> JobRow | None:
         """Move an active job to a final state (ERROR or CANCELED); None if already final."""
         finished_at = time.time() if now is None else now
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
@@ -406,7 +439,7 @@ class Store:
 
     def requeue_running(self) -> list[int]:
         """After a crash: jobs that were RUNNING go back to PENDING, keeping finished chunks."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             ids = [
                 r.id for r in conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "RUNNING"))
             ]
@@ -461,7 +494,7 @@ class Store:
         return json.loads(row.value) if row else None
 
     def set_fact(self, key: str, value: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             updated = conn.execute(
                 facts.update().where(facts.c.key == key).values(value=json.dumps(value))
             ).rowcount
@@ -476,7 +509,7 @@ class Store:
         One INSERT, which a replay makes conflict (a prepared statement: it runs per request).
         """
         try:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 conn.execute(_REMEMBER, {"digest": digest, "expires_at": expires_at})
         except sa.exc.IntegrityError:
             return False
@@ -484,7 +517,7 @@ class Store:
 
     def forget_expired(self, now: float) -> int:
         """Drop remembered credentials that expired before ``now``; returns how many."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return conn.execute(
                 seen_credentials.delete().where(seen_credentials.c.expires_at < now)
             ).rowcount
