@@ -1,4 +1,4 @@
-"""A scheduler killed mid-run loses no accepted job and runs none twice (DESIGN §6).
+"""A scheduler killed mid-run loses no accepted job and runs none twice (docs/scheduler.md).
 
 The real daemon is SIGKILLed while one multi-chunk job is half done and others wait, then
 restarted on the same state (SQLite file or PostgreSQL database). Every job must end in one

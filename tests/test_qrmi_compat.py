@@ -1,6 +1,6 @@
 """The real QRMI ``pasqal-local`` client (and Pulser through it) against the real daemon.
 
-This is the compatibility promise of DESIGN §3.2: the pinned ``qrmi`` wheel, unchanged, talks
+This is the compatibility promise of docs/scheduler.md: the pinned ``qrmi`` wheel, unchanged, talks
 to ``qhpc scheduler serve --auth munge`` with MUNGE credentials from the system munged.
 """
 

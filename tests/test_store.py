@@ -1,6 +1,6 @@
 """The store keeps the same promises on SQLite and on a real PostgreSQL server.
 
-Exactly-once execution rests on these transactions (DESIGN §6), so each one is checked on
+Exactly-once execution rests on these transactions (docs/scheduler.md), so each one is checked on
 both back ends: a site switching ``QHPC_DB`` to PostgreSQL must not change behaviour.
 """
 

@@ -1,6 +1,6 @@
 """The kernel side's client: find targets, submit programs, follow jobs, read results.
 
-Discovery (DESIGN §3.1) reads the QRMI job variables and ``~/.config/qhpc/targets.toml``;
+Discovery (docs/client.md) reads the QRMI job variables and ``~/.config/qhpc/targets.toml``;
 three kinds of :class:`Target` sit behind one interface: the second-level scheduler (httpx),
 any other QRMI resource (the ``qrmi`` package) and the in-kernel emulator. See docs/client.md.
 """

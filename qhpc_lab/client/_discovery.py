@@ -1,4 +1,4 @@
-"""Where a kernel finds its targets: the QRMI job variables (DESIGN §3.1), then a targets file.
+"""Where a kernel finds its targets: the QRMI job variables (docs/client.md), then a targets file.
 
 The variables are read the way QRMI's Slurm plugin sets them, so a job works with that plugin
 or ours. A ``pasqal-local`` resource is a second-level scheduler and gets the scheduler target
