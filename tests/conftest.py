@@ -214,3 +214,43 @@ async def wait_for_status(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} stuck in {job['status']}: {job}")
         await anyio.sleep(0.02)
+
+
+async def wait_until_started(client: httpx.AsyncClient, job_id: int, timeout: float = 180) -> dict:
+    """Until at least one chunk of the job has run (its shots_done moved)."""
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while True:
+            job = (await client.get(f"/jobs/{job_id}")).json()
+            if job["shots_done"] > 0:
+                return job
+            await anyio.sleep(0.01)
+
+
+async def development_overtakes_production(
+    api: Clients, sequence: str, production_chunks: int
+) -> tuple[dict, dict]:
+    """Another user's production job is mid-run when a development job arrives and goes
+    ahead at the next chunk boundary; both are waited to DONE. Returns (production,
+    development) as submitted."""
+    chunk = api.scheduler.driver.profile.chunk_shots  # type: ignore[attr-defined]
+    production = (
+        await api.other.post(
+            "/jobs",
+            json={
+                "sequence": sequence,
+                "shots": production_chunks * chunk,
+                "job_class": "production",
+            },
+        )
+    ).json()
+    await wait_until_started(api.other, production["id"])
+    development = (
+        await api.user.post(
+            "/jobs", json={"sequence": sequence, "shots": chunk, "job_class": "development"}
+        )
+    ).json()
+    await wait_for_status(api.user, development["id"], timeout=120)
+    await wait_for_status(api.other, production["id"], timeout=120)
+    return production, development

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import anyio
 import httpx
 import prometheus_client
 import pytest
@@ -22,7 +21,7 @@ from qhpc_lab.scheduler.metrics import (
     RequestMetrics,
     Snapshot,
 )
-from tests.conftest import Clients, wait_for_status
+from tests.conftest import Clients, development_overtakes_production
 
 FAMILIES = {
     "qhpc_submissions": "counter",
@@ -186,22 +185,9 @@ async def test_an_unhandled_error_counts_as_a_500_of_its_route() -> None:
 @pytest.mark.anyio
 async def test_preemption_wait_and_chunks_per_class(api: Clients, sequence_json: str) -> None:
     chunk = api.scheduler.driver.profile.chunk_shots
-    production = (
-        await api.other.post(
-            "/jobs",
-            json={"sequence": sequence_json, "shots": 20 * chunk, "job_class": "production"},
-        )
-    ).json()
-    with anyio.fail_after(120):
-        while (await api.other.get(f"/jobs/{production['id']}")).json()["shots_done"] == 0:
-            await anyio.sleep(0.01)
-    development = (
-        await api.user.post(
-            "/jobs", json={"sequence": sequence_json, "shots": chunk, "job_class": "development"}
-        )
-    ).json()
-    await wait_for_status(api.user, development["id"], timeout=120)
-    await wait_for_status(api.other, production["id"], timeout=120)
+    _production, _development = await development_overtakes_production(
+        api, sequence_json, production_chunks=20
+    )
     samples = await scrape(api.anonymous)
     pair = {"preempted_class": "production", "by_class": "development"}
     assert value(samples, "qhpc_preemptions_total", **pair) == 1

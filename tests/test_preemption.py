@@ -5,20 +5,9 @@ from __future__ import annotations
 
 import json
 
-import anyio
 import pytest
 
-from tests.conftest import Clients, wait_for_status
-
-
-async def _wait_until_started(client, job_id: int) -> dict:
-    """Until at least one chunk of the job has run (its shots_done moved)."""
-    with anyio.fail_after(180):
-        while True:
-            job = (await client.get(f"/jobs/{job_id}")).json()
-            if job["shots_done"] > 0:
-                return job
-            await anyio.sleep(0.01)
+from tests.conftest import Clients, wait_for_status, wait_until_started
 
 
 @pytest.mark.anyio
@@ -32,7 +21,7 @@ async def test_development_job_overtakes_running_production_job(
             json={"sequence": sequence_json, "shots": 40 * chunk, "job_class": "production"},
         )
     ).json()
-    running = await _wait_until_started(api.other, production["id"])
+    running = await wait_until_started(api.other, production["id"])
     assert running["status"] == "RUNNING"
 
     interactive = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from tests.conftest import Clients, wait_for_status
+from tests.conftest import Clients, development_overtakes_production, wait_for_status
 
 
 async def timeline(client, job_id: int) -> list[dict]:
@@ -20,22 +20,9 @@ async def test_a_preempted_job_shows_the_class_that_went_ahead(
     api: Clients, sequence_json: str
 ) -> None:
     chunk = api.scheduler.driver.profile.chunk_shots
-    production = (
-        await api.other.post(
-            "/jobs",
-            json={"sequence": sequence_json, "shots": 10 * chunk, "job_class": "production"},
-        )
-    ).json()
-    with anyio.fail_after(120):
-        while (await api.other.get(f"/jobs/{production['id']}")).json()["shots_done"] == 0:
-            await anyio.sleep(0.01)
-    development = (
-        await api.user.post(
-            "/jobs", json={"sequence": sequence_json, "shots": chunk, "job_class": "development"}
-        )
-    ).json()
-    await wait_for_status(api.user, development["id"], timeout=120)
-    await wait_for_status(api.other, production["id"], timeout=120)
+    production, development = await development_overtakes_production(
+        api, sequence_json, production_chunks=10
+    )
 
     entries = await timeline(api.other, production["id"])
     events = [e["event"] for e in entries]
