@@ -149,34 +149,36 @@ def _parse(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def start_daemon(state: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_daemon(
+    state: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``qhpc scheduler serve --device test`` on a free port (more flags in ``extra``, more
+    variables in ``env``), once it answers ``/health``; the benchmarks' one way to start it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "QHPC_STATE_DIR": str(state), "QHPC_TOKEN_SECRET": SECRET}
+    environment = {
+        **os.environ,
+        "QHPC_STATE_DIR": str(state),
+        "QHPC_TOKEN_SECRET": SECRET,
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "qhpc_lab.cli", "scheduler", "serve", "--device", "test"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qhpc_lab.cli",
-            "scheduler",
-            "serve",
-            "--device",
-            "test",
-            "--port",
-            str(port),
-        ],
-        env=env,
+        [*command, "--port", str(port), *extra],
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health").status_code == 200:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return process, url
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     process.kill()
     raise RuntimeError("the scheduler did not start")
 

@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,9 @@ from qhpc_lab.client import Client
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
 
-SECRET = "benchmark-secret"
+sys.path.insert(0, str(Path(__file__).parent))
+from api import SECRET, start_daemon
+
 POLL_S = 0.02
 BLOCKER_SHOTS = 10_000
 """The device's most: 5 s at 0.5 ms a shot, enough for :data:`PAIRS_PER_BLOCKER` samples."""
@@ -53,27 +53,6 @@ def sequence() -> str:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def start_daemon(state: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "QHPC_STATE_DIR": str(state), "QHPC_TOKEN_SECRET": SECRET}
-    args = [sys.executable, "-m", "qhpc_lab.cli", "scheduler", "serve"]
-    args += ["--port", str(port), "--device", "test"]
-    log = (state / "scheduler.log").open("wb")
-    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the scheduler did not start")
 
 
 async def measure(url: str, samples: int) -> dict[str, list[float]]:

@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from api import SECRET, one_shot_sequence, percentile, send_all
+from api import SECRET, one_shot_sequence, percentile, send_all, start_daemon
 
 from qhpc_lab import munge
 from qhpc_lab.scheduler.auth import make_token
@@ -42,37 +40,12 @@ def request(method: str, path: str, host: str, headers: dict[str, str], body: by
     return "\r\n".join(lines).encode() + body
 
 
-def start_daemon(state: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "QHPC_STATE_DIR": str(state),
-        "QHPC_TOKEN_SECRET": SECRET,
-        # a deep queue is the point here: no per-user caps
-        "QHPC_MAX_QUEUED_JOBS_PER_USER": "0",
-        "QHPC_MAX_QUEUED_JOBS_PER_SESSION": "0",
-        "QHPC_MAX_QUEUED_SHOTS_PER_USER": "0",
-        "QHPC_MAX_QUEUED_SHOTS_PER_SESSION": "0",
-    }
-    command = [sys.executable, "-m", "qhpc_lab.cli", "scheduler", "serve", "--device", "test"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return process, url, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the scheduler did not start")
+NO_QUEUE_LIMITS = {
+    f"QHPC_MAX_QUEUED_{what}_PER_{scope}": "0"
+    for what in ("JOBS", "SHOTS")
+    for scope in ("USER", "SESSION")
+}
+"""A deep queue is the point here: no per-user or per-session caps."""
 
 
 def rss_mb(pid: int) -> float:
@@ -90,7 +63,8 @@ def queue_depths(args: argparse.Namespace, body: bytes) -> None:
     user = {"Authorization": f"Bearer {make_token(SECRET, 1000)}"}
     admin = {"Authorization": f"Bearer {make_token(SECRET, 0, True)}"}
     with tempfile.TemporaryDirectory() as state:
-        process, url, port = start_daemon(Path(state))
+        process, url = start_daemon(Path(state), env=NO_QUEUE_LIMITS)
+        port = int(url.rsplit(":", 1)[1])
         host = f"127.0.0.1:{port}"
         try:
             httpx.post(f"{url}/admin/drain", headers=admin).raise_for_status()
@@ -130,7 +104,8 @@ def queue_depths(args: argparse.Namespace, body: bytes) -> None:
 
 def munge_against_token(args: argparse.Namespace, body: bytes) -> None:
     with tempfile.TemporaryDirectory() as state:
-        process, url, port = start_daemon(Path(state), "--auth", "munge,token")
+        process, url = start_daemon(Path(state), "--auth", "munge,token", env=NO_QUEUE_LIMITS)
+        port = int(url.rsplit(":", 1)[1])
         host = f"127.0.0.1:{port}"
         try:
             admin = {"X-Munge-Cred": munge.encode()}
