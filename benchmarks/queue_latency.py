@@ -31,28 +31,12 @@ from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
 
 sys.path.insert(0, str(Path(__file__).parent))
-from api import SECRET, start_daemon
+from api import SECRET, one_shot_sequence, percentile, start_daemon
 
 POLL_S = 0.02
 BLOCKER_SHOTS = 10_000
 """The device's most: 5 s at 0.5 ms a shot, enough for :data:`PAIRS_PER_BLOCKER` samples."""
 PAIRS_PER_BLOCKER = 3
-
-
-def sequence() -> str:
-    from pulser import Pulse, Register, Sequence
-    from pulser.devices import AnalogDevice
-
-    seq = Sequence(Register.from_coordinates([(-3, 0), (3, 0)], prefix="q"), AnalogDevice)
-    seq.declare_channel("g", "rydberg_global")
-    seq.add(Pulse.ConstantPulse(100, 1.0, 0.0, 0.0), "g")
-    seq.measure("ground-rydberg")
-    return seq.to_abstract_repr()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def measure(url: str, samples: int) -> dict[str, list[float]]:
@@ -66,7 +50,7 @@ async def measure(url: str, samples: int) -> dict[str, list[float]]:
             "QHPC_TOKEN": make_token(SECRET, "1000"),
         }
     )
-    body = sequence()
+    body = one_shot_sequence()
     user = {"Authorization": f"Bearer {make_token(SECRET, '1000')}"}
     other = {"Authorization": f"Bearer {make_token(SECRET, '1001')}"}
     results: dict[str, list[float]] = {"stream": [], "poll": []}
