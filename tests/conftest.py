@@ -8,15 +8,50 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 
 from qhpc_lab.scheduler import SchedulerConfig, build_scheduler, create_app
 from qhpc_lab.scheduler.auth import make_token
+
+T = TypeVar("T")
+
+
+def poll_until(
+    check: Callable[[], T],
+    what: str | Callable[[], str],
+    timeout: float = 60,
+    interval: float = 0.1,
+) -> T:
+    """``check()`` until it returns something truthy, which is returned; bounded in time,
+    failing with ``what`` (a text, or a callable saying what was seen last)."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {said}")
+        time.sleep(interval)
+    return result
+
+
+async def apoll_until(
+    check: Callable[[], Awaitable[T]], what: str, timeout: float = 60, interval: float = 0.02
+) -> T:
+    """The asynchronous :func:`poll_until`: awaits ``check()`` between async sleeps."""
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await anyio.sleep(interval)
+    return result
+
 
 pytest_plugins = ["tests.fixtures_postgres", "tests.fixtures_munge"]
 

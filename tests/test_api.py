@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from tests.conftest import (
     USER,
     Clients,
     Daemon,
+    apoll_until,
     auth_header,
     in_process,
     wait_for_status,
@@ -123,16 +124,6 @@ def not_found(response: httpx.Response, what: str) -> None:
     assert f"{what} not found" in response.json()["detail"]
 
 
-async def poll(check: Callable[[], Awaitable[T]], what: str, timeout: float = WAIT_S) -> T:
-    """Await ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while not (result := await check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await anyio.sleep(0.02)
-    return result
-
-
 async def device(client: httpx.AsyncClient) -> dict[str, Any]:
     response = await client.get("/device")
     assert response.status_code == 200, response.text
@@ -147,7 +138,7 @@ async def idle(clients: Clients) -> dict[str, Any]:
         busy = info["running"] is not None or any(info["queue_depth"].values())
         return None if busy else info
 
-    return await poll(quiet, "an idle QPU")
+    return await apoll_until(quiet, "an idle QPU", WAIT_S)
 
 
 async def cancel_all(admin: httpx.AsyncClient, jobs: list[dict[str, Any]]) -> None:
@@ -694,7 +685,7 @@ async def test_cancelling_a_running_job_drops_its_partial_chunk(
             view = (await shared.user.get(f"/jobs/{job['id']}")).json()
             return view if view["status"] == "RUNNING" and view["shots_done"] > 0 else None
 
-        await poll(mid_run, "the job to be running with chunks done")
+        await apoll_until(mid_run, "the job to be running with chunks done", WAIT_S)
         response = await shared.user.post(f"/jobs/{job['id']}/cancel")
         assert response.status_code == 200, response.text
         canceled = response.json()
@@ -763,8 +754,8 @@ async def test_admin_calibrate_goes_through_calibrating_back_to_online(shared: C
         info = await device(shared.user)
         return info if info["state"] == state else None
 
-    await poll(lambda: in_state("CALIBRATING"), "the device to start calibrating")
-    online = await poll(lambda: in_state("ONLINE"), "the device to come back online")
+    await apoll_until(lambda: in_state("CALIBRATING"), "the device to start calibrating", WAIT_S)
+    online = await apoll_until(lambda: in_state("ONLINE"), "the device to come back online", WAIT_S)
     assert online["calibrated_at"] > calibrated_at
     assert online["calibration_age_s"] >= 0
 

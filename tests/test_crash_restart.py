@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +20,12 @@ import pytest
 
 from qhpc_lab.scheduler.core import iso_time
 from qhpc_lab.scheduler.store import FINAL, Store
-from tests.conftest import SECRET, USER, auth_header, daemon, free_port
+from tests.conftest import SECRET, USER, auth_header, daemon, free_port, poll_until
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 # The test profile runs 100-shot chunks of 50 ms: long jobs span many chunks, short ones two.
 # The last job is canceled while queued and must stay so.
 SHOTS = (3000, 150, 1000, 150, 3000)
-
-
-def wait_until(
-    check: Callable[[], Any], what: str, detail: Callable[[], object] = str, timeout: float = 120
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} {detail()}")
-        time.sleep(0.1)
-    return result
 
 
 def jobs_by_id(client: httpx.Client) -> dict[int, dict[str, Any]]:
@@ -87,10 +73,10 @@ def exited(process: psutil.Process) -> bool:
 def assert_all_exit(processes: list[psutil.Process], what: str) -> None:
     """Wait for ``processes`` to exit; kill survivors (ours: an orphan would wait forever)."""
     try:
-        wait_until(
+        poll_until(
             lambda: all(map(exited, processes)),
-            what,
-            lambda: [p for p in processes if not exited(p)],
+            lambda: f"{what} {[p for p in processes if not exited(p)]}",
+            timeout=120,
         )
     finally:
         for process in processes:
@@ -115,8 +101,8 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
             canceled = list(accepted)[-1]
             assert client.post(f"/jobs/{canceled}/cancel").json()["status"] == "CANCELED"
 
-            wait_until(lambda: half_done(client), "a job to be half done")
-            children = wait_until(
+            poll_until(lambda: half_done(client), "a job to be half done")
+            children = poll_until(
                 lambda: children_with_worker(handle.process.pid), "the emulator worker"
             )
             handle.kill()
@@ -131,10 +117,15 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
             assert any(j.status == "PENDING" and j.id != canceled for j in at_kill.values())
 
             handle.restart()
-            final = wait_until(
+            final = poll_until(
                 lambda: all_final(client),
-                "every job to reach a final state",
-                lambda: {i: (j["status"], j["shots_done"]) for i, j in jobs_by_id(client).items()},
+                lambda: (
+                    "every job to reach a final state: "
+                    + str(
+                        {i: (j["status"], j["shots_done"]) for i, j in jobs_by_id(client).items()}
+                    )
+                ),
+                timeout=120,
             )
 
             assert sorted(final) == sorted(accepted), "a job was lost or invented"
@@ -165,7 +156,7 @@ def test_worker_still_starting_dies_with_a_killed_scheduler(tmp_path: Path) -> N
         stderr=subprocess.DEVNULL,
     )
     try:
-        children = wait_until(lambda: children_with_worker(process.pid), "the emulator worker")
+        children = poll_until(lambda: children_with_worker(process.pid), "the emulator worker")
     finally:
         process.kill()
         process.wait(10)

@@ -42,9 +42,9 @@ from qhpc_lab.hpc.gridengine import (
     update_environment,
 )
 from tests import test_jupyterhub as hub_test
-from tests.conftest import free_port
+from tests.conftest import free_port, poll_until
 from tests.fixtures_munge import FreshCredential
-from tests.test_slurm import EMULATOR_ANNOUNCED, JOB_SCRIPT, User, _counts, _say, wait_for
+from tests.test_slurm import EMULATOR_ANNOUNCED, JOB_SCRIPT, User, _counts, _say
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
@@ -166,7 +166,7 @@ class Site:
             match = re.search(r"^exit_status\s+(\d+)", done.stdout, re.MULTILINE)
             return match.group(1) if match else None
 
-        return int(wait_for(ended, timeout, f"Grid Engine job {job_id} ends"))
+        return int(poll_until(ended, f"Grid Engine job {job_id} ends", timeout))
 
     def python_job(self, mode: str = "run", *extra: str) -> str:
         return f"{self.cluster.python} {self.job_script} {mode} {' '.join(extra)}".strip()
@@ -182,7 +182,7 @@ class Site:
             assert len(sessions) == 1, sessions
             return sessions[0] if sessions[0]["revoked_at"] else None
 
-        return wait_for(revoked, 60, f"the epilog revokes job {job_id}'s session")
+        return poll_until(revoked, f"the epilog revokes job {job_id}'s session", 60)
 
     def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
         response = self.admin.get("/jobs", params={"limit": 1000})
@@ -325,10 +325,10 @@ def test_qdel_revokes_the_session_and_the_load_sensor_follows(
     try:
         command = f"{site.python_job('queue', '2')} && sleep 600"
         job_id, output, _ = site.qsub("-l", "qpu=1", command=command, sync=False)
-        wait_for(lambda: output.exists() and "queued" in output.read_text(), 240, "queued")
+        poll_until(lambda: output.exists() and "queued" in output.read_text(), "queued", 240)
         assert [j["status"] for j in site.qpu_jobs(job_id)] == ["PENDING", "PENDING"]
         expected = {"qpu_ready": 0.0, "qpu": slots - 1.0}
-        wait_for(lambda: site.load() == expected, 60, f"the load sensor reports {expected}")
+        poll_until(lambda: site.load() == expected, f"the load sensor reports {expected}", 60)
         site.cluster.qcommand("qdel", job_id)
         assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
         for qpu_job in site.qpu_jobs(job_id):
@@ -336,7 +336,7 @@ def test_qdel_revokes_the_session_and_the_load_sensor_follows(
     finally:
         site.admin.post("/admin/resume").raise_for_status()
     expected = {"qpu_ready": 1.0, "qpu": float(slots)}
-    wait_for(lambda: site.load() == expected, 60, f"the load sensor reports {expected}")
+    poll_until(lambda: site.load() == expected, f"the load sensor reports {expected}", 60)
     report("drain + qdel: sensor not ready, slot taken; session revoked, 2 programs cancelled")
 
 
@@ -419,7 +419,7 @@ c.Spawner.environment = {{
                 return httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
             return False
 
-        wait_for(healthy, 120, "the hub answers")
+        poll_until(healthy, "the hub answers", 120)
         headers = {"Authorization": f"token {hub_test._login(url, name)}"}
 
         def server() -> dict[str, Any] | None:
@@ -435,7 +435,7 @@ c.Spawner.environment = {{
             assert state is not None, f"the spawn failed:\n{hub_test._tail(log_path)}"
             return bool(state["ready"])
 
-        wait_for(ready, 240, "the hub reports the Lab ready")
+        poll_until(ready, "the hub reports the Lab ready", 240)
         jobs = site.cluster.qcommand("qstat", "-u", name).stdout
         [job_id] = re.findall(r"^\s*(\d+)\s", jobs, re.MULTILINE)
         targets = httpx.get(f"{url}/user/{name}/qhpc/api/targets", headers=headers, timeout=30)
@@ -445,7 +445,7 @@ c.Spawner.environment = {{
         assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
         stop = httpx.delete(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
         assert stop.status_code in (202, 204), stop.text
-        wait_for(lambda: server() is None, 120, "the hub stops the server")
+        poll_until(lambda: server() is None, "the hub stops the server", 120)
         assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
     finally:
         hub_test._stop(process)

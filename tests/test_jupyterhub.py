@@ -35,9 +35,9 @@ import websocket
 from qhpc_lab.hpc.devcluster import DevCluster
 from qhpc_lab.hpc.slurm import REVOKE_REASON
 from tests import test_slurm
-from tests.conftest import free_port
+from tests.conftest import free_port, poll_until
 from tests.fixtures_munge import FreshCredential
-from tests.test_slurm import User, _add_user, _remove_user, _say, wait_for
+from tests.test_slurm import User, _add_user, _remove_user, _say
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow, pytest.mark.timeout(900)]
 cluster = test_slurm.cluster
@@ -129,7 +129,7 @@ class Hub:
             return
         response = self.api("DELETE", f"/hub/api/users/{self.user.name}/server")
         assert response.status_code in (202, 204), response.text
-        wait_for(lambda: self.server() is None, 120, "the hub stops the server")
+        poll_until(lambda: self.server() is None, "the hub stops the server", 120)
 
 
 @pytest.fixture
@@ -280,7 +280,7 @@ def hub(cluster: DevCluster, pytestconfig: pytest.Config) -> Iterator[Hub]:
             return False
 
         try:
-            wait_for(healthy, 120, "the hub answers")
+            poll_until(healthy, "the hub answers", 120)
         except AssertionError as err:
             pytest.fail(f"{err}:\n{_tail(log_path)}")
         user = _add_user(cluster)
@@ -340,7 +340,7 @@ def lab(hub: Hub, pytestconfig: pytest.Config) -> Lab:
         return server["ready"]
 
     try:
-        wait_for(ready, 300, "the hub reports the Lab ready")
+        poll_until(ready, "the hub reports the Lab ready", 300)
     except AssertionError as err:
         pytest.fail(f"{err}\n{_logs(hub)}")
     [job_id] = hub.slurm_jobs()
@@ -461,12 +461,12 @@ def test_stopping_the_server_ends_the_job_and_revokes_the_session(
     hub: Hub, lab: Lab, report: Callable[[str], None]
 ) -> None:
     hub.stop_server()
-    wait_for(lambda: lab.job_id not in hub.slurm_jobs(), 60, f"Slurm job {lab.job_id} ends")
+    poll_until(lambda: lab.job_id not in hub.slurm_jobs(), f"Slurm job {lab.job_id} ends", 60)
 
     def revoked() -> dict[str, Any] | None:
         [session] = hub.sessions(lab.job_id)
         return session if session["revoked_at"] else None
 
-    session = wait_for(revoked, 60, "the Epilog revokes the session")
+    session = poll_until(revoked, "the Epilog revokes the session", 60)
     assert session["revoke_reason"] == REVOKE_REASON
     report("server stopped through the hub API: Slurm job ended, session revoked")

@@ -10,8 +10,7 @@ import os
 import re
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ADMIN, USER, auth_header, daemon, free_port
+from tests.conftest import ADMIN, USER, auth_header, daemon, free_port, poll_until
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 RULES = DEPLOY / "prometheus" / "qhpc-rules.yml"
@@ -89,7 +88,7 @@ def prometheus(tmp_path: Path, target: str, rules: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     try:
-        poll(lambda: _ready(url, process), "Prometheus to be ready", 60)
+        poll_until(lambda: _ready(url, process), "Prometheus to be ready", 60)
         yield url
     finally:
         process.terminate()
@@ -106,18 +105,6 @@ def _ready(url: str, process: subprocess.Popen[bytes]) -> bool:
     with contextlib.suppress(httpx.HTTPError):
         return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
     return False
-
-
-def poll(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    """``check()`` every 0.2 s until it returns something truthy; bounded in time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def query(url: str, expr: str) -> list[dict[str, Any]]:
@@ -182,7 +169,7 @@ def test_prometheus_scrapes_the_daemon_panels_return_data_and_alerts_fire(
         httpx.Client(base_url=scheduler.url, headers=auth_header(USER)) as user,
     ):
         up = 'up{job="qhpc-scheduler"} == 1'
-        poll(lambda: query(prom, up), "Prometheus to scrape the daemon")
+        poll_until(lambda: query(prom, up), "Prometheus to scrape the daemon")
         session = admin.post("/sessions", json={"user_id": USER, "slurm_job_id": "42"}).json()
         with user.stream("GET", "/events") as events:
             lines = events.iter_lines()
@@ -196,14 +183,14 @@ def test_prometheus_scrapes_the_daemon_panels_return_data_and_alerts_fire(
                 for job_class in ("production", "development")
             ]
             for job in jobs:
-                poll(
+                poll_until(
                     lambda job=job: user.get(f"/jobs/{job['id']}").json()["status"] == "DONE",
                     f"job {job['id']} to finish",
                     120,
                 )
             done = 'qhpc_jobs_finished_total{status="DONE"} == 2'
-            poll(lambda: query(prom, done), "Prometheus to see both jobs done")
-            poll(lambda: query(prom, "qhpc_event_subscribers == 1"), "the subscriber counted")
+            poll_until(lambda: query(prom, done), "Prometheus to see both jobs done")
+            poll_until(lambda: query(prom, "qhpc_event_subscribers == 1"), "the subscriber counted")
             # every panel: the expression parses and returns at least one number, not only NaN
             report = {}
             for title, expr in panel_expressions():
@@ -213,21 +200,23 @@ def test_prometheus_scrapes_the_daemon_panels_return_data_and_alerts_fire(
                     numbers = [float(r["value"][1]) for r in result]
                     return result if any(not math.isnan(n) for n in numbers) else []
 
-                result = poll(answered, f"data for panel {title!r}: {expr}")
+                result = poll_until(answered, f"data for panel {title!r}: {expr}")
                 report[expr] = [(r["metric"], r["value"][1]) for r in result]
                 print(f"panel {title!r}: {expr}\n  -> {report[expr]}")
         assert query(prom, "qhpc_sessions_open == 1")
 
         assert not firing(prom, "QhpcEmulatorWorkerDown")
         os.kill(emulator_worker_pid(scheduler.process.pid), signal.SIGKILL)
-        worker_down = poll(lambda: firing(prom, "QhpcEmulatorWorkerDown"), "the worker alert")
+        worker_down = poll_until(lambda: firing(prom, "QhpcEmulatorWorkerDown"), "the worker alert")
         print("firing:", json.dumps(worker_down, indent=1))
         assert worker_down["labels"]["severity"] == "warning"
 
         assert not firing(prom, "QhpcCalibrationOverdue")
         closed = {"is_accessible": False, "message": "laser service: no calibrations"}
         assert admin.post("/accessible", json=closed).status_code == 200
-        overdue = poll(lambda: firing(prom, "QhpcCalibrationOverdue"), "the calibration alert")
+        overdue = poll_until(
+            lambda: firing(prom, "QhpcCalibrationOverdue"), "the calibration alert"
+        )
         print("firing:", json.dumps(overdue, indent=1))
         assert float(overdue["value"]) > 1.1 * 4 + 0.2
         assert "past its interval" in overdue["annotations"]["summary"]

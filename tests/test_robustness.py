@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import OTHER, USER, auth_header, daemon, in_process, test_config
-from tests.test_api import device, open_session, poll, refused, submit
+from tests.conftest import OTHER, USER, apoll_until, auth_header, daemon, in_process, test_config
+from tests.test_api import WAIT_S, device, open_session, refused, submit
 
 LOOP_PROGRAM = (
     'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
@@ -75,7 +75,9 @@ async def test_a_retried_submission_with_the_same_idempotency_key_runs_once(
         theirs = (await api.other.post("/jobs", json=body, headers=key)).json()
         assert theirs["id"] != first["id"]
         # a retry after the job finished still returns it, with its results
-        await poll(lambda: _status(api.user, first["id"], "DONE"), "the first job to finish")
+        await apoll_until(
+            lambda: _status(api.user, first["id"], "DONE"), "the first job to finish", WAIT_S
+        )
         late = (await api.user.post("/jobs", json=body, headers=key)).json()
         assert late["id"] == first["id"] and late["status"] == "DONE"
         mine = [j["id"] for j in (await api.user.get("/jobs")).json()]
@@ -120,7 +122,7 @@ async def test_device_shows_the_running_job_id_only_to_its_owner(
             info = await device(api.user)
             return info if info["running_job"] == job["id"] else None
 
-        await poll(running, "the job to run")
+        await apoll_until(running, "the job to run", WAIT_S)
         anonymous = (await api.anonymous.get("/device")).json()
         assert anonymous["running_job"] is None
         assert anonymous["running"] == {"job_class": "production"}
@@ -139,7 +141,9 @@ async def test_a_program_that_would_run_forever_is_refused_and_others_run(
         )
         refused(response, 422, "qasm_operations", "1000000001", "limit")
         job = await submit(api.other, sequence_json, 10)
-        await poll(lambda: _status(api.other, job["id"], "DONE"), "another user's job")
+        await apoll_until(
+            lambda: _status(api.other, job["id"], "DONE"), "another user's job", WAIT_S
+        )
 
 
 def test_a_huge_program_body_does_not_hold_health(tmp_path: Path) -> None:
@@ -195,7 +199,7 @@ async def test_accounting_charges_device_time_not_emulator_time(
 ) -> None:
     async with in_process(test_config(tmp_path)) as api:
         job = await submit(api.user, sequence_json, 100)
-        done = await poll(lambda: _status(api.user, job["id"], "DONE"), "the job")
+        done = await apoll_until(lambda: _status(api.user, job["id"], "DONE"), "the job", WAIT_S)
         per_shot = (await device(api.user))["time_per_shot_s"]
         assert done["qpu_seconds"] == pytest.approx(100 * per_shot)
         assert done["emulator_seconds"] >= 0

@@ -36,7 +36,7 @@ from qhpc_lab.hpc.slurm import (
     task_lines,
     time_limit_s,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, poll_until
 from tests.fixtures_munge import FreshCredential
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
@@ -207,7 +207,7 @@ class Site:
 
     def wait_job(self, job_id: str, timeout: float = 240) -> str:
         """Block until the Slurm job ends; its final state (COMPLETED, CANCELLED, ...)."""
-        return wait_for(lambda: _final_state(self, job_id), timeout, f"Slurm job {job_id} ends")
+        return poll_until(lambda: _final_state(self, job_id), f"Slurm job {job_id} ends", timeout)
 
     def sessions(self, job_id: str) -> list[dict[str, Any]]:
         response = self.admin.get("/sessions")
@@ -222,7 +222,7 @@ class Site:
             assert len(sessions) == 1, sessions
             return sessions[0] if sessions[0]["revoked_at"] else None
 
-        return wait_for(revoked, 60, f"the Epilog revokes job {job_id}'s session")
+        return poll_until(revoked, f"the Epilog revokes job {job_id}'s session", 60)
 
     def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
         response = self.admin.get("/jobs", params={"limit": 1000})
@@ -244,17 +244,6 @@ def _final_state(site: Site, job_id: str) -> str | None:
     match = re.search(r"JobState=(\S+)", done.stdout)
     state = match.group(1) if match else None
     return None if state in (None, "PENDING", "RUNNING", "CONFIGURING", "COMPLETING") else state
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        time.sleep(0.2)
 
 
 def _say(config: pytest.Config, text: str) -> None:
@@ -319,7 +308,7 @@ def _remove_user(cluster: DevCluster, user: User) -> None:
         done = subprocess.run(with_jobs, capture_output=True, text=True, timeout=10, env=env)
         return not done.stdout.strip()
 
-    wait_for(no_jobs, 30, f"{user.name}'s jobs are gone")
+    poll_until(no_jobs, f"{user.name}'s jobs are gone", 30)
     subprocess.run(["userdel", "-r", "-f", user.name], capture_output=True, timeout=30)
 
 
@@ -432,7 +421,9 @@ def test_scancel_revokes_the_session(
 ) -> None:
     command = f"{site.python_job('queue', '2')} && sleep 600"
     job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=command)
-    wait_for(lambda: output.exists() and "queued" in output.read_text(), 240, "the jobs are queued")
+    poll_until(
+        lambda: output.exists() and "queued" in output.read_text(), "the jobs are queued", 240
+    )
     session_file = site.session_file(job_id)
     info = session_file.stat()
     assert (info.st_uid, info.st_mode & 0o777) == (site.alice.uid, 0o600)
@@ -445,14 +436,14 @@ def test_scancel_revokes_the_session(
     assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
     for qpu_job in site.qpu_jobs(job_id):
         assert qpu_job["status"] == "CANCELED" and REVOKE_REASON in qpu_job["error"]
-    wait_for(lambda: not session_file.exists(), 30, "the Epilog removes the session file")
+    poll_until(lambda: not session_file.exists(), "the Epilog removes the session file", 30)
     report("scancel: session revoked, queued QPU jobs cancelled, file removed")
 
 
 def test_another_user_cannot_use_the_session(site: Site, report: Callable[[str], None]) -> None:
     job_id, _ = site.sbatch(site.alice, "-L", "qpu:1", command="sleep 600")
     session_file = site.session_file(job_id)
-    wait_for(session_file.exists, 60, "the Prolog writes the session file")
+    poll_until(session_file.exists, "the Prolog writes the session file", 60)
     token = json.loads(session_file.read_text())["session"]
     try:
         peek = site.run_as(site.bob, "cat", str(session_file))

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import USER, Daemon, auth_header, daemon
+from tests.conftest import USER, Daemon, auth_header, daemon, poll_until
 from tests.fixtures_postgres import restart_postgres
 
 SHOTS = 4000
@@ -35,16 +35,6 @@ def client(handle: Daemon) -> httpx.Client:
     return httpx.Client(base_url=handle.url, headers=auth_header(USER), timeout=30)
 
 
-def wait_for(what: str, check: Any, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def mid_run(api: httpx.Client, sequence_json: str) -> int:
     job = api.post("/jobs", json={"sequence": sequence_json, "shots": SHOTS})
     assert job.status_code == 200, job.text
@@ -54,14 +44,15 @@ def mid_run(api: httpx.Client, sequence_json: str) -> int:
         view = api.get(f"/jobs/{job_id}").json()
         return view["status"] == "RUNNING" and view["shots_done"] > 0
 
-    wait_for("the job to be mid-run", running)
+    poll_until(running, "the job to be mid-run", timeout=WAIT_S)
     return job_id
 
 
 def finishes_exactly(api: httpx.Client, job_id: int) -> dict[str, Any]:
-    view = wait_for(
-        "the job to finish",
+    view = poll_until(
         lambda: (v := api.get(f"/jobs/{job_id}").json())["status"] in ("DONE", "ERROR") and v,
+        "the job to finish",
+        timeout=WAIT_S,
     )
     assert view["status"] == "DONE", view
     assert view["shots_done"] == SHOTS
@@ -131,7 +122,7 @@ def test_a_locked_sqlite_file_stalls_dispatch_visibly_and_it_resumes(
         try:
             assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
             locked_at = time.monotonic()
-            wait_for("/health to report the stall", probe.stalled, timeout=15)
+            poll_until(probe.stalled, "/health to report the stall", timeout=15)
             refused = api.post("/jobs", json={"sequence": sequence_json, "shots": 10})
             assert refused.status_code == 503, refused.text
             assert refused.json()["rule"] == "store"
@@ -145,7 +136,11 @@ def test_a_locked_sqlite_file_stalls_dispatch_visibly_and_it_resumes(
             locker.stdin.close()
             locker.wait(30)
         finishes_exactly(api, job_id)
-        wait_for("/health to recover", lambda: probe.answers and probe.answers[-1]["code"] == 200)
+        poll_until(
+            lambda: probe.answers and probe.answers[-1]["code"] == 200,
+            "/health to recover",
+            timeout=WAIT_S,
+        )
         after = api.post("/jobs", json={"sequence": sequence_json, "shots": 10})
         assert after.status_code == 200, after.text
     stalled = probe.stalled()
@@ -185,10 +180,12 @@ def test_a_full_disk_stalls_dispatch_and_freeing_space_resumes_it(
                     break
                 api.post("/jobs", json={"sequence": sequence_json, "shots": 10, "name": "x" * 200})
                 time.sleep(0.02)
-            wait_for("/health to report the full disk", probe.stalled, timeout=30)
+            poll_until(probe.stalled, "/health to report the full disk", timeout=30)
             filler.unlink()
             finishes_exactly(api, job_id)
-            wait_for("/health to recover", lambda: probe.answers[-1]["code"] == 200)
+            poll_until(
+                lambda: probe.answers[-1]["code"] == 200, "/health to recover", timeout=WAIT_S
+            )
         assert any("full" in (a["dispatcher"]["detail"] or "") for a in probe.stalled())
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
@@ -206,7 +203,7 @@ def test_a_restarted_postgresql_stalls_dispatch_and_it_resumes(
         job_id = mid_run(api, sequence_json)
         restart_postgres(down_s=3.0)
         finishes_exactly(api, job_id)
-        wait_for("/health to recover", lambda: probe.answers[-1]["code"] == 200)
+        poll_until(lambda: probe.answers[-1]["code"] == 200, "/health to recover", timeout=WAIT_S)
         after = api.post("/jobs", json={"sequence": sequence_json, "shots": 10})
         assert after.status_code == 200, after.text
     assert probe.stalled(), "the outage never showed on /health"
