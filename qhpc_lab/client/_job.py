@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Generator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.client import _loop
 from qhpc_lab.client._target import JobError, JobState, Target, TargetInfo
+from qhpc_lab.client._timeline import plot_timeline
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -73,6 +74,12 @@ class Job:
         """Wait (as :meth:`wait`) and return the Result; JobError if the job ended without one."""
         return self._result(_loop.call(self._final(timeout)))
 
+    def timeline(self) -> list[dict[str, Any]] | None:
+        """Why the job waited: its chunks, the classes that ran while it waited, and the
+        calibrations and holds it sat through (docs/operations.md); None where the target
+        keeps no timeline (the emulator, QRMI resources, plain Warden)."""
+        return _loop.call(self._target.timeline(self.id))
+
     def cancel(self) -> str:
         """Cancel the job unless it already ended; return its status afterwards."""
         self.state = _loop.call(self._target.cancel(self.id))
@@ -132,6 +139,7 @@ class Job:
             created_at=state.created_at,
             started_at=state.started_at,
             finished_at=state.finished_at,
+            _timeline=self.timeline,
         )
 
     def __str__(self) -> str:
@@ -164,6 +172,9 @@ class Result:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    _timeline: Callable[[], list[dict[str, Any]] | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def shots(self) -> int:
@@ -199,6 +210,18 @@ class Result:
         ax.set_title(f"job {self.job_id} on {self.target} · {self.shots} shots")
         ax.tick_params(axis="x", labelrotation=90 if len(ranked) > 8 else 0)
         return ax
+
+    def timeline(self) -> list[dict[str, Any]] | None:
+        """The job's timeline (:meth:`Job.timeline`), read from the target on each call."""
+        return self._timeline() if self._timeline is not None else None
+
+    def plot_timeline(self, ax: Axes | None = None) -> Axes:
+        """The timeline drawn: the job's chunks, what ran while it waited, calibrations and
+        holds, in seconds since it was queued; ValueError where the target keeps none."""
+        entries = self.timeline()
+        if entries is None:
+            raise ValueError(f"target {self.target} keeps no timeline of job {self.job_id}")
+        return plot_timeline(entries, f"job {self.job_id} on {self.target}", ax)
 
     def _ranked(self) -> list[tuple[str, int]]:
         return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))

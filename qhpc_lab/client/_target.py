@@ -12,7 +12,7 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from qhpc_lab.programs import DeviceSpec, Program
 
@@ -150,6 +150,11 @@ class Target(abc.ABC):
         """Yield the target's info, then each change of its device (state, calibration, queue
         length), until the caller stops; a target without a change feed yields it once."""
         yield await self.info()
+
+    async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
+        """Why the job waited, as the scheduler's ``GET /jobs/{id}/timeline`` entries (see
+        docs/operations.md); None where the target keeps no timeline."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 (optional: a target may hold nothing)
         """Release connections and workers."""

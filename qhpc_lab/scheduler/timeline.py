@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import collections
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from qhpc_lab.scheduler.store import JobRow
@@ -125,3 +126,59 @@ class Timelines:
                 }
             )
         return entries
+
+
+def story(job: JobRow, entries: list[dict[str, Any]]) -> str:
+    """The timeline as the text ``GET /jobs/{id}/logs`` serves (what QRMI shows its users):
+    a summary line, then one line per entry, times in UTC; the job's own consecutive chunks
+    are one line, so a long job's story stays as long as its interruptions."""
+    lines = [
+        f"job {job.id} ({job.format}, {job.shots} shots, class {job.job_class}): "
+        f"{job.status}, {job.shots_done}/{job.shots} shots done"
+    ]
+    runs: list[dict[str, Any]] = []
+    for entry in entries:
+        if entry["event"] == "chunk" and runs and runs[-1]["event"] == "chunk":
+            run = runs[-1]
+            run["until"], run["shots"], run["chunks"] = (
+                entry["until"],
+                run["shots"] + entry["shots"],
+                run["chunks"] + 1,
+            )
+            run["calibration_age_s"] = (run["calibration_age_s"][0], entry["calibration_age_s"])
+        elif entry["event"] == "chunk":
+            age = entry["calibration_age_s"]
+            runs.append({**entry, "chunks": 1, "calibration_age_s": (age, age)})
+        else:
+            runs.append(entry)
+    lines += [f"{_utc(entry['at'])}  {_told(entry)}" for entry in runs]
+    return "\n".join(lines)
+
+
+def _told(entry: dict[str, Any]) -> str:
+    kind = entry["event"]
+    lasted = f"{entry['until'] - entry['at']:.2f} s" if "until" in entry else ""
+    if kind == "queued":
+        return f"queued as {entry['job_class']}"
+    if kind == "chunk":
+        chunks = "1 chunk" if entry["chunks"] == 1 else f"{entry['chunks']} chunks"
+        first, last = entry["calibration_age_s"]
+        ages = f"{first:.1f} s" if first == last else f"{first:.1f}–{last:.1f} s"
+        return f"ran {entry['shots']} shots in {chunks} over {lasted} (calibration age {ages})"
+    if kind == "waited_behind":
+        chunks = "chunk" if entry["chunks"] == 1 else "chunks"
+        return (
+            f"waited {lasted} while {entry['chunks']} {entry['by_class']} {chunks} "
+            f"({entry['shots']} shots) ran"
+        )
+    if kind == "calibration":
+        return f"waited {lasted} for a calibration"
+    if kind in HOLDS:
+        return f"held {lasted} by {kind}" + (", still on" if entry.get("ongoing") else "")
+    if kind == "finished":
+        return f"finished {entry['status']}" + (f": {entry['error']}" if entry["error"] else "")
+    return kind
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
