@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 import tenacity
+from opentelemetry.trace import SpanKind
 
-from qhpc_lab import munge
+from qhpc_lab import munge, tracing
 from qhpc_lab.client._target import (
     ClientError,
     JobState,
@@ -64,6 +65,7 @@ class SchedulerTarget(Target):
         if auth == "token" and not token:
             raise ValueError("auth = 'token' needs a token (token, token_file or $QHPC_TOKEN)")
         super().__init__(name, type, origin, job_timeout_s)
+        tracing.configure_from_environment("qhpc-kernel")
         self.url = url.rstrip("/")
         self._auth = auth
         self._token = token
@@ -157,16 +159,25 @@ class SchedulerTarget(Target):
         }
         optional = {"job_class": job_class, "name": program.name, "variables": program.variables}
         body.update({key: value for key, value in optional.items() if value})
-        headers = {"Idempotency-Key": str(uuid.uuid4())}
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(SUBMIT_ATTEMPTS),
             wait=tenacity.wait_exponential(multiplier=0.25, max=2.0),
             retry=tenacity.retry_if_exception_type(TargetError),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                view = await self.request("POST", "/jobs", json=body, headers=headers)
+        attributes = {
+            "qhpc.target": self.name,
+            "qhpc.format": program.format,
+            "qhpc.shots": program.shots,
+        }
+        with tracing.tracer().start_as_current_span(
+            "qhpc.submit", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            headers = tracing.inject({"Idempotency-Key": str(uuid.uuid4())})
+            async for attempt in retrying:
+                with attempt:
+                    view = await self.request("POST", "/jobs", json=body, headers=headers)
+            span.set_attribute("qhpc.job_id", view["id"])
         return job_state(view)
 
     async def state(self, job_id: str) -> JobState:
@@ -174,6 +185,16 @@ class SchedulerTarget(Target):
 
     async def cancel(self, job_id: str) -> JobState:
         return job_state(await self.request("POST", f"/jobs/{job_id}/cancel"))
+
+    async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
+        """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
+        the job itself exists, it was submitted here)."""
+        try:
+            return (await self.request("GET", f"/jobs/{job_id}/timeline"))["entries"]
+        except RefusedError as err:
+            if err.status == 404:
+                return None
+            raise
 
     def _stream(self, on_state: Callable[[StreamState], None]) -> EventStream:
         """The ``/events`` stream on this target's identity (a fresh MUNGE credential or the
