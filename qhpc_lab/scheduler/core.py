@@ -109,7 +109,7 @@ class Scheduler:
         self.bus = EventBus(self.queue_snapshot)
         self.metrics = Metrics()
         self.health = HEALTHY
-        self.timelines = Timelines()
+        self.timelines = Timelines(clock=clock)
         self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
         self.policy = policy.PolicyConfig(
             class_priority=dict(config.class_priority),
@@ -313,7 +313,9 @@ class Scheduler:
     ) -> SessionRow:
         if qpu_slots < 1:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
-        session = await self.db(self.store.create_session, user_id, slurm_job_id, qpu_slots)
+        session = await self.db(
+            self.store.create_session, user_id, slurm_job_id, qpu_slots, self.clock()
+        )
         self._sessions[session.id] = session
         self._queue.set_slots(session.id, session.qpu_slots)
         return session
@@ -326,7 +328,9 @@ class Scheduler:
     async def revoke_session(self, session_id: str, reason: str) -> SessionRow:
         if await self.get_session(session_id) is None:
             raise SchedulerError(404, f"session {session_id} not found")
-        session, canceled = await self.db(self.store.revoke_session, session_id, reason)
+        session, canceled = await self.db(
+            self.store.revoke_session, session_id, reason, self.clock()
+        )
         self._sessions.pop(session_id, None)
         self._queue.drop_slots(session_id)
         for job_id in canceled:
@@ -481,7 +485,7 @@ class Scheduler:
         self, job_id: int, user_id: str, admin: bool, reason: str = "canceled by user"
     ) -> JobRow:
         job = await self.get_job(job_id, user_id, admin)
-        finished = await self.db(self.store.finish, job_id, "CANCELED", reason)
+        finished = await self.db(self.store.finish, job_id, "CANCELED", reason, self.clock())
         if finished is None:
             return job
         if job_id == self._running and self._chunk is not None:
