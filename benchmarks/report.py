@@ -314,9 +314,10 @@ the second asks with `max_calibration_age_s` for shots within 3600 s of a calibr
 think time after each result) and
 {kinds["test"]} test jobs: {jobs} jobs, {shots} shots,
 {shots * profile.time_per_shot_s / 3600:.1f} h of QPU time, more than the arrivals span — the
-production backlog saturates the QPU. "ours" is `qhpc_lab.scheduler.policy.decide`, the code
-the daemon runs (its rules: [policy.md](policy.md)); the baselines are described in
-`benchmarks/simulate.py`.
+production backlog saturates the QPU. Every policy runs in the daemon's own dispatcher loop
+(`qhpc_lab.scheduler.dispatcher`) with a simulated QPU; "ours" is the daemon's decision too,
+`qhpc_lab.scheduler.policy.decide` as its ranked queue keeps it (its rules:
+[policy.md](policy.md)); the baselines are described in `benchmarks/simulate.py`.
 
 {table(summaries, fresh_age_s)}
 
