@@ -44,6 +44,8 @@ Decide = Callable[[DeviceView, float], Decision]
 
 
 class Clock(Protocol):
+    """The loop's time: what it is now, and how to wait for the next thing to do."""
+
     def now(self) -> float: ...
 
     async def idle(self, until: float | None, wake: asyncio.Event) -> None:
