@@ -147,6 +147,15 @@ class VirtualQPU(Recorder):
 # -- unit rules ---------------------------------------------------------------------------
 
 
+def test_the_loop_calibrates_on_request_before_asking_the_policy():
+    qpu = VirtualQPU(device()).submit(job(1, shots=20))
+    qpu.dispatcher.request_calibration()
+    qpu.run()
+    assert qpu.calibrations == [(0.0, 5.0)]
+    assert [(c.start, c.shots) for c in qpu.chunks] == [(5.0, 10), (5.1, 10)]
+    assert qpu.counts[1] == {"01": 10, "10": 10}
+
+
 def test_development_outranks_production_by_default():
     queue = [job(1, "production"), job(2, "test", created_at=0.1), job(3, "development", 5, 0.2)]
     ranked = policy.order(queue, {}, device(), 0.2, PolicyConfig())
