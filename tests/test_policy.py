@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qhpc_lab.qpu import DeviceProfile, DeviceState
+from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState
 from qhpc_lab.scheduler import policy
+from qhpc_lab.scheduler.dispatcher import (
+    Dispatcher,
+    IdleForever,
+    Recorder,
+    SimulatedQPU,
+    VirtualClock,
+    play,
+    progress,
+)
 from qhpc_lab.scheduler.policy import (
     NO_USAGE,
     Calibrate,
@@ -24,6 +35,7 @@ from qhpc_lab.scheduler.policy import (
     RunChunk,
     Usage,
 )
+from qhpc_lab.scheduler.ranking import RankedQueue
 
 TOLERANCE = 1e-6
 PROPERTIES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,7 +69,7 @@ def job(
     )
 
 
-# -- a small dispatcher on a virtual clock ----------------------------------------------------
+# -- the dispatcher's loop on a virtual clock ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -70,83 +82,78 @@ class Chunk:
     calibrated_at: float
 
 
-@dataclass
-class VirtualQPU:
-    """The dispatcher's loop with a virtual clock: ask the policy, jump the clock, log what ran."""
+class VirtualQPU(Recorder):
+    """The daemon's dispatcher loop on a virtual clock with a simulated QPU, logging what ran."""
 
-    device: DeviceView
-    config: PolicyConfig = field(default_factory=PolicyConfig)
-    slots: dict[str, int] = field(default_factory=dict)
-    now: float = 0.0
-    usage: Usage = NO_USAGE
-    arrivals: list[QueuedJob] = field(default_factory=list)
-    queue: dict[int, QueuedJob] = field(default_factory=dict)
-    chunks: list[Chunk] = field(default_factory=list)
-    calibrations: list[tuple[float, float]] = field(default_factory=list)
-    counts: dict[int, Counter[str]] = field(default_factory=dict)
-    """Each job's result, merged chunk by chunk as the store does."""
+    def __init__(
+        self,
+        device: DeviceView,
+        config: PolicyConfig | None = None,
+        slots: dict[str, int] | None = None,
+    ) -> None:
+        self.device = device
+        """The device as the policy sees it, but for its calibration (the QPU's): tests may
+        change it between runs (say, stop draining)."""
+        self.clock = VirtualClock()
+        self.qpu = SimulatedQPU(
+            self.clock, device.time_per_shot_s, device.calibration_duration_s, device.calibrated_at
+        )
+        self.queue = RankedQueue(config or PolicyConfig())
+        for session_id, share in (slots or {}).items():
+            self.queue.set_slots(session_id, share)
+        self.chunks: list[Chunk] = []
+        self.calibrations: list[tuple[float, float]] = []
+        self.counts: dict[int, Counter[str]] = {}
+        """Each job's result, merged chunk by chunk as the store does."""
+        self.dispatcher = Dispatcher(self.queue, self.qpu, self.clock, self.view, self)
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
+
+    def view(self) -> DeviceView:
+        return dataclasses.replace(self.device, calibrated_at=self.qpu.calibrated_at)
 
     def submit(self, *jobs: QueuedJob) -> VirtualQPU:
-        self.arrivals = sorted([*self.arrivals, *jobs], key=lambda j: j.created_at)
+        for submitted in jobs:
+            self.clock.at(submitted.created_at, functools.partial(self.queue.add, submitted))
         return self
 
     def run(
         self, stop: Callable[[VirtualQPU], bool] = lambda qpu: False, max_steps: int = 20_000
     ) -> VirtualQPU:
         """Until every job is done, ``stop`` says so, or the policy idles with nothing coming."""
-        for _ in range(max_steps):
-            while self.arrivals and self.arrivals[0].created_at <= self.now:
-                arrived = self.arrivals.pop(0)
-                self.queue[arrived.id] = arrived
-            if (not self.queue and not self.arrivals) or stop(self):
-                return self
-            decision = policy.decide(
-                list(self.queue.values()),
-                self.slots,
-                self.device,
-                self.now,
-                self.config,
-                self.usage,
-            )
-            if isinstance(decision, RunChunk):
-                self._run_chunk(decision)
-            elif isinstance(decision, Calibrate):
-                start = self.now
-                self.now += self.device.calibration_duration_s
-                self.calibrations.append((start, self.now))
-                self.device = dataclasses.replace(self.device, calibrated_at=self.now)
-            else:
-                wake = min(
-                    math.inf if decision.until is None else decision.until,
-                    self.arrivals[0].created_at if self.arrivals else math.inf,
-                )
-                if wake == math.inf:
-                    return self
-                assert wake > self.now, f"idle into the past: {decision} at {self.now}"
-                self.now = wake
-        raise AssertionError(f"no end after {max_steps} decisions")
 
-    def _run_chunk(self, decision: RunChunk) -> None:
-        queued = self.queue[decision.job_id]
-        assert 0 < decision.shots <= queued.remaining, (decision, queued)
-        start, end = self.now, self.now + decision.shots * self.device.time_per_shot_s
-        self.chunks.append(Chunk(queued, decision.shots, start, end, self.device.calibrated_at))
-        half = decision.shots // 2
-        chunk_counts = Counter({"01": half, "10": decision.shots - half})
-        self.counts[queued.id] = self.counts.get(queued.id, Counter()) + chunk_counts
-        self.usage = policy.record_chunk(self.usage, queued, start, end, self.config)
-        self.now = end
-        done = dataclasses.replace(queued, shots_done=queued.shots_done + decision.shots)
-        if done.remaining:
-            self.queue[queued.id] = done
-        else:
-            del self.queue[queued.id]
+        def finished() -> bool:
+            return (not self.queue and not self.clock.pending) or stop(self)
+
+        with contextlib.suppress(IdleForever):
+            play(self.dispatcher, self.clock, finished, max_steps)
+        return self
+
+    async def chunk_ran(self, job: QueuedJob, shots: int, outcome: ChunkOutcome) -> None:
+        start, end = outcome.started_at, outcome.finished_at
+        self.chunks.append(Chunk(job, shots, start, end, self.qpu.calibrated_at))
+        self.counts[job.id] = self.counts.get(job.id, Counter()) + Counter(outcome.counts)
+        progress(self.queue, job, shots)
+
+    async def calibrated(self, started_at: float, finished_at: float) -> None:
+        self.calibrations.append((started_at, finished_at))
 
     def first_start(self, job_id: int) -> float:
         return min(c.start for c in self.chunks if c.job.id == job_id)
 
 
 # -- unit rules ---------------------------------------------------------------------------
+
+
+def test_the_loop_calibrates_on_request_before_asking_the_policy():
+    qpu = VirtualQPU(device()).submit(job(1, shots=20))
+    qpu.dispatcher.request_calibration()
+    qpu.run()
+    assert qpu.calibrations == [(0.0, 5.0)]
+    assert [(c.start, c.shots) for c in qpu.chunks] == [(5.0, 10), (5.1, 10)]
+    assert qpu.counts[1] == {"01": 10, "10": 10}
 
 
 def test_development_outranks_production_by_default():
@@ -432,7 +439,9 @@ def test_draining_runs_only_started_jobs_and_resuming_runs_the_rest(data):
     jobs = [dataclasses.replace(j, shots_done=1) if j.id in started else j for j in jobs]
     config = data.draw(configs(view))
     qpu = VirtualQPU(dataclasses.replace(view, accepting=False), config).submit(*jobs)
-    qpu.run(stop=lambda qpu: not started & set(qpu.queue))  # the started jobs finish
+    qpu.run(
+        stop=lambda qpu: not any(j.id in started for j in qpu.queue.jobs())
+    )  # the started jobs finish
     calibrations = len(qpu.calibrations)
     qpu.run(stop=lambda qpu: len(qpu.calibrations) > calibrations + 2)  # and nothing else runs
     assert {c.job.id for c in qpu.chunks} <= started
@@ -450,7 +459,7 @@ def test_the_published_benchmark_trace_still_meets_the_aims():
 
     profile = DeviceProfile.load("fresnel-like")
     streams = simulate.make_trace(random.Random(7), 8.0)
-    run = simulate.Simulation(profile, streams, "ours", 3600.0).play(simulate.ours)
+    run = simulate.Simulation(profile, streams, "ours", 3600.0).play()
     summary = simulate.summarise(run)
     chunk_s = profile.chunk_shots * profile.time_per_shot_s
     assert summary.utilisation >= 0.95

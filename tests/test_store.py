@@ -283,3 +283,23 @@ async def test_job_runs_end_to_end_on_postgres(
         assert row is not None and row.status == "DONE" and sum(row.counts.values()) == 250
     finally:
         check.close()
+
+
+def test_a_database_with_the_former_results_column_still_opens(tmp_path: Path) -> None:
+    """Older releases wrote each result twice (``counts`` and ``results``); the column stays
+    in their databases, unused: ``results`` is now read from ``counts``."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    with old.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN results TEXT"))
+    done = run_to_done(old, add(old))
+    old.close()
+    reopened = Store(url)
+    try:
+        assert reopened.get_job(done.id) == done
+        assert json.loads(done.results or "") == {"counter": {"00": done.shots}}
+        assert run_to_done(reopened, add(reopened)).results == done.results
+    finally:
+        reopened.close()

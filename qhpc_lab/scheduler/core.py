@@ -1,4 +1,5 @@
-"""The scheduler's domain core: sessions, submission, cancellation and the dispatcher.
+"""The scheduler's domain core: sessions, submission, cancellation, and the daemon's side of
+the dispatcher loop (the loop itself is :mod:`qhpc_lab.scheduler.dispatcher`).
 
 Plain Python with no web framework: the HTTP routes are thin wrappers over these methods, and
 tests drive them in-process. Dispatch is event-driven: a submission, a cancellation or a state
@@ -30,9 +31,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from qhpc_lab.programs import Program, ProgramError, await_validation_worker, validate_async
 from qhpc_lab.programs.worker import WorkerDied
-from qhpc_lab.qpu import ChunkBudgetExceeded, DeviceState, QPUDriver
+from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
+from qhpc_lab.scheduler.dispatcher import Dispatcher, Recorder, WallClock
 from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.ranking import RankedQueue
@@ -109,7 +111,7 @@ class Scheduler:
         self.bus = EventBus(self.queue_snapshot)
         self.metrics = Metrics()
         self.health = HEALTHY
-        self.timelines = Timelines()
+        self.timelines = Timelines(clock=clock)
         self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
         self.policy = policy.PolicyConfig(
             class_priority=dict(config.class_priority),
@@ -124,12 +126,16 @@ class Scheduler:
         self._programs: dict[int, Program] = {}
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
-        self._running: int | None = None
-        self._chunk: asyncio.Task[Any] | None = None
-        self._wake = asyncio.Event()
+        self._dispatcher = Dispatcher(
+            self._queue,
+            driver,
+            WallClock(clock),
+            self.device_view,
+            _DaemonRecorder(self),
+            program=self._programs.__getitem__,
+        )
         self._queue_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._calibrate_requested = False
         accessible = store.get_fact("accessible")
         self.accessible: bool = True if accessible is None else bool(accessible)
         self.message: str = store.get_fact("message") or ""
@@ -156,7 +162,7 @@ class Scheduler:
         for row in await self._store_retrying(self.store.active_jobs):
             self._enqueue(row)
         self._tasks = [
-            asyncio.create_task(self._dispatch_forever(), name="qhpc-dispatcher"),
+            asyncio.create_task(self._dispatcher.run_forever(), name="qhpc-dispatcher"),
             asyncio.create_task(self._publish_queue_forever(), name="qhpc-queue-events"),
         ]
         self._tasks[0].add_done_callback(self.metrics.dispatcher_ended)
@@ -250,6 +256,11 @@ class Scheduler:
         )
 
     @property
+    def _running(self) -> int | None:
+        """The job whose chunk is running, as the dispatcher says."""
+        return self._dispatcher.running
+
+    @property
     def sessions_open(self) -> int:
         return len(self._queue.slots)
 
@@ -313,7 +324,9 @@ class Scheduler:
     ) -> SessionRow:
         if qpu_slots < 1:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
-        session = await self.db(self.store.create_session, user_id, slurm_job_id, qpu_slots)
+        session = await self.db(
+            self.store.create_session, user_id, slurm_job_id, qpu_slots, self.clock()
+        )
         self._sessions[session.id] = session
         self._queue.set_slots(session.id, session.qpu_slots)
         return session
@@ -326,7 +339,9 @@ class Scheduler:
     async def revoke_session(self, session_id: str, reason: str) -> SessionRow:
         if await self.get_session(session_id) is None:
             raise SchedulerError(404, f"session {session_id} not found")
-        session, canceled = await self.db(self.store.revoke_session, session_id, reason)
+        session, canceled = await self.db(
+            self.store.revoke_session, session_id, reason, self.clock()
+        )
         self._sessions.pop(session_id, None)
         self._queue.drop_slots(session_id)
         for job_id in canceled:
@@ -481,11 +496,10 @@ class Scheduler:
         self, job_id: int, user_id: str, admin: bool, reason: str = "canceled by user"
     ) -> JobRow:
         job = await self.get_job(job_id, user_id, admin)
-        finished = await self.db(self.store.finish, job_id, "CANCELED", reason)
+        finished = await self.db(self.store.finish, job_id, "CANCELED", reason, self.clock())
         if finished is None:
             return job
-        if job_id == self._running and self._chunk is not None:
-            self._chunk.cancel()  # the emulation stops now, not when the chunk would have ended
+        self._dispatcher.cancel_chunk(job_id)  # the emulation stops now, not at the chunk's end
         self._dequeue(job_id)
         self.metrics.job_finished("CANCELED")
         self._publish_job(finished)
@@ -616,8 +630,7 @@ class Scheduler:
         self._queue.set_config(self.policy)
 
     def request_calibration(self) -> None:
-        self._calibrate_requested = True
-        self._wake.set()
+        self._dispatcher.request_calibration()
 
     # -- queue bookkeeping ------------------------------------------------------------------
 
@@ -655,7 +668,7 @@ class Scheduler:
             self._queued_shots[key] += sign * job.shots
 
     def _queue_changed(self) -> None:
-        self._wake.set()
+        self._dispatcher.wake()
         self._queue_dirty.set()
 
     def _publish_job(self, job: JobRow) -> None:
@@ -674,134 +687,90 @@ class Scheduler:
             cost = time.perf_counter() - started
             await asyncio.sleep(max(QUEUE_EVENT_INTERVAL_S, 10 * cost))
 
-    # -- dispatcher ---------------------------------------------------------------------------
 
-    async def _dispatch_forever(self) -> None:
-        """Decide and act, forever; an unexpected error is reported and retried, never fatal."""
-        failures = 0
-        while True:
-            try:
-                await self._dispatch_once()
-                failures = 0
-                if not self.health.ok and self.health.reason == "dispatcher_error":
-                    self._recovered()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                failures += 1
-                log.exception("dispatcher error (attempt %d)", failures)
-                self._stalled("dispatcher_error", f"{type(err).__name__}: {err}")
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+class _DaemonRecorder(Recorder):
+    """The daemon's side of the dispatcher loop: the store (retried through outages), metrics,
+    events and timelines, in the order the loop reports chunks and calibrations."""
 
-    async def _dispatch_once(self) -> None:
-        self._wake.clear()
-        now = self.clock()
-        if self._calibrate_requested:
-            decision: policy.Decision = policy.Calibrate()
-        else:
-            decision = self._queue.decide(self.device_view(), now)
-        if isinstance(decision, policy.Calibrate):
-            await self._calibrate()
-        elif isinstance(decision, policy.RunChunk):
-            await self._run_chunk(decision)
-        else:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
-            # lands as the wake-up does, and stop() would then wait forever.
-            timeout = None if decision.until is None else max(0.0, decision.until - now)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
 
-    async def _calibrate(self) -> None:
-        self._calibrate_requested = False
-        started = self.clock()
-        calibration = asyncio.create_task(self.driver.calibrate())
-        await asyncio.sleep(0)
-        self._device_changed()
-        await calibration
-        await self._store_retrying(self.store.set_fact, "calibrated_at", self.driver.calibrated_at)
-        self.metrics.calibrated()
-        self.timelines.calibration(started, self.clock())
-        self._device_changed()
+    async def chunk_starting(self, job: policy.QueuedJob, shots: int) -> bool:
+        sched = self.scheduler
+        sched.metrics.chunk_started(job.id, job.job_class, sched._queue)
+        sched._queue_changed()
+        started = await sched._store_retrying(sched.store.mark_running, job.id, sched.clock())
+        if job.id not in sched._queue:  # canceled while the store was slow
+            return False
+        if started is not None:  # its first chunk, or its first since a restart
+            if not job.started:
+                sched.metrics.job_started(job.job_class, started.started_at - job.created_at)
+            sched._publish_job(started)
+        return True
 
-    async def _run_chunk(self, decision: policy.RunChunk) -> None:
-        queued = self._queue.get(decision.job_id)
-        assert queued is not None, "the policy picks only queued jobs"
-        program = self._programs[decision.job_id]
-        self._running = queued.id
-        self.metrics.chunk_started(queued.id, queued.job_class, self._queue)
-        self._queue_changed()
-        try:
-            started = await self._store_retrying(self.store.mark_running, queued.id, self.clock())
-            if queued.id not in self._queue:  # canceled while the store was slow
-                return
-            if started is not None:  # its first chunk, or its first since a restart
-                if not queued.started:
-                    self.metrics.job_started(
-                        queued.job_class, started.started_at - queued.created_at
-                    )
-                self._publish_job(started)
-            self._chunk = asyncio.create_task(
-                self.driver.run_chunk(str(queued.id), program, decision.shots, queued.remaining)
-            )
-            try:
-                outcome = await self._chunk
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the scheduler is stopping: the job is requeued at the next start
-                return  # the job was canceled: cancel() has finished and dequeued it
-            except Exception as err:  # an emulator failure or a budget ends this job, not the QPU
-                log.warning("job %s failed: %s", queued.id, err)
-                failed = await self._store_retrying(
-                    self.store.finish, queued.id, "ERROR", f"execution failed: {err}"
-                )
-                self._dequeue(queued.id)
-                if failed is not None:
-                    self.metrics.job_finished("ERROR", _error_reason(err))
-                    self._publish_job(failed)
-                return
-            finally:
-                self._chunk = None
-        finally:
-            self._running = None
-        await self._record(queued, decision.shots, outcome)
+    async def chunk_failed(self, job: policy.QueuedJob, error: Exception) -> None:
+        sched = self.scheduler
+        log.warning("job %s failed: %s", job.id, error)
+        failed = await sched._store_retrying(
+            sched.store.finish, job.id, "ERROR", f"execution failed: {error}", sched.clock()
+        )
+        sched._dequeue(job.id)
+        if failed is not None:
+            sched.metrics.job_finished("ERROR", _error_reason(error))
+            sched._publish_job(failed)
 
-    async def _record(self, queued: policy.QueuedJob, shots: int, outcome: Any) -> None:
+    async def chunk_ran(self, job: policy.QueuedJob, shots: int, outcome: ChunkOutcome) -> None:
         """Merge a finished chunk into its job, exactly once, however long the store is down."""
+        sched = self.scheduler
         device_seconds = outcome.device_seconds
-        # Fair share counts what the device spent, not the emulator's own time.
-        self._queue.record_chunk(queued, outcome.finished_at - device_seconds, outcome.finished_at)
-        emulator_seconds = outcome.emulator_seconds
-        self.metrics.chunk_ran(queued.job_class, device_seconds, shots)
-        self.timelines.chunk(
-            queued.id,
-            queued.job_class,
+        sched.metrics.chunk_ran(job.job_class, device_seconds, shots)
+        sched.timelines.chunk(
+            job.id,
+            job.job_class,
             outcome.finished_at - device_seconds,
             outcome.finished_at,
             shots,
             outcome.calibration_age_s,
         )
-        row = await self._store_retrying(
-            self.store.record_chunk,
-            queued.id,
+        row = await sched._store_retrying(
+            sched.store.record_chunk,
+            job.id,
             outcome.counts,
             shots,
             device_seconds,
             outcome.calibration_age_s,
-            queued.shots_done,
-            emulator_seconds,
-            self.clock(),
+            job.shots_done,
+            outcome.emulator_seconds,
+            sched.clock(),
         )
         if row is None or row.status != "RUNNING":
-            self._dequeue(queued.id)
+            sched._dequeue(job.id)
             if row is not None:
-                self.metrics.job_finished(row.status)
-                self._publish_job(row)
+                sched.metrics.job_finished(row.status)
+                sched._publish_job(row)
             return
-        self._queue.update(dataclasses.replace(queued, shots_done=row.shots_done))
-        self._queue_changed()
-        self._publish_job(row)
+        sched._queue.update(dataclasses.replace(job, shots_done=row.shots_done))
+        sched._queue_changed()
+        sched._publish_job(row)
+
+    def calibrating(self) -> None:
+        self.scheduler._device_changed()
+
+    async def calibrated(self, started_at: float, finished_at: float) -> None:
+        sched = self.scheduler
+        calibrated_at = sched.driver.calibrated_at
+        await sched._store_retrying(sched.store.set_fact, "calibrated_at", calibrated_at)
+        sched.metrics.calibrated()
+        sched.timelines.calibration(started_at, finished_at)
+        sched._device_changed()
+
+    def step_failed(self, error: Exception) -> None:
+        self.scheduler._stalled("dispatcher_error", f"{type(error).__name__}: {error}")
+
+    def step_succeeded(self) -> None:
+        health = self.scheduler.health
+        if not health.ok and health.reason == "dispatcher_error":
+            self.scheduler._recovered()
 
 
 def iso_time(timestamp: float | None) -> str | None:

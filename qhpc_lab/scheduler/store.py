@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,6 @@ jobs = sa.Table(
     sa.Column("shots_done", sa.Integer, nullable=False, default=0),
     sa.Column("max_calibration_age_s", sa.Float),
     sa.Column("counts", sa.Text),
-    sa.Column("results", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("qpu_seconds", sa.Float, nullable=False, default=0.0),
     sa.Column("emulator_seconds", sa.Float, nullable=False, default=0.0),
@@ -99,7 +98,7 @@ class JobRow:
     shots_done: int
     max_calibration_age_s: float | None
     counts: dict[str, int]
-    results: str | None
+    """The shots' outcomes so far, merged chunk by chunk: the job's one copy of its result."""
     error: str | None
     qpu_seconds: float
     emulator_seconds: float
@@ -108,6 +107,11 @@ class JobRow:
     created_at: float
     started_at: float | None
     finished_at: float | None
+
+    @property
+    def results(self) -> str | None:
+        """Warden's ``results`` (JSON text ``{"counter": ...}``), once the job is DONE."""
+        return json.dumps({"counter": self.counts}) if self.status == "DONE" else None
 
     @classmethod
     def from_row(cls, row: Any) -> JobRow:
@@ -163,7 +167,9 @@ class DuplicateJob(Exception):
 class Store:
     pool_size = POOL_SIZE
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        """What a write stamps when its caller passes no ``now``: the scheduler's clock."""
         if url in ("sqlite://", "sqlite:///:memory:"):  # one shared in-memory database
             self.engine = sa.create_engine(
                 url, poolclass=StaticPool, connect_args={"check_same_thread": False}
@@ -205,7 +211,9 @@ class Store:
 
     def _add_missing_columns(self) -> None:
         """Bring a database made by an older release up to this table shape (new columns
-        only: every column added since the first release is nullable or has a default)."""
+        only: every column added since the first release is nullable or has a default). A
+        column this release no longer has (``results``, now derived from ``counts``) stays in
+        an older database, unread and unwritten."""
         with self._write() as conn:
             present = {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
             for column in jobs.columns:
@@ -244,7 +252,7 @@ class Store:
                 user_id=user_id,
                 slurm_job_id=slurm_job_id,
                 qpu_slots=qpu_slots,
-                created_at=time.time() if now is None else now,
+                created_at=self.clock() if now is None else now,
                 revoked_at=None,
                 revoke_reason=None,
             )
@@ -269,7 +277,7 @@ class Store:
         self, session_id: str, reason: str, now: float | None = None
     ) -> tuple[SessionRow, list[int]]:
         """Close a session and cancel its queued jobs; returns the session and those job ids."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         with self._write() as conn:
             conn.execute(
                 sessions.update()
@@ -299,7 +307,7 @@ class Store:
         """Queue a job. One that reuses its user's ``idempotency_key`` raises
         :class:`DuplicateJob` with the first job (a retried submission runs once)."""
         values = dict(values)
-        values.setdefault("created_at", time.time())
+        values.setdefault("created_at", self.clock())
         values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
         values["variables"] = json.dumps(values.get("variables") or {})
         try:
@@ -404,11 +412,7 @@ class Store:
                 calibration_age_s=max(job.calibration_age_s or 0.0, calibration_age_s),
             )
             if done >= job.shots:
-                values.update(
-                    status="DONE",
-                    finished_at=time.time() if now is None else now,
-                    results=json.dumps({"counter": merged}),
-                )
+                values.update(status="DONE", finished_at=self.clock() if now is None else now)
             # Guarded by the state read above: a cancel committed in between (another process
             # on PostgreSQL) wins and the chunk is dropped, as documented.
             row = conn.execute(
@@ -427,7 +431,7 @@ class Store:
         self, job_id: int, status: str, error: str | None = None, now: float | None = None
     ) -> JobRow | None:
         """Move an active job to a final state (ERROR or CANCELED); None if already final."""
-        finished_at = time.time() if now is None else now
+        finished_at = self.clock() if now is None else now
         with self._write() as conn:
             row = conn.execute(
                 jobs.update()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import collections
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +24,10 @@ HOLDS = ("maintenance", "draining")
 
 
 class Timelines:
-    def __init__(self, max_events: int = 200_000) -> None:
+    def __init__(self, max_events: int = 200_000, clock: Callable[[], float] = time.time) -> None:
         self._max_events = max_events
+        self._clock = clock
+        """Where a hold still on ends when a job's timeline is read: the scheduler's clock."""
         self._starts: list[float] = []
         """Start times of ``_chunks``: chunks run one after the other, so they come in order."""
         self._chunks: list[dict[str, Any]] = []
@@ -78,7 +81,7 @@ class Timelines:
 
         Times are Unix seconds (``at``, and ``until`` for spans), like ``GET /device``'s.
         """
-        end = job.finished_at if job.finished_at is not None else now or time.time()
+        end = job.finished_at if job.finished_at is not None else now or self._clock()
         entries: list[dict[str, Any]] = [
             {"event": "queued", "at": job.created_at, "job_class": job.job_class}
         ]
