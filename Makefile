@@ -75,11 +75,13 @@ lab: install
 
 test: install system-deps $(LABEXT)/ui-tests/node_modules/.installed
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs
 
 lint: install
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
 	$(VENV)/bin/ruff format --check qhpc_lab tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: install
 	$(PY) benchmarks/api.py

@@ -26,7 +26,7 @@ import time
 import warnings
 
 from qhpc_lab import emulators
-from qhpc_lab.programs import Program, from_pulser, from_qiskit
+from qhpc_lab.programs import Program, to_program
 
 PULSER_ENGINES = ("qutip", "emu-sv")
 
@@ -48,7 +48,7 @@ def pulser_program(atoms: int, shots: int) -> Program:
     sequence.declare_channel("g", "rydberg_global")
     sequence.add(Pulse.ConstantPulse(1000, 4.0, 0.0, 0.0), "g")
     sequence.measure("ground-rydberg")
-    return from_pulser(sequence, shots, name=f"ring-{atoms}")
+    return to_program(sequence, shots, name=f"ring-{atoms}")
 
 
 def ghz_program(qubits: int, shots: int) -> Program:
@@ -58,7 +58,7 @@ def ghz_program(qubits: int, shots: int) -> Program:
     circuit.h(0)
     for i in range(qubits - 1):
         circuit.cx(i, i + 1)
-    return from_qiskit(circuit, shots)
+    return to_program(circuit, shots)
 
 
 def timed(program: Program, engine: str) -> float:

@@ -3,7 +3,7 @@
 1. Emulator: ``%%qpu --target emulator`` in an in-process IPython ``InteractiveShell`` (the
    cell evaluated, the envelope built, the client, the emulator target's worker thread, job
    tracking, the Result and its text display) against
-   ``qhpc_lab.emulators.run(from_pulser(sequence, shots))`` in this thread.
+   ``qhpc_lab.emulators.run(to_program(sequence, shots))`` in this thread.
 2. Scheduler: ``%%qpu --target lab`` against a direct HTTP client — ``POST /jobs``, then the
    job's DONE on an already open ``GET /events`` stream — on the real daemon, ``test`` profile.
 3. Kernel: the emulator comparison as cells of a real ipykernel, timed from the
@@ -40,7 +40,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from qhpc_lab import emulators
 from qhpc_lab.client import Client
 from qhpc_lab.jupyter.magics import QPUMagics
-from qhpc_lab.programs import from_pulser
+from qhpc_lab.programs import to_program
 from qhpc_lab.scheduler.auth import make_token
 
 UID = 1000
@@ -157,7 +157,7 @@ SETUP = """
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 from qhpc_lab import emulators
-from qhpc_lab.programs import from_pulser
+from qhpc_lab.programs import to_program
 
 sequence = Sequence(Register.from_coordinates([(-3, 0), (3, 0)], prefix="q"), AnalogDevice)
 sequence.declare_channel("g", "rydberg_global")
@@ -196,7 +196,7 @@ def main() -> None:
 
         emulator = Client(environ=home)
         shell.register_magics(QPUMagics(shell, emulator))
-        direct = clock(lambda: emulators.run(from_pulser(sequence, args.shots)))
+        direct = clock(lambda: emulators.run(to_program(sequence, args.shots)))
         cell = clock(
             lambda: shell.run_cell_magic(
                 "qpu", f"--target emulator --shots {args.shots}", "sequence"
@@ -210,7 +210,7 @@ def main() -> None:
         kernel = KernelCell({**os.environ, **home})
         try:
             kernel.timer(SETUP)()
-            direct = kernel.timer(f"_ = emulators.run(from_pulser(sequence, {args.shots}))")
+            direct = kernel.timer(f"_ = emulators.run(to_program(sequence, {args.shots}))")
             cell = kernel.timer(f"%%qpu --target emulator --shots {args.shots}\nsequence")
             rows.append(
                 row(

@@ -56,9 +56,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qhpc_lab.client import ClientError
-    from qhpc_lab.client._loop import call
-    from qhpc_lab.client._scheduler import SchedulerTarget
+    from qhpc_lab.client import ClientError, SchedulerTarget, call
 
     target = SchedulerTarget(
         "scheduler", args.url, origin="qhpc admin", token=args.token, auth=args.auth

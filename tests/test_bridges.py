@@ -1,5 +1,6 @@
-"""SDK bridges: Pulser's QPUBackend over a QHPCConnection, Qiskit's SamplerV2, Qadence circuits
-— each through the real scheduler (the test device) or the in-kernel emulator."""
+"""SDK front-ends and SDK objects submitted as they are: Pulser's QPUBackend over a
+QHPCConnection, Qiskit's SamplerV2, Qadence circuits — each through the real scheduler (the test
+device) or the in-kernel emulator. The conversions themselves: tests/test_programs.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from qhpc_lab.client import Client, TargetError
 from qhpc_lab.scheduler.auth import make_token
 from tests.conftest import SECRET, USER, Daemon, daemon
+from tests.test_programs import analog_qiskit_circuit
 
 # Qadence and Pulser warn about their own deprecations on every conversion.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -100,23 +102,6 @@ def test_pulser_connection_without_waiting_and_device_mismatch(lab):
 # -- Qiskit ---------------------------------------------------------------------------------
 
 
-def analog_circuit():
-    """qiskit-pasqal-provider's analog gate: two atoms, a global pulse."""
-    from qiskit import QuantumCircuit
-    from qiskit_pasqal_provider.providers.gate import HamiltonianGate, InterpolatePoints
-
-    gate = HamiltonianGate(
-        InterpolatePoints(values=[0, 4, 0]),
-        InterpolatePoints(values=[-5, 0, 5]),
-        0.0,
-        [[0, 0], [2, 0]],
-        transform=True,
-    )
-    circuit = QuantumCircuit(2)
-    circuit.append(gate, circuit.qubits)
-    return circuit
-
-
 def test_sampler_runs_gate_circuits_on_the_emulator(lab):
     from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
     from qiskit.circuit import Parameter
@@ -153,13 +138,10 @@ def test_sampler_runs_gate_circuits_on_the_emulator(lab):
     assert second.metadata["shots"] == 64 and len(second.metadata["jobs"]) == 2
 
 
-def test_analog_qiskit_circuits_become_pulser_on_the_qpu(lab):
-    import qhpc_lab.bridges.qiskit as bridge
+def test_analog_qiskit_circuits_run_as_pulser_on_the_qpu(lab):
     from qhpc_lab.bridges.qiskit import Sampler
 
-    circuit = analog_circuit()
-    sequence = bridge.analog_to_pulser(circuit, lab.target_info("lab").spec)
-    assert sequence.device.name == "QHPC-Test" and sequence.register.layout is not None
+    circuit = analog_qiskit_circuit()
     result = Sampler(client=lab).run([circuit], shots=50).result()[0]
     assert result.data.meas.num_bits == 2 and sum(result.data.meas.get_counts().values()) == 50
     assert result.metadata["jobs"][0].startswith("lab:")
@@ -172,7 +154,7 @@ def test_sampler_job_cancels_its_jobs(lab):
 
     from qhpc_lab.bridges.qiskit import Sampler
 
-    job = Sampler(client=lab).run([analog_circuit()], shots=9000)
+    job = Sampler(client=lab).run([analog_qiskit_circuit()], shots=9000)
     job.cancel()
     assert job.status() == JobStatus.CANCELLED and job.cancelled() and job.in_final_state()
 
@@ -183,15 +165,9 @@ def test_sampler_job_cancels_its_jobs(lab):
 def test_qadence_analog_circuits_run_as_pulser_on_the_qpu(lab):
     from qadence import AnalogInteraction, AnalogRX, QuantumCircuit, Register, chain
 
-    from qhpc_lab.bridges import qadence as bridge
-
     circuit = QuantumCircuit(
         Register.line(2, spacing=8.0), chain(AnalogRX(3.14159), AnalogInteraction(500))
     )
-    assert bridge.is_analog(circuit)
-    sequence = bridge.to_pulser(circuit, lab.target_info("lab").spec)
-    assert sequence.device.name == "QHPC-Test" and list(sequence.declared_channels) == ["Global"]
-    assert list(sequence.register.qubit_ids) == ["q0", "q1"]
     job = lab.submit(circuit, shots=60)
     result = job.result(60)
     assert job.target == "lab" and result.device == "QHPC-Test" and result.shots == 60
@@ -200,10 +176,7 @@ def test_qadence_analog_circuits_run_as_pulser_on_the_qpu(lab):
 def test_qadence_digital_circuits_run_natively_on_the_emulator_only(lab):
     from qadence import CNOT, RX, FeatureParameter, H, QuantumCircuit, chain
 
-    from qhpc_lab.bridges import qadence as bridge
-
     circuit = QuantumCircuit(2, chain(H(0), CNOT(0, 1), RX(1, FeatureParameter("x"))))
-    assert not bridge.is_analog(circuit)
     result = lab.submit(circuit, shots=80, target="emulator", x=0.0).result(60)
     assert result.device == "qadence (pyqtorch)" and result.shots == 80
     assert set(result.counts) <= {"00", "11"}  # a Bell pair; RX(0) does nothing

@@ -15,7 +15,7 @@ import pytest
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 
-from qhpc_lab.programs import Program, from_pulser
+from qhpc_lab.programs import Program, to_program
 from qhpc_lab.qpu import (
     ChunkBudgetExceeded,
     DeviceProfile,
@@ -84,7 +84,7 @@ def _idle_program(atoms: int, shots: int) -> Program:
     sequence.declare_channel("g", "rydberg_global")
     sequence.add(Pulse.ConstantPulse(100, 0.0, 0.0, 0.0), "g")
     sequence.measure("ground-rydberg")
-    return from_pulser(sequence, shots)
+    return to_program(sequence, shots)
 
 
 def _wrong_bit_fraction(counts: dict[str, int]) -> float:

@@ -8,7 +8,7 @@ from pulser.devices import AnalogDevice
 from qiskit import QuantumCircuit
 
 from qhpc_lab import emulators
-from qhpc_lab.programs import Program, ProgramError, from_pulser, from_qiskit
+from qhpc_lab.programs import Program, ProgramError, to_program
 from tests.conftest import pulser_sequence_json
 
 
@@ -27,7 +27,7 @@ def _idle_pulser(atoms: int, shots: int) -> Program:
     sequence.declare_channel("g", "rydberg_global")
     sequence.add(Pulse.ConstantPulse(200, 0.0, 0.0, 0.0), "g")
     sequence.measure("ground-rydberg")
-    return from_pulser(sequence, shots)
+    return to_program(sequence, shots)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def _idle_pulser(atoms: int, shots: int) -> Program:
     [
         ("qutip", Program("pulser", pulser_sequence_json(3), 300)),
         ("emu-sv", Program("pulser", pulser_sequence_json(3), 300)),
-        ("aer", from_qiskit(_ghz(3), 300)),
+        ("aer", to_program(_ghz(3), 300)),
     ],
 )
 def test_each_engine_counts_every_shot(engine: str, program: Program) -> None:
@@ -45,12 +45,12 @@ def test_each_engine_counts_every_shot(engine: str, program: Program) -> None:
 
 
 def test_shots_argument_overrides_the_programs() -> None:
-    counts = emulators.run(from_qiskit(_ghz(2), 1000), shots=17)
+    counts = emulators.run(to_program(_ghz(2), 1000), shots=17)
     assert sum(counts.values()) == 17
 
 
 def test_ghz3_yields_only_000_and_111() -> None:
-    counts = emulators.run(from_qiskit(_ghz(3), 500))
+    counts = emulators.run(to_program(_ghz(3), 500))
     assert set(counts) == {"000", "111"}
     assert sum(counts.values()) == 500
 
@@ -67,7 +67,7 @@ def test_parametrised_pulser_program_runs_with_its_variables() -> None:
     sequence.declare_channel("g", "rydberg_global")
     sequence.add(Pulse.ConstantPulse(200, amplitude, 0.0, 0.0), "g")
     sequence.measure("ground-rydberg")
-    program = from_pulser(sequence, 50, amplitude=0.0)
+    program = to_program(sequence, 50, amplitude=0.0)
     assert emulators.run(program, engine="qutip") == {"00": 50}
 
 
@@ -80,11 +80,11 @@ def test_engine_of_the_other_format_is_a_program_error() -> None:
     with pytest.raises(ProgramError, match=r"'aer' cannot run pulser"):
         emulators.run(_idle_pulser(2, 10), engine="aer")
     with pytest.raises(ProgramError, match=r"'qutip' cannot run qasm3.*use aer"):
-        emulators.run(from_qiskit(_ghz(2), 10), engine="qutip")
+        emulators.run(to_program(_ghz(2), 10), engine="qutip")
 
 
 def test_choose_engine_by_format() -> None:
-    assert emulators.choose_engine(from_qiskit(_ghz(12), 10)) == "aer"
+    assert emulators.choose_engine(to_program(_ghz(12), 10)) == "aer"
 
 
 def test_choose_engine_by_register_size(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""The Program envelope and the SDK adapters: what every boundary accepts or refuses."""
+"""The Program envelope and to_program, the one conversion out of the SDKs: what every
+boundary accepts or refuses."""
 
 from __future__ import annotations
 
@@ -9,8 +10,20 @@ from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 from qiskit import QuantumCircuit
 
-from qhpc_lab.programs import FORMATS, Program, ProgramError, from_pulser, from_qiskit, to_program
+from qhpc_lab.programs import (
+    FORMATS,
+    DeviceSpec,
+    NativeProgram,
+    Program,
+    ProgramError,
+    has_analog_gate,
+    to_program,
+)
+from qhpc_lab.qpu import DeviceProfile
 from tests.conftest import pulser_sequence_json
+
+# Qadence and Pulser warn about their own deprecations on every conversion.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 
 def _parametrised_sequence() -> Sequence:
@@ -99,12 +112,12 @@ def test_envelope_that_is_not_a_json_object_is_a_program_error(text: str) -> Non
     assert err.value.rule == "envelope"
 
 
-# --- adapters ---------------------------------------------------------------------------------
+# --- to_program ---------------------------------------------------------------------------------
 
 
-def test_from_pulser_carries_the_abstract_repr() -> None:
+def test_to_program_pulser_carries_the_abstract_repr() -> None:
     body = pulser_sequence_json(3)
-    program = from_pulser(Sequence.from_abstract_repr(body), 100, name="line")
+    program = to_program(Sequence.from_abstract_repr(body), 100, name="line")
     assert (program.format, program.shots, program.name, program.variables) == (
         "pulser",
         100,
@@ -115,39 +128,46 @@ def test_from_pulser_carries_the_abstract_repr() -> None:
     assert Sequence.from_abstract_repr(program.body).get_duration() == 200
 
 
-def test_from_pulser_keeps_the_variables_of_a_parametrised_sequence() -> None:
-    program = from_pulser(_parametrised_sequence(), 50, duration=300, amplitude=1.5)
+def test_to_program_pulser_keeps_the_variables_of_a_parametrised_sequence() -> None:
+    program = to_program(_parametrised_sequence(), 50, duration=300, amplitude=1.5)
     assert program.variables == {"duration": 300, "amplitude": 1.5}
     rebuilt = Sequence.from_abstract_repr(program.body)
     assert rebuilt.is_parametrized()
     assert rebuilt.build(**program.variables).get_duration() == 300
 
 
-def test_from_qiskit_measures_a_circuit_without_measurements() -> None:
+def test_to_program_qiskit_measures_a_circuit_without_measurements() -> None:
     circuit = _bell()
-    program = from_qiskit(circuit, 200)
+    program = to_program(circuit, 200)
     assert (program.format, program.shots, program.name) == ("qasm3", 200, "bell")
     assert program.body.startswith("OPENQASM 3")
     assert program.body.count("measure") == 2
     assert circuit.num_clbits == 0, "the caller's circuit must not be modified"
 
 
-def test_from_qiskit_keeps_existing_measurements() -> None:
+def test_to_program_qiskit_keeps_existing_measurements() -> None:
     circuit = QuantumCircuit(2, 1)
     circuit.h(0)
     circuit.measure(0, 0)
-    program = from_qiskit(circuit, 10, name="one-bit")
+    program = to_program(circuit, 10, name="one-bit")
     assert program.name == "one-bit"
     assert program.body.count("measure") == 1
 
 
 def test_to_program_dispatches_on_the_sdk() -> None:
-    program = Program("qasm3", "OPENQASM 3.0;", 7)
-    assert to_program(program, 999) is program
     assert to_program(_bell(), 20).format == "qasm3"
+    assert to_program(_bell(), None).shots == 100, "SDK objects default to 100 shots"
     pulser_program = to_program(_parametrised_sequence(), 30, duration=100, amplitude=1.0)
     assert pulser_program.format == "pulser"
     assert pulser_program.variables == {"duration": 100, "amplitude": 1.0}
+
+
+def test_to_program_overrides_a_programs_own_fields_with_the_arguments() -> None:
+    program = Program("pulser", '{"x": 1}', 7, name="mine", variables={"a": 1.0, "t": 100})
+    assert to_program(program, None) is program
+    overridden = to_program(program, 999, name="yours", t=200)
+    assert (overridden.shots, overridden.name) == (999, "yours")
+    assert overridden.variables == {"a": 1.0, "t": 200}
 
 
 @pytest.mark.parametrize(
@@ -169,3 +189,64 @@ def test_to_program_refuses_a_qiskit_object_that_is_not_a_circuit() -> None:
 
     with pytest.raises(ProgramError, match="SparsePauliOp"):
         to_program(SparsePauliOp("ZZ"), 10)
+
+
+# --- analog circuits: Pulser on the target's device; digital Qadence: a NativeProgram ----------
+
+
+@pytest.fixture(scope="module")
+def device() -> DeviceSpec:
+    """QHPC-Test, whose register must sit on a layout: what a real QPU's device asks."""
+    return DeviceProfile.load("test").spec
+
+
+def analog_qiskit_circuit() -> QuantumCircuit:
+    """qiskit-pasqal-provider's analog gate: two atoms, a global pulse."""
+    from qiskit_pasqal_provider.providers.gate import HamiltonianGate, InterpolatePoints
+
+    gate = HamiltonianGate(
+        InterpolatePoints(values=[0, 4, 0]),
+        InterpolatePoints(values=[-5, 0, 5]),
+        0.0,
+        [[0, 0], [2, 0]],
+        transform=True,
+    )
+    circuit = QuantumCircuit(2)
+    circuit.append(gate, circuit.qubits)
+    return circuit
+
+
+def test_analog_qiskit_circuits_become_pulser_on_the_device(device: DeviceSpec) -> None:
+    circuit = analog_qiskit_circuit()
+    assert has_analog_gate(circuit) and not has_analog_gate(_bell())
+    program = to_program(circuit, 50, device)
+    assert (program.format, program.shots) == ("pulser", 50)
+    sequence = Sequence.from_abstract_repr(program.body)
+    assert sequence.device.name == "QHPC-Test" and sequence.register.layout is not None
+    assert to_program(circuit, 50).format == "pulser", "no device: Pulser's AnalogDevice"
+
+
+def test_analog_qadence_circuits_become_pulser_on_the_device(device: DeviceSpec) -> None:
+    from qadence import AnalogInteraction, AnalogRX, QuantumCircuit, Register, chain
+
+    circuit = QuantumCircuit(
+        Register.line(2, spacing=8.0), chain(AnalogRX(3.14159), AnalogInteraction(500))
+    )
+    program = to_program(circuit, 60, device, name="rx")
+    assert (program.format, program.shots, program.name) == ("pulser", 60, "rx")
+    sequence = Sequence.from_abstract_repr(program.body)
+    assert sequence.device.name == "QHPC-Test" and list(sequence.declared_channels) == ["Global"]
+    assert list(sequence.register.qubit_ids) == ["q0", "q1"]
+
+
+def test_digital_qadence_circuits_become_native_programs(device: DeviceSpec) -> None:
+    from qadence import CNOT, RX, FeatureParameter, H, QuantumCircuit, chain
+
+    circuit = QuantumCircuit(2, chain(H(0), CNOT(0, 1), RX(1, FeatureParameter("x"))))
+    native = to_program(circuit, 40, device, x=0.0)
+    assert isinstance(native, NativeProgram) and native.shots == 40
+    assert native.engine == "qadence (pyqtorch)"
+    counts = native.sample(native.shots)
+    assert sum(counts.values()) == 40 and set(counts) <= {"00", "11"}
+    with pytest.raises(ProgramError, match="shots must be a positive integer"):
+        to_program(circuit, 0, x=0.0)

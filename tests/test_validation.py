@@ -21,10 +21,9 @@ from qhpc_lab.programs import (
     Program,
     ProgramError,
     ProgramFacts,
-    from_pulser,
-    from_qiskit,
     start_validation_worker,
     stop_validation_worker,
+    to_program,
     validate,
     validate_async,
     validation,
@@ -71,62 +70,62 @@ def _refusal(program: Program, spec: DeviceSpec, rule: str) -> str:
 
 
 def test_valid_pulser_program_returns_its_facts(spec: DeviceSpec) -> None:
-    program = from_pulser(_sequence(PAIR, AnalogDevice, duration=400), 100)
-    assert validate(program, spec) == ProgramFacts(num_qubits=2, duration_ns=400)
+    program = to_program(_sequence(PAIR, AnalogDevice, duration=400), 100)
+    assert validate(program, spec) == ProgramFacts(num_qubits=2)
 
 
 def test_valid_qasm3_program_returns_its_facts(spec: DeviceSpec) -> None:
     circuit = QuantumCircuit(3)
     circuit.h(0)
-    assert validate(from_qiskit(circuit, 100), spec) == ProgramFacts(3, None)
+    assert validate(to_program(circuit, 100), spec) == ProgramFacts(3)
 
 
 def test_max_runs(spec: DeviceSpec) -> None:
-    program = from_pulser(_sequence(PAIR, AnalogDevice), 10_001)
+    program = to_program(_sequence(PAIR, AnalogDevice), 10_001)
     message = _refusal(program, spec, "max_runs")
     assert "10001" in message and "10000" in message
 
 
 def test_max_atom_num(spec: DeviceSpec) -> None:
     line = [(6.0 * i - 48.0, 0.0) for i in range(17)]
-    message = _refusal(from_pulser(_sequence(line), 10), spec, "max_atom_num")
+    message = _refusal(to_program(_sequence(line), 10), spec, "max_atom_num")
     assert "17 atoms" in message and "16" in message
 
 
 def test_min_atom_distance(spec: DeviceSpec) -> None:
-    program = from_pulser(_sequence([(0.0, 0.0), (4.0, 0.0)]), 10)
+    program = to_program(_sequence([(0.0, 0.0), (4.0, 0.0)]), 10)
     message = _refusal(program, spec, "min_atom_distance")
     assert "4.00 µm" in message and "5 µm" in message
 
 
 def test_max_radial_distance(spec: DeviceSpec) -> None:
-    program = from_pulser(_sequence([(0.0, 0.0), (40.0, 0.0)]), 10)
+    program = to_program(_sequence([(0.0, 0.0), (40.0, 0.0)]), 10)
     message = _refusal(program, spec, "max_radial_distance")
     assert "40.00 µm" in message and "38 µm" in message
 
 
 def test_max_sequence_duration(spec: DeviceSpec) -> None:
-    program = from_pulser(_sequence(PAIR, duration=7000), 10)
+    program = to_program(_sequence(PAIR, duration=7000), 10)
     message = _refusal(program, spec, "max_sequence_duration")
     assert "7000 ns" in message and "6000 ns" in message
 
 
 @pytest.mark.parametrize("channel", ["raman_local", "rydberg_local"])
 def test_channels_the_device_lacks(spec: DeviceSpec, channel: str) -> None:
-    program = from_pulser(_sequence(PAIR, DigitalAnalogDevice, channel=channel), 10)
+    program = to_program(_sequence(PAIR, DigitalAnalogDevice, channel=channel), 10)
     message = _refusal(program, spec, "channels")
     assert channel in message and "rydberg_global" in message
 
 
 def test_amplitude_above_the_channel_max(spec: DeviceSpec) -> None:
     # DigitalAnalogDevice allows 15.7 rad/µs on rydberg_global; the test device 12.57.
-    program = from_pulser(_sequence(PAIR, DigitalAnalogDevice, amplitude=14.0), 10)
+    program = to_program(_sequence(PAIR, DigitalAnalogDevice, amplitude=14.0), 10)
     message = _refusal(program, spec, "device_compatibility")
     assert "amplitude of 14.00" in message and "12.57" in message
 
 
 def test_detuning_above_the_channel_max(spec: DeviceSpec) -> None:
-    program = from_pulser(_sequence(PAIR, detuning=-130.0), 10)
+    program = to_program(_sequence(PAIR, detuning=-130.0), 10)
     message = _refusal(program, spec, "device_compatibility")
     assert "detuning of 130.00" in message and "125.66" in message
 
@@ -134,7 +133,7 @@ def test_detuning_above_the_channel_max(spec: DeviceSpec) -> None:
 def test_other_incompatibilities_keep_pulsers_reason(spec: DeviceSpec) -> None:
     # 10 ns is below the channel's 16 ns minimum pulse duration: no value check of ours covers
     # it, so Pulser's own message must still come through under the rule.
-    program = from_pulser(_sequence(PAIR, duration=10), 10)
+    program = to_program(_sequence(PAIR, duration=10), 10)
     message = _refusal(program, spec, "device_compatibility")
     assert "at least 16 ns" in message
 
@@ -142,7 +141,7 @@ def test_other_incompatibilities_keep_pulsers_reason(spec: DeviceSpec) -> None:
 def test_qasm3_with_more_qubits_than_atoms(spec: DeviceSpec) -> None:
     circuit = QuantumCircuit(17)
     circuit.h(0)
-    message = _refusal(from_qiskit(circuit, 10), spec, "max_atom_num")
+    message = _refusal(to_program(circuit, 10), spec, "max_atom_num")
     assert "17 qubits" in message and "16" in message
 
 
@@ -171,18 +170,18 @@ def _parametrised(device: Any = AnalogDevice) -> Sequence:
 
 
 def test_parametrised_sequence_is_built_with_its_variables(spec: DeviceSpec) -> None:
-    program = from_pulser(_parametrised(), 10, duration=800, amplitude=1.0)
-    assert validate(program, spec) == ProgramFacts(num_qubits=2, duration_ns=800)
+    program = to_program(_parametrised(), 10, duration=800, amplitude=1.0)
+    assert validate(program, spec) == ProgramFacts(num_qubits=2)
 
 
 def test_variables_are_checked_against_the_device(spec: DeviceSpec) -> None:
     # Built on MockDevice, so the 7000 ns only breaks the test device's limit.
-    program = from_pulser(_parametrised(MockDevice), 10, duration=7000, amplitude=1.0)
+    program = to_program(_parametrised(MockDevice), 10, duration=7000, amplitude=1.0)
     _refusal(program, spec, "max_sequence_duration")
 
 
 def test_parametrised_sequence_with_a_missing_variable(spec: DeviceSpec) -> None:
-    program = from_pulser(_parametrised(), 10, duration=800)
+    program = to_program(_parametrised(), 10, duration=800)
     with pytest.raises(
         ProgramError, match=r"cannot build the parametrised sequence.*amplitude"
     ) as err:
@@ -192,7 +191,7 @@ def test_parametrised_sequence_with_a_missing_variable(spec: DeviceSpec) -> None
 
 def test_a_check_remembered_for_one_device_does_not_pass_on_another() -> None:
     # Successful checks are cached; a stricter device must still refuse the same program.
-    program = from_pulser(_sequence([(0.0, 0.0), (6.0, 0.0), (12.0, 0.0)]), 10)
+    program = to_program(_sequence([(0.0, 0.0), (6.0, 0.0), (12.0, 0.0)]), 10)
     roomy = DeviceProfile.load("test").spec
     assert validate(program, roomy).num_qubits == 3
     data = roomy.json.replace('"max_atom_num": 16', '"max_atom_num": 2')
@@ -207,7 +206,7 @@ def _on(register: Register, device: Any, duration: int = 200) -> Program:
     sequence = Sequence(register, device)
     sequence.declare_channel("g", "rydberg_global")
     sequence.add(Pulse.ConstantPulse(duration, 1.0, 0.0, 0.0), "g")
-    return from_pulser(sequence, 10)
+    return to_program(sequence, 10)
 
 
 def _accepted_by_both(register: Register, spec: DeviceSpec, duration: int = 200) -> None:
@@ -294,10 +293,10 @@ def _qasm(gates: int, qubits: int = 4) -> Program:
 
 @pytest.mark.anyio
 async def test_validate_async_answers_like_validate(spec: DeviceSpec, validator: None) -> None:
-    program = from_pulser(_sequence(PAIR, AnalogDevice, duration=404), 100)
-    assert await validate_async(program, spec) == ProgramFacts(num_qubits=2, duration_ns=404)
+    program = to_program(_sequence(PAIR, AnalogDevice, duration=404), 100)
+    assert await validate_async(program, spec) == ProgramFacts(num_qubits=2)
     with pytest.raises(DeviceRuleViolation) as err:
-        await validate_async(from_pulser(_sequence(PAIR, duration=7000), 10), spec)
+        await validate_async(to_program(_sequence(PAIR, duration=7000), 10), spec)
     assert err.value.rule == "max_sequence_duration"
     assert (
         str(err.value)

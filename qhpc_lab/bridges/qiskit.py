@@ -1,4 +1,4 @@
-"""Qiskit's Sampler primitive (V2) over the qhpc_lab client, and analog circuits to Pulser.
+"""Qiskit's Sampler primitive (V2) over the qhpc_lab client.
 
     from qhpc_lab.bridges.qiskit import Sampler
 
@@ -7,15 +7,14 @@
 
 Gate circuits travel as OpenQASM 3 (the emulator's Aer, or a gate-based QRMI target). Analog
 circuits of qiskit-pasqal-provider — a ``HamiltonianGate`` on an atom register — become Pulser
-sequences on the target's device, converted the way the provider's own backends do, so they
-also run on the analog QPU behind the scheduler. Every binding of every pub is one qhpc_lab
-job; all are queued before any is waited for.
+sequences on the target's device (:func:`qhpc_lab.programs.to_program`), so they also run on
+the analog QPU behind the scheduler. Every binding of every pub is one qhpc_lab job; all are
+queued before any is waited for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import numpy as np
 from qiskit.circuit import QuantumCircuit
@@ -31,33 +30,12 @@ from qiskit.primitives import (
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit.providers import JobStatus
 
-from qhpc_lab import bridges
 from qhpc_lab.client import Client, Job, default_client
-
-if TYPE_CHECKING:
-    from pulser import Sequence
-
-    from qhpc_lab.programs import DeviceSpec
+from qhpc_lab.programs import has_analog_gate
 
 DEFAULT_SHOTS = 1024
 ANALOG_REGISTER = "meas"
 """The classical register an analog circuit's atoms are read into."""
-
-
-def analog_to_pulser(circuit: QuantumCircuit, device: DeviceSpec | None) -> Sequence:
-    """The Pulser sequence of a ``HamiltonianGate`` circuit, on ``device`` (default: Pulser's
-    ``AnalogDevice``), its register placed on a layout when the device needs one. Qiskit
-    parameters become sequence variables of the same names."""
-    from pulser.devices import AnalogDevice
-    from qiskit_pasqal_provider.providers.pulse_utils import (
-        gen_seq,
-        get_register_from_circuit,
-        place_register,
-    )
-
-    target = AnalogDevice if device is None else device.pulser_device
-    register = place_register(get_register_from_circuit(circuit), target)
-    return gen_seq(analog_register=register, device=target, circuit=circuit)
 
 
 class Sampler(BaseSamplerV2):
@@ -85,7 +63,7 @@ class Sampler(BaseSamplerV2):
     def _submit(self, pub: SamplerPub) -> list[Job]:
         """One job per parameter binding, in the bindings' (C) order."""
         circuit = pub.circuit
-        analog = bridges.has_analog_gate(circuit)
+        analog = has_analog_gate(circuit)
         names = [parameter.name for parameter in circuit.parameters]
         values = pub.parameter_values.as_array(circuit.parameters)
         jobs = []
@@ -126,7 +104,7 @@ class SamplerJob(BasePrimitiveJob[PrimitiveResult[SamplerPubResult], JobStatus])
     def _pub_result(self, pub: SamplerPub, jobs: list[Job]) -> SamplerPubResult:
         counts = [job.result().counts for job in jobs]
         circuit = pub.circuit
-        if bridges.has_analog_gate(circuit):
+        if has_analog_gate(circuit):
             # Pulser lists atoms first to last; Qiskit puts qubit 0 rightmost.
             reversed_counts = [{bits[::-1]: n for bits, n in c.items()} for c in counts]
             registers = {ANALOG_REGISTER: (reversed_counts, circuit.num_qubits)}

@@ -3,6 +3,10 @@
 Discovery (docs/client.md) reads the QRMI job variables and ``~/.config/qhpc/targets.toml``;
 three kinds of :class:`Target` sit behind one interface: the second-level scheduler (httpx),
 any other QRMI resource (the ``qrmi`` package) and the in-kernel emulator. See docs/client.md.
+
+For the parts above the client (the Jupyter server extension, ``qhpc admin``): :func:`discover`
+finds targets as a kernel does, :class:`SchedulerTarget` talks to one scheduler, and
+:func:`call` runs a target's coroutine on the client's loop and waits for it.
 """
 
 from qhpc_lab.client._client import (
@@ -14,7 +18,10 @@ from qhpc_lab.client._client import (
     targets,
     use,
 )
+from qhpc_lab.client._discovery import discover
 from qhpc_lab.client._job import Job, Result
+from qhpc_lab.client._loop import call
+from qhpc_lab.client._scheduler import SchedulerTarget
 from qhpc_lab.client._target import (
     ClientError,
     JobError,
@@ -33,10 +40,13 @@ __all__ = [
     "JobState",
     "RefusedError",
     "Result",
+    "SchedulerTarget",
     "Target",
     "TargetError",
     "TargetInfo",
+    "call",
     "default_client",
+    "discover",
     "job",
     "jobs",
     "submit",

@@ -16,16 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qhpc_lab import bridges
 from qhpc_lab.client import _loop
 from qhpc_lab.client._discovery import EMULATOR, discover
 from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._job import Job
 from qhpc_lab.client._target import ClientError, Target, TargetError, TargetInfo
-from qhpc_lab.programs import Program, ProgramError, to_program, validate
+from qhpc_lab.programs import NativeProgram, to_program, validate
 
-DEFAULT_SHOTS = 100
-"""Shots for an SDK object submitted without ``shots=`` (a Program carries its own)."""
 PROBE_TIMEOUT_S = 5.0
 """How long a target may take to answer a probe before it counts as unreachable."""
 
@@ -69,8 +66,8 @@ class Client:
 
     def target_info(self, name: str | None = None) -> TargetInfo:
         """The info of target ``name`` (default: where ``submit()`` goes), probed unless
-        already known; TargetError if it is unknown or unreachable. For SDK bridges that
-        need the device before building a program."""
+        already known; TargetError if it is unknown or unreachable. For SDK front-ends
+        (:mod:`qhpc_lab.bridges`) that need the device before building a program."""
         return self._resolve(name)[1]
 
     def use(self, name: str) -> TargetInfo:
@@ -93,37 +90,33 @@ class Client:
         ``program``: a Pulser Sequence, a Qiskit circuit (analog ``HamiltonianGate`` ones of
         qiskit-pasqal-provider become Pulser), a Qadence circuit (analog: Pulser on the
         target's device; digital: pyqtorch on the emulator target) or a :class:`Program`
-        (whose shots, name and variables the arguments override). ``target``: a name from
+        (whose shots, name and variables the arguments override); see
+        :func:`qhpc_lab.programs.to_program`. ``target``: a name from
         ``targets()``; unreachable → TargetError, never a fallback. Without it: the target
         chosen by ``use()``, else the default, else the emulator (announced). ``job_class``:
         production, test or development on a scheduler. ``variables`` bind a parametrised
         Pulser sequence, or a Qiskit or Qadence circuit's parameters.
         """
         chosen, info = self._resolve(target)
-        program, variables = bridges.adapt(program, info.spec, variables)
-        if isinstance(program, bridges.NativeProgram):
-            return self._submit_native(program, chosen, shots)
-        envelope = _envelope(program, shots, name, variables)
+        converted = to_program(program, shots, info.spec, name, **variables)
+        if isinstance(converted, NativeProgram):
+            return self._submit_native(converted, chosen)
         if info.spec is not None:
             with warnings.catch_warnings():  # a sequence built on the target's own device
                 warnings.filterwarnings("ignore", "Switching a sequence to the same device")
-                validate(envelope, info.spec)
-        job = Job(chosen, _loop.call(chosen.submit(envelope, job_class)), info.device)
+                validate(converted, info.spec)
+        job = Job(chosen, _loop.call(chosen.submit(converted, job_class)), info.device)
         self._jobs.append(job)
         return job
 
-    def _submit_native(
-        self, program: bridges.NativeProgram, chosen: Target, shots: int | None
-    ) -> Job:
+    def _submit_native(self, program: NativeProgram, chosen: Target) -> Job:
         if not isinstance(chosen, EmulatorTarget):
             raise TargetError(
                 f"{program.what} runs on the in-kernel emulator only, not on {chosen.name!r}: "
                 "submit it with target='emulator'"
             )
-        shots = DEFAULT_SHOTS if shots is None else shots
-        if isinstance(shots, bool) or not isinstance(shots, int) or shots <= 0:
-            raise ProgramError(f"shots must be a positive integer, got {shots!r}", "shots")
-        job = Job(chosen, _loop.call(chosen.submit_native(program.sample, shots)), program.engine)
+        submitted = chosen.submit_native(program.sample, program.shots)
+        job = Job(chosen, _loop.call(submitted), program.engine)
         self._jobs.append(job)
         return job
 
@@ -208,16 +201,6 @@ class Client:
 
 async def _gather(*coroutines: Any) -> None:
     await asyncio.gather(*coroutines)
-
-
-def _envelope(program: Any, shots: int | None, name: str | None, variables: dict) -> Program:
-    if not isinstance(program, Program):
-        return to_program(program, DEFAULT_SHOTS if shots is None else shots, name, **variables)
-    changes: dict[str, Any] = {"shots": shots, "name": name}
-    changes = {key: value for key, value in changes.items() if value is not None}
-    if variables:
-        changes["variables"] = {**program.variables, **variables}
-    return dataclasses.replace(program, **changes)
 
 
 _default: Client | None = None

@@ -81,7 +81,7 @@ class EmulatorTarget(Target):
 
     async def submit_native(self, sample: Callable[[int], dict[str, int]], shots: int) -> JobState:
         """Queue a program that only an in-process engine runs (a digital Qadence circuit on
-        pyqtorch, :class:`qhpc_lab.bridges.NativeProgram`): ``sample(shots)`` gives counts."""
+        pyqtorch, :class:`qhpc_lab.programs.NativeProgram`): ``sample(shots)`` gives counts."""
         return await self._queue(functools.partial(sample, shots), shots)
 
     async def _queue(self, work: Callable[[], dict[str, int]], shots: int) -> JobState:

@@ -16,8 +16,6 @@ from qhpc_lab.programs import Program, ProgramError
 PULSER_SV_FROM_ATOMS = 16
 """Register size from which emu-sv is used instead of QuTiP (see docs/benchmarks.md)."""
 
-ENGINES = ("qutip", "emu-sv", "aer")
-
 
 def choose_engine(program: Program) -> str:
     """The fastest engine for this program, by format and register size."""

@@ -1,6 +1,7 @@
-"""Programs: the envelope every part exchanges, SDK adapters, and validation against a device."""
+"""Programs: the envelope every part exchanges, the one conversion out of the SDKs
+(:func:`to_program`), and validation against a device."""
 
-from qhpc_lab.programs.adapters import from_pulser, from_qiskit, to_program
+from qhpc_lab.programs.adapters import NativeProgram, has_analog_gate, to_program
 from qhpc_lab.programs.envelope import FORMATS, DeviceRuleViolation, Program, ProgramError
 from qhpc_lab.programs.validation import (
     VALIDATION_BUDGET_S,
@@ -22,12 +23,12 @@ __all__ = [
     "VALIDATION_MEMORY_BYTES",
     "DeviceRuleViolation",
     "DeviceSpec",
+    "NativeProgram",
     "Program",
     "ProgramError",
     "ProgramFacts",
     "await_validation_worker",
-    "from_pulser",
-    "from_qiskit",
+    "has_analog_gate",
     "start_validation_worker",
     "stop_validation_worker",
     "to_program",

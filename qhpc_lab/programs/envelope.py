@@ -34,6 +34,12 @@ class DeviceRuleViolation(ProgramError):
         super().__init__(f"{rule}: {message}", rule)
 
 
+def check_shots(shots: Any) -> None:
+    """ProgramError unless ``shots`` is a positive integer (booleans are not)."""
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots <= 0:
+        raise ProgramError(f"shots must be a positive integer, got {shots!r}", "shots")
+
+
 @dataclass(frozen=True)
 class Program:
     format: str
@@ -50,8 +56,7 @@ class Program:
             )
         if not isinstance(self.body, str) or not self.body.strip():
             raise ProgramError("program body is empty", "body")
-        if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots <= 0:
-            raise ProgramError(f"shots must be a positive integer, got {self.shots!r}", "shots")
+        check_shots(self.shots)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -33,10 +33,9 @@ VALIDATION_MEMORY_BYTES = 2 * 2**30
 
 @dataclass(frozen=True)
 class ProgramFacts:
-    """What validation learnt about a program: the scheduler keeps it for ETAs and accounting."""
+    """What validation learnt about a program."""
 
     num_qubits: int
-    duration_ns: int | None
 
 
 class DeviceSpec:
@@ -201,7 +200,7 @@ def _remember(key: _Key, answer: ProgramFacts | tuple[Any, ...]) -> None:
     """Keep a success, or (from the worker) a refusal: a hostile program resubmitted must not
     cost the worker its budget again."""
     if isinstance(answer, tuple) and answer[0] == "ok":
-        answer = ProgramFacts(num_qubits=answer[1], duration_ns=answer[2])
+        answer = ProgramFacts(num_qubits=answer[1])
     kept: dict[_Key, Any] = _FACTS if isinstance(answer, ProgramFacts) else _REFUSED
     if len(kept) >= _FACTS_LIMIT:
         kept.clear()
@@ -211,7 +210,7 @@ def _remember(key: _Key, answer: ProgramFacts | tuple[Any, ...]) -> None:
 def _answer(answer: tuple[Any, ...]) -> ProgramFacts:
     """A worker's answer as facts, or as the refusal it reports."""
     if answer[0] == "ok":
-        return ProgramFacts(num_qubits=answer[1], duration_ns=answer[2])
+        return ProgramFacts(num_qubits=answer[1])
     _, rule, message, device_rule = answer
     if device_rule:
         raise DeviceRuleViolation(rule, message)
@@ -270,7 +269,7 @@ def _validate_request(request: tuple[dict[str, Any], str]) -> tuple[Any, ...]:
         return ("refused", err.rule, str(err).removeprefix(f"{err.rule}: "), True)
     except ProgramError as err:
         return ("refused", err.rule, str(err), False)
-    return ("ok", facts.num_qubits, facts.duration_ns)
+    return ("ok", facts.num_qubits)
 
 
 _VALIDATOR = BudgetedWorker("qhpc-validator", _validate_request, warm_up)
@@ -289,7 +288,7 @@ def _validate_qasm3(body: str, variables: dict[str, Any], device: DeviceSpec) ->
             f"circuit uses {circuit.num_qubits} qubits; "
             f"{device.name} has at most {device.max_atom_num} atoms",
         )
-    return ProgramFacts(num_qubits=circuit.num_qubits, duration_ns=None)
+    return ProgramFacts(num_qubits=circuit.num_qubits)
 
 
 def _validate_pulser(body: str, variables: dict[str, Any], device: DeviceSpec) -> ProgramFacts:
@@ -333,7 +332,7 @@ def _validate_pulser(body: str, variables: dict[str, Any], device: DeviceSpec) -
         sequence.with_new_device(device.pulser_device)
     except Exception as err:
         raise DeviceRuleViolation("device_compatibility", str(err)) from None
-    return ProgramFacts(num_qubits=len(positions), duration_ns=duration)
+    return ProgramFacts(num_qubits=len(positions))
 
 
 def _check_pulses(sequence: Any, channels: dict[str, str], device: DeviceSpec) -> None:

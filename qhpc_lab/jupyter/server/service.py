@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from qhpc_lab.client import ClientError, Target, TargetInfo
-from qhpc_lab.client._discovery import discover
-from qhpc_lab.client._scheduler import SchedulerTarget
+from qhpc_lab.client import ClientError, SchedulerTarget, Target, TargetInfo, discover
 from qhpc_lab.eventstream import StreamEvent, StreamState, encode
 
 log = logging.getLogger("qhpc.jupyter")

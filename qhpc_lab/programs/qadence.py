@@ -1,6 +1,6 @@
-"""Qadence circuits: analog ones become Pulser sequences on the target's device (through
-Qadence's own Pulser backend conversion); digital ones run natively on pyqtorch, in the
-emulator target's worker.
+"""Qadence circuits for :func:`qhpc_lab.programs.to_program`: analog ones become Pulser
+sequences on the target's device (through Qadence's own Pulser backend conversion); digital
+ones run natively on pyqtorch, in the emulator target's worker.
 
     qhpc_lab.submit(circuit, shots=200)                          # analog: any target
     qhpc_lab.submit(circuit, shots=200, target="emulator", x=0.5)  # digital, a parameter bound
@@ -11,34 +11,20 @@ Bitstrings follow Qadence's and Pulser's order: qubit 0 first.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from qhpc_lab.bridges import NativeProgram
-from qhpc_lab.programs import ProgramError
+from qhpc_lab.programs.envelope import ProgramError
 
 if TYPE_CHECKING:
     from pulser import Sequence
     from qadence import QuantumCircuit
 
-    from qhpc_lab.programs import DeviceSpec
+    from qhpc_lab.programs.validation import DeviceSpec
 
 GLOBAL, LOCAL = "Global", "Local"
 """The channel names Qadence's Pulser backend declares."""
-
-
-def adapt(
-    obj: Any, device: DeviceSpec | None, variables: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    """A Qadence circuit (or block) as a Pulser Sequence or a NativeProgram; ``variables``
-    are the circuit's parameter values, consumed here."""
-    circuit = as_circuit(obj)
-    if is_analog(circuit):
-        return to_pulser(circuit, device, variables), {}
-    run = functools.partial(sample_native, circuit, dict(variables))
-    return NativeProgram("a digital Qadence circuit", "qadence (pyqtorch)", run), {}
 
 
 def as_circuit(obj: Any) -> QuantumCircuit:
@@ -69,7 +55,7 @@ def is_analog(circuit: QuantumCircuit) -> bool:
     return bool(blocks) and all(isinstance(block, AnalogBlock) for block in blocks)
 
 
-def sample_native(circuit: QuantumCircuit, values: dict[str, Any], shots: int) -> dict[str, int]:
+def sample(circuit: QuantumCircuit, values: dict[str, Any], shots: int) -> dict[str, int]:
     """``shots`` samples from Qadence's own emulator (pyqtorch)."""
     import qadence
 
