@@ -18,8 +18,9 @@ import httpx
 import psutil
 import pytest
 
+from qhpc_lab.jobs import FINAL_STATUSES
 from qhpc_lab.scheduler.core import iso_time
-from qhpc_lab.scheduler.store import FINAL, Store
+from qhpc_lab.scheduler.store import Store
 from tests.conftest import SECRET, USER, auth_header, daemon, free_port, poll_until
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -45,7 +46,7 @@ def half_done(client: httpx.Client) -> bool:
 def all_final(client: httpx.Client) -> dict[int, dict[str, Any]] | None:
     """Every job, once none is queued or running any more."""
     jobs = jobs_by_id(client)
-    return jobs if jobs and all(job["status"] in FINAL for job in jobs.values()) else None
+    return jobs if jobs and all(job["status"] in FINAL_STATUSES for job in jobs.values()) else None
 
 
 def children_with_worker(pid: int) -> list[psutil.Process]:

@@ -9,9 +9,11 @@ are imported into this module only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +267,75 @@ def test_no_credential_reaches_the_browser(
     for body in bodies:
         for secret in secrets:
             assert secret not in body
+
+
+async def holder_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict]]:
+    """The events about the session holder's scheduler, as the sidebar reads them."""
+    kind = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data = json.loads(line[5:])
+            if SESSION_HOLDER in (data.get("name"), data.get("target")):
+                yield kind, data
+
+
+def test_a_scheduler_that_dies_is_offline_with_a_countdown_and_one_log_line_each_way(
+    run: Run,
+    jp_fetch: Any,
+    jp_serverapp: Any,
+    jp_auth_header: dict[str, str],
+    http_server_client: Any,
+    server: Daemon,
+) -> None:
+    """Killed, the scheduler turns offline in the sidebar with the next try's delay (which
+    the sidebar counts down); the server log says so once however many retries follow, and
+    once more when it is back."""
+    service = jp_serverapp.web_app.settings["qhpc_service"]
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    service.log.addHandler(handler)
+    get_json(run, jp_fetch, "targets")  # what the sidebar reads first
+    url = http_server_client.get_url("/a%40b/qhpc/api/events")
+
+    async def scenario() -> list[dict]:
+        offline: list[dict] = []
+        async with (
+            httpx.AsyncClient(timeout=60) as client,
+            client.stream("GET", url, headers=jp_auth_header) as response,
+        ):
+            events = holder_events(response)
+            async with contextlib.aclosing(events), asyncio.timeout(240):
+                async for kind, _ in events:  # the first connection re-reads, then says reset
+                    if kind == "reset":
+                        break
+                server.kill()
+                async for kind, view in events:  # several retries: each a view, no log line
+                    if kind == "target" and not view["reachable"]:
+                        offline.append(view)
+                        if len(offline) == 3:
+                            break
+                await asyncio.to_thread(server.restart)
+                async for kind, view in events:
+                    if kind == "target" and view["reachable"] and view["state"] == "ONLINE":
+                        break
+        return offline
+
+    try:
+        offline = run(scenario())
+    finally:
+        service.log.removeHandler(handler)
+    for view in offline:
+        assert view["state"] == "OFFLINE" and view["default"]
+        assert view["retry_in_s"] > 0
+        assert view["message"].startswith("the scheduler's event stream: ")
+    said = [r.getMessage() for r in records if f"scheduler '{SESSION_HOLDER}'" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].endswith("; retrying; the QPU sidebar shows it offline"), said
+    assert f"at {server.url} is unreachable (" in said[0]
+    assert said[1] == f"qhpc: scheduler '{SESSION_HOLDER}' at {server.url} is back"
+    assert all(r.levelno == logging.WARNING for r in records)
+    lost = [r for r in records if "scheduler 'lost'" in r.getMessage()]
+    assert len(lost) == 1  # never reachable: said once, not at each retry

@@ -159,6 +159,7 @@ def test_sidebar_in_chromium(
                 "CHROMIUM": str(CHROMIUM),
                 "QHPC_LAB_URL": lab,
                 "QHPC_SCHEDULER_URL": scheduler.url,
+                "QHPC_SCHEDULER_PID": str(scheduler.process.pid),
                 "QHPC_TARGET": TARGET,
                 "QHPC_USER_TOKEN": user_token,
                 "QHPC_ADMIN_TOKEN": make_token(SCHEDULER_SECRET, ADMIN, admin=True),

@@ -4,7 +4,6 @@ while it waits."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import time
@@ -12,10 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import ipywidgets as widgets
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from qhpc_lab.client import Client, JobError
+from qhpc_lab.jobs import format_duration
 from qhpc_lab.jupyter import magics
 from qhpc_lab.jupyter.widgets import JobPanel, TargetsPanel
 from qhpc_lab.programs import Program
@@ -26,6 +27,7 @@ from tests.conftest import (
     SECRET,
     USER,
     Daemon,
+    apoll_until,
     auth_header,
     daemon,
     pulser_sequence_json,
@@ -63,13 +65,35 @@ def lab(scheduler: Daemon, tmp_path: Path) -> Iterator[Client]:
     client.close()
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    """Let the loop run until ``condition`` holds (a deadline only against hanging)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+def parts(widget: widgets.Widget) -> Iterator[widgets.Widget]:
+    """The widget and everything inside it, as the frontend renders them."""
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from parts(child)
+
+
+def shown(panel: widgets.Widget) -> str:
+    """The panel's rendered HTML, every part of it."""
+    return "\n".join(w.value for w in parts(panel) if isinstance(w, widgets.HTML))
+
+
+def button(panel: widgets.Widget, icon: str) -> widgets.Button:
+    (found,) = (w for w in parts(panel) if isinstance(w, widgets.Button) and w.icon == icon)
+    return found
+
+
+def progress(panel: widgets.Widget) -> widgets.IntProgress:
+    (found,) = (w for w in parts(panel) if isinstance(w, widgets.IntProgress))
+    return found
+
+
+async def until_shown(panel: widgets.Widget, text: str, what: str) -> None:
+    """Let the loop run until the panel shows ``text`` (a deadline only against hanging)."""
+
+    async def check() -> bool:
+        return text in shown(panel)
+
+    await apoll_until(check, what)
 
 
 def test_outside_a_kernel_output_stays_text(tmp_path, capsys):
@@ -108,9 +132,9 @@ async def test_job_panel_follows_an_emulator_job_to_its_histogram(tmp_path, prog
     finally:
         client.close()
     assert result.shots == 20
-    assert "DONE" in panel._status.value and panel._cancel.disabled
-    assert panel._progress.value == panel._progress.max == 20
-    assert "Result of job 1 on emulator" in panel._outcome.value
+    assert "DONE" in shown(panel) and button(panel, "stop").disabled
+    assert progress(panel).value == progress(panel).max == 20
+    assert "Result of job 1 on emulator" in shown(panel)
     text = capsys.readouterr().out  # what a frontend without widgets shows, first and last
     assert text.startswith("job 1 on emulator: PENDING")
     assert "job 1 on emulator: DONE, 20/20 shots\nResult of job 1 on emulator" in text
@@ -128,24 +152,26 @@ async def test_job_panels_show_queue_and_device_and_cancel_through_the_scheduler
     first, second = JobPanel(running), JobPanel(waiting)
     first.show()
     second.show()
-    await until(lambda: "running" in first._status.value, "the first job to run")
-    await until(lambda: "position 1 of 1" in second._status.value, "k of n")
-    await until(lambda: "calibrated" in second._status.value, "the device line")
-    assert "QHPC-Test · ONLINE" in second._status.value
+    await until_shown(first, "running", "the first job to run")
+    await until_shown(second, "position 1 of 1 waiting", "k of n")
+    await until_shown(second, "calibrated", "the device line")
+    assert "QHPC-Test · ONLINE" in shown(second)
 
     async with httpx.AsyncClient(base_url=scheduler.url) as http:
         admin = auth_header(ADMIN, admin=True)
         (await http.post("/admin/calibrate", headers=admin)).raise_for_status()
-    await until(lambda: "CALIBRATING" in second._status.value, "the calibration event")
+    await until_shown(second, "CALIBRATING", "the calibration event")
 
-    first._cancel.click()  # what the frontend's click runs, on this loop
-    assert first._cancel.disabled
+    cancel = button(first, "stop")
+    cancel.click()  # what the frontend's click runs, on this loop
+    assert cancel.disabled
     with pytest.raises(JobError, match="CANCELED"):
         await first.wait()
-    assert "CANCELED" in first._status.value
+    assert "CANCELED" in shown(first)
     result = await second.wait()  # moved up by the cancel, without an event of its own
-    assert result.shots == 10 and "DONE" in second._status.value
-    assert "calibration age when the shots ran" in second._status.value
+    assert result.shots == 10 and "DONE" in shown(second)
+    assert shown(second).count("calibration age") == 1  # said once, by the result
+    assert f"calibration age {format_duration(result.calibration_age_s)}" in shown(second)
 
 
 @pytest.mark.anyio
@@ -159,8 +185,8 @@ async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
     mine = lab.submit(program, shots=10)
     panel = JobPanel(mine)
     panel.show()
-    await until(lambda: "position 1 of 1" in panel._status.value, "k of n")
-    await until(lambda: "calibrated" in panel._status.value, "the device line")
+    await until_shown(panel, "position 1 of 1 waiting", "k of n")
+    await until_shown(panel, "calibrated", "the device line")
     reads: list[str] = []
 
     async def count(request: httpx.Request) -> None:
@@ -174,11 +200,11 @@ async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
             "/jobs", json={"sequence": pulser_sequence_json(), "shots": LONG, "job_class": "test"}
         )
         answer.raise_for_status()
-        await until(lambda: "position 2 of 2" in panel._status.value, "moved back")
+        await until_shown(panel, "position 2 of 2 waiting", "moved back")
         seconds["submitted"] = time.monotonic() - sent
         sent = time.monotonic()
         (await other.post(f"/jobs/{answer.json()['id']}/cancel")).raise_for_status()
-        await until(lambda: "position 1 of 1" in panel._status.value, "moved forward")
+        await until_shown(panel, "position 1 of 1 waiting", "moved forward")
         seconds["canceled"] = time.monotonic() - sent
     assert all(s < 2.0 for s in seconds.values()), seconds  # the old refresh came every 10 s
     assert reads == [], reads  # no /device, no /jobs: the stream carried it
@@ -192,12 +218,17 @@ async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
 async def test_targets_panel_lists_and_refreshes_without_blocking(lab):
     panel = TargetsPanel(await lab.atargets(), lab)
     panel.show()
-    assert "<code>lab</code>" in panel._table.value and "QHPC-Test" in panel._table.value
+    assert "<code>lab</code>" in shown(panel) and "QHPC-Test" in shown(panel)
     assert panel.text().splitlines()[0].startswith("* lab")
-    panel._refresh.click()
-    assert panel._refresh.disabled
-    await until(lambda: not panel._refresh.disabled, "the refresh")
-    assert panel._note.value == "" and "ONLINE" in panel._table.value
+    refresh = button(panel, "refresh")
+    refresh.click()
+    assert refresh.disabled and "probing…" in shown(panel)
+
+    async def refreshed() -> bool:
+        return not refresh.disabled
+
+    await apoll_until(refreshed, "the refresh")
+    assert "probing…" not in shown(panel) and "ONLINE" in shown(panel)
 
 
 # -- a real kernel ------------------------------------------------------------------------------

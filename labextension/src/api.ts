@@ -19,11 +19,16 @@ export interface ITarget {
   device: string | null;
   state: string | null;
   message: string;
+  /** While the scheduler's stream is down: seconds until the next try, at `received`. */
+  retry_in_s?: number | null;
   calibration_age_s: number | null;
   next_calibration_in_s?: number | null;
   calibration_duration_s?: number | null;
   queue_depth?: Record<string, number>;
   draining?: boolean;
+  /** The running job, anyone's (`GET /device`): its class only. */
+  running?: { job_class: string } | null;
+  /** Its id, when it is mine. */
   running_job?: number | null;
   /** The scheduler's latest `queue` event, once its stream is followed. */
   queue?: IQueue;

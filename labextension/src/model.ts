@@ -5,12 +5,16 @@
  * without resuming (`reset`); between those nothing is fetched. A job's own changes come with
  * `job` events, every job's place in line and the queue's depth with `queue` events. Ages and
  * countdowns advance on a local one-second tick from the moment each value was received.
+ *
+ * What a target's scheduler last said is kept while it cannot be reached (or while this page
+ * cannot reach the Jupyter server), marked with the time it was last current (`staleSince`).
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
   IEvent,
   IJob,
+  IJobsReply,
   IQueue,
   ITarget,
   cancelJob,
@@ -18,6 +22,7 @@ import {
   getJobs,
   getTargets
 } from './api';
+import { FINAL_STATUSES } from './generated.js';
 
 export type Phase = 'loading' | 'ready' | 'error';
 
@@ -27,7 +32,7 @@ export interface IReceived<T> {
   received: number;
 }
 
-const FINAL = new Set(['DONE', 'ERROR', 'CANCELED']);
+const FINAL = new Set(FINAL_STATUSES);
 const RECENT_FINISHED = 5;
 const RETRY_MAX_MS = 10000;
 
@@ -79,6 +84,8 @@ export class QpuModel {
   jobErrors: Record<string, string> = {};
   /** Each scheduler's latest queue, by target name. */
   queues: Record<string, IQueue> = {};
+  /** When this page will next try the Jupyter server's event stream (while not live). */
+  retryAt: number | null = null;
 
   get changed(): ISignal<this, void> {
     return this._changed;
@@ -93,6 +100,19 @@ export class QpuModel {
   get activeTarget(): IReceived<ITarget> | null {
     const qpus = this.targets.filter(t => t.value.kind !== 'emulator');
     return qpus.find(t => t.value.name === this.defaultTarget) ?? qpus[0] ?? null;
+  }
+
+  /**
+   * Since when what is shown of `target` may be out of date (browser time), or null while
+   * it is current: the target's scheduler does not answer, or this page lost the server.
+   */
+  staleSince(target: string): number | null {
+    const entry = this.targets.find(t => t.value.name === target);
+    const current = this._current[target] ?? null;
+    if (!this.live && this._lostAt !== null) {
+      return Math.min(this._lostAt, current ?? this._lostAt);
+    }
+    return entry && !entry.value.reachable ? current : null;
   }
 
   /** Queued and running jobs first (oldest first), then the latest finished ones. */
@@ -138,11 +158,13 @@ export class QpuModel {
           this.queues[target.name] = target.queue;
         }
       }
+      for (const target of targets.targets) {
+        this._heard(target.name, target.reachable);
+      }
       this.defaultTarget = targets.default;
       this.sources = targets.sources;
       this.problems = targets.problems;
-      this.jobs = merge(this.jobs, jobs.jobs, asked, jobKey);
-      this.jobErrors = jobs.errors;
+      this._mergeJobs(jobs, asked);
       this.phase = 'ready';
       this.error = '';
     } catch (error) {
@@ -169,6 +191,8 @@ export class QpuModel {
         await followEvents(
           () => {
             this.live = true;
+            this.retryAt = null;
+            this._lostAt = null;
             delay = 1000;
             void this.refresh();
           },
@@ -184,7 +208,11 @@ export class QpuModel {
           this.error = (error as Error).message;
         }
       }
+      if (this.live || this._lostAt === null) {
+        this._lostAt = Date.now();
+      }
       this.live = false;
+      this.retryAt = Date.now() + delay;
       this._changed.emit();
       await new Promise(resolve => setTimeout(resolve, delay));
       delay = Math.min(RETRY_MAX_MS, delay * 2);
@@ -199,11 +227,15 @@ export class QpuModel {
         const value = { ...this.targets[index].value, ...target };
         this.targets[index] = { value, received: Date.now() };
       }
+      this._heard(target.name, target.reachable);
     } else if (event.kind === 'job') {
-      this._upsertJob(event.data as IJob);
+      const job = event.data as IJob;
+      this._upsertJob(job);
+      this._heard(job.target, true);
     } else if (event.kind === 'queue') {
       const { target, ...queue } = event.data as IQueue & { target: string };
       this._applyQueue(target, queue);
+      this._heard(target, true);
     } else if (event.kind === 'reset') {
       void this._rereadJobs();
     }
@@ -227,6 +259,27 @@ export class QpuModel {
     });
   }
 
+  /** A fresh list of my jobs; a target that could not list its own keeps what it last did. */
+  private _mergeJobs(reply: IJobsReply, asked: number): void {
+    const failed = (entry: IReceived<IJob>): boolean => entry.value.target in reply.errors;
+    const kept = this.jobs.filter(failed);
+    const fresh = merge(
+      this.jobs.filter(entry => !failed(entry)),
+      reply.jobs,
+      asked,
+      jobKey
+    );
+    this.jobs = [...fresh, ...kept];
+    this.jobErrors = reply.errors;
+  }
+
+  /** What `target` says is current now, when it answered (its `reachable`). */
+  private _heard(target: string, reachable: boolean | undefined): void {
+    if (reachable !== false) {
+      this._current[target] = Date.now();
+    }
+  }
+
   private _upsertJob(job: IJob): void {
     const index = this.jobs.findIndex(j => jobKey(j.value) === jobKey(job));
     const entry = { value: job, received: Date.now() };
@@ -241,9 +294,7 @@ export class QpuModel {
   private async _rereadJobs(): Promise<void> {
     const asked = Date.now();
     try {
-      const reply = await getJobs();
-      this.jobs = merge(this.jobs, reply.jobs, asked, jobKey);
-      this.jobErrors = reply.errors;
+      this._mergeJobs(await getJobs(), asked);
       this._changed.emit();
     } catch {
       // the stream's next reconnection re-reads everything
@@ -253,5 +304,9 @@ export class QpuModel {
   private _changed = new Signal<this, void>(this);
   private _ticked = new Signal<this, void>(this);
   private _abort: AbortController | null = null;
+  /** Browser time each target's facts were last known current. */
+  private _current: Record<string, number> = {};
+  /** When this page lost the server's event stream (null while it has it). */
+  private _lostAt: number | null = null;
   private _timer = 0;
 }

@@ -5,6 +5,7 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { IJob, IQueue, ITarget } from './api';
+import { clockTime, duration } from './format.js';
 import { IReceived, QpuModel, elapsed, isFinal } from './model';
 import { qpuIcon } from './icon';
 
@@ -19,16 +20,10 @@ export function stateLabel(state: string | null): string {
   return STATE_LABELS[state ?? ''] ?? (state ? state.toLowerCase() : 'unknown');
 }
 
-/** 42 s, 3 min, 1.5 h: as precise as a glance needs. */
-export function duration(seconds: number): string {
-  const s = Math.max(0, seconds);
-  if (s < 90) {
-    return `${Math.round(s)} s`;
-  }
-  if (s < 5400) {
-    return `${Math.round(s / 60)} min`;
-  }
-  return `${(s / 3600).toFixed(1)} h`;
+/** "retrying in 4 s", counted down from when the delay was told; "retrying now" after. */
+function retrying(delay_s: number, received: number): string {
+  const left = delay_s - elapsed(received);
+  return left > 0.5 ? `retrying in ${duration(left)}` : 'retrying now…';
 }
 
 export function ordinal(position: number): string {
@@ -80,17 +75,21 @@ function Calibration(props: { target: IReceived<ITarget> }): JSX.Element | null 
 }
 
 /**
- * Jobs waiting (every user's, the running one not counted), per class, and what runs: from
- * the scheduler's `queue` event, else (before its first one) the total from `GET /device`.
+ * Whether a job runs and how many wait (every user's), per class: from the scheduler's
+ * `queue` event, else (before its first one) from `GET /device`, whose depth counts the
+ * running job, anyone's, too.
  */
 function QueueDepth(props: { queue?: IQueue; target: ITarget }): JSX.Element | null {
   const { queue, target } = props;
   let waiting: number;
+  let runs: boolean;
   if (queue) {
     waiting = queue.waiting;
+    runs = queue.running !== null;
   } else if (target.queue_depth) {
     const total = Object.values(target.queue_depth).reduce((sum, n) => sum + n, 0);
-    waiting = total - (target.running_job !== null && target.running_job !== undefined ? 1 : 0);
+    runs = Boolean(target.running) || (target.running_job ?? null) !== null;
+    waiting = total - (runs ? 1 : 0);
   } else {
     return null;
   }
@@ -98,11 +97,11 @@ function QueueDepth(props: { queue?: IQueue; target: ITarget }): JSX.Element | n
   return (
     <div
       className="qhpc-queue"
-      title="Jobs waiting, all users, per class; the running job is not counted"
+      title="Jobs running and waiting, all users; waiting ones per class"
       data-waiting={waiting}
     >
       <span className="qhpc-queue-total">
-        {waiting === 0 ? 'Queue empty' : `${waiting} in queue`}
+        {runs ? `1 running, ${waiting} waiting` : waiting ? `${waiting} waiting` : 'Queue empty'}
       </span>
       {Object.entries(queue?.depth ?? {}).map(([name, count]) => (
         <span key={name} className="qhpc-queue-class" data-class={name}>
@@ -118,21 +117,39 @@ function QueueDepth(props: { queue?: IQueue; target: ITarget }): JSX.Element | n
   );
 }
 
+/**
+ * The discovery default, as a kernel treats it: cells without --target run there while it
+ * answers; a kernel that finds it unreachable runs them on its local emulator instead (one
+ * that already sent work there refuses new work until it is back).
+ */
+function DefaultBadge(props: { reachable: boolean }): JSX.Element {
+  return props.reachable ? (
+    <span className="qhpc-default" data-reachable="true" title="Cells without --target run here">
+      default
+    </span>
+  ) : (
+    <span
+      className="qhpc-default qhpc-default-off"
+      data-reachable="false"
+      title="Unreachable: a kernel that starts now runs cells without --target on its local emulator; one that already used this target refuses them until it answers"
+    >
+      default, unreachable
+    </span>
+  );
+}
+
 function TargetCard(props: {
   target: IReceived<ITarget>;
   queue: IQueue | undefined;
 }): JSX.Element {
-  const t = props.target.value;
+  const { value: t, received } = props.target;
+  const retry = t.retry_in_s;
   return (
-    <div className="qhpc-target" data-target={t.name}>
+    <div className="qhpc-target" data-target={t.name} data-reachable={t.reachable}>
       <div className="qhpc-target-head">
         <span className="qhpc-target-name" title={t.origin}>
           {t.name}
-          {t.default && (
-            <span className="qhpc-default" title="Cells without --target run here">
-              default
-            </span>
-          )}
+          {t.default && <DefaultBadge reachable={t.reachable} />}
         </span>
         <StateBadge state={t.state} />
       </div>
@@ -147,12 +164,23 @@ function TargetCard(props: {
           {t.draining && <div className="qhpc-note">Draining: queued jobs wait.</div>}
         </>
       ) : null}
-      {t.message && <div className="qhpc-note">{t.message}</div>}
+      {(t.message || (retry !== null && retry !== undefined)) && (
+        <div className="qhpc-note">
+          {t.message}
+          {retry !== null && retry !== undefined && (
+            <span className="qhpc-retry"> · {retrying(retry, received)}</span>
+          )}
+        </div>
+      )}
     </div>
   );
 }
 
-function JobRow(props: { job: IReceived<IJob>; model: QpuModel }): JSX.Element {
+function JobRow(props: {
+  job: IReceived<IJob>;
+  model: QpuModel;
+  stale: boolean;
+}): JSX.Element {
   const { value: job, received } = props.job;
   const [canceling, setCanceling] = React.useState(false);
   const percent = job.shots ? Math.round((100 * job.shots_done) / job.shots) : 0;
@@ -163,10 +191,13 @@ function JobRow(props: { job: IReceived<IJob>; model: QpuModel }): JSX.Element {
     where = `${ordinal(job.position)} in queue`;
   }
   const eta =
-    !isFinal(job) && job.eta_s !== null ? `ETA ${duration(job.eta_s - elapsed(received))}` : '';
+    !isFinal(job) && !props.stale && job.eta_s !== null
+      ? `ETA ${duration(job.eta_s - elapsed(received))}`
+      : '';
   return (
     <li
-      className="qhpc-job"
+      className={`qhpc-job${props.stale ? ' qhpc-stale' : ''}`}
+      data-stale={props.stale}
       data-job-id={job.id}
       data-target={job.target}
       data-status={job.status}
@@ -214,12 +245,24 @@ function Jobs(props: { model: QpuModel }): JSX.Element {
   const { model } = props;
   const jobs = model.visibleJobs;
   const errors = Object.entries(model.jobErrors);
+  const stale: Record<string, number> = {};
+  for (const target of new Set(jobs.map(j => j.value.target))) {
+    const since = model.staleSince(target);
+    if (since !== null) {
+      stale[target] = since;
+    }
+  }
   return (
     <section className="qhpc-section">
       <h3>My jobs</h3>
       {errors.map(([target, message]) => (
         <div key={target} className="qhpc-note qhpc-error-line">
           {target}: {message}
+        </div>
+      ))}
+      {Object.entries(stale).map(([target, since]) => (
+        <div key={target} className="qhpc-note qhpc-stale-line" data-target={target}>
+          {target} does not answer: its jobs as of {clockTime(since)}
         </div>
       ))}
       {jobs.length === 0 ? (
@@ -230,11 +273,50 @@ function Jobs(props: { model: QpuModel }): JSX.Element {
       ) : (
         <ul className="qhpc-jobs">
           {jobs.map(j => (
-            <JobRow key={`${j.value.target}/${j.value.id}`} job={j} model={model} />
+            <JobRow
+              key={`${j.value.target}/${j.value.id}`}
+              job={j}
+              model={model}
+              stale={j.value.target in stale}
+            />
           ))}
         </ul>
       )}
     </section>
+  );
+}
+
+/**
+ * Whether what the sidebar shows is current: live (this page follows the server, which
+ * follows the active target's scheduler), offline (that scheduler does not answer), or
+ * reconnecting (this page lost the Jupyter server), with the countdown to the next try.
+ */
+function Live(props: { model: QpuModel }): JSX.Element {
+  const { model } = props;
+  const active = model.activeTarget?.value;
+  let state: string;
+  let label: string;
+  let title: string;
+  if (!model.live) {
+    state = 'reconnecting';
+    label =
+      model.retryAt === null
+        ? 'reconnecting…'
+        : `reconnecting, ${retrying((model.retryAt - Date.now()) / 1000, Date.now())}`;
+    title = 'This page lost the Jupyter server: what it shows may be out of date';
+  } else if (active && !active.reachable) {
+    state = 'offline';
+    label = 'offline';
+    title = `${active.name} does not answer: its last known state is shown`;
+  } else {
+    state = 'live';
+    label = 'live';
+    title = 'Live: updates as they happen';
+  }
+  return (
+    <span className={`qhpc-live qhpc-live-${state}`} data-state={state} title={title}>
+      {label}
+    </span>
   );
 }
 
@@ -269,12 +351,7 @@ function Panel(props: { model: QpuModel }): JSX.Element {
       <section className="qhpc-section">
         <h3>
           Targets
-          <span
-            className={`qhpc-live ${model.live ? 'qhpc-live-on' : ''}`}
-            title={model.live ? 'Live: updates as they happen' : 'Reconnecting…'}
-          >
-            {model.live ? 'live' : 'reconnecting…'}
-          </span>
+          <Live model={model} />
         </h3>
         {qpus.length === 0 ? (
           <div className="qhpc-empty">

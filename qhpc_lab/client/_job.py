@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from qhpc_lab.client import _loop
 from qhpc_lab.client._target import JobError, JobState, Target, TargetInfo
 from qhpc_lab.client._timeline import plot_timeline
+from qhpc_lab.jobs import format_duration
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -229,7 +230,7 @@ class Result:
     def _facts(self) -> list[str]:
         facts = [f"{self.shots} shots"]
         if self.calibration_age_s is not None:
-            facts.append(f"calibration age {self.calibration_age_s:.1f} s")
+            facts.append(f"calibration age {format_duration(self.calibration_age_s)}")
         if self.queued_s is not None:
             facts.append(f"queued {self.queued_s:.2f} s")
         if self.run_s is not None:

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from qhpc_lab.jobs import FINAL_STATUSES, format_duration
 from qhpc_lab.programs import DeviceSpec, Program
-
-FINAL_STATUSES = frozenset({"DONE", "ERROR", "CANCELED"})
-"""Statuses after which a job never changes (Warden's names, used by every target)."""
 
 
 class ClientError(Exception):
@@ -102,7 +100,7 @@ class TargetInfo:
             return f"{mark} {self.name:14} {self.type:27} unreachable: {self.message}"
         details = [self.device or "?", self.state or "?"]
         if self.calibration_age_s is not None:
-            details.append(f"calibrated {_duration(self.calibration_age_s)} ago")
+            details.append(f"calibrated {format_duration(self.calibration_age_s)} ago")
         note = f" — {self.message}" if self.message else ""
         return f"{mark} {self.name:14} {self.type:27} {', '.join(details)}{note}"
 
@@ -164,11 +162,3 @@ class Target(abc.ABC):
         return TargetInfo(
             self.name, self.kind, self.type, self.origin, False, url=self.url, message=message
         )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -26,7 +26,7 @@ import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 
 from qhpc_lab.client import Client, ClientError, Job, Result, TargetInfo
-from qhpc_lab.client._target import _duration
+from qhpc_lab.jobs import format_duration
 
 TICK_S = 1.0
 """How often a panel redraws its clocks (ETA, calibration age) between events."""
@@ -213,20 +213,17 @@ class JobPanel(_Panel):
             facts.append("running")
         elif state.position is not None:
             queued = self._info.queued if self._info is not None else None
-            of = f" of {queued}" if queued is not None and queued >= state.position else ""
+            of = f" of {queued} waiting" if queued is not None and queued >= state.position else ""
             facts.append(f"position {state.position}{of}")
         if state.eta_s is not None:
             left = max(0.0, state.eta_s - (time.monotonic() - self._state_at))
-            facts.append(f"ETA {_duration(left)}")
+            facts.append(f"ETA {format_duration(left)}")
         return facts
 
     def _device_facts(self) -> list[str]:
         if self._state.final and self._result is not None:
-            age = self._result.calibration_age_s
-            device = [f"device {self._result.device}"] if self._result.device else []
-            if age is not None:
-                device.append(f"calibration age when the shots ran: {_duration(age)}")
-            return device
+            # the result below says the calibration age when the shots ran
+            return [f"device {self._result.device}"] if self._result.device else []
         info = self._info
         if info is None:
             return []
@@ -235,7 +232,7 @@ class JobPanel(_Panel):
         facts = [f"device {info.device or '?'}", info.state or "?"]
         if info.calibration_age_s is not None and info.state != "CALIBRATING":
             age = info.calibration_age_s + time.monotonic() - self._info_at
-            facts.append(f"calibrated {_duration(age)} ago")
+            facts.append(f"calibrated {format_duration(age)} ago")
         return facts
 
     def text(self) -> str:
@@ -295,7 +292,7 @@ class TargetsPanel(_Panel):
             if info.reachable:
                 state = html.escape(info.state or "?")
                 calibrated = (
-                    f"{_duration(info.calibration_age_s)} ago"
+                    f"{format_duration(info.calibration_age_s)} ago"
                     if info.calibration_age_s is not None
                     else ""
                 )

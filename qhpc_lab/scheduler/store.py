@@ -20,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
+from qhpc_lab.jobs import ACTIVE_STATUSES
+
 POOL_SIZE = 4
 BUSY_TIMEOUT_S = 5.0
 """How long a SQLite write waits for the database lock before it fails (and is retried)."""
@@ -74,8 +76,6 @@ facts = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-ACTIVE = ("PENDING", "RUNNING")
-FINAL = ("DONE", "ERROR", "CANCELED")
 MAX_JOB_ID = 2**31 - 1
 """Largest id the ``jobs.id`` column holds on every backend (INTEGER is 32-bit on PostgreSQL)."""
 
@@ -356,7 +356,7 @@ class Store:
             return [JobRow.from_row(r) for r in conn.execute(query)]
 
     def active_jobs(self) -> list[JobRow]:
-        query = sa.select(jobs).where(jobs.c.status.in_(ACTIVE)).order_by(jobs.c.id)
+        query = sa.select(jobs).where(jobs.c.status.in_(ACTIVE_STATUSES)).order_by(jobs.c.id)
         with self.engine.connect() as conn:
             return [JobRow.from_row(r) for r in conn.execute(query)]
 
@@ -435,7 +435,7 @@ class Store:
         with self._write() as conn:
             row = conn.execute(
                 jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+                .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE_STATUSES))
                 .values(status=status, error=error, finished_at=finished_at)
                 .returning(*jobs.c)
             ).first()

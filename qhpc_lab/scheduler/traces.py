@@ -18,8 +18,9 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from qhpc_lab import tracing
+from qhpc_lab.jobs import FINAL_STATUSES
 from qhpc_lab.programs import Program
-from qhpc_lab.scheduler.store import FINAL, JobRow
+from qhpc_lab.scheduler.store import JobRow
 
 
 def _ns(seconds: float) -> int:
@@ -124,7 +125,7 @@ class JobTraces:
 
     def changed(self, row: JobRow) -> None:
         """A job's new state: a final one ends its trace with a ``qhpc.result`` span."""
-        if row.status not in FINAL:
+        if row.status not in FINAL_STATUSES:
             return
         live = self.live.pop(row.id, None)
         if live is None:

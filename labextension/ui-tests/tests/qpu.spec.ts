@@ -1,8 +1,9 @@
 /**
  * The QPU sidebar in a real JupyterLab against a real scheduler (started by tests/test_ui.py):
  * the target shows, a %%qpu cell's job shows its queue position then its completion, the
- * badge follows a calibration, Cancel works. Screenshots and the measured latency from a
- * job's state change in the scheduler to the sidebar showing it go to $QHPC_ARTIFACTS.
+ * badge follows a calibration, Cancel works; last, the scheduler is killed and the sidebar
+ * says it is offline. Screenshots and the measured latency from a job's state change in the
+ * scheduler to the sidebar showing it go to $QHPC_ARTIFACTS.
  */
 import { expect, test } from '@jupyterlab/galata';
 import { APIRequestContext, Page } from '@playwright/test';
@@ -16,6 +17,7 @@ const ADMIN = { Authorization: `Bearer ${process.env.QHPC_ADMIN_TOKEN}` };
 const OTHER = { Authorization: `Bearer ${process.env.QHPC_OTHER_TOKEN}` };
 const ARTIFACTS = process.env.QHPC_ARTIFACTS as string;
 const SIDEBAR = 'qhpc-qpu-sidebar';
+const SCHEDULER_PID = Number(process.env.QHPC_SCHEDULER_PID);
 
 const SETUP = `from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
@@ -107,7 +109,8 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
   await expect(card.locator('.qhpc-badge')).toHaveText('online');
   await expect(card).toContainText('Calibrated');
   await expect(card).toContainText('Queue empty');
-  await expect(sidebar.locator('.qhpc-live-on')).toBeVisible();
+  await expect(sidebar.locator('.qhpc-live')).toHaveAttribute('data-state', 'live');
+  await expect(card.locator('.qhpc-default')).toHaveText('default');
   await expect(sidebar.locator('.qhpc-empty')).toContainText('No jobs yet');
   await expect(status).toContainText(`${TARGET}`);
   await expect(status).toContainText('no job queued');
@@ -145,8 +148,8 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
   await expect(row).toHaveAttribute('data-status', 'PENDING');
   await expect(row.locator('.qhpc-position')).toHaveText(/1st in queue/);
   await expect(status).toContainText(`job #${blocker.id} running`);
-  // The running job is not counted as queued.
-  await expect(card.locator('.qhpc-queue-total')).toHaveText('1 in queue');
+  // The running job is not counted as waiting.
+  await expect(card.locator('.qhpc-queue-total')).toHaveText('1 running, 1 waiting');
   await shot(page, '02-job-queued-behind-another');
 
   // Another user's job that outranks mine (class test) moves it back, its cancellation
@@ -170,7 +173,7 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
   const ahead = await submit(request, 5000, OTHER, 'test');
   const movedBackMs = await moved('2', aheadSent);
   await expect(row.locator('.qhpc-position')).toHaveText(/2nd in queue/);
-  await expect(card.locator('.qhpc-queue-total')).toHaveText('2 in queue');
+  await expect(card.locator('.qhpc-queue-total')).toHaveText('1 running, 2 waiting');
   await shot(page, '02b-moved-back-by-another-user');
   const cancelSent = Date.now();
   const canceled = await request.post(`${SCHEDULER}/jobs/${ahead.id}/cancel`, {
@@ -266,4 +269,51 @@ test('the sidebar says so when the service fails or finds no QPU', async ({ page
   await expect(sidebar.locator('.qhpc-empty').last()).toContainText('No jobs yet');
   await expect(page.locator('.qhpc-status-item')).toContainText('QPU: emulator');
   await shot(page, '07-empty-state');
+});
+
+test('a scheduler that dies shows offline, dated and counting down to the next try', async ({
+  page,
+  request
+}) => {
+  // Last in this file: the scheduler does not come back.
+  expect(SCHEDULER_PID).toBeGreaterThan(0);
+  await page.sidebar.openTab(SIDEBAR);
+  const sidebar = page.locator(`#${SIDEBAR}`);
+  const card = sidebar.locator(`.qhpc-target[data-target="${TARGET}"]`);
+  const live = sidebar.locator('.qhpc-live');
+  await expect(live).toHaveAttribute('data-state', 'live');
+  const job = await submit(request, 10);
+  const row = sidebar.locator(`li[data-job-id="${job.id}"]`);
+  await expect(row).toHaveAttribute('data-status', 'DONE');
+  await expect(row).toHaveAttribute('data-stale', 'false');
+
+  process.kill(SCHEDULER_PID, 'SIGKILL');
+  await expect(card.locator('.qhpc-badge')).toHaveText('offline');
+  await expect(live).toHaveAttribute('data-state', 'offline');
+  await expect(live).toHaveText('offline');
+  await expect(card.locator('.qhpc-default')).toHaveText('default, unreachable');
+  await expect(sidebar.locator('.qhpc-stale-line')).toHaveText(
+    new RegExp(`^${TARGET} does not answer: its jobs as of \\d\\d:\\d\\d:\\d\\d$`)
+  );
+  await expect(row).toHaveAttribute('data-stale', 'true');
+  await expect(row).toHaveAttribute('data-status', 'DONE'); // still listed, as it last was
+  await expect(page.locator('.qhpc-status-item .qhpc-badge')).toHaveText('offline');
+
+  // The delay to the next try counts down between the server's retries (which grow to 10 s).
+  const retry = card.locator('.qhpc-retry');
+  const seen: string[] = [];
+  await expect
+    .poll(
+      async () => {
+        const text = (await retry.textContent()) ?? '';
+        if (seen[seen.length - 1] !== text) {
+          seen.push(text);
+        }
+        const seconds = seen.map(t => Number(/retrying in (\d+) s/.exec(t)?.[1] ?? NaN));
+        return seconds.some((n, i) => i > 0 && n === seconds[i - 1] - 1);
+      },
+      { timeout: 60000, intervals: [250] }
+    )
+    .toBe(true);
+  await shot(page, '08-scheduler-offline');
 });

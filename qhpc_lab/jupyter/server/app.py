@@ -34,7 +34,7 @@ class QHPCLab(ExtensionApp):
     service: QPUService
 
     def initialize_settings(self) -> None:
-        self.service = QPUService(os.environ, self.targets_file)
+        self.service = QPUService(os.environ, self.targets_file, self.log)
         self.settings["qhpc_service"] = self.service
 
     def initialize_handlers(self) -> None:

@@ -56,6 +56,7 @@ DEVICE_FIELDS = (
     "next_calibration_in_s",
     "calibration_duration_s",
     "queue_depth",
+    "running",
     "running_job",
 )
 
@@ -65,6 +66,8 @@ MIN_SECRET_LENGTH = 8
 QUEUE_FIELDS = ("revision", "waiting", "depth", "running", "jobs", "jobs_omitted")
 """The scheduler's ``queue`` event, personal to the user: no other user's job ids or names."""
 RUNNING_FIELDS = ("job_class", "mine", "job_id", "eta_s")
+DEVICE_RUNNING_FIELDS = ("job_class",)
+"""``/device``'s running job, anyone's: its class, so that it is not counted as waiting."""
 
 URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s\"]+@", re.IGNORECASE)
 
@@ -93,6 +96,14 @@ def pick(data: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return {name: data.get(name) for name in fields if name in data}
 
 
+def device_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``/device``'s (or a ``device`` event's) allow-listed fields."""
+    view = pick(data, DEVICE_FIELDS)
+    if isinstance(view.get("running"), Mapping):
+        view["running"] = pick(view["running"], DEVICE_RUNNING_FIELDS)
+    return view
+
+
 def queue_view(data: Mapping[str, Any]) -> dict[str, Any]:
     """A ``queue`` event's allow-listed fields (the running job's id only when it is ours)."""
     view = pick(data, QUEUE_FIELDS)
@@ -108,10 +119,14 @@ class QPUService:
         self,
         environ: Mapping[str, str],
         targets_file: str | Path | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
+        self.log = logger or log
+        """Where the Jupyter server's log (Lab's terminal) hears of discovery problems and of a
+        scheduler that stops answering or comes back."""
         found = discover(environ, targets_file)
         for problem in found.problems:
-            log.warning("qhpc: %s", problem)
+            self.log.warning("qhpc: %s", problem)
         self.targets: dict[str, Target] = found.targets
         self.default = found.default
         self.problems = list(found.problems)
@@ -119,6 +134,8 @@ class QPUService:
         self._secrets = secret_values(environ)
         self._views: dict[str, dict[str, Any]] = {}
         self._streams: dict[str, StreamState] = {}
+        self._unreachable: set[str] = set()
+        """Schedulers whose loss was logged and whose return is not yet."""
         self._listeners: set[asyncio.Queue[bytes | None]] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
 
@@ -154,7 +171,7 @@ class QPUService:
         if isinstance(target, SchedulerTarget) and info.reachable:
             with contextlib.suppress(ClientError, TimeoutError):
                 device = await asyncio.wait_for(target.request("GET", "/device"), PROBE_TIMEOUT_S)
-                view.update(pick(device, DEVICE_FIELDS))
+                view.update(device_view(device))
             queue = target.feed.latest("queue")
             if queue is not None:
                 view["queue"] = queue_view(queue.data)
@@ -244,15 +261,38 @@ class QPUService:
                     queue.put_nowait(None)
 
     def _shown(self, name: str) -> dict[str, Any]:
-        """The target's view as the browser sees it: offline, saying why, while its event
-        stream is down (the last device facts would otherwise look current)."""
-        view = dict(self._views.get(name) or {"name": name})
+        """The target's view as the browser sees it: offline, saying why and in how many
+        seconds the next try comes (``retry_in_s``, counted down by the sidebar), while its
+        event stream is down (the last device facts would otherwise look current)."""
+        view = {**(self._views.get(name) or {"name": name}), "retry_in_s": None}
         stream = self._streams.get(name)
         if stream is not None and stream.phase in ("reconnecting", "failed"):
+            gave_up = " (given up)" if stream.phase == "failed" else ""
             view.update(
-                reachable=False, state="OFFLINE", message=f"the scheduler's event stream: {stream}"
+                reachable=False,
+                state="OFFLINE",
+                message=f"the scheduler's event stream{gave_up}: {stream.reason}",
+                retry_in_s=stream.retry_in_s,
             )
         return view
+
+    def _log_transition(self, target: SchedulerTarget, stream: StreamState) -> None:
+        """One line when a scheduler stops answering and one when it is back, however many
+        reconnections come between."""
+        name = target.name
+        if stream.phase in ("reconnecting", "failed") and name not in self._unreachable:
+            self._unreachable.add(name)
+            retrying = "; retrying" if stream.phase == "reconnecting" else "; not retrying"
+            self.log.warning(
+                "qhpc: scheduler %r at %s is unreachable (%s)%s; the QPU sidebar shows it offline",
+                name,
+                public_url(target.url),
+                stream.reason,
+                retrying,
+            )
+        elif stream.phase == "connected" and name in self._unreachable:
+            self._unreachable.discard(name)
+            self.log.warning("qhpc: scheduler %r at %s is back", name, public_url(target.url))
 
     async def _relay(self, target: SchedulerTarget) -> None:
         """Follow one scheduler's feed until no browser listens (the feed reconnects)."""
@@ -262,6 +302,7 @@ class QPUService:
                 item = await items.get()
                 if isinstance(item, StreamState):
                     self._streams[name] = item
+                    self._log_transition(target, item)
                     if item.phase != "connecting":
                         self._publish("target", self._shown(name))
                 elif item.kind == "reset":  # nothing to resume from: re-read and say so
@@ -271,7 +312,7 @@ class QPUService:
                     self._publish("job", self._job_view(name, item.data))
                 elif item.kind == "device":
                     view = self._views.setdefault(name, {"name": name})
-                    view.update(pick(item.data, DEVICE_FIELDS), reachable=True)
+                    view.update(device_view(item.data), reachable=True)
                     self._publish("target", self._shown(name))
                 elif item.kind == "queue":
                     queue = queue_view(item.data)
