@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler import SchedulerConfig, build_scheduler, create_app
 from qhpc_lab.scheduler.auth import make_token
 from qhpc_lab.scheduler.metrics import RequestMetrics
@@ -66,7 +67,7 @@ async def main(requests: int, pairs: int) -> None:
             auth=("token",),
             token_secret=SECRET,
         )
-        scheduler = build_scheduler(config)
+        scheduler = build_scheduler(config, EmulatedQPU)
         with_metrics = create_app(config, scheduler=scheduler)
         without = create_app(config, scheduler=scheduler)
         without.user_middleware = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 from datetime import datetime
 from typing import Any
 
@@ -161,17 +162,24 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
 
 
 def _policy_changes(pairs: list[str]) -> dict[str, Any]:
+    """``--set`` pairs as a policy change, each value read by its setting's declared type;
+    ``class_priority.production=15`` changes one class."""
+    from qhpc_lab.scheduler.config import parse_setting, setting_kinds
+
+    kinds = setting_kinds()
     changes: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
-        if key.startswith("class_priority."):
-            changes.setdefault("class_priority", {})[key.split(".", 1)[1]] = int(value)
-        elif key == "default_job_class":
-            changes[key] = value
+        name, dot, item = key.partition(".")
+        if not sep or name not in kinds:
+            raise ValueError(f"--set takes SETTING=VALUE with a setting of {', '.join(kinds)}")
+        if dot:
+            value = f"{item}={value}"
+        parsed = parse_setting(kinds[name], value)
+        if isinstance(parsed, dict):
+            changes.setdefault(name, {}).update(parsed)
         else:
-            changes[key] = float(value)
+            changes[name] = parsed
     return changes
 
 
@@ -184,24 +192,37 @@ def _timestamp(text: str) -> float:
 
 def _render(action: str, answer: Any) -> str:
     if action == "accounting":
+        by_user = answer["by"] == "user"
         lines = [
-            f"{'key':>12} {'jobs':>6} {'done':>6} {'shots':>10} {'QPU s':>10} "
-            f"{'mean wait s':>12} {'max wait s':>11}"
+            f"{'user' if by_user else 'slurm job':>12} {'jobs':>6} {'done':>6} {'shots':>10} "
+            f"{'QPU s':>10} {'mean wait s':>12} {'max wait s':>11}"
         ]
         for row in answer["rows"]:
+            key = _user_name(row["key"]) if by_user else row["key"]
             lines.append(
-                f"{row['key']!s:>12} {row['jobs']:>6} {row['done']:>6} {row['shots']:>10} "
+                f"{key!s:>12} {row['jobs']:>6} {row['done']:>6} {row['shots']:>10} "
                 f"{row['qpu_seconds']:>10.2f} {row['mean_wait_s'] or 0:>12.2f} "
                 f"{row['max_wait_s'] or 0:>11.2f}"
             )
         return "\n".join(lines)
     if action == "jobs":
-        return (
-            "\n".join(
-                f"{j['id']:>7} {j['user_id']:>8} {j['job_class']:>12} {j['status']:>9} "
-                f"{j['shots_done']:>6}/{j['shots']:<6} {j['name'] or ''}"
+        if not answer:
+            return "no jobs"
+        header = f"{'id':>7} {'user':>8} {'class':>12} {'status':>9} {'shots':>13} name"
+        return "\n".join(
+            [header]
+            + [
+                f"{j['id']:>7} {_user_name(j['user_id']):>8} {j['job_class']:>12} "
+                f"{j['status']:>9} {j['shots_done']:>6}/{j['shots']:<6} {j['name'] or ''}"
                 for j in answer
-            )
-            or "no jobs"
+            ]
         )
     return json.dumps(answer, indent=2)
+
+
+def _user_name(uid: str | None) -> str:
+    """The login name of a uid on this host; the uid itself when the host does not know it."""
+    try:
+        return pwd.getpwuid(int(uid or "")).pw_name
+    except (ValueError, KeyError):
+        return str(uid)

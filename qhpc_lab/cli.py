@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -10,12 +11,14 @@ import sys
 from pathlib import Path
 
 from qhpc_lab import admin
+from qhpc_lab.scheduler.config import add_setting_flags
 
 
 def _serve(args: argparse.Namespace) -> int:
     from qhpc_lab.qpu import DeviceProfile
+    from qhpc_lab.qpu.emulated import EmulatedQPU
     from qhpc_lab.scheduler import create_app
-    from qhpc_lab.scheduler.config import SchedulerConfig
+    from qhpc_lab.scheduler.config import SchedulerConfig, setting_flags
     from qhpc_lab.scheduler.serving import serve
 
     config = SchedulerConfig.load(
@@ -29,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
         keep_alive_timeout_s=args.keep_alive_timeout,
+        **setting_flags(args),
     )
     profile = DeviceProfile.load(config.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -39,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"\n  listening on http://{config.host}:{config.port} (API docs at /docs)",
         flush=True,
     )
-    serve(create_app(config), config)
+    serve(create_app(config, driver=EmulatedQPU), config)
     return 0
 
 
@@ -71,38 +75,25 @@ def _profiles(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _slurm_hook(args: argparse.Namespace) -> int:
-    from qhpc_lab.hpc.slurm import run_hook
+def _hook(args: argparse.Namespace) -> int:
+    """Run one of a cluster's hooks (``qhpc_lab.hpc.slurm`` or ``.gridengine``)."""
+    return importlib.import_module(f"qhpc_lab.hpc.{args.cluster}").run_hook(args.hook, args.config)
 
-    return run_hook(args.hook, args.config)
 
-
-def _slurm_scripts(args: argparse.Namespace) -> int:
-    from qhpc_lab.hpc.slurm import HOOKS, write_hook_scripts
-
+def _hook_scripts(args: argparse.Namespace) -> int:
+    """Write a cluster's hook scripts and print the settings that name them."""
+    hpc = importlib.import_module(f"qhpc_lab.hpc.{args.cluster}")
     python = args.python or sys.executable
-    scripts = write_hook_scripts(Path(args.directory), python, args.config)
-    print(f"# slurm.conf lines; each job's user must be able to run {python} (TaskProlog)")
-    for hook, path in scripts.items():
-        print(f"{HOOKS[hook]}={path}")
-    print("PrologFlags=Alloc")
-    return 0
-
-
-def _gridengine_hook(args: argparse.Namespace) -> int:
-    from qhpc_lab.hpc.gridengine import run_hook
-
-    return run_hook(args.hook, args.config)
-
-
-def _gridengine_scripts(args: argparse.Namespace) -> int:
-    from qhpc_lab.hpc.gridengine import GridEngineConfig, configuration, write_hook_scripts
-
-    python = args.python or sys.executable
-    scripts = write_hook_scripts(Path(args.directory), python, args.config)
-    config = GridEngineConfig(slots_total=args.slots or 0)
+    scripts = hpc.write_hook_scripts(Path(args.directory), python, args.config)
+    if args.cluster == "slurm":
+        print(f"# slurm.conf lines; each job's user must be able to run {python} (TaskProlog)")
+        for hook, path in scripts.items():
+            print(f"{hpc.HOOKS[hook]}={path}")
+        print("PrologFlags=Alloc")
+        return 0
+    config = hpc.GridEngineConfig(slots_total=args.slots or 0)
     print(f"# Grid Engine settings; root and the execution daemon's user run {python}")
-    for where, text in configuration(scripts, config).items():
+    for where, text in hpc.configuration(scripts, config).items():
         print(f"# {where}\n{text}")
     return 0
 
@@ -207,6 +198,30 @@ def _kernels_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cluster(
+    commands: argparse._SubParsersAction,
+    cluster: str,
+    what: str,
+    hooks: tuple[tuple[str, str], ...],
+    scripts_help: str,
+    python_help: str,
+) -> tuple[argparse._SubParsersAction, argparse.ArgumentParser]:
+    """A first-level scheduler's commands: its hooks and ``hook-scripts``; returns its
+    subcommands and the ``hook-scripts`` parser, for what only this cluster has."""
+    sub = commands.add_parser(cluster, help=what).add_subparsers(dest="hook", required=True)
+    settings = f"/etc/qhpc/{cluster}.toml"
+    for hook, hook_help in hooks:
+        parser_hook = sub.add_parser(hook, help=hook_help)
+        parser_hook.add_argument("--config", help=f"settings file (default {settings})")
+        parser_hook.set_defaults(run=_hook, cluster=cluster)
+    scripts = sub.add_parser("hook-scripts", help=scripts_help)
+    scripts.add_argument("directory")
+    scripts.add_argument("--config", default=settings, help="the hooks' settings")
+    scripts.add_argument("--python", help=python_help)
+    scripts.set_defaults(run=_hook_scripts, cluster=cluster)
+    return sub, scripts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qhpc", description="qhpc-lab: a QPU from Jupyter on HPC")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="seconds an idle keep-alive connection stays (keep_alive_timeout_s)",
     )
+    add_setting_flags(serve)
     serve.set_defaults(run=_serve)
     token = sub.add_parser("token", help="print a bearer token for token auth")
     token.add_argument("--uid", required=True)
@@ -249,44 +265,31 @@ def main(argv: list[str] | None = None) -> int:
     token.set_defaults(run=_token)
     sub.add_parser("profiles", help="list the shipped device profiles").set_defaults(run=_profiles)
 
-    slurm = commands.add_parser("slurm", help="Slurm hooks: a job's qpu share becomes a session")
-    sub = slurm.add_subparsers(dest="hook", required=True)
-    for hook, what in (
-        ("prolog", "Prolog (root, job start): open the job's scheduler session"),
-        ("epilog", "Epilog (root, job end): revoke it, cancelling its queued jobs"),
-        ("task-prolog", "TaskProlog (job user): print the QRMI variables for each task"),
-    ):
-        parser_hook = sub.add_parser(hook, help=what)
-        parser_hook.add_argument("--config", help="settings file (default /etc/qhpc/slurm.toml)")
-        parser_hook.set_defaults(run=_slurm_hook)
-    scripts = sub.add_parser("hook-scripts", help="write the wrapper scripts slurm.conf names")
-    scripts.add_argument("directory")
-    scripts.add_argument("--config", default="/etc/qhpc/slurm.toml", help="the hooks' settings")
-    scripts.add_argument("--python", help="a Python every job user can run (default: this one)")
-    scripts.set_defaults(run=_slurm_scripts)
-
-    gridengine = commands.add_parser(
-        "gridengine", help="Grid Engine hooks: a job's qpu request becomes a session"
+    _add_cluster(
+        commands,
+        "slurm",
+        "Slurm hooks: a job's qpu share becomes a session",
+        (
+            ("prolog", "Prolog (root, job start): open the job's scheduler session"),
+            ("epilog", "Epilog (root, job end): revoke it, cancelling its queued jobs"),
+            ("task-prolog", "TaskProlog (job user): print the QRMI variables for each task"),
+        ),
+        "write the wrapper scripts slurm.conf names",
+        "a Python every job user can run (default: this one)",
     )
-    sub = gridengine.add_subparsers(dest="hook", required=True)
-    for hook, what in (
-        ("prolog", "queue prolog (root@, job start): open the session, set the QRMI variables"),
-        ("epilog", "queue epilog (root@, job end): revoke it, record the job's QPU usage"),
-        ("load-sensor", "load sensor (execd): QPU readiness and free slots, global values"),
-    ):
-        parser_hook = sub.add_parser(hook, help=what)
-        parser_hook.add_argument(
-            "--config", help="settings file (default /etc/qhpc/gridengine.toml)"
-        )
-        parser_hook.set_defaults(run=_gridengine_hook)
-    scripts = sub.add_parser("hook-scripts", help="write the scripts the queue and host name")
-    scripts.add_argument("directory")
-    scripts.add_argument(
-        "--config", default="/etc/qhpc/gridengine.toml", help="the hooks' settings"
+    sub, scripts = _add_cluster(
+        commands,
+        "gridengine",
+        "Grid Engine hooks: a job's qpu request becomes a session",
+        (
+            ("prolog", "queue prolog (root@, job start): open the session, set the QRMI variables"),
+            ("epilog", "queue epilog (root@, job end): revoke it, record the job's QPU usage"),
+            ("load-sensor", "load sensor (execd): QPU readiness and free slots, global values"),
+        ),
+        "write the scripts the queue and host name",
+        "a Python root can run (default: this one)",
     )
-    scripts.add_argument("--python", help="a Python root can run (default: this one)")
     scripts.add_argument("--slots", type=int, help="the QPU's slots (the qpu capacity)")
-    scripts.set_defaults(run=_gridengine_scripts)
     usage = sub.add_parser("usage", help="per-job QPU usage the epilog recorded (JSON lines)")
     usage.add_argument("job_ids", nargs="*", help="Grid Engine job ids (default: all)")
     usage.add_argument("--config", help="settings file (default /etc/qhpc/gridengine.toml)")

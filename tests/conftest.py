@@ -16,7 +16,8 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from qhpc_lab.scheduler import SchedulerConfig, build_scheduler, create_app
+from qhpc_lab.qpu.emulated import EmulatedQPU
+from qhpc_lab.scheduler import DriverFactory, SchedulerConfig, build_scheduler, create_app
 from qhpc_lab.scheduler.auth import make_token
 
 T = TypeVar("T")
@@ -114,9 +115,11 @@ test_config.__test__ = False  # a helper that tests import, not a test
 
 
 @contextlib.asynccontextmanager
-async def in_process(config: SchedulerConfig) -> AsyncIterator[Clients]:
+async def in_process(
+    config: SchedulerConfig, driver: DriverFactory = EmulatedQPU
+) -> AsyncIterator[Clients]:
     """A started Scheduler behind its ASGI app, reached through httpx's ASGI transport."""
-    scheduler = build_scheduler(config)
+    scheduler = build_scheduler(config, driver)
     app = create_app(config, scheduler=scheduler)
     await scheduler.start()
     transport = httpx.ASGITransport(app=app)

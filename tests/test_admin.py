@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pwd
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -15,11 +17,15 @@ import httpx
 import pytest
 
 from qhpc_lab.scheduler.auth import make_token
+from qhpc_lab.scheduler.config import SchedulerConfig
+from qhpc_lab.scheduler.policy import PolicyConfig
 from tests.conftest import (
     OTHER,
     SECRET,
     USER,
+    Daemon,
     auth_header,
+    daemon,
     in_process,
     test_config,
     wait_for_status,
@@ -94,6 +100,65 @@ async def test_accounting_per_user_and_per_slurm_job(tmp_path: Path, sequence_js
         assert bad.status_code == 422
 
 
+def _login_name(uid: str) -> str:
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except KeyError:
+        return uid
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "[scheduler]\naging_per_chunk = 2\nclass_priority = {test = 25}\n",
+        "[scheduler]\nport = 1\n[scheduler.policy]\naging_per_chunk = 2\n"
+        "class_priority = {test = 25}\n",
+        "[scheduler]\nport = 1\n[policy]\naging_per_chunk = 2.0\nclass_priority = {test = 25}\n",
+        "aging_per_chunk = 2\n[policy]\nclass_priority = {test = 25}\n",
+    ],
+    ids=["flat", "scheduler.policy", "policy", "no scheduler table"],
+)
+def test_policy_settings_load_from_a_file_flat_or_nested(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str
+) -> None:
+    path = tmp_path / "scheduler.toml"
+    path.write_text(toml)
+    monkeypatch.setenv("QHPC_USAGE_HALF_LIFE_S", "90")
+    monkeypatch.setenv("QHPC_DEFAULT_JOB_CLASS", "test")
+    config = SchedulerConfig.load(str(path), min_calibration_age_s=5.0, aging_per_chunk=None)
+    assert config.policy == PolicyConfig(
+        class_priority={"development": 30, "test": 25, "production": 10},
+        aging_per_chunk=2.0,
+        usage_half_life_s=90.0,
+        min_calibration_age_s=5.0,
+        default_job_class="test",
+    )
+
+
+def test_policy_settings_from_variables_and_refusals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QHPC_CONFIG", raising=False)
+    monkeypatch.setenv("QHPC_CLASS_PRIORITY", "production=40,development=1")
+    assert SchedulerConfig.load().policy.class_priority == {
+        "development": 1,
+        "test": 20,
+        "production": 40,
+    }
+    monkeypatch.delenv("QHPC_CLASS_PRIORITY")
+    twice = tmp_path / "twice.toml"
+    twice.write_text("[scheduler]\naging_per_chunk = 1\n[scheduler.policy]\naging_per_chunk = 2\n")
+    for path, overrides, words in [
+        (None, {"aging_per_chunk": -1.0}, "aging_per_chunk must be at least 0"),
+        (None, {"default_job_class": "urgent"}, "default_job_class must be one of"),
+        (None, {"class_priority": {"urgent": 1}}, "unknown keys in class_priority"),
+        (None, {"agin_per_chunk": 1.0}, "unknown scheduler settings: agin_per_chunk"),
+        (str(twice), {}, "both flat and in [policy]: aging_per_chunk"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            SchedulerConfig.load(path, **overrides)
+
+
 def _qhpc_admin(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -115,8 +180,18 @@ def _qhpc_admin(url: str, token: str, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def test_admin_cli_operates_a_running_scheduler(server, sequence_json: str) -> None:
+def test_admin_cli_operates_a_running_scheduler(tmp_path: Path, sequence_json: str) -> None:
     admin_token = make_token(SECRET, 0, admin=True)
+    flags = ("--class-priority", "development=33", "--usage-half-life", "300")
+    with daemon(tmp_path, *flags) as server:
+        _operate(server, admin_token, sequence_json)
+
+
+def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
+    shown = json.loads(_qhpc_admin(server.url, admin_token, "policy").stdout)
+    assert shown["class_priority"] == {"development": 33, "test": 20, "production": 10}
+    assert shown["usage_half_life_s"] == 300
+
     status = _qhpc_admin(server.url, admin_token, "status")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["state"] == "ONLINE"
@@ -151,11 +226,14 @@ def test_admin_cli_operates_a_running_scheduler(server, sequence_json: str) -> N
     ).json()
     canceled = _qhpc_admin(server.url, admin_token, "cancel", str(job["id"]))
     assert json.loads(canceled.stdout)["status"] == "CANCELED"
-    listed = _qhpc_admin(server.url, admin_token, "jobs")
-    assert "CANCELED" in listed.stdout
+    listed = _qhpc_admin(server.url, admin_token, "jobs").stdout.splitlines()
+    assert listed[0].split() == ["id", "user", "class", "status", "shots", "name"]
+    assert "CANCELED" in listed[1]
 
     accounting = _qhpc_admin(server.url, admin_token, "accounting", "--since", "2020-01-01")
-    assert accounting.returncode == 0 and USER in accounting.stdout
+    assert accounting.returncode == 0
+    assert accounting.stdout.split()[0] == "user"
+    assert _login_name(USER) in accounting.stdout.split()  # a name where the host knows the uid
 
     denied = _qhpc_admin(server.url, make_token(SECRET, USER), "drain")
     assert denied.returncode == 1 and "403" in denied.stdout

@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import httpx
 import pytest
 
@@ -35,6 +34,7 @@ from tests.conftest import (
     auth_header,
     in_process,
     wait_for_status,
+    wait_until_started,
 )
 from tests.conftest import test_config as config_for
 
@@ -587,6 +587,7 @@ async def test_accessible_toggle_closes_submissions_naming_the_message(
 
     response = await api.user.post("/jobs", json={"sequence": sequence_json, "shots": 10})
     refused(response, 503, "accessible", message)
+    assert int(response.headers["Retry-After"]) > 0
 
     reopened = await api.admin.post("/accessible", json={"is_accessible": True})
     assert reopened.json() == {"is_accessible": True, "message": ""}  # no stale closing notice
@@ -704,17 +705,39 @@ async def test_cancelling_a_running_job_drops_its_partial_chunk(
 
 @pytest.mark.anyio
 async def test_drain_holds_new_jobs_until_resume(shared: Clients, sequence_json: str) -> None:
-    drained = await shared.admin.post("/admin/drain")
-    assert drained.status_code == 200 and drained.json()["draining"] is True
+    """A started job keeps running through a drain: each of its chunk boundaries is a
+    dispatcher decision taken with the new job queued, and the new job, which would otherwise
+    go first (development), is held. No timing: the started job's progress is the proof."""
+    await idle(shared)
+    started = await submit(shared.other, sequence_json, 9000)  # 4.5 s: outlasts the checks
+    held = None
     try:
-        job = await submit(shared.user, sequence_json)  # accepted: draining is not closing
-        await anyio.sleep(0.5)  # ample time for an idle dispatcher to have started it
-        held = (await shared.user.get(f"/jobs/{job['id']}")).json()
-        assert held["status"] == "PENDING" and held["shots_done"] == 0
+        await wait_until_started(shared.other, started["id"], WAIT_S)
+        drained = await shared.admin.post("/admin/drain")
+        assert drained.status_code == 200 and drained.json()["draining"] is True
+        try:
+            # accepted: draining is not closing
+            held = await submit(shared.user, sequence_json, job_class="development")
+            chunk = shared.scheduler.driver.profile.chunk_shots  # type: ignore[attr-defined]
+            shots_then = (await shared.other.get(f"/jobs/{started['id']}")).json()["shots_done"]
+
+            async def two_boundaries_later() -> dict[str, Any] | None:
+                job = (await shared.other.get(f"/jobs/{started['id']}")).json()
+                return job if job["shots_done"] >= shots_then + 2 * chunk else None
+
+            running = await apoll_until(two_boundaries_later, "two more chunks", WAIT_S)
+            assert running["held_by"] is None
+            view = (await shared.user.get(f"/jobs/{held['id']}")).json()
+            assert view["status"] == "PENDING" and view["shots_done"] == 0
+            assert view["held_by"] == "draining" and view["eta_s"] is None
+            assert type(view["position"]) is int
+        finally:
+            resumed = await shared.admin.post("/admin/resume")
+        assert resumed.json()["draining"] is False
+        done = await wait_for_status(shared.user, held["id"], timeout=WAIT_S)
+        assert done["status"] == "DONE" and done["held_by"] is None
     finally:
-        resumed = await shared.admin.post("/admin/resume")
-    assert resumed.json()["draining"] is False
-    assert (await wait_for_status(shared.user, job["id"], timeout=WAIT_S))["status"] == "DONE"
+        await cancel_all(shared.admin, [started, *([held] if held else [])])
 
 
 @pytest.mark.anyio

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
+from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler import create_app
 from qhpc_lab.scheduler.schemas import MAX_QPU_SLOTS, MAX_SHOTS
 from qhpc_lab.scheduler.serving import uvicorn_config
@@ -148,7 +149,7 @@ async def test_infinite_numbers_are_refused(api: Clients, sequence_json: str) ->
 def served(tmp_path: Path) -> Iterator[tuple[int, object]]:
     """The app under :mod:`~qhpc_lab.scheduler.serving`'s uvicorn, in a thread, on a socket."""
     config = make_config(tmp_path, port=free_port())
-    app = create_app(config)
+    app = create_app(config, driver=EmulatedQPU)
     server = uvicorn.Server(uvicorn_config(app, config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qhpc_lab.scheduler.policy import JOB_CLASSES
+from qhpc_lab.scheduler.policy import PolicyConfig
 
 
 def state_dir() -> Path:
@@ -41,16 +43,8 @@ class SchedulerConfig:
     """An idle keep-alive connection is closed after this."""
     require_session: bool | None = None
     """Jobs need an X-Warden-Session; None means: when MUNGE auth is on (HPC), not otherwise."""
-    default_job_class: str = "production"
-    class_priority: dict[str, int] = field(
-        default_factory=lambda: {"development": 30, "test": 20, "production": 10}
-    )
-    aging_per_chunk: float = 1.0
-    """Priority points a class gains per chunk duration it waits unserved (docs/policy.md)."""
-    usage_half_life_s: float = 600.0
-    """Half-life of the QPU usage that fair share between sessions weighs."""
-    min_calibration_age_s: float = 60.0
-    """Floor on a job's max_calibration_age_s, so no job can keep the QPU calibrating."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The scheduling policy's settings (``[policy]`` table, or their names as flat keys)."""
     max_queued_jobs_per_user: int = 5000
     """Jobs one user may have waiting or running (0: no limit); more is refused with 429.
     A parameter sweep is thousands of jobs: the default lets one through and stops a runaway
@@ -68,11 +62,6 @@ class SchedulerConfig:
         if isinstance(self.admin_uids, str | int):
             self.admin_uids = tuple(u.strip() for u in str(self.admin_uids).split(",") if u.strip())
         self.admin_uids = tuple(str(u) for u in self.admin_uids)
-        if self.default_job_class not in JOB_CLASSES:
-            raise ValueError(
-                f"default_job_class must be one of {', '.join(JOB_CLASSES)}, "
-                f"got {self.default_job_class!r}"
-            )
 
     @property
     def db_url(self) -> str:
@@ -84,34 +73,80 @@ class SchedulerConfig:
 
     @classmethod
     def load(cls, path: str | None = None, **overrides: Any) -> SchedulerConfig:
-        """Merge the sources; ``overrides`` (CLI flags) win, None values are ignored."""
+        """Merge the sources; ``overrides`` (CLI flags) win, None values are ignored.
+
+        Policy settings go by their own names everywhere (flat keys of ``[scheduler]``, a
+        ``[policy]`` or ``[scheduler.policy]`` table, ``QHPC_AGING_PER_CHUNK``, ...).
+        """
         values: dict[str, Any] = {}
         path = path or os.environ.get("QHPC_CONFIG")
         if path:
-            data = tomllib.loads(Path(path).read_text())
-            values.update(data.get("scheduler", data))
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        for name, spec in names.items():
+            values.update(_from_file(tomllib.loads(Path(path).read_text())))
+        kinds = {**{f.name: str(f.type) for f in dataclasses.fields(cls)}, **setting_kinds()}
+        del kinds["policy"]
+        for name, kind in kinds.items():
             raw = os.environ.get(f"QHPC_{name.upper()}")
             if raw is not None:
-                values[name] = _from_env(name, str(spec.type), raw)
+                values[name] = parse_setting(kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - set(names)
+        unknown = set(values) - set(kinds)
         if unknown:
             raise ValueError(f"unknown scheduler settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        policy = {name: values.pop(name) for name in setting_kinds() if name in values}
+        return cls(**values, policy=PolicyConfig().changed(**policy).checked())
 
 
-def _from_env(name: str, kind: str, raw: str) -> Any:
-    """A setting's value from its ``QHPC_*`` variable, by the field's declared type."""
+def setting_kinds() -> dict[str, str]:
+    """Each policy setting's name and declared type (as written in :class:`PolicyConfig`)."""
+    return {spec.name: str(spec.type) for spec in dataclasses.fields(PolicyConfig)}
+
+
+def parse_setting(kind: str, raw: str) -> Any:
+    """A setting's value from text (a ``QHPC_*`` variable, a flag, ``--set``), by its declared
+    type; a mapping is written ``key=value,key=value``."""
     if kind == "int":
         return int(raw)
     if kind == "float":
         return float(raw)
     if kind.startswith("bool"):
         return raw.lower() in ("1", "true", "yes")
-    if kind.startswith("dict"):
-        return dict(
-            (key.strip(), int(value)) for key, value in (p.split("=") for p in raw.split(","))
-        )
+    if kind.startswith(("dict", "Mapping")):
+        pairs = [pair.partition("=") for pair in raw.split(",") if pair.strip()]
+        if not all(sep for _, sep, _ in pairs):
+            raise ValueError(f"expected key=value,key=value, got {raw!r}")
+        return {key.strip(): int(value) for key, _, value in pairs}
     return raw
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One option per policy setting: ``aging_per_chunk`` is ``--aging-per-chunk``, a
+    ``_s`` suffix is dropped (``--usage-half-life``), as the connection flags do."""
+    for spec in dataclasses.fields(PolicyConfig):
+        kind = str(spec.type)
+        parser.add_argument(
+            f"--{spec.name.removesuffix('_s').replace('_', '-')}",
+            dest=spec.name,
+            type=functools.partial(parse_setting, kind),
+            choices=spec.metadata.get("choices"),
+            metavar="K=V,..." if kind.startswith("Mapping") else None,
+            help=f"{spec.metadata['help']} (setting {spec.name})",
+        )
+
+
+def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """What :func:`add_setting_flags` parsed, as :meth:`SchedulerConfig.load` overrides."""
+    return {name: getattr(args, name, None) for name in setting_kinds()}
+
+
+def _from_file(data: dict[str, Any]) -> dict[str, Any]:
+    """The flat settings of a TOML document: its ``[scheduler]`` table (or the whole file), with
+    a ``[policy]`` or ``[scheduler.policy]`` table's keys beside the others."""
+    section = dict(data.get("scheduler", data))
+    nested = {
+        **(data.get("policy", {}) if "scheduler" in data else {}),
+        **section.pop("policy", {}),
+    }
+    twice = set(nested) & set(section)
+    if twice:
+        raise ValueError(f"settings given both flat and in [policy]: {', '.join(sorted(twice))}")
+    return {**section, **nested}

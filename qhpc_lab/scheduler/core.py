@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy.exc
@@ -40,6 +39,7 @@ from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
 from qhpc_lab.scheduler.timeline import Timelines
+from qhpc_lab.scheduler.views import held_by, iso_time, job_view, policy_view
 
 log = logging.getLogger("qhpc.scheduler")
 
@@ -51,6 +51,9 @@ STORE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 programming error or a constraint violation."""
 STORE_RETRY_AFTER_S = 5
 """What a 503 during a store outage tells clients to wait before trying again."""
+MAINTENANCE_RETRY_AFTER_S = 60
+"""What a submission refused during maintenance is told to wait: an operator's work takes
+minutes at least, and the message (GET /accessible) says until when."""
 JOB_LOOKUPS_PER_LISTING = 32
 """Active jobs a listing looks up one by one (~20 µs each) before it walks the whole queue once."""
 QUEUE_EVENT_INTERVAL_S = 0.05
@@ -113,13 +116,7 @@ class Scheduler:
         self.health = HEALTHY
         self.timelines = Timelines(clock=clock)
         self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
-        self.policy = policy.PolicyConfig(
-            class_priority=dict(config.class_priority),
-            aging_per_chunk=config.aging_per_chunk,
-            usage_half_life_s=config.usage_half_life_s,
-            min_calibration_age_s=config.min_calibration_age_s,
-        )
-        self.default_job_class = config.default_job_class
+        self.policy = config.policy
         self._queue = RankedQueue(self.policy)
         self._sessions: dict[str, SessionRow] = {}
         """Open sessions: every submission names one on HPC, and asks for no database read."""
@@ -142,7 +139,7 @@ class Scheduler:
         self.draining: bool = bool(store.get_fact("draining"))
         saved = store.get_fact("policy")
         if saved:
-            self._apply_policy(saved)
+            self._apply_policy(self.policy.changed(**saved))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -394,8 +391,9 @@ class Scheduler:
                 503,
                 f"the QPU is not accepting jobs: {self.message or 'maintenance'}",
                 "accessible",
+                retry_after=MAINTENANCE_RETRY_AFTER_S,
             )
-        job_class = job_class or self.default_job_class
+        job_class = job_class or self.policy.default_job_class
         if job_class not in policy.JOB_CLASSES:
             self.metrics.rejected()
             raise SchedulerError(
@@ -532,14 +530,13 @@ class Scheduler:
             position -= 1  # the running job left its place in the order for 0: close the gap
         return position, None if eta is None else round(eta, 3)
 
-    def job_views(self, jobs: list[JobRow]) -> list[dict[str, Any]]:
-        """Many jobs as the API shows them: past a few active ones, one pass over the queue
-        instead of one lookup each (a listing of finished jobs needs neither)."""
+    def estimates(self, jobs: list[JobRow]) -> dict[int, tuple[int, float]] | None:
+        """The whole queue's positions and ETAs, for showing ``jobs`` when that is cheaper
+        than one lookup each (past a few active ones; finished jobs need neither)."""
         active = sum(job.id in self._queue for job in jobs)
-        estimates = None
-        if active > JOB_LOOKUPS_PER_LISTING:
-            estimates = self._queue.estimates(self.device_view(), self.clock())
-        return [self.job_view(job, estimates) for job in jobs]
+        if active <= JOB_LOOKUPS_PER_LISTING:
+            return None
+        return self._queue.estimates(self.device_view(), self.clock())
 
     def queue_snapshot(self) -> QueueSnapshot:
         """Positions and ETAs of every active job, and the aggregates anyone may see."""
@@ -551,6 +548,8 @@ class Scheduler:
         estimates = self._queue.estimates(self.device_view(), self.clock())
         for job in self._queue.jobs():
             position, eta = self.position(job.id, estimates)
+            if position and held_by(self, job.started):
+                eta = None
             if position is not None:
                 positions.setdefault(job.user_id, {})[job.id] = (position, eta)
         return QueueSnapshot(
@@ -561,73 +560,20 @@ class Scheduler:
             positions=positions,
         )
 
-    def job_view(
-        self, job: JobRow, estimates: dict[int, tuple[int, float]] | None = None
-    ) -> dict[str, Any]:
-        """A job as the API shows it: Warden's fields first, then the extensions."""
-        position, eta = self.position(job.id, estimates)
-        return {
-            "id": job.id,
-            "user_id": job.user_id,
-            "created_at": iso_time(job.created_at),
-            "status": job.status,
-            "results": job.results,
-            "session_id": job.session_id,
-            "slurm_job_id": job.slurm_job_id,
-            "name": job.name,
-            "format": job.format,
-            "job_class": job.job_class,
-            "shots": job.shots,
-            "shots_done": job.shots_done,
-            "position": position,
-            "eta_s": eta,
-            "started_at": iso_time(job.started_at),
-            "finished_at": iso_time(job.finished_at),
-            "qpu_seconds": round(job.qpu_seconds, 6),
-            "emulator_seconds": round(job.emulator_seconds, 6),
-            "calibration_age_s": job.calibration_age_s,
-            "error": job.error,
-        }
-
-    def policy_settings(self) -> dict[str, Any]:
-        return {
-            "class_priority": dict(self.policy.class_priority),
-            "aging_per_chunk": self.policy.aging_per_chunk,
-            "usage_half_life_s": self.policy.usage_half_life_s,
-            "min_calibration_age_s": self.policy.min_calibration_age_s,
-            "default_job_class": self.default_job_class,
-        }
-
-    async def set_policy(self, changes: dict[str, Any]) -> dict[str, Any]:
+    async def set_policy(self, changes: dict[str, Any]) -> policy.PolicyConfig:
         """Change policy settings at run time; they are kept across restarts."""
-        if changes.get("default_job_class", self.default_job_class) not in policy.JOB_CLASSES:
-            raise SchedulerError(
-                422,
-                f"default_job_class must be one of {', '.join(policy.JOB_CLASSES)}",
-                "default_job_class",
-            )
-        unknown = set(changes.get("class_priority") or {}) - set(policy.JOB_CLASSES)
-        if unknown:
-            raise SchedulerError(
-                422, f"unknown job classes: {', '.join(sorted(unknown))}", "class_priority"
-            )
-        settings = {**self.policy_settings(), **changes}
-        settings["class_priority"] = {
-            **self.policy.class_priority,
-            **(changes.get("class_priority") or {}),
-        }
-        await self.db(self.store.set_fact, "policy", settings)
-        self._apply_policy(settings)
+        try:
+            changed = self.policy.changed(**changes).checked()
+        except policy.InvalidSetting as err:
+            raise SchedulerError(422, str(err), err.setting) from None
+        await self.db(self.store.set_fact, "policy", policy_view(changed))
+        self._apply_policy(changed)
         self._queue_changed()
-        return self.policy_settings()
+        return changed
 
-    def _apply_policy(self, settings: dict[str, Any]) -> None:
-        self.default_job_class = settings.get("default_job_class", self.default_job_class)
-        self.policy = dataclasses.replace(
-            self.policy,
-            **{k: v for k, v in settings.items() if k != "default_job_class"},
-        )
-        self._queue.set_config(self.policy)
+    def _apply_policy(self, settings: policy.PolicyConfig) -> None:
+        self.policy = settings
+        self._queue.set_config(settings)
 
     def request_calibration(self) -> None:
         self._dispatcher.request_calibration()
@@ -672,7 +618,7 @@ class Scheduler:
         self._queue_dirty.set()
 
     def _publish_job(self, job: JobRow) -> None:
-        self.bus.publish("job", self.job_view(job), user_id=job.user_id)
+        self.bus.publish("job", job_view(self, job), user_id=job.user_id)
 
     async def _publish_queue_forever(self) -> None:
         """Coalesced ``queue`` events: at most one per interval, and only for listeners."""
@@ -771,13 +717,6 @@ class _DaemonRecorder(Recorder):
         health = self.scheduler.health
         if not health.ok and health.reason == "dispatcher_error":
             self.scheduler._recovered()
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    """RFC 3339 in UTC, the form Warden clients parse."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error_reason(err: Exception) -> str:

@@ -49,7 +49,7 @@ _MEANINGS = {
     500: "An unexpected error (rule internal); the scheduler logged its traceback.",
     503: "The QPU is not accepting jobs, or the server is at its connection limit.",
 }
-_RETRY_AFTER = {
+RETRY_AFTER_HEADER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying, when the server knows.",
         "schema": {"type": "integer", "minimum": 0},
@@ -68,10 +68,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": ErrorOut,
             "description": _MEANINGS[status],
-            **({"headers": _RETRY_AFTER} if status in (429, 503) else {}),
+            **({"headers": RETRY_AFTER_HEADER} if status in (429, 503) else {}),
         }
         for status in sorted({*statuses, 500, 503})
     }
+
+
+ADMIN_BODY_ERRORS = error_responses(400, 401, 403, 408, 413, 422)
+"""What an administrator's route that takes a body may answer."""
 
 
 def error_response(

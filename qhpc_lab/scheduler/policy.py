@@ -26,7 +26,8 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from qhpc_lab.qpu import DeviceState
 
@@ -86,31 +87,120 @@ class DeviceView:
         return self.chunk_shots * self.time_per_shot_s
 
 
+MAX_PRIORITY = 1_000_000
+"""Bound on a class priority and on aging, so policy arithmetic stays in ordinary numbers."""
+MAX_SECONDS = 10 * 365 * 24 * 3600
+"""Bound on a duration (ten years): the policy turns durations into shot counts."""
+
+
+class InvalidSetting(ValueError):
+    """A policy setting out of its domain; ``setting`` names it (the API's refusal rule)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def _setting(default: Any, help: str, **domain: Any) -> Any:
+    """A :class:`PolicyConfig` field: its default, what it does in one line, and its domain
+    (``ge``, ``gt``, ``le`` for numbers and a mapping's values, ``choices``, a mapping's
+    ``keys``), which the settings file, the variables, the CLI flags and the API all enforce
+    (``config.py`` and ``schemas.py`` read them from here)."""
+    metadata = {"help": help, **domain}
+    if isinstance(default, Mapping):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Operator settings. Interactive development work outranks batch production by default."""
+    """Operator settings. Interactive development work outranks batch production by default.
 
-    class_priority: Mapping[str, int] = field(
-        default_factory=lambda: {"development": 30, "test": 20, "production": 10}
+    One line here adds a setting everywhere: the ``[policy]`` table and ``QHPC_*`` variables,
+    ``qhpc scheduler serve`` flags, ``qhpc admin policy --set`` and ``/admin/policy``.
+    """
+
+    class_priority: Mapping[str, int] = _setting(
+        {"development": 30, "test": 20, "production": 10},
+        "priority per job class, higher runs first (e.g. development=30,test=20,production=10)",
+        keys=JOB_CLASSES,
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
     )
-    aging_per_chunk: float = 1.0
-    """Priority a class gains per chunk duration it waits with queued work and gets no QPU time.
-
-    With the default priorities, production outranks development once it has gone more than
+    aging_per_chunk: float = _setting(
+        1.0,
+        "priority a class gains per chunk duration it waits unserved (0: strict priorities)",
+        ge=0,
+        le=MAX_PRIORITY,
+    )
+    """With the default priorities, production outranks development once it has gone more than
     20 chunk durations without QPU time, so under a flood of development work it still gets
-    one chunk in 22 (test: one in 12). Zero turns aging off (strict priorities; lower classes
-    can starve).
-    """
-    usage_half_life_s: float = 600.0
-    """Fair-share memory: QPU-seconds used this long ago count half.
+    one chunk in 22 (test: one in 12). Zero turns aging off (lower classes can starve)."""
+    usage_half_life_s: float = _setting(
+        600.0,
+        "fair-share memory: QPU-seconds used this long ago count half",
+        gt=0,
+        le=MAX_SECONDS,
+    )
+    """Short, because a Slurm ``qpu:N`` share is a share of the QPU while the session works, not
+    a credit earned while it was idle: with a long memory a newly active session would take the
+    QPU to itself until it had caught up, and interactive users would queue behind it."""
+    min_calibration_age_s: float = _setting(
+        60.0,
+        "the tightest max_calibration_age_s honoured; tighter bounds are loosened to it",
+        ge=0,
+        le=MAX_SECONDS,
+    )
+    """So no job can keep the device calibrating (and dispatch latency cannot cause a
+    calibration loop)."""
+    default_job_class: str = _setting(
+        "production",
+        "the class of a job that names none (plain Warden clients)",
+        choices=JOB_CLASSES,
+    )
 
-    Short, because a Slurm ``qpu:N`` share is a share of the QPU while the session works, not a
-    credit earned while it was idle: with a long memory a newly active session would take the
-    QPU to itself until it had caught up, and interactive users would queue behind it.
-    """
-    min_calibration_age_s: float = 60.0
-    """The tightest ``max_calibration_age_s`` honoured: tighter bounds are loosened to it, so no
-    job can keep the device calibrating (and dispatch latency cannot cause a calibration loop)."""
+    def checked(self) -> PolicyConfig:
+        """These settings, refused (:class:`InvalidSetting`) where one is outside its declared
+        domain: for what operators give (the file, variables, flags, the API). The policy
+        itself takes any values, as its tests and the simulation do."""
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, Mapping):
+                unknown = set(value) - set(spec.metadata.get("keys", value))
+                if unknown:
+                    raise InvalidSetting(
+                        spec.name,
+                        f"unknown keys in {spec.name}: {', '.join(sorted(map(str, unknown)))}; "
+                        f"use {', '.join(spec.metadata['keys'])}",
+                    )
+            for item in value.values() if isinstance(value, Mapping) else (value,):
+                _check_domain(spec.name, item, spec.metadata)
+        return self
+
+    def changed(self, **changes: Any) -> PolicyConfig:
+        """A copy with ``changes``; a mapping setting changes only the keys given, so
+        ``class_priority={"test": 25}`` keeps the other classes' priorities."""
+        merged = {
+            name: {**getattr(self, name), **value} if isinstance(value, Mapping) else value
+            for name, value in changes.items()
+        }
+        return replace(self, **merged)
+
+
+def _check_domain(name: str, value: Any, domain: Mapping[str, Any]) -> None:
+    """Refuse a value outside a setting's declared domain (NaN is outside every bound)."""
+    if "choices" in domain and value not in domain["choices"]:
+        raise InvalidSetting(
+            name, f"{name} must be one of {', '.join(domain['choices'])}, got {value!r}"
+        )
+    checks = {
+        "ge": (lambda bound: value >= bound, "at least"),
+        "gt": (lambda bound: value > bound, "more than"),
+        "le": (lambda bound: value <= bound, "at most"),
+    }
+    for key, (within, words) in checks.items():
+        if key in domain and not within(domain[key]):
+            raise InvalidSetting(name, f"{name} must be {words} {domain[key]}, got {value!r}")
 
 
 @dataclass(frozen=True)

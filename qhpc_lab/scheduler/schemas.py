@@ -6,7 +6,8 @@ PostgreSQL stores no NUL), so a bad character is a 422 naming the field, never a
 are bounded to what the store's columns hold (32-bit integers).
 """
 
-from typing import Annotated, Any
+import dataclasses
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import (
@@ -17,16 +18,16 @@ from pydantic import (
     FiniteFloat,
     StrictInt,
     StringConstraints,
+    create_model,
 )
+
+from qhpc_lab.scheduler.policy import MAX_SECONDS, PolicyConfig
+from qhpc_lab.scheduler.timeline import HOLDS
 
 MAX_SHOTS = 1_000_000
 """Shots one job may ask for; the device's own ``max_runs`` (rule ``max_runs``) is lower."""
 MAX_QPU_SLOTS = 1024
 """QPU share one session may hold (the Slurm ``qpu:N`` count)."""
-MAX_PRIORITY = 1_000_000
-"""Bound on a class priority and on aging, so policy arithmetic stays in ordinary numbers."""
-MAX_SECONDS = 10 * 365 * 24 * 3600
-"""Bound on a duration (ten years): the policy turns durations into shot counts."""
 
 
 def _storable(value: str) -> str:
@@ -49,6 +50,8 @@ Identifier = (
     | Annotated[StrictInt, Field(ge=0, lt=2**63)]
 )
 
+Name = Annotated[Text, StringConstraints(max_length=32)]
+"""A format or job-class name."""
 SessionId = Annotated[Text, Path(max_length=64, description="A session id (a UUID).")]
 StatusFilter = Annotated[Text | None, Query(max_length=16, description="Only jobs in this status.")]
 RevokeReason = Annotated[Text, Query(max_length=200)]
@@ -84,8 +87,8 @@ class JobIn(BaseModel):
         json_schema_extra={"minimum": 1},
         description="An integer; the device may allow fewer (rule max_runs).",
     )
-    format: Annotated[Text, StringConstraints(max_length=32)] = "pulser"
-    job_class: Annotated[Text, StringConstraints(max_length=32)] | None = None
+    format: Name = "pulser"
+    job_class: Name | None = None
     name: Annotated[Text, StringConstraints(max_length=256)] | None = None
     variables: dict[Text, Any] | None = None
     max_calibration_age_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
@@ -105,27 +108,53 @@ class JobOut(BaseModel):
     shots: int
     shots_done: int
     position: int | None = Field(description="1 = next to run, 0 = running, null when final.")
-    eta_s: float | None
+    eta_s: float | None = Field(
+        description="Seconds until it is expected to end; null when final or held."
+    )
+    held_by: Literal[HOLDS] | None = Field(
+        description="What holds it while it waits (a timeline hold: maintenance runs nothing, "
+        "draining runs only started jobs); it has no ETA meanwhile."
+    )
     started_at: str | None
     finished_at: str | None
-    qpu_seconds: float
+    qpu_seconds: float = Field(description="Device time: shots × time per shot.")
+    emulator_seconds: float = Field(description="The emulator's own wall time.")
     calibration_age_s: float | None
     error: str | None
 
 
-class PolicyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    class_priority: (
-        dict[
-            Annotated[Text, StringConstraints(max_length=32)],
-            Annotated[StrictInt, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY)],
-        ]
-        | None
-    ) = None
-    aging_per_chunk: FiniteFloat | None = Field(None, ge=0, le=MAX_PRIORITY)
-    usage_half_life_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
-    min_calibration_age_s: FiniteFloat | None = Field(None, ge=0, le=MAX_SECONDS)
-    default_job_class: Annotated[Text, StringConstraints(max_length=32)] | None = None
+def _setting_type(kind: str, domain: dict[str, Any]) -> Any:
+    """The API type of a policy setting declared ``kind`` with ``domain`` (policy.py)."""
+    bounds = Field(**{k: domain[k] for k in ("ge", "gt", "le") if k in domain})
+    extra = {"enum": list(domain["choices"])} if "choices" in domain else None
+    types = {
+        "float": Annotated[FiniteFloat, bounds],
+        "int": Annotated[StrictInt, bounds],
+        "str": Annotated[Name, Field(json_schema_extra=extra)],
+        "Mapping[str, int]": dict[Name, Annotated[StrictInt, bounds]],
+    }
+    if kind not in types:
+        raise TypeError(f"no API type for a policy setting of type {kind}")
+    return types[kind]
+
+
+def _policy_document(name: str, partial: bool) -> type[BaseModel]:
+    """The policy settings as an API document, field for field from :class:`PolicyConfig`;
+    ``partial``: every field optional, as a PUT changes only the keys it gives."""
+    fields: dict[str, Any] = {}
+    for spec in dataclasses.fields(PolicyConfig):
+        kind = _setting_type(str(spec.type), dict(spec.metadata))
+        description = spec.metadata["help"]
+        fields[spec.name] = (
+            (kind | None, Field(None, description=description))
+            if partial
+            else (kind, Field(description=description))
+        )
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+PolicyIn = _policy_document("PolicyIn", partial=True)
+PolicyOut = _policy_document("PolicyOut", partial=False)
 
 
 class AccessibleIn(BaseModel):
@@ -144,3 +173,62 @@ class SpecsOut(BaseModel):
 
 class LogsOut(BaseModel):
     logs: str
+
+
+class DispatcherOut(BaseModel):
+    ok: bool
+    reason: str | None = Field(description="store_unavailable or dispatcher_error while stalled.")
+    detail: str | None
+    since: str | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "stalled"]
+    dispatcher: DispatcherOut
+
+
+class RunningOut(BaseModel):
+    job_class: str
+
+
+class DeviceOut(BaseModel):
+    name: str
+    profile: str
+    state: Literal["ONLINE", "CALIBRATING", "MAINTENANCE", "OFFLINE"]
+    accessible: bool
+    draining: bool
+    message: str
+    calibrated_at: float
+    calibration_age_s: float
+    next_calibration_at: float
+    next_calibration_in_s: float
+    calibration_duration_s: float
+    time_per_shot_s: float
+    chunk_shots: int
+    queue_depth: dict[str, int] = Field(description="Active jobs (waiting or running) per class.")
+    running: RunningOut | None
+    running_job: int | None = Field(description="Only to its owner or an administrator.")
+    dispatcher: DispatcherOut
+
+
+class TimelineOut(BaseModel):
+    job_id: int
+    status: str
+    entries: list[dict[str, Any]] = Field(description="docs/operations.md lists the events.")
+
+
+class AccountingRow(BaseModel):
+    key: str | None = Field(description="The uid or Slurm job id; null: jobs without one.")
+    jobs: int
+    done: int
+    shots: int
+    qpu_seconds: float
+    mean_wait_s: float | None
+    max_wait_s: float | None
+
+
+class AccountingOut(BaseModel):
+    since: float | None
+    until: float | None
+    by: Literal["user", "slurm_job"]
+    rows: list[AccountingRow]

@@ -1,0 +1,60 @@
+"""What the routes are given: the scheduler and the caller's identity, as FastAPI dependencies.
+
+The app keeps its :class:`~qhpc_lab.scheduler.core.Scheduler` and
+:class:`~qhpc_lab.scheduler.auth.Authenticator` in ``app.state``; a route names
+:data:`SchedulerDep`, :data:`User` or :data:`Admin` and never reaches for them itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity
+from qhpc_lab.scheduler.core import STORE_DOWN, STORE_RETRY_AFTER_S, Scheduler, SchedulerError
+
+
+def _scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler
+
+
+async def _identity(
+    request: Request,
+    x_munge_cred: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Identity:
+    auth: Authenticator = request.app.state.authenticator
+    try:
+        return await auth.identify_async(x_munge_cred, authorization)
+    except STORE_DOWN as err:  # the replay memory is in the store
+        raise SchedulerError(
+            503,
+            "the scheduler's database is unavailable; try again",
+            "store",
+            retry_after=STORE_RETRY_AFTER_S,
+        ) from err
+
+
+async def _admin(who: Annotated[Identity, Depends(_identity)]) -> Identity:
+    if not who.admin:
+        raise AuthError(403, "this route needs an administrator identity")
+    return who
+
+
+async def _optional_identity(request: Request) -> Identity | None:
+    """The caller when credentials came with the request; None for an anonymous one."""
+    munge_cred = request.headers.get("x-munge-cred")
+    authorization = request.headers.get("authorization")
+    if not munge_cred and not authorization:
+        return None
+    return await _identity(request, munge_cred, authorization)
+
+
+SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
+User = Annotated[Identity, Depends(_identity)]
+Admin = Annotated[Identity, Depends(_admin)]
+Anyone = Annotated[Identity | None, Depends(_optional_identity)]
+"""The caller if it sent credentials (refused when they are bad), else None; the OpenAPI
+document shows no header, as anonymous callers need none."""
+WardenSession = Annotated[str | None, Header(alias="X-Warden-Session")]

@@ -1,0 +1,47 @@
+"""``/events``: the server-sent event stream of jobs, the device and the queue."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from qhpc_lab.eventstream import StreamEvent, server_sent_event
+from qhpc_lab.scheduler.errors import error_responses
+from qhpc_lab.scheduler.routes.deps import SchedulerDep, User
+
+router = APIRouter()
+
+HEARTBEAT_S = 15
+
+
+@router.get(
+    "/events",
+    tags=["qhpc"],
+    response_class=EventSourceResponse,
+    responses=error_responses(401, 422),
+)
+async def get_events(
+    who: User,
+    sched: SchedulerDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+) -> EventSourceResponse:
+    """Server-sent events: ``job`` (the caller's jobs), ``device``, ``queue`` (coalesced,
+    personal: own positions and ETAs, anonymous aggregates) and ``reset``; see
+    docs/scheduler.md. Reconnect with ``Last-Event-ID`` to resume."""
+    events = sched.bus.subscribe(
+        who.user_id, who.admin, last_event_id, sched.device_info(who.user_id, who.admin)
+    )
+    return EventSourceResponse(
+        sched.metrics.track_subscriber(_sse(events)),
+        ping=HEARTBEAT_S,
+        sep="\n",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _sse(events: AsyncIterator[StreamEvent]) -> AsyncIterator[ServerSentEvent]:
+    async for event in events:
+        yield server_sent_event(event)

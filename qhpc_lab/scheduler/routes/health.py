@@ -1,0 +1,62 @@
+"""``/health`` and ``/metrics``: what probes and Prometheus read, answered from memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
+
+from qhpc_lab.scheduler.errors import RETRY_AFTER_HEADER, ErrorOut, error_responses
+from qhpc_lab.scheduler.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from qhpc_lab.scheduler.metrics import Snapshot
+from qhpc_lab.scheduler.routes.deps import SchedulerDep
+from qhpc_lab.scheduler.schemas import HealthOut
+
+router = APIRouter(tags=["qhpc"])
+
+STALLED_RETRY_AFTER_S = 5
+"""What a stalled dispatcher's 503 tells probes to wait before asking again."""
+
+
+@router.get(
+    "/health",
+    response_model=HealthOut,
+    responses={
+        **error_responses(),
+        503: {
+            "model": HealthOut | ErrorOut,
+            "description": "The dispatcher is stalled (dispatcher says why and since when), "
+            "or the server is at its connection limit.",
+            "headers": RETRY_AFTER_HEADER,
+        },
+    },
+)
+async def health(response: Response, sched: SchedulerDep) -> dict[str, Any]:
+    """200 while the dispatcher makes progress; 503 with the reason while it is stalled
+    (the database unreachable, say). Answered from memory: it never waits on the store."""
+    if sched.health.ok:
+        return {"status": "ok", "dispatcher": sched.health.view()}
+    response.status_code = 503
+    response.headers["Retry-After"] = str(STALLED_RETRY_AFTER_S)
+    return {"status": "stalled", "dispatcher": sched.health.view()}
+
+
+@router.get("/metrics", response_class=PlainTextResponse, responses=error_responses())
+async def get_metrics(sched: SchedulerDep) -> Response:
+    """Prometheus text exposition (docs/operations.md lists the metrics)."""
+    info = sched.device_info()
+    profile = sched.driver.profile
+    snapshot = Snapshot(
+        queue_depth=info["queue_depth"],
+        jobs_by_status=await sched.db(sched.store.count_by_status),
+        device_state=info["state"],
+        calibration_age_s=info["calibration_age_s"],
+        calibration_duration_s=profile.calibration_duration_s,
+        calibration_interval_s=profile.calibration_interval_s,
+        accessible=sched.accessible,
+        draining=sched.draining,
+        sessions_open=sched.sessions_open,
+        emulator_worker_up=getattr(sched.driver, "worker_alive", None),
+    )
+    return Response(sched.metrics.render(snapshot), media_type=METRICS_CONTENT_TYPE)

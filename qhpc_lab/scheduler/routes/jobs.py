@@ -1,0 +1,109 @@
+"""Jobs: Warden's submission, listing, lookup, logs and cancellation, and the timeline."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from qhpc_lab.programs import Program, ProgramError
+from qhpc_lab.scheduler.core import SchedulerError
+from qhpc_lab.scheduler.errors import error_responses
+from qhpc_lab.scheduler.routes.deps import SchedulerDep, User, WardenSession
+from qhpc_lab.scheduler.schemas import JobIn, JobOut, LogsOut, StatusFilter, TimelineOut
+from qhpc_lab.scheduler.store import JobRow
+from qhpc_lab.scheduler.views import job_view, job_views, logs_view
+
+router = APIRouter()
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=128,
+        description="A retried submission with the same key returns the first job.",
+    ),
+]
+
+
+@router.post(
+    "/jobs",
+    response_model=JobOut,
+    tags=["warden"],
+    responses=error_responses(400, 401, 403, 408, 413, 422, 429),
+)
+async def post_job(
+    body: JobIn,
+    who: User,
+    sched: SchedulerDep,
+    session_id: WardenSession = None,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    try:
+        program = Program(body.format, body.sequence, body.shots, body.name, body.variables or {})
+    except ProgramError as err:
+        sched.metrics.rejected()
+        raise SchedulerError(422, str(err), err.rule) from None
+    job = await sched.submit(
+        who.user_id,
+        who.admin,
+        session_id,
+        program,
+        body.job_class,
+        body.max_calibration_age_s,
+        idempotency_key,
+    )
+    return job_view(sched, job)
+
+
+@router.get(
+    "/jobs", response_model=list[JobOut], tags=["warden"], responses=error_responses(401, 422)
+)
+async def get_jobs(
+    request: Request,
+    response: Response,
+    who: User,
+    sched: SchedulerDep,
+    status: StatusFilter = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> list[dict[str, Any]]:
+    """All of the caller's jobs, newest first, as Warden lists them. ``limit`` asks for a
+    page; a full page carries a ``Link: <...>; rel="next"`` header to the next one."""
+    jobs = await sched.list_jobs(who.user_id, who.admin, status, limit, before_id)
+    if limit is not None and len(jobs) == limit:
+        following = request.url.include_query_params(before_id=jobs[-1].id)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return job_views(sched, jobs)
+
+
+async def _visible_job(job_id: int, who: User, sched: SchedulerDep) -> JobRow:
+    return await sched.get_job(job_id, who.user_id, who.admin)
+
+
+VisibleJob = Annotated[JobRow, Depends(_visible_job)]
+"""The job of the path, when the caller may see it (its owner or an administrator); else 404."""
+BY_ID = error_responses(401, 404, 422)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, tags=["warden"], responses=BY_ID)
+async def get_job(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
+    return job_view(sched, job)
+
+
+@router.get("/jobs/{job_id}/logs", response_model=LogsOut, tags=["warden"], responses=BY_ID)
+async def get_logs(job: VisibleJob) -> dict[str, str]:
+    return logs_view(job)
+
+
+@router.get("/jobs/{job_id}/timeline", response_model=TimelineOut, tags=["qhpc"], responses=BY_ID)
+async def get_timeline(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
+    """Why the job waited: its chunks, the classes that ran while it waited, and the
+    calibrations and holds it waited through (docs/operations.md)."""
+    return {"job_id": job.id, "status": job.status, "entries": sched.timelines.view(job)}
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"], responses=BY_ID)
+async def cancel_job(job_id: int, who: User, sched: SchedulerDep) -> dict[str, Any]:
+    reason = "canceled by an administrator" if who.admin else "canceled by user"
+    return job_view(sched, await sched.cancel(job_id, who.user_id, who.admin, reason))
