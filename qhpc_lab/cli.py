@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
 from qhpc_lab import admin
 from qhpc_lab.scheduler.config import add_setting_flags
+from qhpc_lab.scheduler.logs import LOG_FORMATS
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from qhpc_lab import tracing
     from qhpc_lab.qpu import DeviceProfile
     from qhpc_lab.qpu.emulated import EmulatedQPU
-    from qhpc_lab.scheduler import create_app
+    from qhpc_lab.scheduler import create_app, logs
     from qhpc_lab.scheduler.config import SchedulerConfig, setting_flags
     from qhpc_lab.scheduler.serving import serve
 
@@ -32,10 +33,13 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
         keep_alive_timeout_s=args.keep_alive_timeout,
+        log_format=args.log_format,
+        otlp_endpoint=args.otlp_endpoint,
         **setting_flags(args),
     )
     profile = DeviceProfile.load(config.device)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(config.log_format)
+    traces = tracing.configure("qhpc-scheduler", config.otlp_endpoint)
     print(
         f"qhpc scheduler: device {profile.spec.name}, profile {profile.name}"
         f"\n  {profile.description}"
@@ -43,7 +47,11 @@ def _serve(args: argparse.Namespace) -> int:
         f"\n  listening on http://{config.host}:{config.port} (API docs at /docs)",
         flush=True,
     )
-    serve(create_app(config, driver=EmulatedQPU), config)
+    try:
+        serve(create_app(config, driver=EmulatedQPU), config)
+    finally:
+        if traces is not None:
+            traces.shutdown()  # the last spans are flushed to the collector
     return 0
 
 
@@ -254,6 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-alive-timeout",
         type=float,
         help="seconds an idle keep-alive connection stays (keep_alive_timeout_s)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line with a job's ids (log_format)",
+    )
+    serve.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="send OpenTelemetry traces to this OTLP/HTTP endpoint (otlp_endpoint; default off)",
     )
     add_setting_flags(serve)
     serve.set_defaults(run=_serve)

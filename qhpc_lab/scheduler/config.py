@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qhpc_lab.scheduler.logs import LOG_FORMATS
 from qhpc_lab.scheduler.policy import PolicyConfig
 
 
@@ -55,6 +56,10 @@ class SchedulerConfig:
     """Jobs one session (one Slurm job) may have queued (0: no limit)."""
     max_queued_shots_per_session: int = 10_000_000
     """Shots one session may have queued (0: no limit)."""
+    log_format: str = "text"
+    """``text`` for a terminal, ``json`` for one JSON object per line (a job's ids as fields)."""
+    otlp_endpoint: str = ""
+    """OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty: no traces."""
 
     def __post_init__(self) -> None:
         if isinstance(self.auth, str):
@@ -62,6 +67,10 @@ class SchedulerConfig:
         if isinstance(self.admin_uids, str | int):
             self.admin_uids = tuple(u.strip() for u in str(self.admin_uids).split(",") if u.strip())
         self.admin_uids = tuple(str(u) for u in self.admin_uids)
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
+            )
 
     @property
     def db_url(self) -> str:

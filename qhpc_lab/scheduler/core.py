@@ -26,8 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy.exc
+from opentelemetry.context import Context
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from qhpc_lab.jobs import FINAL_STATUSES
 from qhpc_lab.programs import Program, ProgramError, await_validation_worker, validate_async
 from qhpc_lab.programs.worker import WorkerDied
 from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceState, QPUDriver
@@ -35,10 +37,12 @@ from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.dispatcher import Dispatcher, Recorder, WallClock
 from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
+from qhpc_lab.scheduler.logs import job_fields
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
 from qhpc_lab.scheduler.timeline import Timelines
+from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import held_by, iso_time, job_view, policy_view
 
 log = logging.getLogger("qhpc.scheduler")
@@ -115,6 +119,7 @@ class Scheduler:
         self.metrics = Metrics()
         self.health = HEALTHY
         self.timelines = Timelines(clock=clock)
+        self.traces = JobTraces(clock)
         self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
         self.policy = config.policy
         self._queue = RankedQueue(self.policy)
@@ -382,9 +387,11 @@ class Scheduler:
         job_class: str | None = None,
         max_calibration_age_s: float | None = None,
         idempotency_key: str | None = None,
+        trace_context: Context | None = None,
     ) -> JobRow:
         """Accept a job; a retried submission with the same ``idempotency_key`` returns the
-        first job instead of queueing a second one (the store's unique key decides)."""
+        first job instead of queueing a second one (the store's unique key decides).
+        ``trace_context``: the caller's trace (``traceparent``), which the job's spans join."""
         if not self.accessible:
             self.metrics.rejected()
             raise SchedulerError(
@@ -401,33 +408,44 @@ class Scheduler:
                 f"unknown job_class {job_class!r}; use one of {', '.join(policy.JOB_CLASSES)}",
                 "job_class",
             )
-        session = await self.check_session(session_id, user_id, admin)
-        owner = session.user_id if session else user_id
-        if not admin:
-            self._check_limits(owner, session.id if session else None, program.shots)
-        try:
-            await validate_async(program, self.driver.profile.spec)
-        except ProgramError as err:
-            self.metrics.rejected()
-            raise SchedulerError(422, str(err), err.rule) from None
-        try:
-            row = await self.db(
-                self.store.add_job,
-                session_id=session.id if session else None,
-                user_id=owner,
-                slurm_job_id=session.slurm_job_id if session else None,
-                job_class=job_class,
-                name=program.name,
-                format=program.format,
-                body=program.body,
-                variables=program.variables,
-                shots=program.shots,
-                max_calibration_age_s=max_calibration_age_s,
-                idempotency_key=idempotency_key,
-                created_at=self.clock(),
-            )
-        except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
-            return duplicate.job
+        with self.traces.submission(trace_context, user_id, program, job_class) as traced:
+            session = await self.check_session(session_id, user_id, admin)
+            owner = session.user_id if session else user_id
+            if not admin:
+                self._check_limits(owner, session.id if session else None, program.shots)
+            try:
+                with traced.validating():
+                    await validate_async(program, self.driver.profile.spec)
+            except ProgramError as err:
+                self.metrics.rejected()
+                raise SchedulerError(422, str(err), err.rule) from None
+            try:
+                row = await self.db(
+                    self.store.add_job,
+                    session_id=session.id if session else None,
+                    user_id=owner,
+                    slurm_job_id=session.slurm_job_id if session else None,
+                    job_class=job_class,
+                    name=program.name,
+                    format=program.format,
+                    body=program.body,
+                    variables=program.variables,
+                    shots=program.shots,
+                    max_calibration_age_s=max_calibration_age_s,
+                    idempotency_key=idempotency_key,
+                    created_at=self.clock(),
+                )
+            except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
+                return duplicate.job
+            traced.accepted(row)
+        log.info(
+            "job %s accepted: %s, %d shots, class %s",
+            row.id,
+            row.format,
+            row.shots,
+            row.job_class,
+            extra=job_fields(row),
+        )
         self.metrics.submitted(job_class)
         self._enqueue(row, program)
         self._publish_job(row)
@@ -618,7 +636,20 @@ class Scheduler:
         self._queue_dirty.set()
 
     def _publish_job(self, job: JobRow) -> None:
+        """Every change of a job passes here: its event, its trace and, once final, its log line."""
         self.bus.publish("job", job_view(self, job), user_id=job.user_id)
+        self.traces.changed(job)
+        if job.status in FINAL_STATUSES:
+            reason = f": {job.error}" if job.error else ""
+            log.info(
+                "job %s %s, %d/%d shots%s",
+                job.id,
+                job.status,
+                job.shots_done,
+                job.shots,
+                reason,
+                extra=job_fields(job),
+            )
 
     async def _publish_queue_forever(self) -> None:
         """Coalesced ``queue`` events: at most one per interval, and only for listeners."""
@@ -670,14 +701,14 @@ class _DaemonRecorder(Recorder):
         sched = self.scheduler
         device_seconds = outcome.device_seconds
         sched.metrics.chunk_ran(job.job_class, device_seconds, shots)
-        sched.timelines.chunk(
-            job.id,
-            job.job_class,
+        chunk = (
             outcome.finished_at - device_seconds,
             outcome.finished_at,
             shots,
             outcome.calibration_age_s,
         )
+        sched.timelines.chunk(job.id, job.job_class, *chunk)
+        sched.traces.chunk(job.id, *chunk)
         row = await sched._store_retrying(
             sched.store.record_chunk,
             job.id,

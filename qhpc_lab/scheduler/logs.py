@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pythonjsonlogger.json import JsonFormatter
-
-from qhpc_lab.scheduler.store import JobRow
+if TYPE_CHECKING:  # kept light: the CLI reads LOG_FORMATS for every command
+    from qhpc_lab.scheduler.store import JobRow
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -30,6 +29,8 @@ def configure(log_format: LogFormat = "text", level: int = logging.INFO) -> None
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
         handler.setFormatter(
             JsonFormatter(
                 JSON_FIELDS,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.scheduler.policy import PolicyConfig
 from qhpc_lab.scheduler.store import JobRow, SessionRow
+from qhpc_lab.scheduler.timeline import story
 
 if TYPE_CHECKING:
     from qhpc_lab.scheduler.core import Scheduler
@@ -73,15 +74,10 @@ def job_views(scheduler: Scheduler, jobs: list[JobRow]) -> list[dict[str, Any]]:
     return [job_view(scheduler, job, estimates) for job in jobs]
 
 
-def logs_view(job: JobRow) -> dict[str, str]:
-    """A job's log (``LogsOut``): what Warden's ``/logs`` shows, one line and its error."""
-    lines = [
-        f"job {job.id} ({job.format}, {job.shots} shots, class {job.job_class}): "
-        f"{job.status}, {job.shots_done}/{job.shots} shots done"
-    ]
-    if job.error:
-        lines.append(job.error)
-    return {"logs": "\n".join(lines)}
+def logs_view(job: JobRow, timeline: list[dict[str, Any]]) -> dict[str, str]:
+    """A job's log (``LogsOut``): Warden's one summary line, then the job's timeline told as
+    text (:func:`qhpc_lab.scheduler.timeline.story`)."""
+    return {"logs": story(job, timeline)}
 
 
 def session_view(session: SessionRow) -> dict[str, Any]:

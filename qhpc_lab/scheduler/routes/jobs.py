@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from qhpc_lab import tracing
 from qhpc_lab.programs import Program, ProgramError
 from qhpc_lab.scheduler.core import SchedulerError
 from qhpc_lab.scheduler.errors import error_responses
@@ -33,6 +34,7 @@ IdempotencyKey = Annotated[
     responses=error_responses(400, 401, 403, 408, 413, 422, 429),
 )
 async def post_job(
+    request: Request,
     body: JobIn,
     who: User,
     sched: SchedulerDep,
@@ -52,6 +54,7 @@ async def post_job(
         body.job_class,
         body.max_calibration_age_s,
         idempotency_key,
+        tracing.extract(request.headers),
     )
     return job_view(sched, job)
 
@@ -92,8 +95,9 @@ async def get_job(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/logs", response_model=LogsOut, tags=["warden"], responses=BY_ID)
-async def get_logs(job: VisibleJob) -> dict[str, str]:
-    return logs_view(job)
+async def get_logs(job: VisibleJob, sched: SchedulerDep) -> dict[str, str]:
+    """The job's story as text: its summary, then its timeline (what QRMI shows users)."""
+    return logs_view(job, sched.timelines.view(job))
 
 
 @router.get("/jobs/{job_id}/timeline", response_model=TimelineOut, tags=["qhpc"], responses=BY_ID)
