@@ -411,6 +411,7 @@ def _explain(err: pydantic.ValidationError) -> str:
 
 
 def _quote(value: Any) -> str:
+    """``value`` as Python writes it, clipped to SHOWN_CHARS."""
     text = repr(value)
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
 
@@ -434,7 +435,7 @@ def _refusal(target: str, response: httpx.Response) -> RefusedError:
         body = None
     if isinstance(body, dict):
         detail, rule = body.get("detail"), body.get("rule")
-        detail = detail if isinstance(detail, str) else json.dumps(detail)
+        detail = detail if isinstance(detail, str | None) else json.dumps(detail)
         rule = rule if isinstance(rule, str) else None
     else:
         detail, rule = _excerpt(response), None
@@ -453,7 +454,4 @@ def _excerpt(response: httpx.Response) -> str:
     if "html" in kind:
         text = re.sub(r"(?is)<(script|style)\b.*?</\1>|<[^>]+>", " ", text)
     text = " ".join(text.split())
-    if not text:
-        return f"an empty {kind} body"
-    shown = text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
-    return f"{kind} {shown!r}"
+    return f"{kind} {_quote(text)}" if text else f"an empty {kind} body"
