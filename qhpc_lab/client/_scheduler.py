@@ -6,6 +6,9 @@ serves every watched job and device, and whoever else follows the target (the Ju
 extension), so there is no thread and no polling loop per job. A job's own changes come with
 ``event: job``, its place in line and the queue's length with ``event: queue``; nothing is
 re-read but on a ``reset``. A server without ``/events`` (plain Warden) is polled instead.
+
+Every answer is read in one place (:func:`parse_job` and the models below it): one in a form
+this client does not know raises :class:`AnswerError`, naming the target and the value.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import httpx
+import pydantic
 import tenacity
 from opentelemetry.trace import SpanKind
+from pydantic import Field, Json, StrictBool, StrictInt, StrictStr, StringConstraints
 
 from qhpc_lab import munge, tracing
 from qhpc_lab.client._target import (
@@ -41,6 +47,14 @@ SUBMIT_ATTEMPTS = 3
 """Tries of one ``POST /jobs`` that no answer reached (one Idempotency-Key for all)."""
 POLL_S = 2.0
 """How often a watched job is re-read where the server has no event stream (plain Warden)."""
+SHOWN_CHARS = 120
+"""How much of an answer that cannot be read an error message quotes."""
+
+
+class AnswerError(ClientError):
+    """The target answered in a form this client does not read (a server that is neither our
+    scheduler nor Warden, or a version of them it does not know). The request may have taken
+    effect (a job queued); the message names the target and the offending value."""
 
 
 class SchedulerTarget(Target):
@@ -102,29 +116,37 @@ class SchedulerTarget(Target):
             ) from None
         if response.status_code >= 400:
             raise _refusal(self.name, response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise AnswerError(
+                f"target {self.name!r} answered {method} {path} with {_excerpt(response)}, not JSON"
+            ) from None
 
     async def info(self) -> TargetInfo:
         try:
-            accessible = await self.request("GET", "/accessible")
+            accessible = _parse(
+                _Accessible, await self.request("GET", "/accessible"), self, "its accessibility"
+            )
             device = await self._device()
             if self._spec is None:
-                self._spec = DeviceSpec((await self.request("GET", "/qpu/specs"))["specs"])
+                self._spec = _device_spec(await self.request("GET", "/qpu/specs"), self)
             return self._describe(device, accessible)
         except ClientError as err:
             return self.unreachable(str(err))
-        except (KeyError, TypeError, ValueError) as err:
-            return self.unreachable(f"{self.url} does not answer like a scheduler ({err!r})")
 
-    def _describe(self, device: dict[str, Any], accessible: dict[str, Any]) -> TargetInfo:
-        """The info from ``GET /device`` (or a device event) and Warden's ``/accessible``."""
+    def _describe(self, device: _Device | None, accessible: _Accessible) -> TargetInfo:
+        """The info from ``GET /device`` (or a device event) and Warden's ``/accessible``.
+        Without ``/device`` (plain Warden) the state is unknown (None) unless Warden refuses
+        jobs (MAINTENANCE)."""
         assert self._spec is not None
-        state = "ONLINE" if accessible.get("is_accessible") else "MAINTENANCE"
-        queue, depth, queued = self.feed.latest("queue"), device.get("queue_depth"), None
+        device = device or _Device()
+        state = device.state or (None if accessible.is_accessible else "MAINTENANCE")
+        queue, queued = self.feed.latest("queue"), None
         if queue is not None:
-            queued = queue.data.get("waiting")
-        elif isinstance(depth, dict):  # a server without queue events counts the running job
-            queued = sum(depth.values()) - (device.get("running_job") is not None)
+            queued = _parse(_Queue, queue.data, self, "a queue event").waiting
+        elif device.queue_depth is not None:  # a server without queue events counts the running job
+            queued = sum(device.queue_depth.values()) - (device.running_job is not None)
         return TargetInfo(
             self.name,
             self.kind,
@@ -132,21 +154,21 @@ class SchedulerTarget(Target):
             self.origin,
             True,
             url=self.url,
-            device=device.get("name", self._spec.name),
-            state=device.get("state", state),
-            calibration_age_s=device.get("calibration_age_s"),
-            message=accessible.get("message") or device.get("message", ""),
+            device=device.name or self._spec.name,
+            state=state,
+            calibration_age_s=device.calibration_age_s,
+            message=accessible.message or device.message or "",
             spec=self._spec,
             queued=queued,
         )
 
-    async def _device(self) -> dict[str, Any]:
-        """``GET /device`` (our extension); a plain Warden has none."""
+    async def _device(self) -> _Device | None:
+        """``GET /device`` (our extension); None from a plain Warden, which has none."""
         try:
-            return await self.request("GET", "/device")
+            return _parse(_Device, await self.request("GET", "/device"), self, "a device")
         except RefusedError as err:
             if err.status == 404:
-                return {}
+                return None
             raise
 
     async def submit(self, program: Program, job_class: str | None) -> JobState:
@@ -177,20 +199,29 @@ class SchedulerTarget(Target):
             async for attempt in retrying:
                 with attempt:
                     view = await self.request("POST", "/jobs", json=body, headers=headers)
-            span.set_attribute("qhpc.job_id", view["id"])
-        return job_state(view)
+            state = parse_job(view, self)
+            span.set_attribute("qhpc.job_id", state.id)
+        return state
 
     async def state(self, job_id: str) -> JobState:
-        return job_state(await self.request("GET", f"/jobs/{job_id}"))
+        return parse_job(await self.request("GET", f"/jobs/{job_id}"), self)
 
     async def cancel(self, job_id: str) -> JobState:
-        return job_state(await self.request("POST", f"/jobs/{job_id}/cancel"))
+        """Warden refuses (409) to cancel a finished job or one already being stopped: the
+        job's state then, as from our scheduler."""
+        try:
+            return parse_job(await self.request("POST", f"/jobs/{job_id}/cancel"), self)
+        except RefusedError as err:
+            if err.status == 409:
+                return await self.state(job_id)
+            raise
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
         the job itself exists, it was submitted here)."""
         try:
-            return (await self.request("GET", f"/jobs/{job_id}/timeline"))["entries"]
+            answer = await self.request("GET", f"/jobs/{job_id}/timeline")
+            return _parse(_Timeline, answer, self, "a timeline").entries
         except RefusedError as err:
             if err.status == 404:
                 return None
@@ -227,13 +258,11 @@ class SchedulerTarget(Target):
     async def _follow(self, state: JobState, event: StreamEvent) -> JobState:
         """``state`` after ``event``."""
         if event.kind == "job" and str(event.data.get("id")) == state.id:
-            return job_state(event.data)
+            return parse_job(event.data, self)
         if event.kind == "queue":
-            place = (event.data.get("jobs") or {}).get(state.id)
+            place = _parse(_Queue, event.data, self, "a queue event").jobs.get(state.id)
             if place is not None:
-                return dataclasses.replace(
-                    state, position=place.get("position"), eta_s=place.get("eta_s")
-                )
+                return dataclasses.replace(state, position=place.position, eta_s=place.eta_s)
         elif event.kind == "reset":
             return await self.state(state.id)
         return state
@@ -252,10 +281,11 @@ class SchedulerTarget(Target):
                 if item.kind == "reset" or self._spec is None:
                     new = await self.info()
                 elif item.kind == "device":
-                    accessible = {"is_accessible": item.data.get("accessible", True)}
-                    new = self._describe(item.data, accessible)
+                    device = _parse(_Device, item.data, self, "a device event")
+                    new = self._describe(device, _Accessible(is_accessible=device.accessible))
                 elif item.kind == "queue":
-                    new = dataclasses.replace(info, queued=item.data.get("waiting"))
+                    queue = _parse(_Queue, item.data, self, "a queue event")
+                    new = dataclasses.replace(info, queued=queue.waiting)
                 else:
                     continue
                 if new != info:
@@ -266,40 +296,162 @@ class SchedulerTarget(Target):
         await self._http.aclose()
 
 
-def job_state(view: dict[str, Any]) -> JobState:
-    """A job view of the API (Warden's fields and ours) as a JobState."""
-    results = view.get("results")
-    counts = json.loads(results).get("counter") if results else None
+# -- reading answers --------------------------------------------------------------------------
+
+Status = Literal["PENDING", "RUNNING", "DONE", "ERROR", "CANCELED"]
+"""A job's statuses: Warden's names, which our scheduler uses too."""
+Bitstring = Annotated[str, StringConstraints(pattern=r"^[01]+$")]
+Answer = TypeVar("Answer", bound=pydantic.BaseModel)
+
+
+class _Results(pydantic.BaseModel):
+    """A job's ``results`` text: ``{"counter": {bitstring: count}}`` (other keys ignored)."""
+
+    counter: dict[Bitstring, Annotated[StrictInt, Field(ge=0)]]
+
+
+class _Job(pydantic.BaseModel):
+    """A job: Warden's fields (``id``, ``status``, ``results``, ``created_at``) and, all
+    optional, our scheduler's extensions."""
+
+    id: StrictInt
+    status: Status
+    results: Json[_Results] | None = None
+    shots: StrictInt | None = None
+    shots_done: StrictInt | None = None
+    position: StrictInt | None = None
+    eta_s: float | None = None
+    error: StrictStr | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    calibration_age_s: float | None = None
+
+
+class _Accessible(pydantic.BaseModel):
+    """Warden's ``GET /accessible``."""
+
+    is_accessible: StrictBool
+    message: StrictStr = ""
+
+
+class _Specs(pydantic.BaseModel):
+    """Warden's ``GET /qpu/specs``: the Pulser device JSON as text."""
+
+    specs: StrictStr
+
+
+class _Device(pydantic.BaseModel):
+    """Our scheduler's ``GET /device`` and ``event: device`` (the fields the client shows)."""
+
+    name: StrictStr | None = None
+    state: StrictStr | None = None
+    accessible: StrictBool = True
+    message: StrictStr | None = None
+    calibration_age_s: float | None = None
+    queue_depth: dict[str, StrictInt] | None = None
+    running_job: StrictInt | None = None
+
+
+class _Place(pydantic.BaseModel):
+    position: StrictInt | None = None
+    eta_s: float | None = None
+
+
+class _Queue(pydantic.BaseModel):
+    """Our scheduler's ``event: queue`` (the fields the client follows)."""
+
+    waiting: StrictInt | None = None
+    jobs: dict[str, _Place] = {}
+
+
+class _Timeline(pydantic.BaseModel):
+    """Our scheduler's ``GET /jobs/{id}/timeline``."""
+
+    entries: list[dict[str, Any]]
+
+
+def parse_job(view: Any, target: SchedulerTarget) -> JobState:
+    """A job of the API (Warden's fields and ours) as a JobState; AnswerError if it is not one."""
+    job = _parse(_Job, view, target, "a job")
     return JobState(
-        id=str(view["id"]),
-        status=str(view["status"]).upper(),
-        shots=view.get("shots"),
-        shots_done=view.get("shots_done") or 0,
-        position=view.get("position"),
-        eta_s=view.get("eta_s"),
-        counts=counts,
-        error=view.get("error"),
-        created_at=_time(view.get("created_at")),
-        started_at=_time(view.get("started_at")),
-        finished_at=_time(view.get("finished_at")),
-        calibration_age_s=view.get("calibration_age_s"),
+        id=str(job.id),
+        status=job.status,
+        shots=job.shots,
+        shots_done=job.shots_done or 0,
+        position=job.position,
+        eta_s=job.eta_s,
+        counts=None if job.results is None else job.results.counter,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        calibration_age_s=job.calibration_age_s,
     )
 
 
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+def _parse(model: type[Answer], value: Any, target: SchedulerTarget, what: str) -> Answer:
+    """``value`` read as ``model``; AnswerError naming ``what``, the target and the first
+    field that does not fit."""
+    try:
+        return model.model_validate(value)
+    except pydantic.ValidationError as err:
+        raise AnswerError(
+            f"target {target.name!r} sent {what} this client cannot read: {_explain(err)}"
+        ) from None
+
+
+def _explain(err: pydantic.ValidationError) -> str:
+    first = err.errors(include_url=False)[0]
+    place = ".".join(str(part) for part in first["loc"] if part != "[key]")
+    if first["type"] == "missing":
+        return f"no {place!r} in {_quote(first['input'])}"
+    said = "Input should be a JSON object" if first["type"] == "model_type" else first["msg"]
+    return f"{place or 'the answer'} is {_quote(first['input'])}: {said}"
+
+
+def _quote(value: Any) -> str:
+    """``value`` as Python writes it, clipped to SHOWN_CHARS."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
+
+
+def _device_spec(answer: Any, target: SchedulerTarget) -> DeviceSpec:
+    """The device of ``GET /qpu/specs``; AnswerError if its text is not a Pulser device."""
+    text = _parse(_Specs, answer, target, "device specs").specs
+    try:
+        return DeviceSpec(text)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise AnswerError(
+            f"target {target.name!r} sent device specs this client cannot read "
+            f"({type(err).__name__}: {err}): {_quote(text)}"
+        ) from None
 
 
 def _refusal(target: str, response: httpx.Response) -> RefusedError:
     try:
         body = response.json()
-        detail, rule = body.get("detail"), body.get("rule")
     except ValueError:
-        detail, rule = response.text.strip(), None
-    if not isinstance(detail, str):
-        detail = json.dumps(detail)
+        body = None
+    if isinstance(body, dict):
+        detail, rule = body.get("detail"), body.get("rule")
+        detail = detail if isinstance(detail, str | None) else json.dumps(detail)
+        rule = rule if isinstance(rule, str) else None
+    else:
+        detail, rule = _excerpt(response), None
     return RefusedError(
         f"target {target!r} refused ({response.status_code}): {detail or response.reason_phrase}",
         response.status_code,
         rule,
     )
+
+
+def _excerpt(response: httpx.Response) -> str:
+    """A body that is not JSON, as one short line: its type and its text (an HTML page's
+    text without its markup)."""
+    text = response.text
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    if "html" in kind:
+        text = re.sub(r"(?is)<(script|style)\b.*?</\1>|<[^>]+>", " ", text)
+    text = " ".join(text.split())
+    return f"{kind} {_quote(text)}" if text else f"an empty {kind} body"
