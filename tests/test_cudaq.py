@@ -15,7 +15,7 @@ from pulser import Pulse, Register, Sequence
 from pulser.sampler import sample
 from pulser.waveforms import ConstantWaveform, InterpolatedWaveform, RampWaveform
 
-from qhpc_lab.programs import ProgramError, validate
+from qhpc_lab.programs import DeviceRuleViolation, ProgramError, validate
 from qhpc_lab.programs.adapters import from_pulser
 from qhpc_lab.programs.cudaq import analog_program, cudaq_to_pulser, is_cudaq_analog
 from qhpc_lab.qpu import DeviceProfile
@@ -179,6 +179,7 @@ def broken(path: str, value: Any) -> dict[str, Any]:
 
 DRIVE = "hamiltonian.drivingFields[0]"
 DRIVE_RE = re.escape(DRIVE)
+FIELDS_BUT_AMPLITUDE = ("detuning", "phase")
 
 
 @pytest.mark.parametrize(
@@ -219,3 +220,33 @@ def test_malformed_programs_are_refused_naming_the_field(path: str, value: Any, 
 def test_text_that_is_not_json_is_refused() -> None:
     with pytest.raises(ProgramError, match="not valid JSON"):
         cudaq_to_pulser('{"setup": ', SPEC)
+
+
+def test_device_limits_refuse_before_any_sample_is_drawn() -> None:
+    long = broken(f"{DRIVE}.amplitude.time_series.times", ["0", "0.00000010", "0.00000090", "1"])
+    for name in FIELDS_BUT_AMPLITUDE:
+        long["hamiltonian"]["drivingFields"][0][name]["time_series"]["times"] = ["0", "1"]
+    with pytest.raises(DeviceRuleViolation, match="lasts 1000000000 ns; QHPC-Test allows at most"):
+        cudaq_to_pulser(long, SPEC)
+    crowd = copy.deepcopy(TRAPEZOID)
+    crowd["setup"]["ahs_register"] = {
+        "sites": [[decimal(6e-6 * i), "0"] for i in range(17)],
+        "filling": [1] * 17,
+    }
+    with pytest.raises(DeviceRuleViolation, match="17 filled sites; QHPC-Test holds at most 16"):
+        cudaq_to_pulser(crowd, SPEC)
+
+
+def test_what_pulser_refuses_is_refused_naming_the_drive() -> None:
+    negative = broken(f"{DRIVE}.amplitude.time_series.values", ["0", "-1e6", "-1e6", "0"])
+    refused = rf"{DRIVE_RE}: .*amplitude .* greater than or equal to zero"
+    with pytest.raises(ProgramError, match=refused) as refusal:
+        cudaq_to_pulser(negative, SPEC)
+    assert refusal.value.rule == "body"
+
+
+def test_a_duration_off_the_clock_period_is_rounded_up_as_pulser_does() -> None:
+    program = copy.deepcopy(TRAPEZOID)
+    for drive in program["hamiltonian"]["drivingFields"][0].values():
+        drive["time_series"]["times"][-1] = "0.00000101"
+    assert Sequence.from_abstract_repr(cudaq_to_pulser(program, SPEC)).get_duration() == 1012

@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qhpc_lab.programs.envelope import ProgramError
+from qhpc_lab.programs.envelope import DeviceRuleViolation, ProgramError
 
 if TYPE_CHECKING:
     from pulser.devices import Device
@@ -43,6 +43,9 @@ FIELDS = ("amplitude", "detuning", "phase")
 M_TO_UM = 1e6
 S_TO_NS = 1e9
 PER_S_TO_PER_US = 1e-6
+MAX_DURATION_NS = 100_000
+"""Longest program on a device that states no ``max_sequence_duration`` (its samples are
+drawn one per ns before validation)."""
 TIME_TOLERANCE_S = 1e-12
 """Slack on the series' shared start and end times: far below CUDA-Q's 10 ns resolution."""
 
@@ -162,18 +165,24 @@ def _to_sequence(program: Mapping[str, Any], device: Device) -> Any:
     if channel is None:
         raise ProgramError(f"device {device.name} has no {CHANNEL} channel to drive", "body")
     duration = _duration(series, path, channel.clock_period)
+    longest = device.max_sequence_duration or MAX_DURATION_NS
+    if duration > longest:  # before a sample is drawn: one per ns
+        raise DeviceRuleViolation(
+            "max_sequence_duration",
+            f"sequence lasts {duration} ns; {device.name} allows at most {longest} ns",
+        )
     amplitude = _waveform(series["amplitude"], duration, PER_S_TO_PER_US)
     detuning = _waveform(series["detuning"], duration, PER_S_TO_PER_US)
     phase = _waveform(series["phase"], duration, -1.0)
-    if isinstance(phase, ConstantWaveform):
-        pulse = pulser.Pulse(amplitude, detuning, phase[0])
-    else:
-        modulated = pulser.Pulse.ArbitraryPhase(amplitude, phase)
-        detuning = pulser.CustomWaveform(detuning.samples + modulated.detuning.samples)
-        pulse = pulser.Pulse(amplitude, detuning, modulated.phase)
     sequence = pulser.Sequence(register, device)
     sequence.declare_channel(CHANNEL, CHANNEL)
-    try:
+    try:  # Pulser refuses a negative amplitude, a pulse shorter than the channel allows, ...
+        if isinstance(phase, ConstantWaveform):
+            pulse = pulser.Pulse(amplitude, detuning, phase[0])
+        else:
+            modulated = pulser.Pulse.ArbitraryPhase(amplitude, phase)
+            detuning = pulser.CustomWaveform(detuning.samples + modulated.detuning.samples)
+            pulse = pulser.Pulse(amplitude, detuning, modulated.phase)
         sequence.add(pulse, CHANNEL)
     except ValueError as err:
         raise ProgramError(f"{path}: {err}", "body") from None
@@ -208,6 +217,12 @@ def _register(program: Mapping[str, Any], device: Device) -> Any:
             coordinates.append(tuple(_number(v, where) * M_TO_UM for v in xy))
     if not coordinates:
         raise ProgramError(f"{path}.filling: no site is filled", "body")
+    if device.max_atom_num is not None and len(coordinates) > device.max_atom_num:
+        raise DeviceRuleViolation(
+            "max_atom_num",
+            f"{len(coordinates)} filled sites; {device.name} holds at most "
+            f"{device.max_atom_num} atoms",
+        )
     try:
         register = Register.from_coordinates(coordinates, prefix="q")
         return place_register(register, device)
