@@ -51,7 +51,7 @@ TIME_TOLERANCE_S = 1e-12
 
 
 def is_cudaq_analog(obj: Any) -> bool:
-    """True for a CUDA-Q analog program: a mapping, or its JSON text, with an
+    """True for a CUDA-Q analog program: a mapping, or its JSON text, with a
     ``setup.ahs_register`` and a ``hamiltonian.drivingFields``. Never raises; says nothing
     of whether the program is well formed (:func:`cudaq_to_pulser` does)."""
     if isinstance(obj, str):
@@ -59,7 +59,7 @@ def is_cudaq_analog(obj: Any) -> bool:
             return False
         try:
             obj = json.loads(obj)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's
             return False
     if not isinstance(obj, Mapping):
         return False
@@ -126,7 +126,7 @@ def _load(obj: Mapping[str, Any] | str) -> Mapping[str, Any]:
     if isinstance(obj, str):
         try:
             obj = json.loads(obj)
-        except json.JSONDecodeError as err:
+        except (ValueError, RecursionError) as err:
             raise ProgramError(f"CUDA-Q analog program is not valid JSON: {err}", "body") from None
     return _mapping(obj, "program")
 
