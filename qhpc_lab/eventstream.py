@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any, Literal
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 from sse_starlette import ServerSentEvent
+
+log = logging.getLogger("qhpc.eventstream")
 
 EVENT_KINDS = ("job", "device", "queue", "reset")
 """``job``: one of the caller's jobs changed; ``device``: the QPU's state; ``queue``: positions,
@@ -173,7 +176,16 @@ class EventStream:
                 async for sse in events:
                     if sse.id:
                         self.last_id = sse.id
-                    data = json.loads(sse.data) if sse.data else {}
+                    try:
+                        data = json.loads(sse.data) if sse.data else {}
+                    except ValueError:  # not this stream's form: said, skipped, read on
+                        log.warning(
+                            "%s sent a %r event that is not JSON: %.80r",
+                            self._url,
+                            sse.event,
+                            sse.data,
+                        )
+                        continue
                     kind, id = sse.event, sse.id or None
                     yield StreamEvent(kind, data if isinstance(data, dict) else {}, id)
 

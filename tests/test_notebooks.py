@@ -54,6 +54,7 @@ def test_tutorial_notebooks_run_and_keep_their_outputs(tmp_path: Path) -> None:
         "01-getting-started.ipynb",
         "02-scheduler.ipynb",
         "03-qiskit-and-qadence.ipynb",
+        "04-cudaq.ipynb",
     ]
     with daemon(tmp_path) as scheduler:
         run = subprocess.run(

@@ -23,6 +23,7 @@ from qhpc_lab.client._job import Job, Result
 from qhpc_lab.client._loop import call
 from qhpc_lab.client._scheduler import SchedulerTarget
 from qhpc_lab.client._target import (
+    AnswerError,
     ClientError,
     JobError,
     JobState,
@@ -33,6 +34,7 @@ from qhpc_lab.client._target import (
 )
 
 __all__ = [
+    "AnswerError",
     "Client",
     "ClientError",
     "Job",

@@ -30,6 +30,7 @@ from pydantic import Field, Json, StrictBool, StrictInt, StrictStr, StringConstr
 
 from qhpc_lab import munge, tracing
 from qhpc_lab.client._target import (
+    AnswerError,
     ClientError,
     JobState,
     RefusedError,
@@ -38,6 +39,7 @@ from qhpc_lab.client._target import (
     TargetInfo,
 )
 from qhpc_lab.eventstream import EventStream, Feed, StreamEvent, StreamState
+from qhpc_lab.jobs import JOB_STATUSES
 from qhpc_lab.programs import DeviceSpec, Program
 
 AUTH_MODES = ("auto", "munge", "token")
@@ -49,12 +51,6 @@ POLL_S = 2.0
 """How often a watched job is re-read where the server has no event stream (plain Warden)."""
 SHOWN_CHARS = 120
 """How much of an answer that cannot be read an error message quotes."""
-
-
-class AnswerError(ClientError):
-    """The target answered in a form this client does not read (a server that is neither our
-    scheduler nor Warden, or a version of them it does not know). The request may have taken
-    effect (a job queued); the message names the target and the offending value."""
 
 
 class SchedulerTarget(Target):
@@ -146,7 +142,7 @@ class SchedulerTarget(Target):
         if queue is not None:
             queued = _parse(_Queue, queue.data, self, "a queue event").waiting
         elif device.queue_depth is not None:  # a server without queue events counts the running job
-            queued = sum(device.queue_depth.values()) - (device.running_job is not None)
+            queued = sum(device.queue_depth.values()) - (device.running is not None)
         return TargetInfo(
             self.name,
             self.kind,
@@ -298,7 +294,7 @@ class SchedulerTarget(Target):
 
 # -- reading answers --------------------------------------------------------------------------
 
-Status = Literal["PENDING", "RUNNING", "DONE", "ERROR", "CANCELED"]
+Status = Literal[JOB_STATUSES]  # type: ignore[valid-type] (the tuple is the literal's values)
 """A job's statuses: Warden's names, which our scheduler uses too."""
 Bitstring = Annotated[str, StringConstraints(pattern=r"^[01]+$")]
 Answer = TypeVar("Answer", bound=pydantic.BaseModel)
@@ -350,7 +346,8 @@ class _Device(pydantic.BaseModel):
     message: StrictStr | None = None
     calibration_age_s: float | None = None
     queue_depth: dict[str, StrictInt] | None = None
-    running_job: StrictInt | None = None
+    running: dict[str, Any] | None = None
+    """``{job_class}`` of the running job, whoever's it is (its id only to its owner)."""
 
 
 class _Place(pydantic.BaseModel):

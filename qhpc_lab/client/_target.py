@@ -35,6 +35,12 @@ class RefusedError(ClientError):
         self.rule = rule
 
 
+class AnswerError(ClientError):
+    """The target answered in a form this client does not read (a server that is neither our
+    scheduler nor Warden, or a version of them it does not know). The request may have taken
+    effect (a job queued); the message names the target and the offending value."""
+
+
 class JobError(ClientError):
     """A result was asked of a job that ended without one (ERROR or CANCELED)."""
 
@@ -98,7 +104,7 @@ class TargetInfo:
         mark = "*" if self.selected else " "
         if not self.reachable:
             return f"{mark} {self.name:14} {self.type:27} unreachable: {self.message}"
-        details = [self.device or "?", self.state or "?"]
+        details = [self.device or "?", self.state or "state unknown"]
         if self.calibration_age_s is not None:
             details.append(f"calibrated {format_duration(self.calibration_age_s)} ago")
         note = f" — {self.message}" if self.message else ""

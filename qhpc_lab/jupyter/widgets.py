@@ -229,7 +229,7 @@ class JobPanel(_Panel):
             return []
         if not info.reachable:
             return [f"device unreachable: {info.message}"]
-        facts = [f"device {info.device or '?'}", info.state or "?"]
+        facts = [f"device {info.device or '?'}", info.state or "state unknown"]
         if info.calibration_age_s is not None and info.state != "CALIBRATING":
             age = info.calibration_age_s + time.monotonic() - self._info_at
             facts.append(f"calibrated {format_duration(age)} ago")
@@ -290,7 +290,7 @@ class TargetsPanel(_Panel):
         for info in self._infos:
             mark = "★" if info.selected else ""
             if info.reachable:
-                state = html.escape(info.state or "?")
+                state = html.escape(info.state or "state unknown")
                 calibrated = (
                     f"{format_duration(info.calibration_age_s)} ago"
                     if info.calibration_age_s is not None

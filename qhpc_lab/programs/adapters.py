@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from qhpc_lab.programs.cudaq import cudaq_to_pulser, is_cudaq_analog
 from qhpc_lab.programs.envelope import Program, ProgramError, check_shots
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ def to_program(
     if isinstance(obj, Program):
         return _overridden(obj, shots, name, variables)
     shots = DEFAULT_SHOTS if shots is None else shots
+    if isinstance(obj, Mapping) and is_cudaq_analog(obj):
+        return Program("pulser", cudaq_to_pulser(obj, device), shots, name, dict(variables))
     # The module test keeps an SDK unimported unless the object comes from it; the isinstance
     # tests refuse its other objects (a pulser Register is not a program).
     module = type(obj).__module__
@@ -86,7 +89,7 @@ def to_program(
             return _from_qiskit(obj, shots, name)
     raise ProgramError(
         f"cannot turn a {type(obj).__qualname__} into a program: expected a pulser.Sequence, "
-        "a qiskit or qadence QuantumCircuit, or a qhpc_lab Program"
+        "a qiskit or qadence QuantumCircuit, a CUDA-Q analog program, or a qhpc_lab Program"
     )
 
 

@@ -80,7 +80,10 @@ class SessionOut(BaseModel):
 
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sequence: Text = Field(description="Program body: Pulser abstract repr (default) or QASM 3.")
+    sequence: Text | dict[Text, Any] = Field(
+        description="Program body: Pulser abstract repr (default) or QASM 3 text, or a CUDA-Q "
+        "analog (AHS) program as a JSON object or its text, run as the equivalent Pulser program."
+    )
     shots: StrictInt = Field(
         le=MAX_SHOTS,
         # Program refuses fewer than 1 (rule shots); the schema shows that floor too.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from qhpc_lab import tracing
 from qhpc_lab.programs import Program, ProgramError
+from qhpc_lab.programs.cudaq import cudaq_to_pulser, is_cudaq_analog
 from qhpc_lab.scheduler.core import SchedulerError
 from qhpc_lab.scheduler.errors import error_responses
 from qhpc_lab.scheduler.routes.deps import SchedulerDep, User, WardenSession
@@ -42,7 +44,13 @@ async def post_job(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     try:
-        program = Program(body.format, body.sequence, body.shots, body.name, body.variables or {})
+        sequence, fmt = body.sequence, body.format
+        if isinstance(sequence, dict) or is_cudaq_analog(sequence):
+            if not is_cudaq_analog(sequence):
+                raise ProgramError("a JSON object sequence must be a CUDA-Q analog program", "body")
+            spec = sched.driver.profile.spec
+            sequence, fmt = await asyncio.to_thread(cudaq_to_pulser, sequence, spec), "pulser"
+        program = Program(fmt, sequence, body.shots, body.name, body.variables or {})
     except ProgramError as err:
         sched.metrics.rejected()
         raise SchedulerError(422, str(err), err.rule) from None
