@@ -11,7 +11,6 @@ import dataclasses
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -105,9 +104,7 @@ class Client:
             return self._submit_native(program, chosen, shots)
         envelope = _envelope(program, shots, name, variables)
         if info.spec is not None:
-            with warnings.catch_warnings():  # a sequence built on the target's own device
-                warnings.filterwarnings("ignore", "Switching a sequence to the same device")
-                validate(envelope, info.spec)
+            validate(envelope, info.spec)
         job = Job(chosen, _loop.call(chosen.submit(envelope, job_class)), info.device)
         self._jobs.append(job)
         return job
