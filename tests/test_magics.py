@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 from qhpc_lab.client import Client, Job, Result, _client
 from qhpc_lab.jupyter.magics import QPUMagics
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import SECRET, USER, Daemon, daemon
+from tests.conftest import ADMIN, SECRET, USER, Daemon, auth_header, daemon
 
 SEQUENCE_CELL = """
 from pulser import Pulse, Register, Sequence
@@ -35,6 +37,13 @@ def shell() -> Iterator[InteractiveShell]:
     shell = InteractiveShell.instance()
     yield shell
     shell.user_ns.pop("sequence", None)
+
+
+def run(shell: InteractiveShell, capsys: pytest.CaptureFixture[str], cell: str) -> tuple[bool, str]:
+    """Run ``cell`` as a notebook cell: did it succeed, and what it showed (colours removed)."""
+    result: ExecutionResult = shell.run_cell(cell)
+    captured = capsys.readouterr()
+    return result.success, re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
 
 
 def magics_on(shell: InteractiveShell, client: Client) -> Client:
@@ -113,19 +122,34 @@ def test_named_variable_no_wait_status_result_and_cancel(shell, emulator, capsys
         ("", "42", "qpu: cannot turn a int into a program"),
     ],
 )
-def test_mistakes_print_one_line(shell, emulator, capsys, line, cell, message):
-    if cell is None:
-        shell.run_line_magic("qpu", line)
-    else:
-        shell.run_cell_magic("qpu", line, cell)
-    captured = capsys.readouterr()
-    assert captured.err.startswith(message) and captured.err.count("\n") == 1
-    assert "Traceback" not in captured.out + captured.err
+def test_mistakes_fail_the_cell_with_one_line(shell, emulator, capsys, line, cell, message):
+    success, shown = run(shell, capsys, f"%qpu {line}" if cell is None else f"%%qpu {line}\n{cell}")
+    assert not success
+    assert shown.startswith(message) and shown.count("\n") == 1, shown
 
 
-def test_errors_in_the_cell_code_keep_their_traceback(shell, emulator):
-    with pytest.raises(ZeroDivisionError):
-        shell.run_cell_magic("qpu", "", "1 / 0")
+PULSER_MISTAKE = SEQUENCE_CELL.replace(
+    "\nsequence\n", '\nsequence.add(1, "g")\nsequence\n'
+).lstrip()
+"""A cell whose line 8 hands Pulser a pulse that is not one."""
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer", "error"),
+    [
+        (PULSER_MISTAKE, '----> 8 sequence.add(1, "g")', "TypeError"),
+        ("x = 1\n\ny = (\n", "line 4", "SyntaxError"),
+        ("sequence = 1\n1 / 0", "----> 3 1 / 0", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_errors_in_the_cell_code_show_the_cells_own_traceback(
+    shell, emulator, capsys, body, pointer, error
+):
+    """IPython's pointer into the cell, lines counted from the %%qpu line; none of our frames."""
+    success, shown = run(shell, capsys, f"%%qpu --shots 5\n{body}")
+    assert not success
+    assert f"Cell In[{shell.execution_count}], line" in shown and pointer in shown, shown
+    assert error in shown and "qhpc_lab" not in shown and "run_cell_magic" not in shown, shown
 
 
 def test_interrupted_wait_leaves_the_job_running(shell, emulator, capsys, monkeypatch):
@@ -133,8 +157,8 @@ def test_interrupted_wait_leaves_the_job_running(shell, emulator, capsys, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Job, "result", interrupted)
-    shell.run_cell_magic("qpu", "-o kept", SEQUENCE_CELL)
-    assert "qpu: stopped waiting; job 1 goes on (%qpu status 1)" in capsys.readouterr().out
+    success, shown = run(shell, capsys, f"%%qpu -o kept{SEQUENCE_CELL}")
+    assert not success and shown.endswith("qpu: stopped waiting; job 1 goes on (%qpu status 1)\n")
     assert "kept" not in shell.user_ns
 
 
@@ -157,7 +181,35 @@ def test_cancel_and_device_refusal_through_the_scheduler(shell, lab, capsys):
     capsys.readouterr()
     shell.run_line_magic("qpu", f"cancel {job.id}")
     assert capsys.readouterr().out.startswith(f"job {job.id} on lab: CANCELED")
-    shell.run_cell_magic("qpu", "--shots 20000", SEQUENCE_CELL)
-    assert capsys.readouterr().err.startswith("qpu: max_runs: 20000 shots requested")
-    shell.run_cell_magic("qpu", "--target lab --class urgent", SEQUENCE_CELL)
-    assert "unknown job_class 'urgent'" in capsys.readouterr().err
+    success, shown = run(shell, capsys, f"%%qpu --shots 20000{SEQUENCE_CELL}")
+    assert not success and shown.startswith("qpu: max_runs: 20000 shots requested")
+    success, shown = run(shell, capsys, f"%%qpu --target lab --class urgent{SEQUENCE_CELL}")
+    assert not success and "unknown job_class 'urgent'" in shown
+    success, shown = run(shell, capsys, f"%qpu result {job.id}")
+    assert not success and shown.startswith(f"qpu: job {job.id}") and "CANCELED" in shown
+
+
+def test_cells_run_as_development_unless_told(shell, lab, scheduler, capsys):
+    """Cells are interactive work; the Python API leaves the class to the scheduler."""
+    classes = []
+    for cell in ("%%qpu --no-wait -o job", "%%qpu --no-wait --class test -o job"):
+        assert run(shell, capsys, cell + SEQUENCE_CELL)[0]
+        job = shell.user_ns["job"]
+        answer = httpx.get(f"{scheduler.url}/jobs/{job.id}", headers=auth_header(USER))
+        classes.append(answer.raise_for_status().json()["job_class"])
+        job.cancel()
+    assert classes == ["development", "test"]
+
+
+def test_a_refusal_in_maintenance_fails_the_cell_with_its_reason(shell, lab, scheduler, capsys):
+    admin = auth_header(ADMIN, admin=True)
+    closed = {"is_accessible": False, "message": "laser swap until 14:00"}
+    httpx.post(f"{scheduler.url}/accessible", json=closed, headers=admin).raise_for_status()
+    try:
+        success, shown = run(shell, capsys, f"%%qpu -o refused{SEQUENCE_CELL}")
+    finally:
+        opened = {"is_accessible": True}
+        httpx.post(f"{scheduler.url}/accessible", json=opened, headers=admin).raise_for_status()
+    assert not success and "refused" not in shell.user_ns
+    assert shown.startswith("qpu: ") and "laser swap until 14:00" in shown, shown
+    assert shown.count("\n") == 1 and "Traceback" not in shown, shown

@@ -255,9 +255,10 @@ class Kernel:
         """Widget models opened by the kernel, by comm id: their latest state."""
 
     def execute(self, code: str, on_message: Callable[[str, dict], None] | None = None) -> dict:
-        """Run ``code``; calls ``on_message`` for each iopub message until the kernel idles."""
+        """Run ``code``; calls ``on_message`` for each iopub message until the kernel idles.
+        Returns its streams and its error (the lines of its traceback)."""
         msg_id = self.client.execute(code)
-        outputs: dict[str, str] = {"stdout": "", "stderr": ""}
+        outputs: dict[str, str] = {"stdout": "", "stderr": "", "error": ""}
         while True:
             msg = self.client.get_iopub_msg(timeout=120)
             kind, content = msg["msg_type"], msg["content"]
@@ -269,6 +270,8 @@ class Kernel:
                 continue
             if kind == "stream":
                 outputs[content["name"]] += content["text"]
+            elif kind == "error":
+                outputs["error"] = "\n".join(content["traceback"])
             if on_message is not None:
                 on_message(kind, content)
             if kind == "status" and content["execution_state"] == "idle":
@@ -311,7 +314,7 @@ def test_kernel_awaits_qpu_cells_with_a_live_panel_and_a_working_cancel(kernel):
 
     out = kernel.execute(CELL.format(shots=LONG), click_when_running)
     assert not seen.empty(), "the panel was not updated while the cell ran"
-    assert out["stderr"].strip().startswith("qpu: job") and "ended CANCELED" in out["stderr"]
+    assert out["error"].startswith("qpu: job") and "ended CANCELED" in out["error"]
     titles = [s["value"] for s in kernel.comms.values() if ">CANCELED<" in str(s.get("value"))]
     assert titles, "the panel does not show the cancel"
     assert kernel.execute("print('result' in dir())")["stdout"] == "False\n"
@@ -328,7 +331,7 @@ def test_kernel_interrupt_stops_waiting_and_the_panel_goes_on(kernel):
             kernel.manager.interrupt_kernel()
 
     out = kernel.execute(CELL.format(shots=LONG), interrupt_when_running)
-    assert "qpu: stopped waiting; job" in out["stdout"] and "goes on" in out["stdout"]
+    assert "qpu: stopped waiting; job" in out["error"] and "goes on" in out["error"]
     status = kernel.execute("import qhpc_lab; print(qhpc_lab.job().status)")["stdout"]
     assert status.strip() in ("RUNNING", "PENDING")
     kernel.execute("qhpc_lab.job().cancel()")

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -102,9 +101,7 @@ class Client:
         if isinstance(converted, NativeProgram):
             return self._submit_native(converted, chosen)
         if info.spec is not None:
-            with warnings.catch_warnings():  # a sequence built on the target's own device
-                warnings.filterwarnings("ignore", "Switching a sequence to the same device")
-                validate(converted, info.spec)
+            validate(converted, info.spec)
         job = Job(chosen, _loop.call(chosen.submit(converted, job_class)), info.device)
         self._jobs.append(job)
         return job

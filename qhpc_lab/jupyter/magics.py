@@ -1,8 +1,12 @@
 """``%qpu`` and ``%%qpu``: each a thin layer over the Python API (one client, last job kept).
 
-``%load_ext qhpc_lab`` registers them; ``%qpu?`` lists the commands. Mistakes (unknown target,
-bad option, a program the device refuses) print one line, no traceback; errors raised by the
-cell's own code keep theirs. Output goes through :func:`show`, the hook for richer frontends.
+``%load_ext qhpc_lab`` registers them; ``%qpu?`` lists the commands. A magic that does not
+do what it was asked fails its cell (so "Run All" stops there) with a :class:`MagicError`: one
+``qpu: ...`` line for a mistake (unknown target, bad option, a program the device refuses, a
+scheduler in maintenance), a job that ended without a result or a wait that was interrupted;
+for an error in the cell's own code, IPython's usual traceback of that code (``Cell In[n],
+line k``, counted in the cell), none of the magic's frames. Output goes through :func:`show`,
+the hook for richer frontends.
 
 Waiting, in a Jupyter kernel: a ``%%qpu`` cell still ends only when its result is in (so "Run
 All" and ``-o VAR`` work), but the kernel *awaits* it. An input transformer turns the cell into
@@ -19,7 +23,6 @@ import argparse
 import ast
 import asyncio
 import shlex
-import sys
 from typing import Any
 
 from IPython import get_ipython
@@ -31,6 +34,21 @@ from qhpc_lab.client import Client, ClientError, Job, Result, default_client
 from qhpc_lab.programs import ProgramError
 
 USAGE = "%qpu targets | use NAME | jobs | status [ID] | result [ID] | cancel ID, or %%qpu"
+DEFAULT_CLASS = "development"
+"""The job class of ``%%qpu`` cells without ``--class``: cells are interactive work. (The
+Python API sends none: the scheduler's default, ``production`` unless its operator says.)"""
+
+
+class MagicError(Exception):
+    """Raised by a magic that failed, so that its cell fails; IPython shows :attr:`lines` (its
+    ``_render_traceback_`` hook) instead of a traceback through the magic."""
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = lines or [message]
+
+    def _render_traceback_(self) -> list[str]:
+        return self.lines
 
 
 def show(obj: object, client: Client | None = None) -> object | None:
@@ -100,7 +118,7 @@ _CELL = _Parser(prog="%%qpu", add_help=False)
 _CELL.add_argument("variable", nargs="?")
 _CELL.add_argument("--shots", type=int)
 _CELL.add_argument("--target")
-_CELL.add_argument("--class", dest="job_class")
+_CELL.add_argument("--class", dest="job_class", default=DEFAULT_CLASS)
 _CELL.add_argument("--name")
 _CELL.add_argument("--no-wait", action="store_true")
 _CELL.add_argument("-o", dest="output", metavar="VAR")
@@ -126,7 +144,7 @@ class QPUMagics(Magics):
         %%qpu [VARIABLE] [--shots N] [--target T] [--class C] [--name S] [--no-wait] [-o VAR]
                                       run the cell, submit its last expression (or VARIABLE),
                                       wait and show the result; -o stores the Result (the Job
-                                      with --no-wait) in VAR
+                                      with --no-wait) in VAR; --class: development by default
         %qpu jobs                     this kernel's jobs
         %qpu status [ID]              a job's state (default: the last job)
         %qpu result [ID]              wait for a job and show its result
@@ -137,9 +155,9 @@ class QPUMagics(Magics):
             if cell is None:
                 self._line(words)
             else:
-                self._cell(_CELL.parse_args(words), cell)
-        except (ClientError, ProgramError, TimeoutError, UsageError) as err:
-            print(f"qpu: {err}", file=sys.stderr)
+                self._cell(_CELL.parse_args(words), line, cell)
+        except _MISTAKES as err:
+            raise MagicError(f"qpu: {err}") from None
 
     def _line(self, words: list[str]) -> None:
         command, args = (words[0], words[1:]) if words else ("", [])
@@ -174,8 +192,8 @@ class QPUMagics(Magics):
             job.cancel()
             show(job, client)
 
-    def _cell(self, options: argparse.Namespace, cell: str) -> None:
-        job = self._submit(options, cell)
+    def _cell(self, options: argparse.Namespace, line: str, cell: str) -> None:
+        job = self._submit(options, line, cell)
         panel = show(job, self.client)
         outcome = job if options.no_wait else self._wait(job, show_result=panel is None)
         self._store(options.output, outcome)
@@ -185,36 +203,35 @@ class QPUMagics(Magics):
         loop so that its live panel updates while it waits."""
         try:
             options = _CELL.parse_args(_split(line))
-            job = self._submit(options, cell)
+            job = self._submit(options, line, cell)
             panel = show(job, self.client)
-            outcome: Job | Result | None = job
+            outcome: Job | Result = job
             if not options.no_wait:
                 outcome = await self._await(job, panel)
             self._store(options.output, outcome)
-        except (ClientError, ProgramError, TimeoutError, UsageError) as err:
-            print(f"qpu: {err}", file=sys.stderr)
+        except _MISTAKES as err:
+            raise MagicError(f"qpu: {err}") from None
 
-    def _submit(self, options: argparse.Namespace, cell: str) -> Job:
-        program = self._evaluate(cell, options.variable)
+    def _submit(self, options: argparse.Namespace, line: str, cell: str) -> Job:
+        program = self._evaluate(line, cell, options.variable)
         return self.client.submit(
             program, options.shots, options.target, options.job_class, options.name
         )
 
-    def _store(self, variable: str | None, outcome: Job | Result | None) -> None:
-        if variable and outcome is not None:
+    def _store(self, variable: str | None, outcome: Job | Result) -> None:
+        if variable:
             self.shell.user_ns[variable] = outcome
 
-    def _wait(self, job: Job, show_result: bool = True) -> Result | None:
+    def _wait(self, job: Job, show_result: bool = True) -> Result:
         try:
             result = job.result()
         except KeyboardInterrupt:
-            print(f"qpu: stopped waiting; job {job.id} goes on (%qpu status {job.id})")
-            return None
+            raise _stopped_waiting(job) from None
         if show_result:
             show(result)
         return result
 
-    async def _await(self, job: Job, panel: object | None) -> Result | None:
+    async def _await(self, job: Job, panel: object | None) -> Result:
         from qhpc_lab.jupyter.widgets import JobPanel
 
         try:
@@ -223,31 +240,65 @@ class QPUMagics(Magics):
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            print(f"qpu: stopped waiting; job {job.id} goes on (%qpu status {job.id})")
-            return None
+            raise _stopped_waiting(job) from None
         if panel is None:
             show(result)
         return result
 
-    def _evaluate(self, cell: str, variable: str | None) -> Any:
-        """Run the cell in the user namespace; its last expression, or ``variable``."""
+    def _evaluate(self, line: str, cell: str, variable: str | None) -> Any:
+        """Run the cell in the user namespace; its last expression, or ``variable``.
+
+        The code is compiled under a name IPython shows as this cell's (``Cell In[n]``), the
+        ``%%qpu`` line first, so that tracebacks count lines in the cell; they start at the
+        cell's code (:func:`_cell_error`)."""
         source = self.shell.transform_cell(cell)
-        tree = ast.parse(source)
-        last = None
-        if variable is None and tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = tree.body.pop()
-        filename = self.shell.compile.cache(source, self.shell.execution_count)
+        filename = self.shell.compile.cache(f"%%qpu {line}\n{source}", _cell_number(self.shell))
         namespace = self.shell.user_ns
-        exec(compile(tree, filename, "exec"), namespace)
+        try:
+            tree = self.shell.compile.ast_parse("\n" + source, filename)
+            last = None
+            if variable is None and tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = tree.body.pop()
+            code = compile(tree, filename, "exec")
+            value = None if last is None else compile(ast.Expression(last.value), filename, "eval")
+            exec(code, namespace)
+            if value is not None:
+                return eval(value, namespace)
+        except Exception as err:
+            raise _cell_error(self.shell, err, filename) from err
         if variable is not None:
             if variable not in namespace:
                 raise UsageError(f"the cell left no variable named {variable!r} to submit")
             return namespace[variable]
-        if last is None:
-            raise UsageError(
-                "the cell must end with the program to submit, or name it: %%qpu VARIABLE"
-            )
-        return eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+        raise UsageError("the cell must end with the program to submit, or name it: %%qpu VARIABLE")
+
+
+_MISTAKES = (ClientError, ProgramError, TimeoutError, UsageError)
+"""What the user can act on: shown as one ``qpu: ...`` line (a job that ended without a
+result is a ``JobError``, a ``ClientError``)."""
+
+
+def _stopped_waiting(job: Job) -> MagicError:
+    return MagicError(f"qpu: stopped waiting; job {job.id} goes on (%qpu status {job.id})")
+
+
+def _cell_number(shell: Any) -> int:
+    """The number IPython gives the running cell (``In[n]``); the next one outside a cell."""
+    running = getattr(shell.displayhook, "exec_result", None)
+    return shell.execution_count if running is None else running.execution_count
+
+
+def _cell_error(shell: Any, err: Exception, filename: str) -> MagicError:
+    """``err``, raised by the cell's code (or its syntax), as IPython shows it in a plain
+    cell: the traceback from the cell's first frame on."""
+    if isinstance(err, SyntaxError):
+        lines = shell.SyntaxTB.structured_traceback(type(err), err, [])
+    else:
+        tb = err.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+            tb = tb.tb_next
+        lines = shell.InteractiveTB.structured_traceback(type(err), err, tb)
+    return MagicError(f"{type(err).__name__}: {err}", lines)
 
 
 def _split(line: str) -> list[str]:

@@ -328,8 +328,9 @@ def _validate_pulser(body: str, variables: dict[str, Any], device: DeviceSpec) -
             f"{device.max_sequence_duration} ns",
         )
     _check_pulses(sequence, channels, device)
-    try:
-        sequence.with_new_device(device.pulser_device)
+    try:  # Pulser warns on a switch to the device the sequence is already on
+        if sequence.device != device.pulser_device:
+            sequence.with_new_device(device.pulser_device)
     except Exception as err:
         raise DeviceRuleViolation("device_compatibility", str(err)) from None
     return ProgramFacts(num_qubits=len(positions))
