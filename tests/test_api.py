@@ -731,6 +731,12 @@ async def test_drain_holds_new_jobs_until_resume(shared: Clients, sequence_json:
             assert view["status"] == "PENDING" and view["shots_done"] == 0
             assert view["held_by"] == "draining" and view["eta_s"] is None
             assert type(view["position"]) is int
+            queue = shared.scheduler.queue_snapshot().for_user(USER)  # type: ignore[attr-defined]
+            assert queue["jobs"][str(held["id"])] == {
+                "position": view["position"],
+                "eta_s": None,
+                "held_by": "draining",
+            }
         finally:
             resumed = await shared.admin.post("/admin/resume")
         assert resumed.json()["draining"] is False

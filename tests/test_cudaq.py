@@ -15,8 +15,7 @@ from pulser import Pulse, Register, Sequence
 from pulser.sampler import sample
 from pulser.waveforms import ConstantWaveform, InterpolatedWaveform, RampWaveform
 
-from qhpc_lab.programs import DeviceRuleViolation, ProgramError, validate
-from qhpc_lab.programs.adapters import from_pulser
+from qhpc_lab.programs import DeviceRuleViolation, ProgramError, to_program, validate
 from qhpc_lab.programs.cudaq import analog_program, cudaq_to_pulser, is_cudaq_analog
 from qhpc_lab.qpu import DeviceProfile
 
@@ -123,9 +122,9 @@ def test_a_varying_phase_becomes_pulsers_arbitrary_phase() -> None:
 
 
 def test_the_converted_program_passes_validation_on_the_device() -> None:
-    program = from_pulser(Sequence.from_abstract_repr(cudaq_to_pulser(TRAPEZOID, SPEC)), 100)
-    facts = validate(program, SPEC)
-    assert (facts.num_qubits, facts.duration_ns) == (2, 1000)
+    sequence = Sequence.from_abstract_repr(cudaq_to_pulser(TRAPEZOID, SPEC))
+    facts = validate(to_program(sequence, 100), SPEC)
+    assert (facts.num_qubits, sequence.get_duration()) == (2, 1000)
 
 
 def test_analog_program_is_what_cudaq_evolve_sends() -> None:

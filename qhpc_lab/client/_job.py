@@ -148,6 +148,8 @@ class Job:
         parts = [state.status]
         if state.position is not None:
             parts.append("running" if state.position == 0 else f"position {state.position}")
+        if state.held_by is not None:
+            parts.append(f"held by {state.held_by}")
         if state.eta_s is not None:
             parts.append(f"eta {state.eta_s:.1f} s")
         if state.shots:

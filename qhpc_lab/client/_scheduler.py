@@ -258,7 +258,9 @@ class SchedulerTarget(Target):
         if event.kind == "queue":
             place = _parse(_Queue, event.data, self, "a queue event").jobs.get(state.id)
             if place is not None:
-                return dataclasses.replace(state, position=place.position, eta_s=place.eta_s)
+                return dataclasses.replace(
+                    state, position=place.position, eta_s=place.eta_s, held_by=place.held_by
+                )
         elif event.kind == "reset":
             return await self.state(state.id)
         return state
@@ -317,6 +319,7 @@ class _Job(pydantic.BaseModel):
     shots_done: StrictInt | None = None
     position: StrictInt | None = None
     eta_s: float | None = None
+    held_by: StrictStr | None = None
     error: StrictStr | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -353,6 +356,7 @@ class _Device(pydantic.BaseModel):
 class _Place(pydantic.BaseModel):
     position: StrictInt | None = None
     eta_s: float | None = None
+    held_by: StrictStr | None = None
 
 
 class _Queue(pydantic.BaseModel):
@@ -378,6 +382,7 @@ def parse_job(view: Any, target: SchedulerTarget) -> JobState:
         shots_done=job.shots_done or 0,
         position=job.position,
         eta_s=job.eta_s,
+        held_by=job.held_by,
         counts=None if job.results is None else job.results.counter,
         error=job.error,
         created_at=job.created_at,

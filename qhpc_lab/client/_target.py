@@ -61,6 +61,8 @@ class JobState:
     position: int | None = None
     """1 = next to run, 0 = running, None when finished or unknown."""
     eta_s: float | None = None
+    held_by: str | None = None
+    """``maintenance`` or ``draining`` while an operator's hold keeps the job waiting."""
     counts: dict[str, int] | None = None
     error: str | None = None
     created_at: datetime | None = None

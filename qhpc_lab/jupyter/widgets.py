@@ -215,6 +215,8 @@ class JobPanel(_Panel):
             queued = self._info.queued if self._info is not None else None
             of = f" of {queued} waiting" if queued is not None and queued >= state.position else ""
             facts.append(f"position {state.position}{of}")
+        if state.held_by is not None:
+            facts.append(f"held by {state.held_by}")
         if state.eta_s is not None:
             left = max(0.0, state.eta_s - (time.monotonic() - self._state_at))
             facts.append(f"ETA {format_duration(left)}")

@@ -563,11 +563,13 @@ class Scheduler:
         if running is not None:
             depth[running.job_class] -= 1
         positions: dict[str, dict[int, tuple[int, float | None]]] = {}
+        held: dict[int, str] = {}
         estimates = self._queue.estimates(self.device_view(), self.clock())
         for job in self._queue.jobs():
             position, eta = self.position(job.id, estimates)
-            if position and held_by(self, job.started):
-                eta = None
+            hold = held_by(self, job.started) if position else None
+            if hold is not None:
+                held[job.id], eta = hold, None
             if position is not None:
                 positions.setdefault(job.user_id, {})[job.id] = (position, eta)
         return QueueSnapshot(
@@ -576,6 +578,7 @@ class Scheduler:
             running_class=running.job_class if running else None,
             running_user=running.user_id if running else None,
             positions=positions,
+            held=held,
         )
 
     async def set_policy(self, changes: dict[str, Any]) -> policy.PolicyConfig:

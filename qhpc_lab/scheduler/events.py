@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class QueueSnapshot:
     running_user: str | None
     positions: dict[str, dict[int, tuple[int, float | None]]] = field(default_factory=dict)
     """user id → job id → (position, ETA s); position 0 is the running job."""
+    held: dict[int, str] = field(default_factory=dict)
+    """Waiting jobs a hold keeps from running (``maintenance`` or ``draining``), by id."""
     revision: int = 0
 
     def for_user(self, user_id: str | None) -> dict[str, Any]:
@@ -70,7 +73,10 @@ class QueueSnapshot:
             "waiting": sum(self.depth.values()),
             "depth": dict(self.depth),
             "running": running,
-            "jobs": {str(job_id): {"position": p, "eta_s": eta} for job_id, (p, eta) in nearest},
+            "jobs": {
+                str(job_id): {"position": p, "eta_s": eta, "held_by": self.held.get(job_id)}
+                for job_id, (p, eta) in nearest
+            },
             "jobs_omitted": max(0, len(own) - QUEUE_JOBS_LIMIT),
         }
 
@@ -117,14 +123,7 @@ class EventBus:
 
     def publish_queue(self, snapshot: QueueSnapshot) -> None:
         """The latest queue replaces the previous one; each subscriber is told it changed."""
-        self._queue = QueueSnapshot(
-            snapshot.depth,
-            snapshot.running_job,
-            snapshot.running_class,
-            snapshot.running_user,
-            snapshot.positions,
-            revision=self._next_id(),
-        )
+        self._queue = dataclasses.replace(snapshot, revision=self._next_id())
         for subscriber in self._subscribers:
             subscriber.queue_changed.set()
 

@@ -39,6 +39,7 @@ JOB_FIELDS = (
     "shots_done",
     "position",
     "eta_s",
+    "held_by",
     "created_at",
     "started_at",
     "finished_at",
