@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -335,3 +336,66 @@ def test_kernel_interrupt_stops_waiting_and_the_panel_goes_on(kernel):
     status = kernel.execute("import qhpc_lab; print(qhpc_lab.job().status)")["stdout"]
     assert status.strip() in ("RUNNING", "PENDING")
     kernel.execute("qhpc_lab.job().cancel()")
+
+
+# -- a failing %%qpu cell in a real kernel: IPython's pointer, and the cell fails ----------
+# (the kernel answers ``error`` and drops the cells queued after it, as Run All sends them)
+
+
+def shown_error(kernel: Kernel, code: str) -> str:
+    """The error output of ``code``'s cell, colours removed; "" if it had none."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", kernel.execute(code)["error"])
+
+
+def run_all(kernel: Kernel, *cells: str) -> list[str]:
+    """Send ``cells`` at once, as "Run All" does; the status of each reply."""
+    sent = [kernel.client.execute(cell) for cell in cells]
+    replies: dict[str, str] = {}
+    for _ in range(100):  # bounded: replies to earlier requests may come first
+        if len(replies) == len(sent):
+            break
+        reply = kernel.client.get_shell_msg(timeout=120)
+        if reply["parent_header"].get("msg_id") in sent:
+            replies[reply["parent_header"]["msg_id"]] = reply["content"]["status"]
+    return [replies.get(msg_id, "no reply") for msg_id in sent]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("cell", "pointer", "error"),
+    [
+        ("%%qpu\nx = 1\ny = (\n", ["Cell In[{n}], line 3"], "SyntaxError"),
+        (
+            CELL.format(shots=5).replace("\nsequence\n", '\nsequence.add(1, "g")\nsequence\n'),
+            ["Cell In[{n}], line 8\n", '----> 8 sequence.add(1, "g")\n'],
+            "TypeError: 'pulse' must be of type Pulse",
+        ),
+    ],
+)
+def test_errors_in_a_cells_code_point_into_the_cell_not_into_the_magic(
+    kernel, cell, pointer, error
+):
+    following = int(kernel.execute("print(get_ipython().execution_count)")["stdout"])
+    shown = shown_error(kernel, cell)
+    assert all(line.format(n=following) in shown for line in pointer) and error in shown, shown
+    for internal in ("qhpc_lab", "qpu_async", "interactiveshell.py", "magics_manager"):
+        assert internal not in shown, shown
+
+
+@pytest.mark.slow
+def test_a_refused_cell_fails_and_run_all_stops_there(kernel, scheduler):
+    """In maintenance the scheduler refuses the job (503): the cell's error is the reason in
+    one line, and the next cell, which reads the cell's -o variable, never runs."""
+    admin = auth_header(ADMIN, admin=True)
+    closed = {"is_accessible": False, "message": "laser swap until 14:00"}
+    httpx.post(f"{scheduler.url}/accessible", json=closed, headers=admin).raise_for_status()
+    try:
+        shown = shown_error(kernel, CELL.format(shots=5))
+        statuses = run_all(kernel, CELL.format(shots=5), "print(result)")
+    finally:
+        opened = {"is_accessible": True}
+        httpx.post(f"{scheduler.url}/accessible", json=opened, headers=admin).raise_for_status()
+    assert shown.startswith("qpu: ") and "laser swap until 14:00" in shown, shown
+    assert "\n" not in shown.strip(), shown
+    assert statuses == ["error", "aborted"]
+    assert run_all(kernel, CELL.format(shots=5), "print(result.shots)") == ["ok", "ok"]
