@@ -35,11 +35,16 @@ def _serve(args: argparse.Namespace) -> int:
     print(
         f"qhpc scheduler: device {profile.spec.name}, profile {profile.name}"
         f"\n  {profile.description}"
-        f"\n  database {config.db_url}\n  auth {', '.join(config.auth)}"
-        f"\n  listening on http://{config.host}:{config.port} (API docs at /docs)",
+        f"\n  database {config.db_url}\n  auth {', '.join(config.auth)}",
         flush=True,
     )
-    serve(create_app(config), config)
+    app = create_app(config)
+    serve(
+        app,
+        config,
+        listening=f"  listening on http://{config.host}:{config.port} (API docs at /docs)",
+        on_stop=app.state.scheduler.bus.close,  # the /events streams end, clients reconnect
+    )
     return 0
 
 
@@ -78,14 +83,12 @@ def _slurm_hook(args: argparse.Namespace) -> int:
 
 
 def _slurm_scripts(args: argparse.Namespace) -> int:
-    from qhpc_lab.hpc.slurm import HOOKS, write_hook_scripts
+    from qhpc_lab.hpc.slurm import configuration, write_hook_scripts
 
     python = args.python or sys.executable
     scripts = write_hook_scripts(Path(args.directory), python, args.config)
     print(f"# slurm.conf lines; each job's user must be able to run {python} (TaskProlog)")
-    for hook, path in scripts.items():
-        print(f"{HOOKS[hook]}={path}")
-    print("PrologFlags=Alloc")
+    print(configuration(scripts))
     return 0
 
 

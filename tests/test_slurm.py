@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -152,6 +153,60 @@ def test_task_lines_drop_an_enclosing_jobs_session() -> None:
         line.startswith("print qhpc:") and "unreachable" in line
         for line in task_lines(HookConfig(), {"SLURM_JOB_ID": "8"}, failed)
     )
+
+
+def test_epilog_removes_the_files_of_a_job_without_a_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Prolog that could not open a session still leaves both files (the TaskProlog says
+    why); the Epilog removes both, with nothing to revoke."""
+    config = HookConfig(
+        scheduler_url=f"http://127.0.0.1:{free_port()}", run_dir=str(tmp_path / "run"), log_file=""
+    )
+    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
+    uid, gid = str(os.getuid()), str(os.getgid())
+    environ = {"SLURM_JOB_ID": "41", "SLURM_JOB_UID": uid, "SLURM_JOB_GID": gid}
+    record = slurm.prolog(config, environ)
+    assert record is not None and record.session is None and record.error
+    private = tmp_path / "run" / "private" / "job-41.json"
+    assert slurm.user_file(config, "41").exists() and private.exists()
+    slurm.epilog(config, environ)
+    assert not slurm.user_file(config, "41").exists()
+    assert list(private.parent.iterdir()) == []
+
+
+def test_hook_scripts_refuse_a_python_other_users_cannot_run(tmp_path: Path) -> None:
+    """The guide's trap: a venv whose python lies under a directory only its owner can enter
+    (a pyenv under /root). The scripts would fail as every job user: refused up front."""
+    hidden = tmp_path / "home"
+    hidden.mkdir(mode=0o700)
+    (hidden / "python").symlink_to(sys.executable)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qhpc_lab.cli",
+            "slurm",
+            "hook-scripts",
+            str(tmp_path / "hooks"),
+            "--python",
+            str(hidden / "python"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "not executable by other users" in done.stderr, done.stderr
+    assert not (tmp_path / "hooks").exists()
+
+
+def test_slurm_conf_lines_name_the_hooks_and_the_timeout(tmp_path: Path) -> None:
+    scripts = {hook: tmp_path / hook for hook in slurm.HOOKS}
+    lines = slurm.configuration(scripts).splitlines()
+    assert lines[:3] == [f"{p}={tmp_path / h}" for h, p in slurm.HOOKS.items()]
+    assert "PrologFlags=Alloc" in lines
+    timeout = int(next(x for x in lines if x.startswith("PrologEpilogTimeout=")).split("=")[1])
+    assert timeout > HookConfig().deadline_s
 
 
 # -- the cluster ---------------------------------------------------------------------------
