@@ -10,7 +10,6 @@ the hooks' parsing and the load sensor protocol without a cluster.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pwd
@@ -18,7 +17,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -370,84 +368,45 @@ def test_gridengine_spawner_starts_a_lab_holding_a_session(
     directory = Path(tempfile.mkdtemp(prefix="qhpc-ge-hub-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    hub_api = f"http://127.0.0.1:{free_port()}"
-    venv = hub_test._singleuser_venv(site.cluster)  # type: ignore[arg-type]
-    config = directory / "jupyterhub_config.py"
-    config.write_text(
-        f"""\
-load_subconfig({str(hub_test.EXAMPLE_CONFIG)!r})
-c.JupyterHub.bind_url = "{url}"
-c.JupyterHub.hub_bind_url = "{hub_api}"
-c.JupyterHub.hub_connect_url = "{hub_api}"
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
-c.ConfigurableHTTPProxy.command = [{str(hub_test._install_proxy())!r}]
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {hub_test.PASSWORD!r}
-c.Authenticator.allow_all = True
-c.JupyterHub.db_url = "sqlite:///{directory}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{directory}/jupyterhub_cookie_secret"
-c.JupyterHub.cleanup_servers = True
-c.Spawner.environment = {{
-    **{site.cluster.environ!r},
-    "JUPYTER_PATH": {str(Path(sys.prefix) / "share" / "jupyter")!r},
-    "JUPYTER_CONFIG_PATH": {str(Path(sys.prefix) / "etc" / "jupyter")!r},
-}}
-"""
+    config = hub_test.hub_config(
+        directory, port, hub_test.spawner_environment(site.cluster.environ)
     )
-    log_path = directory / "jupyterhub.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.prefix) / "bin" / "jupyterhub"), "-f", str(config)],
-            cwd=directory,
-            env={
-                **os.environ,
-                **site.cluster.environ,
-                "QHPC_VENV": str(venv),
-                "QHPC_SCHEDULER": "gridengine",
-            },
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    env = {
+        **site.cluster.environ,
+        "QHPC_VENV": str(hub_test._singleuser_venv(site.cluster)),  # type: ignore[arg-type]
+        "QHPC_SCHEDULER": "gridengine",
+    }
     name = site.alice.name
+    hub_test.allow_login(site.alice)
     try:
+        with hub_test.running_hub(config, url, env) as log_path:
+            headers = {"Authorization": f"token {hub_test._login(url, name)}"}
 
-        def healthy() -> bool:
-            assert process.poll() is None, hub_test._tail(log_path)
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
-            return False
+            def server() -> dict[str, Any] | None:
+                response = httpx.get(f"{url}/hub/api/users/{name}", headers=headers, timeout=30)
+                response.raise_for_status()
+                return response.json()["servers"].get("")
 
-        poll_until(healthy, "the hub answers", 120)
-        headers = {"Authorization": f"token {hub_test._login(url, name)}"}
+            spawn = httpx.post(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
+            assert spawn.status_code in (201, 202), spawn.text
 
-        def server() -> dict[str, Any] | None:
-            response = httpx.get(f"{url}/hub/api/users/{name}", headers=headers, timeout=30)
-            response.raise_for_status()
-            return response.json()["servers"].get("")
+            def ready() -> bool:
+                state = server()
+                assert state is not None, f"the spawn failed:\n{hub_test._tail(log_path)}"
+                return bool(state["ready"])
 
-        spawn = httpx.post(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
-        assert spawn.status_code in (201, 202), spawn.text
-
-        def ready() -> bool:
-            state = server()
-            assert state is not None, f"the spawn failed:\n{hub_test._tail(log_path)}"
-            return bool(state["ready"])
-
-        poll_until(ready, "the hub reports the Lab ready", 240)
-        jobs = site.cluster.qcommand("qstat", "-u", name).stdout
-        [job_id] = re.findall(r"^\s*(\d+)\s", jobs, re.MULTILINE)
-        targets = httpx.get(f"{url}/user/{name}/qhpc/api/targets", headers=headers, timeout=30)
-        targets.raise_for_status()
-        assert targets.json()["default"] == "qpu", targets.text
-        [session] = site.sessions(job_id)
-        assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
-        stop = httpx.delete(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
-        assert stop.status_code in (202, 204), stop.text
-        poll_until(lambda: server() is None, "the hub stops the server", 120)
-        assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
+            poll_until(ready, "the hub reports the Lab ready", 240)
+            jobs = site.cluster.qcommand("qstat", "-u", name).stdout
+            [job_id] = re.findall(r"^\s*(\d+)\s", jobs, re.MULTILINE)
+            targets = httpx.get(f"{url}/user/{name}/qhpc/api/targets", headers=headers, timeout=30)
+            targets.raise_for_status()
+            assert targets.json()["default"] == "qpu", targets.text
+            [session] = site.sessions(job_id)
+            assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
+            stop = httpx.delete(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
+            assert stop.status_code in (202, 204), stop.text
+            poll_until(lambda: server() is None, "the hub stops the server", 120)
+            assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
     finally:
-        hub_test._stop(process)
         shutil.rmtree(directory, ignore_errors=True)
     report("GridengineSpawner: Lab in a qpu=1 job, QPU target in the Lab, session revoked")
