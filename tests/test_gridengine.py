@@ -11,14 +11,12 @@ the hooks' parsing and the load sensor protocol without a cluster.
 from __future__ import annotations
 
 import io
-import os
 import pwd
 import re
 import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import httpx
 import pytest
 
 from qhpc_lab.hpc import gridengine
-from qhpc_lab.hpc.devcluster import DevClusterError, GridEngineCluster, _alive
+from qhpc_lab.hpc.devcluster import GridEngineCluster
 from qhpc_lab.hpc.gridengine import (
     REVOKE_REASON,
     GridEngineConfig,
@@ -40,11 +38,19 @@ from qhpc_lab.hpc.gridengine import (
     update_environment,
 )
 from tests import test_jupyterhub as hub_test
+from tests import test_slurm
 from tests.conftest import free_port, poll_until
 from tests.fixtures_munge import FreshCredential
-from tests.test_slurm import EMULATOR_ANNOUNCED, JOB_SCRIPT, User, _counts, _say
+from tests.test_slurm import (
+    EMULATOR_ANNOUNCED,
+    User,
+    _counts,
+    dev_cluster,
+    write_job_script,
+)
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
+report = test_slurm.report
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 QSTAT = """\
@@ -208,44 +214,24 @@ class Site:
 
 @pytest.fixture(scope="module")
 def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[GridEngineCluster]:
-    """A Grid Engine dev cluster on free ports, in a directory the job users can read."""
-    if os.geteuid() != 0:
-        pytest.fail("the Grid Engine tests need root (sge_execd, useradd): run them as root")
-    directory = Path(tempfile.mkdtemp(prefix="qhpc-gridengine-"))
-    directory.chmod(0o755)
-    cluster = GridEngineCluster(
-        directory,
-        scheduler_port=free_port(),
-        qmaster_port=free_port(),
-        execd_port=free_port(),
-    )
-    started = time.monotonic()
-    try:
-        cluster.start()
-    except DevClusterError as err:
-        shutil.rmtree(directory, ignore_errors=True)
-        pytest.fail(f"the Grid Engine dev cluster did not start: {err}")
-    _say(
-        pytestconfig,
-        f"\n  Grid Engine dev cluster started in {time.monotonic() - started:.1f} s ({directory})",
-    )
-    try:
-        yield cluster
-    finally:
-        started_pids = {s: cluster._pid(s) for s in cluster.SERVICES}
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-        for service, pid in started_pids.items():
-            assert not pid or not _alive(pid, cluster.SERVICES[service]), f"{service} outlived stop"
+    """A Grid Engine dev cluster on free ports."""
+
+    def make(directory: Path) -> GridEngineCluster:
+        return GridEngineCluster(
+            directory,
+            scheduler_port=free_port(),
+            qmaster_port=free_port(),
+            execd_port=free_port(),
+        )
+
+    with dev_cluster(make, "Grid Engine", pytestconfig) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
 def site(cluster: GridEngineCluster) -> Iterator[Site]:
     """A real user (removed afterwards), the job script, an admin client."""
-    job_script = cluster.directory / "jobs" / "qpu_job.py"
-    job_script.parent.mkdir(mode=0o755)
-    job_script.write_text(JOB_SCRIPT)
-    job_script.chmod(0o644)
+    job_script = write_job_script(cluster)
     name = f"qhpc{secrets.token_hex(3)}"
     subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
     entry = pwd.getpwnam(name)
@@ -257,16 +243,6 @@ def site(cluster: GridEngineCluster) -> Iterator[Site]:
     finally:
         cluster.qcommand("qdel", "-u", name, check=False)
         subprocess.run(["userdel", "-r", "-f", name], capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def report(pytestconfig: pytest.Config) -> Callable[[str], None]:
-    started = time.monotonic()
-
-    def emit(name: str) -> None:
-        _say(pytestconfig, f"\n  scenario [{name}]: {time.monotonic() - started:.1f} s")
-
-    return emit
 
 
 def test_qsub_jobs_with_and_without_qpu(site: Site, report: Callable[[str], None]) -> None:

@@ -2,11 +2,12 @@
 (qhpc_lab/hpc/jupyterhub_config.py), configurable-http-proxy from npm and the dev cluster.
 
 A throwaway Unix user in the shipped config's allowed group logs in through the hub's login
-form (PAM, as shipped), the hub's batchspawner ``SlurmSpawner`` starts their Lab in a Slurm job
-holding ``qpu:1``; the Lab's server extension reports the allocation's QPU, a ``%%qpu`` cell runs through the Lab's kernel
-(REST API + kernel websocket, through the hub's proxy) and returns counts; stopping the server
-ends the job and revokes its scheduler session. Each scenario prints its duration; none asserts
-on time. Whatever cannot be installed or started fails the test, never skips it.
+form (PAM, as shipped); the hub's batchspawner ``SlurmSpawner`` starts their Lab in a Slurm
+job holding ``qpu:1``; the Lab's server extension reports the allocation's QPU, a ``%%qpu``
+cell runs through the Lab's kernel (REST API + kernel websocket, through the hub's proxy) and
+returns counts; stopping the server ends the job and revokes its scheduler session. Each
+scenario prints its duration; none asserts on time. Whatever cannot be installed or started
+fails the test, never skips it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tests.test_slurm import User, _add_user, _remove_user, _say
 pytestmark = [pytest.mark.munge, pytest.mark.slow, pytest.mark.timeout(900)]
 cluster = test_slurm.cluster
 """The dev cluster fixture of tests/test_slurm.py: module-scoped, so this module starts its own."""
+report = test_slurm.report
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "qhpc_lab" / "hpc" / "jupyterhub_config.py"
@@ -132,17 +134,6 @@ class Hub:
         response = self.api("DELETE", f"/hub/api/users/{self.user.name}/server")
         assert response.status_code in (202, 204), response.text
         poll_until(lambda: self.server() is None, "the hub stops the server", 120)
-
-
-@pytest.fixture
-def report(pytestconfig: pytest.Config) -> Callable[[str], None]:
-    """``report(name)`` prints the scenario's duration so far."""
-    started = time.monotonic()
-
-    def emit(name: str) -> None:
-        _say(pytestconfig, f"\n  scenario [{name}]: {time.monotonic() - started:.1f} s")
-
-    return emit
 
 
 def _install_proxy() -> Path:

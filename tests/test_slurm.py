@@ -8,6 +8,7 @@ asserts on time. The first tests check the hooks' parsing without a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -22,13 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from qhpc_lab.hpc import slurm
-from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError
+from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError, GridEngineCluster, _alive
 from qhpc_lab.hpc.slurm import (
     REVOKE_REASON,
     HookConfig,
@@ -42,6 +43,7 @@ from tests.fixtures_munge import FreshCredential
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
+ClusterT = TypeVar("ClusterT", DevCluster, GridEngineCluster)
 
 JOB_SCRIPT = '''\
 """A batch user's script: a Pulser sequence through qhpc_lab.submit."""
@@ -310,33 +312,60 @@ def _say(config: pytest.Config, text: str) -> None:
             reporter.write_line(text)
 
 
-@pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    """A dev cluster on free ports, in a directory slurmd and the job users can read."""
+@contextlib.contextmanager
+def dev_cluster(
+    make: Callable[[Path], ClusterT], what: str, config: pytest.Config
+) -> Iterator[ClusterT]:
+    """``make(directory)`` started in a fresh directory slurmd/execd and the job users can
+    read; stopped afterwards, and every daemon it started checked gone."""
     if os.geteuid() != 0:
-        pytest.fail("the Slurm tests need root (slurmd, useradd): run them as root")
-    directory = Path(tempfile.mkdtemp(prefix="qhpc-slurm-"))
+        pytest.fail(f"the {what} tests need root (its daemons, useradd): run them as root")
+    directory = Path(tempfile.mkdtemp(prefix=f"qhpc-{what.lower().replace(' ', '')}-"))
     directory.chmod(0o755)
-    cluster = DevCluster(
-        directory,
-        scheduler_port=free_port(),
-        slurmctld_port=free_port(),
-        slurmd_port=free_port(),
-    )
+    cluster = make(directory)
     started = time.monotonic()
     try:
         cluster.start()
     except DevClusterError as err:
         shutil.rmtree(directory, ignore_errors=True)
-        pytest.fail(f"the dev cluster did not start: {err}")
+        pytest.fail(f"the {what} dev cluster did not start: {err}")
     _say(
-        pytestconfig, f"\n  dev cluster started in {time.monotonic() - started:.1f} s ({directory})"
+        config,
+        f"\n  {what} dev cluster started in {time.monotonic() - started:.1f} s ({directory})",
     )
     try:
         yield cluster
     finally:
+        started_pids = {s: cluster._pid(s) for s in cluster.SERVICES}
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
+        for service, pid in started_pids.items():
+            assert not pid or not _alive(pid, cluster.SERVICES[service]), f"{service} outlived stop"
+
+
+def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
+    """JOB_SCRIPT where every job user can read it."""
+    job_script = cluster.directory / "jobs" / "qpu_job.py"
+    job_script.parent.mkdir(mode=0o755)
+    job_script.write_text(JOB_SCRIPT)
+    job_script.chmod(0o644)
+    return job_script
+
+
+@pytest.fixture(scope="module")
+def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
+    """A Slurm dev cluster on free ports."""
+
+    def make(directory: Path) -> DevCluster:
+        return DevCluster(
+            directory,
+            scheduler_port=free_port(),
+            slurmctld_port=free_port(),
+            slurmd_port=free_port(),
+        )
+
+    with dev_cluster(make, "Slurm", pytestconfig) as started:
+        yield started
 
 
 def _add_user(cluster: DevCluster) -> User:
@@ -370,10 +399,7 @@ def _remove_user(cluster: DevCluster, user: User) -> None:
 @pytest.fixture(scope="module")
 def site(cluster: DevCluster) -> Iterator[Site]:
     """Two real users (removed afterwards), the job script, an admin client."""
-    job_script = cluster.directory / "jobs" / "qpu_job.py"
-    job_script.parent.mkdir(mode=0o755)
-    job_script.write_text(JOB_SCRIPT)
-    job_script.chmod(0o644)
+    job_script = write_job_script(cluster)
     users: list[User] = []
     try:
         users += [_add_user(cluster), _add_user(cluster)]
