@@ -43,6 +43,7 @@ from tests.conftest import free_port, poll_until
 from tests.fixtures_munge import FreshCredential
 from tests.test_slurm import (
     EMULATOR_ANNOUNCED,
+    SchedulerView,
     User,
     _counts,
     dev_cluster,
@@ -124,7 +125,7 @@ def test_load_sensor_protocol_without_a_scheduler() -> None:
 
 
 @dataclass
-class Site:
+class Site(SchedulerView):
     cluster: GridEngineCluster
     alice: User
     job_script: Path
@@ -175,24 +176,6 @@ class Site:
     def python_job(self, mode: str = "run", *extra: str) -> str:
         return f"{self.cluster.python} {self.job_script} {mode} {' '.join(extra)}".strip()
 
-    def sessions(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/sessions")
-        response.raise_for_status()
-        return [s for s in response.json() if s["scheduler_job_id"] == job_id]
-
-    def revoked_session(self, job_id: str) -> dict[str, Any]:
-        def revoked() -> dict[str, Any] | None:
-            sessions = self.sessions(job_id)
-            assert len(sessions) == 1, sessions
-            return sessions[0] if sessions[0]["revoked_at"] else None
-
-        return poll_until(revoked, f"the epilog revokes job {job_id}'s session", 60)
-
-    def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/jobs", params={"limit": 1000})
-        response.raise_for_status()
-        return [j for j in response.json() if j["slurm_job_id"] == job_id]
-
     def load(self) -> dict[str, float]:
         """The load sensor's last values as the global host holds them."""
         text = self.cluster.qcommand("qconf", "-se", "global").stdout
@@ -214,17 +197,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[GridEngineCluster]:
-    """A Grid Engine dev cluster on free ports."""
-
-    def make(directory: Path) -> GridEngineCluster:
-        return GridEngineCluster(
-            directory,
-            scheduler_port=free_port(),
-            qmaster_port=free_port(),
-            execd_port=free_port(),
-        )
-
-    with dev_cluster(make, "Grid Engine", pytestconfig) as started:
+    ports = ("scheduler_port", "qmaster_port", "execd_port")
+    with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as started:
         yield started
 
 

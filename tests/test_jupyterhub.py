@@ -61,16 +61,7 @@ import sys
 from {module} import main
 sys.exit(main())
 """
-SETUP_CELL = """\
-from pulser import Pulse, Register, Sequence
-from pulser.devices import AnalogDevice
-
-register = Register.from_coordinates([(-3.0, 0.0), (3.0, 0.0)], prefix="q")
-sequence = Sequence(register, AnalogDevice)
-sequence.declare_channel("g", "rydberg_global")
-sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
-sequence.measure("ground-rydberg")
-"""
+SETUP_CELL = test_slurm.SEQUENCE_CODE
 QPU_CELL = "%%qpu --shots 100 -o result\nsequence"
 REPORT_CELL = (
     'import json\nprint("target", result.target)\nprint("counts", json.dumps(result.counts))'
@@ -78,7 +69,7 @@ REPORT_CELL = (
 
 
 @dataclass
-class Hub:
+class Hub(test_slurm.SchedulerView):
     url: str
     cluster: DevCluster
     user: User
@@ -121,11 +112,6 @@ class Hub:
             timeout=10,
             env={**os.environ, **self.cluster.environ},
         ).stdout
-
-    def sessions(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/sessions")
-        response.raise_for_status()
-        return [s for s in response.json() if s["slurm_job_id"] == job_id]
 
     def stop_server(self) -> None:
         """Stop the user's server through the hub API and wait until the hub says it is gone."""

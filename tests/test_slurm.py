@@ -45,12 +45,7 @@ pytestmark = [pytest.mark.munge, pytest.mark.slow]
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 ClusterT = TypeVar("ClusterT", DevCluster, GridEngineCluster)
 
-JOB_SCRIPT = '''\
-"""A batch user's script: a Pulser sequence through qhpc_lab.submit."""
-import json
-import sys
-
-import qhpc_lab
+SEQUENCE_CODE = """\
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 
@@ -59,6 +54,15 @@ sequence = Sequence(register, AnalogDevice)
 sequence.declare_channel("g", "rydberg_global")
 sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
 sequence.measure("ground-rydberg")
+"""
+"""The users' two-atom Pulser sequence, as a batch script and a notebook cell build it."""
+JOB_SCRIPT = f'''\
+"""A batch user's script: a Pulser sequence through qhpc_lab.submit."""
+import json
+import sys
+
+import qhpc_lab
+{SEQUENCE_CODE}
 if sys.argv[1] == "run":
     job = qhpc_lab.submit(sequence, shots=100)
     print("target", job.target, flush=True)
@@ -221,8 +225,35 @@ class User:
     home: Path
 
 
+class SchedulerView:
+    """What a test asks the cluster's scheduler, as root (an administrator) over MUNGE, about
+    a first-level job's session and QPU jobs."""
+
+    admin: httpx.Client
+
+    def sessions(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.admin.get("/sessions")
+        response.raise_for_status()
+        return [s for s in response.json() if s["scheduler_job_id"] == job_id]
+
+    def revoked_session(self, job_id: str) -> dict[str, Any]:
+        """The job's one session once the job-end hook has revoked it."""
+
+        def revoked() -> dict[str, Any] | None:
+            sessions = self.sessions(job_id)
+            assert len(sessions) == 1, sessions
+            return sessions[0] if sessions[0]["revoked_at"] else None
+
+        return poll_until(revoked, f"the job-end hook revokes job {job_id}'s session", 60)
+
+    def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.admin.get("/jobs", params={"limit": 1000})
+        response.raise_for_status()
+        return [j for j in response.json() if j["slurm_job_id"] == job_id]
+
+
 @dataclass
-class Site:
+class Site(SchedulerView):
     cluster: DevCluster
     alice: User
     bob: User
@@ -266,26 +297,6 @@ class Site:
         """Block until the Slurm job ends; its final state (COMPLETED, CANCELLED, ...)."""
         return poll_until(lambda: _final_state(self, job_id), f"Slurm job {job_id} ends", timeout)
 
-    def sessions(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/sessions")
-        response.raise_for_status()
-        return [s for s in response.json() if s["slurm_job_id"] == job_id]
-
-    def revoked_session(self, job_id: str) -> dict[str, Any]:
-        """The job's one session once the Epilog has revoked it."""
-
-        def revoked() -> dict[str, Any] | None:
-            sessions = self.sessions(job_id)
-            assert len(sessions) == 1, sessions
-            return sessions[0] if sessions[0]["revoked_at"] else None
-
-        return poll_until(revoked, f"the Epilog revokes job {job_id}'s session", 60)
-
-    def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/jobs", params={"limit": 1000})
-        response.raise_for_status()
-        return [j for j in response.json() if j["slurm_job_id"] == job_id]
-
     def session_file(self, job_id: str) -> Path:
         return self.cluster.run_dir / f"job-{job_id}.json"
 
@@ -314,15 +325,15 @@ def _say(config: pytest.Config, text: str) -> None:
 
 @contextlib.contextmanager
 def dev_cluster(
-    make: Callable[[Path], ClusterT], what: str, config: pytest.Config
+    kind: type[ClusterT], what: str, config: pytest.Config, ports: tuple[str, ...]
 ) -> Iterator[ClusterT]:
-    """``make(directory)`` started in a fresh directory slurmd/execd and the job users can
-    read; stopped afterwards, and every daemon it started checked gone."""
+    """A ``kind`` of dev cluster with each of ``ports`` free, started in a fresh directory the
+    daemons and the job users can read; stopped afterwards, every daemon it started gone."""
     if os.geteuid() != 0:
         pytest.fail(f"the {what} tests need root (its daemons, useradd): run them as root")
     directory = Path(tempfile.mkdtemp(prefix=f"qhpc-{what.lower().replace(' ', '')}-"))
     directory.chmod(0o755)
-    cluster = make(directory)
+    cluster = kind(directory, **{port: free_port() for port in ports})
     started = time.monotonic()
     try:
         cluster.start()
@@ -354,17 +365,8 @@ def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    """A Slurm dev cluster on free ports."""
-
-    def make(directory: Path) -> DevCluster:
-        return DevCluster(
-            directory,
-            scheduler_port=free_port(),
-            slurmctld_port=free_port(),
-            slurmd_port=free_port(),
-        )
-
-    with dev_cluster(make, "Slurm", pytestconfig) as started:
+    ports = ("scheduler_port", "slurmctld_port", "slurmd_port")
+    with dev_cluster(DevCluster, "Slurm", pytestconfig, ports) as started:
         yield started
 
 
