@@ -47,6 +47,7 @@ from tests.test_slurm import (
     User,
     _counts,
     dev_cluster,
+    scheduler_unreachable,
     write_job_script,
 )
 
@@ -291,14 +292,8 @@ def test_qdel_revokes_the_session_and_the_load_sensor_follows(
 def test_unreachable_scheduler_does_not_fail_the_job(
     site: Site, report: Callable[[str], None]
 ) -> None:
-    config = site.cluster.hooks_config
-    saved = config.read_text()
-    dead = f"http://127.0.0.1:{free_port()}"
-    config.write_text(re.sub(r'scheduler_url = ".*"', f'scheduler_url = "{dead}"', saved))
-    try:
+    with scheduler_unreachable(site.cluster.hooks_config):
         job_id, output, done = site.qsub("-l", "qpu=1", command="env")
-    finally:
-        config.write_text(saved)
     assert done.returncode == 0, done.stdout + done.stderr
     text = output.read_text()
     assert "got no scheduler session" in text and "local emulator" in text, text

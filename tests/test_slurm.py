@@ -354,6 +354,18 @@ def dev_cluster(
             assert not pid or not _alive(pid, cluster.SERVICES[service]), f"{service} outlived stop"
 
 
+@contextlib.contextmanager
+def scheduler_unreachable(hooks_config: Path) -> Iterator[None]:
+    """The hooks' settings name a port nobody listens on, for the duration."""
+    saved = hooks_config.read_text()
+    dead = f"http://127.0.0.1:{free_port()}"
+    hooks_config.write_text(re.sub(r'scheduler_url = ".*"', f'scheduler_url = "{dead}"', saved))
+    try:
+        yield
+    finally:
+        hooks_config.write_text(saved)
+
+
 def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
     """JOB_SCRIPT where every job user can read it."""
     job_script = cluster.directory / "jobs" / "qpu_job.py"
@@ -559,15 +571,9 @@ def test_job_without_licence_gets_the_emulator(site: Site, report: Callable[[str
 def test_unreachable_scheduler_does_not_fail_the_job(
     site: Site, report: Callable[[str], None]
 ) -> None:
-    config = site.cluster.hooks_config
-    saved = config.read_text()
-    dead = f"http://127.0.0.1:{free_port()}"
-    config.write_text(re.sub(r'scheduler_url = ".*"', f'scheduler_url = "{dead}"', saved))
-    try:
+    with scheduler_unreachable(site.cluster.hooks_config):
         job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=site.python_job())
         assert site.wait_job(job_id) == "COMPLETED", output.read_text()
-    finally:
-        config.write_text(saved)
     text = output.read_text()
     assert "got no scheduler session" in text and "target emulator" in text, text
     assert sum(_counts(text).values()) == 100
