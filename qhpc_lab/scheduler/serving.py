@@ -74,8 +74,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         listener.close()
         if err.errno == errno.EADDRINUSE:
-            raise OSError(err.errno, f"port {port} is taken (on {host})") from None
-        raise OSError(err.errno, f"cannot listen on {host}:{port}: {err.strerror}") from None
+            raise OSError(f"port {port} is taken (on {host}): choose another with --port") from None
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror}") from None
     listener.set_inheritable(True)
     return listener
 
