@@ -57,27 +57,36 @@ def serve(
     the event loop as soon as a stop is asked (ending the event streams).
     """
     ensure_file_limit(config.max_connections + FILES_BESIDE_CONNECTIONS)
-    listener = bind(config.host, config.port)
+    listeners = bind(config.host, config.port)
     server = _Server(uvicorn_config(app, config), listening, on_stop)
-    server.run(sockets=[listener])
+    server.run(sockets=listeners)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``; OSError saying the port is taken when it is."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    listener = socket.socket(family, kind, proto)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``port`` on every address ``host`` names (a name may have an IPv4 and
+    an IPv6 one, as uvicorn binds them); OSError saying the port is taken when it is."""
+    addresses = dict.fromkeys(
+        (family, kind, proto, address)
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    )
+    listeners: list[socket.socket] = []
     try:
-        listener.bind(address)
+        for family, kind, proto, address in addresses:
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
     except OSError as err:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         if err.errno == errno.EADDRINUSE:
             raise OSError(f"port {port} is taken (on {host}): choose another with --port") from None
         raise OSError(f"cannot listen on {host}:{port}: {err.strerror}") from None
-    listener.set_inheritable(True)
-    return listener
+    return listeners
 
 
 class _Server(uvicorn.Server):
