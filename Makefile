@@ -15,10 +15,11 @@ LABEXT_SOURCES := $(shell find $(LABEXT)/src $(LABEXT)/style -type f 2>/dev/null
 # jlpm (Yarn) comes with jupyter-builder in the venv; Playwright must never fetch a browser.
 JLPM := PATH=$(CURDIR)/$(VENV)/bin:$$PATH PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(CURDIR)/$(VENV)/bin/jlpm
 
-.PHONY: lab test install labextension system-deps lint bench clean
+.PHONY: lab test install labextension wheel system-deps lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 needed)"; exit 1; }
+	@echo "make: installing Python packages into $(VENV) (first run: ~2 min)…"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the pinned CPU wheel: an unpinned torch pulls GBs of CUDA packages.
@@ -30,16 +31,27 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) labextension
 
 $(LABEXT)/node_modules/.installed: $(LABEXT)/package.json $(LABEXT)/yarn.lock | $(STAMP)
+	@echo "make: installing the JupyterLab extension's npm packages (first run: ~1 min)…"
 	cd $(LABEXT) && $(JLPM) install
 	touch $@
 
 $(LABEXT_BUILT): $(LABEXT)/node_modules/.installed $(LABEXT_SOURCES)
+	@echo "make: building the JupyterLab extension…"
 	cd $(LABEXT) && $(JLPM) build:prod
 
 # Built when a source changes, and linked into the venv as `jupyter labextension develop` would.
 labextension: $(LABEXT_BUILT)
 	@test -L $(LABEXT_LINK) || { rm -rf $(LABEXT_LINK) && mkdir -p $(dir $(LABEXT_LINK)) && \
 	  ln -s $(CURDIR)/qhpc_lab/labextension $(LABEXT_LINK); }
+
+# The wheel a site installs (docs/hpc-deployment.md): the package, the built JupyterLab extension,
+# the kernelspec, the server extension's config and deploy/, built offline from this venv
+# (tests/test_wheel.py builds and installs it the same way).
+wheel: install
+	@echo "make: building the wheel into dist/…"
+	rm -f dist/qhpc_lab-*.whl
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	@ls dist/qhpc_lab-*.whl
 
 # Galata and Playwright for the browser tests (the browser is Debian's chromium: system-deps).
 $(LABEXT)/ui-tests/node_modules/.installed: $(LABEXT)/ui-tests/package.json $(LABEXT)/ui-tests/yarn.lock | $(STAMP)
@@ -60,15 +72,20 @@ lab: install
 	targets="$$QHPC_STATE_DIR/targets.toml"; \
 	printf 'default = "local"\n[targets.local]\ntype = "scheduler"\nurl = "http://127.0.0.1:%s"\ntoken = "%s"\n' \
 	  $(QHPC_PORT) "$$($(VENV)/bin/qhpc scheduler token --uid $$(id -u) --ttl 30d)" > "$$targets"; \
-	echo "make lab: scheduler on the emulated QPU (profile $(QHPC_DEVICE)) at http://127.0.0.1:$(QHPC_PORT), log $$QHPC_STATE_DIR/scheduler.log"; \
+	echo "make lab: starting the scheduler (emulated QPU, profile $(QHPC_DEVICE)) on port $(QHPC_PORT)…"; \
 	setsid $(VENV)/bin/qhpc scheduler serve --device $(QHPC_DEVICE) --port $(QHPC_PORT) --host 127.0.0.1 \
 	  > "$$QHPC_STATE_DIR/scheduler.log" 2>&1 & scheduler=$$!; \
 	trap 'kill $$scheduler 2>/dev/null; wait $$scheduler || true; echo "make lab: scheduler stopped"' EXIT; \
 	for _ in $$(seq 150); do \
-	  kill -0 $$scheduler 2>/dev/null || { cat "$$QHPC_STATE_DIR/scheduler.log"; echo "make lab: the scheduler did not start" >&2; exit 1; }; \
+	  kill -0 $$scheduler 2>/dev/null || { cat "$$QHPC_STATE_DIR/scheduler.log"; \
+	    if grep -q "port $(QHPC_PORT) is taken" "$$QHPC_STATE_DIR/scheduler.log"; then \
+	      free=$$($(PY) -c 'import socket; print(next(p for p in range(8010, 8100) if socket.socket().connect_ex(("127.0.0.1", p))))'); \
+	      echo "make lab: port $(QHPC_PORT) is taken: make lab QHPC_PORT=$$free" >&2; \
+	    else echo "make lab: the scheduler did not start" >&2; fi; exit 1; }; \
 	  $(PY) -c 'import sys, httpx; httpx.get(sys.argv[1], timeout=1).raise_for_status()' http://127.0.0.1:$(QHPC_PORT)/health 2>/dev/null && break; \
 	  sleep 0.2; \
 	done; \
+	echo "make lab: scheduler at http://127.0.0.1:$(QHPC_PORT), log $$QHPC_STATE_DIR/scheduler.log"; \
 	notebooks=.; [ -d notebooks ] && notebooks=notebooks; \
 	root=(); [ "$$(id -u)" = 0 ] && root=(--allow-root); \
 	QHPC_TARGETS_FILE="$$targets" $(VENV)/bin/jupyter lab --notebook-dir="$$notebooks" "$${root[@]}"

@@ -43,12 +43,17 @@ def _serve(args: argparse.Namespace) -> int:
     print(
         f"qhpc scheduler: device {profile.spec.name}, profile {profile.name}"
         f"\n  {profile.description}"
-        f"\n  database {config.db_url}\n  auth {', '.join(config.auth)}"
-        f"\n  listening on http://{config.host}:{config.port} (API docs at /docs)",
+        f"\n  database {config.db_url}\n  auth {', '.join(config.auth)}",
         flush=True,
     )
+    app = create_app(config, driver=EmulatedQPU)
     try:
-        serve(create_app(config, driver=EmulatedQPU), config)
+        serve(
+            app,
+            config,
+            listening=f"  listening on http://{config.host}:{config.port} (API docs at /docs)",
+            on_stop=app.state.scheduler.bus.close,  # the /events streams end, clients reconnect
+        )
     finally:
         if traces is not None:
             traces.shutdown()  # the last spans are flushed to the collector
@@ -95,9 +100,7 @@ def _hook_scripts(args: argparse.Namespace) -> int:
     scripts = hpc.write_hook_scripts(Path(args.directory), python, args.config)
     if args.cluster == "slurm":
         print(f"# slurm.conf lines; each job's user must be able to run {python} (TaskProlog)")
-        for hook, path in scripts.items():
-            print(f"{hpc.HOOKS[hook]}={path}")
-        print("PrologFlags=Alloc")
+        print(hpc.configuration(scripts))
         return 0
     config = hpc.GridEngineConfig(slots_total=args.slots or 0)
     print(f"# Grid Engine settings; root and the execution daemon's user run {python}")

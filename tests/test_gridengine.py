@@ -10,17 +10,13 @@ the hooks' parsing and the load sensor protocol without a cluster.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import pwd
 import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +26,7 @@ import httpx
 import pytest
 
 from qhpc_lab.hpc import gridengine
-from qhpc_lab.hpc.devcluster import DevClusterError, GridEngineCluster, _alive
+from qhpc_lab.hpc.devcluster import GridEngineCluster
 from qhpc_lab.hpc.gridengine import (
     REVOKE_REASON,
     GridEngineConfig,
@@ -42,11 +38,21 @@ from qhpc_lab.hpc.gridengine import (
     update_environment,
 )
 from tests import test_jupyterhub as hub_test
+from tests import test_slurm
 from tests.conftest import free_port, poll_until
 from tests.fixtures_munge import FreshCredential
-from tests.test_slurm import EMULATOR_ANNOUNCED, JOB_SCRIPT, User, _counts, _say
+from tests.test_slurm import (
+    EMULATOR_ANNOUNCED,
+    SchedulerView,
+    User,
+    _counts,
+    dev_cluster,
+    scheduler_unreachable,
+    write_job_script,
+)
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
+report = test_slurm.report
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 QSTAT = """\
@@ -120,7 +126,7 @@ def test_load_sensor_protocol_without_a_scheduler() -> None:
 
 
 @dataclass
-class Site:
+class Site(SchedulerView):
     cluster: GridEngineCluster
     alice: User
     job_script: Path
@@ -171,24 +177,6 @@ class Site:
     def python_job(self, mode: str = "run", *extra: str) -> str:
         return f"{self.cluster.python} {self.job_script} {mode} {' '.join(extra)}".strip()
 
-    def sessions(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/sessions")
-        response.raise_for_status()
-        return [s for s in response.json() if s["scheduler_job_id"] == job_id]
-
-    def revoked_session(self, job_id: str) -> dict[str, Any]:
-        def revoked() -> dict[str, Any] | None:
-            sessions = self.sessions(job_id)
-            assert len(sessions) == 1, sessions
-            return sessions[0] if sessions[0]["revoked_at"] else None
-
-        return poll_until(revoked, f"the epilog revokes job {job_id}'s session", 60)
-
-    def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/jobs", params={"limit": 1000})
-        response.raise_for_status()
-        return [j for j in response.json() if j["slurm_job_id"] == job_id]
-
     def load(self) -> dict[str, float]:
         """The load sensor's last values as the global host holds them."""
         text = self.cluster.qcommand("qconf", "-se", "global").stdout
@@ -210,44 +198,15 @@ class Site:
 
 @pytest.fixture(scope="module")
 def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[GridEngineCluster]:
-    """A Grid Engine dev cluster on free ports, in a directory the job users can read."""
-    if os.geteuid() != 0:
-        pytest.fail("the Grid Engine tests need root (sge_execd, useradd): run them as root")
-    directory = Path(tempfile.mkdtemp(prefix="qhpc-gridengine-"))
-    directory.chmod(0o755)
-    cluster = GridEngineCluster(
-        directory,
-        scheduler_port=free_port(),
-        qmaster_port=free_port(),
-        execd_port=free_port(),
-    )
-    started = time.monotonic()
-    try:
-        cluster.start()
-    except DevClusterError as err:
-        shutil.rmtree(directory, ignore_errors=True)
-        pytest.fail(f"the Grid Engine dev cluster did not start: {err}")
-    _say(
-        pytestconfig,
-        f"\n  Grid Engine dev cluster started in {time.monotonic() - started:.1f} s ({directory})",
-    )
-    try:
-        yield cluster
-    finally:
-        started_pids = {s: cluster._pid(s) for s in cluster.SERVICES}
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-        for service, pid in started_pids.items():
-            assert not pid or not _alive(pid, cluster.SERVICES[service]), f"{service} outlived stop"
+    ports = ("scheduler_port", "qmaster_port", "execd_port")
+    with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
 def site(cluster: GridEngineCluster) -> Iterator[Site]:
     """A real user (removed afterwards), the job script, an admin client."""
-    job_script = cluster.directory / "jobs" / "qpu_job.py"
-    job_script.parent.mkdir(mode=0o755)
-    job_script.write_text(JOB_SCRIPT)
-    job_script.chmod(0o644)
+    job_script = write_job_script(cluster)
     name = f"qhpc{secrets.token_hex(3)}"
     subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
     entry = pwd.getpwnam(name)
@@ -259,16 +218,6 @@ def site(cluster: GridEngineCluster) -> Iterator[Site]:
     finally:
         cluster.qcommand("qdel", "-u", name, check=False)
         subprocess.run(["userdel", "-r", "-f", name], capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def report(pytestconfig: pytest.Config) -> Callable[[str], None]:
-    started = time.monotonic()
-
-    def emit(name: str) -> None:
-        _say(pytestconfig, f"\n  scenario [{name}]: {time.monotonic() - started:.1f} s")
-
-    return emit
 
 
 def test_qsub_jobs_with_and_without_qpu(site: Site, report: Callable[[str], None]) -> None:
@@ -343,14 +292,8 @@ def test_qdel_revokes_the_session_and_the_load_sensor_follows(
 def test_unreachable_scheduler_does_not_fail_the_job(
     site: Site, report: Callable[[str], None]
 ) -> None:
-    config = site.cluster.hooks_config
-    saved = config.read_text()
-    dead = f"http://127.0.0.1:{free_port()}"
-    config.write_text(re.sub(r'scheduler_url = ".*"', f'scheduler_url = "{dead}"', saved))
-    try:
+    with scheduler_unreachable(site.cluster.hooks_config):
         job_id, output, done = site.qsub("-l", "qpu=1", command="env")
-    finally:
-        config.write_text(saved)
     assert done.returncode == 0, done.stdout + done.stderr
     text = output.read_text()
     assert "got no scheduler session" in text and "local emulator" in text, text
@@ -370,84 +313,45 @@ def test_gridengine_spawner_starts_a_lab_holding_a_session(
     directory = Path(tempfile.mkdtemp(prefix="qhpc-ge-hub-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    hub_api = f"http://127.0.0.1:{free_port()}"
-    venv = hub_test._singleuser_venv(site.cluster)  # type: ignore[arg-type]
-    config = directory / "jupyterhub_config.py"
-    config.write_text(
-        f"""\
-load_subconfig({str(hub_test.EXAMPLE_CONFIG)!r})
-c.JupyterHub.bind_url = "{url}"
-c.JupyterHub.hub_bind_url = "{hub_api}"
-c.JupyterHub.hub_connect_url = "{hub_api}"
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
-c.ConfigurableHTTPProxy.command = [{str(hub_test._install_proxy())!r}]
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {hub_test.PASSWORD!r}
-c.Authenticator.allow_all = True
-c.JupyterHub.db_url = "sqlite:///{directory}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{directory}/jupyterhub_cookie_secret"
-c.JupyterHub.cleanup_servers = True
-c.Spawner.environment = {{
-    **{site.cluster.environ!r},
-    "JUPYTER_PATH": {str(Path(sys.prefix) / "share" / "jupyter")!r},
-    "JUPYTER_CONFIG_PATH": {str(Path(sys.prefix) / "etc" / "jupyter")!r},
-}}
-"""
+    config = hub_test.hub_config(
+        directory, port, hub_test.spawner_environment(site.cluster.environ)
     )
-    log_path = directory / "jupyterhub.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.prefix) / "bin" / "jupyterhub"), "-f", str(config)],
-            cwd=directory,
-            env={
-                **os.environ,
-                **site.cluster.environ,
-                "QHPC_VENV": str(venv),
-                "QHPC_SCHEDULER": "gridengine",
-            },
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    env = {
+        **site.cluster.environ,
+        "QHPC_VENV": str(hub_test._singleuser_venv(site.cluster)),  # type: ignore[arg-type]
+        "QHPC_SCHEDULER": "gridengine",
+    }
     name = site.alice.name
+    hub_test.allow_login(site.alice)
     try:
+        with hub_test.running_hub(config, url, env) as log_path:
+            headers = {"Authorization": f"token {hub_test._login(url, name)}"}
 
-        def healthy() -> bool:
-            assert process.poll() is None, hub_test._tail(log_path)
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
-            return False
+            def server() -> dict[str, Any] | None:
+                response = httpx.get(f"{url}/hub/api/users/{name}", headers=headers, timeout=30)
+                response.raise_for_status()
+                return response.json()["servers"].get("")
 
-        poll_until(healthy, "the hub answers", 120)
-        headers = {"Authorization": f"token {hub_test._login(url, name)}"}
+            spawn = httpx.post(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
+            assert spawn.status_code in (201, 202), spawn.text
 
-        def server() -> dict[str, Any] | None:
-            response = httpx.get(f"{url}/hub/api/users/{name}", headers=headers, timeout=30)
-            response.raise_for_status()
-            return response.json()["servers"].get("")
+            def ready() -> bool:
+                state = server()
+                assert state is not None, f"the spawn failed:\n{hub_test._tail(log_path)}"
+                return bool(state["ready"])
 
-        spawn = httpx.post(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
-        assert spawn.status_code in (201, 202), spawn.text
-
-        def ready() -> bool:
-            state = server()
-            assert state is not None, f"the spawn failed:\n{hub_test._tail(log_path)}"
-            return bool(state["ready"])
-
-        poll_until(ready, "the hub reports the Lab ready", 240)
-        jobs = site.cluster.qcommand("qstat", "-u", name).stdout
-        [job_id] = re.findall(r"^\s*(\d+)\s", jobs, re.MULTILINE)
-        targets = httpx.get(f"{url}/user/{name}/qhpc/api/targets", headers=headers, timeout=30)
-        targets.raise_for_status()
-        assert targets.json()["default"] == "qpu", targets.text
-        [session] = site.sessions(job_id)
-        assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
-        stop = httpx.delete(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
-        assert stop.status_code in (202, 204), stop.text
-        poll_until(lambda: server() is None, "the hub stops the server", 120)
-        assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
+            poll_until(ready, "the hub reports the Lab ready", 240)
+            jobs = site.cluster.qcommand("qstat", "-u", name).stdout
+            [job_id] = re.findall(r"^\s*(\d+)\s", jobs, re.MULTILINE)
+            targets = httpx.get(f"{url}/user/{name}/qhpc/api/targets", headers=headers, timeout=30)
+            targets.raise_for_status()
+            assert targets.json()["default"] == "qpu", targets.text
+            [session] = site.sessions(job_id)
+            assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
+            stop = httpx.delete(f"{url}/hub/api/users/{name}/server", headers=headers, timeout=60)
+            assert stop.status_code in (202, 204), stop.text
+            poll_until(lambda: server() is None, "the hub stops the server", 120)
+            assert site.revoked_session(job_id)["revoke_reason"] == REVOKE_REASON
     finally:
-        hub_test._stop(process)
         shutil.rmtree(directory, ignore_errors=True)
     report("GridengineSpawner: Lab in a qpu=1 job, QPU target in the Lab, session revoked")

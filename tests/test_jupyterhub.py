@@ -1,12 +1,13 @@
 """JupyterHub on the login node, for real: a hub with the shipped example config
 (qhpc_lab/hpc/jupyterhub_config.py), configurable-http-proxy from npm and the dev cluster.
 
-A throwaway user logs in through the hub's login form (DummyAuthenticator), the hub's
-batchspawner ``SlurmSpawner`` starts their Lab in a Slurm job holding ``qpu:1``; the Lab's
-server extension reports the allocation's QPU, a ``%%qpu`` cell runs through the Lab's kernel
-(REST API + kernel websocket, through the hub's proxy) and returns counts; stopping the server
-ends the job and revokes its scheduler session. Each scenario prints its duration; none asserts
-on time. Whatever cannot be installed or started fails the test, never skips it.
+A throwaway Unix user in the shipped config's allowed group logs in through the hub's login
+form (PAM, as shipped); the hub's batchspawner ``SlurmSpawner`` starts their Lab in a Slurm
+job holding ``qpu:1``; the Lab's server extension reports the allocation's QPU, a ``%%qpu``
+cell runs through the Lab's kernel (REST API + kernel websocket, through the hub's proxy) and
+returns counts; stopping the server ends the job and revokes its scheduler session. Each
+scenario prints its duration; none asserts on time. Whatever cannot be installed or started
+fails the test, never skips it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tests.test_slurm import User, _add_user, _remove_user, _say
 pytestmark = [pytest.mark.munge, pytest.mark.slow, pytest.mark.timeout(900)]
 cluster = test_slurm.cluster
 """The dev cluster fixture of tests/test_slurm.py: module-scoped, so this module starts its own."""
+report = test_slurm.report
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = ROOT / "qhpc_lab" / "hpc" / "jupyterhub_config.py"
@@ -50,6 +52,8 @@ CHP_PREFIX = ROOT / ".hub"
 """configurable-http-proxy is installed here by npm (node_modules/ is ignored by git)."""
 CHP = CHP_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy"
 PASSWORD = secrets.token_urlsafe(12)
+HUB_GROUP = "qhpc-users"
+"""Who the shipped config lets log in (QHPC_ALLOWED_GROUPS' default)."""
 
 SINGLEUSER_SCRIPT = """\
 #!{python}
@@ -57,16 +61,7 @@ import sys
 from {module} import main
 sys.exit(main())
 """
-SETUP_CELL = """\
-from pulser import Pulse, Register, Sequence
-from pulser.devices import AnalogDevice
-
-register = Register.from_coordinates([(-3.0, 0.0), (3.0, 0.0)], prefix="q")
-sequence = Sequence(register, AnalogDevice)
-sequence.declare_channel("g", "rydberg_global")
-sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
-sequence.measure("ground-rydberg")
-"""
+SETUP_CELL = test_slurm.SEQUENCE_CODE
 QPU_CELL = "%%qpu --shots 100 -o result\nsequence"
 REPORT_CELL = (
     'import json\nprint("target", result.target)\nprint("counts", json.dumps(result.counts))'
@@ -74,7 +69,7 @@ REPORT_CELL = (
 
 
 @dataclass
-class Hub:
+class Hub(test_slurm.SchedulerView):
     url: str
     cluster: DevCluster
     user: User
@@ -118,11 +113,6 @@ class Hub:
             env={**os.environ, **self.cluster.environ},
         ).stdout
 
-    def sessions(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/sessions")
-        response.raise_for_status()
-        return [s for s in response.json() if s["slurm_job_id"] == job_id]
-
     def stop_server(self) -> None:
         """Stop the user's server through the hub API and wait until the hub says it is gone."""
         if self.server() is None:
@@ -130,17 +120,6 @@ class Hub:
         response = self.api("DELETE", f"/hub/api/users/{self.user.name}/server")
         assert response.status_code in (202, 204), response.text
         poll_until(lambda: self.server() is None, "the hub stops the server", 120)
-
-
-@pytest.fixture
-def report(pytestconfig: pytest.Config) -> Callable[[str], None]:
-    """``report(name)`` prints the scenario's duration so far."""
-    started = time.monotonic()
-
-    def emit(name: str) -> None:
-        _say(pytestconfig, f"\n  scenario [{name}]: {time.monotonic() - started:.1f} s")
-
-    return emit
 
 
 def _install_proxy() -> Path:
@@ -183,10 +162,9 @@ def _singleuser_venv(cluster: DevCluster) -> Path:
     return venv
 
 
-def _hub_config(directory: Path, cluster: DevCluster, port: int) -> Path:
-    """The example config, with what a test needs on top: local ports, DummyAuthenticator,
-    this cluster's slurm.conf, and our venv's Jupyter data (kernelspec, server extension)."""
-    venv = Path(sys.prefix)
+def hub_config(directory: Path, port: int, extra: str = "") -> Path:
+    """The shipped config (who may log in included), with local ports and files on top, and
+    ``extra`` lines (the spawner's environment)."""
     config = directory / "jupyterhub_config.py"
     hub_api = f"http://127.0.0.1:{free_port()}"
     config.write_text(
@@ -197,21 +175,68 @@ c.JupyterHub.hub_bind_url = "{hub_api}"
 c.JupyterHub.hub_connect_url = "{hub_api}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
 c.ConfigurableHTTPProxy.command = [{str(_install_proxy())!r}]
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {PASSWORD!r}
-c.Authenticator.allow_all = True
 c.JupyterHub.db_url = "sqlite:///{directory}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{directory}/jupyterhub_cookie_secret"
 c.JupyterHub.cleanup_servers = True
-c.SlurmSpawner.req_runtime = "0:30:00"
-c.Spawner.environment = {{
-    "SLURM_CONF": {str(cluster.conf)!r},
-    "JUPYTER_PATH": {str(venv / "share" / "jupyter")!r},
-    "JUPYTER_CONFIG_PATH": {str(venv / "etc" / "jupyter")!r},
-}}
-"""
+c.Spawner.ip = "127.0.0.1"
+{extra}"""
     )
     return config
+
+
+def spawner_environment(environ: dict[str, str]) -> str:
+    """The config line giving the jobs ``environ`` (the cluster's) and our venv's Jupyter data
+    (kernelspec, server extension), which the bridge venv's prefix lacks."""
+    venv = Path(sys.prefix)
+    jupyter = {
+        "JUPYTER_PATH": str(venv / "share" / "jupyter"),
+        "JUPYTER_CONFIG_PATH": str(venv / "etc" / "jupyter"),
+    }
+    return f"c.Spawner.environment = { ({**environ, **jupyter})!r}\n"
+
+
+@contextlib.contextmanager
+def running_hub(config: Path, url: str, env: dict[str, str]) -> Iterator[Path]:
+    """``jupyterhub -f config`` with ``env`` on top of ours, answering at ``url``; its log.
+    Stopped afterwards, proxy included."""
+    log_path = config.parent / "jupyterhub.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.prefix) / "bin" / "jupyterhub"), "-f", str(config)],
+            cwd=config.parent,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"jupyterhub exited ({process.returncode}):\n{_tail(log_path)}")
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
+            return False
+
+        try:
+            poll_until(healthy, "the hub answers", 120)
+        except AssertionError as err:
+            pytest.fail(f"{err}:\n{_tail(log_path)}")
+        yield log_path
+    finally:
+        _stop(process)
+
+
+def allow_login(user: User) -> None:
+    """What a site does for a hub user under the shipped config: a Unix password (PAM) and
+    membership of its allowed group."""
+    subprocess.run(["groupadd", "-f", HUB_GROUP], check=True, capture_output=True, timeout=30)
+    for command, stdin in (
+        (["usermod", "-aG", HUB_GROUP, user.name], None),
+        (["chpasswd"], f"{user.name}:{PASSWORD}\n"),
+    ):
+        subprocess.run(command, input=stdin, check=True, capture_output=True, text=True, timeout=30)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -249,58 +274,37 @@ def _login(url: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def hub(cluster: DevCluster, pytestconfig: pytest.Config) -> Iterator[Hub]:
-    """A running hub (example config) with one logged-in user; all stopped afterwards."""
+    """A running hub (shipped config) with one logged-in user; all stopped afterwards."""
     started = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="qhpc-hub-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    venv = _singleuser_venv(cluster)
-    config = _hub_config(directory, cluster, port)
-    log_path = directory / "jupyterhub.log"
+    extra = 'c.SlurmSpawner.req_runtime = "0:30:00"\n' + spawner_environment(cluster.environ)
+    config = hub_config(directory, port, extra)
+    # batchspawner submits with the spawner's environment (SLURM_CONF in the config) but polls
+    # and cancels with the hub's own
+    env = {**cluster.environ, "QHPC_VENV": str(_singleuser_venv(cluster))}
     user: User | None = None
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.prefix) / "bin" / "jupyterhub"), "-f", str(config)],
-            cwd=directory,
-            # batchspawner submits with the spawner's environment (SLURM_CONF in the config)
-            # but polls and cancels with the hub's own
-            env={**os.environ, **cluster.environ, "QHPC_VENV": str(venv)},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-
-        def healthy() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"jupyterhub exited ({process.returncode}):\n{_tail(log_path)}")
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
-            return False
-
-        try:
-            poll_until(healthy, "the hub answers", 120)
-        except AssertionError as err:
-            pytest.fail(f"{err}:\n{_tail(log_path)}")
-        user = _add_user(cluster)
-        token = _login(url, user.name)
-        _say(
-            pytestconfig,
-            f"\n  scenario [hub + proxy up, {user.name} logged in]: "
-            f"{time.monotonic() - started:.1f} s",
-        )
-        with httpx.Client(
-            base_url=cluster.scheduler_url, auth=FreshCredential(), timeout=10
-        ) as admin:
-            hub = Hub(url, cluster, user, token, admin, log_path)
-            try:
-                yield hub
-            finally:
-                with contextlib.suppress(Exception):
-                    hub.stop_server()
+        with running_hub(config, url, env) as log_path:
+            user = _add_user(cluster)
+            allow_login(user)
+            token = _login(url, user.name)
+            _say(
+                pytestconfig,
+                f"\n  scenario [hub + proxy up, {user.name} logged in]: "
+                f"{time.monotonic() - started:.1f} s",
+            )
+            with httpx.Client(
+                base_url=cluster.scheduler_url, auth=FreshCredential(), timeout=10
+            ) as admin:
+                hub = Hub(url, cluster, user, token, admin, log_path)
+                try:
+                    yield hub
+                finally:
+                    with contextlib.suppress(Exception):
+                        hub.stop_server()
     finally:
-        _stop(process)
         if user is not None:
             _remove_user(cluster, user)
         shutil.rmtree(directory, ignore_errors=True)

@@ -8,6 +8,7 @@ asserts on time. The first tests check the hooks' parsing without a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,18 +17,19 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from qhpc_lab.hpc import slurm
-from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError
+from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError, GridEngineCluster, _alive
 from qhpc_lab.hpc.slurm import (
     REVOKE_REASON,
     HookConfig,
@@ -41,13 +43,9 @@ from tests.fixtures_munge import FreshCredential
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
+ClusterT = TypeVar("ClusterT", DevCluster, GridEngineCluster)
 
-JOB_SCRIPT = '''\
-"""A batch user's script: a Pulser sequence through qhpc_lab.submit."""
-import json
-import sys
-
-import qhpc_lab
+SEQUENCE_CODE = """\
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 
@@ -56,6 +54,15 @@ sequence = Sequence(register, AnalogDevice)
 sequence.declare_channel("g", "rydberg_global")
 sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
 sequence.measure("ground-rydberg")
+"""
+"""The users' two-atom Pulser sequence, as a batch script and a notebook cell build it."""
+JOB_SCRIPT = f'''\
+"""A batch user's script: a Pulser sequence through qhpc_lab.submit."""
+import json
+import sys
+
+import qhpc_lab
+{SEQUENCE_CODE}
 if sys.argv[1] == "run":
     job = qhpc_lab.submit(sequence, shots=100)
     print("target", job.target, flush=True)
@@ -154,6 +161,60 @@ def test_task_lines_drop_an_enclosing_jobs_session() -> None:
     )
 
 
+def test_epilog_removes_the_files_of_a_job_without_a_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Prolog that could not open a session still leaves both files (the TaskProlog says
+    why); the Epilog removes both, with nothing to revoke."""
+    config = HookConfig(
+        scheduler_url=f"http://127.0.0.1:{free_port()}", run_dir=str(tmp_path / "run"), log_file=""
+    )
+    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
+    uid, gid = str(os.getuid()), str(os.getgid())
+    environ = {"SLURM_JOB_ID": "41", "SLURM_JOB_UID": uid, "SLURM_JOB_GID": gid}
+    record = slurm.prolog(config, environ)
+    assert record is not None and record.session is None and record.error
+    private = tmp_path / "run" / "private" / "job-41.json"
+    assert slurm.user_file(config, "41").exists() and private.exists()
+    slurm.epilog(config, environ)
+    assert not slurm.user_file(config, "41").exists()
+    assert list(private.parent.iterdir()) == []
+
+
+def test_hook_scripts_refuse_a_python_other_users_cannot_run(tmp_path: Path) -> None:
+    """The guide's trap: a venv whose python lies under a directory only its owner can enter
+    (a pyenv under /root). The scripts would fail as every job user: refused up front."""
+    hidden = tmp_path / "home"
+    hidden.mkdir(mode=0o700)
+    (hidden / "python").symlink_to(sys.executable)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qhpc_lab.cli",
+            "slurm",
+            "hook-scripts",
+            str(tmp_path / "hooks"),
+            "--python",
+            str(hidden / "python"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "not executable by other users" in done.stderr, done.stderr
+    assert not (tmp_path / "hooks").exists()
+
+
+def test_slurm_conf_lines_name_the_hooks_and_the_timeout(tmp_path: Path) -> None:
+    scripts = {hook: tmp_path / hook for hook in slurm.HOOKS}
+    lines = slurm.configuration(scripts).splitlines()
+    assert lines[:3] == [f"{p}={tmp_path / h}" for h, p in slurm.HOOKS.items()]
+    assert "PrologFlags=Alloc" in lines
+    timeout = int(next(x for x in lines if x.startswith("PrologEpilogTimeout=")).split("=")[1])
+    assert timeout > HookConfig().deadline_s
+
+
 # -- the cluster ---------------------------------------------------------------------------
 
 
@@ -164,8 +225,35 @@ class User:
     home: Path
 
 
+class SchedulerView:
+    """What a test asks the cluster's scheduler, as root (an administrator) over MUNGE, about
+    a first-level job's session and QPU jobs."""
+
+    admin: httpx.Client
+
+    def sessions(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.admin.get("/sessions")
+        response.raise_for_status()
+        return [s for s in response.json() if s["scheduler_job_id"] == job_id]
+
+    def revoked_session(self, job_id: str) -> dict[str, Any]:
+        """The job's one session once the job-end hook has revoked it."""
+
+        def revoked() -> dict[str, Any] | None:
+            sessions = self.sessions(job_id)
+            assert len(sessions) == 1, sessions
+            return sessions[0] if sessions[0]["revoked_at"] else None
+
+        return poll_until(revoked, f"the job-end hook revokes job {job_id}'s session", 60)
+
+    def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.admin.get("/jobs", params={"limit": 1000})
+        response.raise_for_status()
+        return [j for j in response.json() if j["slurm_job_id"] == job_id]
+
+
 @dataclass
-class Site:
+class Site(SchedulerView):
     cluster: DevCluster
     alice: User
     bob: User
@@ -209,26 +297,6 @@ class Site:
         """Block until the Slurm job ends; its final state (COMPLETED, CANCELLED, ...)."""
         return poll_until(lambda: _final_state(self, job_id), f"Slurm job {job_id} ends", timeout)
 
-    def sessions(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/sessions")
-        response.raise_for_status()
-        return [s for s in response.json() if s["slurm_job_id"] == job_id]
-
-    def revoked_session(self, job_id: str) -> dict[str, Any]:
-        """The job's one session once the Epilog has revoked it."""
-
-        def revoked() -> dict[str, Any] | None:
-            sessions = self.sessions(job_id)
-            assert len(sessions) == 1, sessions
-            return sessions[0] if sessions[0]["revoked_at"] else None
-
-        return poll_until(revoked, f"the Epilog revokes job {job_id}'s session", 60)
-
-    def qpu_jobs(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.admin.get("/jobs", params={"limit": 1000})
-        response.raise_for_status()
-        return [j for j in response.json() if j["slurm_job_id"] == job_id]
-
     def session_file(self, job_id: str) -> Path:
         return self.cluster.run_dir / f"job-{job_id}.json"
 
@@ -255,33 +323,63 @@ def _say(config: pytest.Config, text: str) -> None:
             reporter.write_line(text)
 
 
-@pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    """A dev cluster on free ports, in a directory slurmd and the job users can read."""
+@contextlib.contextmanager
+def dev_cluster(
+    kind: type[ClusterT], what: str, config: pytest.Config, ports: tuple[str, ...]
+) -> Iterator[ClusterT]:
+    """A ``kind`` of dev cluster with each of ``ports`` free, started in a fresh directory the
+    daemons and the job users can read; stopped afterwards, every daemon it started gone."""
     if os.geteuid() != 0:
-        pytest.fail("the Slurm tests need root (slurmd, useradd): run them as root")
-    directory = Path(tempfile.mkdtemp(prefix="qhpc-slurm-"))
+        pytest.fail(f"the {what} tests need root (its daemons, useradd): run them as root")
+    directory = Path(tempfile.mkdtemp(prefix=f"qhpc-{what.lower().replace(' ', '')}-"))
     directory.chmod(0o755)
-    cluster = DevCluster(
-        directory,
-        scheduler_port=free_port(),
-        slurmctld_port=free_port(),
-        slurmd_port=free_port(),
-    )
+    cluster = kind(directory, **{port: free_port() for port in ports})
     started = time.monotonic()
     try:
         cluster.start()
     except DevClusterError as err:
         shutil.rmtree(directory, ignore_errors=True)
-        pytest.fail(f"the dev cluster did not start: {err}")
+        pytest.fail(f"the {what} dev cluster did not start: {err}")
     _say(
-        pytestconfig, f"\n  dev cluster started in {time.monotonic() - started:.1f} s ({directory})"
+        config,
+        f"\n  {what} dev cluster started in {time.monotonic() - started:.1f} s ({directory})",
     )
     try:
         yield cluster
     finally:
+        started_pids = {s: cluster._pid(s) for s in cluster.SERVICES}
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
+        for service, pid in started_pids.items():
+            assert not pid or not _alive(pid, cluster.SERVICES[service]), f"{service} outlived stop"
+
+
+@contextlib.contextmanager
+def scheduler_unreachable(hooks_config: Path) -> Iterator[None]:
+    """The hooks' settings name a port nobody listens on, for the duration."""
+    saved = hooks_config.read_text()
+    dead = f"http://127.0.0.1:{free_port()}"
+    hooks_config.write_text(re.sub(r'scheduler_url = ".*"', f'scheduler_url = "{dead}"', saved))
+    try:
+        yield
+    finally:
+        hooks_config.write_text(saved)
+
+
+def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
+    """JOB_SCRIPT where every job user can read it."""
+    job_script = cluster.directory / "jobs" / "qpu_job.py"
+    job_script.parent.mkdir(mode=0o755)
+    job_script.write_text(JOB_SCRIPT)
+    job_script.chmod(0o644)
+    return job_script
+
+
+@pytest.fixture(scope="module")
+def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
+    ports = ("scheduler_port", "slurmctld_port", "slurmd_port")
+    with dev_cluster(DevCluster, "Slurm", pytestconfig, ports) as started:
+        yield started
 
 
 def _add_user(cluster: DevCluster) -> User:
@@ -315,10 +413,7 @@ def _remove_user(cluster: DevCluster, user: User) -> None:
 @pytest.fixture(scope="module")
 def site(cluster: DevCluster) -> Iterator[Site]:
     """Two real users (removed afterwards), the job script, an admin client."""
-    job_script = cluster.directory / "jobs" / "qpu_job.py"
-    job_script.parent.mkdir(mode=0o755)
-    job_script.write_text(JOB_SCRIPT)
-    job_script.chmod(0o644)
+    job_script = write_job_script(cluster)
     users: list[User] = []
     try:
         users += [_add_user(cluster), _add_user(cluster)]
@@ -476,15 +571,9 @@ def test_job_without_licence_gets_the_emulator(site: Site, report: Callable[[str
 def test_unreachable_scheduler_does_not_fail_the_job(
     site: Site, report: Callable[[str], None]
 ) -> None:
-    config = site.cluster.hooks_config
-    saved = config.read_text()
-    dead = f"http://127.0.0.1:{free_port()}"
-    config.write_text(re.sub(r'scheduler_url = ".*"', f'scheduler_url = "{dead}"', saved))
-    try:
+    with scheduler_unreachable(site.cluster.hooks_config):
         job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=site.python_job())
         assert site.wait_job(job_id) == "COMPLETED", output.read_text()
-    finally:
-        config.write_text(saved)
     text = output.read_text()
     assert "got no scheduler session" in text and "target emulator" in text, text
     assert sum(_counts(text).values()) == 100

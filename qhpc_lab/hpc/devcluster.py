@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qhpc_lab.hpc import gridengine
-from qhpc_lab.hpc.slurm import write_hook_scripts
+from qhpc_lab.hpc import gridengine, slurm
+from qhpc_lab.hpc.hooks import runnable_by_everyone
 
 DEFAULT_DIR = "/tmp/qhpc-dev-cluster"
 PACKAGES = ("slurm-wlm", "slurmctld", "slurmd", "slurm-client", "munge")
@@ -85,6 +85,11 @@ class _Cluster:
     SERVICES: ClassVar[dict[str, str]]
     """Start order (stop is the reverse) → a string its command line contains: a recycled pid
     that now belongs to another program is never signalled."""
+    ROOT_BECAUSE: ClassVar[str]
+    """Why ``start`` needs root."""
+    REQUIRES: ClassVar[tuple[dict[str, str], tuple[str, ...]]]
+    """install_packages' arguments: the binaries needed and Debian's packages with them."""
+    python: str
     directory: Path
     device: str
     scheduler_port: int
@@ -117,6 +122,39 @@ class _Cluster:
         fields = dataclasses.asdict(self)  # type: ignore[call-overload]
         values = {k: v for k, v in fields.items() if k != "directory"}
         (self.directory / "cluster.json").write_text(json.dumps(values))
+
+    def start(self) -> None:
+        """Start what is missing; on any failure stop what was started and raise."""
+        if os.geteuid() != 0:
+            raise DevClusterError(f"the dev cluster needs root: {self.ROOT_BECAUSE}")
+        install_packages(*self.REQUIRES)
+        self._check_start(self._ports())
+        try:
+            scripts = self._prepare()
+        except PermissionError as err:  # the job Python (hooks.check_job_python)
+            raise DevClusterError(str(err)) from None
+        try:
+            if not munge_answers():
+                self._start_munged()
+            scheduler = (
+                self._spawn_scheduler()
+            )  # its imports take a while: start the rest meanwhile
+            self._start_daemons(scripts)
+            self._wait_scheduler(scheduler)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ports(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _prepare(self) -> dict[str, Path]:
+        """Directories, the job Python, the settings and hook scripts; the scripts."""
+        raise NotImplementedError
+
+    def _start_daemons(self, scripts: dict[str, Path]) -> None:
+        """The first-level scheduler's daemons, up and ready."""
+        raise NotImplementedError
 
     def _check_start(self, ports: tuple[int, ...]) -> None:
         running = [s for s in self.SERVICES if self._pid(s)]
@@ -255,27 +293,22 @@ class DevCluster(_Cluster):
 
     # -- start ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start what is missing; on any failure stop what was started and raise."""
-        if os.geteuid() != 0:
-            raise DevClusterError(
-                "the dev cluster needs root: slurmd runs jobs as their users, munged and "
-                "the Slurm daemons need their system directories"
-            )
-        install_packages()
-        self._check_start((self.scheduler_port, self.slurmctld_port, self.slurmd_port))
+    ROOT_BECAUSE: ClassVar[str] = (
+        "slurmd runs jobs as their users, munged and the Slurm daemons need their system "
+        "directories"
+    )
+    REQUIRES: ClassVar[tuple[dict[str, str], tuple[str, ...]]] = (NEEDED, PACKAGES)
+
+    def _ports(self) -> tuple[int, ...]:
+        return (self.scheduler_port, self.slurmctld_port, self.slurmd_port)
+
+    def _prepare(self) -> dict[str, Path]:
         self._layout()
         self.python = job_python(self.directory)
-        self._write_config()
-        try:
-            if not munge_answers():
-                self._start_munged()
-            scheduler = self._spawn_scheduler()  # its imports take a while: start Slurm meanwhile
-            self._start_slurm()
-            self._wait_scheduler(scheduler)
-        except BaseException:
-            self.stop()
-            raise
+        return self._write_config()
+
+    def _start_daemons(self, scripts: dict[str, Path]) -> None:
+        self._start_slurm()
 
     def _layout(self) -> None:
         for sub, mode in (
@@ -292,8 +325,10 @@ class DevCluster(_Cluster):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(mode)
 
-    def _write_config(self) -> None:
-        hooks = write_hook_scripts(self.directory / "hooks", self.python, str(self.hooks_config))
+    def _write_config(self) -> dict[str, Path]:
+        hooks = slurm.write_hook_scripts(
+            self.directory / "hooks", self.python, str(self.hooks_config)
+        )
         self.hooks_config.write_text(
             "# qhpc-lab Slurm hooks of the dev cluster (keys: qhpc_lab/hpc/slurm.py HookConfig)\n"
             f'scheduler_url = "{self.scheduler_url}"\n'
@@ -307,6 +342,7 @@ class DevCluster(_Cluster):
             f"NodeName={self.node} Name={self.licence} Count={self.slots}\n"
         )
         self._save()
+        return hooks
 
     def _start_slurm(self) -> None:
         conf = str(self.conf)
@@ -440,29 +476,26 @@ class GridEngineCluster(_Cluster):
 
     # -- start ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start what is missing; on any failure stop what was started and raise."""
-        if os.geteuid() != 0:
-            raise DevClusterError(
-                "the dev cluster needs root: sge_execd runs jobs as their users, munged "
-                "needs its system directories"
-            )
-        install_packages(GRIDENGINE_NEEDED, GRIDENGINE_PACKAGES)
-        self._check_start((self.scheduler_port, self.qmaster_port, self.execd_port))
+    ROOT_BECAUSE: ClassVar[str] = (
+        "sge_execd runs jobs as their users, munged needs its system directories"
+    )
+    REQUIRES: ClassVar[tuple[dict[str, str], tuple[str, ...]]] = (
+        GRIDENGINE_NEEDED,
+        GRIDENGINE_PACKAGES,
+    )
+
+    def _ports(self) -> tuple[int, ...]:
+        return (self.scheduler_port, self.qmaster_port, self.execd_port)
+
+    def _prepare(self) -> dict[str, Path]:
         for sub, mode in (("", 0o755), ("etc", 0o755), ("run", 0o755), ("log", 0o755)):
             (self.directory / sub).mkdir(mode=mode, parents=True, exist_ok=True)
         (self.directory / "scheduler").mkdir(mode=0o700, exist_ok=True)
         self.python = job_python(self.directory)
-        scripts = self._write_config()
-        try:
-            if not munge_answers():
-                self._start_munged()
-            scheduler = self._spawn_scheduler()
-            self._start_gridengine(scripts)
-            self._wait_scheduler(scheduler)
-        except BaseException:
-            self.stop()
-            raise
+        return self._write_config()
+
+    def _start_daemons(self, scripts: dict[str, Path]) -> None:
+        self._start_gridengine(scripts)
 
     def _write_config(self) -> dict[str, Path]:
         scripts = gridengine.write_hook_scripts(
@@ -713,11 +746,7 @@ GresTypes={cluster.licence}
 
 # qhpc-lab's hooks: the session opens at allocation (Alloc: for salloc too), every task gets
 # the QRMI variables, the session is revoked when the job ends.
-Prolog={hooks["prolog"]}
-Epilog={hooks["epilog"]}
-TaskProlog={hooks["task-prolog"]}
-PrologFlags=Alloc
-PrologEpilogTimeout=60
+{slurm.configuration(hooks)}
 
 NodeName={cluster.node} NodeHostname=localhost CPUs={cpus} \
 Gres={cluster.licence}:{cluster.slots} State=UNKNOWN
@@ -756,17 +785,18 @@ def install_packages(needed: dict[str, str] = NEEDED, packages: tuple[str, ...] 
 
 
 def job_python(directory: Path) -> str:
-    """A Python with qhpc_lab that every job user can run: this interpreter if it is, else a
+    """A Python with qhpc_lab for every job user: this interpreter if they can run it, else a
     venv in ``directory`` on a system Python of the same version that imports this
-    environment's packages (a venv under root's home is not reachable for job users)."""
+    environment's packages (a venv under root's home is not reachable for job users). Writing
+    the hook scripts checks it (hooks.check_job_python)."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     python = sys.executable
-    if not _world_runnable(Path(python)):
+    if not runnable_by_everyone(python):
         base = next(
             (
                 path
                 for path in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
-                if Path(path).exists() and _world_runnable(Path(path))
+                if Path(path).exists() and runnable_by_everyone(path)
             ),
             None,
         )
@@ -786,26 +816,6 @@ def job_python(directory: Path) -> str:
             lines.append(f"import sys; sys.path.insert(0, {source!r})\n")
         (site / "qhpc-lab-packages.pth").write_text("".join(lines))
         python = str(bridge / "bin" / "python")
-    check = subprocess.run(
-        [
-            RUNUSER,
-            "-u",
-            "nobody",
-            "--",
-            python,
-            "-I",
-            "-c",
-            "import qhpc_lab.hpc.gridengine, qhpc_lab.hpc.slurm",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check.returncode:
-        raise DevClusterError(
-            f"job users cannot import qhpc_lab with {python} (tried as nobody): "
-            f"{check.stderr.strip()[-1000:]}"
-        )
     return python
 
 
@@ -818,14 +828,6 @@ def munge_answers() -> bool:
     except munge.MungeError:
         return False
     return True
-
-
-def _world_runnable(path: Path) -> bool:
-    """Every user can run ``path``: r+x on the file, x on each directory above it."""
-    real = Path(os.path.realpath(path))
-    if real.stat().st_mode & 0o005 != 0o005:
-        return False
-    return all(parent.stat().st_mode & 0o001 for parent in real.parents)
 
 
 def _port_free(port: int) -> bool:

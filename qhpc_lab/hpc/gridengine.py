@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from qhpc_lab.hpc import hooks
 from qhpc_lab.hpc.hooks import (
     HookError,
     HookSettings,
@@ -332,24 +332,11 @@ def run_hook(hook: str, config_path: str | None, environ: Mapping[str, str] = os
 
 
 def write_hook_scripts(directory: Path, python: str, config: str) -> dict[str, Path]:
-    """One wrapper script per hook (the queue and host configuration name a program path).
-
-    ``python`` runs as root (prolog, epilog) and as the execution daemon's user (load sensor);
-    ``-I`` keeps the job's working directory and PYTHON* variables out of the hook's imports.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    scripts: dict[str, Path] = {}
-    for hook, setting in HOOKS.items():
-        path = directory / hook
-        path.write_text(
-            f"#!/bin/sh\n# Grid Engine {setting} of qhpc-lab (written by qhpc; see "
-            "docs/hpc-deployment.md)\n"
-            f"exec {shlex.quote(python)} -I -m qhpc_lab.cli gridengine {hook} "
-            f"--config {shlex.quote(config)}\n"
-        )
-        path.chmod(0o755)
-        scripts[hook] = path
-    return scripts
+    """The prolog, epilog and load sensor scripts the queue and host configuration name;
+    ``python`` runs as root and as the execution daemon's user, so every user must be able to
+    run it (else PermissionError)."""
+    labels = {hook: f"Grid Engine {setting}" for hook, setting in HOOKS.items()}
+    return hooks.write_hook_scripts(directory, python, config, "gridengine", labels)
 
 
 def configuration(scripts: Mapping[str, Path], config: GridEngineConfig) -> dict[str, str]:

@@ -20,7 +20,10 @@ import json
 import logging
 import os
 import re
+import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
@@ -328,6 +331,70 @@ def job_environment(
         stale = (*list_variables, "QRMI_JOB_UID", "QRMI_JOB_ID")
         change.unset += [var for var in stale if var in environ]
     return change
+
+
+# -- the hook scripts -------------------------------------------------------------------------
+
+
+def runnable_by_everyone(path: str | Path) -> bool:
+    """Every user can run ``path``: x on each directory on the way to it and to the file a
+    symlink chain ends at (a venv made by a pyenv under /root points into /root), r+x on it."""
+    given = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(given))
+    try:
+        if real.stat().st_mode & 0o005 != 0o005:
+            return False
+        return all(d.stat().st_mode & 0o001 for d in {*given.parents, *real.parents})
+    except OSError:
+        return False
+
+
+def check_job_python(python: str) -> None:
+    """PermissionError unless every user can run ``python`` and, tried as ``nobody`` when we
+    are root, import the hooks with it: the hooks run as job users or daemon users too."""
+    if not runnable_by_everyone(python):
+        raise PermissionError(
+            f"{python} (really {os.path.realpath(python)}) is not executable by other users: "
+            "the hooks would fail with 'Permission denied'. Make the venv with a system "
+            "Python (/usr/bin/python3.11 -m venv), not one under a home directory"
+        )
+    runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    if os.geteuid() != 0 or runuser is None:
+        return
+    imports = "import qhpc_lab.hpc.gridengine, qhpc_lab.hpc.slurm"
+    check = subprocess.run(
+        [runuser, "-u", "nobody", "--", python, "-I", "-c", imports],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check.returncode:
+        raise PermissionError(
+            f"other users cannot import qhpc_lab with {python} (tried as nobody): "
+            f"{check.stderr.strip()[-1000:]}"
+        )
+
+
+def write_hook_scripts(
+    directory: Path, python: str, config: str, side: str, hooks: Mapping[str, str]
+) -> dict[str, Path]:
+    """One wrapper script per hook: the first-level scheduler runs a program path without
+    arguments. ``side`` is the ``qhpc`` sub-command, ``hooks`` maps each of its hooks to the
+    setting that runs it. ``python`` must be runnable by every user (check_job_python); ``-I``
+    keeps a job's working directory and PYTHON* variables out of the hook's imports."""
+    check_job_python(python)
+    directory.mkdir(parents=True, exist_ok=True)
+    scripts: dict[str, Path] = {}
+    for hook, setting in hooks.items():
+        path = directory / hook
+        path.write_text(
+            f"#!/bin/sh\n# {setting} of qhpc-lab (written by qhpc; see docs/hpc-deployment.md)\n"
+            f"exec {shlex.quote(python)} -I -m qhpc_lab.cli {side} {hook} "
+            f"--config {shlex.quote(config)}\n"
+        )
+        path.chmod(0o755)
+        scripts[hook] = path
+    return scripts
 
 
 # -- running a hook ---------------------------------------------------------------------------

@@ -12,8 +12,9 @@ instead and our queue prolog puts the QRMI variables into the Lab's environment
 
 Needs (docs/hpc-deployment.md §5): ``sudo`` for the hub (batchspawner runs
 ``sudo -E -u USER sbatch``), real user accounts, qhpc-lab with the ``hub`` extra in a venv every
-user can execute, and ``configurable-http-proxy`` (npm). tests/test_jupyterhub.py runs this file
-for real (through ``load_subconfig``) with a dev cluster, a throwaway user and DummyAuthenticator.
+user can execute, ``configurable-http-proxy`` (npm), and the users in ``QHPC_ALLOWED_GROUPS``.
+tests/test_jupyterhub.py runs this file for real (through ``load_subconfig``) with a dev cluster
+and a throwaway user who logs in through PAM as a member of ``qhpc-users``.
 """
 
 import os
@@ -29,6 +30,10 @@ QHPC_VENV = os.environ.get("QHPC_VENV", "/opt/qhpc/venv")
 QPU_REQUEST = os.environ.get("QHPC_QPU_REQUEST", "-L qpu:1")
 # SITE: the first-level scheduler: slurm, or gridengine (Grid Engine / Open Cluster Scheduler)
 QHPC_SCHEDULER = os.environ.get("QHPC_SCHEDULER", "slurm")
+# SITE: who may log in: the members of these Unix groups (comma-separated). JupyterHub lets
+# nobody in until told so, and its login page then says only "Invalid username or password"
+# (the "not allowed" is in the hub's log). `groupadd qhpc-users; usermod -aG qhpc-users alice`.
+QHPC_ALLOWED_GROUPS = os.environ.get("QHPC_ALLOWED_GROUPS", "qhpc-users")
 
 # -- the hub --------------------------------------------------------------------------------
 c.JupyterHub.bind_url = "http://:8000"  # SITE: put TLS in front (or set ssl_cert/ssl_key)
@@ -38,6 +43,9 @@ c.JupyterHub.hub_connect_url = "http://login01:8081"  # SITE: the login node, as
 # SITE: the site's authenticator (PAM is JupyterHub's default, LDAP or OAuth via
 # oauthenticator). Spawned jobs run as the Unix user of the same name.
 c.JupyterHub.authenticator_class = "pam"
+# Group membership is checked by PAM and every LocalAuthenticator; with another authenticator
+# use its own setting (allowed_users, an OAuth organisation, allow_all).
+c.LocalAuthenticator.allowed_groups = {g.strip() for g in QHPC_ALLOWED_GROUPS.split(",") if g}
 c.JupyterHub.cleanup_servers = False  # a hub restart must not cancel everyone's Slurm jobs
 
 # -- the Lab, as a Slurm job ----------------------------------------------------------------
@@ -52,6 +60,10 @@ c.SlurmSpawner.req_srun = "srun"
 # Absolute paths: sudo's secure_path replaces PATH, and sbatch exports that PATH to the job.
 c.SlurmSpawner.batchspawner_singleuser_cmd = f"{QHPC_VENV}/bin/batchspawner-singleuser"
 c.SlurmSpawner.cmd = [f"{QHPC_VENV}/bin/jupyterhub-singleuser"]
+# The Lab runs on a compute node and the hub's proxy connects to it there, by the node's name
+# as Slurm or Grid Engine reports it (so compute-node names must resolve on the hub): listen on
+# the node's addresses, not only its loopback. SITE: one interface's address instead, if any.
+c.Spawner.ip = "0.0.0.0"
 c.Spawner.default_url = "/lab"
 # New notebooks get the "Python 3 (QPU)" kernel (%qpu magics loaded); others stay available.
 c.Spawner.args = ["--MappingKernelManager.default_kernel_name=python3-qpu"]

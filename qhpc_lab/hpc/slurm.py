@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from qhpc_lab.hpc import hooks
 from qhpc_lab.hpc.hooks import (
     QRMI_LIST_VARIABLES,
     HookError,
@@ -49,6 +49,7 @@ __all__ = [
     "HookConfig",
     "HookError",
     "JobRecord",
+    "configuration",
     "epilog",
     "prolog",
     "qpu_slots",
@@ -63,6 +64,8 @@ __all__ = [
 REVOKE_REASON = "Slurm job ended"
 HOOKS = {"prolog": "Prolog", "epilog": "Epilog", "task-prolog": "TaskProlog"}
 """``qhpc slurm`` sub-command → the slurm.conf parameter that runs it."""
+PROLOG_EPILOG_TIMEOUT_S = 60
+"""slurm.conf's PrologEpilogTimeout: Slurm's last net, above the hooks' deadline_s (20 s)."""
 SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
 """Slurm runs the Prolog and Epilog without PATH: where to find scontrol."""
 LIST_VARIABLES = (*QRMI_LIST_VARIABLES, "SLURM_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_TYPES")
@@ -229,21 +232,15 @@ def run_hook(hook: str, config_path: str | None, environ: Mapping[str, str] = os
 
 
 def write_hook_scripts(directory: Path, python: str, config: str) -> dict[str, Path]:
-    """One wrapper script per hook: slurm.conf runs a program path and passes no arguments.
+    """The Prolog, Epilog and TaskProlog wrapper scripts slurm.conf names; ``python`` must be
+    runnable by every job user (the TaskProlog runs as them), else PermissionError."""
+    labels = {hook: f"Slurm {parameter}" for hook, parameter in HOOKS.items()}
+    return hooks.write_hook_scripts(directory, python, config, "slurm", labels)
 
-    ``python`` must be executable by every job user (the TaskProlog runs as them); ``-I``
-    keeps a job's working directory and PYTHON* variables out of the hook's imports.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    scripts: dict[str, Path] = {}
-    for hook, parameter in HOOKS.items():
-        path = directory / hook
-        path.write_text(
-            f"#!/bin/sh\n# Slurm {parameter} of qhpc-lab (written by qhpc; see "
-            "docs/hpc-deployment.md)\n"
-            f"exec {shlex.quote(python)} -I -m qhpc_lab.cli slurm {hook} "
-            f"--config {shlex.quote(config)}\n"
-        )
-        path.chmod(0o755)
-        scripts[hook] = path
-    return scripts
+
+def configuration(scripts: Mapping[str, Path]) -> str:
+    """The slurm.conf lines for the hooks: the session opens at allocation (salloc too), and
+    Slurm's own limit on a Prolog/Epilog run stays above the hooks' ``deadline_s``."""
+    lines = [f"{HOOKS[hook]}={path}" for hook, path in scripts.items()]
+    lines += ["PrologFlags=Alloc", f"PrologEpilogTimeout={PROLOG_EPILOG_TIMEOUT_S}"]
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -88,16 +89,20 @@ def _serve(
     _die_with_parent(parent_pid)
     if warm_up is not None:
         warm_up()
-    connection.send(("ready", None))
-    while True:
-        try:
+    try:
+        connection.send(("ready", None))
+        while True:
             request = connection.recv()
-        except EOFError:
-            return
-        try:
-            connection.send((True, handle(request)))
-        except Exception as err:  # the request fails with the reason; the worker lives on
-            connection.send((False, f"{type(err).__name__}: {err}"))
+            try:
+                connection.send((True, handle(request)))
+            except Exception as err:  # the request fails with the reason; the worker lives on
+                connection.send((False, f"{type(err).__name__}: {err}"))
+    except (EOFError, ConnectionResetError, BrokenPipeError):
+        # The parent closed the pipe (reset: with "ready" unread). Leave without the
+        # interpreter's teardown, which takes seconds with the SDKs loaded: nothing to save.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class BudgetedWorker:
@@ -267,7 +272,8 @@ class BudgetedWorker:
                 self._connection.close()
                 self._connection = None
             if self._process is not None:
-                self._process.join(5 if locked else 0)
+                # one still warming up reads the closed pipe only once warm: not waited for
+                self._process.join(5 if locked and self._ready else 0)
                 if self._process.is_alive():
                     self._process.kill()
                     self._process.join(5)

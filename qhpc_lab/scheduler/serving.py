@@ -10,13 +10,22 @@ descriptors new clients are dropped without an answer. Served through :func:`ser
 - a request arriving while more than ``max_connections`` connections are open is answered
   503 with Retry-After, and the file-descriptor limit is raised to hold the cap;
 - an idle keep-alive connection is closed after ``keep_alive_timeout_s``.
+
+A stop (SIGTERM from systemd, SIGINT) ends the long-lived ``/events`` streams at once and
+completely (their clients reconnect to the next daemon and resume), so uvicorn's graceful
+shutdown has nothing left to cancel; the process then exits 0, not by the signal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import resource
+import signal
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -34,10 +43,87 @@ RETRY_AFTER_S = 1
 """What a client refused at the connection cap is told to wait."""
 
 
-def serve(app: ASGIApp, config: SchedulerConfig) -> None:
-    """Run ``app`` in the foreground until SIGINT or SIGTERM."""
+def serve(
+    app: ASGIApp,
+    config: SchedulerConfig,
+    *,
+    listening: str | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Run ``app`` in the foreground until SIGINT or SIGTERM.
+
+    The port is bound first: one that is taken raises OSError naming it, before the scheduler
+    starts. ``listening`` is printed once the server accepts connections; ``on_stop`` runs on
+    the event loop as soon as a stop is asked (ending the event streams).
+    """
     ensure_file_limit(config.max_connections + FILES_BESIDE_CONNECTIONS)
-    uvicorn.Server(uvicorn_config(app, config)).run()
+    listeners = bind(config.host, config.port)
+    server = _Server(uvicorn_config(app, config), listening, on_stop)
+    server.run(sockets=listeners)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``port`` on every address ``host`` names (a name may have an IPv4 and
+    an IPv6 one, as uvicorn binds them); OSError saying the port is taken when it is."""
+    addresses = dict.fromkeys(
+        (family, kind, proto, address)
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    )
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, address in addresses:
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+    except OSError as err:
+        for listener in listeners:
+            listener.close()
+        if err.errno == errno.EADDRINUSE:
+            raise OSError(f"port {port} is taken (on {host}): choose another with --port") from None
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    return listeners
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server: says when it listens, runs ``on_stop`` when asked to stop, and
+    leaves the signal handled (uvicorn re-raises it after shutdown: exit status -15)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        listening: str | None,
+        on_stop: Callable[[], None] | None,
+    ) -> None:
+        super().__init__(config)
+        self._listening = listening
+        self._on_stop = on_stop
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if self.started and self._listening:
+            print(self._listening, flush=True)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.should_exit and self._on_stop is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_stop)
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def uvicorn_config(app: ASGIApp, config: SchedulerConfig) -> uvicorn.Config:
