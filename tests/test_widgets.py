@@ -17,11 +17,11 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from qhpc_lab.client import Client, JobError
-from qhpc_lab.jobs import format_duration
 from qhpc_lab.jupyter import magics
 from qhpc_lab.jupyter.widgets import JobPanel, TargetsPanel
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
+from qhpc_lab.vocabulary import format_duration
 from tests.conftest import (
     ADMIN,
     OTHER,

@@ -1,6 +1,6 @@
 /**
  * How times read in the sidebar and the status bar: the kernel's own wording
- * (qhpc_lab/jobs.py `format_duration`), which tests/test_labextension_sync.py runs this
+ * (qhpc_lab/vocabulary.py `format_duration`), which tests/test_labextension_sync.py runs this
  * against. This module imports only the generated facts, so Node can run it alone.
  */
 import { HOURS_FROM_S, MINUTES_FROM_S } from './generated.js';

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from qhpc_lab.client import _loop
 from qhpc_lab.client._target import JobError, JobState, Target, TargetInfo
 from qhpc_lab.client._timeline import plot_timeline
-from qhpc_lab.jobs import format_duration
+from qhpc_lab.vocabulary import format_duration
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

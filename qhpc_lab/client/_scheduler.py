@@ -39,8 +39,8 @@ from qhpc_lab.client._target import (
     TargetInfo,
 )
 from qhpc_lab.eventstream import EventStream, Feed, StreamEvent, StreamState
-from qhpc_lab.jobs import JOB_STATUSES
 from qhpc_lab.programs import DeviceSpec, Program
+from qhpc_lab.vocabulary import JOB_STATUSES
 
 AUTH_MODES = ("auto", "munge", "token")
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from qhpc_lab.jobs import FINAL_STATUSES, format_duration
 from qhpc_lab.programs import DeviceSpec, Program
+from qhpc_lab.vocabulary import FINAL_STATUSES, format_duration
 
 
 class ClientError(Exception):

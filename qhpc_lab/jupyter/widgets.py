@@ -26,7 +26,7 @@ import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 
 from qhpc_lab.client import Client, ClientError, Job, Result, TargetInfo
-from qhpc_lab.jobs import format_duration
+from qhpc_lab.vocabulary import format_duration
 
 TICK_S = 1.0
 """How often a panel redraws its clocks (ETA, calibration age) between events."""

@@ -29,7 +29,6 @@ import sqlalchemy.exc
 from opentelemetry.context import Context
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from qhpc_lab.jobs import FINAL_STATUSES
 from qhpc_lab.programs import Program, ProgramError, await_validation_worker, validate_async
 from qhpc_lab.programs.worker import WorkerDied
 from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceState, QPUDriver
@@ -44,6 +43,7 @@ from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
 from qhpc_lab.scheduler.timeline import Timelines
 from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import held_by, iso_time, job_view, policy_view
+from qhpc_lab.vocabulary import FINAL_STATUSES
 
 log = logging.getLogger("qhpc.scheduler")
 

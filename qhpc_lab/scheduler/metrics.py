@@ -22,10 +22,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qhpc_lab.jobs import ACTIVE_STATUSES as ACTIVE
-from qhpc_lab.jobs import FINAL_STATUSES as FINAL
 from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler.policy import JOB_CLASSES
+from qhpc_lab.vocabulary import ACTIVE_STATUSES as ACTIVE
+from qhpc_lab.vocabulary import FINAL_STATUSES as FINAL
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The text format Prometheus 2.x and 3.x both scrape."""

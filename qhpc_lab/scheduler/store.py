@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from qhpc_lab.jobs import ACTIVE_STATUSES
+from qhpc_lab.vocabulary import ACTIVE_STATUSES
 
 POOL_SIZE = 4
 BUSY_TIMEOUT_S = 5.0

@@ -18,9 +18,9 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from qhpc_lab import tracing
-from qhpc_lab.jobs import FINAL_STATUSES
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.store import JobRow
+from qhpc_lab.vocabulary import FINAL_STATUSES
 
 
 def _ns(seconds: float) -> int:
