@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             ("task-prolog", "TaskProlog (job user): print the QRMI variables for each task"),
         ),
         "write the wrapper scripts slurm.conf names",
-        "a Python every job user can run (default: this one)",
+        "a Python every job user can run (default: this one; checked)",
     )
     sub, scripts = _add_cluster(
         commands,
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             ("load-sensor", "load sensor (execd): QPU readiness and free slots, global values"),
         ),
         "write the scripts the queue and host name",
-        "a Python root can run (default: this one)",
+        "a Python every user can run (default: this one; checked)",
     )
     scripts.add_argument("--slots", type=int, help="the QPU's slots (the qpu capacity)")
     usage = sub.add_parser("usage", help="per-job QPU usage the epilog recorded (JSON lines)")

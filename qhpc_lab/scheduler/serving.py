@@ -133,6 +133,7 @@ def uvicorn_config(app: ASGIApp, config: SchedulerConfig) -> uvicorn.Config:
         host=config.host,
         port=config.port,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through the daemon's handler (text or JSON)
         loop="uvloop",
         http=guarded_protocol(config.header_timeout_s, config.max_connections),
         timeout_keep_alive=config.keep_alive_timeout_s,  # type: ignore[arg-type]
