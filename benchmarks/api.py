@@ -150,10 +150,11 @@ def _parse(text: str) -> float:
 
 
 def start_daemon(
-    state: Path, *extra: str, env: dict[str, str] | None = None
+    state: Path, *extra: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``qhpc scheduler serve --device test`` on a free port (more flags in ``extra``, more
-    variables in ``env``), once it answers ``/health``; the benchmarks' one way to start it."""
+    variables in ``env``, its output in ``log`` or nowhere), once it answers ``/health``; the
+    benchmarks' one way to start it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -164,11 +165,12 @@ def start_daemon(
         **(env or {}),
     }
     command = [sys.executable, "-m", "qhpc_lab.cli", "scheduler", "serve", "--device", "test"]
+    output = log.open("ab") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [*command, "--port", str(port), *extra],
         env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
