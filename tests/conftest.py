@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -112,6 +114,20 @@ def test_config(tmp_path: Path, **overrides: object) -> SchedulerConfig:
 
 
 test_config.__test__ = False  # a helper that tests import, not a test
+
+
+def gate_profile(tmp_path: Path) -> Path:
+    """``test-gate``: the fast ``test`` timing for a gate-based device that runs qasm3 only,
+    for the scheduler's OpenQASM bounds; every shipped profile is the analog QPU (pulser)."""
+    data = json.loads((resources.files("qhpc_lab.qpu") / "profiles" / "test.json").read_text())
+    data.update(
+        name="test-gate",
+        description="Emulates a gate-based device (OpenQASM 3 only), not the analog QPU.",
+        formats=["qasm3"],
+    )
+    path = tmp_path / "test-gate.json"
+    path.write_text(json.dumps(data))
+    return path
 
 
 @contextlib.asynccontextmanager

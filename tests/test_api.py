@@ -330,6 +330,12 @@ BAD_BODIES = [
         id="unknown-format",
     ),
     pytest.param(
+        lambda s: {"sequence": "OPENQASM 3.0; qubit[2] q; h q[0];", "shots": 10, "format": "qasm3"},
+        "format",
+        ("QHPC-Test cannot run 'qasm3' programs", "pulser programs only", 'target="emulator"'),
+        id="gate-circuit-on-the-analog-qpu",
+    ),
+    pytest.param(
         lambda s: {"sequence": s, "shots": 0}, "shots", ("shots", "positive"), id="zero-shots"
     ),
     pytest.param(lambda s: {"sequence": s, "shots": -5}, "shots", ("-5",), id="negative-shots"),
@@ -564,7 +570,8 @@ async def test_qpu_specs_is_pulser_device_json_text(shared: Clients) -> None:
     response = await shared.user.get("/qpu/specs")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"specs"} and type(body["specs"]) is str
+    assert set(body) == {"specs", "formats"} and type(body["specs"]) is str
+    assert body["formats"] == ["pulser"]  # QRMI reads specs only; formats is ours, beside it
     pulser_device = deserialize_device(body["specs"])
     assert pulser_device.name == "QHPC-Test"
     assert pulser_device.max_atom_num == 16 and pulser_device.max_runs == 10000
@@ -632,6 +639,7 @@ async def test_job_documents_have_warden_types_through_to_results(
 async def test_device_reports_state_calibration_and_queue_depth(shared: Clients) -> None:
     info = await device(shared.anonymous)
     assert info["name"] == "QHPC-Test" and info["profile"] == "test"
+    assert info["formats"] == ["pulser"]
     assert info["state"] == "ONLINE"
     assert isinstance(info["calibrated_at"], float)
     assert isinstance(info["calibration_age_s"], float) and info["calibration_age_s"] >= 0

@@ -306,6 +306,32 @@ def test_programs_are_checked_against_the_device_before_queueing(lab, crowded):
     assert qhpc_lab.jobs() == []
 
 
+def test_a_gate_circuit_is_refused_for_the_analog_qpu_before_any_request(lab):
+    """The QPU runs pulser (/qpu/specs says so): a qasm3 program never leaves the kernel,
+    and the message says where it runs instead; the emulator target runs it."""
+    sent: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(f"{request.method} {request.url.path}")
+
+    assert lab.target_info("lab").formats == ("pulser",)
+    lab._targets["lab"]._http.event_hooks["request"].append(record)
+    gates = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; c = measure q;'
+    bell = Program("qasm3", gates, 5)
+    with pytest.raises(RefusedError) as refused:
+        qhpc_lab.submit(bell)
+    assert refused.value.rule == "format" and refused.value.status is None
+    assert str(refused.value) == (
+        "target 'lab' (QHPC-Test) cannot run 'qasm3' programs (a gate circuit): it runs pulser "
+        "programs only. Send it to the in-kernel emulator, "
+        'qhpc_lab.submit(program, target="emulator"), '
+        "or to a gate-based QPU's QRMI resource"
+    )
+    assert sent == [] and lab.jobs() == []
+    assert lab.target_info("emulator").formats == ("pulser", "qasm3")
+    assert qhpc_lab.submit(bell, target="emulator").result(60).shots == 5
+
+
 def test_the_scheduler_refusal_names_its_rule(lab, program):
     with pytest.raises(RefusedError, match="unknown job_class 'urgent'") as refused:
         qhpc_lab.submit(program, job_class="urgent")

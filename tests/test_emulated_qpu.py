@@ -268,6 +268,7 @@ def test_every_shipped_profile_loads(name: str) -> None:
     assert profile.chunk_shots >= 1
     assert 0 < profile.calibration_duration_s < profile.calibration_interval_s
     assert profile.drift.readout_error(0) <= profile.drift.readout_error_max
+    assert profile.formats == ("pulser",)  # each stands for the analog neutral-atom QPU
 
 
 def test_the_documented_profiles_ship() -> None:
@@ -298,3 +299,10 @@ def test_profile_loads_from_a_json_file(tmp_path: Path) -> None:
     del data["emulation"]
     path.write_text(json.dumps(data))
     assert DeviceProfile.load(str(path)).emulation == EmulationBudget()
+    data["formats"] = ["qasm3"]
+    path.write_text(json.dumps(data))
+    assert DeviceProfile.load(str(path)).formats == ("qasm3",)
+    data["formats"] = ["pulser", "cirq"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"'lab-bench' declares formats .*one of pulser, qasm3"):
+        DeviceProfile.load(str(path))

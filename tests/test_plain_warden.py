@@ -75,6 +75,7 @@ def test_discovery_lists_warden_with_its_state_unknown(client: Client, standin: 
     assert lab.device == "QHPC-Test" and lab.spec is not None and lab.spec.max_atom_num == 16
     assert lab.state is None and lab.calibration_age_s is None and lab.queued is None
     assert lab.message == "Warden ok." and "QHPC-Test" in str(lab)
+    assert lab.formats == ("pulser",)  # Warden's /qpu/specs does not say: Warden runs pulser
     standin.accessible = standin.accessible.model_copy(
         update={"is_accessible": False, "message": "QPU maintenance until 14:00"}
     )

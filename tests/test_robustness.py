@@ -16,13 +16,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import OTHER, USER, apoll_until, auth_header, daemon, in_process, test_config
+from tests.conftest import (
+    OTHER,
+    USER,
+    apoll_until,
+    auth_header,
+    daemon,
+    gate_profile,
+    in_process,
+    test_config,
+)
 from tests.test_api import WAIT_S, device, open_session, refused, submit
 
-LOOP_PROGRAM = (
-    'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
-    "for int i in [0:1000000000] { h q[0]; } c = measure q;"
-)
+HEAD = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
+LOOP_PROGRAM = HEAD + "for int i in [0:1000000000] { h q[0]; } c = measure q;"
+BELL_PROGRAM = HEAD + "h q[0]; cx q[0], q[1]; c = measure q;"
 
 
 @pytest.fixture
@@ -133,25 +141,27 @@ async def test_device_shows_the_running_job_id_only_to_its_owner(
 
 @pytest.mark.anyio
 async def test_a_program_that_would_run_forever_is_refused_and_others_run(
-    tmp_path: Path, sequence_json: str
+    tmp_path: Path,
 ) -> None:
-    async with in_process(test_config(tmp_path)) as api:
+    """On a gate-based device (the analog QPU refuses every qasm3 program, rule format)."""
+    async with in_process(test_config(tmp_path, device=str(gate_profile(tmp_path)))) as api:
         response = await api.user.post(
             "/jobs", json={"sequence": LOOP_PROGRAM, "format": "qasm3", "shots": 10}
         )
         refused(response, 422, "qasm_operations", "1000000001", "limit")
-        job = await submit(api.other, sequence_json, 10)
+        job = await submit(api.other, BELL_PROGRAM, 10, format="qasm3")
         await apoll_until(
             lambda: _status(api.other, job["id"], "DONE"), "another user's job", WAIT_S
         )
 
 
 def test_a_huge_program_body_does_not_hold_health(tmp_path: Path) -> None:
-    """A 950 KB QASM body (under the payload limit) is answered while /health stays quick."""
+    """A 950 KB QASM body (under the payload limit) is answered while /health stays quick
+    (a gate-based device: the analog QPU would refuse it by its format at once)."""
     gates = "h q[0]; " * 118_000
     body = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; ' + gates
     assert 900_000 < len(body) < 1_000_000
-    with daemon(tmp_path) as handle:
+    with daemon(tmp_path, "--device", str(gate_profile(tmp_path))) as handle:
         latencies: list[float] = []
         stop = threading.Event()
 

@@ -19,8 +19,8 @@ from qhpc_lab.client import _loop
 from qhpc_lab.client._discovery import EMULATOR, discover
 from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._job import Job
-from qhpc_lab.client._target import ClientError, Target, TargetError, TargetInfo
-from qhpc_lab.programs import NativeProgram, to_program, validate
+from qhpc_lab.client._target import ClientError, RefusedError, Target, TargetError, TargetInfo
+from qhpc_lab.programs import NativeProgram, format_refusal, to_program, validate
 
 PROBE_TIMEOUT_S = 5.0
 """How long a target may take to answer a probe before it counts as unreachable."""
@@ -94,12 +94,17 @@ class Client:
         ``targets()``; unreachable → TargetError, never a fallback. Without it: the target
         chosen by ``use()``, else the default, else the emulator (announced). ``job_class``:
         production, test or development on a scheduler. ``variables`` bind a parametrised
-        Pulser sequence, or a Qiskit or Qadence circuit's parameters.
+        Pulser sequence, or a Qiskit or Qadence circuit's parameters. A format the target
+        does not run (a gate circuit, qasm3, on the analog QPU) is a RefusedError (rule
+        ``format``) before anything is sent.
         """
         chosen, info = self._resolve(target)
         converted = to_program(program, shots, info.spec, name, **variables)
         if isinstance(converted, NativeProgram):
             return self._submit_native(converted, chosen)
+        where = f"target {info.name!r} ({info.device})"
+        if refusal := format_refusal(converted.format, info.formats, where):
+            raise RefusedError(refusal, rule="format")
         if info.spec is not None:
             validate(converted, info.spec)
         job = Job(chosen, _loop.call(chosen.submit(converted, job_class)), info.device)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from qhpc_lab.client._target import JobState, RefusedError, Target, TargetInfo
-from qhpc_lab.programs import DeviceSpec, Program
+from qhpc_lab.programs import FORMATS, DeviceSpec, Program
 
 NOTICE = "local emulator in this process"
 
@@ -55,6 +55,7 @@ class EmulatorTarget(Target):
             message=NOTICE,
             spec=self._spec,
             queued=self._queued(),
+            formats=FORMATS,
         )
 
     def _queued(self) -> int:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from qhpc_lab.client._target import JobState, RefusedError, Target, TargetError, TargetInfo
+from qhpc_lab.client._target import JobState, Target, TargetError, TargetInfo
 from qhpc_lab.programs import DeviceSpec, Program
 
 RESOURCE_TYPES = {
@@ -106,17 +106,14 @@ class QRMITarget(Target):
             state=code,
             message=status.status_reason or "",
             spec=self._spec,
+            formats=("pulser",) if self.type in PULSER_TYPES else (),
         )
 
     async def submit(self, program: Program, job_class: str | None) -> JobState:
-        """Pulser programs to Pasqal resources; ``job_class`` is the scheduler's notion only."""
+        """Pulser programs to Pasqal resources (``info`` says so: the client refuses others
+        before this); ``job_class`` is the scheduler's notion only."""
         import qrmi
 
-        if self.type not in PULSER_TYPES or program.format != "pulser":
-            raise RefusedError(
-                f"target {self.name!r} ({self.type}) cannot run {program.format!r} programs: "
-                f"this release sends Pulser programs to {' and '.join(PULSER_TYPES)} resources"
-            )
         sequence = await asyncio.to_thread(_built, program)
         task_id = await self._qrmi("task_start", qrmi.Payload.PasqalCloud(sequence, program.shots))
         self._shots[task_id] = program.shots

@@ -85,6 +85,7 @@ class SchedulerTarget(Target):
             base_url=self.url, headers=headers, timeout=TIMEOUT, auth=self._authenticate
         )
         self._spec: DeviceSpec | None = None
+        self._formats: tuple[str, ...] = ()
         self.feed = Feed(self._stream)
         """This target's event stream, shared by every watcher: subscribe to follow it."""
 
@@ -126,7 +127,10 @@ class SchedulerTarget(Target):
             )
             device = await self._device()
             if self._spec is None:
-                self._spec = _device_spec(await self.request("GET", "/qpu/specs"), self)
+                specs = _parse(
+                    _Specs, await self.request("GET", "/qpu/specs"), self, "device specs"
+                )
+                self._spec, self._formats = _device_spec(specs.specs, self), specs.formats
             return self._describe(device, accessible)
         except ClientError as err:
             return self.unreachable(str(err))
@@ -156,6 +160,7 @@ class SchedulerTarget(Target):
             message=accessible.message or device.message or "",
             spec=self._spec,
             queued=queued,
+            formats=self._formats,
         )
 
     async def _device(self) -> _Device | None:
@@ -335,9 +340,11 @@ class _Accessible(pydantic.BaseModel):
 
 
 class _Specs(pydantic.BaseModel):
-    """Warden's ``GET /qpu/specs``: the Pulser device JSON as text."""
+    """Warden's ``GET /qpu/specs``: the Pulser device JSON as text, and (our scheduler) the
+    formats the device runs; a plain Warden does not say, and runs pulser."""
 
     specs: StrictStr
+    formats: tuple[StrictStr, ...] = ("pulser",)
 
 
 class _Device(pydantic.BaseModel):
@@ -418,9 +425,8 @@ def _quote(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
 
 
-def _device_spec(answer: Any, target: SchedulerTarget) -> DeviceSpec:
+def _device_spec(text: str, target: SchedulerTarget) -> DeviceSpec:
     """The device of ``GET /qpu/specs``; AnswerError if its text is not a Pulser device."""
-    text = _parse(_Specs, answer, target, "device specs").specs
     try:
         return DeviceSpec(text)
     except (ValueError, KeyError, TypeError, AttributeError) as err:

@@ -101,6 +101,9 @@ class TargetInfo:
     """Jobs waiting to run on the device, every user's (scheduler targets)."""
     spec: DeviceSpec | None = field(default=None, repr=False, compare=False)
     """Device specs that programs are checked against before submission, when known."""
+    formats: tuple[str, ...] = ("pulser",)
+    """Program formats the target runs; ``submit()`` refuses others before sending them. A
+    server that does not say (plain Warden) runs pulser, Warden's own rule."""
 
     def __str__(self) -> str:
         mark = "*" if self.selected else " "

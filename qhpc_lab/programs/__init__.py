@@ -2,7 +2,13 @@
 (:func:`to_program`), and validation against a device."""
 
 from qhpc_lab.programs.adapters import NativeProgram, has_analog_gate, to_program
-from qhpc_lab.programs.envelope import FORMATS, DeviceRuleViolation, Program, ProgramError
+from qhpc_lab.programs.envelope import (
+    FORMATS,
+    DeviceRuleViolation,
+    Program,
+    ProgramError,
+    format_refusal,
+)
 from qhpc_lab.programs.validation import (
     VALIDATION_BUDGET_S,
     VALIDATION_MEMORY_BYTES,
@@ -28,6 +34,7 @@ __all__ = [
     "ProgramError",
     "ProgramFacts",
     "await_validation_worker",
+    "format_refusal",
     "has_analog_gate",
     "start_validation_worker",
     "stop_validation_worker",

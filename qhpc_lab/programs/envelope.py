@@ -8,11 +8,33 @@ being importable where it travels.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FORMATS = ("pulser", "qasm3")
-"""Formats this release can validate and execute; others are refused with the list."""
+"""Formats this release can validate and execute; others are refused with the list. A device
+runs some of them (an analog neutral-atom QPU: pulser only; the in-kernel emulator: all)."""
+
+_WHAT = {"pulser": "an analog program", "qasm3": "a gate circuit"}
+
+
+def format_refusal(fmt: str, accepted: Collection[str], where: str) -> str | None:
+    """Why ``where`` (a device, or a target and its device) cannot run a ``fmt`` program and
+    where it can go instead; None when ``fmt`` is ``accepted``. The scheduler answers it (a
+    422, rule ``format``) and the kernel client raises it before sending anything."""
+    if fmt in accepted:
+        return None
+    runs = (
+        f"it runs {' and '.join(accepted)} programs only"
+        if accepted
+        else "this release runs no program on it"
+    )
+    elsewhere = 'the in-kernel emulator, qhpc_lab.submit(program, target="emulator")'
+    if fmt == "qasm3" and accepted:
+        elsewhere += ", or to a gate-based QPU's QRMI resource"
+    what = f" ({_WHAT[fmt]})" if fmt in _WHAT else ""
+    return f"{where} cannot run {fmt!r} programs{what}: {runs}. Send it to {elsewhere}"
 
 
 class ProgramError(ValueError):

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
-from qhpc_lab.programs import DeviceSpec, Program
+from qhpc_lab.programs import FORMATS, DeviceSpec, Program
 
 
 class DeviceState(enum.StrEnum):
@@ -78,6 +78,10 @@ class DeviceProfile:
     calibration_duration_s: float
     drift: Drift
     emulation: EmulationBudget = EmulationBudget()
+    formats: tuple[str, ...] = ("pulser",)
+    """Program formats the device's hardware runs; the scheduler refuses others (rule
+    ``format``). An analog neutral-atom QPU runs pulser only: analog Qiskit, Qadence and CUDA-Q
+    programs reach it as pulser."""
 
     @property
     def chunk_shots(self) -> int:
@@ -108,7 +112,18 @@ class DeviceProfile:
             calibration_duration_s=float(data["calibration"]["duration_s"]),
             drift=Drift(**data["drift"]),
             emulation=EmulationBudget(**data.get("emulation", {})),
+            formats=_formats(data.get("formats", ["pulser"]), data["name"]),
         )
+
+
+def _formats(declared: list[str], profile: str) -> tuple[str, ...]:
+    unknown = [fmt for fmt in declared if fmt not in FORMATS]
+    if unknown or not declared:
+        raise ValueError(
+            f"device profile {profile!r} declares formats {declared!r}; "
+            f"each must be one of {', '.join(FORMATS)}"
+        )
+    return tuple(declared)
 
 
 def profiles() -> list[str]:

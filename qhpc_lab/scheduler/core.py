@@ -279,6 +279,7 @@ class Scheduler:
         return {
             "name": self.driver.profile.spec.name,
             "profile": self.driver.profile.name,
+            "formats": list(self.driver.profile.formats),
             "state": view.state.value,
             "accessible": self.accessible,
             "draining": self.draining,

@@ -82,7 +82,8 @@ class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sequence: Text | dict[Text, Any] = Field(
         description="Program body: Pulser abstract repr (default) or QASM 3 text, or a CUDA-Q "
-        "analog (AHS) program as a JSON object or its text, run as the equivalent Pulser program."
+        "analog (AHS) program as a JSON object or its text, run as the equivalent Pulser program. "
+        "The device runs the formats /qpu/specs names (an analog QPU: pulser only)."
     )
     shots: StrictInt = Field(
         le=MAX_SHOTS,
@@ -170,8 +171,18 @@ class AccessibleOut(BaseModel):
     message: str
 
 
+Formats = Annotated[
+    list[str],
+    Field(
+        description="Program formats the device runs (an analog QPU: pulser); POST /jobs "
+        "refuses others (422, rule format)."
+    ),
+]
+
+
 class SpecsOut(BaseModel):
     specs: str = Field(description="The Pulser device, as JSON text.")
+    formats: Formats
 
 
 class LogsOut(BaseModel):
@@ -197,6 +208,7 @@ class RunningOut(BaseModel):
 class DeviceOut(BaseModel):
     name: str
     profile: str
+    formats: Formats
     state: Literal["ONLINE", "CALIBRATING", "MAINTENANCE", "OFFLINE"]
     accessible: bool
     draining: bool

@@ -33,8 +33,10 @@ async def post_accessible(body: AccessibleIn, _who: Admin, sched: SchedulerDep) 
 
 
 @router.get("/qpu/specs", response_model=SpecsOut, tags=["warden"], responses=error_responses())
-async def get_specs(sched: SchedulerDep) -> dict[str, str]:
-    return {"specs": sched.driver.profile.spec.json}
+async def get_specs(sched: SchedulerDep) -> dict[str, Any]:
+    """Warden's ``specs`` as QRMI reads it, and beside it the formats the device runs."""
+    profile = sched.driver.profile
+    return {"specs": profile.spec.json, "formats": list(profile.formats)}
 
 
 @router.get("/device", response_model=DeviceOut, tags=["qhpc"], responses=error_responses(401))
