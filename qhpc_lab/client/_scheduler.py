@@ -201,7 +201,7 @@ class SchedulerTarget(Target):
                 with attempt:
                     view = await self.request("POST", "/jobs", json=body, headers=headers)
             state = parse_job(view, self)
-            span.set_attribute("qhpc.job_id", state.id)
+            span.set_attribute("qhpc.job_id", int(state.id))  # the daemon's int id
         return state
 
     async def state(self, job_id: str) -> JobState:
