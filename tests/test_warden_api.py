@@ -185,3 +185,31 @@ async def test_resource_status_has_qrmi_fields(api: Clients, sequence_json: str)
     await api.admin.post("/accessible", json={"is_accessible": False, "message": "upgrade"})
     closed = (await api.anonymous.get("/resource-status")).json()
     assert (closed["status"], closed["status_reason"]) == ("offline", "maintenance")
+
+
+def test_older_database_gains_the_session_deadlines(tmp_path: Path) -> None:
+    """A sessions table from before the deadlines gets their columns; its rows read back."""
+    import sqlalchemy as sa
+
+    from qhpc_lab.scheduler.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE sessions (id VARCHAR(36) PRIMARY KEY, user_id VARCHAR(64) NOT NULL,"
+                " slurm_job_id VARCHAR(64), qpu_slots INTEGER NOT NULL, created_at FLOAT NOT NULL,"
+                " revoked_at FLOAT, revoke_reason TEXT)"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO sessions VALUES ('s1', '1000', '5', 2, 1.0, NULL, NULL)"))
+    engine.dispose()
+    store = Store(url)
+    try:
+        [old] = store.list_sessions()
+        assert (old.id, old.idle_expires_at, old.expires_at) == ("s1", None, None)
+        store.extend_idle_deadline("s1", 99.0)
+        assert store.get_session("s1").idle_expires_at == 99.0
+    finally:
+        store.close()
