@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -97,14 +98,19 @@ async def test_idle_deadline_waits_for_active_jobs(tmp_path: Path, sequence_json
         sched = api.scheduler
         await api.admin.post("/admin/drain")
         session = (await open_session(api.admin, "8")).json()
-        job = await submit(api, sequence_json, session["id"])
-        moved = (await api.user.get(f"/sessions/{session['id']}")).json()["idle_expires_at"]
-        assert moved >= session["idle_expires_at"]
-
+        first = await submit(api, sequence_json, session["id"])
         wall = sched.clock
-        sched.clock = lambda: wall() + 120  # past the idle deadline
-        assert await sched.expire_sessions() == 0  # its job still waits
-        await api.user.post(f"/jobs/{job['id']}/cancel")
+        sched.clock = lambda: wall() + 30
+        second = await submit(api, sequence_json, session["id"])
+        moved = (await api.user.get(f"/sessions/{session['id']}")).json()["idle_expires_at"]
+        assert datetime.fromisoformat(moved) - datetime.fromisoformat(
+            session["idle_expires_at"]
+        ) > timedelta(seconds=20)
+
+        sched.clock = lambda: wall() + 120  # past the moved idle deadline
+        assert await sched.expire_sessions() == 0  # its jobs still wait
+        for job in (first, second):
+            await api.user.post(f"/jobs/{job['id']}/cancel")
         assert await sched.expire_sessions() == 1
         view = (await api.user.get(f"/sessions/{session['id']}")).json()
         assert view["revocation_reason"] == "idle_timeout"

@@ -126,7 +126,8 @@ class Scheduler:
         self._sessions: dict[str, SessionRow] = {}
         """Open sessions: every submission names one on HPC, and asks for no database read."""
         self._opening = asyncio.Lock()
-        """Held while a session is checked against the free QPU slots and stored."""
+        """Held while a session is checked against the free QPU slots and stored, and while
+        expired sessions are revoked."""
         self._programs: dict[int, Program] = {}
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
@@ -374,8 +375,8 @@ class Scheduler:
                 now,
                 *self._deadlines(now),
             )
-        self._sessions[session.id] = session
-        self._queue.set_slots(session.id, session.qpu_slots)
+            self._sessions[session.id] = session
+            self._queue.set_slots(session.id, session.qpu_slots)
         return session
 
     def _deadlines(self, now: float) -> tuple[float | None, float | None]:
@@ -384,9 +385,13 @@ class Scheduler:
         return (now + idle if idle else None), (now + lifetime if lifetime else None)
 
     async def _session_used(self, session: SessionRow) -> None:
-        """A job was submitted in ``session``: its idle deadline starts again."""
+        """A job was submitted in ``session``: its idle deadline starts again. Stored only
+        when it moves by over 1 % of the timeout, so a sweep of submissions writes it once."""
         idle_expires_at = self._deadlines(self.clock())[0]
         if idle_expires_at is None or session.id not in self._sessions:
+            return
+        moved = idle_expires_at - (session.idle_expires_at or 0.0)
+        if moved <= self.config.session_idle_timeout_s / 100:
             return
         await self.db(self.store.extend_idle_deadline, session.id, idle_expires_at)
         self._sessions[session.id] = dataclasses.replace(session, idle_expires_at=idle_expires_at)
@@ -417,7 +422,8 @@ class Scheduler:
         only delays the next look."""
         while True:
             try:
-                await self.expire_sessions()
+                async with self._opening:  # not while a session is being opened
+                    await self.expire_sessions()
             except SchedulerError as err:
                 log.warning("session expiry check failed: %s", err)
             await asyncio.sleep(self.config.session_reaper_interval_s)

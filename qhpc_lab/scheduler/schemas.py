@@ -56,7 +56,9 @@ Name = Annotated[Text, StringConstraints(max_length=32)]
 SessionId = Annotated[Text, Path(max_length=64, description="A session id (a UUID).")]
 StatusFilter = Annotated[Text | None, Query(max_length=16, description="Only jobs in this status.")]
 RevokeReason = Annotated[Text, Query(max_length=200)]
-IdFilter = Annotated[Text | None, Query(max_length=64, description="Only sessions with this id.")]
+IdFilter = Annotated[
+    Text | None, Query(max_length=64, description="Only sessions of this user or Slurm job.")
+]
 TimeBound = Annotated[FiniteFloat | None, Query(description="A Unix time.")]
 EndBound = Annotated[
     datetime | None, Query(description="An RFC 3339 date-time (UTC when no offset) or Unix time.")
