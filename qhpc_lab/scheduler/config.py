@@ -56,6 +56,18 @@ class SchedulerConfig:
     """Jobs one session (one Slurm job) may have queued (0: no limit)."""
     max_queued_shots_per_session: int = 10_000_000
     """Shots one session may have queued (0: no limit)."""
+    qpu_slots_total: int = 0
+    """QPU slots all open sessions may hold together (Warden's ``qpu.qpu_slots_total``): a
+    session asking for more than are free is refused with 409. 0: slots are not managed (no
+    limit, and ``GET /qpu-slots`` answers 404, as Warden does when it is unset)."""
+    session_idle_timeout_s: float = 0.0
+    """Warden's ``session.idle_timeout_s``: a session with no job submitted for this long and
+    none still active is revoked (reason ``idle_timeout``). 0: no idle deadline."""
+    session_max_lifetime_s: float = 0.0
+    """Warden's ``session.max_lifetime_s``: a session this old is revoked, its queued jobs
+    canceled (reason ``max_lifetime_expired``). 0: no lifetime deadline."""
+    session_reaper_interval_s: float = 10.0
+    """Warden's ``session.reaper_interval_s``: how often expired sessions are looked for."""
     log_format: str = "text"
     """``text`` for a terminal, ``json`` for one JSON object per line (a job's ids as fields)."""
     otlp_endpoint: str = ""
@@ -67,6 +79,12 @@ class SchedulerConfig:
         if isinstance(self.admin_uids, str | int):
             self.admin_uids = tuple(u.strip() for u in str(self.admin_uids).split(",") if u.strip())
         self.admin_uids = tuple(str(u) for u in self.admin_uids)
+        if self.qpu_slots_total < 0:
+            raise ValueError("qpu_slots_total must be 0 (unmanaged) or more")
+        if min(self.session_idle_timeout_s, self.session_max_lifetime_s) < 0:
+            raise ValueError("session deadlines must be 0 (none) or more seconds")
+        if self.session_reaper_interval_s <= 0:
+            raise ValueError("session_reaper_interval_s must be more than 0")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(
                 f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"

@@ -125,6 +125,9 @@ class Scheduler:
         self._queue = RankedQueue(self.policy)
         self._sessions: dict[str, SessionRow] = {}
         """Open sessions: every submission names one on HPC, and asks for no database read."""
+        self._opening = asyncio.Lock()
+        """Held while a session is checked against the free QPU slots and stored, and while
+        expired sessions are revoked."""
         self._programs: dict[int, Program] = {}
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
@@ -167,6 +170,10 @@ class Scheduler:
             asyncio.create_task(self._dispatcher.run_forever(), name="qhpc-dispatcher"),
             asyncio.create_task(self._publish_queue_forever(), name="qhpc-queue-events"),
         ]
+        if self.config.session_idle_timeout_s or self.config.session_max_lifetime_s:
+            self._tasks.append(
+                asyncio.create_task(self._reap_sessions_forever(), name="qhpc-session-reaper")
+            )
         self._tasks[0].add_done_callback(self.metrics.dispatcher_ended)
         self.metrics.dispatcher_running()
 
@@ -322,17 +329,105 @@ class Scheduler:
 
     # -- sessions -------------------------------------------------------------------------
 
+    @property
+    def qpu_slots_used(self) -> int:
+        """QPU slots the open sessions hold."""
+        return sum(self._queue.slots.values())
+
     async def open_session(
         self, user_id: str, slurm_job_id: str | None, qpu_slots: int
     ) -> SessionRow:
+        """Open a session, or return the open one of the same Slurm job (a prolog's retry);
+        409 when that one holds other slots, or when the slots asked for are not free."""
         if qpu_slots < 1:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
-        session = await self.db(
-            self.store.create_session, user_id, slurm_job_id, qpu_slots, self.clock()
-        )
-        self._sessions[session.id] = session
-        self._queue.set_slots(session.id, session.qpu_slots)
+        async with self._opening:
+            await self.expire_sessions()  # slots of expired sessions are free for this one
+            again = next(
+                (
+                    s
+                    for s in self._sessions.values()
+                    if slurm_job_id is not None
+                    and (s.user_id, s.slurm_job_id) == (user_id, slurm_job_id)
+                ),
+                None,
+            )
+            if again is not None and again.qpu_slots != qpu_slots:
+                raise SchedulerError(
+                    409,
+                    f"Slurm job {slurm_job_id} already has a session holding {again.qpu_slots} "
+                    f"QPU slots, not {qpu_slots}",
+                    "qpu_slots",
+                )
+            total = self.config.qpu_slots_total
+            if again is None and total and self.qpu_slots_used + qpu_slots > total:
+                raise SchedulerError(
+                    409,
+                    f"not enough QPU slots: {qpu_slots} asked for, "
+                    f"{max(total - self.qpu_slots_used, 0)} of {total} free",
+                    "qpu_slots_total",
+                )
+            now = self.clock()
+            session = await self.db(
+                self.store.create_session,
+                user_id,
+                slurm_job_id,
+                qpu_slots,
+                now,
+                *self._deadlines(now),
+            )
+            self._sessions[session.id] = session
+            self._queue.set_slots(session.id, session.qpu_slots)
         return session
+
+    def _deadlines(self, now: float) -> tuple[float | None, float | None]:
+        """A session's idle and lifetime deadlines from ``now`` (None: that one is off)."""
+        idle, lifetime = self.config.session_idle_timeout_s, self.config.session_max_lifetime_s
+        return (now + idle if idle else None), (now + lifetime if lifetime else None)
+
+    async def _session_used(self, session: SessionRow) -> None:
+        """A job was submitted in ``session``: its idle deadline starts again. Stored only
+        when it moves by over 1 % of the timeout, so a sweep of submissions writes it once."""
+        idle_expires_at = self._deadlines(self.clock())[0]
+        if idle_expires_at is None or session.id not in self._sessions:
+            return
+        moved = idle_expires_at - (session.idle_expires_at or 0.0)
+        if moved <= self.config.session_idle_timeout_s / 100:
+            return
+        await self.db(self.store.extend_idle_deadline, session.id, idle_expires_at)
+        self._sessions[session.id] = dataclasses.replace(session, idle_expires_at=idle_expires_at)
+
+    async def expire_sessions(self) -> int:
+        """Revoke the open sessions past a deadline, as Warden's reaper does: past its
+        lifetime always (reason ``max_lifetime_expired``), past its idle deadline only once
+        none of its jobs is active (``idle_timeout``). Returns how many were revoked."""
+        now, expired = self.clock(), 0
+        for session in list(self._sessions.values()):
+            if session.expires_at is not None and session.expires_at <= now:
+                reason = "max_lifetime_expired"
+            elif (
+                session.idle_expires_at is not None
+                and session.idle_expires_at <= now
+                and not self._queued_jobs[f"session:{session.id}"]
+            ):
+                reason = "idle_timeout"
+            else:
+                continue
+            log.info("session %s revoked: %s", session.id, reason)
+            await self.revoke_session(session.id, reason)
+            expired += 1
+        return expired
+
+    async def _reap_sessions_forever(self) -> None:
+        """Look for expired sessions every ``session_reaper_interval_s``; a store outage
+        only delays the next look."""
+        while True:
+            try:
+                async with self._opening:  # not while a session is being opened
+                    await self.expire_sessions()
+            except SchedulerError as err:
+                log.warning("session expiry check failed: %s", err)
+            await asyncio.sleep(self.config.session_reaper_interval_s)
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         if session_id in self._sessions:
@@ -439,6 +534,8 @@ class Scheduler:
             except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
                 return duplicate.job
             traced.accepted(row)
+        if session is not None:
+            await self._session_used(session)
         log.info(
             "job %s accepted: %s, %d shots, class %s",
             row.id,

@@ -7,6 +7,7 @@ are bounded to what the store's columns hold (32-bit integers).
 """
 
 import dataclasses
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
@@ -55,7 +56,23 @@ Name = Annotated[Text, StringConstraints(max_length=32)]
 SessionId = Annotated[Text, Path(max_length=64, description="A session id (a UUID).")]
 StatusFilter = Annotated[Text | None, Query(max_length=16, description="Only jobs in this status.")]
 RevokeReason = Annotated[Text, Query(max_length=200)]
+IdFilter = Annotated[
+    Text | None, Query(max_length=64, description="Only sessions of this user or Slurm job.")
+]
 TimeBound = Annotated[FiniteFloat | None, Query(description="A Unix time.")]
+EndBound = Annotated[
+    datetime | None, Query(description="An RFC 3339 date-time (UTC when no offset) or Unix time.")
+]
+IdList = Annotated[
+    list[Annotated[Text, StringConstraints(min_length=1, max_length=64)]] | None,
+    Query(max_length=100, description="Any of these (repeat the parameter)."),
+]
+JobIdList = Annotated[list[Annotated[int, Field(ge=1, lt=2**31)]] | None, Query(max_length=100)]
+StatusList = Annotated[
+    list[Annotated[Text, StringConstraints(max_length=16)]] | None, Query(max_length=10)
+]
+PageLimit = Annotated[int, Query(ge=1, le=100, description="Rows per page (Warden's 100 at most).")]
+PageOffset = Annotated[int, Query(ge=0, lt=2**31, description="Rows to skip.")]
 
 
 class SessionIn(BaseModel):
@@ -71,11 +88,20 @@ class SessionOut(BaseModel):
     id: str
     user_id: str
     slurm_job_id: str | None
-    scheduler_job_id: str | None
+    scheduler_job_id: str | None = Field(description="Warden's name of slurm_job_id.")
     qpu_slots: int
     created_at: str
     revoked_at: str | None
     revoke_reason: str | None
+    revocation_reason: str | None = Field(
+        description="Warden's name of revoke_reason: idle_timeout or max_lifetime_expired when "
+        "a deadline revoked it."
+    )
+    idle_expires_at: str | None = Field(
+        description="Revoked after this once none of its jobs is active; each job submitted "
+        "in it moves it on. Null: no idle deadline."
+    )
+    expires_at: str | None = Field(description="Revoked at this time. Null: no lifetime limit.")
 
 
 class JobIn(BaseModel):
@@ -166,9 +192,127 @@ class AccessibleIn(BaseModel):
     message: Annotated[Text, StringConstraints(max_length=1000)] | None = None
 
 
+class QpuSlotsOut(BaseModel):
+    qpu_slots_total: int
+    qpu_slots_used: int = Field(description="Slots the open sessions hold.")
+    qpu_slots_available: int
+
+
 class AccessibleOut(BaseModel):
     is_accessible: bool
     message: str
+    qpu_slots_total: int | None = Field(None, description="Left out when slots are not managed.")
+    qpu_slots_used: int | None = None
+    qpu_slots_available: int | None = None
+
+
+class CapacityOut(BaseModel):
+    available_slots: int
+    max_slots: int
+
+
+class ResourceStatusOut(BaseModel):
+    """QRMI's ``ResourceStatus`` (qiskit-community/qrmi's ``status()``), as served for a
+    pasqal-local resource; unreported fields are null as in QRMI."""
+
+    status: Literal["online", "offline", "paused"] = Field(
+        description="offline: closed by an administrator; paused: draining or calibrating."
+    )
+    status_reason: str | None = Field(description="maintenance, draining or calibration.")
+    healthy: bool = Field(description="Whether the dispatcher makes progress (GET /health).")
+    busy: bool = Field(description="A job is running or waiting: a new one will not start now.")
+    capacity: CapacityOut | None = Field(description="QPU slots; null when not managed.")
+    pending_job_count: int = Field(description="Jobs waiting (not running).")
+    queue_position: int | None = Field(
+        description="The job_id asked about: 1 = next to run, 0 = running, null when final."
+    )
+
+
+class CurrentJobOut(BaseModel):
+    id: int
+    session_id: str | None
+    user_id: str
+    started_at: str | None
+    backend_id: str | None = Field(description="Always null: the QPU has no job ids of its own.")
+
+
+class OpenSessionOut(BaseModel):
+    id: str
+    user_id: str
+    created_at: str
+    slurm_job_id: str | None
+
+
+class StatusOut(BaseModel):
+    pending_jobs_count: int
+    current_job: CurrentJobOut | None
+    open_sessions: list[OpenSessionOut]
+
+
+class PaginationOut(BaseModel):
+    total: int
+    start: int
+    end: int
+
+
+class SessionsSummaryOut(BaseModel):
+    count: int
+    total_duration: int = Field(description="Seconds.")
+
+
+class JobStatsOut(BaseModel):
+    count: int
+    execution_time: int = Field(description="Seconds, first shot to end.")
+    wait_time: int = Field(description="Seconds, submission to first shot.")
+    shots: int
+
+
+class JobsSummaryOut(JobStatsOut):
+    per_status: dict[str, JobStatsOut]
+
+
+class UserAccountingOut(BaseModel):
+    user_id: str
+    sessions: SessionsSummaryOut
+    jobs: JobsSummaryOut
+
+
+class UsersAccountingOut(BaseModel):
+    data: list[UserAccountingOut]
+    pagination: PaginationOut
+
+
+class SessionAccountingOut(BaseModel):
+    id: str
+    user_id: str
+    created_at: str
+    revoked_at: str | None
+    slurm_job_id: str | None
+    total_duration: int
+    jobs_count: int
+
+
+class SessionsAccountingOut(BaseModel):
+    data: list[SessionAccountingOut]
+    pagination: PaginationOut
+
+
+class JobAccountingOut(BaseModel):
+    id: int
+    user_id: str
+    session_id: str | None
+    slurm_job_id: str | None
+    status: str
+    shots: int
+    execution_time: int
+    wait_time: int
+    shots_done: int = Field(description="Shots that ran (a canceled job's finished chunks).")
+    qpu_seconds: float = Field(description="Device time: shots × time per shot.")
+
+
+class JobsAccountingOut(BaseModel):
+    data: list[JobAccountingOut]
+    pagination: PaginationOut
 
 
 Formats = Annotated[

@@ -39,6 +39,8 @@ sessions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
     sa.Column("revoke_reason", sa.Text),
+    sa.Column("idle_expires_at", sa.Float),
+    sa.Column("expires_at", sa.Float),
 )
 
 jobs = sa.Table(
@@ -75,6 +77,12 @@ facts = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+WAIT = jobs.c.started_at - jobs.c.created_at
+"""A job's wait: submission to first shot (every accounting view's one definition)."""
+EXECUTION = jobs.c.finished_at - jobs.c.started_at
+"""A job's execution time: first shot to its end."""
+SESSION_DURATION = sessions.c.revoked_at - sessions.c.created_at
 
 MAX_JOB_ID = 2**31 - 1
 """Largest id the ``jobs.id`` column holds on every backend (INTEGER is 32-bit on PostgreSQL)."""
@@ -121,6 +129,46 @@ class JobRow:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class AccountingQuery:
+    """What Warden's ``/accounting`` routes select: sessions or jobs that ended in
+    [ended_after, ended_before) (Unix times; open-ended when None), narrowed by ids, one page."""
+
+    ended_after: float | None = None
+    ended_before: float | None = None
+    user_ids: tuple[str, ...] = ()
+    session_ids: tuple[str, ...] = ()
+    slurm_job_ids: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    job_ids: tuple[int, ...] = ()
+    offset: int = 0
+    limit: int = 100
+
+    def sessions(self) -> list[sa.ColumnElement[bool]]:
+        """Ended sessions in the window (a session still open is not accounted yet)."""
+        ended = sessions.c.revoked_at
+        where = [ended.is_not(None)]
+        where += [] if self.ended_after is None else [ended >= self.ended_after]
+        where += [] if self.ended_before is None else [ended < self.ended_before]
+        where += [sessions.c.user_id.in_(self.user_ids)] if self.user_ids else []
+        where += [sessions.c.id.in_(self.session_ids)] if self.session_ids else []
+        where += [sessions.c.slurm_job_id.in_(self.slurm_job_ids)] if self.slurm_job_ids else []
+        return where
+
+    def jobs(self) -> list[sa.ColumnElement[bool]]:
+        """Ended jobs in the window (a job still active is not accounted yet)."""
+        ended = jobs.c.finished_at
+        where = [ended.is_not(None)]
+        where += [] if self.ended_after is None else [ended >= self.ended_after]
+        where += [] if self.ended_before is None else [ended < self.ended_before]
+        where += [jobs.c.user_id.in_(self.user_ids)] if self.user_ids else []
+        where += [jobs.c.session_id.in_(self.session_ids)] if self.session_ids else []
+        where += [jobs.c.slurm_job_id.in_(self.slurm_job_ids)] if self.slurm_job_ids else []
+        where += [jobs.c.status.in_(self.statuses)] if self.statuses else []
+        where += [jobs.c.id.in_(self.job_ids)] if self.job_ids else []
+        return where
+
+
 @dataclass
 class SessionRow:
     id: str
@@ -130,6 +178,10 @@ class SessionRow:
     created_at: float
     revoked_at: float | None
     revoke_reason: str | None
+    idle_expires_at: float | None = None
+    """Warden's idle deadline: revoked after it unless a job of the session is still active."""
+    expires_at: float | None = None
+    """Warden's maximum-lifetime deadline: revoked after it, its queued jobs canceled."""
 
     @property
     def active(self) -> bool:
@@ -215,14 +267,20 @@ class Store:
         column this release no longer has (``results``, now derived from ``counts``) stays in
         an older database, unread and unwritten."""
         with self._write() as conn:
-            present = {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
-            for column in jobs.columns:
-                if column.name in present:
-                    continue
-                kind = column.type.compile(dialect=conn.dialect)
-                default = " NOT NULL DEFAULT 0" if column.name.endswith("_seconds") else ""
-                conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {column.name} {kind}{default}"))
-            if "idempotency_key" not in present:
+            present: dict[str, set[str]] = {}
+            for table in (jobs, sessions):
+                present[table.name] = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in present[table.name]:
+                        continue
+                    kind = column.type.compile(dialect=conn.dialect)
+                    default = " NOT NULL DEFAULT 0" if column.name.endswith("_seconds") else ""
+                    conn.execute(
+                        sa.text(
+                            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}"
+                        )
+                    )
+            if "idempotency_key" not in present["jobs"]:
                 sa.Index(
                     "jobs_idempotency", jobs.c.user_id, jobs.c.idempotency_key, unique=True
                 ).create(conn, checkfirst=True)
@@ -233,7 +291,13 @@ class Store:
     # -- sessions -------------------------------------------------------------------------
 
     def create_session(
-        self, user_id: str, slurm_job_id: str | None, qpu_slots: int, now: float | None = None
+        self,
+        user_id: str,
+        slurm_job_id: str | None,
+        qpu_slots: int,
+        now: float | None = None,
+        idle_expires_at: float | None = None,
+        expires_at: float | None = None,
     ) -> SessionRow:
         """Open a session, or return the active one for the same user and Slurm job (retries)."""
         with self._write() as conn:
@@ -255,6 +319,8 @@ class Store:
                 created_at=self.clock() if now is None else now,
                 revoked_at=None,
                 revoke_reason=None,
+                idle_expires_at=idle_expires_at,
+                expires_at=expires_at,
             )
             conn.execute(sessions.insert().values(**values))
             return SessionRow(**values)
@@ -264,14 +330,33 @@ class Store:
             row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).first()
         return SessionRow(**row._mapping) if row else None
 
-    def list_sessions(self, active: bool | None = None) -> list[SessionRow]:
+    def list_sessions(
+        self,
+        active: bool | None = None,
+        user_id: str | None = None,
+        slurm_job_id: str | None = None,
+    ) -> list[SessionRow]:
+        """Oldest first; Warden's filters (``scheduler_job_id`` is ``slurm_job_id``)."""
         query = sa.select(sessions).order_by(sessions.c.created_at)
+        if user_id is not None:
+            query = query.where(sessions.c.user_id == user_id)
+        if slurm_job_id is not None:
+            query = query.where(sessions.c.slurm_job_id == slurm_job_id)
         if active is not None:
             query = query.where(
                 sessions.c.revoked_at.is_(None) if active else sessions.c.revoked_at.is_not(None)
             )
         with self.engine.connect() as conn:
             return [SessionRow(**r._mapping) for r in conn.execute(query)]
+
+    def extend_idle_deadline(self, session_id: str, idle_expires_at: float) -> None:
+        """Push an open session's idle deadline out (a job was submitted in it)."""
+        with self._write() as conn:
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+                .values(idle_expires_at=idle_expires_at)
+            )
 
     def revoke_session(
         self, session_id: str, reason: str, now: float | None = None
@@ -469,7 +554,6 @@ class Store:
         key = {"user": jobs.c.user_id, "slurm_job": jobs.c.slurm_job_id}.get(by)
         if key is None:
             raise ValueError(f"accounting groups by 'user' or 'slurm_job', not {by!r}")
-        wait = jobs.c.started_at - jobs.c.created_at
         query = (
             sa.select(
                 key.label("key"),
@@ -477,8 +561,8 @@ class Store:
                 sa.func.sum(sa.case((jobs.c.status == "DONE", 1), else_=0)).label("done"),
                 sa.func.coalesce(sa.func.sum(jobs.c.shots_done), 0).label("shots"),
                 sa.func.coalesce(sa.func.sum(jobs.c.qpu_seconds), 0.0).label("qpu_seconds"),
-                sa.func.avg(wait).label("mean_wait_s"),
-                sa.func.max(wait).label("max_wait_s"),
+                sa.func.avg(WAIT).label("mean_wait_s"),
+                sa.func.max(WAIT).label("max_wait_s"),
             )
             .group_by(key)
             .order_by(key)
@@ -489,6 +573,96 @@ class Store:
             query = query.where(jobs.c.created_at < until)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def accounting_users(
+        self, query: AccountingQuery
+    ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Warden's per-user summary: the number of users with ended sessions in the window,
+        one page of them (session count and duration), and their ended jobs of those sessions
+        per status."""
+        where = query.sessions()
+        users = sa.select(sa.func.count(sa.distinct(sessions.c.user_id))).where(*where)
+        page = (
+            sa.select(
+                sessions.c.user_id,
+                sa.func.count().label("count"),
+                sa.func.coalesce(sa.func.sum(SESSION_DURATION), 0.0).label("total_duration"),
+            )
+            .where(*where)
+            .group_by(sessions.c.user_id)
+            .order_by(sessions.c.user_id)
+            .offset(query.offset)
+            .limit(query.limit)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(users).scalar_one()
+            summaries = [dict(r._mapping) for r in conn.execute(page)]
+            if not summaries:
+                return total, [], []
+            per_status = (
+                sa.select(
+                    sessions.c.user_id,
+                    jobs.c.status,
+                    *_job_totals(),
+                )
+                .join(sessions, sessions.c.id == jobs.c.session_id)
+                .where(
+                    *where,
+                    jobs.c.finished_at.is_not(None),
+                    sessions.c.user_id.in_([s["user_id"] for s in summaries]),
+                )
+                .group_by(sessions.c.user_id, jobs.c.status)
+            )
+            return total, summaries, [dict(r._mapping) for r in conn.execute(per_status)]
+
+    def accounting_sessions(self, query: AccountingQuery) -> tuple[int, list[dict[str, Any]]]:
+        """Warden's per-session report: how many ended sessions match, and one page of them
+        (oldest first) with their duration and job count."""
+        where = query.sessions()
+        count = sa.select(sa.func.count()).select_from(sessions).where(*where)
+        page = (
+            sa.select(
+                sessions,
+                SESSION_DURATION.label("total_duration"),
+                sa.func.count(jobs.c.id).label("jobs_count"),
+            )
+            .outerjoin(jobs, jobs.c.session_id == sessions.c.id)
+            .where(*where)
+            .group_by(*sessions.c)
+            .order_by(sessions.c.created_at, sessions.c.id)
+            .offset(query.offset)
+            .limit(query.limit)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(count).scalar_one()
+            return total, [dict(r._mapping) for r in conn.execute(page)]
+
+    def accounting_jobs(self, query: AccountingQuery) -> tuple[int, list[dict[str, Any]]]:
+        """Warden's per-job report: how many ended jobs match, and one page of them (oldest
+        first) with their wait and execution times."""
+        where = query.jobs()
+        count = sa.select(sa.func.count()).select_from(jobs).where(*where)
+        page = (
+            sa.select(
+                jobs.c.id,
+                jobs.c.user_id,
+                jobs.c.session_id,
+                jobs.c.slurm_job_id,
+                jobs.c.status,
+                jobs.c.shots,
+                jobs.c.shots_done,
+                jobs.c.qpu_seconds,
+                sa.func.coalesce(EXECUTION, 0.0).label("execution_time"),
+                sa.func.coalesce(WAIT, 0.0).label("wait_time"),
+            )
+            .where(*where)
+            .order_by(jobs.c.created_at, jobs.c.id)
+            .offset(query.offset)
+            .limit(query.limit)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(count).scalar_one()
+            return total, [dict(r._mapping) for r in conn.execute(page)]
 
     # -- device facts ---------------------------------------------------------------------
 
@@ -525,6 +699,16 @@ class Store:
             return conn.execute(
                 seen_credentials.delete().where(seen_credentials.c.expires_at < now)
             ).rowcount
+
+
+def _job_totals() -> list[sa.Label[Any]]:
+    """Count, execution and wait time, and shots of a group of jobs (Warden's job summary)."""
+    return [
+        sa.func.count().label("count"),
+        sa.func.coalesce(sa.func.sum(EXECUTION), 0.0).label("execution_time"),
+        sa.func.coalesce(sa.func.sum(WAIT), 0.0).label("wait_time"),
+        sa.func.coalesce(sa.func.sum(jobs.c.shots), 0).label("shots"),
+    ]
 
 
 seen_credentials = sa.Table(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.scheduler.policy import PolicyConfig
-from qhpc_lab.scheduler.store import JobRow, SessionRow
+from qhpc_lab.scheduler.store import AccountingQuery, JobRow, SessionRow
 from qhpc_lab.scheduler.timeline import story
 
 if TYPE_CHECKING:
@@ -91,12 +91,169 @@ def session_view(session: SessionRow) -> dict[str, Any]:
         "created_at": iso_time(session.created_at),
         "revoked_at": iso_time(session.revoked_at),
         "revoke_reason": session.revoke_reason,
+        "revocation_reason": session.revoke_reason,
+        "idle_expires_at": iso_time(session.idle_expires_at),
+        "expires_at": iso_time(session.expires_at),
+    }
+
+
+def qpu_slots_view(scheduler: Scheduler) -> dict[str, int] | None:
+    """QPU slot capacity (``QpuSlotsOut``), Warden's names; None when slots are not managed."""
+    total = scheduler.config.qpu_slots_total
+    if not total:
+        return None
+    used = scheduler.qpu_slots_used
+    return {
+        "qpu_slots_total": total,
+        "qpu_slots_used": used,
+        "qpu_slots_available": max(total - used, 0),
     }
 
 
 def accessible_view(scheduler: Scheduler) -> dict[str, Any]:
-    """Whether submissions are open (``AccessibleOut``)."""
-    return {"is_accessible": scheduler.accessible, "message": scheduler.message}
+    """Whether submissions are open, and the QPU slots when managed (``AccessibleOut``)."""
+    return {
+        "is_accessible": scheduler.accessible,
+        "message": scheduler.message,
+        **(qpu_slots_view(scheduler) or {}),
+    }
+
+
+def resource_status_view(scheduler: Scheduler, queue_position: int | None = None) -> dict[str, Any]:
+    """The device as QRMI's ``ResourceStatus`` (``ResourceStatusOut``)."""
+    info = scheduler.device_info()
+    reason = {"MAINTENANCE": "maintenance", "CALIBRATING": "calibration"}.get(info["state"])
+    reason = reason or ("draining" if scheduler.draining else None)
+    status = {"maintenance": "offline", None: "online"}.get(reason, "paused")
+    slots = qpu_slots_view(scheduler)
+    waiting = _waiting(info)
+    return {
+        "status": status,
+        "status_reason": reason,
+        "healthy": scheduler.health.ok,
+        "busy": info["running"] is not None or waiting > 0,
+        "capacity": slots
+        and {
+            "available_slots": slots["qpu_slots_available"],
+            "max_slots": slots["qpu_slots_total"],
+        },
+        "pending_job_count": waiting,
+        "queue_position": queue_position,
+    }
+
+
+def _waiting(info: dict[str, Any]) -> int:
+    """Active jobs not running, from :meth:`Scheduler.device_info`."""
+    return sum(info["queue_depth"].values()) - (info["running"] is not None)
+
+
+def status_view(
+    scheduler: Scheduler, running: JobRow | None, sessions: list[SessionRow]
+) -> dict[str, Any]:
+    """Warden's ``GET /status`` (``StatusOut``): waiting jobs, the running one, open sessions."""
+    return {
+        "pending_jobs_count": _waiting(scheduler.device_info()),
+        "current_job": running
+        and {
+            "id": running.id,
+            "session_id": running.session_id,
+            "user_id": running.user_id,
+            "started_at": iso_time(running.started_at),
+            "backend_id": None,
+        },
+        "open_sessions": [
+            {
+                "id": s.id,
+                "user_id": s.user_id,
+                "created_at": iso_time(s.created_at),
+                "slurm_job_id": s.slurm_job_id,
+            }
+            for s in sessions
+        ],
+    }
+
+
+def page_view(query: AccountingQuery, count: int, total: int) -> dict[str, int]:
+    """Warden's pagination: ``start`` clamped to ``total``, ``end - start == count``."""
+    start = min(query.offset, total)
+    return {"total": total, "start": start, "end": start + count}
+
+
+def _job_stats(row: dict[str, Any]) -> dict[str, int]:
+    return {
+        "count": int(row["count"]),
+        "execution_time": int(row["execution_time"]),
+        "wait_time": int(row["wait_time"]),
+        "shots": int(row["shots"]),
+    }
+
+
+def users_accounting_view(
+    query: AccountingQuery,
+    total: int,
+    summaries: list[dict[str, Any]],
+    per_status: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Warden's ``GET /accounting`` (``UsersAccountingOut``) from the store's rows."""
+    jobs: dict[str, dict[str, Any]] = {
+        s["user_id"]: {
+            "count": 0,
+            "execution_time": 0,
+            "wait_time": 0,
+            "shots": 0,
+            "per_status": {},
+        }
+        for s in summaries
+    }
+    for row in per_status:
+        stats, summary = _job_stats(row), jobs[row["user_id"]]
+        summary["per_status"][row["status"]] = stats
+        for key, value in stats.items():
+            summary[key] += value
+    data = [
+        {
+            "user_id": s["user_id"],
+            "sessions": {"count": s["count"], "total_duration": int(s["total_duration"])},
+            "jobs": jobs[s["user_id"]],
+        }
+        for s in summaries
+    ]
+    return {"data": data, "pagination": page_view(query, len(data), total)}
+
+
+def sessions_accounting_view(
+    query: AccountingQuery, total: int, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Warden's ``GET /accounting/sessions`` (``SessionsAccountingOut``)."""
+    data = [
+        {
+            "id": r["id"],
+            "user_id": r["user_id"],
+            "created_at": iso_time(r["created_at"]),
+            "revoked_at": iso_time(r["revoked_at"]),
+            "slurm_job_id": r["slurm_job_id"],
+            "total_duration": int(r["total_duration"] or 0),
+            "jobs_count": int(r["jobs_count"]),
+        }
+        for r in rows
+    ]
+    return {"data": data, "pagination": page_view(query, len(data), total)}
+
+
+def jobs_accounting_view(
+    query: AccountingQuery, total: int, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Warden's ``GET /accounting/jobs`` (``JobsAccountingOut``)."""
+    data = [
+        {
+            **r,
+            "execution_time": int(r["execution_time"]),
+            "wait_time": int(r["wait_time"]),
+            "qpu_seconds": round(r["qpu_seconds"], 6),
+        }
+        for r in rows
+    ]
+    return {"data": data, "pagination": page_view(query, len(data), total)}
 
 
 def policy_view(policy: PolicyConfig) -> dict[str, Any]:

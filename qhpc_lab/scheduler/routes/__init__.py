@@ -1,7 +1,25 @@
 """The API's routes, one router per resource; ``app.py`` mounts :data:`ROUTERS` in order."""
 
-from qhpc_lab.scheduler.routes import admin, device, events, health, jobs, sessions
+from qhpc_lab.scheduler.routes import (
+    accounting,
+    admin,
+    device,
+    events,
+    health,
+    jobs,
+    sessions,
+    status,
+)
 
-ROUTERS = [device.router, sessions.router, jobs.router, events.router, health.router, admin.router]
+ROUTERS = [
+    device.router,
+    sessions.router,
+    jobs.router,
+    events.router,
+    health.router,
+    status.router,
+    accounting.router,
+    admin.router,
+]
 
 __all__ = ["ROUTERS"]

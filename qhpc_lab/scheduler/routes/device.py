@@ -15,7 +15,11 @@ router = APIRouter()
 
 
 @router.get(
-    "/accessible", response_model=AccessibleOut, tags=["warden"], responses=error_responses()
+    "/accessible",
+    response_model=AccessibleOut,
+    response_model_exclude_none=True,  # slot fields only when slots are managed
+    tags=["warden"],
+    responses=error_responses(),
 )
 async def get_accessible(sched: SchedulerDep) -> dict[str, Any]:
     return accessible_view(sched)
@@ -24,6 +28,7 @@ async def get_accessible(sched: SchedulerDep) -> dict[str, Any]:
 @router.post(
     "/accessible",
     response_model=AccessibleOut,
+    response_model_exclude_none=True,
     tags=["warden", "admin"],
     responses=ADMIN_BODY_ERRORS,
 )

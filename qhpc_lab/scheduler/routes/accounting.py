@@ -1,0 +1,125 @@
+"""Warden's accounting reports under ``/accounting``: per user, per session and per job, for
+what ended in a window, a page at a time (``/admin/accounting`` groups by submission)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+
+from qhpc_lab.scheduler.errors import error_responses
+from qhpc_lab.scheduler.routes.deps import Admin, SchedulerDep
+from qhpc_lab.scheduler.schemas import (
+    EndBound,
+    IdList,
+    JobIdList,
+    JobsAccountingOut,
+    PageLimit,
+    PageOffset,
+    SessionsAccountingOut,
+    StatusList,
+    UsersAccountingOut,
+)
+from qhpc_lab.scheduler.store import AccountingQuery
+from qhpc_lab.scheduler.views import (
+    jobs_accounting_view,
+    sessions_accounting_view,
+    users_accounting_view,
+)
+
+router = APIRouter(prefix="/accounting", tags=["warden", "admin"])
+ADMIN_QUERY = error_responses(401, 403, 422)
+
+
+def _unix(moment: datetime | None) -> float | None:
+    """A query's date-time as a Unix time; one without an offset is UTC, as Warden reads it."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _query(
+    ended_after: datetime | None,
+    ended_before: datetime | None,
+    limit: int,
+    offset: int,
+    **ids: list[Any] | None,
+) -> AccountingQuery:
+    return AccountingQuery(
+        _unix(ended_after),
+        _unix(ended_before),
+        offset=offset,
+        limit=limit,
+        **{name: tuple(values or ()) for name, values in ids.items()},
+    )
+
+
+@router.get("", response_model=UsersAccountingOut, responses=ADMIN_QUERY)
+async def get_accounting(
+    _who: Admin,
+    sched: SchedulerDep,
+    ended_after: EndBound = None,
+    ended_before: EndBound = None,
+    user_id: IdList = None,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
+) -> dict[str, Any]:
+    """Per user: sessions that ended in the window (count, duration) and their ended jobs
+    (count, execution and wait time, shots; in all and per status)."""
+    query = _query(ended_after, ended_before, limit, offset, user_ids=user_id)
+    return users_accounting_view(query, *await sched.db(sched.store.accounting_users, query))
+
+
+@router.get("/sessions", response_model=SessionsAccountingOut, responses=ADMIN_QUERY)
+async def get_sessions_accounting(
+    _who: Admin,
+    sched: SchedulerDep,
+    ended_after: EndBound = None,
+    ended_before: EndBound = None,
+    user_id: IdList = None,
+    session_id: IdList = None,
+    slurm_job_id: IdList = None,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
+) -> dict[str, Any]:
+    """One row per session that ended in the window, oldest first."""
+    query = _query(
+        ended_after,
+        ended_before,
+        limit,
+        offset,
+        user_ids=user_id,
+        session_ids=session_id,
+        slurm_job_ids=slurm_job_id,
+    )
+    return sessions_accounting_view(query, *await sched.db(sched.store.accounting_sessions, query))
+
+
+@router.get("/jobs", response_model=JobsAccountingOut, responses=ADMIN_QUERY)
+async def get_jobs_accounting(
+    _who: Admin,
+    sched: SchedulerDep,
+    ended_after: EndBound = None,
+    ended_before: EndBound = None,
+    user_id: IdList = None,
+    session_id: IdList = None,
+    slurm_job_id: IdList = None,
+    status: StatusList = None,
+    job_id: JobIdList = None,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
+) -> dict[str, Any]:
+    """One row per job that ended in the window, oldest first (jobs without a session too)."""
+    query = _query(
+        ended_after,
+        ended_before,
+        limit,
+        offset,
+        user_ids=user_id,
+        session_ids=session_id,
+        slurm_job_ids=slurm_job_id,
+        statuses=status,
+        job_ids=job_id,
+    )
+    return jobs_accounting_view(query, *await sched.db(sched.store.accounting_jobs, query))
