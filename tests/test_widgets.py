@@ -171,6 +171,8 @@ async def test_job_panels_show_queue_and_device_and_cancel_through_the_scheduler
     assert "CANCELED" in shown(first)
     result = await second.wait()  # moved up by the cancel, without an event of its own
     assert result.shots == 10 and "DONE" in shown(second)
+    # why it waited, from its timeline: the first job's chunks and the calibration
+    assert re.search(r"waited for \d+ production chunks?, calibration \(", shown(second))
     assert shown(second).count("calibration age") == 1  # said once, by the result
     assert f"calibration age {format_duration(result.calibration_age_s)}" in shown(second)
 

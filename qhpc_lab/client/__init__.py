@@ -32,6 +32,7 @@ from qhpc_lab.client._target import (
     TargetError,
     TargetInfo,
 )
+from qhpc_lab.client._timeline import waited_summary
 
 __all__ = [
     "AnswerError",
@@ -54,4 +55,5 @@ __all__ = [
     "submit",
     "targets",
     "use",
+    "waited_summary",
 ]

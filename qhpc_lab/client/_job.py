@@ -81,6 +81,10 @@ class Job:
         keeps no timeline (the emulator, QRMI resources, plain Warden)."""
         return _loop.call(self._target.timeline(self.id))
 
+    async def atimeline(self) -> list[dict[str, Any]] | None:
+        """:meth:`timeline` for async code (the panel)."""
+        return await _loop.acall(self._target.timeline(self.id))
+
     def cancel(self) -> str:
         """Cancel the job unless it already ended; return its status afterwards."""
         self.state = _loop.call(self._target.cancel(self.id))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qhpc_lab.vocabulary import format_duration
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -54,3 +56,19 @@ def plot_timeline(entries: list[dict[str, Any]], title: str, ax: Axes | None = N
     if shown:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
     return ax
+
+
+def waited_summary(entries: list[dict[str, Any]]) -> str | None:
+    """Why the job waited, in one line (the panel's): how many chunks of each class ran while
+    it waited, and the calibrations and holds it sat through; None when nothing held it up."""
+    behind: dict[str, int] = {}
+    device: dict[str, float] = {}
+    for entry in entries:
+        kind = entry["event"]
+        if kind == "waited_behind":
+            behind[entry["by_class"]] = behind.get(entry["by_class"], 0) + entry["chunks"]
+        elif kind in ROW_OF and kind != "chunk":
+            device[kind] = device.get(kind, 0.0) + entry["until"] - entry["at"]
+    parts = [f"{n} {name} chunk{'s' if n != 1 else ''}" for name, n in behind.items()]
+    parts += [f"{kind} ({format_duration(seconds)})" for kind, seconds in device.items()]
+    return f"waited for {', '.join(parts)}" if parts else None

@@ -17,6 +17,7 @@ ends, re-sent then), which frontends without widgets — nbconvert, consoles —
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import time
 from collections.abc import Coroutine
@@ -25,7 +26,7 @@ from typing import Any
 import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 
-from qhpc_lab.client import Client, ClientError, Job, Result, TargetInfo
+from qhpc_lab.client import Client, ClientError, Job, Result, TargetInfo, waited_summary
 from qhpc_lab.vocabulary import format_duration
 
 TICK_S = 1.0
@@ -102,6 +103,8 @@ class JobPanel(_Panel):
         self._info: TargetInfo | None = None
         self._info_at = 0.0
         self._result: Result | None = None
+        self._waited: str | None = None
+        """Why the finished job waited (its timeline in one line), where the target says."""
         self._note = ""
         self._error: Exception | None = None
         self._finished: asyncio.Future[None] | None = None
@@ -132,6 +135,9 @@ class JobPanel(_Panel):
                 self._render()
             if self._state.status == "DONE":
                 self._result = await self._job
+            if self._state.final:
+                with contextlib.suppress(ClientError):  # the story is a bonus, not the result
+                    self._waited = waited_summary(await self._job.atimeline() or [])
         except Exception as err:  # shown, never lost in a background task
             self._error = err
             self._note = f"lost track of the job: {err}"
@@ -206,8 +212,9 @@ class JobPanel(_Panel):
         if state.final:
             result = self._result
             if result is None or result.queued_s is None or result.run_s is None:
-                return []
-            return [f"queued {result.queued_s:.2f} s", f"ran {result.run_s:.2f} s"]
+                return [self._waited] if self._waited else []
+            facts = [f"queued {result.queued_s:.2f} s", f"ran {result.run_s:.2f} s"]
+            return [*facts, self._waited] if self._waited else facts
         facts = []
         if state.status == "RUNNING" or state.position == 0:
             facts.append("running")
