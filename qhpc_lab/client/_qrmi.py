@@ -108,10 +108,18 @@ class QRMITarget(Target):
             spec=self._spec,
         )
 
-    async def submit(self, program: Program, job_class: str | None) -> JobState:
-        """Pulser programs to Pasqal resources; ``job_class`` is the scheduler's notion only."""
+    async def submit(
+        self, program: Program, job_class: str | None, single_calibration: bool = False
+    ) -> JobState:
+        """Pulser programs to Pasqal resources; ``job_class`` is the scheduler's notion only,
+        and ``single_calibration`` is refused: a QRMI resource promises no calibration."""
         import qrmi
 
+        if single_calibration:
+            raise RefusedError(
+                f"target {self.name!r} ({self.type}) cannot keep a job under one calibration; "
+                "submit without single_calibration or to a scheduler target"
+            )
         if self.type not in PULSER_TYPES or program.format != "pulser":
             raise RefusedError(
                 f"target {self.name!r} ({self.type}) cannot run {program.format!r} programs: "
