@@ -4,22 +4,35 @@ shot range, and a single-calibration job's shots all come from one (docs/policy.
 from __future__ import annotations
 
 import dataclasses
+import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from qhpc_lab.client import CalibrationRange, Job, JobState, Result
+from qhpc_lab.client import CalibrationRange, Client, Job, JobState, RefusedError, Result
 from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._scheduler import parse_job
 from qhpc_lab.jupyter.widgets import JobPanel
+from qhpc_lab.programs import Program
 from qhpc_lab.qpu import Calibration, DeviceState, Drift
 from qhpc_lab.scheduler import policy
+from qhpc_lab.scheduler.auth import make_token
 from qhpc_lab.scheduler.policy import Calibrate, DeviceView, PolicyConfig, QueuedJob, RunChunk
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.store import Store, merge_calibration
-from tests.conftest import Clients, apoll_until, in_process, pulser_sequence_json, test_config
+from tests.conftest import (
+    SECRET,
+    USER,
+    Clients,
+    apoll_until,
+    daemon,
+    in_process,
+    pulser_sequence_json,
+    test_config,
+)
 
 WAIT_S = 120
 SHOTS = 6000
@@ -99,8 +112,9 @@ def job(id: int, shots: int = 100, shots_done: int = 0, **changes: Any) -> Queue
 
 
 def test_a_job_longer_than_a_calibration_interval_is_refused_up_front() -> None:
-    assert policy.single_calibration_refusal(10_000, None, device(), CONFIG) is None
-    refusal = policy.single_calibration_refusal(10_001, None, device(), CONFIG)
+    # one chunk (0.1 s) is kept in hand: 9990 shots of 10 ms fit in 100 s, 9991 do not
+    assert policy.single_calibration_refusal(9990, None, device(), CONFIG) is None
+    refusal = policy.single_calibration_refusal(9991, None, device(), CONFIG)
     assert refusal is not None and "longer than one calibration lasts (100 s)" in refusal
     bounded = policy.single_calibration_refusal(7000, 65.0, device(), CONFIG)
     assert bounded is not None and "max_calibration_age_s (65 s)" in bounded
@@ -260,8 +274,6 @@ async def device_info(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 def json_counts(view: dict[str, Any]) -> dict[str, int]:
-    import json
-
     return json.loads(view["results"])["counter"]
 
 
@@ -289,3 +301,34 @@ def test_the_panel_says_which_calibration_the_shots_ran_under() -> None:
     panel = JobPanel(Job(EmulatorTarget(), state, "QHPC-Test"))
     assert "shots 1–300 under calibration #4 (age 12 s–40 s)" in panel.text()
     assert "shots 1–300 under calibration #4 (age 12 s–40 s)" in panel._status.value
+
+
+def test_the_client_asks_for_one_calibration_and_reads_it_back(tmp_path: Path) -> None:
+    """``Client.submit(..., single_calibration=True)`` against the daemon, on the test device
+    calibrating every 5 s: 300 shots run under one calibration, which the Result names; 10,000
+    (5 s) cannot fit in one and are refused, naming the rule."""
+    profile = json.loads((resources.files("qhpc_lab.qpu") / "profiles" / "test.json").read_text())
+    profile["calibration"] = {"interval_s": 5.0, "duration_s": 0.2}
+    path = tmp_path / "five-seconds.json"
+    path.write_text(json.dumps(profile))
+    with daemon(tmp_path, "--device", str(path)) as scheduler:
+        environ = {
+            "HOME": str(tmp_path),
+            "QRMI_JOB_QPU_RESOURCES": "lab",
+            "QRMI_JOB_QPU_TYPES": "pasqal-local",
+            "lab_QRMI_WARDEN_URL": scheduler.url,
+            "QHPC_TOKEN": make_token(SECRET, USER),
+        }
+        client = Client(environ=environ)
+        try:
+            program = Program("pulser", pulser_sequence_json(), 300)
+            job = client.submit(program, target="lab", single_calibration=True)
+            result = job.result(WAIT_S)
+            with pytest.raises(RefusedError) as refused:
+                client.submit(program, shots=10_000, target="lab", single_calibration=True)
+        finally:
+            client.close()
+    assert [(c.shots_from, c.shots_to) for c in result.calibrations] == [(1, 300)]
+    assert result.calibrations[0].drift == dataclasses.asdict(DRIFT)
+    assert f"300 shots · calibration #{result.calibrations[0].id} (age" in str(result)
+    assert refused.value.rule == "single_calibration"

@@ -373,15 +373,18 @@ def single_calibration_refusal(
 ) -> str | None:
     """Why a single-calibration job of ``shots`` can never run under one calibration (None when
     it can): its shots take longer than the calibration interval, or than its age bound lets
-    shots start after a fresh calibration."""
+    shots start after a fresh calibration. One chunk duration is kept in hand for dispatch
+    latency: a job that fitted only to the millisecond would make rule 7 calibrate again and
+    again, each fresh calibration found a little too old."""
     seconds = shots * device.time_per_shot_s
-    if shots_within(device.calibration_interval_s, device.time_per_shot_s) < shots:
+    slack = device.chunk_duration_s
+    if shots_within(device.calibration_interval_s - slack, device.time_per_shot_s) < shots:
         return (
             f"{shots} shots take {seconds:g} s, longer than one calibration lasts "
             f"({device.calibration_interval_s:g} s): split the job or drop single_calibration"
         )
     probe = QueuedJob(0, "", None, "", shots, 0, 0.0, max_calibration_age_s)
-    if shots_within_age(probe, 0.0, device.time_per_shot_s, config) < shots:
+    if shots_within_age(probe, slack, device.time_per_shot_s, config) < shots:
         bound = age_bound(probe, config)
         return (
             f"{shots} shots take {seconds:g} s, more than the job's max_calibration_age_s "
