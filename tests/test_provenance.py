@@ -98,6 +98,49 @@ def test_record_chunk_keeps_provenance_exactly_once(tmp_path: Path) -> None:
         store.close()
 
 
+def test_restart_shots_discards_them_once(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        job = store.add_job(
+            user_id="u", job_class="test", format="pulser", body="{}", shots=200, created_at=0.0
+        )
+        store.mark_running(job.id, 1.0)
+        calibration = Calibration(3, 0.0, DRIFT)
+        store.record_chunk(job.id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, calibration)
+        restarted = store.restart_shots(job.id, 100)
+        assert restarted is not None and restarted.shots_done == 0
+        assert restarted.counts == {} and restarted.calibrations == []
+        assert restarted.qpu_seconds == 0.05 and restarted.status == "RUNNING"
+        assert store.restart_shots(job.id, 100) is None  # a retry of a committed restart
+    finally:
+        store.close()
+
+
+def test_a_database_from_before_provenance_gains_its_columns(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    job = old.add_job(
+        user_id="u", job_class="test", format="pulser", body="{}", shots=100, created_at=0.0
+    )
+    with old.engine.begin() as conn:
+        for column in ("calibrations", "single_calibration"):
+            conn.execute(sa.text(f"ALTER TABLE jobs DROP COLUMN {column}"))
+    old.close()
+    reopened = Store(url)
+    try:
+        row = reopened.get_job(job.id)
+        assert row is not None and row.calibrations == [] and row.single_calibration is False
+        reopened.mark_running(job.id, 1.0)
+        done = reopened.record_chunk(
+            job.id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, Calibration(1, 0.0, DRIFT)
+        )
+        assert done is not None and done.calibrations[0]["shots_to"] == 100
+    finally:
+        reopened.close()
+
+
 # -- the rule (pure policy) ----------------------------------------------------------------------
 
 
