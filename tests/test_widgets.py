@@ -16,7 +16,6 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from qhpc_lab.client import Client, JobError
-from qhpc_lab.jobs import format_duration
 from qhpc_lab.jupyter import magics
 from qhpc_lab.jupyter.widgets import JobPanel, TargetsPanel
 from qhpc_lab.programs import Program
@@ -170,8 +169,9 @@ async def test_job_panels_show_queue_and_device_and_cancel_through_the_scheduler
     assert "CANCELED" in shown(first)
     result = await second.wait()  # moved up by the cancel, without an event of its own
     assert result.shots == 10 and "DONE" in shown(second)
-    assert shown(second).count("calibration age") == 1  # said once, by the result
-    assert f"calibration age {format_duration(result.calibration_age_s)}" in shown(second)
+    (calibration,) = result.calibrations
+    assert shown(second).count(f"calibration #{calibration.id}") == 1  # said once, by the result
+    assert f"{calibration.label} · queued" in shown(second)
 
 
 @pytest.mark.anyio

@@ -203,11 +203,8 @@ class JobPanel(_Panel):
         self._outcome.value = outcome
 
     def _shown_calibrations(self) -> tuple[CalibrationRange, ...]:
-        """The calibrations its shots ran under, unless the result below lists them."""
-        result = self._result
-        if result is not None and len(result.calibrations) > 1:
-            return ()
-        return self._state.calibrations
+        """The calibrations its shots ran under, until the result below names them."""
+        return () if self._result is not None else self._state.calibrations
 
     def _queue_facts(self) -> list[str]:
         state = self._state
