@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -78,42 +79,41 @@ def test_a_range_that_does_not_follow_the_last_is_a_new_one() -> None:
     assert len(merge_calibration(ranges, 201, 100, calibration, 3.0, 4.0)) == 2
 
 
-def test_record_chunk_keeps_provenance_exactly_once(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    try:
-        job = store.add_job(
-            user_id="u", job_class="test", format="pulser", body="{}", shots=200, created_at=0.0
-        )
-        store.mark_running(job.id, 1.0)
-        calibration = Calibration(3, 0.0, DRIFT)
-        for _ in range(2):  # a retry whose first attempt committed merges nothing more
-            row = store.record_chunk(job.id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, calibration)
-        assert row is not None and row.calibrations[0]["shots_to"] == 100
-        row = store.record_chunk(job.id, {"0": 100}, 100, 0.05, 1.05, 100, 0.0, 2.0, calibration)
-        assert row is not None and row.status == "DONE"
-        assert [(r["shots_from"], r["shots_to"]) for r in row.calibrations] == [(1, 200)]
-        assert row.calibrations[0]["age_s_last"] == pytest.approx(1.1)
-        assert store.get_job(job.id).calibrations == row.calibrations  # type: ignore[union-attr]
-    finally:
-        store.close()
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    kept = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    yield kept
+    kept.close()
 
 
-def test_restart_shots_discards_them_once(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    try:
-        job = store.add_job(
-            user_id="u", job_class="test", format="pulser", body="{}", shots=200, created_at=0.0
-        )
-        store.mark_running(job.id, 1.0)
-        calibration = Calibration(3, 0.0, DRIFT)
-        store.record_chunk(job.id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, calibration)
-        restarted = store.restart_shots(job.id, 100)
-        assert restarted is not None and restarted.shots_done == 0
-        assert restarted.counts == {} and restarted.calibrations == []
-        assert restarted.qpu_seconds == 0.05 and restarted.status == "RUNNING"
-        assert store.restart_shots(job.id, 100) is None  # a retry of a committed restart
-    finally:
-        store.close()
+def running_job(store: Store, shots: int = 200) -> int:
+    job = store.add_job(
+        user_id="u", job_class="test", format="pulser", body="{}", shots=shots, created_at=0.0
+    )
+    store.mark_running(job.id, 1.0)
+    return job.id
+
+
+def test_record_chunk_keeps_provenance_exactly_once(store: Store) -> None:
+    job_id, calibration = running_job(store), Calibration(3, 0.0, DRIFT)
+    for _ in range(2):  # a retry whose first attempt committed merges nothing more
+        row = store.record_chunk(job_id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, calibration)
+    assert row is not None and row.calibrations[0]["shots_to"] == 100
+    row = store.record_chunk(job_id, {"0": 100}, 100, 0.05, 1.05, 100, 0.0, 2.0, calibration)
+    assert row is not None and row.status == "DONE"
+    assert [(r["shots_from"], r["shots_to"]) for r in row.calibrations] == [(1, 200)]
+    assert row.calibrations[0]["age_s_last"] == pytest.approx(1.1)
+    assert store.get_job(job_id).calibrations == row.calibrations  # type: ignore[union-attr]
+
+
+def test_restart_shots_discards_them_once(store: Store) -> None:
+    job_id, calibration = running_job(store), Calibration(3, 0.0, DRIFT)
+    store.record_chunk(job_id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, calibration)
+    restarted = store.restart_shots(job_id, 100)
+    assert restarted is not None and restarted.shots_done == 0
+    assert restarted.counts == {} and restarted.calibrations == []
+    assert restarted.qpu_seconds == 0.05 and restarted.status == "RUNNING"
+    assert store.restart_shots(job_id, 100) is None  # a retry of a committed restart
 
 
 def test_a_database_from_before_provenance_gains_its_columns(tmp_path: Path) -> None:
@@ -121,20 +121,17 @@ def test_a_database_from_before_provenance_gains_its_columns(tmp_path: Path) -> 
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Store(url)
-    job = old.add_job(
-        user_id="u", job_class="test", format="pulser", body="{}", shots=100, created_at=0.0
-    )
+    job_id = running_job(old, 100)
     with old.engine.begin() as conn:
         for column in ("calibrations", "single_calibration"):
             conn.execute(sa.text(f"ALTER TABLE jobs DROP COLUMN {column}"))
     old.close()
     reopened = Store(url)
     try:
-        row = reopened.get_job(job.id)
+        row = reopened.get_job(job_id)
         assert row is not None and row.calibrations == [] and row.single_calibration is False
-        reopened.mark_running(job.id, 1.0)
         done = reopened.record_chunk(
-            job.id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, Calibration(1, 0.0, DRIFT)
+            job_id, {"0": 100}, 100, 0.05, 1.0, 0, 0.0, 2.0, Calibration(1, 0.0, DRIFT)
         )
         assert done is not None and done.calibrations[0]["shots_to"] == 100
     finally:
