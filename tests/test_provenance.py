@@ -155,7 +155,7 @@ def test_a_job_longer_than_a_calibration_interval_is_refused_up_front() -> None:
     # one chunk (0.1 s) is kept in hand: 9990 shots of 10 ms fit in 100 s, 9991 do not
     assert policy.single_calibration_refusal(9990, None, device(), CONFIG) is None
     refusal = policy.single_calibration_refusal(9991, None, device(), CONFIG)
-    assert refusal is not None and "longer than one calibration lasts (100 s)" in refusal
+    assert refusal is not None and "leaves for them (99.9 s: its 100 s less one chunk)" in refusal
     bounded = policy.single_calibration_refusal(7000, 65.0, device(), CONFIG)
     assert bounded is not None and "max_calibration_age_s (65 s)" in bounded
     assert policy.single_calibration_refusal(6000, 65.0, device(), CONFIG) is None

@@ -377,11 +377,12 @@ def single_calibration_refusal(
     latency: a job that fitted only to the millisecond would make rule 7 calibrate again and
     again, each fresh calibration found a little too old."""
     seconds = shots * device.time_per_shot_s
-    slack = device.chunk_duration_s
-    if shots_within(device.calibration_interval_s - slack, device.time_per_shot_s) < shots:
+    slack, interval = device.chunk_duration_s, device.calibration_interval_s
+    if shots_within(interval - slack, device.time_per_shot_s) < shots:
         return (
-            f"{shots} shots take {seconds:g} s, longer than one calibration lasts "
-            f"({device.calibration_interval_s:g} s): split the job or drop single_calibration"
+            f"{shots} shots take {seconds:g} s, longer than one calibration leaves for them "
+            f"({interval - slack:g} s: its {interval:g} s less one chunk): split the job or "
+            "drop single_calibration"
         )
     probe = QueuedJob(0, "", None, "", shots, 0, 0.0, max_calibration_age_s)
     if shots_within_age(probe, slack, device.time_per_shot_s, config) < shots:
