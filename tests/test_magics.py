@@ -172,7 +172,7 @@ def test_targets_use_and_cells_through_the_scheduler(shell, lab, capsys):
     shell.run_cell_magic("qpu", "--class development --name demo --shots 20 -o r", SEQUENCE_CELL)
     result = shell.user_ns["r"]
     assert result.target == "lab" and result.device == "QHPC-Test" and result.shots == 20
-    assert "calibration age" in capsys.readouterr().out
+    assert "shots · calibration #" in capsys.readouterr().out  # which one its shots ran under
 
 
 def test_cancel_and_device_refusal_through_the_scheduler(shell, lab, capsys):

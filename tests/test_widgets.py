@@ -21,7 +21,6 @@ from qhpc_lab.jupyter import magics
 from qhpc_lab.jupyter.widgets import JobPanel, TargetsPanel
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
-from qhpc_lab.vocabulary import format_duration
 from tests.conftest import (
     ADMIN,
     OTHER,
@@ -173,8 +172,9 @@ async def test_job_panels_show_queue_and_device_and_cancel_through_the_scheduler
     assert result.shots == 10 and "DONE" in shown(second)
     # why it waited, from its timeline: the first job's chunks and the calibration
     assert re.search(r"waited for \d+ production chunks?, calibration \(", shown(second))
-    assert shown(second).count("calibration age") == 1  # said once, by the result
-    assert f"calibration age {format_duration(result.calibration_age_s)}" in shown(second)
+    (calibration,) = result.calibrations
+    assert shown(second).count(f"calibration #{calibration.id}") == 1  # said once, by the result
+    assert f"{calibration.label} · queued" in shown(second)
 
 
 @pytest.mark.anyio

@@ -24,6 +24,7 @@ from qhpc_lab.client._loop import call
 from qhpc_lab.client._scheduler import SchedulerTarget
 from qhpc_lab.client._target import (
     AnswerError,
+    CalibrationRange,
     ClientError,
     JobError,
     JobState,
@@ -36,6 +37,7 @@ from qhpc_lab.client._timeline import waited_summary
 
 __all__ = [
     "AnswerError",
+    "CalibrationRange",
     "Client",
     "ClientError",
     "Job",

@@ -82,6 +82,8 @@ class Client:
         target: str | None = None,
         job_class: str | None = None,
         name: str | None = None,
+        *,
+        single_calibration: bool = False,
         **variables: Any,
     ) -> Job:
         """Check ``program`` against the target's device and queue it.
@@ -93,10 +95,11 @@ class Client:
         :func:`qhpc_lab.programs.to_program`. ``target``: a name from
         ``targets()``; unreachable → TargetError, never a fallback. Without it: the target
         chosen by ``use()``, else the default, else the emulator (announced). ``job_class``:
-        production, test or development on a scheduler. ``variables`` bind a parametrised
-        Pulser sequence, or a Qiskit or Qadence circuit's parameters. A format the target
-        does not run (a gate circuit, qasm3, on the analog QPU) is a RefusedError (rule
-        ``format``) before anything is sent.
+        production, test or development on a scheduler. ``single_calibration``: all its shots
+        under one calibration (a scheduler restarts it if one intervenes, docs/policy.md).
+        ``variables`` bind a parametrised Pulser sequence, or a Qiskit or Qadence circuit's
+        parameters. A format the target does not run (a gate circuit, qasm3, on the analog
+        QPU) is a RefusedError (rule ``format``) before anything is sent.
         """
         chosen, info = self._resolve(target)
         converted = to_program(program, shots, info.spec, name, **variables)
@@ -107,7 +110,8 @@ class Client:
             raise RefusedError(refusal, rule="format")
         if info.spec is not None:
             validate(converted, info.spec)
-        job = Job(chosen, _loop.call(chosen.submit(converted, job_class)), info.device)
+        queued = chosen.submit(converted, job_class, single_calibration)
+        job = Job(chosen, _loop.call(queued), info.device)
         self._jobs.append(job)
         return job
 
@@ -234,10 +238,14 @@ def submit(
     target: str | None = None,
     job_class: str | None = None,
     name: str | None = None,
+    *,
+    single_calibration: bool = False,
     **variables: Any,
 ) -> Job:
     """Check ``program`` against the target's device and queue it (see :meth:`Client.submit`)."""
-    return default_client().submit(program, shots, target, job_class, name, **variables)
+    return default_client().submit(
+        program, shots, target, job_class, name, single_calibration=single_calibration, **variables
+    )
 
 
 def job(id: str | int | None = None, target: str | None = None) -> Job:

@@ -76,8 +76,11 @@ class EmulatorTarget(Target):
             self._jobs[state.id] = state
             self._changed.notify_all()
 
-    async def submit(self, program: Program, job_class: str | None) -> JobState:
-        """Queue ``program``; ``job_class`` has no meaning here (one user, FIFO)."""
+    async def submit(
+        self, program: Program, job_class: str | None, single_calibration: bool = False
+    ) -> JobState:
+        """Queue ``program``; ``job_class`` has no meaning here (one user, FIFO), and every
+        job is single-calibration (the emulator never calibrates)."""
         return await self._queue(functools.partial(_emulate, program), program.shots)
 
     async def submit_native(self, sample: Callable[[int], dict[str, int]], shots: int) -> JobState:

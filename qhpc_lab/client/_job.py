@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.client import _loop
-from qhpc_lab.client._target import JobError, JobState, Target, TargetInfo
+from qhpc_lab.client._target import CalibrationRange, JobError, JobState, Target, TargetInfo
 from qhpc_lab.client._timeline import plot_timeline
 from qhpc_lab.vocabulary import format_duration
 
@@ -141,6 +141,7 @@ class Job:
             target=self.target,
             device=self._device,
             calibration_age_s=state.calibration_age_s,
+            calibrations=state.calibrations,
             created_at=state.created_at,
             started_at=state.started_at,
             finished_at=state.finished_at,
@@ -176,6 +177,8 @@ class Result:
     device: str | None = None
     calibration_age_s: float | None = None
     """Age of the device's calibration when the shots ran (scheduler targets)."""
+    calibrations: tuple[CalibrationRange, ...] = ()
+    """The calibrations the shots ran under, one per range of shots (scheduler targets)."""
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -235,7 +238,11 @@ class Result:
 
     def _facts(self) -> list[str]:
         facts = [f"{self.shots} shots"]
-        if self.calibration_age_s is not None:
+        if len(self.calibrations) == 1:
+            facts.append(self.calibrations[0].label)
+        elif self.calibrations:
+            facts.append(f"{len(self.calibrations)} calibrations (.calibrations)")
+        elif self.calibration_age_s is not None:
             facts.append(f"calibration age {format_duration(self.calibration_age_s)}")
         if self.queued_s is not None:
             facts.append(f"queued {self.queued_s:.2f} s")
@@ -249,6 +256,8 @@ class Result:
 
     def __str__(self) -> str:
         lines = [self._title(), "  " + " · ".join(self._facts())]
+        if len(self.calibrations) > 1:
+            lines += [f"  {calibration}" for calibration in self.calibrations]
         ranked = self._ranked()
         width = max((len(b) for b, _ in ranked[:SHOWN_OUTCOMES]), default=0)
         for bits, count in ranked[:SHOWN_OUTCOMES]:
@@ -285,9 +294,16 @@ class Result:
         return (
             f'<div class="qhpc-result"><strong>{html.escape(self._title())}</strong><br>'
             f"<small>{html.escape(' · '.join(self._facts()))}</small>"
+            f"{self._calibrations_html()}"
             "<table><thead><tr><th>bitstring</th><th></th><th>probability</th><th>count</th>"
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         )
+
+    def _calibrations_html(self) -> str:
+        if len(self.calibrations) < 2:
+            return ""
+        items = "".join(f"<li>{html.escape(str(c))}</li>" for c in self.calibrations)
+        return f'<ul class="qhpc-calibrations" style="margin:0">{items}</ul>'
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:

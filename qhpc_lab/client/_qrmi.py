@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from qhpc_lab.client._target import JobState, Target, TargetError, TargetInfo
+from qhpc_lab.client._target import JobState, RefusedError, Target, TargetError, TargetInfo
 from qhpc_lab.programs import DeviceSpec, Program
 
 RESOURCE_TYPES = {
@@ -109,11 +109,19 @@ class QRMITarget(Target):
             formats=("pulser",) if self.type in PULSER_TYPES else (),
         )
 
-    async def submit(self, program: Program, job_class: str | None) -> JobState:
+    async def submit(
+        self, program: Program, job_class: str | None, single_calibration: bool = False
+    ) -> JobState:
         """Pulser programs to Pasqal resources (``info`` says so: the client refuses others
-        before this); ``job_class`` is the scheduler's notion only."""
+        before this); ``job_class`` is the scheduler's notion only, and ``single_calibration``
+        is refused: a QRMI resource promises no calibration."""
         import qrmi
 
+        if single_calibration:
+            raise RefusedError(
+                f"target {self.name!r} ({self.type}) cannot keep a job under one calibration; "
+                "submit without single_calibration or to a scheduler target"
+            )
         sequence = await asyncio.to_thread(_built, program)
         task_id = await self._qrmi("task_start", qrmi.Payload.PasqalCloud(sequence, program.shots))
         self._shots[task_id] = program.shots

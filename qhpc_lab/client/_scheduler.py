@@ -31,6 +31,7 @@ from pydantic import Field, Json, StrictBool, StrictInt, StrictStr, StringConstr
 from qhpc_lab import munge, tracing
 from qhpc_lab.client._target import (
     AnswerError,
+    CalibrationRange,
     ClientError,
     JobState,
     RefusedError,
@@ -172,7 +173,9 @@ class SchedulerTarget(Target):
                 return None
             raise
 
-    async def submit(self, program: Program, job_class: str | None) -> JobState:
+    async def submit(
+        self, program: Program, job_class: str | None, single_calibration: bool = False
+    ) -> JobState:
         """``POST /jobs`` with a fresh ``Idempotency-Key``, reused when a dropped connection
         makes us send it again: the server queues the job once however many tries reach it."""
         body: dict[str, Any] = {
@@ -180,7 +183,12 @@ class SchedulerTarget(Target):
             "shots": program.shots,
             "format": program.format,
         }
-        optional = {"job_class": job_class, "name": program.name, "variables": program.variables}
+        optional = {
+            "job_class": job_class,
+            "name": program.name,
+            "variables": program.variables,
+            "single_calibration": single_calibration,
+        }
         body.update({key: value for key, value in optional.items() if value})
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(SUBMIT_ATTEMPTS),
@@ -313,6 +321,18 @@ class _Results(pydantic.BaseModel):
     counter: dict[Bitstring, Annotated[StrictInt, Field(ge=0)]]
 
 
+class _CalibrationRange(pydantic.BaseModel):
+    """One entry of a job's ``calibrations``: shots that ran under one calibration."""
+
+    id: StrictInt
+    calibrated_at: datetime | None = None
+    shots_from: StrictInt
+    shots_to: StrictInt
+    age_s_first: float
+    age_s_last: float
+    drift: dict[StrictStr, float] = {}
+
+
 class _Job(pydantic.BaseModel):
     """A job: Warden's fields (``id``, ``status``, ``results``, ``created_at``) and, all
     optional, our scheduler's extensions."""
@@ -330,6 +350,7 @@ class _Job(pydantic.BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     calibration_age_s: float | None = None
+    calibrations: list[_CalibrationRange] = []
 
 
 class _Accessible(pydantic.BaseModel):
@@ -396,6 +417,7 @@ def parse_job(view: Any, target: SchedulerTarget) -> JobState:
         started_at=job.started_at,
         finished_at=job.finished_at,
         calibration_age_s=job.calibration_age_s,
+        calibrations=tuple(CalibrationRange(**entry.model_dump()) for entry in job.calibrations),
     )
 
 

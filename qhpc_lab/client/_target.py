@@ -50,6 +50,38 @@ class JobError(ClientError):
 
 
 @dataclass(frozen=True)
+class CalibrationRange:
+    """Consecutive shots of a job that ran under one calibration of the device."""
+
+    id: int
+    """The calibration's number: the device counts its calibrations."""
+    calibrated_at: datetime | None
+    shots_from: int
+    """First shot of the range, counted from 1."""
+    shots_to: int
+    """Last shot of the range (inclusive)."""
+    age_s_first: float
+    """Calibration age when the range's first shot began."""
+    age_s_last: float
+    """Calibration age when the range's last shot ended."""
+    drift: dict[str, float] = field(default_factory=dict, compare=False)
+    """The calibration's drift parameters (readout error fresh, per hour, max)."""
+
+    @property
+    def shots(self) -> int:
+        return self.shots_to - self.shots_from + 1
+
+    @property
+    def label(self) -> str:
+        """``calibration #4 (age 12 s–40 s)``: which calibration, and how old it was."""
+        ages = f"{format_duration(self.age_s_first)}–{format_duration(self.age_s_last)}"
+        return f"calibration #{self.id} (age {ages})"
+
+    def __str__(self) -> str:
+        return f"shots {self.shots_from}–{self.shots_to} under {self.label}"
+
+
+@dataclass(frozen=True)
 class JobState:
     """A job as its target last described it; targets return a new one on every change."""
 
@@ -70,6 +102,8 @@ class JobState:
     finished_at: datetime | None = None
     calibration_age_s: float | None = None
     """Age of the device's calibration when the job's shots ran (scheduler targets)."""
+    calibrations: tuple[CalibrationRange, ...] = ()
+    """The calibrations its shots ran under, in shot order (scheduler targets)."""
 
     @property
     def final(self) -> bool:
@@ -140,8 +174,11 @@ class Target(abc.ABC):
         """Probe the target: reachability, device, state, calibration and specs."""
 
     @abc.abstractmethod
-    async def submit(self, program: Program, job_class: str | None) -> JobState:
-        """Queue ``program`` (already checked against the specs ``info`` gave)."""
+    async def submit(
+        self, program: Program, job_class: str | None, single_calibration: bool = False
+    ) -> JobState:
+        """Queue ``program`` (already checked against the specs ``info`` gave);
+        ``single_calibration``: all its shots under one calibration of the device."""
 
     @abc.abstractmethod
     async def state(self, job_id: str) -> JobState:

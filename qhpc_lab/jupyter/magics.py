@@ -120,6 +120,7 @@ _CELL.add_argument("--shots", type=int)
 _CELL.add_argument("--target")
 _CELL.add_argument("--class", dest="job_class", default=DEFAULT_CLASS)
 _CELL.add_argument("--name")
+_CELL.add_argument("--single-calibration", action="store_true")
 _CELL.add_argument("--no-wait", action="store_true")
 _CELL.add_argument("-o", dest="output", metavar="VAR")
 
@@ -215,7 +216,12 @@ class QPUMagics(Magics):
     def _submit(self, options: argparse.Namespace, line: str, cell: str) -> Job:
         program = self._evaluate(line, cell, options.variable)
         return self.client.submit(
-            program, options.shots, options.target, options.job_class, options.name
+            program,
+            options.shots,
+            options.target,
+            options.job_class,
+            options.name,
+            single_calibration=options.single_calibration,
         )
 
     def _store(self, variable: str | None, outcome: Job | Result) -> None:

@@ -26,7 +26,15 @@ from typing import Any
 import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 
-from qhpc_lab.client import Client, ClientError, Job, Result, TargetInfo, waited_summary
+from qhpc_lab.client import (
+    CalibrationRange,
+    Client,
+    ClientError,
+    Job,
+    Result,
+    TargetInfo,
+    waited_summary,
+)
 from qhpc_lab.vocabulary import format_duration
 
 TICK_S = 1.0
@@ -192,6 +200,7 @@ class JobPanel(_Panel):
                 for facts in (self._queue_facts(), self._device_facts())
                 if facts
             ),
+            *(html.escape(str(calibration)) for calibration in self._shown_calibrations()),
         ]
         self._status.value = "<br>".join(lines)
         self._progress.max = max(state.shots or 1, 1)
@@ -206,6 +215,10 @@ class JobPanel(_Panel):
         if problems:
             outcome += "".join(f"<div>{html.escape(p)}</div>" for p in problems)
         self._outcome.value = outcome
+
+    def _shown_calibrations(self) -> tuple[CalibrationRange, ...]:
+        """The calibrations its shots ran under, until the result below names them."""
+        return () if self._result is not None else self._state.calibrations
 
     def _queue_facts(self) -> list[str]:
         state = self._state
@@ -249,6 +262,7 @@ class JobPanel(_Panel):
         device = self._device_facts()
         if device and not self._state.final:
             lines.append("  " + " · ".join(device))
+        lines += [f"  {calibration}" for calibration in self._shown_calibrations()]
         if self._note:
             lines.append(f"  {self._note}")
         if self._result is not None:

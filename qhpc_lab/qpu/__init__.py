@@ -37,6 +37,19 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """One calibration of a device: what a result names as the conditions it was taken under.
+
+    ``id`` counts the device's calibrations (monotonic, kept across scheduler restarts);
+    ``drift`` is how its readout error grows from ``calibrated_at`` on.
+    """
+
+    id: int
+    calibrated_at: float
+    drift: Drift
+
+
+@dataclass(frozen=True)
 class EmulationBudget:
     """What one chunk's emulation may cost before its job is ended (docs/scheduler.md).
 
@@ -144,6 +157,8 @@ class ChunkOutcome:
     """What the device spends on the chunk (shots × time_per_shot_s): what accounting charges."""
     emulator_seconds: float
     """Wall time spent emulating during the chunk (0 when it drew from kept samples)."""
+    calibration: Calibration | None = None
+    """The calibration the chunk ran under (None from drivers that number none)."""
 
 
 class QPUDriver(Protocol):
@@ -158,6 +173,11 @@ class QPUDriver(Protocol):
 
     @property
     def calibrated_at(self) -> float: ...
+
+    @property
+    def calibration(self) -> Calibration:
+        """The calibration in force (its ``calibrated_at`` is :attr:`calibrated_at`)."""
+        ...
 
     async def run_chunk(
         self, key: str, program: Program, shots: int, remaining: int

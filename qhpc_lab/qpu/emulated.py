@@ -19,7 +19,13 @@ from typing import Any
 
 from qhpc_lab.programs import Program
 from qhpc_lab.programs.worker import BudgetedWorker, BudgetExceeded, WorkerDied
-from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceProfile, DeviceState
+from qhpc_lab.qpu import (
+    Calibration,
+    ChunkBudgetExceeded,
+    ChunkOutcome,
+    DeviceProfile,
+    DeviceState,
+)
 
 STANDS_IN = "emulated QPU (no physical device): results come from local emulators"
 
@@ -84,11 +90,17 @@ class EmulatedQPU:
         calibrated_at: float | None = None,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        *,
+        calibration_id: int = 1,
     ) -> None:
+        """``calibrated_at`` and ``calibration_id``: the calibration in force, as the store
+        kept them (a fresh device counts its first calibration as now, number 1)."""
         self.profile = profile
         self.notice = STANDS_IN
         self._clock = clock
-        self._calibrated_at = clock() if calibrated_at is None else calibrated_at
+        self._calibration = Calibration(
+            calibration_id, clock() if calibrated_at is None else calibrated_at, profile.drift
+        )
         self._state = DeviceState.ONLINE
         self._samples: dict[str, list[str]] = {}
         self._rng = random.Random(seed)
@@ -99,7 +111,11 @@ class EmulatedQPU:
 
     @property
     def calibrated_at(self) -> float:
-        return self._calibrated_at
+        return self._calibration.calibrated_at
+
+    @property
+    def calibration(self) -> Calibration:
+        return self._calibration
 
     @property
     def worker_alive(self) -> bool:
@@ -124,13 +140,16 @@ class EmulatedQPU:
             samples, emulator_seconds = await self._sample(program, remaining)
             self._samples[key] = samples
         drawn, self._samples[key] = samples[:shots], samples[shots:]
-        age = started - self._calibrated_at
-        counts = self._read_out(drawn, self.profile.drift.readout_error(age))
+        calibration = self._calibration
+        age = started - calibration.calibrated_at
+        counts = self._read_out(drawn, calibration.drift.readout_error(age))
         busy = shots * self.profile.time_per_shot_s - (self._clock() - started)
         if busy > 0:
             await asyncio.sleep(busy)
         device_seconds = shots * self.profile.time_per_shot_s
-        return ChunkOutcome(counts, started, self._clock(), age, device_seconds, emulator_seconds)
+        return ChunkOutcome(
+            counts, started, self._clock(), age, device_seconds, emulator_seconds, calibration
+        )
 
     async def _sample(self, program: Program, shots: int) -> tuple[list[str], float]:
         """``shots`` samples in random order, and the seconds the emulation took."""
@@ -173,7 +192,8 @@ class EmulatedQPU:
         try:
             await asyncio.sleep(self.profile.calibration_duration_s)
         finally:
-            self._calibrated_at = self._clock()
+            number = self._calibration.id + 1
+            self._calibration = Calibration(number, self._clock(), self.profile.drift)
             self._state = DeviceState.ONLINE
 
     def forget(self, key: str) -> None:

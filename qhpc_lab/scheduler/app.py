@@ -7,7 +7,8 @@ models. This module assembles the app and its middleware.
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,9 +22,14 @@ from qhpc_lab.scheduler.metrics import RequestMetrics
 from qhpc_lab.scheduler.routes import ROUTERS
 from qhpc_lab.scheduler.store import Store
 
-DriverFactory = Callable[[DeviceProfile, float | None], QPUDriver]
-"""Makes the QPU driver from the device profile and when the store says it was last
-calibrated (None on a fresh store): ``EmulatedQPU`` is one."""
+
+class DriverFactory(Protocol):
+    """Makes the QPU driver from the device profile and the calibration the store kept: when
+    (None on a fresh store) and its number. ``EmulatedQPU`` is one."""
+
+    def __call__(
+        self, profile: DeviceProfile, calibrated_at: float | None, *, calibration_id: int = 1
+    ) -> QPUDriver: ...
 
 
 def build_scheduler(config: SchedulerConfig, driver: DriverFactory) -> Scheduler:
@@ -31,9 +37,13 @@ def build_scheduler(config: SchedulerConfig, driver: DriverFactory) -> Scheduler
     if not config.db:
         state_dir().mkdir(parents=True, exist_ok=True)
     store = Store(config.db_url)
-    qpu = driver(DeviceProfile.load(config.device), store.get_fact("calibrated_at"))
+    qpu = driver(
+        DeviceProfile.load(config.device),
+        store.get_fact("calibrated_at"),
+        calibration_id=store.get_fact("calibration_id") or 1,
+    )
     if store.get_fact("calibrated_at") is None:
-        store.set_fact("calibrated_at", qpu.calibrated_at)
+        store.set_facts({"calibrated_at": qpu.calibrated_at, "calibration_id": qpu.calibration.id})
     return Scheduler(config, store, qpu)
 
 

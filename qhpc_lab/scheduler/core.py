@@ -164,7 +164,12 @@ class Scheduler:
         for session in sessions:
             self._sessions[session.id] = session
             self._queue.set_slots(session.id, session.qpu_slots)
+        calibration_id = self.driver.calibration.id
         for row in await self._store_retrying(self.store.active_jobs):
+            stale = bool(row.calibrations) and row.calibrations[-1]["id"] != calibration_id
+            if row.single_calibration and stale:  # the daemon stopped before restarting it
+                restart = self.store.restart_shots
+                row = await self._store_retrying(restart, row.id, row.shots_done) or row
             self._enqueue(row)
         self._tasks = [
             asyncio.create_task(self._dispatcher.run_forever(), name="qhpc-dispatcher"),
@@ -292,6 +297,7 @@ class Scheduler:
             "draining": self.draining,
             "message": self.message or self.driver.notice,
             "calibrated_at": view.calibrated_at,
+            "calibration_id": self.driver.calibration.id,
             "calibration_age_s": round(now - view.calibrated_at, 3),
             "next_calibration_at": view.next_calibration_at,
             "next_calibration_in_s": round(max(0.0, view.next_calibration_at - now), 3),
@@ -484,10 +490,12 @@ class Scheduler:
         max_calibration_age_s: float | None = None,
         idempotency_key: str | None = None,
         trace_context: Context | None = None,
+        single_calibration: bool = False,
     ) -> JobRow:
         """Accept a job; a retried submission with the same ``idempotency_key`` returns the
         first job instead of queueing a second one (the store's unique key decides).
-        ``trace_context``: the caller's trace (``traceparent``), which the job's spans join."""
+        ``trace_context``: the caller's trace (``traceparent``), which the job's spans join.
+        ``single_calibration``: all its shots under one calibration (docs/policy.md)."""
         if not self.accessible:
             self.metrics.rejected()
             raise SchedulerError(
@@ -504,6 +512,13 @@ class Scheduler:
                 f"unknown job_class {job_class!r}; use one of {', '.join(policy.JOB_CLASSES)}",
                 "job_class",
             )
+        if single_calibration:
+            refusal = policy.single_calibration_refusal(
+                program.shots, max_calibration_age_s, self.device_view(), self.policy
+            )
+            if refusal is not None:
+                self.metrics.rejected()
+                raise SchedulerError(422, refusal, "single_calibration")
         with self.traces.submission(trace_context, user_id, program, job_class) as traced:
             session = await self.check_session(session_id, user_id, admin)
             owner = session.user_id if session else user_id
@@ -528,6 +543,7 @@ class Scheduler:
                     variables=program.variables,
                     shots=program.shots,
                     max_calibration_age_s=max_calibration_age_s,
+                    single_calibration=single_calibration,
                     idempotency_key=idempotency_key,
                     created_at=self.clock(),
                 )
@@ -709,6 +725,7 @@ class Scheduler:
             shots_done=row.shots_done,
             created_at=row.created_at,
             max_calibration_age_s=row.max_calibration_age_s,
+            single_calibration=row.single_calibration,
         )
         self._queue.add(job)
         self._programs[row.id] = program or Program(
@@ -820,6 +837,7 @@ class _DaemonRecorder(Recorder):
             job.shots_done,
             outcome.emulator_seconds,
             sched.clock(),
+            outcome.calibration,
         )
         if row is None or row.status != "RUNNING":
             sched._dequeue(job.id)
@@ -836,11 +854,35 @@ class _DaemonRecorder(Recorder):
 
     async def calibrated(self, started_at: float, finished_at: float) -> None:
         sched = self.scheduler
-        calibrated_at = sched.driver.calibrated_at
-        await sched._store_retrying(sched.store.set_fact, "calibrated_at", calibrated_at)
+        calibration = sched.driver.calibration
+        await sched._store_retrying(
+            sched.store.set_facts,
+            {"calibrated_at": calibration.calibrated_at, "calibration_id": calibration.id},
+        )
         sched.metrics.calibrated()
         sched.timelines.calibration(started_at, finished_at)
+        for job in list(sched._queue.jobs()):
+            if job.single_calibration and job.started:
+                await self._restart(job, calibration.id)
         sched._device_changed()
+
+    async def _restart(self, job: policy.QueuedJob, calibration_id: int) -> None:
+        """A single-calibration job that a calibration interrupted runs again from its first
+        shot, under the new calibration (docs/policy.md, rule 7)."""
+        sched = self.scheduler
+        row = await sched._store_retrying(sched.store.restart_shots, job.id, job.shots_done)
+        if row is None:
+            return
+        log.warning(
+            "job %s restarts under calibration #%d: its %d shots so far ran under another",
+            job.id,
+            calibration_id,
+            job.shots_done,
+            extra=job_fields(row),
+        )
+        sched.driver.forget(str(job.id))
+        sched._queue.update(dataclasses.replace(job, shots_done=0))
+        sched._publish_job(row)
 
     def step_failed(self, error: Exception) -> None:
         self.scheduler._stalled("dispatcher_error", f"{type(error).__name__}: {error}")

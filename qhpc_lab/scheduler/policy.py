@@ -19,6 +19,11 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
 6. A job past its calibration-age bound waits for a calibration while the next candidate of the
    same effective priority runs; when only lower-priority work (or none) could run instead, the
    device calibrates early for it.
+7. A single-calibration job starts only when all its shots fit before the window and within its
+   age bound (else it waits as in rule 6); while one has started, the device calibrates early
+   for no other job (that job runs instead). A calibration that happens anyway restarts it
+   (the dispatcher's owner discards its shots); one that could never fit is refused at
+   submission (:func:`single_calibration_refusal`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class QueuedJob:
     shots_done: int
     created_at: float
     max_calibration_age_s: float | None = None
+    single_calibration: bool = False
+    """All its shots must run under one calibration (rule 7)."""
 
     @property
     def remaining(self) -> int:
@@ -361,6 +368,44 @@ def shots_within_age(
     return shots_within(bound - calibration_age_s, time_per_shot_s) + 1
 
 
+def single_calibration_refusal(
+    shots: int, max_calibration_age_s: float | None, device: DeviceView, config: PolicyConfig
+) -> str | None:
+    """Why a single-calibration job of ``shots`` can never run under one calibration (None when
+    it can): its shots take longer than the calibration interval, or than its age bound lets
+    shots start after a fresh calibration. One chunk duration is kept in hand for dispatch
+    latency: a job that fitted only to the millisecond would make rule 7 calibrate again and
+    again, each fresh calibration found a little too old."""
+    seconds = shots * device.time_per_shot_s
+    slack, interval = device.chunk_duration_s, device.calibration_interval_s
+    if shots_within(interval - slack, device.time_per_shot_s) < shots:
+        return (
+            f"{shots} shots take {seconds:g} s, longer than one calibration leaves for them "
+            f"({interval - slack:g} s: its {interval:g} s less one chunk): split the job or "
+            "drop single_calibration"
+        )
+    probe = QueuedJob(0, "", None, "", shots, 0, 0.0, max_calibration_age_s)
+    if shots_within_age(probe, slack, device.time_per_shot_s, config) < shots:
+        bound = age_bound(probe, config)
+        return (
+            f"{shots} shots take {seconds:g} s, more than the job's max_calibration_age_s "
+            f"({bound:g} s) lets run under one calibration"
+        )
+    return None
+
+
+def _runnable_shots(
+    job: QueuedJob, device: DeviceView, now: float, before_window: int, config: PolicyConfig
+) -> int:
+    """Shots ``job`` may run back to back now under this calibration (rules 5–7); 0: it waits
+    for a calibration."""
+    within_age = shots_within_age(job, now - device.calibrated_at, device.time_per_shot_s, config)
+    fits = min(within_age, before_window)
+    if job.single_calibration and not job.started and fits < job.remaining:
+        return 0
+    return fits
+
+
 def decide(
     queue: Sequence[QueuedJob],
     slots: Mapping[str, int],
@@ -369,7 +414,7 @@ def decide(
     config: PolicyConfig,
     usage: Usage = NO_USAGE,
 ) -> Decision:
-    """The next action for an idle QPU (rules 1–6 of this module's docstring).
+    """The next action for an idle QPU (rules 1–7 of this module's docstring).
 
     ``slots`` maps session ids to their QPU shares; ``usage`` is the dispatcher's
     :class:`Usage`, updated with :func:`record_chunk` after every chunk.
@@ -390,15 +435,29 @@ def decide(
     ranked = order(candidates, slots, device, now, config, usage)
     top = priority[ranked[0].job_class]
     for job in ranked:
-        within_age = shots_within_age(
-            job, now - device.calibrated_at, device.time_per_shot_s, config
-        )
-        if within_age == 0:
+        fits = _runnable_shots(job, device, now, before_window, config)
+        if fits == 0:
             continue
         if priority[job.job_class] < top:
             break  # a fresher calibration would let the better-ranked job run instead
-        shots = min(job.remaining, device.chunk_shots, before_window, within_age)
-        return RunChunk(job.id, shots)
+        return RunChunk(job.id, min(job.remaining, device.chunk_shots, fits))
+    return calibrate_unless_pinned(ranked, device, now, before_window, config)
+
+
+def calibrate_unless_pinned(
+    ranked: Sequence[QueuedJob],
+    device: DeviceView,
+    now: float,
+    before_window: int,
+    config: PolicyConfig,
+) -> Decision:
+    """An early calibration, unless a started single-calibration job can still run (rule 7):
+    then its next chunk, the best-ranked such job's."""
+    for job in ranked:
+        if job.single_calibration and job.started:
+            fits = _runnable_shots(job, device, now, before_window, config)
+            if fits:
+                return RunChunk(job.id, min(job.remaining, device.chunk_shots, fits))
     return Calibrate()
 
 

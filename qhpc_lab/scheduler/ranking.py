@@ -282,6 +282,9 @@ class RankedQueue:
         """Started jobs with shots left: the candidates while draining."""
         self._exhausted = 0
         """Jobs without shots left (the dispatcher never keeps one): never candidates."""
+        self._single_calibration = 0
+        """Single-calibration jobs (rare): while one is queued, decisions are the linear
+        policy's, whose rule 7 looks past the first runnable job of each unit."""
 
     # -- the jobs ---------------------------------------------------------------------------
 
@@ -294,6 +297,7 @@ class RankedQueue:
         if job.remaining > 0 and job.started:
             self._started.add(job, key)
         self._exhausted += job.remaining <= 0
+        self._single_calibration += job.single_calibration
 
     def update(self, job: QueuedJob) -> None:
         """Replace a queued job (say, after a chunk changed its ``shots_done``)."""
@@ -311,6 +315,7 @@ class RankedQueue:
         if job.remaining > 0 and job.started:
             self._started.remove(job, key)
         self._exhausted -= job.remaining <= 0
+        self._single_calibration -= job.single_calibration
         return job
 
     def get(self, job_id: int) -> QueuedJob | None:
@@ -400,7 +405,7 @@ class RankedQueue:
 
     def decide(self, device: DeviceView, now: float) -> Decision:
         """``policy.decide`` over the queued jobs, slots and usage."""
-        if self._exhausted:  # never in the dispatcher: the linear policy keeps this exact
+        if self._exhausted or self._single_calibration:  # the linear policy keeps these exact
             queue = list(self._jobs.values())
             return policy.decide(queue, self._slots, device, now, self._config, self._usage)
         if device.state in (DeviceState.MAINTENANCE, DeviceState.OFFLINE):

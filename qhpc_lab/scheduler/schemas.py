@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    StrictBool,
     StrictInt,
     StringConstraints,
     create_model,
@@ -122,6 +123,23 @@ class JobIn(BaseModel):
     name: Annotated[Text, StringConstraints(max_length=256)] | None = None
     variables: dict[Text, Any] | None = None
     max_calibration_age_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
+    single_calibration: StrictBool = Field(
+        False,
+        description="All shots under one calibration: a calibration meanwhile restarts the job; "
+        "one that cannot fit in a calibration interval is refused (docs/policy.md).",
+    )
+
+
+class CalibrationRangeOut(BaseModel):
+    """Consecutive shots of a job that ran under one calibration."""
+
+    id: int = Field(description="The calibration's number: it counts the device's calibrations.")
+    calibrated_at: str
+    shots_from: int = Field(description="First shot of the range (1-based).")
+    shots_to: int = Field(description="Last shot of the range (inclusive).")
+    age_s_first: float = Field(description="Calibration age when the range's first shot began.")
+    age_s_last: float = Field(description="Calibration age when the range's last shot ended.")
+    drift: dict[str, float] = Field(description="The calibration's drift parameters.")
 
 
 class JobOut(BaseModel):
@@ -150,6 +168,10 @@ class JobOut(BaseModel):
     qpu_seconds: float = Field(description="Device time: shots × time per shot.")
     emulator_seconds: float = Field(description="The emulator's own wall time.")
     calibration_age_s: float | None
+    calibrations: list[CalibrationRangeOut] = Field(
+        description="The calibrations its shots ran under, per shot range, in shot order."
+    )
+    single_calibration: bool
     error: str | None
 
 
@@ -358,6 +380,7 @@ class DeviceOut(BaseModel):
     draining: bool
     message: str
     calibrated_at: float
+    calibration_id: int = Field(description="The calibration in force: it counts calibrations.")
     calibration_age_s: float
     next_calibration_at: float
     next_calibration_in_s: float

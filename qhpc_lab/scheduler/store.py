@@ -14,12 +14,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
+from qhpc_lab.qpu import Calibration
 from qhpc_lab.vocabulary import ACTIVE_STATUSES
 
 POOL_SIZE = 4
@@ -65,6 +66,8 @@ jobs = sa.Table(
     sa.Column("emulator_seconds", sa.Float, nullable=False, default=0.0),
     sa.Column("idempotency_key", sa.String(128)),
     sa.Column("calibration_age_s", sa.Float),
+    sa.Column("calibrations", sa.Text),
+    sa.Column("single_calibration", sa.Boolean),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -112,6 +115,10 @@ class JobRow:
     emulator_seconds: float
     idempotency_key: str | None
     calibration_age_s: float | None
+    calibrations: list[dict[str, Any]]
+    """The calibrations its shots ran under, one per range of shots (:func:`merge_calibration`)."""
+    single_calibration: bool
+    """All its shots must come from one calibration (docs/policy.md)."""
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -126,6 +133,8 @@ class JobRow:
         data = dict(row._mapping)
         data["variables"] = json.loads(data["variables"]) if data["variables"] else {}
         data["counts"] = json.loads(data["counts"]) if data["counts"] else {}
+        data["calibrations"] = json.loads(data["calibrations"]) if data["calibrations"] else []
+        data["single_calibration"] = bool(data["single_calibration"])
         return cls(**data)
 
 
@@ -167,6 +176,33 @@ class AccountingQuery:
         where += [jobs.c.status.in_(self.statuses)] if self.statuses else []
         where += [jobs.c.id.in_(self.job_ids)] if self.job_ids else []
         return where
+
+
+def merge_calibration(
+    ranges: list[dict[str, Any]],
+    shots_from: int,
+    shots: int,
+    calibration: Calibration,
+    age_s_first: float,
+    age_s_last: float,
+) -> list[dict[str, Any]]:
+    """``ranges`` with a chunk of ``shots`` shots, the job's ``shots_from``-th (1-based) on,
+    run under ``calibration`` from age ``age_s_first`` to ``age_s_last``: the last range grows
+    when the chunk follows it under the same calibration, else a range is added."""
+    last = ranges[-1] if ranges else None
+    if last is not None and last["id"] == calibration.id and last["shots_to"] == shots_from - 1:
+        grown = {**last, "shots_to": shots_from + shots - 1, "age_s_last": age_s_last}
+        return [*ranges[:-1], grown]
+    entry = {
+        "id": calibration.id,
+        "calibrated_at": calibration.calibrated_at,
+        "shots_from": shots_from,
+        "shots_to": shots_from + shots - 1,
+        "age_s_first": age_s_first,
+        "age_s_last": age_s_last,
+        "drift": asdict(calibration.drift),
+    }
+    return [*ranges, entry]
 
 
 @dataclass
@@ -393,6 +429,7 @@ class Store:
         :class:`DuplicateJob` with the first job (a retried submission runs once)."""
         values = dict(values)
         values.setdefault("created_at", self.clock())
+        values.setdefault("single_calibration", False)
         values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
         values["variables"] = json.dumps(values.get("variables") or {})
         try:
@@ -468,8 +505,10 @@ class Store:
         shots_done_before: int | None = None,
         emulator_seconds: float = 0.0,
         now: float | None = None,
+        calibration: Calibration | None = None,
     ) -> JobRow | None:
-        """Merge one chunk's counts into the job; the job becomes DONE with its last chunk.
+        """Merge one chunk's counts (and ``calibration``, its provenance) into the job; the job
+        becomes DONE with its last chunk.
 
         A job canceled while its chunk ran keeps its final state and the chunk is dropped.
         ``shots_done_before`` makes a retry exact: when a first attempt committed but its
@@ -496,6 +535,16 @@ class Store:
                 emulator_seconds=job.emulator_seconds + emulator_seconds,
                 calibration_age_s=max(job.calibration_age_s or 0.0, calibration_age_s),
             )
+            if calibration is not None:  # its shots ran back to back from calibration_age_s
+                ranges = merge_calibration(
+                    job.calibrations,
+                    job.shots_done + 1,
+                    shots,
+                    calibration,
+                    calibration_age_s,
+                    calibration_age_s + qpu_seconds,
+                )
+                values["calibrations"] = json.dumps(ranges)
             if done >= job.shots:
                 values.update(status="DONE", finished_at=self.clock() if now is None else now)
             # Guarded by the state read above: a cancel committed in between (another process
@@ -508,6 +557,23 @@ class Store:
                     jobs.c.shots_done == job.shots_done,
                 )
                 .values(**values)
+                .returning(*jobs.c)
+            ).first()
+        return JobRow.from_row(row) if row else None
+
+    def restart_shots(self, job_id: int, shots_done_before: int) -> JobRow | None:
+        """Discard an active job's shots (its counts and their calibrations) so it runs again
+        from its first shot; its device time stays charged. None when the job is final or no
+        longer at ``shots_done_before`` (a retry of a restart that committed)."""
+        with self._write() as conn:
+            row = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_(ACTIVE_STATUSES),
+                    jobs.c.shots_done == shots_done_before,
+                )
+                .values(shots_done=0, counts=None, calibrations=None, calibration_age_s=None)
                 .returning(*jobs.c)
             ).first()
         return JobRow.from_row(row) if row else None
@@ -672,12 +738,17 @@ class Store:
         return json.loads(row.value) if row else None
 
     def set_fact(self, key: str, value: Any) -> None:
+        self.set_facts({key: value})
+
+    def set_facts(self, values: dict[str, Any]) -> None:
+        """Several facts in one transaction (a calibration's time and number go together)."""
         with self._write() as conn:
-            updated = conn.execute(
-                facts.update().where(facts.c.key == key).values(value=json.dumps(value))
-            ).rowcount
-            if not updated:
-                conn.execute(facts.insert().values(key=key, value=json.dumps(value)))
+            for key, value in values.items():
+                updated = conn.execute(
+                    facts.update().where(facts.c.key == key).values(value=json.dumps(value))
+                ).rowcount
+                if not updated:
+                    conn.execute(facts.insert().values(key=key, value=json.dumps(value)))
 
     # -- credential memory (the replay guard of qhpc_lab.scheduler.auth) -------------------
 

@@ -64,7 +64,19 @@ def job_view(
         "qpu_seconds": round(job.qpu_seconds, 6),
         "emulator_seconds": round(job.emulator_seconds, 6),
         "calibration_age_s": job.calibration_age_s,
+        "calibrations": [calibration_range_view(entry) for entry in job.calibrations],
+        "single_calibration": job.single_calibration,
         "error": job.error,
+    }
+
+
+def calibration_range_view(entry: dict[str, Any]) -> dict[str, Any]:
+    """One of a job's calibration ranges (``CalibrationRangeOut``) as the store keeps it."""
+    return {
+        **entry,
+        "calibrated_at": iso_time(entry["calibrated_at"]),
+        "age_s_first": round(entry["age_s_first"], 3),
+        "age_s_last": round(entry["age_s_last"], 3),
     }
 
 

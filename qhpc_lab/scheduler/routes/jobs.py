@@ -66,6 +66,7 @@ async def post_job(
         body.max_calibration_age_s,
         idempotency_key,
         tracing.extract(request.headers),
+        single_calibration=body.single_calibration,
     )
     return job_view(sched, job)
 
