@@ -155,27 +155,34 @@ class AccountingQuery:
 
     def sessions(self) -> list[sa.ColumnElement[bool]]:
         """Ended sessions in the window (a session still open is not accounted yet)."""
-        ended = sessions.c.revoked_at
-        where = [ended.is_not(None)]
-        where += [] if self.ended_after is None else [ended >= self.ended_after]
-        where += [] if self.ended_before is None else [ended < self.ended_before]
-        where += [sessions.c.user_id.in_(self.user_ids)] if self.user_ids else []
-        where += [sessions.c.id.in_(self.session_ids)] if self.session_ids else []
-        where += [sessions.c.slurm_job_id.in_(self.slurm_job_ids)] if self.slurm_job_ids else []
-        return where
+        c = sessions.c
+        return self._where(
+            c.revoked_at,
+            (c.user_id, self.user_ids),
+            (c.id, self.session_ids),
+            (c.slurm_job_id, self.slurm_job_ids),
+        )
 
     def jobs(self) -> list[sa.ColumnElement[bool]]:
         """Ended jobs in the window (a job still active is not accounted yet)."""
-        ended = jobs.c.finished_at
+        c = jobs.c
+        return self._where(
+            c.finished_at,
+            (c.user_id, self.user_ids),
+            (c.session_id, self.session_ids),
+            (c.slurm_job_id, self.slurm_job_ids),
+            (c.status, self.statuses),
+            (c.id, self.job_ids),
+        )
+
+    def _where(
+        self, ended: sa.ColumnElement[Any], *narrowed: tuple[sa.ColumnElement[Any], tuple[Any, ...]]
+    ) -> list[sa.ColumnElement[bool]]:
+        """Ended (``ended`` set) within the window, and in each given id list."""
         where = [ended.is_not(None)]
         where += [] if self.ended_after is None else [ended >= self.ended_after]
         where += [] if self.ended_before is None else [ended < self.ended_before]
-        where += [jobs.c.user_id.in_(self.user_ids)] if self.user_ids else []
-        where += [jobs.c.session_id.in_(self.session_ids)] if self.session_ids else []
-        where += [jobs.c.slurm_job_id.in_(self.slurm_job_ids)] if self.slurm_job_ids else []
-        where += [jobs.c.status.in_(self.statuses)] if self.statuses else []
-        where += [jobs.c.id.in_(self.job_ids)] if self.job_ids else []
-        return where
+        return where + [column.in_(values) for column, values in narrowed if values]
 
 
 def merge_calibration(
