@@ -404,6 +404,24 @@ async def test_bad_submissions_are_422_naming_the_rule(
 
 
 @pytest.mark.anyio
+async def test_the_scheduler_itself_refuses_a_format_its_device_does_not_run(
+    shared: Clients,
+) -> None:
+    """The rule is the scheduler's, not the HTTP route's: a program reaching it any other way
+    is refused alike."""
+    from qhpc_lab.programs import Program
+    from qhpc_lab.scheduler.core import SchedulerError
+
+    gate = Program("qasm3", "OPENQASM 3.0; qubit[2] q; h q[0];", 10)
+    newest = await newest_job_id(shared.admin)
+    with pytest.raises(SchedulerError) as refusal:
+        await shared.scheduler.submit(USER, False, None, gate)  # type: ignore[attr-defined]
+    assert refusal.value.status == 422 and refusal.value.rule == "format"
+    assert "cannot run 'qasm3' programs" in str(refusal.value)
+    assert await newest_job_id(shared.admin) == newest
+
+
+@pytest.mark.anyio
 async def test_malformed_json_is_400(shared: Clients) -> None:
     response = await shared.user.post(
         "/jobs",

@@ -29,7 +29,13 @@ import sqlalchemy.exc
 from opentelemetry.context import Context
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from qhpc_lab.programs import Program, ProgramError, await_validation_worker, validate_async
+from qhpc_lab.programs import (
+    Program,
+    ProgramError,
+    await_validation_worker,
+    format_refusal,
+    validate_async,
+)
 from qhpc_lab.programs.worker import WorkerDied
 from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
@@ -504,6 +510,10 @@ class Scheduler:
                 "accessible",
                 retry_after=MAINTENANCE_RETRY_AFTER_S,
             )
+        profile = self.driver.profile
+        if refusal := format_refusal(program.format, profile.formats, profile.spec.name):
+            self.metrics.rejected()
+            raise SchedulerError(422, refusal, "format")
         job_class = job_class or self.policy.default_job_class
         if job_class not in policy.JOB_CLASSES:
             self.metrics.rejected()

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from qhpc_lab import tracing
-from qhpc_lab.programs import Program, ProgramError, format_refusal
+from qhpc_lab.programs import Program, ProgramError
 from qhpc_lab.programs.cudaq import cudaq_to_pulser, is_cudaq_analog
 from qhpc_lab.scheduler.core import SchedulerError
 from qhpc_lab.scheduler.errors import error_responses
@@ -43,17 +43,14 @@ async def post_job(
     session_id: WardenSession = None,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    profile = sched.driver.profile
     try:
         sequence, fmt = body.sequence, body.format
         if isinstance(sequence, dict) or is_cudaq_analog(sequence):
             if not is_cudaq_analog(sequence):
                 raise ProgramError("a JSON object sequence must be a CUDA-Q analog program", "body")
-            sequence = await asyncio.to_thread(cudaq_to_pulser, sequence, profile.spec)
+            sequence = await asyncio.to_thread(cudaq_to_pulser, sequence, sched.driver.profile.spec)
             fmt = "pulser"
         program = Program(fmt, sequence, body.shots, body.name, body.variables or {})
-        if refusal := format_refusal(fmt, profile.formats, profile.spec.name):
-            raise ProgramError(refusal, "format")
     except ProgramError as err:
         sched.metrics.rejected()
         raise SchedulerError(422, str(err), err.rule) from None
