@@ -14,6 +14,7 @@ from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.policy import NO_USAGE, DeviceView, PolicyConfig, QueuedJob, Usage
 from qhpc_lab.scheduler.ranking import RankedQueue
+from qhpc_lab.scheduler.reservations import Reservation
 
 CLASSES = ("development", "test", "production", "unknown")
 SESSIONS = ("s0", "s1", "s2", "user:u0", None)
@@ -66,6 +67,8 @@ event = st.one_of(
     st.tuples(st.just("drain"), st.booleans()),
     st.tuples(st.just("calibrate")),
     st.tuples(st.just("state"), st.sampled_from([*DeviceState, DeviceState.ONLINE])),
+    st.tuples(st.just("reserve"), EIGHTHS, EIGHTHS, st.sampled_from(("u0", "u1"))),
+    st.tuples(st.just("unreserve")),
 )
 
 
@@ -80,6 +83,7 @@ class Model:
     device: DeviceView = dataclasses.field(default_factory=device)
     now: float = 1.0
     next_id: int = 1
+    reservations: tuple[Reservation, ...] = ()
 
 
 def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
@@ -141,6 +145,14 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
         model.device = dataclasses.replace(model.device, calibrated_at=model.now)
     elif kind == "state":
         model.device = dataclasses.replace(model.device, state=ev[1])
+    elif kind == "reserve":  # from up to 1 s ago: some hold now, some start within a chunk
+        starts = model.now - 1 + ev[1]
+        window = Reservation(len(model.reservations), starts, starts + ev[2], "user", ev[3])
+        model.reservations = (*model.reservations, window)
+        ranked.set_reservations(model.reservations)
+    elif kind == "unreserve":
+        model.reservations = ()
+        ranked.set_reservations(())
 
 
 def check(model: Model, ranked: RankedQueue) -> None:
@@ -152,10 +164,11 @@ def check(model: Model, ranked: RankedQueue) -> None:
     expected = policy.order(queue, model.slots, device, now, config, usage)
     assert [j.id for j in ranked.ranked(device, now)] == [j.id for j in expected]
     assert [j.id for j in ranked.ranked(device, now, 3)] == [j.id for j in expected[:3]]
+    reserved = model.reservations
     assert ranked.decide(device, now) == policy.decide(
-        queue, model.slots, device, now, config, usage
+        queue, model.slots, device, now, config, usage, reserved
     )
-    estimates = policy.estimates(queue, device, now, config, model.slots, usage)
+    estimates = policy.estimates(queue, device, now, config, model.slots, usage, reserved)
     assert ranked.estimates(device, now) == estimates
     for job_id, (position, eta) in estimates.items():
         got = ranked.position(job_id, device, now)

@@ -24,6 +24,10 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
    for no other job (that job runs instead). A calibration that happens anyway restarts it
    (the dispatcher's owner discards its shots); one that could never fit is refused at
    submission (:func:`single_calibration_refusal`).
+8. Reservations (:mod:`~qhpc_lab.scheduler.reservations`): inside a window only its owner's
+   work runs; other work runs only shots that end before the window starts (a
+   single-calibration job starts only if all its shots do) and waits for its end. A periodic
+   calibration due inside a window runs just before it when that clears the window.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from qhpc_lab.qpu import DeviceState
+from qhpc_lab.scheduler import reservations as reserving
+from qhpc_lab.scheduler.reservations import Reservation
 
 JOB_CLASSES = ("development", "test", "production")
 
@@ -56,6 +62,9 @@ class QueuedJob:
     max_calibration_age_s: float | None = None
     single_calibration: bool = False
     """All its shots must run under one calibration (rule 7)."""
+    slurm_job_id: str | None = None
+    slurm_account: str | None = None
+    """The Slurm job and account the job's session belongs to: who a reservation can be for."""
 
     @property
     def remaining(self) -> int:
@@ -413,35 +422,46 @@ def decide(
     now: float,
     config: PolicyConfig,
     usage: Usage = NO_USAGE,
+    reservations: Sequence[Reservation] = (),
 ) -> Decision:
-    """The next action for an idle QPU (rules 1–7 of this module's docstring).
+    """The next action for an idle QPU (rules 1–8 of this module's docstring).
 
     ``slots`` maps session ids to their QPU shares; ``usage`` is the dispatcher's
-    :class:`Usage`, updated with :func:`record_chunk` after every chunk.
+    :class:`Usage`, updated with :func:`record_chunk` after every chunk; ``reservations``
+    the operator's windows (ended ones are ignored).
     """
     if device.state in (DeviceState.MAINTENANCE, DeviceState.OFFLINE):
         return Idle(None)
     if device.state is DeviceState.CALIBRATING:
         return Idle(now + device.calibration_duration_s)
-    if now >= device.next_calibration_at:
+    due = calibration_due_at(device, now, reservations)
+    if now >= due:
         return Calibrate()
-    candidates = [j for j in queue if j.remaining > 0 and (device.accepting or j.started)]
+    before_window = shots_within(due - now, device.time_per_shot_s)
+    room = {j.id: _reserved_room(j, reservations, now, device) for j in queue}
+    candidates = [
+        j
+        for j in queue
+        if j.remaining > 0
+        and (device.accepting or j.started)
+        and room[j.id] > 0
+        and (room[j.id] >= j.remaining or not j.single_calibration or j.started)
+    ]
     if not candidates:
-        return Idle(device.next_calibration_at)
-    before_window = shots_within(device.next_calibration_at - now, device.time_per_shot_s)
+        return Idle(min(due, reserving.next_boundary(reservations, now)))
     if before_window == 0:
         return Calibrate()
     priority = class_priorities(candidates, device, now, config, usage)
     ranked = order(candidates, slots, device, now, config, usage)
     top = priority[ranked[0].job_class]
     for job in ranked:
-        fits = _runnable_shots(job, device, now, before_window, config)
+        fits = min(_runnable_shots(job, device, now, before_window, config), room[job.id])
         if fits == 0:
             continue
         if priority[job.job_class] < top:
             break  # a fresher calibration would let the better-ranked job run instead
         return RunChunk(job.id, min(job.remaining, device.chunk_shots, fits))
-    return calibrate_unless_pinned(ranked, device, now, before_window, config)
+    return calibrate_unless_pinned(ranked, device, now, before_window, config, room)
 
 
 def calibrate_unless_pinned(
@@ -450,15 +470,45 @@ def calibrate_unless_pinned(
     now: float,
     before_window: int,
     config: PolicyConfig,
+    room: Mapping[int, int] | None = None,
 ) -> Decision:
     """An early calibration, unless a started single-calibration job can still run (rule 7):
-    then its next chunk, the best-ranked such job's."""
+    then its next chunk, the best-ranked such job's (within its ``room`` before a reservation)."""
     for job in ranked:
         if job.single_calibration and job.started:
             fits = _runnable_shots(job, device, now, before_window, config)
+            fits = min(fits, room[job.id]) if room is not None else fits
             if fits:
                 return RunChunk(job.id, min(job.remaining, device.chunk_shots, fits))
     return Calibrate()
+
+
+def calibration_due_at(
+    device: DeviceView, now: float, reservations: Sequence[Reservation] = ()
+) -> float:
+    """When the next periodic calibration starts: ``device.next_calibration_at``, or just before
+    a reservation it would fall inside (rule 8, :func:`reservations.calibration_due`)."""
+    if not reservations:
+        return device.next_calibration_at
+    return reserving.calibration_due(
+        now,
+        device.next_calibration_at,
+        device.calibrated_at,
+        device.calibration_interval_s,
+        device.calibration_duration_s,
+        reservations,
+    )
+
+
+def _reserved_room(
+    job: QueuedJob, reservations: Sequence[Reservation], t: float, device: DeviceView
+) -> int:
+    """Shots of ``job`` that may run from ``t`` before a window it does not own (at most its
+    remaining shots)."""
+    closed = reserving.closed_from(job, reservations, t) if reservations else math.inf
+    if closed == math.inf:
+        return job.remaining
+    return min(job.remaining, shots_within(closed - t, device.time_per_shot_s))
 
 
 def estimates(
@@ -468,35 +518,60 @@ def estimates(
     config: PolicyConfig,
     slots: Mapping[str, int] | None = None,
     usage: Usage = NO_USAGE,
+    reservations: Sequence[Reservation] = (),
 ) -> dict[int, tuple[int, float]]:
     """Queue position (1 = next) and seconds until each job is expected to finish.
 
     Jobs run one after the other in today's :func:`order`, with no new arrivals; periodic
-    calibrations, and early ones for jobs past their calibration-age bound, are included.
+    calibrations, and early ones for jobs past their calibration-age bound, are included. A job
+    waits out the reservations it does not own (the owner's jobs are not moved ahead of it).
     """
     result: dict[int, tuple[int, float]] = {}
     t = now
     calibrated_at = device.calibrated_at
     ranked = order(queue, slots or {}, device, now, config, usage)
     for position, job in enumerate(ranked, start=1):
-        t, calibrated_at = run_through(job, t, calibrated_at, device, config)
+        t, calibrated_at = run_through(job, t, calibrated_at, device, config, reservations)
         result[job.id] = (position, max(0.0, t - now))
     return result
 
 
 def run_through(
-    job: QueuedJob, t: float, calibrated_at: float, device: DeviceView, config: PolicyConfig
+    job: QueuedJob,
+    t: float,
+    calibrated_at: float,
+    device: DeviceView,
+    config: PolicyConfig,
+    reservations: Sequence[Reservation] = (),
 ) -> tuple[float, float]:
     """When ``job``'s remaining shots end, and the last calibration before, if it starts at ``t``
     with the device calibrated at ``calibrated_at``: :func:`estimates`' model of one job,
-    periodic calibrations and early ones for its calibration-age bound included."""
+    periodic calibrations and early ones for its calibration-age bound included, and the
+    windows of reservations it does not own skipped (a calibration falling due in one is
+    counted after it)."""
     left = job.remaining
     while left > 0:
         due = calibrated_at + device.calibration_interval_s
+        if reservations:
+            t = reserving.open_at(job, reservations, t)
+            due = reserving.calibration_due(
+                t,
+                due,
+                calibrated_at,
+                device.calibration_interval_s,
+                device.calibration_duration_s,
+                reservations,
+            )
         fits = min(
             shots_within(due - t, device.time_per_shot_s),
             shots_within_age(job, t - calibrated_at, device.time_per_shot_s, config),
         )
+        if reservations and fits > 0:
+            room = _reserved_room(job, reservations, t, device)
+            if room == 0:
+                t = reserving.closed_from(job, reservations, t)
+                continue
+            fits = min(fits, room)
         if fits == 0:
             t += device.calibration_duration_s
             calibrated_at = t

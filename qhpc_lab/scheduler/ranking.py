@@ -27,6 +27,7 @@ from sortedcontainers import SortedList
 
 from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler import policy
+from qhpc_lab.scheduler import reservations as reserving
 from qhpc_lab.scheduler.policy import (
     NO_USAGE,
     Calibrate,
@@ -38,6 +39,7 @@ from qhpc_lab.scheduler.policy import (
     RunChunk,
     Usage,
 )
+from qhpc_lab.scheduler.reservations import Reservation
 
 _Arrival = tuple[float, int]
 """A job's place within its account: (created_at, id)."""
@@ -285,6 +287,7 @@ class RankedQueue:
         self._single_calibration = 0
         """Single-calibration jobs (rare): while one is queued, decisions are the linear
         policy's, whose rule 7 looks past the first runnable job of each unit."""
+        self._reservations: tuple[Reservation, ...] = ()
 
     # -- the jobs ---------------------------------------------------------------------------
 
@@ -355,6 +358,14 @@ class RankedQueue:
     def slots(self) -> Mapping[str, int]:
         return self._slots
 
+    @property
+    def reservations(self) -> tuple[Reservation, ...]:
+        return self._reservations
+
+    def set_reservations(self, reservations: Iterable[Reservation]) -> None:
+        """The operator's reservations (rule 8), replacing those held; ended ones may stay."""
+        self._reservations = tuple(reservations)
+
     def record_chunk(self, job: QueuedJob, started_at: float, finished_at: float) -> None:
         """Account a chunk of ``job`` (:func:`policy.record_chunk`); call before :meth:`update`."""
         self._usage = policy.record_chunk(self._usage, job, started_at, finished_at, self._config)
@@ -404,10 +415,15 @@ class RankedQueue:
         return [self._jobs[job_id] for _, job_id in itertools.islice(arrivals, limit)]
 
     def decide(self, device: DeviceView, now: float) -> Decision:
-        """``policy.decide`` over the queued jobs, slots and usage."""
-        if self._exhausted or self._single_calibration:  # the linear policy keeps these exact
+        """``policy.decide`` over the queued jobs, slots, usage and reservations."""
+        reserved = reserving.pending(self._reservations, now)
+        # The linear policy keeps these exact; a reservation is near when it holds now, could
+        # shorten a chunk, or moves the next calibration.
+        if self._exhausted or self._single_calibration or self._near(reserved, device, now):
             queue = list(self._jobs.values())
-            return policy.decide(queue, self._slots, device, now, self._config, self._usage)
+            return policy.decide(
+                queue, self._slots, device, now, self._config, self._usage, reserved
+            )
         if device.state in (DeviceState.MAINTENANCE, DeviceState.OFFLINE):
             return Idle(None)
         if device.state is DeviceState.CALIBRATING:
@@ -416,7 +432,7 @@ class RankedQueue:
             return Calibrate()
         index = self._all if device.accepting else self._started
         if not index.count:
-            return Idle(device.next_calibration_at)
+            return Idle(min(device.next_calibration_at, reserving.next_boundary(reserved, now)))
         before_window = policy.shots_within(
             device.next_calibration_at - now, device.time_per_shot_s
         )
@@ -437,15 +453,26 @@ class RankedQueue:
                     return RunChunk(job.id, shots)
         return Calibrate()
 
+    @staticmethod
+    def _near(reserved: list[Reservation], device: DeviceView, now: float) -> bool:
+        if not reserved:
+            return False
+        room = policy.shots_within(reserved[0].starts_at - now, device.time_per_shot_s)
+        moved = policy.calibration_due_at(device, now, reserved) != device.next_calibration_at
+        return room <= device.chunk_shots or moved
+
     def position(self, job_id: int, device: DeviceView, now: float) -> tuple[int, float] | None:
         """``policy.estimates(...)[job_id]``: queue position (1 = next) and seconds to its end.
 
         Without calibration-age bounds ahead of the job, the ETA is closed-form in the shots
-        ahead; each bounded job ahead is replayed (:func:`policy.run_through`).
+        ahead; each bounded job ahead is replayed (:func:`policy.run_through`). While a
+        reservation is pending, every job ahead is (:meth:`estimates`).
         """
         job = self._jobs.get(job_id)
         if job is None:
             return None
+        if reserving.pending(self._reservations, now):
+            return self.estimates(device, now)[job_id]
         tiers = self._all.tiers(device, now, self._config, self._usage)
         own_class = self._all.classes[job.job_class]
         tier_index = next(
@@ -470,8 +497,11 @@ class RankedQueue:
         jobs ahead of each."""
         result: dict[int, tuple[int, float]] = {}
         t, calibrated_at = now, device.calibrated_at
+        reserved = reserving.pending(self._reservations, now)
         for position, job in enumerate(self.ranked(device, now), start=1):
-            t, calibrated_at = policy.run_through(job, t, calibrated_at, device, self._config)
+            t, calibrated_at = policy.run_through(
+                job, t, calibrated_at, device, self._config, reserved
+            )
             result[job.id] = (position, max(0.0, t - now))
         return result
 
