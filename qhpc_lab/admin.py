@@ -53,6 +53,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     accounting.add_argument("--since", help="ISO date/time or Unix time")
     accounting.add_argument("--until", help="ISO date/time or Unix time")
     accounting.add_argument("--by", choices=("user", "slurm_job"), default="user")
+    reserve = actions.add_parser(
+        "reserve", help="keep the whole QPU for a user, a Slurm account or a Slurm job"
+    )
+    owner = reserve.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--user", help="a login name or uid")
+    owner.add_argument("--account", help="a Slurm account")
+    owner.add_argument("--slurm-job", help="a Slurm job id")
+    reserve.add_argument("--start", help="ISO date/time or Unix time (default: now)")
+    reserve.add_argument("--end", required=True, help="ISO date/time or Unix time")
+    reservations = actions.add_parser("reservations", help="reservations not ended yet")
+    reservations.add_argument("--ended", action="store_true", help="ended ones too")
+    unreserve = actions.add_parser("unreserve", help="cancel a reservation")
+    unreserve.add_argument("reservation_id", type=int)
     admin.set_defaults(run=run)
 
 
@@ -154,6 +167,12 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     if args.action == "jobs":
         params = {"limit": args.limit, **({"status": args.status} if args.status else {})}
         return "GET", "/jobs", {"params": params}
+    if args.action == "reserve":
+        return "POST", "/admin/reservations", {"json": _reservation(args)}
+    if args.action == "reservations":
+        return "GET", "/admin/reservations", {"params": {"ended": args.ended}}
+    if args.action == "unreserve":
+        return "DELETE", f"/admin/reservations/{args.reservation_id}", {}
     params = {"by": args.by}
     for bound in ("since", "until"):
         if getattr(args, bound):
@@ -183,6 +202,25 @@ def _policy_changes(pairs: list[str]) -> dict[str, Any]:
     return changes
 
 
+def _reservation(args: argparse.Namespace) -> dict[str, Any]:
+    """``qhpc admin reserve``'s body: the owner (a login name becomes its uid) and the window."""
+    if args.user is not None:
+        kind, owner = "user", args.user if args.user.isdigit() else _uid(args.user)
+    elif args.account is not None:
+        kind, owner = "account", args.account
+    else:
+        kind, owner = "slurm_job", args.slurm_job
+    start = _timestamp(args.start) if args.start else datetime.now().timestamp()
+    return {"owner_kind": kind, "owner": owner, "starts_at": start, "ends_at": _timestamp(args.end)}
+
+
+def _uid(name: str) -> str:
+    try:
+        return str(pwd.getpwnam(name).pw_uid)
+    except KeyError:
+        raise ValueError(f"no user {name!r} on this host: give the uid") from None
+
+
 def _timestamp(text: str) -> float:
     try:
         return float(text)
@@ -205,6 +243,9 @@ def _render(action: str, answer: Any) -> str:
                 f"{row['max_wait_s'] or 0:>11.2f}"
             )
         return "\n".join(lines)
+    if action in ("reserve", "reservations", "unreserve"):
+        rows = answer if isinstance(answer, list) else [answer]
+        return "\n".join(_reservation_line(r) for r in rows) or "no reservations"
     if action == "jobs":
         if not answer:
             return "no jobs"
@@ -218,6 +259,16 @@ def _render(action: str, answer: Any) -> str:
             ]
         )
     return json.dumps(answer, indent=2)
+
+
+def _reservation_line(row: dict[str, Any]) -> str:
+    owner = _user_name(row["owner"]) if row["owner_kind"] == "user" else row["owner"]
+    start, end = (
+        datetime.fromtimestamp(row[t]).isoformat(" ", "minutes") for t in ("starts_at", "ends_at")
+    )
+    window = f"{start} to {end}"
+    now = " (now)" if row["active"] else ""
+    return f"{row['id']:>5} {row['owner_kind']} {owner}: {window}{now}"
 
 
 def _user_name(uid: str | None) -> str:

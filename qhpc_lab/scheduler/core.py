@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -45,10 +45,18 @@ from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
 from qhpc_lab.scheduler.logs import job_fields
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.ranking import RankedQueue
-from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
+from qhpc_lab.scheduler.reservations import Reservation, next_reservation
+from qhpc_lab.scheduler.store import (
+    DuplicateJob,
+    JobRow,
+    ReservationOverlap,
+    ReservationRow,
+    SessionRow,
+    Store,
+)
 from qhpc_lab.scheduler.timeline import Timelines
 from qhpc_lab.scheduler.traces import JobTraces
-from qhpc_lab.scheduler.views import held_by, iso_time, job_view, policy_view
+from qhpc_lab.scheduler.views import held_by, iso_time, job_view, policy_view, reservation_view
 from qhpc_lab.vocabulary import FINAL_STATUSES
 
 log = logging.getLogger("qhpc.scheduler")
@@ -135,6 +143,8 @@ class Scheduler:
         """Held while a session is checked against the free QPU slots and stored, and while
         expired sessions are revoked."""
         self._programs: dict[int, Program] = {}
+        self._reservations: dict[int, ReservationRow] = {}
+        """Reservations not ended when last loaded (ended ones are dropped at the next change)."""
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
         self._dispatcher = Dispatcher(
@@ -170,6 +180,8 @@ class Scheduler:
         for session in sessions:
             self._sessions[session.id] = session
             self._queue.set_slots(session.id, session.qpu_slots)
+        reserved = await self._store_retrying(self.store.list_reservations, self.clock())
+        self._set_reservations(reserved)
         calibration_id = self.driver.calibration.id
         for row in await self._store_retrying(self.store.active_jobs):
             stale = bool(row.calibrations) and row.calibrations[-1]["id"] != calibration_id
@@ -294,6 +306,8 @@ class Scheduler:
         view = self.device_view()
         running = self._queue.get(self._running) if self._running is not None else None
         visible = running is not None and (admin or running.user_id == user_id)
+        due = policy.calibration_due_at(view, now, self._queue.reservations)
+        upcoming = next_reservation(self._queue.reservations, now)
         return {
             "name": self.driver.profile.spec.name,
             "profile": self.driver.profile.name,
@@ -305,8 +319,8 @@ class Scheduler:
             "calibrated_at": view.calibrated_at,
             "calibration_id": self.driver.calibration.id,
             "calibration_age_s": round(now - view.calibrated_at, 3),
-            "next_calibration_at": view.next_calibration_at,
-            "next_calibration_in_s": round(max(0.0, view.next_calibration_at - now), 3),
+            "next_calibration_at": due,
+            "next_calibration_in_s": round(max(0.0, due - now), 3),
             "calibration_duration_s": view.calibration_duration_s,
             "time_per_shot_s": view.time_per_shot_s,
             "chunk_shots": view.chunk_shots,
@@ -314,6 +328,9 @@ class Scheduler:
             "running": None if running is None else {"job_class": running.job_class},
             "running_job": running.id if visible and running is not None else None,
             "dispatcher": self.health.view(),
+            "next_reservation": None
+            if upcoming is None
+            else reservation_view(self._reservations[upcoming.id], now),
         }
 
     async def set_accessible(self, accessible: bool, message: str | None = None) -> None:
@@ -335,6 +352,64 @@ class Scheduler:
         self.timelines.hold("draining", draining, self.clock())
         self._device_changed()
 
+    # -- reservations -----------------------------------------------------------------------
+
+    async def add_reservation(
+        self, owner_kind: str, owner: str, starts_at: float, ends_at: float, created_by: str
+    ) -> ReservationRow:
+        """Reserve the QPU for ``owner`` over ``[starts_at, ends_at)`` (a start in the past is
+        now): 422 unless it ends after it starts and in the future, 409 on an overlap."""
+        now = self.clock()
+        starts_at = max(starts_at, now)
+        if ends_at <= starts_at:
+            raise SchedulerError(
+                422, "a reservation must end after it starts, and in the future", "ends_at"
+            )
+        if ends_at - starts_at > policy.MAX_SECONDS:
+            raise SchedulerError(422, "a reservation may last ten years at most", "ends_at")
+        try:
+            row = await self.db(
+                self.store.add_reservation, owner_kind, owner, starts_at, ends_at, created_by
+            )
+        except ReservationOverlap as err:
+            raise SchedulerError(
+                409,
+                f"the QPU is already reserved for {err.existing.owner_kind} "
+                f"{err.existing.owner} from {iso_time(err.existing.starts_at)} to "
+                f"{iso_time(err.existing.ends_at)} (reservation {err.existing.id})",
+                "reservation_overlap",
+            ) from None
+        log.info(
+            "reservation %d: the QPU for %s %s from %s to %s",
+            row.id,
+            owner_kind,
+            owner,
+            iso_time(starts_at),
+            iso_time(ends_at),
+        )
+        self._set_reservations([*self._reservations.values(), row])
+        return row
+
+    async def cancel_reservation(self, reservation_id: int) -> ReservationRow:
+        """Cancel a reservation; 404 when there is none with this id."""
+        row = await self.db(self.store.cancel_reservation, reservation_id)
+        if row is None:
+            raise SchedulerError(404, f"reservation {reservation_id} not found")
+        log.info("reservation %d canceled", row.id)
+        self._set_reservations(r for r in self._reservations.values() if r.id != row.id)
+        return row
+
+    def _set_reservations(self, rows: Iterable[ReservationRow]) -> None:
+        """Hold these reservations (those not ended) and let the dispatcher plan with them."""
+        now = self.clock()
+        self._reservations = {row.id: row for row in rows if row.ends_at > now}
+        self._queue.set_reservations(
+            Reservation(row.id, row.starts_at, row.ends_at, row.owner_kind, row.owner)
+            for row in self._reservations.values()
+        )
+        self._dispatcher.wake()
+        self._device_changed()
+
     def _device_changed(self) -> None:
         self.bus.publish("device", self.device_info())
         self._queue_changed()
@@ -347,7 +422,11 @@ class Scheduler:
         return sum(self._queue.slots.values())
 
     async def open_session(
-        self, user_id: str, slurm_job_id: str | None, qpu_slots: int
+        self,
+        user_id: str,
+        slurm_job_id: str | None,
+        qpu_slots: int,
+        slurm_account: str | None = None,
     ) -> SessionRow:
         """Open a session, or return the open one of the same Slurm job (a prolog's retry);
         409 when that one holds other slots, or when the slots asked for are not free."""
@@ -387,6 +466,7 @@ class Scheduler:
                 qpu_slots,
                 now,
                 *self._deadlines(now),
+                slurm_account,
             )
             self._sessions[session.id] = session
             self._queue.set_slots(session.id, session.qpu_slots)
@@ -726,6 +806,7 @@ class Scheduler:
     # -- queue bookkeeping ------------------------------------------------------------------
 
     def _enqueue(self, row: JobRow, program: Program | None = None) -> None:
+        session = self._sessions.get(row.session_id) if row.session_id else None
         job = policy.QueuedJob(
             id=row.id,
             user_id=row.user_id,
@@ -736,6 +817,8 @@ class Scheduler:
             created_at=row.created_at,
             max_calibration_age_s=row.max_calibration_age_s,
             single_calibration=row.single_calibration,
+            slurm_job_id=row.slurm_job_id,
+            slurm_account=session.slurm_account if session else None,
         )
         self._queue.add(job)
         self._programs[row.id] = program or Program(

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from qhpc_lab.scheduler.policy import MAX_SECONDS, PolicyConfig
+from qhpc_lab.scheduler.reservations import OWNER_KINDS
 from qhpc_lab.scheduler.timeline import HOLDS
 
 MAX_SHOTS = 1_000_000
@@ -83,6 +84,9 @@ class SessionIn(BaseModel):
     qpu_slots: StrictInt = Field(
         1, ge=1, le=MAX_QPU_SLOTS, description="QPU share of the Slurm job (qpu:N)."
     )
+    slurm_account: Identifier | None = Field(
+        None, description="The Slurm job's account: reservations can be for it."
+    )
 
 
 class SessionOut(BaseModel):
@@ -103,6 +107,7 @@ class SessionOut(BaseModel):
         "in it moves it on. Null: no idle deadline."
     )
     expires_at: str | None = Field(description="Revoked at this time. Null: no lifetime limit.")
+    slurm_account: str | None = Field(None, description="The Slurm job's account, if known.")
 
 
 class JobIn(BaseModel):
@@ -371,6 +376,34 @@ class RunningOut(BaseModel):
     job_class: str
 
 
+OwnerKind = Literal[OWNER_KINDS]
+ReservationId = Annotated[int, Path(ge=1, lt=2**31, description="A reservation id.")]
+
+
+class ReservationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owner_kind: OwnerKind = Field(
+        description="Who the QPU is kept for: a user id, a Slurm account or a Slurm job id."
+    )
+    owner: Identifier
+    starts_at: datetime = Field(
+        description="RFC 3339 date-time (UTC when no offset) or Unix time; one in the past "
+        "starts now."
+    )
+    ends_at: datetime = Field(description="Must be after starts_at and in the future.")
+
+
+class ReservationOut(BaseModel):
+    id: int
+    owner_kind: OwnerKind
+    owner: str
+    starts_at: float = Field(description="Unix time.")
+    ends_at: float = Field(description="Unix time.")
+    active: bool = Field(description="The window holds now: only its owner's work runs.")
+    created_at: float
+    created_by: str | None
+
+
 class DeviceOut(BaseModel):
     name: str
     profile: str
@@ -391,6 +424,9 @@ class DeviceOut(BaseModel):
     running: RunningOut | None
     running_job: int | None = Field(description="Only to its owner or an administrator.")
     dispatcher: DispatcherOut
+    next_reservation: ReservationOut | None = Field(
+        description="The reservation in force, else the next to start (docs/policy.md rule 8)."
+    )
 
 
 class TimelineOut(BaseModel):

@@ -42,6 +42,7 @@ sessions = sa.Table(
     sa.Column("revoke_reason", sa.Text),
     sa.Column("idle_expires_at", sa.Float),
     sa.Column("expires_at", sa.Float),
+    sa.Column("slurm_account", sa.String(64)),
 )
 
 jobs = sa.Table(
@@ -73,6 +74,19 @@ jobs = sa.Table(
     sa.Column("finished_at", sa.Float),
     sa.Index("jobs_idempotency", "user_id", "idempotency_key", unique=True),
 )
+
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner_kind", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("starts_at", sa.Float, nullable=False),
+    sa.Column("ends_at", sa.Float, nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(64)),
+)
+"""The operator's QPU reservations (docs/policy.md rule 8); a canceled one is deleted."""
 
 facts = sa.Table(
     "device_facts",
@@ -225,6 +239,8 @@ class SessionRow:
     """Warden's idle deadline: revoked after it unless a job of the session is still active."""
     expires_at: float | None = None
     """Warden's maximum-lifetime deadline: revoked after it, its queued jobs canceled."""
+    slurm_account: str | None = None
+    """The Slurm job's account, when the prolog says it: who a reservation can be for."""
 
     @property
     def active(self) -> bool:
@@ -249,6 +265,25 @@ class _NoLock:
 
     def release(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class ReservationRow:
+    id: int
+    owner_kind: str
+    owner: str
+    starts_at: float
+    ends_at: float
+    created_at: float
+    created_by: str | None
+
+
+class ReservationOverlap(Exception):
+    """A reservation whose window overlaps ``existing`` (the QPU is reserved whole)."""
+
+    def __init__(self, existing: ReservationRow) -> None:
+        super().__init__(f"overlaps reservation {existing.id}")
+        self.existing = existing
 
 
 class DuplicateJob(Exception):
@@ -341,6 +376,7 @@ class Store:
         now: float | None = None,
         idle_expires_at: float | None = None,
         expires_at: float | None = None,
+        slurm_account: str | None = None,
     ) -> SessionRow:
         """Open a session, or return the active one for the same user and Slurm job (retries)."""
         with self._write() as conn:
@@ -364,6 +400,7 @@ class Store:
                 revoke_reason=None,
                 idle_expires_at=idle_expires_at,
                 expires_at=expires_at,
+                slurm_account=slurm_account,
             )
             conn.execute(sessions.insert().values(**values))
             return SessionRow(**values)
@@ -428,6 +465,57 @@ class Store:
                 )
             row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).one()
         return SessionRow(**row._mapping), pending
+
+    # -- reservations ---------------------------------------------------------------------
+
+    def add_reservation(
+        self,
+        owner_kind: str,
+        owner: str,
+        starts_at: float,
+        ends_at: float,
+        created_by: str | None = None,
+    ) -> ReservationRow:
+        """Reserve ``[starts_at, ends_at)``; :class:`ReservationOverlap` when another
+        reservation holds part of it (checked in the same transaction)."""
+        with self._write() as conn:
+            if conn.dialect.name == "postgresql":  # two overlapping inserts: one waits, then fails
+                conn.execute(sa.text("LOCK TABLE reservations IN SHARE ROW EXCLUSIVE MODE"))
+            clash = conn.execute(
+                sa.select(reservations)
+                .where(reservations.c.starts_at < ends_at, reservations.c.ends_at > starts_at)
+                .order_by(reservations.c.starts_at)
+            ).first()
+            if clash is not None:
+                raise ReservationOverlap(ReservationRow(**clash._mapping))
+            values = dict(
+                owner_kind=owner_kind,
+                owner=owner,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                created_at=self.clock(),
+                created_by=created_by,
+            )
+            row = conn.execute(reservations.insert().returning(*reservations.c), values).one()
+        return ReservationRow(**row._mapping)
+
+    def list_reservations(self, ending_after: float | None = None) -> list[ReservationRow]:
+        """Reservations by start; with ``ending_after``, only those not ended by then."""
+        query = sa.select(reservations).order_by(reservations.c.starts_at)
+        if ending_after is not None:
+            query = query.where(reservations.c.ends_at > ending_after)
+        with self.engine.connect() as conn:
+            return [ReservationRow(**r._mapping) for r in conn.execute(query)]
+
+    def cancel_reservation(self, reservation_id: int) -> ReservationRow | None:
+        """Delete a reservation; it, or None when there was none with this id."""
+        with self._write() as conn:
+            row = conn.execute(
+                reservations.delete()
+                .where(reservations.c.id == reservation_id)
+                .returning(*reservations.c)
+            ).first()
+        return ReservationRow(**row._mapping) if row else None
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.scheduler.policy import PolicyConfig
-from qhpc_lab.scheduler.store import AccountingQuery, JobRow, SessionRow
+from qhpc_lab.scheduler.store import AccountingQuery, JobRow, ReservationRow, SessionRow
 from qhpc_lab.scheduler.timeline import story
 
 if TYPE_CHECKING:
@@ -24,6 +24,17 @@ def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def unix_time(moment: datetime | None) -> float | None:
+    """A request's date-time as a Unix time; one without an offset is UTC, as Warden reads it."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def reservation_view(row: ReservationRow, now: float) -> dict[str, Any]:
+    return {**dataclasses.asdict(row), "active": row.starts_at <= now < row.ends_at}
 
 
 def held_by(scheduler: Scheduler, started: bool) -> str | None:
@@ -106,6 +117,7 @@ def session_view(session: SessionRow) -> dict[str, Any]:
         "revocation_reason": session.revoke_reason,
         "idle_expires_at": iso_time(session.idle_expires_at),
         "expires_at": iso_time(session.expires_at),
+        "slurm_account": session.slurm_account,
     }
 
 

@@ -3,7 +3,7 @@ what ended in a window, a page at a time (``/admin/accounting`` groups by submis
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -25,18 +25,12 @@ from qhpc_lab.scheduler.store import AccountingQuery
 from qhpc_lab.scheduler.views import (
     jobs_accounting_view,
     sessions_accounting_view,
+    unix_time,
     users_accounting_view,
 )
 
 router = APIRouter(prefix="/accounting", tags=["warden", "admin"])
 ADMIN_QUERY = error_responses(401, 403, 422)
-
-
-def _unix(moment: datetime | None) -> float | None:
-    """A query's date-time as a Unix time; one without an offset is UTC, as Warden reads it."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _query(
@@ -47,8 +41,8 @@ def _query(
     **ids: list[Any] | None,
 ) -> AccountingQuery:
     return AccountingQuery(
-        _unix(ended_after),
-        _unix(ended_before),
+        unix_time(ended_after),
+        unix_time(ended_before),
         offset=offset,
         limit=limit,
         **{name: tuple(values or ()) for name, values in ids.items()},
