@@ -257,6 +257,10 @@ def test_dispatcher_stall_reasons_and_error_reasons_are_bounded() -> None:
     assert ("qhpc_emulator_worker_up", frozenset()) not in now, "no worker, no gauge"
     ended = parse(metrics.render(snapshot(maintenance_ends_at=1.5e9)).decode())
     assert value(ended, "qhpc_maintenance_window_end_timestamp_seconds") == 1.5e9
+    reserved = parse(metrics.render(snapshot(reservation=(1.5e9, 1.6e9))).decode())
+    assert value(reserved, "qhpc_reservation_start_timestamp_seconds") == 1.5e9
+    assert value(reserved, "qhpc_reservation_end_timestamp_seconds") == 1.6e9
+    assert ("qhpc_reservation_start_timestamp_seconds", frozenset()) not in ended
 
 
 @pytest.mark.anyio

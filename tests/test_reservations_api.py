@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -10,8 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qhpc_lab.jupyter.server.service import device_view
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import OTHER, SECRET, USER, auth_header, daemon, poll_until, wait_for_status
+from tests.conftest import (
+    OTHER,
+    SECRET,
+    USER,
+    auth_header,
+    daemon,
+    poll_until,
+    wait_for_status,
+)
 from tests.test_admin import _qhpc_admin
 
 
@@ -98,4 +106,49 @@ def test_a_reserved_qpu_runs_its_owner_and_others_wait(tmp_path: Path, sequence_
         poll_until(lambda: _job(server.url, USER, later["id"])["status"] == "DONE", "after")
         started = datetime.fromisoformat(_job(server.url, USER, later["id"])["started_at"])
         assert started.timestamp() >= ends
-        assert json.loads(_qhpc_admin(server.url, token, "status").stdout)["next_reservation"] is None
+        assert httpx.get(f"{server.url}/device", timeout=30).json()["next_reservation"] is None
+
+
+@pytest.mark.anyio
+async def test_an_account_reservation_runs_the_jobs_of_that_accounts_sessions(
+    api, sequence_json: str
+) -> None:
+    body = {"user_id": USER, "slurm_job_id": "77", "slurm_account": "chem"}
+    session = (await api.admin.post("/sessions", json=body)).json()
+    assert session["slurm_account"] == "chem"
+    window = {
+        "owner_kind": "account",
+        "owner": "chem",
+        "starts_at": 0,
+        "ends_at": time.time() + 600,
+    }
+    assert (await api.admin.post("/admin/reservations", json=window)).status_code == 201
+    job = {"sequence": sequence_json, "shots": 50}
+    kept_out = (await api.other.post("/jobs", json=job)).json()
+    header = {"X-Warden-Session": session["id"]}
+    mine = (await api.user.post("/jobs", json=job, headers=header)).json()
+    await wait_for_status(api.user, mine["id"], timeout=120)
+    assert (await api.other.get(f"/jobs/{kept_out['id']}")).json()["shots_done"] == 0
+
+
+def test_the_sidebar_sees_whom_the_qpu_is_reserved_for_not_who_reserved_it() -> None:
+    shown = device_view(
+        {
+            "state": "ONLINE",
+            "next_reservation": {
+                "owner_kind": "user",
+                "owner": "1001",
+                "starts_at": 1.0,
+                "ends_at": 2.0,
+                "active": False,
+                "created_by": "0",
+                "id": 3,
+            },
+        }
+    )
+    assert shown["next_reservation"] == {
+        "owner_kind": "user",
+        "owner": "1001",
+        "starts_at": 1.0,
+        "ends_at": 2.0,
+    }

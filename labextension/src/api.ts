@@ -30,8 +30,18 @@ export interface ITarget {
   running?: { job_class: string } | null;
   /** Its id, when it is mine. */
   running_job?: number | null;
+  /** The reservation in force, else the next (`GET /device`); Unix times. */
+  next_reservation?: IReservation | null;
   /** The scheduler's latest `queue` event, once its stream is followed. */
   queue?: IQueue;
+}
+
+/** The whole QPU kept for a user, a Slurm account or a Slurm job between two times. */
+export interface IReservation {
+  owner_kind: string;
+  owner: string;
+  starts_at: number;
+  ends_at: number;
 }
 
 /** A scheduler's queue as its `queue` event tells this user (other users' jobs: counts only). */

@@ -4,7 +4,7 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { IJob, IQueue, ITarget } from './api';
+import { IJob, IQueue, IReservation, ITarget } from './api';
 import { clockTime, duration } from './format.js';
 import { IReceived, QpuModel, elapsed, isFinal } from './model';
 import { qpuIcon } from './icon';
@@ -70,6 +70,32 @@ function Calibration(props: { target: IReceived<ITarget> }): JSX.Element | null 
           {duration(next - since)}
         </span>
       )}
+    </div>
+  );
+}
+
+const OWNER_LABELS: Record<string, string> = {
+  user: 'user',
+  account: 'Slurm account',
+  slurm_job: 'Slurm job'
+};
+
+/** Whom the QPU is reserved for and when: only their work runs in the window. */
+function Reservation(props: { reservation?: IReservation | null }): JSX.Element | null {
+  const r = props.reservation;
+  if (!r || r.ends_at * 1000 <= Date.now()) {
+    return null;
+  }
+  const now = r.starts_at * 1000 <= Date.now();
+  const owner = `${OWNER_LABELS[r.owner_kind] ?? r.owner_kind} ${r.owner}`;
+  const when = `${clockTime(r.starts_at * 1000)}–${clockTime(r.ends_at * 1000)}`;
+  return (
+    <div
+      className="qhpc-row qhpc-reservation"
+      data-active={now}
+      title="Only the owner's jobs run in a reservation; other jobs wait for its end"
+    >
+      {now ? 'Reserved now' : 'Reserved'} for {owner}, {when}
     </div>
   );
 }
@@ -160,6 +186,7 @@ function TargetCard(props: {
       {t.reachable ? (
         <>
           <Calibration target={props.target} />
+          <Reservation reservation={t.next_reservation} />
           <QueueDepth queue={props.queue} target={t} />
           {t.draining && <div className="qhpc-note">Draining: queued jobs wait.</div>}
         </>

@@ -82,6 +82,8 @@ class Snapshot:
     """None when the driver has no emulator worker (the gauge is then left out)."""
     maintenance_ends_at: float | None = None
     """Unix time the current maintenance window is declared to end, if one is."""
+    reservation: tuple[float, float] | None = None
+    """The reservation in force, else the next (start, end, Unix times); None: none."""
 
 
 class Metrics:
@@ -190,6 +192,16 @@ class Metrics:
         self._maintenance_end = _OptionalGauge(
             "qhpc_maintenance_window_end_timestamp_seconds",
             "Declared end of the current maintenance window (Unix time); absent without one.",
+            r,
+        )
+        self._reservation_start = _OptionalGauge(
+            "qhpc_reservation_start_timestamp_seconds",
+            "Start of the reservation in force, else of the next (Unix time); absent without one.",
+            r,
+        )
+        self._reservation_end = _OptionalGauge(
+            "qhpc_reservation_end_timestamp_seconds",
+            "End of the reservation in force, else of the next (Unix time); absent without one.",
             r,
         )
         for job_class in JOB_CLASSES:
@@ -307,6 +319,9 @@ class Metrics:
         worker_up = snapshot.emulator_worker_up
         self._worker_up.value = None if worker_up is None else int(worker_up)
         self._maintenance_end.value = snapshot.maintenance_ends_at
+        window = snapshot.reservation
+        self._reservation_start.value = None if window is None else window[0]
+        self._reservation_end.value = None if window is None else window[1]
         return generate_latest(_WithoutCreated(self.registry))
 
 

@@ -59,6 +59,7 @@ DEVICE_FIELDS = (
     "queue_depth",
     "running",
     "running_job",
+    "next_reservation",
 )
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CRED|AUTH|SESSION", re.IGNORECASE)
@@ -69,6 +70,8 @@ QUEUE_FIELDS = ("revision", "waiting", "depth", "running", "jobs", "jobs_omitted
 RUNNING_FIELDS = ("job_class", "mine", "job_id", "eta_s")
 DEVICE_RUNNING_FIELDS = ("job_class",)
 """``/device``'s running job, anyone's: its class, so that it is not counted as waiting."""
+RESERVATION_FIELDS = ("owner_kind", "owner", "starts_at", "ends_at")
+"""``/device``'s next reservation: whom the QPU is kept for and when (not who made it)."""
 
 URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s\"]+@", re.IGNORECASE)
 
@@ -102,6 +105,8 @@ def device_view(data: Mapping[str, Any]) -> dict[str, Any]:
     view = pick(data, DEVICE_FIELDS)
     if isinstance(view.get("running"), Mapping):
         view["running"] = pick(view["running"], DEVICE_RUNNING_FIELDS)
+    if isinstance(view.get("next_reservation"), Mapping):
+        view["next_reservation"] = pick(view["next_reservation"], RESERVATION_FIELDS)
     return view
 
 

@@ -58,5 +58,8 @@ async def get_metrics(sched: SchedulerDep) -> Response:
         draining=sched.draining,
         sessions_open=sched.sessions_open,
         emulator_worker_up=getattr(sched.driver, "worker_alive", None),
+        reservation=None
+        if info["next_reservation"] is None
+        else (info["next_reservation"]["starts_at"], info["next_reservation"]["ends_at"]),
     )
     return Response(sched.metrics.render(snapshot), media_type=METRICS_CONTENT_TYPE)
