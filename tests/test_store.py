@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qhpc_lab.scheduler.store import JobRow, Store
+from qhpc_lab.scheduler.store import JobRow, ReservationOverlap, Store
 from tests.conftest import USER, in_process, wait_for_status
 from tests.conftest import test_config as make_config
 
@@ -303,3 +303,17 @@ def test_a_database_with_the_former_results_column_still_opens(tmp_path: Path) -
         assert run_to_done(reopened, add(reopened)).results == done.results
     finally:
         reopened.close()
+
+
+def test_reservations_never_overlap_and_cancel_by_deletion(store: Store) -> None:
+    first = store.add_reservation("user", USER, 100.0, 200.0, "0")
+    assert first.id > 0 and first.created_by == "0"
+    with pytest.raises(ReservationOverlap) as clash:
+        store.add_reservation("account", "chem", 150.0, 250.0)
+    assert clash.value.existing == first
+    second = store.add_reservation("slurm_job", "42", 200.0, 300.0)  # back to back is fine
+    assert [r.id for r in store.list_reservations()] == [first.id, second.id]
+    assert [r.id for r in store.list_reservations(ending_after=200.0)] == [second.id]
+    assert store.cancel_reservation(first.id) == first
+    assert store.cancel_reservation(first.id) is None
+    assert store.list_reservations() == [second]
