@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qhpc_lab.hpc import slurm
+from qhpc_lab.hpc.slurm import HookConfig
 from qhpc_lab.jupyter.server.service import device_view
 from qhpc_lab.scheduler.auth import make_token
 from tests.conftest import (
@@ -18,7 +21,6 @@ from tests.conftest import (
     auth_header,
     daemon,
     poll_until,
-    wait_for_status,
 )
 from tests.test_admin import _qhpc_admin
 
@@ -59,11 +61,11 @@ async def test_reservations_are_validated_listed_and_canceled(api) -> None:
     assert (await api.anonymous.get("/device")).json()["next_reservation"] is None
 
 
-def _submit(url: str, uid: str, sequence: str, shots: int) -> dict:
+def _submit(url: str, uid: str, session: str, sequence: str) -> dict:
     answer = httpx.post(
         f"{url}/jobs",
-        json={"sequence": sequence, "shots": shots},
-        headers=auth_header(uid),
+        json={"sequence": sequence, "shots": 50},
+        headers={**auth_header(uid), "X-Warden-Session": session},
         timeout=120,
     )
     assert answer.status_code == 200, answer.text
@@ -74,61 +76,54 @@ def _job(url: str, uid: str, job_id: int) -> dict:
     return httpx.get(f"{url}/jobs/{job_id}", headers=auth_header(uid), timeout=30).json()
 
 
-def test_a_reserved_qpu_runs_its_owner_and_others_wait(tmp_path: Path, sequence_json: str) -> None:
-    token = make_token(SECRET, 0, admin=True)
-    with daemon(tmp_path) as server:
-        end = time.time() + 600
-        made = _qhpc_admin(server.url, token, "reserve", "--user", OTHER, "--end", str(end))
+def test_a_reserved_qpu_runs_its_owner_and_others_wait(
+    tmp_path: Path, sequence_json: str, munged: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account's reservation made with ``qhpc admin``: the Slurm prolog's session carries
+    the job's account, so its jobs run inside; another user's job waits until the reservation
+    is canceled, or ends."""
+    token, admin = make_token(SECRET, 0, admin=True), auth_header("0", admin=True)
+    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
+    with daemon(tmp_path, "--auth", "munge,token") as server:
+        me = str(os.getuid())
+        hooks = HookConfig(scheduler_url=server.url, run_dir=str(tmp_path / "run"), log_file="")
+        environ = {"SLURM_JOB_ID": "43", "SLURM_JOB_UID": me, "SLURM_JOB_GID": str(os.getgid())}
+        record = slurm.prolog(hooks, {**environ, "SLURM_JOB_ACCOUNT": "chem"})
+        assert record is not None and record.session, record
+        mine = httpx.get(f"{server.url}/sessions/{record.session}", headers=admin).json()
+        assert mine["slurm_account"] == "chem", mine
+        body = {"user_id": USER, "slurm_job_id": "44"}
+        theirs = httpx.post(f"{server.url}/sessions", json=body, headers=admin).json()["id"]
+
+        end = str(time.time() + 600)
+        made = _qhpc_admin(server.url, token, "reserve", "--account", "chem", "--end", end)
         assert made.returncode == 0, made.stdout + made.stderr
         reservation_id = int(made.stdout.split()[0])
-        device = httpx.get(f"{server.url}/device", timeout=30).json()
-        shown = device["next_reservation"]
-        assert shown["owner"] == OTHER and shown["active"] and shown["id"] == reservation_id
+        shown = httpx.get(f"{server.url}/device", timeout=30).json()["next_reservation"]
+        assert shown["owner"] == "chem" and shown["active"] and shown["id"] == reservation_id
 
-        waiting = _submit(server.url, USER, sequence_json, 50)
-        owner = _submit(server.url, OTHER, sequence_json, 50)
-        poll_until(lambda: _job(server.url, OTHER, owner["id"])["status"] == "DONE", "owner done")
+        waiting = _submit(server.url, USER, theirs, sequence_json)
+        owner = _submit(server.url, me, record.session, sequence_json)
+        poll_until(lambda: _job(server.url, me, owner["id"])["status"] == "DONE", "owner done")
         assert _job(server.url, USER, waiting["id"])["shots_done"] == 0  # kept out
 
         listed = _qhpc_admin(server.url, token, "reservations").stdout
-        assert listed.split()[:2] == [str(reservation_id), "user"] and "(now)" in listed
+        assert listed.split()[:3] == [str(reservation_id), "account", "chem:"], listed
+        assert "(now)" in listed
         assert _qhpc_admin(server.url, token, "unreserve", str(reservation_id)).returncode == 0
         poll_until(lambda: _job(server.url, USER, waiting["id"])["status"] == "DONE", "done")
 
-        # A short window: the non-owner's job starts when it ends (the dispatcher wakes then).
+        # A short window: the other user's job starts when it ends (the dispatcher wakes then).
         ends = time.time() + 1.5
         window = {"owner_kind": "user", "owner": OTHER, "starts_at": 0, "ends_at": ends}
-        made = httpx.post(
-            f"{server.url}/admin/reservations", json=window, headers=auth_header("0", True)
-        )
+        made = httpx.post(f"{server.url}/admin/reservations", json=window, headers=admin)
         assert made.status_code == 201, made.text
-        later = _submit(server.url, USER, sequence_json, 50)
+        later = _submit(server.url, USER, theirs, sequence_json)
         poll_until(lambda: _job(server.url, USER, later["id"])["status"] == "DONE", "after")
         started = datetime.fromisoformat(_job(server.url, USER, later["id"])["started_at"])
         assert started.timestamp() >= ends
         assert httpx.get(f"{server.url}/device", timeout=30).json()["next_reservation"] is None
-
-
-@pytest.mark.anyio
-async def test_an_account_reservation_runs_the_jobs_of_that_accounts_sessions(
-    api, sequence_json: str
-) -> None:
-    body = {"user_id": USER, "slurm_job_id": "77", "slurm_account": "chem"}
-    session = (await api.admin.post("/sessions", json=body)).json()
-    assert session["slurm_account"] == "chem"
-    window = {
-        "owner_kind": "account",
-        "owner": "chem",
-        "starts_at": 0,
-        "ends_at": time.time() + 600,
-    }
-    assert (await api.admin.post("/admin/reservations", json=window)).status_code == 201
-    job = {"sequence": sequence_json, "shots": 50}
-    kept_out = (await api.other.post("/jobs", json=job)).json()
-    header = {"X-Warden-Session": session["id"]}
-    mine = (await api.user.post("/jobs", json=job, headers=header)).json()
-    await wait_for_status(api.user, mine["id"], timeout=120)
-    assert (await api.other.get(f"/jobs/{kept_out['id']}")).json()["shots_done"] == 0
+        slurm.epilog(hooks, environ)
 
 
 def test_the_sidebar_sees_whom_the_qpu_is_reserved_for_not_who_reserved_it() -> None:
