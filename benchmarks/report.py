@@ -143,6 +143,37 @@ def waits_behind(run: Run, job_class: str) -> list[dict[str, float]]:
     return waits
 
 
+@dataclass(frozen=True)
+class SessionRow:
+    """Ours on one seed's trace with variational loops in sessions (policy rule 8) or not."""
+
+    seed: int
+    summary: Summary
+    loop_wall_ratios: list[float]
+    """Each loop's wall time over the same loop's alone on an empty QPU."""
+    held_s: float
+
+
+def sessions_table(rows: list[SessionRow], chunk_s: float) -> str:
+    """Sessions off vs on, per seed: utilisation, interactive waits, loop wall-time ratios."""
+    lines = [
+        "| seed | loops in sessions | QPU utilisation | QPU held for loops (s) "
+        "| interactive wait p95 / max (s) | interactive p95 not behind other interactive (s) "
+        "| loop wall time / alone: median / max | max wait: test / production (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        s = row.summary
+        lines.append(
+            f"| {row.seed} | {'yes' if s.policy == 'sessions' else 'no'} | {pct(s.utilisation)} "
+            f"| {row.held_s:.0f} | {s.interactive_p95_s:.0f} / {s.interactive_max_s:.0f} "
+            f"| {s.interactive_p95_not_behind_interactive_s:.0f} "
+            f"| {statistics.median(row.loop_wall_ratios):.2f} / {max(row.loop_wall_ratios):.2f} "
+            f"| {s.max_wait_s['test']:.0f} / {s.max_wait_s['production']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def table(summaries: list[Summary], fresh_age_s: float) -> str:
     hours = f"{fresh_age_s / 3600:g} h"
     header = (

@@ -129,6 +129,8 @@ class Scheduler:
         self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
         self.policy = config.policy
         self._queue = RankedQueue(self.policy)
+        self.loop_hold: tuple[policy.LoopPause, float] | None = None
+        """The hybrid loop the QPU is held for, and until when (docs/policy.md rule 8)."""
         self._sessions: dict[str, SessionRow] = {}
         """Open sessions: every submission names one on HPC, and asks for no database read."""
         self._opening = asyncio.Lock()
@@ -314,7 +316,17 @@ class Scheduler:
             "running": None if running is None else {"job_class": running.job_class},
             "running_job": running.id if visible and running is not None else None,
             "dispatcher": self.health.view(),
+            "held_for_loop": self._loop_hold_view(admin, user_id),
         }
+
+    def _loop_hold_view(self, admin: bool, user_id: str | None) -> dict[str, Any] | None:
+        """The hybrid loop the QPU is held for (docs/policy.md rule 8); its id only to its
+        owner or an administrator."""
+        if self.loop_hold is None:
+            return None
+        pause, until = self.loop_hold
+        visible = admin or pause.user_id == user_id
+        return {"loop": pause.loop if visible else None, "until": until}
 
     async def set_accessible(self, accessible: bool, message: str | None = None) -> None:
         """Open or close submissions; reopening without a message clears the closing one."""
@@ -497,11 +509,14 @@ class Scheduler:
         idempotency_key: str | None = None,
         trace_context: Context | None = None,
         single_calibration: bool = False,
+        loop: str | None = None,
+        think_time_s: float | None = None,
     ) -> JobRow:
         """Accept a job; a retried submission with the same ``idempotency_key`` returns the
         first job instead of queueing a second one (the store's unique key decides).
         ``trace_context``: the caller's trace (``traceparent``), which the job's spans join.
-        ``single_calibration``: all its shots under one calibration (docs/policy.md)."""
+        ``single_calibration``: all its shots under one calibration (docs/policy.md);
+        ``loop``, ``think_time_s``: the hybrid loop it belongs to (docs/policy.md rule 8)."""
         if not self.accessible:
             self.metrics.rejected()
             raise SchedulerError(
@@ -554,6 +569,8 @@ class Scheduler:
                     shots=program.shots,
                     max_calibration_age_s=max_calibration_age_s,
                     single_calibration=single_calibration,
+                    loop=loop,
+                    think_time_s=think_time_s,
                     idempotency_key=idempotency_key,
                     created_at=self.clock(),
                 )
@@ -736,6 +753,8 @@ class Scheduler:
             created_at=row.created_at,
             max_calibration_age_s=row.max_calibration_age_s,
             single_calibration=row.single_calibration,
+            loop=row.loop,
+            think_time_s=row.think_time_s,
         )
         self._queue.add(job)
         self._programs[row.id] = program or Program(
@@ -860,6 +879,16 @@ class _DaemonRecorder(Recorder):
         sched._publish_job(row)
 
     def calibrating(self) -> None:
+        self.scheduler._device_changed()
+
+    def holding(self, pause: policy.LoopPause, until: float) -> None:
+        log.info("QPU held for loop %s of user %s until %.3f", pause.loop, pause.user_id, until)
+        self.scheduler.loop_hold = (pause, until)
+        self.scheduler._device_changed()
+
+    def hold_ended(self, pause: policy.LoopPause, started_at: float, finished_at: float) -> None:
+        log.info("QPU released by loop %s after %.3f s held", pause.loop, finished_at - started_at)
+        self.scheduler.loop_hold = None
         self.scheduler._device_changed()
 
     async def calibrated(self, started_at: float, finished_at: float) -> None:
