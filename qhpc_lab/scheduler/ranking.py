@@ -389,7 +389,7 @@ class RankedQueue:
 
     def record_hold(self, started_at: float, finished_at: float) -> None:
         """Charge a hold to the paused loop's account (:func:`policy.record_hold`)."""
-        if self._pause is not None and finished_at > started_at:
+        if self._pause is not None:
             self._usage = policy.record_hold(
                 self._usage, self._pause, started_at, finished_at, self._config
             )
@@ -459,9 +459,14 @@ class RankedQueue:
             unit[0]
             for cls in index.classes.values()
             for unit, fifo in cls.units.items()
-            if any(self._jobs[job_id].loop != pause.loop for _, job_id in fifo)
+            if any(self._is_other(job_id, pause) for _, job_id in fifo)
         }
         return policy.hold_or(decision, pause, loop_job, len(others), device, now, self._config)
+
+    def _is_other(self, job_id: int, pause: LoopPause) -> bool:
+        """A job with shots left outside the paused loop: its account waits during a hold."""
+        job = self._jobs[job_id]
+        return job.loop != pause.loop and job.remaining > 0
 
     def _decide(self, device: DeviceView, now: float) -> Decision:
         """Rules 1–7 (``policy.decide`` without a pause)."""
