@@ -884,12 +884,17 @@ class _DaemonRecorder(Recorder):
     def holding(self, pause: policy.LoopPause, until: float) -> None:
         log.info("QPU held for loop %s of user %s until %.3f", pause.loop, pause.user_id, until)
         self.scheduler.loop_hold = (pause, until)
-        self.scheduler._device_changed()
+        self._publish_device()
 
     def hold_ended(self, pause: policy.LoopPause, started_at: float, finished_at: float) -> None:
         log.info("QPU released by loop %s after %.3f s held", pause.loop, finished_at - started_at)
         self.scheduler.loop_hold = None
-        self.scheduler._device_changed()
+        self._publish_device()
+
+    def _publish_device(self) -> None:
+        """The device event for a hold's start or end; without waking the dispatcher, which
+        is the one holding (a wake-up would end the hold at once)."""
+        self.scheduler.bus.publish("device", self.scheduler.device_info())
 
     async def calibrated(self, started_at: float, finished_at: float) -> None:
         sched = self.scheduler
