@@ -20,6 +20,9 @@ virtual clock with a simulated QPU: a chunk of ``n`` shots moves the clock by
 ``n × time_per_shot_s``, no sleeping. The baselines know nothing of calibration windows: a
 calibration starts when it is due and no job is running, so a long job can overrun it. A second
 trace floods the QPU with development work to show what aging does (ours with and without it).
+Seeds 1–10 are replayed once more with the variational loops marked as hybrid loops (policy
+rule 8: the QPU may be held for a loop between two of its jobs), and each loop's wall time is
+compared with the same loop alone on an empty QPU.
 Prints the report, writes ``docs/img/policy.png`` and the ``## Scheduling policy`` section of
 ``docs/benchmarks.md`` (nothing else in it; ``benchmarks/report.py``)::
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -51,7 +55,7 @@ from qhpc_lab.scheduler.policy import Calibrate, Decision, Idle, QueuedJob, RunC
 from qhpc_lab.scheduler.ranking import RankedQueue
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import SessionRow, plot, section, summarise, write_section
+from report import SessionRow, percentile, plot, section, summarise, write_section
 from traces import Stream, make_flood_trace, make_trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -356,7 +360,14 @@ def session_row(
         if stream.closed
     }
     ratios = [wall / alone[loop][loop] for loop, wall in run.loop_wall_s.items()]
-    return SessionRow(seed, summarise(run), ratios, run.held_s)
+    loops = [stream for stream in streams if stream.closed]
+    together = Simulation(profile, loops, name, fresh_age_s, sessions=sessions).play()
+    among = [wall / alone[loop][loop] for loop, wall in together.loop_wall_s.items()]
+    waits = [r.first_shot_at - r.submitted_at for r in together.jobs.values() if r.first_shot_at]
+    thinking = sum(sum(stream.think_s[:-1]) for stream in loops) / run.work_span_s
+    return SessionRow(
+        seed, summarise(run), ratios, run.held_s, max(among), percentile(waits, 0.95), thinking
+    )
 
 
 def main() -> None:
@@ -405,6 +416,7 @@ def main() -> None:
         session_rows,
         args.fresh_age_s,
         command,
+        os.getloadavg(),
     )
     print(body)
     plot(summaries, chunk_s, args.fresh_age_s, ROOT / "docs/img/policy.png")
