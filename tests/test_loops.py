@@ -9,6 +9,8 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qhpc_lab.client import Client
+from qhpc_lab.programs import Program
 from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.dispatcher import (
@@ -30,6 +32,7 @@ from qhpc_lab.scheduler.policy import (
     RunChunk,
 )
 from qhpc_lab.scheduler.ranking import RankedQueue
+from tests.conftest import pulser_sequence_json
 
 CONFIG = PolicyConfig()
 
@@ -192,3 +195,23 @@ def test_the_dispatcher_holds_for_a_loop_of_three_jobs_and_charges_it():
     assert loop_starts == [0.0, 22.0, 44.0]  # each iteration starts the moment it is sent
     assert [start for job_id, start in tally.chunks if job_id == 1] == [66.0, 76.0, 86.0]
     assert queue.usage.qpu_seconds["user:dev"] > 60.0  # 60 s of shots and 6 s held, decayed
+
+
+def test_a_session_without_a_think_time_sends_its_last_pause(tmp_path):
+    """On the in-process emulator (which ignores the mark): before its first result a loop
+    knows no pause; after it, the time since that job ended; a declared think time wins."""
+    client = Client(environ={"HOME": str(tmp_path)})
+    client.use("emulator")
+    try:
+        with client.session("vqe") as session:
+            first = session.mark()
+            assert (first.loop, first.think_time_s) == ("vqe", None)
+            client.submit(Program("pulser", pulser_sequence_json(), 5)).result(timeout=120)
+            pause = session.mark().think_time_s
+            assert pause is not None and 0 <= pause < 120
+        assert client.active_session is None
+        declared = client.start_session("cells", 2.0).mark()
+        assert (declared.loop, declared.think_time_s) == ("cells", 2.0)
+        assert client.stop_session() is not None and client.stop_session() is None
+    finally:
+        client.close()
