@@ -20,6 +20,9 @@ virtual clock with a simulated QPU: a chunk of ``n`` shots moves the clock by
 ``n × time_per_shot_s``, no sleeping. The baselines know nothing of calibration windows: a
 calibration starts when it is due and no job is running, so a long job can overrun it. A second
 trace floods the QPU with development work to show what aging does (ours with and without it).
+Seeds 1–10 are replayed once more with the variational loops marked as hybrid loops (policy
+rule 9: the QPU may be held for a loop between two of its jobs), and each loop's wall time is
+compared with the same loop alone on an empty QPU.
 Prints the report, writes ``docs/img/policy.png`` and the ``## Scheduling policy`` section of
 ``docs/benchmarks.md`` (nothing else in it; ``benchmarks/report.py``)::
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -51,7 +55,7 @@ from qhpc_lab.scheduler.policy import Calibrate, Decision, Idle, QueuedJob, RunC
 from qhpc_lab.scheduler.ranking import RankedQueue
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import plot, section, summarise, write_section
+from report import SessionRow, percentile, plot, section, summarise, write_section
 from traces import Stream, make_flood_trace, make_trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +95,10 @@ class Run:
     timeline: list[tuple[float, float, str]] = field(default_factory=list)
     """What the QPU did: (start, end, job class or "calibration")."""
     most_interactive_queued: int = 0
+    loop_wall_s: dict[str, float] = field(default_factory=dict)
+    """Per variational loop (closed stream), its first submission to its last result."""
+    held_s: float = 0.0
+    """Time the QPU was held for hybrid loops (policy rule 9), idle meanwhile."""
 
 
 class Simulation(Recorder):
@@ -103,8 +111,11 @@ class Simulation(Recorder):
         name: str,
         fresh_age_s: float,
         config: policy.PolicyConfig | None = None,
+        sessions: bool = False,
     ) -> None:
         self.profile = profile
+        self.sessions = sessions
+        """Variational loops mark their jobs as a hybrid loop (``loop``, ``think_time_s``)."""
         self.streams = streams
         self.fresh_age_s = fresh_age_s
         self.config = config or policy.PolicyConfig()
@@ -167,6 +178,7 @@ class Simulation(Recorder):
 
     def _arrive(self, at: float, job_id: int, index: int, position: int) -> None:
         stream = self.streams[index]
+        in_session = self.sessions and stream.closed
         self.queue.add(
             QueuedJob(
                 id=job_id,
@@ -177,6 +189,9 @@ class Simulation(Recorder):
                 shots_done=0,
                 created_at=at,
                 max_calibration_age_s=stream.max_calibration_age_s,
+                loop=stream.name if in_session else None,
+                # What a session sends when given no think time: the loop's last pause.
+                think_time_s=stream.think_s[position - 1] if in_session and position else None,
             )
         )
         self.run.jobs[job_id] = JobRecord(index, stream.job_class, at)
@@ -210,6 +225,12 @@ class Simulation(Recorder):
         position = self._positions.pop(job.id)
         if stream.closed and position + 1 < len(stream.shots):
             self._push(end + stream.think_s[position], record.stream, position + 1)
+        elif stream.closed:
+            self.run.loop_wall_s[stream.name] = end - stream.start_s
+
+    def hold_ended(self, pause: policy.LoopPause, started_at: float, finished_at: float) -> None:
+        self.run.held_s += finished_at - started_at
+        self.run.timeline.append((started_at, finished_at, "hold"))
 
     async def calibrated(self, started_at: float, finished_at: float) -> None:
         due = self._calibrated_at + self.profile.calibration_interval_s
@@ -325,6 +346,30 @@ POLICIES: dict[str, Callable[[], Callable[[Simulation], Decision] | None]] = {
 """Each policy's decision (made afresh for every run); None: the dispatcher's own."""
 
 
+def session_row(
+    profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float, sessions: bool
+) -> SessionRow:
+    """Ours on seed ``seed``'s trace, its variational loops in sessions (rule 9) or not, each
+    loop's wall time against the same loop alone on an empty QPU."""
+    streams = make_trace(random.Random(seed), hours)
+    name = "sessions" if sessions else "no sessions"
+    run = Simulation(profile, streams, name, fresh_age_s, sessions=sessions).play()
+    alone = {
+        stream.name: Simulation(profile, [stream], "alone", fresh_age_s).play().loop_wall_s
+        for stream in streams
+        if stream.closed
+    }
+    ratios = [wall / alone[loop][loop] for loop, wall in run.loop_wall_s.items()]
+    loops = [stream for stream in streams if stream.closed]
+    together = Simulation(profile, loops, name, fresh_age_s, sessions=sessions).play()
+    among = [wall / alone[loop][loop] for loop, wall in together.loop_wall_s.items()]
+    waits = [r.first_shot_at - r.submitted_at for r in together.jobs.values() if r.first_shot_at]
+    thinking = sum(sum(stream.think_s[:-1]) for stream in loops) / run.work_span_s
+    return SessionRow(
+        seed, summarise(run), ratios, run.held_s, max(among), percentile(waits, 0.95), thinking
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="fresnel-like", help="device profile (timing, drift)")
@@ -352,13 +397,26 @@ def main() -> None:
         )
         for seed in range(1, args.seeds + 1)
     ]
+    session_rows = [
+        session_row(profile, seed, args.hours, args.fresh_age_s, sessions)
+        for seed in range(1, args.seeds + 1)
+        for sessions in (False, True)
+    ]
     chunk_s = profile.chunk_shots * profile.time_per_shot_s
     command = (
         f"{COMMAND} --profile {args.profile} --seed {args.seed} --hours {args.hours:g} "
         f"--fresh-age-s {args.fresh_age_s:g} --seeds {args.seeds}"
     )
     body = section(
-        profile, streams, summaries, flood_summaries, seed_summaries, args.fresh_age_s, command
+        profile,
+        streams,
+        summaries,
+        flood_summaries,
+        seed_summaries,
+        session_rows,
+        args.fresh_age_s,
+        command,
+        os.getloadavg(),
     )
     print(body)
     plot(summaries, chunk_s, args.fresh_age_s, ROOT / "docs/img/policy.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,19 @@ from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 from qhpc_lab.client import Client, Job, Result, _client
 from qhpc_lab.jupyter.magics import QPUMagics
+from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import ADMIN, SECRET, USER, Daemon, auth_header, daemon
+from tests.conftest import (
+    ADMIN,
+    OTHER,
+    SECRET,
+    USER,
+    Daemon,
+    auth_header,
+    daemon,
+    poll_until,
+    pulser_sequence_json,
+)
 
 SEQUENCE_CELL = """
 from pulser import Pulse, Register, Sequence
@@ -213,3 +225,81 @@ def test_a_refusal_in_maintenance_fails_the_cell_with_its_reason(shell, lab, sch
     assert not success and "refused" not in shell.user_ns
     assert shown.startswith("qpu: ") and "laser swap until 14:00" in shown, shown
     assert shown.count("\n") == 1 and "Traceback" not in shown, shown
+
+
+def test_session_start_and_stop_make_cells_one_hybrid_loop(shell, lab, scheduler, capsys):
+    """``%qpu session start`` marks later cells' jobs with the loop and its think time (the
+    job views echo both), ``%qpu session stop`` ends it."""
+    shell.run_line_magic("qpu", "session")
+    assert capsys.readouterr().out.strip() == "no session is active"
+    shell.run_line_magic("qpu", "session start vqe-cells --think 0.5")
+    assert capsys.readouterr().out.strip() == (
+        "started session vqe-cells (0 jobs, think time: 0.5 s)"
+    )
+    jobs = []
+    for _ in range(2):
+        shell.run_cell_magic("qpu", "--target lab --shots 20 -o r", SEQUENCE_CELL)
+        jobs.append(lab.job())
+    capsys.readouterr()
+    shell.run_line_magic("qpu", "session")
+    assert capsys.readouterr().out.strip() == "session vqe-cells (2 jobs, think time: 0.5 s)"
+    shell.run_line_magic("qpu", "session stop")
+    assert capsys.readouterr().out.strip().startswith("stopped session vqe-cells (2 jobs")
+    shell.run_cell_magic("qpu", "--target lab --shots 20 -o r", SEQUENCE_CELL)
+    jobs.append(lab.job())
+    views = [
+        httpx.get(f"{scheduler.url}/jobs/{job.id}", headers=auth_header(USER)).json()
+        for job in jobs
+    ]
+    marks = [(view["loop"], view["think_time_s"]) for view in views]
+    assert marks == [("vqe-cells", 0.5), ("vqe-cells", 0.5), (None, None)]
+    capsys.readouterr()
+    success, shown = run(shell, capsys, "%qpu session start --think soon")
+    assert not success and shown.startswith("qpu: argument --think: invalid float value")
+
+
+def test_a_loop_in_a_session_holds_the_qpu_while_another_users_job_waits(
+    lab, scheduler, monkeypatch, tmp_path
+):
+    """``qhpc_lab.session``: three jobs of a loop that declares 20 ms of think time (under
+    half a 50 ms chunk of the ``test`` profile), while another user's production job waits
+    behind them: the daemon holds the QPU for the loop after its jobs (docs/policy.md rule
+    8) and releases it; the other job then finishes; each result names its calibration."""
+    import qhpc_lab
+
+    monkeypatch.setattr(_client, "_default", lab)
+    other_env = {
+        "HOME": str(tmp_path),
+        "QRMI_JOB_QPU_RESOURCES": "lab",
+        "QRMI_JOB_QPU_TYPES": "pasqal-local",
+        "lab_QRMI_WARDEN_URL": scheduler.url,
+        "QHPC_TOKEN": make_token(SECRET, OTHER),
+    }
+    other = Client(environ=other_env)
+    try:
+        other.target_info("lab")  # probed now: its submission below is one request
+        sequence = pulser_sequence_json()
+        with qhpc_lab.session("vqe-e2e", think_time_s=0.02) as session:
+            step = Program("pulser", sequence, 200)
+            first = qhpc_lab.submit(dataclasses.replace(step, shots=4000), job_class="development")
+            waiting = other.submit(
+                Program("pulser", sequence, 2000), target="lab", job_class="production"
+            )
+            results = [first.result(timeout=120)]
+            for _ in range(2):
+                job = qhpc_lab.submit(step, job_class="development")
+                results.append(job.result(timeout=120))
+        assert len(session.jobs) == 3 and lab.active_session is None
+        assert all(result.calibrations for result in results)
+        assert waiting.result(timeout=120).shots == 2000
+
+        def released() -> str:
+            text = scheduler.log.read_text()
+            return text if "QPU released by loop vqe-e2e" in text else ""
+
+        log = poll_until(released, "the hold's release in the daemon's log")
+        assert f"QPU held for loop vqe-e2e of user {USER} until" in log
+        device = httpx.get(f"{scheduler.url}/device", headers=auth_header(USER)).json()
+        assert device["held_for_loop"] is None
+    finally:
+        other.close()

@@ -1,5 +1,6 @@
 """RankedQueue against the policy it keeps: after every event of random sequences, its decision,
-order and estimates equal ``policy.decide``, ``policy.order`` and ``policy.estimates``."""
+order and estimates equal ``policy.decide``, ``policy.order`` and ``policy.estimates`` (hybrid
+loops' pauses and holds included)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ submit = st.tuples(
     st.integers(0, 3),  # shots done already (a requeued job), as a share of 3
     EIGHTHS,  # how long before now it arrived
     st.sampled_from((None, None, 0.25, 1.0, 2.5)),
+    st.sampled_from((None, "a", "b")),  # the hybrid loop
+    st.sampled_from((None, 1 / 32, 1 / 16, 1 / 8, 2.0)),  # its think time
 )
 chunk = st.tuples(st.just("chunk"), st.integers(0, 99), st.integers(1, 8))
 event = st.one_of(
@@ -65,6 +68,15 @@ event = st.one_of(
         st.sampled_from((1.0, 8.0, 600.0)),
     ),
     st.tuples(st.just("drain"), st.booleans()),
+    st.tuples(st.just("hold"), EIGHTHS),
+    st.tuples(  # a loop's job ended elsewhere (say, canceled by its owner's client)
+        st.just("loop_job_ended"),
+        st.sampled_from(("a", "b")),
+        st.sampled_from((None, 1 / 32, 1 / 16, 1 / 8, 2.0)),
+        st.sampled_from(SESSIONS),
+    ),
+    st.tuples(st.just("loop_job_ended"), st.just("a"), st.just(1 / 32), st.just("s0")),
+    st.tuples(st.just("end_pause")),
     st.tuples(st.just("calibrate")),
     st.tuples(st.just("state"), st.sampled_from([*DeviceState, DeviceState.ONLINE])),
     st.tuples(st.just("reserve"), EIGHTHS, EIGHTHS, st.sampled_from(("u0", "u1"))),
@@ -84,12 +96,14 @@ class Model:
     now: float = 1.0
     next_id: int = 1
     reservations: tuple[Reservation, ...] = ()
+    pause: policy.LoopPause | None = None
 
 
 def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
     kind = ev[0]
     if kind == "submit":
-        _, job_class, session, user, shots, done_thirds, before, bound = ev
+        _, job_class, session, user, shots, done_thirds, before, bound = ev[:8]
+        loop, think = ev[8:] or (None, None)  # the hand-written events name no loop
         job = QueuedJob(
             model.next_id,
             user,
@@ -99,6 +113,8 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
             shots * done_thirds // 3,
             model.now - before,
             bound,
+            loop=loop,
+            think_time_s=think,
         )
         model.next_id += 1
         model.jobs[job.id] = job
@@ -113,6 +129,9 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
         if job.shots_done + shots >= job.shots:
             del model.jobs[job.id]
             assert ranked.remove(job.id) == job
+            ranked.loop_ended_job(job, model.now)
+            if job.loop is not None and all(j.loop != job.loop for j in model.jobs.values()):
+                model.pause = policy.loop_pause(job, model.now, model.config)
         else:
             job = dataclasses.replace(job, shots_done=job.shots_done + shots)
             model.jobs[job.id] = job
@@ -122,6 +141,20 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
         del model.jobs[job.id]
         assert ranked.remove(job.id) == job
         assert ranked.remove(job.id) is None
+    elif kind == "hold" and model.pause is not None:
+        started = model.now
+        model.now += ev[1]
+        model.usage = policy.record_hold(model.usage, model.pause, started, model.now, model.config)
+        ranked.record_hold(started, model.now)
+    elif kind == "loop_job_ended":
+        ended = QueuedJob(0, "u0", ev[3], "development", 1, 1, model.now, loop=ev[1])
+        ended = dataclasses.replace(ended, think_time_s=ev[2])
+        ranked.loop_ended_job(ended, model.now)
+        if all(j.loop != ended.loop for j in model.jobs.values()):
+            model.pause = policy.loop_pause(ended, model.now, model.config)
+    elif kind == "end_pause":
+        model.pause = None
+        ranked.end_pause()
     elif kind == "tick":
         model.now += ev[1]
     elif kind == "slots":
@@ -159,6 +192,7 @@ def check(model: Model, ranked: RankedQueue) -> None:
     queue = list(model.jobs.values())
     device, now, config, usage = model.device, model.now, model.config, model.usage
     assert ranked.usage == usage
+    assert ranked.pause == model.pause
     assert len(ranked) == len(queue)
     assert sorted(j.id for j in ranked.jobs()) == sorted(model.jobs)
     expected = policy.order(queue, model.slots, device, now, config, usage)
@@ -166,7 +200,7 @@ def check(model: Model, ranked: RankedQueue) -> None:
     assert [j.id for j in ranked.ranked(device, now, 3)] == [j.id for j in expected[:3]]
     reserved = model.reservations
     assert ranked.decide(device, now) == policy.decide(
-        queue, model.slots, device, now, config, usage, reserved
+        queue, model.slots, device, now, config, usage, reserved, model.pause
     )
     estimates = policy.estimates(queue, device, now, config, model.slots, usage, reserved)
     assert ranked.estimates(device, now) == estimates

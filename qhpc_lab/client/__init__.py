@@ -14,6 +14,7 @@ from qhpc_lab.client._client import (
     default_client,
     job,
     jobs,
+    session,
     submit,
     targets,
     use,
@@ -22,6 +23,7 @@ from qhpc_lab.client._discovery import discover
 from qhpc_lab.client._job import Job, Result
 from qhpc_lab.client._loop import call
 from qhpc_lab.client._scheduler import SchedulerTarget
+from qhpc_lab.client._session import Session
 from qhpc_lab.client._target import (
     AnswerError,
     CalibrationRange,
@@ -46,6 +48,7 @@ __all__ = [
     "RefusedError",
     "Result",
     "SchedulerTarget",
+    "Session",
     "Target",
     "TargetError",
     "TargetInfo",
@@ -54,6 +57,7 @@ __all__ = [
     "discover",
     "job",
     "jobs",
+    "session",
     "submit",
     "targets",
     "use",

@@ -7,11 +7,12 @@ first use from the process environment; magics and scripts share it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from qhpc_lab.client import _loop
 from qhpc_lab.client._discovery import EMULATOR, discover
 from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._job import Job
+from qhpc_lab.client._session import Session
 from qhpc_lab.client._target import ClientError, RefusedError, Target, TargetError, TargetInfo
 from qhpc_lab.programs import NativeProgram, format_refusal, to_program, validate
 
@@ -50,6 +52,8 @@ class Client:
         self._ready: dict[str, TargetInfo] = {}
         self._jobs: list[Job] = []
         self._lock = threading.Lock()
+        self.active_session: Session | None = None
+        """The iterative session submissions join (:meth:`session`, :meth:`start_session`)."""
 
     def targets(self) -> list[TargetInfo]:
         """Probe every target (concurrently; a broken one is listed with its reason)."""
@@ -110,10 +114,43 @@ class Client:
             raise RefusedError(refusal, rule="format")
         if info.spec is not None:
             validate(converted, info.spec)
-        queued = chosen.submit(converted, job_class, single_calibration)
+        session = self.active_session
+        mark = session.mark() if session else None
+        queued = chosen.submit(converted, job_class, single_calibration, mark)
         job = Job(chosen, _loop.call(queued), info.device)
         self._jobs.append(job)
+        if session:
+            session.jobs.append(job)
         return job
+
+    @contextlib.contextmanager
+    def session(
+        self, name: str | None = None, think_time_s: float | None = None
+    ) -> Iterator[Session]:
+        """Submissions inside the block are one hybrid loop (iterative session): between two of
+        its jobs a scheduler may hold the QPU for it, for at most ``think_time_s`` (default:
+        the loop's last pause), when that costs others less than it saves (docs/policy.md,
+        rule 9). ``name``: the loop's id ([A-Za-z0-9_.-], at most 64; default a fresh one)."""
+        session = self.start_session(name, think_time_s)
+        try:
+            yield session
+        finally:
+            if self.active_session is session:
+                self.active_session = None
+
+    def start_session(self, name: str | None = None, think_time_s: float | None = None) -> Session:
+        """Start the iterative session later submissions join, until :meth:`stop_session`
+        (what ``%qpu session start`` does; :meth:`session` is the block form)."""
+        session = (
+            Session(think_time_s=think_time_s) if name is None else Session(name, think_time_s)
+        )
+        self.active_session = session
+        return session
+
+    def stop_session(self) -> Session | None:
+        """End the active iterative session; it, or None if there was none."""
+        session, self.active_session = self.active_session, None
+        return session
 
     def _submit_native(self, program: NativeProgram, chosen: Target) -> Job:
         if not isinstance(chosen, EmulatorTarget):
@@ -246,6 +283,12 @@ def submit(
     return default_client().submit(
         program, shots, target, job_class, name, single_calibration=single_calibration, **variables
     )
+
+
+def session(name: str | None = None, think_time_s: float | None = None) -> Any:
+    """``with qhpc_lab.session(): ...``: submissions in the block are one hybrid loop (see
+    :meth:`Client.session`)."""
+    return default_client().session(name, think_time_s)
 
 
 def job(id: str | int | None = None, target: str | None = None) -> Job:

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
-from qhpc_lab.client._target import JobState, RefusedError, Target, TargetInfo
+from qhpc_lab.client._target import JobState, LoopMark, RefusedError, Target, TargetInfo
 from qhpc_lab.programs import FORMATS, DeviceSpec, Program
 
 NOTICE = "local emulator in this process"
@@ -77,7 +77,11 @@ class EmulatorTarget(Target):
             self._changed.notify_all()
 
     async def submit(
-        self, program: Program, job_class: str | None, single_calibration: bool = False
+        self,
+        program: Program,
+        job_class: str | None,
+        single_calibration: bool = False,
+        loop: LoopMark | None = None,
     ) -> JobState:
         """Queue ``program``; ``job_class`` has no meaning here (one user, FIFO), and every
         job is single-calibration (the emulator never calibrates)."""

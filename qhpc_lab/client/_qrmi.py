@@ -14,7 +14,14 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from qhpc_lab.client._target import JobState, RefusedError, Target, TargetError, TargetInfo
+from qhpc_lab.client._target import (
+    JobState,
+    LoopMark,
+    RefusedError,
+    Target,
+    TargetError,
+    TargetInfo,
+)
 from qhpc_lab.programs import DeviceSpec, Program
 
 RESOURCE_TYPES = {
@@ -110,7 +117,11 @@ class QRMITarget(Target):
         )
 
     async def submit(
-        self, program: Program, job_class: str | None, single_calibration: bool = False
+        self,
+        program: Program,
+        job_class: str | None,
+        single_calibration: bool = False,
+        loop: LoopMark | None = None,
     ) -> JobState:
         """Pulser programs to Pasqal resources (``info`` says so: the client refuses others
         before this); ``job_class`` is the scheduler's notion only, and ``single_calibration``

@@ -34,6 +34,7 @@ from qhpc_lab.client._target import (
     CalibrationRange,
     ClientError,
     JobState,
+    LoopMark,
     RefusedError,
     Target,
     TargetError,
@@ -174,7 +175,11 @@ class SchedulerTarget(Target):
             raise
 
     async def submit(
-        self, program: Program, job_class: str | None, single_calibration: bool = False
+        self,
+        program: Program,
+        job_class: str | None,
+        single_calibration: bool = False,
+        loop: LoopMark | None = None,
     ) -> JobState:
         """``POST /jobs`` with a fresh ``Idempotency-Key``, reused when a dropped connection
         makes us send it again: the server queues the job once however many tries reach it."""
@@ -188,6 +193,8 @@ class SchedulerTarget(Target):
             "name": program.name,
             "variables": program.variables,
             "single_calibration": single_calibration,
+            "loop": loop.loop if loop else None,
+            "think_time_s": loop.think_time_s if loop else None,
         }
         body.update({key: value for key, value in optional.items() if value})
         retrying = tenacity.AsyncRetrying(

@@ -82,6 +82,15 @@ class CalibrationRange:
 
 
 @dataclass(frozen=True)
+class LoopMark:
+    """What a submission in an iterative session carries: the hybrid loop's id and the pause it
+    expects after this job (None: unknown). Only a scheduler target acts on it."""
+
+    loop: str
+    think_time_s: float | None
+
+
+@dataclass(frozen=True)
 class JobState:
     """A job as its target last described it; targets return a new one on every change."""
 
@@ -175,10 +184,16 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     async def submit(
-        self, program: Program, job_class: str | None, single_calibration: bool = False
+        self,
+        program: Program,
+        job_class: str | None,
+        single_calibration: bool = False,
+        loop: LoopMark | None = None,
     ) -> JobState:
         """Queue ``program`` (already checked against the specs ``info`` gave);
-        ``single_calibration``: all its shots under one calibration of the device."""
+        ``single_calibration``: all its shots under one calibration of the device; ``loop``:
+        the iterative session it belongs to (a scheduler may hold the QPU between its jobs;
+        other targets have no one to hold it from and ignore it)."""
 
     @abc.abstractmethod
     async def state(self, job_id: str) -> JobState:

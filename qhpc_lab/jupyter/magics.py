@@ -33,7 +33,10 @@ from IPython.display import display
 from qhpc_lab.client import Client, ClientError, Job, Result, default_client
 from qhpc_lab.programs import ProgramError
 
-USAGE = "%qpu targets | use NAME | jobs | status [ID] | result [ID] | cancel ID, or %%qpu"
+USAGE = (
+    "%qpu targets | use NAME | jobs | status [ID] | result [ID] | cancel ID "
+    "| session start [NAME] [--think S] | session stop | session, or %%qpu"
+)
 DEFAULT_CLASS = "development"
 """The job class of ``%%qpu`` cells without ``--class``: cells are interactive work. (The
 Python API sends none: the scheduler's default, ``production`` unless its operator says.)"""
@@ -124,6 +127,11 @@ _CELL.add_argument("--single-calibration", action="store_true")
 _CELL.add_argument("--no-wait", action="store_true")
 _CELL.add_argument("-o", dest="output", metavar="VAR")
 
+_SESSION = _Parser(prog="%qpu session", add_help=False)
+_SESSION.add_argument("action", nargs="?", choices=("start", "stop"))
+_SESSION.add_argument("name", nargs="?")
+_SESSION.add_argument("--think", type=float, metavar="S")
+
 
 @magics_class
 class QPUMagics(Magics):
@@ -150,6 +158,10 @@ class QPUMagics(Magics):
         %qpu status [ID]              a job's state (default: the last job)
         %qpu result [ID]              wait for a job and show its result
         %qpu cancel ID                cancel a job
+        %qpu session start [NAME] [--think S]
+                                      later cells are one hybrid loop: the scheduler may hold
+                                      the QPU between its jobs for up to S s (docs/policy.md)
+        %qpu session stop             end it; %qpu session: the active one
         """
         try:
             words = _split(line)
@@ -162,6 +174,9 @@ class QPUMagics(Magics):
 
     def _line(self, words: list[str]) -> None:
         command, args = (words[0], words[1:]) if words else ("", [])
+        if command == "session":
+            self._session(_SESSION.parse_args(args))
+            return
         arity = {"targets": (0, 0), "use": (1, 1), "jobs": (0, 0), "status": (0, 1)}
         arity.update({"result": (0, 1), "cancel": (1, 1)})
         if command not in arity:
@@ -192,6 +207,17 @@ class QPUMagics(Magics):
             job = client.job(*args)
             job.cancel()
             show(job, client)
+
+    def _session(self, options: argparse.Namespace) -> None:
+        client = self.client
+        if options.action == "start":
+            session = client.start_session(options.name, options.think)
+            print(f"started {session}")
+        elif options.action == "stop":
+            session = client.stop_session()
+            print(f"stopped {session}" if session else "no session is active")
+        else:
+            print(client.active_session or "no session is active")
 
     def _cell(self, options: argparse.Namespace, line: str, cell: str) -> None:
         job = self._submit(options, line, cell)

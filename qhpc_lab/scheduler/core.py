@@ -137,6 +137,8 @@ class Scheduler:
         self._executor = ThreadPoolExecutor(store.pool_size, thread_name_prefix="qhpc-store")
         self.policy = config.policy
         self._queue = RankedQueue(self.policy)
+        self.loop_hold: tuple[policy.LoopPause, float] | None = None
+        """The hybrid loop the QPU is held for, and until when (docs/policy.md rule 9)."""
         self._sessions: dict[str, SessionRow] = {}
         """Open sessions: every submission names one on HPC, and asks for no database read."""
         self._opening = asyncio.Lock()
@@ -331,7 +333,17 @@ class Scheduler:
             "next_reservation": None
             if upcoming is None
             else reservation_view(self._reservations[upcoming.id], now),
+            "held_for_loop": self._loop_hold_view(admin, user_id),
         }
+
+    def _loop_hold_view(self, admin: bool, user_id: str | None) -> dict[str, Any] | None:
+        """The hybrid loop the QPU is held for (docs/policy.md rule 9); its id only to its
+        owner or an administrator."""
+        if self.loop_hold is None:
+            return None
+        pause, until = self.loop_hold
+        visible = admin or pause.user_id == user_id
+        return {"loop": pause.loop if visible else None, "until": until}
 
     async def set_accessible(self, accessible: bool, message: str | None = None) -> None:
         """Open or close submissions; reopening without a message clears the closing one."""
@@ -577,11 +589,14 @@ class Scheduler:
         idempotency_key: str | None = None,
         trace_context: Context | None = None,
         single_calibration: bool = False,
+        loop: str | None = None,
+        think_time_s: float | None = None,
     ) -> JobRow:
         """Accept a job; a retried submission with the same ``idempotency_key`` returns the
         first job instead of queueing a second one (the store's unique key decides).
         ``trace_context``: the caller's trace (``traceparent``), which the job's spans join.
-        ``single_calibration``: all its shots under one calibration (docs/policy.md)."""
+        ``single_calibration``: all its shots under one calibration (docs/policy.md);
+        ``loop``, ``think_time_s``: the hybrid loop it belongs to (docs/policy.md rule 9)."""
         if not self.accessible:
             self.metrics.rejected()
             raise SchedulerError(
@@ -634,6 +649,8 @@ class Scheduler:
                     shots=program.shots,
                     max_calibration_age_s=max_calibration_age_s,
                     single_calibration=single_calibration,
+                    loop=loop,
+                    think_time_s=think_time_s,
                     idempotency_key=idempotency_key,
                     created_at=self.clock(),
                 )
@@ -819,6 +836,8 @@ class Scheduler:
             single_calibration=row.single_calibration,
             slurm_job_id=row.slurm_job_id,
             slurm_account=session.slurm_account if session else None,
+            loop=row.loop,
+            think_time_s=row.think_time_s,
         )
         self._queue.add(job)
         self._programs[row.id] = program or Program(
@@ -944,6 +963,21 @@ class _DaemonRecorder(Recorder):
 
     def calibrating(self) -> None:
         self.scheduler._device_changed()
+
+    def holding(self, pause: policy.LoopPause, until: float) -> None:
+        log.info("QPU held for loop %s of user %s until %.3f", pause.loop, pause.user_id, until)
+        self.scheduler.loop_hold = (pause, until)
+        self._publish_device()
+
+    def hold_ended(self, pause: policy.LoopPause, started_at: float, finished_at: float) -> None:
+        log.info("QPU released by loop %s after %.3f s held", pause.loop, finished_at - started_at)
+        self.scheduler.loop_hold = None
+        self._publish_device()
+
+    def _publish_device(self) -> None:
+        """The device event for a hold's start or end; without waking the dispatcher, which
+        is the one holding (a wake-up would end the hold at once)."""
+        self.scheduler.bus.publish("device", self.scheduler.device_info())
 
     async def calibrated(self, started_at: float, finished_at: float) -> None:
         sched = self.scheduler

@@ -34,7 +34,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from qhpc_lab.qpu import ChunkOutcome, DeviceState
-from qhpc_lab.scheduler.policy import Calibrate, Decision, DeviceView, QueuedJob, RunChunk
+from qhpc_lab.scheduler.policy import (
+    Calibrate,
+    Decision,
+    DeviceView,
+    HoldForLoop,
+    LoopPause,
+    QueuedJob,
+    RunChunk,
+)
 from qhpc_lab.scheduler.ranking import RankedQueue
 
 log = logging.getLogger("qhpc.scheduler")
@@ -185,6 +193,13 @@ class Recorder:
     async def calibrated(self, started_at: float, finished_at: float) -> None:
         """A calibration ended."""
 
+    def holding(self, pause: LoopPause, until: float) -> None:
+        """The QPU is held for ``pause.loop`` until ``until`` at the latest (rule 9)."""
+
+    def hold_ended(self, pause: LoopPause, started_at: float, finished_at: float) -> None:
+        """A hold ended (the loop's next job came, someone else goes next, or time ran out);
+        its seconds are already charged to the loop's account."""
+
     def step_failed(self, error: Exception) -> None:
         """A step raised (supervised runs only: :meth:`Dispatcher.run_forever`)."""
 
@@ -263,11 +278,24 @@ class Dispatcher:
             await self._calibrate()
         elif isinstance(decision, RunChunk):
             await self._run_chunk(decision)
+        elif isinstance(decision, HoldForLoop):
+            await self._hold(decision)
         else:
             await self.clock.idle(decision.until, self._wake)
         return decision
 
+    async def _hold(self, decision: HoldForLoop) -> None:
+        """Keep the QPU for a loop until ``decision.until`` or a wake-up; charge the loop."""
+        pause = self.queue.pause
+        assert pause is not None, "the policy holds only for a paused loop"
+        started = self.clock.now()
+        self.recorder.holding(pause, decision.until)
+        await self.clock.idle(decision.until, self._wake)
+        self.queue.record_hold(started, self.clock.now())
+        self.recorder.hold_ended(pause, started, self.clock.now())
+
     async def _calibrate(self) -> None:
+        self.queue.end_pause()
         self._calibration_requested = False
         started = self.clock.now()
         calibration = asyncio.create_task(self.driver.calibrate())
@@ -279,6 +307,7 @@ class Dispatcher:
     async def _run_chunk(self, decision: RunChunk) -> None:
         job = self.queue.get(decision.job_id)
         assert job is not None, "the policy picks only queued jobs"
+        self.queue.end_pause()
         self.running = job.id
         try:
             if not await self.recorder.chunk_starting(job, decision.shots):
@@ -306,6 +335,8 @@ class Dispatcher:
         started = outcome.finished_at - outcome.device_seconds
         self.queue.record_chunk(job, started, outcome.finished_at)
         await self.recorder.chunk_ran(job, decision.shots, outcome)
+        if job.id not in self.queue:
+            self.queue.loop_ended_job(job, outcome.finished_at)
 
 
 def progress(queue: RankedQueue, job: QueuedJob, shots: int) -> QueuedJob | None:

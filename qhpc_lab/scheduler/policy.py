@@ -28,6 +28,11 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
    work runs; other work runs only shots that end before the window starts (a
    single-calibration job starts only if all its shots do) and waits for its end. A periodic
    calibration due inside a window runs just before it when that clears the window.
+9. A hybrid loop between two of its jobs (:class:`LoopPause`) keeps the QPU
+   (:class:`HoldForLoop`) while holding costs the others less than it saves the loop
+   (:func:`hold_or`); its next job then runs first. Held seconds are charged to the loop's
+   account (:func:`record_hold`). Rule 8 comes first: no hold while a reservation holds or
+   begins before the pause ends (:func:`pause_clear_of`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ class QueuedJob:
     slurm_job_id: str | None = None
     slurm_account: str | None = None
     """The Slurm job and account the job's session belongs to: who a reservation can be for."""
+    loop: str | None = None
+    """The hybrid loop (iterative session) the job belongs to (rule 9)."""
+    think_time_s: float | None = None
+    """The loop's expected pause after this job, before its next one (rule 9)."""
 
     @property
     def remaining(self) -> int:
@@ -175,6 +184,15 @@ class PolicyConfig:
         choices=JOB_CLASSES,
     )
 
+    loop_hold_max_s: float = _setting(
+        30.0,
+        "longest the QPU is held for a hybrid loop between two of its jobs (0: never)",
+        ge=0,
+        le=MAX_SECONDS,
+    )
+    """About one chunk: a longer hold costs the others more than a chunk's wait saves the
+    loop, so rule 9 would rarely grant it."""
+
     def checked(self) -> PolicyConfig:
         """These settings, refused (:class:`InvalidSetting`) where one is outside its declared
         domain: for what operators give (the file, variables, flags, the API). The policy
@@ -247,11 +265,25 @@ def record_chunk(
     leaves the fair-share order exact. Accounts that decayed below a microsecond are dropped,
     so ended sessions do not accumulate.
     """
+    charged = _charge(usage, job.account, started_at, finished_at, config)
+    return replace(charged, class_served_at={**usage.class_served_at, job.job_class: finished_at})
+
+
+def record_hold(
+    usage: Usage, pause: LoopPause, started_at: float, finished_at: float, config: PolicyConfig
+) -> Usage:
+    """``usage`` after the QPU was held (rule 9) for ``pause``'s loop from ``started_at`` to
+    ``finished_at``: charged to the loop's account like a chunk; no class counts as served."""
+    return _charge(usage, pause.account, started_at, finished_at, config)
+
+
+def _charge(
+    usage: Usage, account: str, started_at: float, finished_at: float, config: PolicyConfig
+) -> Usage:
     factor = 0.5 ** (max(0.0, finished_at - usage.as_of) / config.usage_half_life_s)
     seconds = {k: v * factor for k, v in usage.qpu_seconds.items() if v * factor >= 1e-6}
-    seconds[job.account] = seconds.get(job.account, 0.0) + (finished_at - started_at)
-    served = {**usage.class_served_at, job.job_class: finished_at}
-    return Usage(seconds, max(usage.as_of, finished_at), served)
+    seconds[account] = seconds.get(account, 0.0) + (finished_at - started_at)
+    return Usage(seconds, max(usage.as_of, finished_at), usage.class_served_at)
 
 
 @dataclass(frozen=True)
@@ -272,7 +304,86 @@ class Idle:
     until: float | None
 
 
-Decision = RunChunk | Calibrate | Idle
+@dataclass(frozen=True)
+class HoldForLoop:
+    """Keep the QPU for hybrid loop ``loop`` until ``until`` or its next job (rule 9)."""
+
+    loop: str
+    until: float
+
+
+Decision = RunChunk | Calibrate | Idle | HoldForLoop
+
+
+@dataclass(frozen=True)
+class LoopPause:
+    """A hybrid loop between two of its jobs: its last job ended and it has none queued; the
+    QPU may be held for it until ``until`` (rule 9). The dispatcher keeps it
+    (:func:`loop_pause` when a loop's job ends) and drops it when anything else runs."""
+
+    loop: str
+    account: str
+    user_id: str
+    until: float
+
+
+def loop_pause(job: QueuedJob, ended_at: float, config: PolicyConfig) -> LoopPause | None:
+    """The pause after ``job``, its loop's last queued job, ended at ``ended_at`` (None: not a
+    loop's job, or holds are off): its expected think time, at most ``loop_hold_max_s``."""
+    if job.loop is None or config.loop_hold_max_s <= 0:
+        return None
+    think = config.loop_hold_max_s if job.think_time_s is None else job.think_time_s
+    until = ended_at + min(think, config.loop_hold_max_s)
+    return LoopPause(job.loop, job.account, job.user_id, until)
+
+
+def pause_clear_of(
+    pause: LoopPause | None, reservations: Sequence[Reservation], device: DeviceView, now: float
+) -> LoopPause | None:
+    """``pause`` unless a reservation holds or begins before it ends, or moves the next
+    calibration: rule 8 goes before rule 9, so a hold never runs into a window."""
+    if pause is None:
+        return None
+    if calibration_due_at(device, now, reservations) != device.next_calibration_at:
+        return None
+    if any(r.starts_at < pause.until and r.ends_at > now for r in reservations):
+        return None
+    return pause
+
+
+def hold_or(
+    decision: Decision,
+    pause: LoopPause | None,
+    loop_job: QueuedJob | None,
+    waiting_accounts: int,
+    device: DeviceView,
+    now: float,
+    config: PolicyConfig,
+) -> Decision:
+    """Rule 9 applied to rules 1–7's ``decision``, for a loop paused until ``pause.until``.
+
+    ``loop_job`` is the loop's first queued candidate (by arrival), ``waiting_accounts`` the
+    fair-share accounts with candidates outside the loop. The loop's next job runs first when
+    it can (rules 5–7's chunk). Otherwise, when ``decision`` would start a chunk of ``c``
+    seconds for someone else: holding the ``r = until − now`` seconds left costs each waiting
+    account ``r``; releasing costs the loop ``c − r`` (its next job, arriving at ``until``,
+    waits for the rest of that chunk). Hold while ``r × waiting_accounts < c − r``; else
+    release, the chunk shrunk to end by ``until`` (it is the loop's turn then). A due
+    calibration or a wait goes ahead; no hold outlasts the calibration window.
+    """
+    if pause is None or now >= pause.until or not isinstance(decision, RunChunk):
+        return decision
+    if loop_job is not None:
+        before_window = shots_within(device.next_calibration_at - now, device.time_per_shot_s)
+        fits = _runnable_shots(loop_job, device, now, before_window, config)
+        if fits:
+            return RunChunk(loop_job.id, min(loop_job.remaining, device.chunk_shots, fits))
+        return decision
+    left = min(pause.until, device.next_calibration_at) - now
+    if left * waiting_accounts < decision.shots * device.time_per_shot_s - left:
+        return HoldForLoop(pause.loop, now + left)
+    fits = shots_within(left, device.time_per_shot_s)
+    return RunChunk(decision.job_id, min(decision.shots, fits)) if fits else decision
 
 
 def class_priorities(
@@ -423,13 +534,36 @@ def decide(
     config: PolicyConfig,
     usage: Usage = NO_USAGE,
     reservations: Sequence[Reservation] = (),
+    pause: LoopPause | None = None,
 ) -> Decision:
     """The next action for an idle QPU (rules 1–8 of this module's docstring).
 
     ``slots`` maps session ids to their QPU shares; ``usage`` is the dispatcher's
     :class:`Usage`, updated with :func:`record_chunk` after every chunk; ``reservations``
-    the operator's windows (ended ones are ignored).
+    the operator's windows (ended ones are ignored); ``pause`` the hybrid loop the QPU may be
+    held for (rule 9).
     """
+    decision = _decide(queue, slots, device, now, config, usage, reservations)
+    pause = pause_clear_of(pause, reservations, device, now)
+    if pause is None:
+        return decision
+    candidates = [j for j in queue if j.remaining > 0 and (device.accepting or j.started)]
+    mine = [j for j in candidates if j.loop == pause.loop]
+    loop_job = min(mine, key=lambda j: (j.created_at, j.id), default=None)
+    others = {j.account for j in candidates if j.loop != pause.loop}
+    return hold_or(decision, pause, loop_job, len(others), device, now, config)
+
+
+def _decide(
+    queue: Sequence[QueuedJob],
+    slots: Mapping[str, int],
+    device: DeviceView,
+    now: float,
+    config: PolicyConfig,
+    usage: Usage,
+    reservations: Sequence[Reservation],
+) -> Decision:
+    """Rules 1–8."""
     if device.state in (DeviceState.MAINTENANCE, DeviceState.OFFLINE):
         return Idle(None)
     if device.state is DeviceState.CALIBRATING:

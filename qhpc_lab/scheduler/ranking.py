@@ -34,6 +34,7 @@ from qhpc_lab.scheduler.policy import (
     Decision,
     DeviceView,
     Idle,
+    LoopPause,
     PolicyConfig,
     QueuedJob,
     RunChunk,
@@ -288,6 +289,9 @@ class RankedQueue:
         """Single-calibration jobs (rare): while one is queued, decisions are the linear
         policy's, whose rule 7 looks past the first runnable job of each unit."""
         self._reservations: tuple[Reservation, ...] = ()
+        self._loops: dict[str, SortedList] = {}
+        """Each hybrid loop's queued jobs by arrival (rule 9)."""
+        self._pause: LoopPause | None = None
 
     # -- the jobs ---------------------------------------------------------------------------
 
@@ -301,6 +305,8 @@ class RankedQueue:
             self._started.add(job, key)
         self._exhausted += job.remaining <= 0
         self._single_calibration += job.single_calibration
+        if job.loop is not None:
+            self._loops.setdefault(job.loop, SortedList()).add(_arrival(job))
 
     def update(self, job: QueuedJob) -> None:
         """Replace a queued job (say, after a chunk changed its ``shots_done``)."""
@@ -319,6 +325,10 @@ class RankedQueue:
             self._started.remove(job, key)
         self._exhausted -= job.remaining <= 0
         self._single_calibration -= job.single_calibration
+        if job.loop is not None:
+            self._loops[job.loop].remove(_arrival(job))
+            if not self._loops[job.loop]:
+                del self._loops[job.loop]
         return job
 
     def get(self, job_id: int) -> QueuedJob | None:
@@ -371,6 +381,31 @@ class RankedQueue:
         self._usage = policy.record_chunk(self._usage, job, started_at, finished_at, self._config)
         self._rekey()
 
+    # -- hybrid loops (rule 9) -----------------------------------------------------------------
+
+    @property
+    def pause(self) -> LoopPause | None:
+        """The hybrid loop the QPU may be held for now, if any."""
+        return self._pause
+
+    def loop_ended_job(self, job: QueuedJob, ended_at: float) -> None:
+        """``job`` (out of the queue now) ended at ``ended_at``: when it was its loop's last
+        queued job, the loop pauses (:func:`policy.loop_pause`)."""
+        if job.loop is not None and job.loop not in self._loops:
+            self._pause = policy.loop_pause(job, ended_at, self._config)
+
+    def end_pause(self) -> None:
+        """Something else runs on the QPU: no loop is held for any more."""
+        self._pause = None
+
+    def record_hold(self, started_at: float, finished_at: float) -> None:
+        """Charge a hold to the paused loop's account (:func:`policy.record_hold`)."""
+        if self._pause is not None:
+            self._usage = policy.record_hold(
+                self._usage, self._pause, started_at, finished_at, self._config
+            )
+            self._rekey()
+
     def set_slots(self, session_id: str, slots: int) -> None:
         """A session's QPU share (its Slurm ``qpu:N``)."""
         self._slots[session_id] = slots
@@ -415,15 +450,45 @@ class RankedQueue:
         return [self._jobs[job_id] for _, job_id in itertools.islice(arrivals, limit)]
 
     def decide(self, device: DeviceView, now: float) -> Decision:
-        """``policy.decide`` over the queued jobs, slots, usage and reservations."""
+        """``policy.decide`` over the queued jobs, slots, usage, reservations and loop pause."""
         reserved = reserving.pending(self._reservations, now)
+        pause = policy.pause_clear_of(self._pause, reserved, device, now)
         # The linear policy keeps these exact; a reservation is near when it holds now, could
         # shorten a chunk, or moves the next calibration.
         if self._exhausted or self._single_calibration or self._near(reserved, device, now):
             queue = list(self._jobs.values())
             return policy.decide(
-                queue, self._slots, device, now, self._config, self._usage, reserved
+                queue, self._slots, device, now, self._config, self._usage, reserved, pause
             )
+        decision = self._decide(device, now, reserved)
+        if pause is None or now >= pause.until or not isinstance(decision, RunChunk):
+            return decision
+        mine = self._loops.get(pause.loop, ())
+        loop_job = next(
+            (
+                self._jobs[job_id]
+                for _, job_id in mine
+                if self._jobs[job_id].remaining > 0
+                and (device.accepting or self._jobs[job_id].started)
+            ),
+            None,
+        )
+        index = self._all if device.accepting else self._started
+        others = {
+            unit[0]
+            for cls in index.classes.values()
+            for unit, fifo in cls.units.items()
+            if any(self._is_other(job_id, pause) for _, job_id in fifo)
+        }
+        return policy.hold_or(decision, pause, loop_job, len(others), device, now, self._config)
+
+    def _is_other(self, job_id: int, pause: LoopPause) -> bool:
+        """A job with shots left outside the paused loop: its account waits during a hold."""
+        job = self._jobs[job_id]
+        return job.loop != pause.loop and job.remaining > 0
+
+    def _decide(self, device: DeviceView, now: float, reserved: list[Reservation]) -> Decision:
+        """Rules 1–7 on the incremental index, with no reservation near."""
         if device.state in (DeviceState.MAINTENANCE, DeviceState.OFFLINE):
             return Idle(None)
         if device.state is DeviceState.CALIBRATING:

@@ -55,6 +55,10 @@ Identifier = (
 
 Name = Annotated[Text, StringConstraints(max_length=32)]
 """A format or job-class name."""
+LoopId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+"""A hybrid loop's id, chosen by its client (docs/policy.md rule 9)."""
 SessionId = Annotated[Text, Path(max_length=64, description="A session id (a UUID).")]
 StatusFilter = Annotated[Text | None, Query(max_length=16, description="Only jobs in this status.")]
 RevokeReason = Annotated[Text, Query(max_length=200)]
@@ -133,6 +137,18 @@ class JobIn(BaseModel):
         description="All shots under one calibration: a calibration meanwhile restarts the job; "
         "one that cannot fit in a calibration interval is refused (docs/policy.md).",
     )
+    loop: LoopId | None = Field(
+        None,
+        description="The hybrid loop (iterative session) the job belongs to: between two of its "
+        "jobs the QPU may be held for it (docs/policy.md rule 9). Not a Warden session.",
+    )
+    think_time_s: FiniteFloat | None = Field(
+        None,
+        ge=0,
+        le=MAX_SECONDS,
+        description="The loop's expected pause after this job before its next one; the QPU is "
+        "held at most this long (and at most the policy's loop_hold_max_s).",
+    )
 
 
 class CalibrationRangeOut(BaseModel):
@@ -177,6 +193,8 @@ class JobOut(BaseModel):
         description="The calibrations its shots ran under, per shot range, in shot order."
     )
     single_calibration: bool
+    loop: str | None = Field(description="The hybrid loop it belongs to (docs/policy.md rule 9).")
+    think_time_s: float | None = Field(description="The loop's expected pause after it.")
     error: str | None
 
 
@@ -404,6 +422,11 @@ class ReservationOut(BaseModel):
     created_by: str | None
 
 
+class LoopHoldOut(BaseModel):
+    loop: str | None = Field(description="The loop's id: only to its owner or an administrator.")
+    until: float = Field(description="Held at most until then (epoch seconds).")
+
+
 class DeviceOut(BaseModel):
     name: str
     profile: str
@@ -426,6 +449,9 @@ class DeviceOut(BaseModel):
     dispatcher: DispatcherOut
     next_reservation: ReservationOut | None = Field(
         description="The reservation in force, else the next to start (docs/policy.md rule 8)."
+    )
+    held_for_loop: LoopHoldOut | None = Field(
+        description="The hybrid loop the QPU is held for between two of its jobs, if any."
     )
 
 

@@ -69,6 +69,8 @@ jobs = sa.Table(
     sa.Column("calibration_age_s", sa.Float),
     sa.Column("calibrations", sa.Text),
     sa.Column("single_calibration", sa.Boolean),
+    sa.Column("loop", sa.String(64)),
+    sa.Column("think_time_s", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -133,6 +135,9 @@ class JobRow:
     """The calibrations its shots ran under, one per range of shots (:func:`merge_calibration`)."""
     single_calibration: bool
     """All its shots must come from one calibration (docs/policy.md)."""
+    loop: str | None
+    """The hybrid loop (iterative session) it belongs to (docs/policy.md rule 9)."""
+    think_time_s: float | None
     created_at: float
     started_at: float | None
     finished_at: float | None

@@ -77,6 +77,8 @@ def job_view(
         "calibration_age_s": job.calibration_age_s,
         "calibrations": [calibration_range_view(entry) for entry in job.calibrations],
         "single_calibration": job.single_calibration,
+        "loop": job.loop,
+        "think_time_s": job.think_time_s,
         "error": job.error,
     }
 

@@ -64,6 +64,8 @@ async def post_job(
         idempotency_key,
         tracing.extract(request.headers),
         single_calibration=body.single_calibration,
+        loop=body.loop,
+        think_time_s=body.think_time_s,
     )
     return job_view(sched, job)
 
