@@ -33,6 +33,7 @@ from qhpc_lab.client._target import (
     AnswerError,
     CalibrationRange,
     ClientError,
+    Estimate,
     JobState,
     RefusedError,
     Target,
@@ -174,7 +175,11 @@ class SchedulerTarget(Target):
             raise
 
     async def submit(
-        self, program: Program, job_class: str | None, single_calibration: bool = False
+        self,
+        program: Program,
+        job_class: str | None,
+        single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
     ) -> JobState:
         """``POST /jobs`` with a fresh ``Idempotency-Key``, reused when a dropped connection
         makes us send it again: the server queues the job once however many tries reach it."""
@@ -188,6 +193,7 @@ class SchedulerTarget(Target):
             "name": program.name,
             "variables": program.variables,
             "single_calibration": single_calibration,
+            "max_calibration_age_s": max_calibration_age_s,
         }
         body.update({key: value for key, value in optional.items() if value})
         retrying = tenacity.AsyncRetrying(
@@ -224,6 +230,25 @@ class SchedulerTarget(Target):
             if err.status == 409:
                 return await self.state(job_id)
             raise
+
+    async def estimate(
+        self, shots: int, job_class: str | None, max_calibration_age_s: float | None = None
+    ) -> Estimate | None:
+        """``GET /estimate`` (our extension); None from a server without it (plain Warden)."""
+        query = {
+            "shots": shots,
+            "job_class": job_class,
+            "max_calibration_age_s": max_calibration_age_s,
+        }
+        try:
+            answer = await self.request(
+                "GET", "/estimate", params={k: v for k, v in query.items() if v is not None}
+            )
+        except RefusedError as err:
+            if err.status == 404:
+                return None
+            raise
+        return Estimate(**_parse(_Estimate, answer, self, "an estimate").model_dump())
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
@@ -392,6 +417,16 @@ class _Queue(pydantic.BaseModel):
 
     waiting: StrictInt | None = None
     jobs: dict[str, _Place] = {}
+
+
+class _Estimate(pydantic.BaseModel):
+    """Our scheduler's ``GET /estimate``."""
+
+    position: StrictInt
+    done_in_s: float | None
+    run_s: float
+    held_by: StrictStr | None = None
+    calibration_age_s: float | None = None
 
 
 class _Timeline(pydantic.BaseModel):

@@ -111,6 +111,20 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """Where a program would stand if submitted now (the scheduler's ``GET /estimate``)."""
+
+    position: int
+    """1 = next to run."""
+    done_in_s: float | None
+    """Seconds until it would end: the queue ahead, calibrations, its own run; None while a
+    hold (``held_by``) keeps new jobs waiting."""
+    run_s: float
+    held_by: str | None = None
+    calibration_age_s: float | None = None
+
+
+@dataclass(frozen=True)
 class TargetInfo:
     """What probing a target found; an unreachable target is listed too, with the reason."""
 
@@ -159,6 +173,8 @@ class Target(abc.ABC):
 
     kind: ClassVar[str]
     url: str | None = None
+    bounds_calibration_age: ClassVar[bool] = True
+    """Whether a job's ``max_calibration_age_s`` is honoured (a QRMI resource promises none)."""
 
     def __init__(
         self, name: str, type: str, origin: str, job_timeout_s: float | None = None
@@ -175,10 +191,15 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     async def submit(
-        self, program: Program, job_class: str | None, single_calibration: bool = False
+        self,
+        program: Program,
+        job_class: str | None,
+        single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
     ) -> JobState:
         """Queue ``program`` (already checked against the specs ``info`` gave);
-        ``single_calibration``: all its shots under one calibration of the device."""
+        ``single_calibration``: all its shots under one calibration of the device;
+        ``max_calibration_age_s``: every shot starts within that age of a calibration."""
 
     @abc.abstractmethod
     async def state(self, job_id: str) -> JobState:
@@ -196,6 +217,13 @@ class Target(abc.ABC):
         """Yield the target's info, then each change of its device (state, calibration, queue
         length), until the caller stops; a target without a change feed yields it once."""
         yield await self.info()
+
+    async def estimate(
+        self, shots: int, job_class: str | None, max_calibration_age_s: float | None = None
+    ) -> Estimate | None:
+        """Where a job of ``shots`` would stand if submitted now; None where the target
+        cannot say (it is then chosen last among several, docs/client.md)."""
+        return None
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """Why the job waited, as the scheduler's ``GET /jobs/{id}/timeline`` entries (see

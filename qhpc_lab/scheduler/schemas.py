@@ -393,6 +393,17 @@ class DeviceOut(BaseModel):
     dispatcher: DispatcherOut
 
 
+class EstimateOut(BaseModel):
+    position: int = Field(description="Where the job would stand in line now (1 = next).")
+    done_in_s: float | None = Field(
+        description="Seconds until it would end: the queue ahead, calibrations and its own "
+        "run; null while a hold (held_by) keeps new jobs waiting."
+    )
+    run_s: float = Field(description="Its own shots' time on the device.")
+    held_by: Literal["maintenance", "draining"] | None
+    calibration_age_s: float
+
+
 class TimelineOut(BaseModel):
     job_id: int
     status: str
