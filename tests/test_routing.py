@@ -235,3 +235,37 @@ def test_the_estimate_endpoint_counts_the_queue_ahead(two_qpus):
             user.post(f"/jobs/{blocker.json()['id']}/cancel").raise_for_status()
         refused = user.get("/estimate", params={"shots": 10, "job_class": "nope"})
         assert refused.status_code == 422 and refused.json()["rule"] == "job_class"
+
+
+def test_qpu_targets_lists_both_with_their_queues_and_a_cell_says_where_it_went(two_qpus, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tests.test_magics import SEQUENCE_CELL, magics_on, run
+
+    small, _ = two_qpus
+    shell = InteractiveShell.instance()
+    client = magics_on(shell, Client(allocation(*two_qpus)))
+    with httpx.Client(base_url=small.url, headers=auth_header(USER)) as user:
+        mine = user.post(
+            "/jobs", json={"sequence": pulser_sequence_json(), "shots": 8000, "job_class": "test"}
+        )
+        mine.raise_for_status()
+        try:
+            poll_until(
+                lambda: user.get(f"/jobs/{mine.json()['id']}").json()["status"] == "RUNNING",
+                "my job to start",
+            )
+            shell.run_line_magic("qpu", "targets")
+            lines = capsys.readouterr().out.splitlines()
+            assert lines[0].startswith("* qpu_a") and "QHPC-Test, ONLINE" in lines[0]
+            assert "yours running" in lines[0] and "a new job starts in ~" in lines[0], lines[0]
+            assert lines[1].startswith("* qpu_b") and "QHPC-Test-Big, ONLINE" in lines[1]
+            assert "0 waiting, a new job starts in ~0 s" in lines[1], lines[1]
+            success, shown = run(shell, capsys, f"%%qpu --no-wait -o job{SEQUENCE_CELL}")
+            assert success and "qhpc: qpu_b: done in ~" in shown, shown
+            assert shell.user_ns["job"].target == "qpu_b"
+            shell.user_ns.pop("job").cancel()
+        finally:
+            user.post(f"/jobs/{mine.json()['id']}/cancel").raise_for_status()
+            client.close()
+            shell.user_ns.pop("sequence", None)

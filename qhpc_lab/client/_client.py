@@ -71,8 +71,13 @@ class Client:
         return self._select(await _loop.acall(self._probe_all()))
 
     def _select(self, infos: list[TargetInfo]) -> list[TargetInfo]:
-        selected = self._current or self._default_target().name
-        return [dataclasses.replace(i, selected=i.name == selected) for i in infos]
+        """Mark where ``submit()`` goes: the chosen or default target, or every one of the
+        job's QPU resources when it chooses among them."""
+        if self._current is None and len(self._from_job) > 1:
+            selected = set(self._from_job)
+        else:
+            selected = {self._current or self._default_target().name}
+        return [dataclasses.replace(i, selected=i.name in selected) for i in infos]
 
     def target_info(self, name: str | None = None) -> TargetInfo:
         """The info of target ``name`` (default: where ``submit()`` goes), probed unless

@@ -122,6 +122,10 @@ class Estimate:
     run_s: float
     held_by: str | None = None
     calibration_age_s: float | None = None
+    waiting: int | None = None
+    """Jobs waiting on the device, every user's."""
+    yours: tuple[int, ...] = ()
+    """The caller's own active jobs' places (0 = running), nearest first."""
 
 
 @dataclass(frozen=True)
@@ -144,9 +148,15 @@ class TargetInfo:
     message: str = ""
     """The device's notice when reachable, why not otherwise."""
     selected: bool = False
-    """True for the target that ``submit()`` uses when none is named."""
+    """True for the target that ``submit()`` uses when none is named; for each of the job's
+    QPU resources when there are several (it chooses among them per program)."""
     queued: int | None = None
     """Jobs waiting to run on the device, every user's (scheduler targets)."""
+    queue_eta_s: float | None = None
+    """When a job submitted now would start: the queue ahead and calibrations (scheduler
+    targets; None while a hold keeps new jobs waiting, or where the server cannot say)."""
+    yours: tuple[int, ...] = ()
+    """The user's own active jobs' places in the queue (0 = running), nearest first."""
     spec: DeviceSpec | None = field(default=None, repr=False, compare=False)
     """Device specs that programs are checked against before submission, when known."""
     formats: tuple[str, ...] = ("pulser",)
@@ -160,8 +170,21 @@ class TargetInfo:
         details = [self.device or "?", self.state or "state unknown"]
         if self.calibration_age_s is not None:
             details.append(f"calibrated {format_duration(self.calibration_age_s)} ago")
+        if self.queued is not None:
+            details.append(self.queue_summary)
         note = f" — {self.message}" if self.message else ""
         return f"{mark} {self.name:14} {self.type:27} {', '.join(details)}{note}"
+
+    @property
+    def queue_summary(self) -> str:
+        """``3 waiting, yours #2, a new job starts in ~40 s``: the queue as a user reads it."""
+        parts = [f"{self.queued} waiting"]
+        if self.yours:
+            places = ", ".join("running" if p == 0 else f"#{p}" for p in self.yours)
+            parts.append(f"yours {places}")
+        if self.queue_eta_s is not None:
+            parts.append(f"a new job starts in ~{format_duration(self.queue_eta_s)}")
+        return ", ".join(parts)
 
 
 class Target(abc.ABC):

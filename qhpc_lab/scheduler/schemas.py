@@ -402,6 +402,10 @@ class EstimateOut(BaseModel):
     run_s: float = Field(description="Its own shots' time on the device.")
     held_by: Literal["maintenance", "draining"] | None
     calibration_age_s: float
+    queue: dict[str, Any] = Field(
+        description="The queue as the caller's queue event shows it (GET /events): its "
+        "length and the caller's own jobs' places, nothing of other users' jobs."
+    )
 
 
 class TimelineOut(BaseModel):

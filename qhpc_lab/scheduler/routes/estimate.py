@@ -28,7 +28,9 @@ async def get_estimate(
     """Where a job of ``shots`` would stand if submitted now, in the caller's fair-share
     account: its place in line and when it would end (the queue ahead, calibrations and its
     own run); nothing is queued. A hold (maintenance, a drain) gives no ETA, as for a queued
-    job. The program is not needed: a client checks it against ``/qpu/specs`` itself."""
+    job. ``queue``: the queue as the caller's ``queue`` event shows it (its length, the
+    caller's own jobs' places). The program is not needed: a client checks it against
+    ``/qpu/specs`` itself."""
     position, done_in_s = sched.estimate(
         who and who.user_id, shots, job_class, max_calibration_age_s
     )
@@ -39,4 +41,5 @@ async def get_estimate(
         "run_s": round(shots * sched.driver.profile.time_per_shot_s, 3),
         "held_by": hold,
         "calibration_age_s": round(sched.clock() - sched.device_view().calibrated_at, 3),
+        "queue": sched.queue_snapshot().for_user(who and who.user_id),
     }
