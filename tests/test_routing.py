@@ -57,7 +57,13 @@ def test_the_earliest_completion_wins_and_the_reason_compares_them():
 def test_a_target_without_an_estimate_counts_last():
     route = choose([Answer("warden", done_in_s=None), Answer("qpu_b", done_in_s=600)])
     assert route.target == "qpu_b"
-    assert "an unknown time on warden" in route.reason
+    assert route.reason == "qpu_b: done in ~10 min vs no estimate from warden"
+
+
+def test_targets_that_cannot_estimate_tie_and_the_first_listed_wins():
+    route = choose([Answer("warden_a"), Answer("warden_b")])
+    assert route.target == "warden_a"
+    assert route.reason == "warden_a: no estimate vs no estimate from warden_b; a tie, listed first"
 
 
 def test_a_target_that_is_down_is_skipped_with_a_note():
@@ -269,3 +275,24 @@ def test_qpu_targets_lists_both_with_their_queues_and_a_cell_says_where_it_went(
             user.post(f"/jobs/{mine.json()['id']}/cancel").raise_for_status()
             client.close()
             shell.user_ns.pop("sequence", None)
+
+
+def test_a_refused_request_is_a_refusal_not_a_target_down(lab):
+    """A job class no scheduler knows: RefusedError naming both, never the emulator."""
+    with pytest.raises(RefusedError, match=r"qpu_a refuses: .*unknown job_class 'urgent'") as err:
+        lab.submit(Program("pulser", pulser_sequence_json(), 10), job_class="urgent")
+    assert err.value.rule == "auto" and "qpu_b refuses" in str(err.value)
+
+
+@pytest.mark.anyio
+async def test_the_sidebar_is_told_which_targets_cells_choose_among(two_qpus):
+    from qhpc_lab.jupyter.server.service import QPUService
+
+    service = QPUService(allocation(*two_qpus))
+    try:
+        view = await service.targets_view()
+    finally:
+        await service.close()
+    assert view["routed"] == ["qpu_a", "qpu_b"]
+    routed = {t["name"]: t["routed"] for t in view["targets"]}
+    assert routed == {"qpu_a": True, "qpu_b": True, "emulator": False}

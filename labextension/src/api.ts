@@ -15,7 +15,8 @@ export interface ITarget {
   origin: string;
   url: string | null;
   default: boolean;
-  /** One of the job's several QPU resources: cells without --target choose among them. */
+  /** One of the job's several QPU resources: cells without --target choose among them (the
+   * sidebar says `auto` then, not `default`). */
   routed?: boolean;
   reachable: boolean;
   device: string | null;

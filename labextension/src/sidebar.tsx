@@ -149,7 +149,7 @@ function TargetCard(props: {
       <div className="qhpc-target-head">
         <span className="qhpc-target-name" title={t.origin}>
           {t.name}
-          {t.default && <DefaultBadge reachable={t.reachable} />}
+          {t.default && !t.routed && <DefaultBadge reachable={t.reachable} />}
           {t.routed && (
             <span
               className="qhpc-default qhpc-routed"

@@ -208,6 +208,8 @@ class Client:
                     target.estimate(converted.shots, job_class, max_calibration_age_s),
                     PROBE_TIMEOUT_S,
                 )
+            except RefusedError as err:  # the request itself (a job_class it does not know)
+                return Answer(target.name, refusal=str(err)), None, info
             except (ClientError, TimeoutError) as err:
                 why = str(err) or f"no estimate within {PROBE_TIMEOUT_S:g} s"
                 return Answer(target.name, down=why), None, info

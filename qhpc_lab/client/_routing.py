@@ -71,7 +71,7 @@ def choose(answers: Sequence[Answer], max_calibration_age_s: float | None = None
             rule=AUTO,
         )
     earliest = min(_eta(a) for a in eligible)
-    tied = [a for a in eligible if _eta(a) - earliest <= TIE_S]
+    tied = [a for a in eligible if _eta(a) == earliest or _eta(a) - earliest <= TIE_S]
     best = min(
         tied,
         key=lambda a: math.inf if a.calibration_age_s is None else a.calibration_age_s,
@@ -83,8 +83,16 @@ def _eta(answer: Answer) -> float:
     return math.inf if answer.done_in_s is None else answer.done_in_s
 
 
-def _about(seconds: float | None) -> str:
-    return "an unknown time" if seconds is None else f"~{format_duration(seconds)}"
+def _done(answer: Answer) -> str:
+    if answer.done_in_s is None:
+        return "no estimate"
+    return f"done in ~{format_duration(answer.done_in_s)}"
+
+
+def _versus(answer: Answer) -> str:
+    if answer.done_in_s is None:
+        return f"no estimate from {answer.target}"
+    return f"~{format_duration(answer.done_in_s)} on {answer.target}"
 
 
 def _down(answer: Answer) -> str:
@@ -113,8 +121,8 @@ def _reason(
     if not others:
         reason = f"{best.target}: the only QPU target that can take the program"
     else:
-        versus = ", ".join(f"{_about(a.done_in_s)} on {a.target}" for a in others)
-        reason = f"{best.target}: done in {_about(best.done_in_s)} vs {versus}"
+        versus = ", ".join(_versus(a) for a in others)
+        reason = f"{best.target}: {_done(best)} vs {versus}"
         if len(tied) > 1:
             fresher = best.calibration_age_s is not None and any(
                 a.calibration_age_s is None or a.calibration_age_s > best.calibration_age_s

@@ -190,7 +190,7 @@ class QPUService:
             "type": target.type,
             "origin": target.origin,
             "url": public_url(info.url),
-            "default": target.name == self.default and not self.routed,
+            "default": target.name == self.default,
             "routed": target.name in self.routed,
             "reachable": info.reachable,
             "device": info.device,

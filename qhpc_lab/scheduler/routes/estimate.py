@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import FiniteFloat
 
 from qhpc_lab.scheduler.errors import error_responses
 from qhpc_lab.scheduler.policy import MAX_SECONDS
@@ -23,7 +24,7 @@ async def get_estimate(
     sched: SchedulerDep,
     shots: Annotated[int, Query(ge=1, le=MAX_SHOTS)],
     job_class: Annotated[Name | None, Query(max_length=32)] = None,
-    max_calibration_age_s: Annotated[float | None, Query(gt=0, le=MAX_SECONDS)] = None,
+    max_calibration_age_s: Annotated[FiniteFloat | None, Query(gt=0, le=MAX_SECONDS)] = None,
 ) -> dict[str, Any]:
     """Where a job of ``shots`` would stand if submitted now, in the caller's fair-share
     account: its place in line and when it would end (the queue ahead, calibrations and its
