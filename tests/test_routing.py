@@ -22,7 +22,6 @@ from qhpc_lab.client._routing import Answer, choose
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
 from tests.conftest import (
-    OTHER,
     SECRET,
     USER,
     Daemon,
@@ -180,10 +179,12 @@ def test_a_program_only_one_device_accepts_goes_there(lab, capsys):
 
 
 def test_a_program_both_accept_goes_to_the_shorter_queue(lab, two_qpus):
+    """The blocker is the user's own, of the same class: the program would wait behind it
+    (another user's would be overtaken at the next chunk, fair share, and the queues tie)."""
     small, _ = two_qpus
     program = Program("pulser", pulser_sequence_json(), 10)
-    with httpx.Client(base_url=small.url, headers=auth_header(OTHER)) as other:
-        blocker = other.post(
+    with httpx.Client(base_url=small.url, headers=auth_header(USER)) as user:
+        blocker = user.post(
             "/jobs",
             json={"sequence": pulser_sequence_json(), "shots": 8000, "job_class": "production"},
         )
@@ -195,7 +196,7 @@ def test_a_program_both_accept_goes_to_the_shorter_queue(lab, two_qpus):
             assert "on qpu_a" in job.route
             assert job.result(timeout=120).shots == 10
         finally:
-            other.post(f"/jobs/{blocker.json()['id']}/cancel").raise_for_status()
+            user.post(f"/jobs/{blocker.json()['id']}/cancel").raise_for_status()
 
 
 def test_a_named_target_is_not_routed(lab):
@@ -267,7 +268,8 @@ def test_qpu_targets_lists_both_with_their_queues_and_a_cell_says_where_it_went(
             assert "yours running" in lines[0] and "a new job starts in ~" in lines[0], lines[0]
             assert lines[1].startswith("* qpu_b") and "QHPC-Test-Big, ONLINE" in lines[1]
             assert "0 waiting, a new job starts in ~0 s" in lines[1], lines[1]
-            success, shown = run(shell, capsys, f"%%qpu --no-wait -o job{SEQUENCE_CELL}")
+            cell = f"%%qpu --class test --no-wait -o job{SEQUENCE_CELL}"  # behind mine on qpu_a
+            success, shown = run(shell, capsys, cell)
             assert success and "qhpc: qpu_b: done in ~" in shown, shown
             assert shell.user_ns["job"].target == "qpu_b"
             shell.user_ns.pop("job").cancel()
