@@ -15,6 +15,9 @@ export interface ITarget {
   origin: string;
   url: string | null;
   default: boolean;
+  /** One of the job's several QPU resources: cells without --target choose among them (the
+   * sidebar says `auto` then, not `default`). */
+  routed?: boolean;
   reachable: boolean;
   device: string | null;
   state: string | null;

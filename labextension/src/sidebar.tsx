@@ -175,7 +175,16 @@ function TargetCard(props: {
       <div className="qhpc-target-head">
         <span className="qhpc-target-name" title={t.origin}>
           {t.name}
-          {t.default && <DefaultBadge reachable={t.reachable} />}
+          {t.default && !t.routed && <DefaultBadge reachable={t.reachable} />}
+          {t.routed && (
+            <span
+              className="qhpc-default qhpc-routed"
+              data-reachable={t.reachable}
+              title="One of this job's QPUs: a cell without --target goes to whichever accepts its program and finishes it first"
+            >
+              auto
+            </span>
+          )}
         </span>
         <StateBadge state={t.state} />
       </div>

@@ -20,12 +20,22 @@ from qhpc_lab.client import _loop
 from qhpc_lab.client._discovery import EMULATOR, discover
 from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._job import Job
+from qhpc_lab.client._routing import AUTO, Answer, choose
 from qhpc_lab.client._session import Session
 from qhpc_lab.client._target import ClientError, RefusedError, Target, TargetError, TargetInfo
-from qhpc_lab.programs import NativeProgram, format_refusal, to_program, validate
+from qhpc_lab.programs import (
+    DeviceRuleViolation,
+    NativeProgram,
+    Program,
+    format_refusal,
+    to_program,
+    validate,
+)
 
 PROBE_TIMEOUT_S = 5.0
 """How long a target may take to answer a probe before it counts as unreachable."""
+DOWN_STATES = ("MAINTENANCE", "OFFLINE")
+"""Device states in which ``"auto"`` passes a target over (a calibrating one is only slower)."""
 
 
 def announce(message: str) -> None:
@@ -46,6 +56,7 @@ class Client:
             announce(problem)
         self._targets: dict[str, Target] = found.targets
         self._default = found.default
+        self._from_job = found.from_job
         self._sources = found.sources
         self._current: str | None = None
         self._chosen: Target | None = None
@@ -64,8 +75,13 @@ class Client:
         return self._select(await _loop.acall(self._probe_all()))
 
     def _select(self, infos: list[TargetInfo]) -> list[TargetInfo]:
-        selected = self._current or self._default_target().name
-        return [dataclasses.replace(i, selected=i.name == selected) for i in infos]
+        """Mark where ``submit()`` goes: the chosen or default target, or every one of the
+        job's QPU resources when it chooses among them."""
+        if self._current is None and len(self._from_job) > 1:
+            selected = set(self._from_job)
+        else:
+            selected = {self._current or self._default_target().name}
+        return [dataclasses.replace(i, selected=i.name in selected) for i in infos]
 
     def target_info(self, name: str | None = None) -> TargetInfo:
         """The info of target ``name`` (default: where ``submit()`` goes), probed unless
@@ -88,6 +104,7 @@ class Client:
         name: str | None = None,
         *,
         single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
         **variables: Any,
     ) -> Job:
         """Check ``program`` against the target's device and queue it.
@@ -97,27 +114,74 @@ class Client:
         target's device; digital: pyqtorch on the emulator target) or a :class:`Program`
         (whose shots, name and variables the arguments override); see
         :func:`qhpc_lab.programs.to_program`. ``target``: a name from
-        ``targets()``; unreachable → TargetError, never a fallback. Without it: the target
-        chosen by ``use()``, else the default, else the emulator (announced). ``job_class``:
-        production, test or development on a scheduler. ``single_calibration``: all its shots
-        under one calibration (a scheduler restarts it if one intervenes, docs/policy.md).
+        ``targets()``; unreachable → TargetError, never a fallback. ``"auto"``: the QPU
+        target (the job's QRMI resources, else every QPU target found) whose device accepts
+        the program and that would finish it first, announced with the reason
+        (:attr:`Job.route`). Without it: the target chosen by ``use()``, else ``"auto"``
+        when the job has several QPU resources, else the default, else the emulator
+        (announced). ``job_class``: production, test or development on a scheduler.
+        ``single_calibration``: all its shots under one calibration (a scheduler restarts it
+        if one intervenes, docs/policy.md). ``max_calibration_age_s``: every shot starts
+        within that age of a calibration (a scheduler calibrates early for it; a QRMI
+        resource refuses it).
         ``variables`` bind a parametrised Pulser sequence, or a Qiskit or Qadence circuit's
         parameters. A format the target does not run (a gate circuit, qasm3, on the analog
         QPU) is a RefusedError (rule ``format``) before anything is sent.
         """
-        chosen, info = self._resolve(target)
+        named = target or self._current
+        if named == AUTO or (named is None and len(self._from_job) > 1):
+            try:
+                chosen, converted, info, route = _loop.call(
+                    self._aroute(program, shots, name, variables, job_class, max_calibration_age_s)
+                )
+            except TargetError as err:
+                if named == AUTO:
+                    raise
+                announce(f"{err}; programs run on the local emulator instead")
+                chosen, info = self._resolve(EMULATOR)
+            else:
+                announce(route)
+                return self._queue(
+                    chosen,
+                    converted,
+                    info,
+                    job_class,
+                    single_calibration,
+                    max_calibration_age_s,
+                    route,
+                )
+        else:
+            chosen, info = self._resolve(target)
         converted = to_program(program, shots, info.spec, name, **variables)
         if isinstance(converted, NativeProgram):
             return self._submit_native(converted, chosen)
-        where = f"target {info.name!r} ({info.device})"
-        if refusal := format_refusal(converted.format, info.formats, where):
-            raise RefusedError(refusal, rule="format")
-        if info.spec is not None:
-            validate(converted, info.spec)
+        _check(converted, info)
+        return self._queue(
+            chosen, converted, info, job_class, single_calibration, max_calibration_age_s
+        )
+
+    def _queue(
+        self,
+        chosen: Target,
+        program: Program,
+        info: TargetInfo,
+        job_class: str | None,
+        single_calibration: bool,
+        max_calibration_age_s: float | None,
+        route: str | None = None,
+    ) -> Job:
+        if max_calibration_age_s is not None and not chosen.bounds_calibration_age:
+            raise RefusedError(
+                f"target {chosen.name!r} ({chosen.type}) cannot bound a job's calibration "
+                "age; submit without max_calibration_age_s or to a scheduler target",
+                rule="max_calibration_age_s",
+            )
         session = self.active_session
         mark = session.mark() if session else None
-        queued = chosen.submit(converted, job_class, single_calibration, mark)
-        job = Job(chosen, _loop.call(queued), info.device)
+        queued = chosen.submit(
+            program, job_class, single_calibration, max_calibration_age_s, loop=mark
+        )
+        job = Job(chosen, _loop.call(queued), info.device, route)
         self._jobs.append(job)
         if session:
             session.jobs.append(job)
@@ -151,6 +215,59 @@ class Client:
         """End the active iterative session; it, or None if there was none."""
         session, self.active_session = self.active_session, None
         return session
+
+    async def _aroute(
+        self,
+        program: Any,
+        shots: int | None,
+        name: str | None,
+        variables: dict[str, Any],
+        job_class: str | None,
+        max_calibration_age_s: float | None,
+    ) -> tuple[Target, Program, TargetInfo, str]:
+        """Ask every QPU target about ``program`` at once (:func:`_routing.choose` picks):
+        the target, the program as converted for its device, its info and the reason."""
+        names = self._from_job or [n for n in self._targets if n != EMULATOR]
+        candidates = [self._targets[n] for n in names]
+
+        async def ask(target: Target) -> tuple[Answer, Program | None, TargetInfo | None]:
+            info = await self._ainfo(target)
+            if not info.reachable:
+                return Answer(target.name, down=info.message), None, None
+            if info.state in DOWN_STATES:
+                return Answer(target.name, down=f"its device is {info.state}"), None, info
+            try:
+                converted = await asyncio.to_thread(
+                    _converted, program, shots, info, name, variables
+                )
+            except (RefusedError, DeviceRuleViolation) as err:
+                return Answer(target.name, refusal=str(err)), None, info
+            try:
+                estimate = await asyncio.wait_for(
+                    target.estimate(converted.shots, job_class, max_calibration_age_s),
+                    PROBE_TIMEOUT_S,
+                )
+            except RefusedError as err:  # the request itself (a job_class it does not know)
+                return Answer(target.name, refusal=str(err)), None, info
+            except (ClientError, TimeoutError) as err:
+                why = str(err) or f"no estimate within {PROBE_TIMEOUT_S:g} s"
+                return Answer(target.name, down=why), None, info
+            if estimate is not None and estimate.held_by is not None:
+                return Answer(target.name, down=f"held by {estimate.held_by}"), None, info
+            answer = Answer(
+                target.name,
+                done_in_s=None if estimate is None else estimate.done_in_s,
+                calibration_age_s=info.calibration_age_s,
+                bounds_calibration_age=target.bounds_calibration_age,
+            )
+            return answer, converted, info
+
+        asked = await asyncio.gather(*(ask(t) for t in candidates))
+        route = choose([answer for answer, _, _ in asked], max_calibration_age_s)
+        index = names.index(route.target)
+        converted, info = asked[index][1], asked[index][2]
+        assert converted is not None and info is not None
+        return candidates[index], converted, info, route.reason
 
     def _submit_native(self, program: NativeProgram, chosen: Target) -> Job:
         if not isinstance(chosen, EmulatorTarget):
@@ -242,6 +359,31 @@ class Client:
         return info
 
 
+def _converted(
+    program: Any, shots: int | None, info: TargetInfo, name: str | None, variables: dict[str, Any]
+) -> Program:
+    """``program`` for the target's device, checked against it (blocking: Pulser's work);
+    RefusedError or DeviceRuleViolation where that device cannot run it."""
+    converted = to_program(program, shots, info.spec, name, **variables)
+    if isinstance(converted, NativeProgram):
+        raise RefusedError(
+            f"{converted.what} runs on the in-kernel emulator only (target='emulator')",
+            rule="format",
+        )
+    _check(converted, info)
+    return converted
+
+
+def _check(program: Program, info: TargetInfo) -> None:
+    """RefusedError (rule ``format``) or DeviceRuleViolation if the target's device cannot
+    run ``program``: checked here, before anything is sent."""
+    where = f"target {info.name!r} ({info.device})"
+    if refusal := format_refusal(program.format, info.formats, where):
+        raise RefusedError(refusal, rule="format")
+    if info.spec is not None:
+        validate(program, info.spec)
+
+
 async def _gather(*coroutines: Any) -> None:
     await asyncio.gather(*coroutines)
 
@@ -277,11 +419,19 @@ def submit(
     name: str | None = None,
     *,
     single_calibration: bool = False,
+    max_calibration_age_s: float | None = None,
     **variables: Any,
 ) -> Job:
     """Check ``program`` against the target's device and queue it (see :meth:`Client.submit`)."""
     return default_client().submit(
-        program, shots, target, job_class, name, single_calibration=single_calibration, **variables
+        program,
+        shots,
+        target,
+        job_class,
+        name,
+        single_calibration=single_calibration,
+        max_calibration_age_s=max_calibration_age_s,
+        **variables,
     )
 
 

@@ -34,6 +34,9 @@ class Discovery:
     """In order: the job's QRMI resources, the file's targets, the built-in emulator."""
     default: str | None = None
     """The target ``submit()`` uses when none is named; None: nothing found (the emulator)."""
+    from_job: list[str] = field(default_factory=list)
+    """The job's QRMI resources, in order: with two or more (several QPUs in one allocation),
+    a submission that names no target chooses among them, per program (docs/client.md)."""
     problems: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     """What was looked at, for the message saying nothing was found."""
@@ -55,7 +58,7 @@ def discover(environ: Mapping[str, str], targets_file: str | Path | None = None)
     """
     found = Discovery()
     _from_environment(environ, found)
-    from_job = list(found.targets)
+    from_job = found.from_job = list(found.targets)
     explicit = targets_file or environ.get("QHPC_TARGETS_FILE")
     path = _expand(str(explicit or DEFAULT_TARGETS_FILE), environ)
     found.sources.append(str(path))

@@ -81,10 +81,12 @@ class EmulatorTarget(Target):
         program: Program,
         job_class: str | None,
         single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
         loop: LoopMark | None = None,
     ) -> JobState:
         """Queue ``program``; ``job_class`` has no meaning here (one user, FIFO), and every
-        job is single-calibration (the emulator never calibrates)."""
+        job is single-calibration and within any calibration-age bound (the emulator never
+        calibrates nor drifts)."""
         return await self._queue(functools.partial(_emulate, program), program.shots)
 
     async def submit_native(self, sample: Callable[[int], dict[str, int]], shots: int) -> JobState:

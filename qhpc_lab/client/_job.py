@@ -28,10 +28,15 @@ class Job:
     notebooks. ``state`` is the last known :class:`JobState`, read without I/O.
     """
 
-    def __init__(self, target: Target, state: JobState, device: str | None) -> None:
+    def __init__(
+        self, target: Target, state: JobState, device: str | None, route: str | None = None
+    ) -> None:
         self._target = target
         self._device = device
         self.state = state
+        self.route = route
+        """Why the client chose this target among several (``target="auto"``); None when
+        the target was named or the only one."""
 
     @property
     def id(self) -> str:

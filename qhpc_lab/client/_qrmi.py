@@ -51,6 +51,7 @@ POLL_MAX_S = 2.0
 
 class QRMITarget(Target):
     kind = "qrmi"
+    bounds_calibration_age = False
 
     def __init__(
         self,
@@ -121,17 +122,23 @@ class QRMITarget(Target):
         program: Program,
         job_class: str | None,
         single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
         loop: LoopMark | None = None,
     ) -> JobState:
         """Pulser programs to Pasqal resources (``info`` says so: the client refuses others
         before this); ``job_class`` is the scheduler's notion only, and ``single_calibration``
-        is refused: a QRMI resource promises no calibration."""
+        and ``max_calibration_age_s`` are refused: a QRMI resource promises no calibration."""
         import qrmi
 
         if single_calibration:
             raise RefusedError(
                 f"target {self.name!r} ({self.type}) cannot keep a job under one calibration; "
                 "submit without single_calibration or to a scheduler target"
+            )
+        if max_calibration_age_s is not None:
+            raise RefusedError(
+                f"target {self.name!r} ({self.type}) cannot bound a job's calibration age; "
+                "submit without max_calibration_age_s or to a scheduler target"
             )
         sequence = await asyncio.to_thread(_built, program)
         task_id = await self._qrmi("task_start", qrmi.Payload.PasqalCloud(sequence, program.shots))

@@ -33,6 +33,7 @@ from qhpc_lab.client._target import (
     AnswerError,
     CalibrationRange,
     ClientError,
+    Estimate,
     JobState,
     LoopMark,
     RefusedError,
@@ -133,19 +134,23 @@ class SchedulerTarget(Target):
                     _Specs, await self.request("GET", "/qpu/specs"), self, "device specs"
                 )
                 self._spec, self._formats = _device_spec(specs.specs, self), specs.formats
-            return self._describe(device, accessible)
+            return self._describe(device, accessible, await self._queue_facts())
         except ClientError as err:
             return self.unreachable(str(err))
 
-    def _describe(self, device: _Device | None, accessible: _Accessible) -> TargetInfo:
-        """The info from ``GET /device`` (or a device event) and Warden's ``/accessible``.
-        Without ``/device`` (plain Warden) the state is unknown (None) unless Warden refuses
-        jobs (MAINTENANCE)."""
+    def _describe(
+        self, device: _Device | None, accessible: _Accessible, estimate: Estimate | None = None
+    ) -> TargetInfo:
+        """The info from ``GET /device`` (or a device event), Warden's ``/accessible`` and
+        the queue from ``GET /estimate`` (a one-shot job's). Without ``/device`` (plain Warden)
+        the state is unknown (None) unless Warden refuses jobs (MAINTENANCE)."""
         assert self._spec is not None
         device = device or _Device()
         state = device.state or (None if accessible.is_accessible else "MAINTENANCE")
         queue, queued = self.feed.latest("queue"), None
-        if queue is not None:
+        if estimate is not None and estimate.waiting is not None:
+            queued = estimate.waiting
+        elif queue is not None:
             queued = _parse(_Queue, queue.data, self, "a queue event").waiting
         elif device.queue_depth is not None:  # a server without queue events counts the running job
             queued = sum(device.queue_depth.values()) - (device.running is not None)
@@ -162,8 +167,19 @@ class SchedulerTarget(Target):
             message=accessible.message or device.message or "",
             spec=self._spec,
             queued=queued,
+            queue_eta_s=_start_in(estimate),
+            yours=estimate.yours if estimate is not None else (),
             formats=self._formats,
         )
+
+    async def _queue_facts(self) -> Estimate | None:
+        """A one-shot job's estimate, for the queue's facts in :meth:`info`: None where the
+        server refuses it or answers it in a form this client does not read (an older
+        scheduler, a Warden stand-in), which leaves the target usable, its queue unknown."""
+        try:
+            return await self.estimate(1, None)
+        except (RefusedError, AnswerError):
+            return None
 
     async def _device(self) -> _Device | None:
         """``GET /device`` (our extension); None from a plain Warden, which has none."""
@@ -179,6 +195,7 @@ class SchedulerTarget(Target):
         program: Program,
         job_class: str | None,
         single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
         loop: LoopMark | None = None,
     ) -> JobState:
         """``POST /jobs`` with a fresh ``Idempotency-Key``, reused when a dropped connection
@@ -193,6 +210,7 @@ class SchedulerTarget(Target):
             "name": program.name,
             "variables": program.variables,
             "single_calibration": single_calibration,
+            "max_calibration_age_s": max_calibration_age_s,
             "loop": loop.loop if loop else None,
             "think_time_s": loop.think_time_s if loop else None,
         }
@@ -231,6 +249,34 @@ class SchedulerTarget(Target):
             if err.status == 409:
                 return await self.state(job_id)
             raise
+
+    async def estimate(
+        self, shots: int, job_class: str | None, max_calibration_age_s: float | None = None
+    ) -> Estimate | None:
+        """``GET /estimate`` (our extension); None from a server without it (plain Warden)."""
+        query = {
+            "shots": shots,
+            "job_class": job_class,
+            "max_calibration_age_s": max_calibration_age_s,
+        }
+        try:
+            answer = await self.request(
+                "GET", "/estimate", params={k: v for k, v in query.items() if v is not None}
+            )
+        except RefusedError as err:
+            if err.status == 404:
+                return None
+            raise
+        estimate = _parse(_Estimate, answer, self, "an estimate")
+        return Estimate(
+            position=estimate.position,
+            done_in_s=estimate.done_in_s,
+            run_s=estimate.run_s,
+            held_by=estimate.held_by,
+            calibration_age_s=estimate.calibration_age_s,
+            waiting=estimate.queue.waiting,
+            yours=_places(estimate.queue),
+        )
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
@@ -301,9 +347,10 @@ class SchedulerTarget(Target):
                 elif item.kind == "device":
                     device = _parse(_Device, item.data, self, "a device event")
                     new = self._describe(device, _Accessible(is_accessible=device.accessible))
+                    new = dataclasses.replace(new, queue_eta_s=info.queue_eta_s, yours=info.yours)
                 elif item.kind == "queue":
                     queue = _parse(_Queue, item.data, self, "a queue event")
-                    new = dataclasses.replace(info, queued=queue.waiting)
+                    new = dataclasses.replace(info, queued=queue.waiting, yours=_places(queue))
                 else:
                     continue
                 if new != info:
@@ -401,10 +448,33 @@ class _Queue(pydantic.BaseModel):
     jobs: dict[str, _Place] = {}
 
 
+class _Estimate(pydantic.BaseModel):
+    """Our scheduler's ``GET /estimate``."""
+
+    position: StrictInt
+    done_in_s: float | None
+    run_s: float
+    held_by: StrictStr | None = None
+    calibration_age_s: float | None = None
+    queue: _Queue = _Queue()
+
+
 class _Timeline(pydantic.BaseModel):
     """Our scheduler's ``GET /jobs/{id}/timeline``."""
 
     entries: list[dict[str, Any]]
+
+
+def _places(queue: _Queue) -> tuple[int, ...]:
+    """The caller's jobs' places in a queue event (0 = running), nearest first."""
+    return tuple(sorted(p.position for p in queue.jobs.values() if p.position is not None))
+
+
+def _start_in(estimate: Estimate | None) -> float | None:
+    """When a job submitted now would start: its estimated end less its own run."""
+    if estimate is None or estimate.done_in_s is None:
+        return None
+    return max(0.0, estimate.done_in_s - estimate.run_s)
 
 
 def parse_job(view: Any, target: SchedulerTarget) -> JobState:

@@ -120,6 +120,24 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """Where a program would stand if submitted now (the scheduler's ``GET /estimate``)."""
+
+    position: int
+    """1 = next to run."""
+    done_in_s: float | None
+    """Seconds until it would end: the queue ahead, calibrations, its own run; None while a
+    hold (``held_by``) keeps new jobs waiting."""
+    run_s: float
+    held_by: str | None = None
+    calibration_age_s: float | None = None
+    waiting: int | None = None
+    """Jobs waiting on the device, every user's."""
+    yours: tuple[int, ...] = ()
+    """The caller's own active jobs' places (0 = running), nearest first."""
+
+
+@dataclass(frozen=True)
 class TargetInfo:
     """What probing a target found; an unreachable target is listed too, with the reason."""
 
@@ -139,9 +157,15 @@ class TargetInfo:
     message: str = ""
     """The device's notice when reachable, why not otherwise."""
     selected: bool = False
-    """True for the target that ``submit()`` uses when none is named."""
+    """True for the target that ``submit()`` uses when none is named; for each of the job's
+    QPU resources when there are several (it chooses among them per program)."""
     queued: int | None = None
     """Jobs waiting to run on the device, every user's (scheduler targets)."""
+    queue_eta_s: float | None = None
+    """When a job submitted now would start: the queue ahead and calibrations (scheduler
+    targets; None while a hold keeps new jobs waiting, or where the server cannot say)."""
+    yours: tuple[int, ...] = ()
+    """The user's own active jobs' places in the queue (0 = running), nearest first."""
     spec: DeviceSpec | None = field(default=None, repr=False, compare=False)
     """Device specs that programs are checked against before submission, when known."""
     formats: tuple[str, ...] = ("pulser",)
@@ -155,8 +179,21 @@ class TargetInfo:
         details = [self.device or "?", self.state or "state unknown"]
         if self.calibration_age_s is not None:
             details.append(f"calibrated {format_duration(self.calibration_age_s)} ago")
+        if self.queued is not None:
+            details.append(self.queue_summary)
         note = f" — {self.message}" if self.message else ""
         return f"{mark} {self.name:14} {self.type:27} {', '.join(details)}{note}"
+
+    @property
+    def queue_summary(self) -> str:
+        """``3 waiting, yours #2, a new job starts in ~40 s``: the queue as a user reads it."""
+        parts = [f"{self.queued} waiting"]
+        if self.yours:
+            places = ", ".join("running" if p == 0 else f"#{p}" for p in self.yours)
+            parts.append(f"yours {places}")
+        if self.queue_eta_s is not None:
+            parts.append(f"a new job starts in ~{format_duration(self.queue_eta_s)}")
+        return ", ".join(parts)
 
 
 class Target(abc.ABC):
@@ -168,6 +205,8 @@ class Target(abc.ABC):
 
     kind: ClassVar[str]
     url: str | None = None
+    bounds_calibration_age: ClassVar[bool] = True
+    """Whether a job's ``max_calibration_age_s`` is honoured (a QRMI resource promises none)."""
 
     def __init__(
         self, name: str, type: str, origin: str, job_timeout_s: float | None = None
@@ -188,12 +227,14 @@ class Target(abc.ABC):
         program: Program,
         job_class: str | None,
         single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
         loop: LoopMark | None = None,
     ) -> JobState:
         """Queue ``program`` (already checked against the specs ``info`` gave);
-        ``single_calibration``: all its shots under one calibration of the device; ``loop``:
-        the iterative session it belongs to (a scheduler may hold the QPU between its jobs;
-        other targets have no one to hold it from and ignore it)."""
+        ``single_calibration``: all its shots under one calibration of the device;
+        ``max_calibration_age_s``: every shot starts within that age of a calibration;
+        ``loop``: the iterative session it belongs to (a scheduler may hold the QPU between
+        its jobs; other targets have no one to hold it from and ignore it)."""
 
     @abc.abstractmethod
     async def state(self, job_id: str) -> JobState:
@@ -211,6 +252,13 @@ class Target(abc.ABC):
         """Yield the target's info, then each change of its device (state, calibration, queue
         length), until the caller stops; a target without a change feed yields it once."""
         yield await self.info()
+
+    async def estimate(
+        self, shots: int, job_class: str | None, max_calibration_age_s: float | None = None
+    ) -> Estimate | None:
+        """Where a job of ``shots`` would stand if submitted now; None where the target
+        cannot say (it is then chosen last among several, docs/client.md)."""
+        return None
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """Why the job waited, as the scheduler's ``GET /jobs/{id}/timeline`` entries (see

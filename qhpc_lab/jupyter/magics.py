@@ -153,7 +153,9 @@ class QPUMagics(Magics):
         %%qpu [VARIABLE] [--shots N] [--target T] [--class C] [--name S] [--no-wait] [-o VAR]
                                       run the cell, submit its last expression (or VARIABLE),
                                       wait and show the result; -o stores the Result (the Job
-                                      with --no-wait) in VAR; --class: development by default
+                                      with --no-wait) in VAR; --class: development by default;
+                                      --target auto: the QPU that accepts the program and
+                                      finishes it first (the default with several job QPUs)
         %qpu jobs                     this kernel's jobs
         %qpu status [ID]              a job's state (default: the last job)
         %qpu result [ID]              wait for a job and show its result

@@ -72,6 +72,8 @@ STORE_RETRY_AFTER_S = 5
 MAINTENANCE_RETRY_AFTER_S = 60
 """What a submission refused during maintenance is told to wait: an operator's work takes
 minutes at least, and the message (GET /accessible) says until when."""
+_ESTIMATE_ID = -1
+"""The id a would-be job is ranked under for ``GET /estimate``: no stored job has it."""
 JOB_LOOKUPS_PER_LISTING = 32
 """Active jobs a listing looks up one by one (~20 µs each) before it walks the whole queue once."""
 QUEUE_EVENT_INTERVAL_S = 0.05
@@ -768,6 +770,42 @@ class Scheduler:
         if position is not None and running is not None and running[0] < position:
             position -= 1  # the running job left its place in the order for 0: close the gap
         return position, None if eta is None else round(eta, 3)
+
+    def estimate(
+        self,
+        user_id: str | None,
+        shots: int,
+        job_class: str | None = None,
+        max_calibration_age_s: float | None = None,
+    ) -> tuple[int, float]:
+        """Where a job of ``shots`` submitted now would stand: its queue position (1 = next)
+        and seconds until it ends, the queue ahead and its own run (calibrations included).
+        Read-only: the job is ranked for the answer and taken out again at once (no await
+        between, so the dispatcher never sees it). For clients choosing among several QPUs."""
+        job_class = job_class or self.policy.default_job_class
+        if job_class not in policy.JOB_CLASSES:
+            raise SchedulerError(
+                422,
+                f"unknown job_class {job_class!r}; use one of {', '.join(policy.JOB_CLASSES)}",
+                "job_class",
+            )
+        probe = policy.QueuedJob(
+            id=_ESTIMATE_ID,
+            user_id=user_id or "",
+            session_id=None,
+            job_class=job_class,
+            shots=shots,
+            shots_done=0,
+            created_at=self.clock(),
+            max_calibration_age_s=max_calibration_age_s,
+        )
+        self._queue.add(probe)
+        try:
+            position, eta = self.position(_ESTIMATE_ID)
+        finally:
+            self._queue.remove(_ESTIMATE_ID)
+        assert position is not None and eta is not None
+        return position, eta
 
     def estimates(self, jobs: list[JobRow]) -> dict[int, tuple[int, float]] | None:
         """The whole queue's positions and ETAs, for showing ``jobs`` when that is cheaper

@@ -455,6 +455,21 @@ class DeviceOut(BaseModel):
     )
 
 
+class EstimateOut(BaseModel):
+    position: int = Field(description="Where the job would stand in line now (1 = next).")
+    done_in_s: float | None = Field(
+        description="Seconds until it would end: the queue ahead, calibrations and its own "
+        "run; null while a hold (held_by) keeps new jobs waiting."
+    )
+    run_s: float = Field(description="Its own shots' time on the device.")
+    held_by: Literal["maintenance", "draining"] | None
+    calibration_age_s: float
+    queue: dict[str, Any] = Field(
+        description="The queue as the caller's queue event shows it (GET /events): its "
+        "length and the caller's own jobs' places, nothing of other users' jobs."
+    )
+
+
 class TimelineOut(BaseModel):
     job_id: int
     status: str

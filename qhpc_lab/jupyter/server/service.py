@@ -135,6 +135,9 @@ class QPUService:
             self.log.warning("qhpc: %s", problem)
         self.targets: dict[str, Target] = found.targets
         self.default = found.default
+        self.routed = found.from_job if len(found.from_job) > 1 else []
+        """The job's QPU resources when there are several: a cell without ``--target`` goes
+        to whichever accepts its program and finishes it first (docs/client.md)."""
         self.problems = list(found.problems)
         self.sources = list(found.sources)
         self._secrets = secret_values(environ)
@@ -164,6 +167,7 @@ class QPUService:
         return {
             "targets": list(views),
             "default": self.default,
+            "routed": self.routed,
             "problems": self.problems,
             "sources": self.sources,
         }
@@ -192,6 +196,7 @@ class QPUService:
             "origin": target.origin,
             "url": public_url(info.url),
             "default": target.name == self.default,
+            "routed": target.name in self.routed,
             "reachable": info.reachable,
             "device": info.device,
             "state": info.state if info.reachable else "OFFLINE",
