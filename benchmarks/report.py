@@ -183,6 +183,10 @@ class SiteRow:
     interactive_p95_clear_s: float
     """The interactive p95 wait over the owner's jobs and the others' whose wait does not
     overlap the window."""
+    unreserved_p95_s: float
+    """The interactive p95 wait on the same trace and quota without the reservation."""
+    unreserved_ratio_max: float
+    """The largest loop wall time / alone on the same trace and quota without the reservation."""
     held_s: float
     intruding_chunks: int
     """Chunks of jobs the window does not own that overlap it (the guarantee: 0)."""
@@ -342,34 +346,45 @@ def site_section(rows: list[SiteRow], profile: DeviceProfile) -> str:
     def fed(row: SiteRow) -> bool:
         return all(row.summary.starved_s.get(c, 0.0) <= bound[c] for c in CLASSES)
 
+    def ratio(x: float) -> str:
+        return f"{x:.2f}"
+
     across = [len(row.loops_across_window) for row in rows]
     loops = len(rows[0].loop_wall_ratios)
     aims = [
-        "| aim | met on | why not |",
+        "| aim | met on | figures; why not |",
         "|---|---|---|",
         f"| utilisation ≥ 95 % of the time the QPU could work "
         f"| {count(lambda r: r.utilisation >= 0.95)} "
         f"| ({spread([r.utilisation for r in rows], pct)}; of all the time work was waiting "
         f"{spread([r.summary.utilisation for r in rows], pct)}: the window idles the QPU "
-        f"{spread([r.owner_idle_s for r in rows], duration)} while the owner thinks) |",
+        f"{spread([r.owner_idle_s for r in rows], duration)} while the owner has nothing queued, "
+        "between its loops' iterations) |",
         f"| interactive p95 wait ≤ 2 chunk durations ({2 * chunk_s:g} s) "
         f"| {count(lambda r: r.summary.interactive_p95_s <= 2 * chunk_s)} "
         f"| others' loops wait for the window's end (max wait "
         f"{spread([r.summary.interactive_max_s for r in rows], duration)}); counting only waits "
         f"clear of the window, met on {count(lambda r: r.interactive_p95_clear_s <= 2 * chunk_s)} "
-        f"({spread([r.interactive_p95_clear_s for r in rows], duration)}): overlapping loops "
-        "queue behind one another, as on the plain traces |",
+        f"({spread([r.interactive_p95_clear_s for r in rows], duration)}). Without the window "
+        f"the p95 is {spread([r.unreserved_p95_s for r in rows], duration)}: the owner's two "
+        "loops make ten where the plain traces have eight, and overlapping loops queue behind "
+        "one another |",
         f"| every loop's wall time ≤ 1.3× alone "
         f"| {count(lambda r: max(r.loop_wall_ratios.values()) <= 1.3)} "
         f"| {spread(across, lambda x: f'{x:.0f}')} of the {loops} loops run across the window "
         f"and wait for it (up to {max(max(r.loop_wall_ratios.values()) for r in rows):.1f}×); "
-        f"the others reach at most {spread([clear_max(r) for r in rows], lambda x: f'{x:.2f}')}×: "
+        f"the others reach at most {spread([clear_max(r) for r in rows], ratio)}×, and without "
+        f"the window some loop reaches {spread([r.unreserved_ratio_max for r in rows], ratio)}×: "
         "the loops cost each other, as on the plain traces |",
         f"| the window used only by its owner (others' chunks overlapping it: 0) "
-        f"| {count(lambda r: r.intruding_chunks == 0)} | |",
+        f"| {count(lambda r: r.intruding_chunks == 0)} | (the owner's shot time in it "
+        f"{spread([r.owner_busy_s for r in rows], duration)} of {duration(rows[0].window_s)}) |",
         f"| no class starves (longest with work queued and no QPU time within aging's bound, "
         f"one calibration and the window: {' / '.join(f'{bound[c]:.0f}' for c in CLASSES)} s) "
-        f"| {count(fed)} | |",
+        f"| {count(fed)} | (production: at most "
+        f"{duration(max(r.summary.starved_s.get('production', 0.0) for r in rows))}; test, which "
+        "the window stops like everything else: "
+        f"{duration(max(r.summary.starved_s.get('test', 0.0) for r in rows))}) |",
         f"| quota: charged ≤ budget in every period "
         f"| {count(lambda r: r.quota_periods_over == 0)} "
         f"| ({spread([r.refused for r in rows], lambda x: f'{x:.0f}')} submissions refused; "

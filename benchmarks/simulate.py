@@ -22,7 +22,10 @@ calibration starts when it is due and no job is running, so a long job can overr
 trace floods the QPU with development work to show what aging does (ours with and without it).
 Seeds 1–10 are replayed once more with the variational loops marked as hybrid loops (policy
 rule 9: the QPU may be held for a loop between two of its jobs), and each loop's wall time is
-compared with the same loop alone on an empty QPU.
+compared with the same loop alone on an empty QPU. A site trace adds what an operator adds to
+each of those seeds (``make_site_trace``): a one-hour reservation for one Slurm account whose
+work arrives before and during it, and a quota on one campaign's user, applied at every
+submission as the daemon applies it (``qhpc_lab.scheduler.quotas.refusal``).
 Prints the report, writes ``docs/img/policy.png`` and the ``## Scheduling policy`` section of
 ``docs/benchmarks.md`` (nothing else in it; ``benchmarks/report.py``)::
 
@@ -456,6 +459,11 @@ def site_row(profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float
         if stream.closed
     }
     ratios = {loop: wall / alone[loop][loop] for loop, wall in run.loop_wall_s.items()}
+    # The reference: the same trace and quota without the reservation.
+    open_run = Simulation(
+        profile, site.streams, "site", fresh_age_s, sessions=True, quotas=[site.quota]
+    ).play()
+    open_ratios = [wall / alone[loop][loop] for loop, wall in open_run.loop_wall_s.items()]
     owned = [r for r in run.jobs.values() if window.owns(r.job)]
     owners = {site.streams[r.stream].name for r in owned}
     starts = {stream.name: stream.start_s for stream in site.streams}
@@ -494,6 +502,8 @@ def site_row(profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float
         loop_wall_ratios=ratios,
         loops_across_window=blocked,
         interactive_p95_clear_s=percentile(clear_waits, 0.95),
+        unreserved_p95_s=summarise(open_run).interactive_p95_s,
+        unreserved_ratio_max=max(open_ratios),
         held_s=run.held_s,
         intruding_chunks=intruding,
         quota_used=used,
