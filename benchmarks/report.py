@@ -196,6 +196,8 @@ class SiteRow:
     quota_periods_over: int
     """Periods whose charge exceeded the budget (the guarantee: 0)."""
     refused: int
+    quota_periods: int
+    """Periods in which the quota's subject submitted work."""
 
 
 def sessions_table(rows: list[SessionRow], chunk_s: float) -> str:
@@ -388,6 +390,7 @@ def site_section(rows: list[SiteRow], profile: DeviceProfile) -> str:
         f"| quota: charged ≤ budget in every period "
         f"| {count(lambda r: r.quota_periods_over == 0)} "
         f"| ({spread([r.refused for r in rows], lambda x: f'{x:.0f}')} submissions refused; "
+        f"periods a trace: {', '.join(str(n) for n in sorted({r.quota_periods for r in rows}))}; "
         f"most charged {spread([r.quota_used for r in rows], lambda x: f'{x:.0f}')} of "
         f"{rows[0].quota_budget:.0f} QPU-s) |",
     ]

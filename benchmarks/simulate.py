@@ -513,6 +513,7 @@ def site_row(profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float
             for (_, period_start), use in run.quota_use.items()
         ),
         refused=run.refused,
+        quota_periods=len(run.quota_use),
     )
 
 
