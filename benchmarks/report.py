@@ -162,6 +162,44 @@ class SessionRow:
     holding through every pause would leave the QPU idle at most."""
 
 
+@dataclass(frozen=True)
+class SiteRow:
+    """Ours on one seed's site trace: loops in sessions, a reservation and a quota."""
+
+    seed: int
+    summary: Summary
+    utilisation: float
+    """Shot time over the time the QPU could work: the time some admitted job was waiting or
+    running, less the time inside the window when its owner had nothing queued or running."""
+    owner_idle_s: float
+    """Time inside the window with others' work waiting and nothing of the owner's."""
+    owner_busy_s: float
+    """The owner's shot time inside the window."""
+    window_s: float
+    loop_wall_ratios: dict[str, float]
+    """Each loop's wall time over the same loop's alone on an empty QPU."""
+    loops_across_window: set[str]
+    """Loops of others whose run spans the window (they wait for its end)."""
+    interactive_p95_clear_s: float
+    """The interactive p95 wait over the owner's jobs and the others' whose wait does not
+    overlap the window."""
+    unreserved_p95_s: float
+    """The interactive p95 wait on the same trace and quota without the reservation."""
+    unreserved_ratio_max: float
+    """The largest loop wall time / alone on the same trace and quota without the reservation."""
+    held_s: float
+    intruding_chunks: int
+    """Chunks of jobs the window does not own that overlap it (the guarantee: 0)."""
+    quota_used: float
+    """The most the quota was charged in any period, after any submission or at the end."""
+    quota_budget: float
+    quota_periods_over: int
+    """Periods whose charge exceeded the budget (the guarantee: 0)."""
+    refused: int
+    quota_periods: int
+    """Periods in which the quota's subject submitted work."""
+
+
 def sessions_table(rows: list[SessionRow], chunk_s: float) -> str:
     """Sessions off vs on, per seed: utilisation, interactive waits, loop wall-time ratios."""
     lines = [
@@ -184,9 +222,7 @@ def sessions_table(rows: list[SessionRow], chunk_s: float) -> str:
     return "\n".join(lines)
 
 
-def sessions_section(
-    rows: list[SessionRow], chunk_s: float, load: tuple[float, float, float]
-) -> str:
+def sessions_section(rows: list[SessionRow], chunk_s: float) -> str:
     """Hybrid loops in sessions (policy rule 9) against the same traces without: the aims."""
     on = [row for row in rows if row.summary.policy == "sessions"]
     off = [row for row in rows if row.summary.policy != "sessions"]
@@ -244,10 +280,141 @@ lower on {lower} of {len(pairs)} seeds (a hold for one loop delays the others, a
 later arrival meets a changed queue). Holding through every pause instead would leave the QPU idle
 {spread([r.think_share for r in on], pct)} of the time, its utilisation far under the 95 %
 aim: on this trace the two aims conflict, and rule 9 sides with the QPU's utilisation by
-construction (a hold must cost the waiting accounts less than it saves the loop).
+construction (a hold must cost the waiting accounts less than it saves the loop)."""
 
-Virtual time: these figures do not depend on the machine; its load average when they were
-made was {" / ".join(f"{x:.1f}" for x in load)} (1 / 5 / 15 min)."""
+
+CLASSES = ("development", "test", "production")
+
+
+def starvation_bound_s(
+    config: policy.PolicyConfig, profile: DeviceProfile, window_s: float
+) -> dict[str, float]:
+    """Per class, the longest it may go with work queued and no QPU time without starving:
+    what aging allows (``(Δpriority / aging_per_chunk + 1)`` chunk durations behind the top
+    class), one calibration, and a reservation window it does not own."""
+    chunk_s = profile.chunk_shots * profile.time_per_shot_s
+    top = max(config.class_priority.values())
+    return {
+        c: (top - config.class_priority[c]) / config.aging_per_chunk * chunk_s
+        + chunk_s
+        + profile.calibration_duration_s
+        + window_s
+        for c in CLASSES
+    }
+
+
+def site_table(rows: list[SiteRow]) -> str:
+    """The site trace, per seed: the issue's aims and the two guarantees."""
+    lines = [
+        "| seed | QPU utilisation: of the time it could work / of the time work was waiting "
+        "| window: owner's shot time / QPU idle for want of the owner's work (s) "
+        "| interactive wait p95 / max (s) | interactive p95, waits clear of the window (s) "
+        "| loop wall time / alone: median / max / max of loops clear of the window "
+        "| longest with work queued and no QPU time: development / test / production (s) "
+        "| max wait: development / test / production (s) | others' chunks overlapping the window "
+        "| quota: most charged in a period / budget (QPU-s), refused submissions |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        s = row.summary
+        ratios = row.loop_wall_ratios
+        clear = [v for k, v in ratios.items() if k not in row.loops_across_window]
+        lines.append(
+            f"| {row.seed} | {pct(row.utilisation)} / {pct(s.utilisation)} "
+            f"| {row.owner_busy_s:.0f} / {row.owner_idle_s:.0f} "
+            f"| {s.interactive_p95_s:.0f} / {s.interactive_max_s:.0f} "
+            f"| {row.interactive_p95_clear_s:.0f} "
+            f"| {statistics.median(ratios.values()):.2f} / {max(ratios.values()):.2f} "
+            f"/ {max(clear):.2f} "
+            f"| {' / '.join(f'{s.starved_s.get(c, 0.0):.0f}' for c in CLASSES)} "
+            f"| {' / '.join(f'{s.max_wait_s[c]:.0f}' for c in CLASSES)} "
+            f"| {row.intruding_chunks} "
+            f"| {row.quota_used:.0f} / {row.quota_budget:.0f}, {row.refused} |"
+        )
+    return "\n".join(lines)
+
+
+def site_section(rows: list[SiteRow], profile: DeviceProfile) -> str:
+    """The site trace (sessions, a reservation, a quota) over seeds: table and aims."""
+    chunk_s = profile.chunk_shots * profile.time_per_shot_s
+    bound = starvation_bound_s(policy.PolicyConfig(), profile, rows[0].window_s)
+
+    def count(met: Callable[[SiteRow], bool]) -> str:
+        return f"{sum(map(met, rows))} of {len(rows)}"
+
+    def clear_max(row: SiteRow) -> float:
+        return max(v for k, v in row.loop_wall_ratios.items() if k not in row.loops_across_window)
+
+    def fed(row: SiteRow) -> bool:
+        return all(row.summary.starved_s.get(c, 0.0) <= bound[c] for c in CLASSES)
+
+    def ratio(x: float) -> str:
+        return f"{x:.2f}"
+
+    across = [len(row.loops_across_window) for row in rows]
+    loops = len(rows[0].loop_wall_ratios)
+    aims = [
+        "| aim | met on | figures; why not |",
+        "|---|---|---|",
+        f"| utilisation ≥ 95 % of the time the QPU could work "
+        f"| {count(lambda r: r.utilisation >= 0.95)} "
+        f"| ({spread([r.utilisation for r in rows], pct)}; of all the time work was waiting "
+        f"{spread([r.summary.utilisation for r in rows], pct)}: the window idles the QPU "
+        f"{spread([r.owner_idle_s for r in rows], duration)} while the owner has nothing queued, "
+        "between its loops' iterations) |",
+        f"| interactive p95 wait ≤ 2 chunk durations ({2 * chunk_s:g} s) "
+        f"| {count(lambda r: r.summary.interactive_p95_s <= 2 * chunk_s)} "
+        f"| others' loops wait for the window's end (max wait "
+        f"{spread([r.summary.interactive_max_s for r in rows], duration)}); counting only waits "
+        f"clear of the window, met on {count(lambda r: r.interactive_p95_clear_s <= 2 * chunk_s)} "
+        f"({spread([r.interactive_p95_clear_s for r in rows], duration)}). Without the window "
+        f"the p95 is {spread([r.unreserved_p95_s for r in rows], duration)}: the owner's two "
+        "loops make ten where the plain traces have eight, and overlapping loops queue behind "
+        "one another |",
+        f"| every loop's wall time ≤ 1.3× alone "
+        f"| {count(lambda r: max(r.loop_wall_ratios.values()) <= 1.3)} "
+        f"| {spread(across, lambda x: f'{x:.0f}')} of the {loops} loops run across the window "
+        f"and wait for it (up to {max(max(r.loop_wall_ratios.values()) for r in rows):.1f}×); "
+        f"the others reach at most {spread([clear_max(r) for r in rows], ratio)}×, and without "
+        f"the window some loop reaches {spread([r.unreserved_ratio_max for r in rows], ratio)}×: "
+        "the loops cost each other, as on the plain traces |",
+        f"| the window used only by its owner (others' chunks overlapping it: 0) "
+        f"| {count(lambda r: r.intruding_chunks == 0)} | (the owner's shot time in it "
+        f"{spread([r.owner_busy_s for r in rows], duration)} of {duration(rows[0].window_s)}) |",
+        f"| no class starves (longest with work queued and no QPU time within aging's bound, "
+        f"one calibration and the window: {' / '.join(f'{bound[c]:.0f}' for c in CLASSES)} s) "
+        f"| {count(fed)} | (production: at most "
+        f"{duration(max(r.summary.starved_s.get('production', 0.0) for r in rows))}; test, which "
+        "the window stops like everything else: "
+        f"{duration(max(r.summary.starved_s.get('test', 0.0) for r in rows))}) |",
+        f"| quota: charged ≤ budget in every period "
+        f"| {count(lambda r: r.quota_periods_over == 0)} "
+        f"| ({spread([r.refused for r in rows], lambda x: f'{x:.0f}')} submissions refused; "
+        f"periods a trace: {', '.join(str(n) for n in sorted({r.quota_periods for r in rows}))}; "
+        f"most charged {spread([r.quota_used for r in rows], lambda x: f'{x:.0f}')} of "
+        f"{rows[0].quota_budget:.0f} QPU-s) |",
+    ]
+    return f"""
+A site trace, seeds 1–{len(rows)}: each seed's trace above, its variational loops in sessions,
+plus what an operator adds (`make_site_trace` in `benchmarks/traces.py`). A **reservation**
+([policy.md](policy.md) rule 8): the whole QPU for one hour from the arrivals' midpoint for
+the Slurm account `demo`, whose user sends a variational loop 15 min before the window, a
+production batch (4 jobs of 500–1500 shots) 5 min into it and a second loop 25 min into it.
+A **quota**: {rows[0].quota_budget:.0f} QPU-seconds a day for the third campaign's user, about
+two thirds of what the campaign needs; each submission is checked as the daemon checks it
+(`qhpc_lab.scheduler.quotas.refusal`, with the use `quotas.charged` gives: a job is charged
+to the period it was submitted in, what it used plus its shots left while it is queued or
+running), and a refused job never enters the queue. *Of the time it could work*: shot time
+over the time some admitted job was waiting or running, less the time inside the window when
+the owner had nothing queued or running (the QPU may not work then: the reservation keeps it
+idle, which the owner's think time between loop iterations makes inevitable); refused work is
+not work the QPU could do. The checks are computed from the recorded chunks and the charges
+after every submission and at the end.
+
+{site_table(rows)}
+
+{chr(10).join(aims)}
+"""
 
 
 def table(summaries: list[Summary], fresh_age_s: float) -> str:
@@ -382,6 +549,7 @@ def section(
     flood_summaries: list[Summary],
     seed_summaries: list[Summary],
     session_rows: list[SessionRow],
+    site_rows: list[SiteRow],
     fresh_age_s: float,
     command: str,
     load: tuple[float, float, float],
@@ -468,7 +636,12 @@ aging they wait until the flood ends; with it, a class that gets nothing for
 
 {flood_table(flood_summaries)}
 
-{sessions_section(session_rows, chunk_s, load)}
+{sessions_section(session_rows, chunk_s)}
+
+{site_section(site_rows, profile)}
+
+Virtual time: these figures do not depend on the machine; its load average when they were
+made was {" / ".join(f"{x:.1f}" for x in load)} (1 / 5 / 15 min).
 
 ![policies compared](img/policy.png)
 

@@ -22,7 +22,10 @@ calibration starts when it is due and no job is running, so a long job can overr
 trace floods the QPU with development work to show what aging does (ours with and without it).
 Seeds 1–10 are replayed once more with the variational loops marked as hybrid loops (policy
 rule 9: the QPU may be held for a loop between two of its jobs), and each loop's wall time is
-compared with the same loop alone on an empty QPU.
+compared with the same loop alone on an empty QPU. A site trace adds what an operator adds to
+each of those seeds (``make_site_trace``): a one-hour reservation for one Slurm account whose
+work arrives before and during it, and a quota on one campaign's user, applied at every
+submission as the daemon applies it (``qhpc_lab.scheduler.quotas.refusal``).
 Prints the report, writes ``docs/img/policy.png`` and the ``## Scheduling policy`` section of
 ``docs/benchmarks.md`` (nothing else in it; ``benchmarks/report.py``)::
 
@@ -37,12 +40,12 @@ import math
 import os
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState
-from qhpc_lab.scheduler import policy
+from qhpc_lab.scheduler import policy, quotas
 from qhpc_lab.scheduler.dispatcher import (
     Dispatcher,
     Recorder,
@@ -52,11 +55,13 @@ from qhpc_lab.scheduler.dispatcher import (
     progress,
 )
 from qhpc_lab.scheduler.policy import Calibrate, Decision, Idle, QueuedJob, RunChunk
+from qhpc_lab.scheduler.quotas import Quota
 from qhpc_lab.scheduler.ranking import RankedQueue
+from qhpc_lab.scheduler.reservations import Reservation
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import SessionRow, percentile, plot, section, summarise, write_section
-from traces import Stream, make_flood_trace, make_trace
+from report import SessionRow, SiteRow, percentile, plot, section, summarise, write_section
+from traces import Stream, make_flood_trace, make_site_trace, make_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ".venv/bin/python benchmarks/simulate.py"
@@ -67,8 +72,12 @@ class JobRecord:
     stream: int
     job_class: str
     submitted_at: float
+    job: QueuedJob
+    """The job as it was submitted."""
     first_shot_at: float | None = None
     finished_at: float | None = None
+    shots_done: int = 0
+    qpu_seconds: float = 0.0
 
 
 @dataclass
@@ -99,6 +108,12 @@ class Run:
     """Per variational loop (closed stream), its first submission to its last result."""
     held_s: float = 0.0
     """Time the QPU was held for hybrid loops (policy rule 9), idle meanwhile."""
+    chunks: list[tuple[float, float, int]] = field(default_factory=list)
+    """Every chunk that ran: (start, end, job id)."""
+    refused: int = 0
+    """Submissions a quota refused (they never entered the queue)."""
+    quota_use: dict[tuple[str, float], float] = field(default_factory=dict)
+    """Per quota and period start, the most it was charged after any submission or at the end."""
 
 
 class Simulation(Recorder):
@@ -112,8 +127,12 @@ class Simulation(Recorder):
         fresh_age_s: float,
         config: policy.PolicyConfig | None = None,
         sessions: bool = False,
+        reservations: Sequence[Reservation] = (),
+        quotas: Sequence[Quota] = (),
     ) -> None:
         self.profile = profile
+        self.quotas = quotas
+        """Checked at each submission, as the daemon does (``quotas.refusal``)."""
         self.sessions = sessions
         """Variational loops mark their jobs as a hybrid loop (``loop``, ``think_time_s``)."""
         self.streams = streams
@@ -122,6 +141,7 @@ class Simulation(Recorder):
         self.clock = VirtualClock()
         self.qpu = SimulatedQPU(self.clock, profile.time_per_shot_s, profile.calibration_duration_s)
         self.queue = RankedQueue(self.config)
+        self.queue.set_reservations(reservations)
         for stream in streams:
             if stream.session_id is not None:
                 self.queue.set_slots(stream.session_id, stream.slots)
@@ -166,9 +186,10 @@ class Simulation(Recorder):
         decide = None if choose is None else (lambda device, now: choose(self))
         dispatcher = Dispatcher(self.queue, self.qpu, self.clock, self.device, self, decide=decide)
         play(dispatcher, self.clock, lambda: not self.clock.pending and not len(self.queue))
-        self.run.work_span_s = _union_length(
-            (r.submitted_at, r.finished_at or r.submitted_at) for r in self.run.jobs.values()
-        )
+        for quota in self.quotas:
+            for _, period_start in [key for key in self.run.quota_use if key[0] == quota.name]:
+                self._charge(quota, period_start)
+        self.run.work_span_s = _union_length(_spans(self.run))
         return self.run
 
     def _push(self, at: float, stream: int, position: int) -> None:
@@ -179,23 +200,68 @@ class Simulation(Recorder):
     def _arrive(self, at: float, job_id: int, index: int, position: int) -> None:
         stream = self.streams[index]
         in_session = self.sessions and stream.closed
-        self.queue.add(
-            QueuedJob(
-                id=job_id,
-                user_id=stream.user_id,
-                session_id=stream.session_id,
-                job_class=stream.job_class,
-                shots=stream.shots[position],
-                shots_done=0,
-                created_at=at,
-                max_calibration_age_s=stream.max_calibration_age_s,
-                loop=stream.name if in_session else None,
-                # What a session sends when given no think time: the loop's last pause.
-                think_time_s=stream.think_s[position - 1] if in_session and position else None,
-            )
+        job = QueuedJob(
+            id=job_id,
+            user_id=stream.user_id,
+            session_id=stream.session_id,
+            job_class=stream.job_class,
+            shots=stream.shots[position],
+            shots_done=0,
+            created_at=at,
+            max_calibration_age_s=stream.max_calibration_age_s,
+            slurm_account=stream.slurm_account,
+            loop=stream.name if in_session else None,
+            # What a session sends when given no think time: the loop's last pause.
+            think_time_s=stream.think_s[position - 1] if in_session and position else None,
         )
-        self.run.jobs[job_id] = JobRecord(index, stream.job_class, at)
+        if self._refused(job):
+            self.run.refused += 1
+            # A loop stops at its first refusal: its next job needs this one's result.
+            self.left[index] = 0 if stream.closed else self.left[index] - 1
+            return
+        self.queue.add(job)
+        self.run.jobs[job_id] = JobRecord(index, stream.job_class, at, job)
         self._positions[job_id] = position
+        for quota in self._quotas_on(job):
+            self._charge(quota, quotas.period_bounds(quota, at)[0])
+
+    # -- quotas, as the daemon applies them at submission ---------------------------------------
+
+    def _quotas_on(self, job: QueuedJob) -> Iterable[Quota]:
+        subject = {"user": job.user_id, "account": job.slurm_account}
+        return (q for q in self.quotas if subject[q.kind] == q.subject)
+
+    def _used(self, quota: Quota, period_start: float) -> float:
+        """What ``quota`` charges in the period from ``period_start`` (``quotas.charged``)."""
+        _, resets_at = quotas.period_bounds(quota, period_start)
+        tps = self.profile.time_per_shot_s
+        return sum(
+            quotas.charged(
+                quota.unit,
+                r.job.shots,
+                r.shots_done,
+                r.qpu_seconds,
+                r.finished_at is None,
+                tps,
+            )
+            for r in self.run.jobs.values()
+            if period_start <= r.submitted_at < resets_at
+            and any(q is quota for q in self._quotas_on(r.job))
+        )
+
+    def _refused(self, job: QueuedJob) -> bool:
+        tps = self.profile.time_per_shot_s
+        for quota in self._quotas_on(job):
+            used = self._used(quota, quotas.period_bounds(quota, job.created_at)[0])
+            requested = quotas.cost(quota.unit, job.shots, tps)
+            if quotas.refusal(quota, used, requested, job.created_at) is not None:
+                return True
+        return False
+
+    def _charge(self, quota: Quota, period_start: float) -> None:
+        key = (quota.name, period_start)
+        used = self._used(quota, period_start)
+        self.run.quota_use[key] = max(self.run.quota_use.get(key, 0.0), used)
 
     # -- what the dispatcher loop reports -------------------------------------------------------
 
@@ -215,10 +281,13 @@ class Simulation(Recorder):
         start, end = outcome.started_at, outcome.finished_at
         self._tally(job, outcome.calibration_age_s, shots)
         self.run.timeline.append((start, end, job.job_class))
+        self.run.chunks.append((start, end, job.id))
         self.run.busy_s += end - start
+        record = self.run.jobs[job.id]
+        record.shots_done += shots
+        record.qpu_seconds += outcome.device_seconds
         if progress(self.queue, job, shots) is not None:
             return
-        record = self.run.jobs[job.id]
         record.finished_at = end
         self.left[record.stream] -= 1
         stream = self.streams[record.stream]
@@ -370,6 +439,96 @@ def session_row(
     )
 
 
+def site_row(profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float) -> SiteRow:
+    """Ours on seed ``seed``'s site trace (loops in sessions, a reservation, a quota), judged
+    by the issue's aims; each loop's wall time against the same loop alone on an empty QPU."""
+    site = make_site_trace(random.Random(seed), hours)
+    window = site.reservation
+    run = Simulation(
+        profile,
+        site.streams,
+        "site",
+        fresh_age_s,
+        sessions=True,
+        reservations=[window],
+        quotas=[site.quota],
+    ).play()
+    alone = {
+        stream.name: Simulation(profile, [stream], "alone", fresh_age_s).play().loop_wall_s
+        for stream in site.streams
+        if stream.closed
+    }
+    ratios = {loop: wall / alone[loop][loop] for loop, wall in run.loop_wall_s.items()}
+    # The reference: the same trace and quota without the reservation.
+    open_run = Simulation(
+        profile, site.streams, "site", fresh_age_s, sessions=True, quotas=[site.quota]
+    ).play()
+    open_ratios = [wall / alone[loop][loop] for loop, wall in open_run.loop_wall_s.items()]
+    owned = [r for r in run.jobs.values() if window.owns(r.job)]
+    owners = {site.streams[r.stream].name for r in owned}
+    starts = {stream.name: stream.start_s for stream in site.streams}
+    # Another's loop running across the window waits for its end: a cost of the reservation.
+    blocked = {
+        loop
+        for loop, wall in run.loop_wall_s.items()
+        if loop not in owners and window.overlaps(starts[loop], starts[loop] + wall)
+    }
+    # Inside the window only the owner may run: while it has nothing queued, the QPU cannot work.
+    owner_idle = _within(_spans(run), window) - _within(_spans(run, owned), window)
+    owner_busy = sum(
+        max(0.0, min(end, window.ends_at) - max(start, window.starts_at))
+        for start, end, job_id in run.chunks
+        if window.owns(run.jobs[job_id].job)
+    )
+    intruding = sum(
+        window.overlaps(start, end) and not window.owns(run.jobs[job_id].job)
+        for start, end, job_id in run.chunks
+    )
+    clear_waits = [
+        r.first_shot_at - r.submitted_at
+        for r in run.jobs.values()
+        if r.job_class == "development"
+        and r.first_shot_at is not None
+        and (window.owns(r.job) or not window.overlaps(r.submitted_at, r.first_shot_at))
+    ]
+    used = max(run.quota_use.values(), default=0.0)
+    return SiteRow(
+        seed=seed,
+        summary=summarise(run),
+        utilisation=run.busy_s / (run.work_span_s - owner_idle),
+        owner_idle_s=owner_idle,
+        owner_busy_s=owner_busy,
+        window_s=window.ends_at - window.starts_at,
+        loop_wall_ratios=ratios,
+        loops_across_window=blocked,
+        interactive_p95_clear_s=percentile(clear_waits, 0.95),
+        unreserved_p95_s=summarise(open_run).interactive_p95_s,
+        unreserved_ratio_max=max(open_ratios),
+        held_s=run.held_s,
+        intruding_chunks=intruding,
+        quota_used=used,
+        quota_budget=site.quota.budget,
+        quota_periods_over=sum(
+            quotas.refusal(site.quota, use, 0.0, period_start) is not None
+            for (_, period_start), use in run.quota_use.items()
+        ),
+        refused=run.refused,
+        quota_periods=len(run.quota_use),
+    )
+
+
+def _spans(run: Run, records: Iterable[JobRecord] | None = None) -> list[tuple[float, float]]:
+    """Each job's (submission, end): when it was waiting or running."""
+    chosen = run.jobs.values() if records is None else records
+    return [(r.submitted_at, r.finished_at or r.submitted_at) for r in chosen]
+
+
+def _within(spans: list[tuple[float, float]], window: Reservation) -> float:
+    """How long the union of ``spans`` lasts inside ``window``."""
+    clipped = [(max(s, window.starts_at), min(e, window.ends_at)) for s, e in spans]
+    return _union_length((s, e) for s, e in clipped if e > s)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="fresnel-like", help="device profile (timing, drift)")
@@ -402,6 +561,9 @@ def main() -> None:
         for seed in range(1, args.seeds + 1)
         for sessions in (False, True)
     ]
+    site_rows = [
+        site_row(profile, seed, args.hours, args.fresh_age_s) for seed in range(1, args.seeds + 1)
+    ]
     chunk_s = profile.chunk_shots * profile.time_per_shot_s
     command = (
         f"{COMMAND} --profile {args.profile} --seed {args.seed} --hours {args.hours:g} "
@@ -414,6 +576,7 @@ def main() -> None:
         flood_summaries,
         seed_summaries,
         session_rows,
+        site_rows,
         args.fresh_age_s,
         command,
         os.getloadavg(),

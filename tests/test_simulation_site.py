@@ -1,0 +1,39 @@
+"""The simulation's site trace (a reservation and a quota): its two hard guarantees, checked
+from what the QPU recorded on a shortened trace (docs/benchmarks.md reports the full one)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from benchmarks import simulate
+from qhpc_lab.qpu import DeviceProfile
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_window_is_the_owners_and_the_quota_is_never_exceeded(seed):
+    profile = DeviceProfile.load("fresnel-like")
+    site = simulate.make_site_trace(random.Random(seed), 3.0)
+    window, quota = site.reservation, site.quota
+    run = simulate.Simulation(
+        profile,
+        site.streams,
+        "site",
+        3600.0,
+        sessions=True,
+        reservations=[window],
+        quotas=[quota],
+    ).play()
+    owned = {job_id for job_id, record in run.jobs.items() if window.owns(record.job)}
+    assert owned, "the owner submitted work"
+    inside = [(s, e, j) for s, e, j in run.chunks if window.overlaps(s, e)]
+    assert inside, "the owner's work ran in its window"
+    assert all(job_id in owned for _, _, job_id in inside)
+    # Every job of the quota's user was submitted in one day: its chunks' QPU time is its use.
+    budgeted = {j for j, r in run.jobs.items() if r.job.user_id == quota.subject}
+    used = sum(e - s for s, e, j in run.chunks if j in budgeted)
+    assert run.refused > 0, "the campaign asked for more than its budget"
+    assert used <= quota.budget * (1 + 1e-9)
+    assert max(run.quota_use.values()) <= quota.budget * (1 + 1e-9)
+    assert all(r.finished_at is not None for r in run.jobs.values())
