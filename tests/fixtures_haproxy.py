@@ -1,8 +1,9 @@
 """HAProxy in front of scheduler replicas, run from Debian's binary with the shipped config.
 
 The test starts it on 127.0.0.1 with ``deploy/haproxy/qhpc.cfg`` as an operator would (the
-addresses in the environment), in the foreground as our child, and stops it by pid; it also
-dies with the test session.
+addresses in the environment; one ``server`` line per replica the test runs, as an operator
+adds or removes them), in the foreground as our child, and stops it by pid; it also dies with
+the test session.
 """
 
 from __future__ import annotations
@@ -31,16 +32,22 @@ def _die_with_parent() -> None:
 
 @contextlib.contextmanager
 def haproxy(port: int, replicas: list[str], log: Path) -> Iterator[str]:
-    """HAProxy on 127.0.0.1:``port`` over ``replicas`` (``host:port``, as many as the shipped
-    config names); yields its URL once it answers."""
+    """HAProxy on 127.0.0.1:``port`` over ``replicas`` (``host:port``); yields its URL once
+    it answers."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not Path(binary).exists():
         pytest.fail("HAProxy is not installed: run scripts/system-deps.sh (Debian package haproxy)")
     env = {"QHPC_FRONT": f"127.0.0.1:{port}"}
     env.update({f"QHPC_REPLICA_{i}": address for i, address in enumerate(replicas, 1)})
+    lines = [line for line in CONFIG.read_text().splitlines() if "server replica" not in line]
+    lines += [
+        f'    server replica{i} "${{QHPC_REPLICA_{i}}}" check' for i in range(1, len(replicas) + 1)
+    ]
+    config = log.with_suffix(".cfg")
+    config.write_text("\n".join(lines) + "\n")
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [binary, "-db", "-f", str(CONFIG)],
+            [binary, "-db", "-f", str(config)],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

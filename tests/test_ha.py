@@ -17,6 +17,8 @@ import contextlib
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -35,19 +37,29 @@ from qhpc_lab.scheduler.journal import job_events
 from qhpc_lab.scheduler.leadership import Lease, LostLeadership, leases
 from qhpc_lab.scheduler.store import Store, jobs
 from qhpc_lab.vocabulary import FINAL_STATUSES
-from tests.conftest import ADMIN, USER, auth_header, daemon, free_port, poll_until
+from tests.conftest import (
+    ADMIN,
+    SECRET,
+    USER,
+    Daemon,
+    _spawn,
+    auth_header,
+    free_port,
+    poll_until,
+    wait_healthy,
+)
 from tests.fixtures_haproxy import haproxy
 from tests.fixtures_postgres import restart_postgres
 from tests.test_store import add
 
 pytestmark = pytest.mark.postgres
 
-REPLICAS = 3
+REPLICAS = 4
 KILLS = 10
 FAILOVER_BOUND_S = 5.0
 """The issue's aim: dispatch resumes on another replica within this after the leader dies."""
 LEASE = ("--lease-renew", "0.5", "--lease-ttl", "2")
-TEST_S = 240
+TEST_S = 300
 """No loop of the failover test runs past this."""
 
 
@@ -203,12 +215,55 @@ class _Watcher:
 
 
 @contextlib.contextmanager
-def _replicas(tmp_path: Path, db: str) -> Iterator[list[Any]]:
-    with contextlib.ExitStack() as stack:
-        yield [
-            stack.enter_context(daemon(tmp_path / f"replica{i}", "--db", db, "--ha", *LEASE))
-            for i in range(1, REPLICAS + 1)
-        ]
+def _replicas(tmp_path: Path, db: str) -> Iterator[list[Daemon]]:
+    """REPLICAS daemons as users start them (the CLI), started together; stopped at the end."""
+    started: list[Daemon] = []
+    try:
+        for i in range(1, REPLICAS + 1):
+            port, state = free_port(), tmp_path / f"replica{i}"
+            state.mkdir()
+            args = [sys.executable, "-m", "qhpc_lab.cli", "scheduler", "serve", "--port"]
+            args += [str(port), "--device", "test", "--db", db, "--ha", *LEASE]
+            env = {**os.environ, "QHPC_STATE_DIR": str(state), "QHPC_TOKEN_SECRET": SECRET}
+            log = state / "scheduler.log"
+            started.append(
+                Daemon(f"http://127.0.0.1:{port}", _spawn(args, env, log), state, args, env, log)
+            )
+        for replica in started:
+            wait_healthy(replica.url, replica.process, replica.log, timeout=300)
+        yield started
+    finally:
+        for replica in started:
+            replica.process.terminate()
+        for replica in started:
+            try:
+                replica.process.wait(10)
+            except subprocess.TimeoutExpired:
+                replica.kill()
+
+
+class _Restarts:
+    """Killed replicas started again in the background, at most one at a time besides the
+    ones serving (REPLICAS - 1 stay up: after a kill, two or more serve)."""
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+
+    def start(self, replica: Daemon) -> None:
+        def restart() -> None:
+            replica.process = _spawn(replica.args, replica.env, replica.log)
+            wait_healthy(replica.url, replica.process, replica.log, timeout=300)
+
+        thread = threading.Thread(target=restart, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def restarting(self) -> int:
+        return sum(thread.is_alive() for thread in self._threads)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join(120)
 
 
 def _leader(engine: sa.Engine) -> tuple[int, str | None]:
@@ -249,26 +304,31 @@ def _resumed(engine: sa.Engine, epoch: int, killed_at: float) -> dict[str, float
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TEST_S + 600)
 def test_failover_under_load(tmp_path: Path, fresh_postgres_url: str, sequence_json: str) -> None:
     engine = sa.create_engine(fresh_postgres_url, pool_pre_ping=True)
-    deadline = time.monotonic() + TEST_S
     figures: dict[str, Any] = {"kills": [], "postgres_restart": None}
     with _replicas(tmp_path, fresh_postgres_url) as replicas:
+        deadline = time.monotonic() + TEST_S
         addresses = [r.url.removeprefix("http://") for r in replicas]
         with (
             haproxy(free_port(), addresses, tmp_path / "haproxy.log") as front,
             _Watcher(front, deadline) as watcher,
             _Load(front, [r.url for r in replicas], sequence_json, deadline) as load,
         ):
+            restarts = _Restarts()
             for _ in range(KILLS):
-                poll_until(lambda: _active(engine) >= 2, "work queued for the leader", 60)
+                poll_until(lambda: restarts.restarting() <= 1, "a killed replica to be back", 120)
+                poll_until(lambda: _active(engine) >= 1, "work queued for the leader", 60)
                 epoch, holder = _leader(engine)
                 by_pid = {f"{r.process.pid}": r for r in replicas}
                 leader = by_pid[str(holder).rsplit(":", 1)[1]]
                 killed_at = time.time()
                 leader.kill()
                 figures["kills"].append(_resumed(engine, epoch, killed_at))
-                leader.restart()  # two replicas serve meanwhile; three again before the next kill
+                print(f"kill {len(figures['kills'])} of {holder}: {figures['kills'][-1]}")
+                restarts.start(leader)
+            restarts.join()
             epoch, _ = _leader(engine)
             restart_postgres(down_s=2.0)
             back_at = time.time()

@@ -50,7 +50,8 @@ class Journal:
 
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
-        _metadata.create_all(self.engine)
+        with store.schema_lock():
+            _metadata.create_all(self.engine)
         store.journal = self.record
 
     def record(self, conn: sa.Connection, changes: list[JobChange]) -> None:

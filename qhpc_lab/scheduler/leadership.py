@@ -155,7 +155,8 @@ class Leadership:
         ttl_s: float,
         holder: str | None = None,
     ) -> None:
-        self.lease = Lease(store.engine, holder or replica_name(), ttl_s)
+        with store.schema_lock():
+            self.lease = Lease(store.engine, holder or replica_name(), ttl_s)
         store.fence = self.lease.check
         self._run = run
         """Runs a blocking store call off the event loop (the scheduler's store threads)."""

@@ -28,6 +28,9 @@ BUSY_TIMEOUT_S = 5.0
 """How long a SQLite write waits for the database lock before it fails (and is retried)."""
 """Connections, and the scheduler's store threads: reads go on while one write waits on a lock."""
 
+SCHEMA_LOCK = 0x71687064
+"""The PostgreSQL advisory lock key of :meth:`Store.schema_lock`."""
+
 metadata = sa.MetaData()
 
 sessions = sa.Table(
@@ -300,8 +303,24 @@ class Store:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             self._writer_lock = threading.Lock()
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        with self.schema_lock():
+            metadata.create_all(self.engine)
+            self._add_missing_columns()
+
+    @contextlib.contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Held while tables are created or altered: on PostgreSQL a session advisory lock, so
+        that replicas starting together on a new database do not race to create them."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_advisory_lock(SCHEMA_LOCK)))
+            try:
+                yield
+            finally:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(SCHEMA_LOCK)))
+                conn.commit()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
