@@ -330,6 +330,10 @@ class Scheduler:
                     await self.db(self.journal.prune, JOURNAL_KEPT)
             except SchedulerError:  # the store is away: read again once it is back
                 continue
+            except Exception:  # a bug: said, and the journal is read again, never given up
+                log.exception("reading the journal failed")
+                await asyncio.sleep(JOURNAL_POLL_S)
+                continue
             for event_id, row in entries:
                 last = max(last, event_id)
                 self._journaled(event_id, row)
