@@ -26,12 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import sqlalchemy as sa
 from httpx_sse import EventSource
 
-from qhpc_lab.client import SchedulerTarget
+from qhpc_lab.client import SchedulerTarget, discover
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.journal import job_events
 from qhpc_lab.scheduler.leadership import Lease, LostLeadership, leases
@@ -46,13 +47,12 @@ from tests.conftest import (
     auth_header,
     free_port,
     poll_until,
+    pulser_sequence_json,
     wait_healthy,
 )
 from tests.fixtures_haproxy import haproxy
 from tests.fixtures_postgres import restart_postgres
 from tests.test_store import add
-
-pytestmark = pytest.mark.postgres
 
 REPLICAS = 4
 KILLS = 10
@@ -64,6 +64,7 @@ TEST_S = 600
 (each imports Pulser in two worker processes), bounded by the CPU the machine has to spare."""
 
 
+@pytest.mark.postgres
 def test_a_deposed_leader_can_neither_start_nor_commit_a_chunk(fresh_postgres_url: str) -> None:
     """Fencing: once another replica took the lapsed lease, the old leader's writes fail."""
     old, new = Store(fresh_postgres_url), Store(fresh_postgres_url)
@@ -89,6 +90,44 @@ def test_a_deposed_leader_can_neither_start_nor_commit_a_chunk(fresh_postgres_ur
     finally:
         old.close()
         new.close()
+
+
+def test_a_target_file_and_the_qrmi_variable_name_replicas(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.toml"
+    targets.write_text(
+        '[targets.ha]\ntype = "scheduler"\nurl = ["http://a:8006/", "http://b:8006"]\n'
+    )
+    from_file = discover({"HOME": "/nowhere", "QHPC_TOKEN": "t"}, targets).targets["ha"]
+    env = {
+        "QRMI_JOB_QPU_RESOURCES": "lab",
+        "QRMI_JOB_QPU_TYPES": "pasqal-local",
+        "lab_QRMI_WARDEN_URL": "http://a:8006, http://b:8006",
+    }
+    from_job = discover({"HOME": "/nowhere", **env}).targets["lab"]
+    for target in (from_file, from_job):
+        assert isinstance(target, SchedulerTarget)
+        assert target.urls == ("http://a:8006", "http://b:8006") and target.url == target.urls[0]
+
+
+@pytest.mark.anyio
+async def test_the_client_fails_over_to_a_replica_that_answers(server: Daemon) -> None:
+    """The first URL refuses connections (a killed replica): the next one answers at once,
+    and stays the target's URL, the event stream's too."""
+    token = auth_header(USER)["Authorization"].removeprefix("Bearer ")
+    dead = f"http://127.0.0.1:{free_port()}"
+    target = SchedulerTarget("ha", [dead, server.url], origin="test", token=token, auth="token")
+    try:
+        info = await target.info()
+        assert info.reachable and target.url == server.url, info
+        job = await target.submit(Program("pulser", pulser_sequence_json(), 10), None)
+        with anyio.fail_after(60):
+            async for state in target.watch(job.id):
+                if state.final:
+                    assert state.status == "DONE", state
+                    break
+        assert target.url == server.url
+    finally:
+        await target.aclose()
 
 
 class _Load:
@@ -309,6 +348,7 @@ def _resumed(engine: sa.Engine, epoch: int, killed_at: float) -> dict[str, float
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @pytest.mark.timeout(TEST_S + 600)
 def test_failover_under_load(tmp_path: Path, fresh_postgres_url: str, sequence_json: str) -> None:
     engine = sa.create_engine(fresh_postgres_url, pool_pre_ping=True)

@@ -19,11 +19,14 @@ import asyncio
 import collections
 import dataclasses
 import itertools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from qhpc_lab.eventstream import StreamEvent
+
+log = logging.getLogger("qhpc.scheduler")
 
 QUEUE_JOBS_LIMIT = 200
 """A user's active jobs listed in one queue event, nearest first; the rest are counted."""
@@ -221,7 +224,12 @@ class EventBus:
         self._subscribers.add(subscriber)
         try:
             if self._replay is not None:
-                for event in await self._replayed(last_event_id, subscriber):
+                try:
+                    replayed = await self._replayed(last_event_id, subscriber)
+                except Exception as err:  # the journal unreadable (the database away)
+                    log.warning("event stream ended: cannot replay from the journal: %s", err)
+                    return  # the client reconnects later and resumes from the same id
+                for event in replayed:
                     yield event
             for event in self._missed(last_event_id, subscriber):
                 yield event
