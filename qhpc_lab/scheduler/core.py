@@ -284,8 +284,20 @@ class Scheduler:
 
     def _elected(self, epoch: int) -> None:
         self._leading = asyncio.create_task(self._lead(), name="qhpc-dispatcher")
-        self._leading.add_done_callback(self.metrics.dispatcher_ended)
-        self._leading.add_done_callback(_log_failure)
+        self._leading.add_done_callback(self._lead_ended)
+
+    def _lead_ended(self, task: asyncio.Task[None]) -> None:
+        """Leading ended by itself (its recovery failed: deposed meanwhile, or a bug): the
+        lease is given up, so this replica or another takes it again and recovers anew."""
+        if task.cancelled() or self._leading is not task or self.leadership is None:
+            return
+        log.warning("dispatching ended: %s", task.exception())
+        if not isinstance(task.exception(), LostLeadership):
+            self.metrics.dispatcher_stalled("crashed")
+        self._leading = None
+        self._tasks.append(
+            asyncio.create_task(self.leadership.release(), name="qhpc-lease-release")
+        )
 
     async def _lead(self) -> None:
         await self._recover()
@@ -325,6 +337,7 @@ class Scheduler:
             self._journal_news.clear()
             try:
                 entries, more = await self.db(self.journal.after, last, JOURNAL_BATCH)
+                await self._learn_sessions({r.session_id for _, r in entries if r.session_id})
                 if self.leading and time.monotonic() - pruned_at > 60:
                     pruned_at = time.monotonic()
                     await self.db(self.journal.prune, JOURNAL_KEPT)
@@ -339,6 +352,14 @@ class Scheduler:
                 self._journaled(event_id, row)
             if more:
                 self._journal_news.set()
+
+    async def _learn_sessions(self, session_ids: set[str]) -> None:
+        """Sessions opened on another replica: their QPU slots weigh in this one's queue."""
+        for session_id in session_ids - set(self._queue.slots):
+            session = await self.db(self.store.get_session, session_id)
+            if session is not None and session.active:
+                self._sessions[session.id] = session
+                self._queue.set_slots(session.id, session.qpu_slots)
 
     def _journaled(self, event_id: int, row: JobRow) -> None:
         queued = self._queue.get(row.id)
@@ -1081,11 +1102,6 @@ def _error_reason(err: Exception) -> str:
     if isinstance(err, WorkerDied):
         return "worker_died"
     return "execution_failed"
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("leading ended: %s", task.exception())
 
 
 def _first_line(err: BaseException | None) -> str:

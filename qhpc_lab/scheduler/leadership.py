@@ -207,7 +207,8 @@ class Leadership:
         await deposed(why)
 
     async def release(self) -> None:
-        """Give the lease up (the daemon stops); a database already gone is not waited for."""
+        """Give the lease up (the daemon stops, or its dispatching failed); a database already
+        gone is not waited for (the lease then lapses)."""
         self.leading = False
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._run(self.lease.release), 2.0)
