@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import threading
@@ -402,7 +403,7 @@ def test_failover_under_load(tmp_path: Path, fresh_postgres_url: str, sequence_j
     out.write_text(json.dumps(figures, indent=1))
     times = [kill["dispatching_s"] for kill in figures["kills"]]
     print(f"\nfailover (SIGKILL of the leader → a chunk on another replica), {len(times)} kills:")
-    median = sorted(times)[len(times) // 2]
+    median = statistics.median(times)
     print(f"  min {min(times):.2f} s, median {median:.2f} s, max {max(times):.2f} s")
     print(f"  PostgreSQL restart → dispatching: {figures['postgres_restart']['dispatching_s']} s")
     print(f"  figures in {out}")
