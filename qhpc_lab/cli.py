@@ -35,6 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
         keep_alive_timeout_s=args.keep_alive_timeout,
         log_format=args.log_format,
         otlp_endpoint=args.otlp_endpoint,
+        ha=args.ha,
+        lease_renew_s=args.lease_renew,
+        lease_ttl_s=args.lease_ttl,
         **setting_flags(args),
     )
     profile = DeviceProfile.load(config.device)
@@ -275,6 +278,18 @@ def main(argv: list[str] | None = None) -> int:
         "--otlp-endpoint",
         metavar="URL",
         help="send OpenTelemetry traces to this OTLP/HTTP endpoint (otlp_endpoint; default off)",
+    )
+    serve.add_argument(
+        "--ha",
+        action="store_true",
+        default=None,
+        help="one of several replicas on one PostgreSQL --db; the lease holder dispatches (ha)",
+    )
+    serve.add_argument(
+        "--lease-renew", type=float, help="HA: seconds between lease renewals (lease_renew_s)"
+    )
+    serve.add_argument(
+        "--lease-ttl", type=float, help="HA: seconds a lease lasts unrenewed (lease_ttl_s)"
     )
     add_setting_flags(serve)
     serve.set_defaults(run=_serve)

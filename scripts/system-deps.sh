@@ -21,6 +21,8 @@ command -v sudo >/dev/null || need+=(sudo)
 [ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
 # Prometheus and promtool for tests/test_prometheus.py (the test starts its own on 127.0.0.1)
 { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || need+=(prometheus)
+# HAProxy for tests/test_ha.py (in front of the scheduler replicas, deploy/haproxy/qhpc.cfg)
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: need root to install: ${need[*]}" >&2

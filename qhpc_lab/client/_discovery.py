@@ -120,7 +120,7 @@ def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
         if kind == "pasqal-local" and url:
             target: Target = SchedulerTarget(
                 name,
-                url,
+                scheduler_urls(url),
                 type=kind,
                 origin=origin,
                 token=environ.get("QHPC_TOKEN"),
@@ -188,7 +188,7 @@ def _scheduler(
         token = _expand(table["token_file"], environ).read_text().strip()
     return SchedulerTarget(
         name,
-        table["url"],
+        scheduler_urls(table["url"]),
         type=kind,
         origin=origin,
         token=token or environ.get("QHPC_TOKEN"),
@@ -196,6 +196,16 @@ def _scheduler(
         session=table.get("session"),
         job_timeout_s=table.get("job_timeout_s"),
     )
+
+
+def scheduler_urls(value: Any) -> list[str]:
+    """A scheduler's URL or its replicas': a list (``url = ["http://a:8006", ...]``) or one
+    text with commas (``{name}_QRMI_WARDEN_URL=http://a:8006,http://b:8006``)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    urls = [str(item).strip() for item in items if str(item).strip()]
+    if not urls:
+        raise ValueError(f"url names no scheduler: {value!r}")
+    return urls
 
 
 def _emulator(

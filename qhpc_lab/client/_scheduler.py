@@ -7,6 +7,11 @@ extension), so there is no thread and no polling loop per job. A job's own chang
 ``event: job``, its place in line and the queue's length with ``event: queue``; nothing is
 re-read but on a ``reset``. A server without ``/events`` (plain Warden) is polled instead.
 
+A target may name several URLs: the replicas of one scheduler (docs/operations.md, "High
+availability"). Requests go to one of them; when it cannot be reached the next one is tried at
+once, each at most once per request, and the one that answered is kept (the event stream
+reconnects to it and resumes with ``Last-Event-ID``).
+
 Every answer is read in one place (:func:`parse_job` and the models below it): one in a form
 this client does not know raises :class:`AnswerError`, naming the target and the value.
 """
@@ -18,7 +23,7 @@ import dataclasses
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -62,7 +67,7 @@ class SchedulerTarget(Target):
     def __init__(
         self,
         name: str,
-        url: str,
+        url: str | Sequence[str],
         *,
         type: str = "scheduler",
         origin: str,
@@ -71,7 +76,8 @@ class SchedulerTarget(Target):
         session: str | None = None,
         job_timeout_s: float | None = None,
     ) -> None:
-        """``auth``: ``munge`` or ``token`` only, or ``auto``: a MUNGE credential when munged
+        """``url``: the scheduler's, or its replicas' (tried in turn when one is unreachable).
+        ``auth``: ``munge`` or ``token`` only, or ``auto``: a MUNGE credential when munged
         answers, plus the bearer token when there is one (the server uses what it accepts)."""
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
@@ -79,13 +85,15 @@ class SchedulerTarget(Target):
             raise ValueError("auth = 'token' needs a token (token, token_file or $QHPC_TOKEN)")
         super().__init__(name, type, origin, job_timeout_s)
         tracing.configure_from_environment("qhpc-kernel")
-        self.url = url.rstrip("/")
+        self.urls = tuple(u.strip().rstrip("/") for u in ([url] if isinstance(url, str) else url))
+        if not self.urls or not all(self.urls):
+            raise ValueError(f"a scheduler target needs one URL or more, got {url!r}")
         self._auth = auth
         self._token = token
         self._munge_answers = auth != "token"
         headers = {"X-Warden-Session": session} if session else {}
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=TIMEOUT, auth=self._authenticate
+            base_url=self.urls[0], headers=headers, timeout=TIMEOUT, auth=self._authenticate
         )
         self._spec: DeviceSpec | None = None
         self._formats: tuple[str, ...] = ()
@@ -105,15 +113,34 @@ class SchedulerTarget(Target):
             request.headers["Authorization"] = f"Bearer {self._token}"
         return request
 
+    @property
+    def url(self) -> str:
+        """The URL requests go to now (one of :attr:`urls`)."""
+        return str(self._http.base_url).rstrip("/")
+
+    def _fail_over(self) -> None:
+        """Send what follows to the next URL (the replicas in turn)."""
+        self._http.base_url = httpx.URL(self.urls[(self.urls.index(self.url) + 1) % len(self.urls)])
+
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON answer; a refusal raises RefusedError, no answer TargetError."""
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as err:
-            reason = str(err) or type(err).__name__
-            raise TargetError(
-                f"target {self.name!r} is unreachable at {self.url}: {reason}"
-            ) from None
+        """The JSON answer; a refusal raises RefusedError, no answer TargetError.
+
+        A URL that refuses the connection is failed over at once to the next (each once); a
+        connection lost after the request went out fails over too but raises: whether to
+        send it again is the caller's (a submission does, under its Idempotency-Key)."""
+        for tried in range(1, len(self.urls) + 1):
+            try:
+                response = await self._http.request(method, path, **kwargs)
+                break
+            except httpx.TransportError as err:
+                reason, unreachable = str(err) or type(err).__name__, self.url
+                if len(self.urls) > 1:
+                    self._fail_over()
+                if isinstance(err, httpx.ConnectError) and tried < len(self.urls):
+                    continue
+                raise TargetError(
+                    f"target {self.name!r} is unreachable at {unreachable}: {reason}"
+                ) from None
         if response.status_code >= 400:
             raise _refusal(self.name, response)
         try:
@@ -291,8 +318,14 @@ class SchedulerTarget(Target):
 
     def _stream(self, on_state: Callable[[StreamState], None]) -> EventStream:
         """The ``/events`` stream on this target's identity (a fresh MUNGE credential or the
-        bearer token on each connection)."""
-        return EventStream(self._http, "/events", on_state=on_state)
+        bearer token on each connection); a lost one reconnects to the next URL."""
+
+        def followed(state: StreamState) -> None:
+            if state.phase == "reconnecting" and len(self.urls) > 1:
+                self._fail_over()
+            on_state(state)
+
+        return EventStream(self._http, "/events", on_state=followed)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobState]:
         """The job's own events, and its place in line from each ``queue`` event: no job is

@@ -72,6 +72,15 @@ class SchedulerConfig:
     """``text`` for a terminal, ``json`` for one JSON object per line (a job's ids as fields)."""
     otlp_endpoint: str = ""
     """OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty: no traces."""
+    ha: bool = False
+    """Run as one of several replicas of this QPU's scheduler on one PostgreSQL database
+    (docs/operations.md, "High availability"): each serves the API, the one holding the
+    dispatch lease dispatches. Off: the single daemon (SQLite by default)."""
+    lease_renew_s: float = 0.5
+    """HA: how often the leader renews its dispatch lease (and followers try to take it)."""
+    lease_ttl_s: float = 2.5
+    """HA: a lease not renewed for this long lapses and another replica takes over; a
+    leader that could not renew it for this long stops dispatching."""
 
     def __post_init__(self) -> None:
         if isinstance(self.auth, str):
@@ -85,6 +94,10 @@ class SchedulerConfig:
             raise ValueError("session deadlines must be 0 (none) or more seconds")
         if self.session_reaper_interval_s <= 0:
             raise ValueError("session_reaper_interval_s must be more than 0")
+        if self.ha and not self.db_url.startswith("postgresql"):
+            raise ValueError("ha needs a PostgreSQL database shared by the replicas (--db)")
+        if not 0 < 2 * self.lease_renew_s <= self.lease_ttl_s:
+            raise ValueError("lease_ttl_s must be at least twice lease_renew_s (> 0)")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(
                 f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"

@@ -16,6 +16,7 @@ outage are answered 503 with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -41,7 +42,9 @@ from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceState, QPUDriv
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.dispatcher import Dispatcher, Recorder, WallClock
-from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
+from qhpc_lab.scheduler.events import EventBus, QueueSnapshot, Replayed
+from qhpc_lab.scheduler.journal import Journal, Listener
+from qhpc_lab.scheduler.leadership import Leadership, LostLeadership
 from qhpc_lab.scheduler.logs import job_fields
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.ranking import RankedQueue
@@ -79,6 +82,15 @@ JOB_LOOKUPS_PER_LISTING = 32
 QUEUE_EVENT_INTERVAL_S = 0.05
 """Queue events are coalesced to at most one per this interval (more while the queue is so long
 that building one costs over a tenth of it: publishing never takes more than ~10 % of a core)."""
+JOURNAL_POLL_S = 1.0
+"""HA: how often a replica reads the journal when no NOTIFY said it changed (a lost one)."""
+JOURNAL_BATCH = 1000
+"""HA: journal events read at once, and replayed to a reconnecting client before a reset."""
+JOURNAL_KEPT = 100_000
+"""HA: journal events kept (the leader prunes older ones now and then)."""
+ENDED_KEPT = 10_000
+"""HA: ids of jobs this replica saw end, kept so that a journal entry read just before a job
+ended does not put it back in the queue."""
 
 
 class SchedulerError(Exception):
@@ -131,7 +143,16 @@ class Scheduler:
         self.store = store
         self.driver = driver
         self.clock = clock
-        self.bus = EventBus(self.queue_snapshot)
+        self.journal: Journal | None = None
+        """HA replicas: the shared job-event journal (docs/operations.md); None alone."""
+        self.leadership: Leadership | None = None
+        """HA replicas: who dispatches; None for the single daemon, which always does."""
+        if config.ha:
+            self.journal = Journal(store)
+            self.leadership = Leadership(
+                store, self._off_loop, config.lease_renew_s, config.lease_ttl_s
+            )
+        self.bus = EventBus(self.queue_snapshot, replay=self._replay if config.ha else None)
         self.metrics = Metrics()
         self.health = HEALTHY
         self.timelines = Timelines(clock=clock)
@@ -161,6 +182,11 @@ class Scheduler:
         )
         self._queue_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._leading: asyncio.Task[None] | None = None
+        """HA: recovery then the dispatcher, while this replica holds the lease."""
+        self._listener: Listener | None = None
+        self._journal_news = asyncio.Event()
+        self._ended: collections.deque[int] = collections.deque(maxlen=ENDED_KEPT)
         accessible = store.get_fact("accessible")
         self.accessible: bool = True if accessible is None else bool(accessible)
         self.message: str = store.get_fact("message") or ""
@@ -175,11 +201,44 @@ class Scheduler:
         self.driver.start()
         # Ready means ready: the first submission must not wait for the SDK imports.
         await asyncio.to_thread(await_validation_worker)
+        if self.leadership is None:
+            await self._recover()
+            self._tasks = [
+                asyncio.create_task(self._dispatcher.run_forever(), name="qhpc-dispatcher")
+            ]
+            self._tasks[0].add_done_callback(self.metrics.dispatcher_ended)
+            self.metrics.dispatcher_running()
+        else:  # a replica: the queue as it is, followed through the journal; leading later
+            await self._load(leading=False)
+            self._tasks = [
+                asyncio.create_task(self._follow_journal_forever(), name="qhpc-journal"),
+                asyncio.create_task(
+                    self.leadership.run_forever(self._elected, self._deposed), name="qhpc-lease"
+                ),
+            ]
+        self._tasks.append(
+            asyncio.create_task(self._publish_queue_forever(), name="qhpc-queue-events")
+        )
+        if self.config.session_idle_timeout_s or self.config.session_max_lifetime_s:
+            self._tasks.append(
+                asyncio.create_task(self._reap_sessions_forever(), name="qhpc-session-reaper")
+            )
+
+    async def _recover(self) -> None:
+        """Take over the dispatch: jobs left running by the previous dispatcher (this daemon
+        before a crash, or a replica that lost the lease) go back to PENDING, keeping their
+        committed chunks; a chunk it ran but never committed runs again."""
         requeued = await self._store_retrying(self.store.requeue_running)
         if requeued:
             log.warning(
                 "requeued %d jobs that were running when the scheduler stopped", len(requeued)
             )
+        await self._load(leading=True)
+
+    async def _load(self, leading: bool) -> None:
+        """The open sessions and the active jobs from the store into the queue (kept jobs
+        are brought up to date, ended ones dropped). ``leading``: also restart what the last
+        calibration interrupted (a write only the dispatcher makes)."""
         sessions = await self._store_retrying(self.store.list_sessions, True)
         for session in sessions:
             self._sessions[session.id] = session
@@ -187,33 +246,158 @@ class Scheduler:
         reserved = await self._store_retrying(self.store.list_reservations, self.clock())
         self._set_reservations(reserved)
         calibration_id = self.driver.calibration.id
-        for row in await self._store_retrying(self.store.active_jobs):
+        rows = await self._store_retrying(self.store.active_jobs)
+        active = {row.id for row in rows}
+        for job in list(self._queue.jobs()):
+            if job.id not in active:
+                self._dequeue(job.id)
+        for row in rows:
             stale = bool(row.calibrations) and row.calibrations[-1]["id"] != calibration_id
-            if row.single_calibration and stale:  # the daemon stopped before restarting it
+            if leading and row.single_calibration and stale:  # stopped before restarting it
                 restart = self.store.restart_shots
                 row = await self._store_retrying(restart, row.id, row.shots_done) or row
-            self._enqueue(row)
-        self._tasks = [
-            asyncio.create_task(self._dispatcher.run_forever(), name="qhpc-dispatcher"),
-            asyncio.create_task(self._publish_queue_forever(), name="qhpc-queue-events"),
-        ]
-        if self.config.session_idle_timeout_s or self.config.session_max_lifetime_s:
-            self._tasks.append(
-                asyncio.create_task(self._reap_sessions_forever(), name="qhpc-session-reaper")
-            )
-        self._tasks[0].add_done_callback(self.metrics.dispatcher_ended)
-        self.metrics.dispatcher_running()
+            queued = self._queue.get(row.id)
+            if queued is None:
+                self._enqueue(row)
+            else:
+                self._queue.update(dataclasses.replace(queued, shots_done=row.shots_done))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *([self._leading] if self._leading else [])]:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._leading is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._leading
         self._tasks = []
+        if self.leadership is not None:
+            await self.leadership.release()  # the next replica takes over at once
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
         self.bus.close()
         await self.driver.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- replicas (HA): leading, and the journal ---------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """Whether this daemon dispatches: always alone, while it holds the lease as a replica."""
+        return self.leadership is None or self.leadership.leading
+
+    def replica_view(self) -> dict[str, Any] | None:
+        """This replica as ``/health`` shows it; None for the single daemon."""
+        if self.leadership is None:
+            return None
+        return {
+            "name": self.leadership.lease.holder,
+            "leading": self.leadership.leading,
+            "epoch": self.leadership.epoch,
+            "since": iso_time(self.leadership.since) if self.leadership.leading else None,
+        }
+
+    def _elected(self, epoch: int) -> None:
+        self._leading = asyncio.create_task(self._lead(), name="qhpc-dispatcher")
+        self._leading.add_done_callback(self._lead_ended)
+
+    def _lead_ended(self, task: asyncio.Task[None]) -> None:
+        """Leading ended by itself (its recovery failed: deposed meanwhile, or a bug): the
+        lease is given up, so this replica or another takes it again and recovers anew."""
+        if task.cancelled() or self._leading is not task or self.leadership is None:
+            return
+        log.warning("dispatching ended: %s", task.exception())
+        if not isinstance(task.exception(), LostLeadership):
+            self.metrics.dispatcher_stalled("crashed")
+        self._leading = None
+        self._tasks.append(
+            asyncio.create_task(self.leadership.release(), name="qhpc-lease-release")
+        )
+
+    async def _lead(self) -> None:
+        await self._recover()
+        self.metrics.dispatcher_running()
+        self._device_changed()
+        await self._dispatcher.run_forever()
+
+    async def _deposed(self, why: str) -> None:
+        task, self._leading = self._leading, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.health = HEALTHY  # a follower's health is its API's: nothing of it is stalled
+        self._device_changed()
+
+    def _off_loop(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """A blocking store call in the store's threads, its errors as they are."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _follow_journal_forever(self) -> None:
+        """Read what the journal says changed, as announced (or every JOURNAL_POLL_S):
+        publish it to this replica's subscribers and bring the queue up to date (a job
+        submitted or canceled on another replica)."""
+        assert self.journal is not None
+        last = await self._store_retrying(self.journal.last_id)
+        loop = asyncio.get_running_loop()
+        self._listener = Listener(
+            self.store, lambda: loop.call_soon_threadsafe(self._journal_news.set)
+        )
+        self._listener.start()
+        pruned_at = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(JOURNAL_POLL_S):
+                    await self._journal_news.wait()
+            self._journal_news.clear()
+            try:
+                entries, more = await self.db(self.journal.after, last, JOURNAL_BATCH)
+                await self._learn_sessions({r.session_id for _, r in entries if r.session_id})
+                if self.leading and time.monotonic() - pruned_at > 60:
+                    pruned_at = time.monotonic()
+                    await self.db(self.journal.prune, JOURNAL_KEPT)
+            except SchedulerError:  # the store is away: read again once it is back
+                continue
+            except Exception:  # a bug: said, and the journal is read again, never given up
+                log.exception("reading the journal failed")
+                await asyncio.sleep(JOURNAL_POLL_S)
+                continue
+            for event_id, row in entries:
+                last = max(last, event_id)
+                self._journaled(event_id, row)
+            if more:
+                self._journal_news.set()
+
+    async def _learn_sessions(self, session_ids: set[str]) -> None:
+        """Sessions opened on another replica: their QPU slots weigh in this one's queue."""
+        for session_id in session_ids - set(self._queue.slots):
+            session = await self.db(self.store.get_session, session_id)
+            if session is not None and session.active:
+                self._sessions[session.id] = session
+                self._queue.set_slots(session.id, session.qpu_slots)
+
+    def _journaled(self, event_id: int, row: JobRow) -> None:
+        queued = self._queue.get(row.id)
+        if row.status in FINAL_STATUSES:
+            if queued is not None:  # canceled on another replica: its chunk stops here too
+                self._dispatcher.cancel_chunk(row.id)
+                self._dequeue(row.id)
+        elif queued is None:
+            if row.id not in self._ended:  # (read just before it ended here)
+                self._enqueue(row)
+        elif not self.leading:  # the leader's own queue is ahead of what it reads back
+            self._queue.update(dataclasses.replace(queued, shots_done=row.shots_done))
+        self.bus.publish("job", job_view(self, row), user_id=row.user_id, event_id=event_id)
+
+    async def _replay(self, last_event_id: int) -> list[Replayed]:
+        """What a client that saw event ``last_event_id`` (on any replica) missed: each job
+        changed since, as it is now; a ``reset`` when more changed than a batch holds."""
+        assert self.journal is not None
+        entries, more = await self.db(self.journal.after, last_event_id, JOURNAL_BATCH)
+        if more:
+            return [Replayed(await self.db(self.journal.last_id), "reset", {}, None)]
+        return [Replayed(i, "job", job_view(self, row), row.user_id) for i, row in entries]
 
     # -- the store, off the event loop ----------------------------------------------------------
 
@@ -529,8 +713,9 @@ class Scheduler:
         only delays the next look."""
         while True:
             try:
-                async with self._opening:  # not while a session is being opened
-                    await self.expire_sessions()
+                if self.leading:  # one replica reaps
+                    async with self._opening:  # not while a session is being opened
+                        await self.expire_sessions()
             except SchedulerError as err:
                 log.warning("session expiry check failed: %s", err)
             await asyncio.sleep(self.config.session_reaper_interval_s)
@@ -889,6 +1074,7 @@ class Scheduler:
         if job is None:
             return
         self._hold(job, -1)
+        self._ended.append(job_id)
         self._programs.pop(job_id, None)
         self.driver.forget(str(job_id))
         self._queue_changed()
@@ -904,8 +1090,10 @@ class Scheduler:
         self._queue_dirty.set()
 
     def _publish_job(self, job: JobRow) -> None:
-        """Every change of a job passes here: its event, its trace and, once final, its log line."""
-        self.bus.publish("job", job_view(self, job), user_id=job.user_id)
+        """Every change of a job passes here: its event, its trace and, once final, its log line.
+        Replicas publish the event when the journal brings it back (to every replica)."""
+        if self.journal is None:
+            self.bus.publish("job", job_view(self, job), user_id=job.user_id)
         self.traces.changed(job)
         if job.status in FINAL_STATUSES:
             reason = f": {job.error}" if job.error else ""
@@ -1050,6 +1238,8 @@ class _DaemonRecorder(Recorder):
         sched._publish_job(row)
 
     def step_failed(self, error: Exception) -> None:
+        if isinstance(error, LostLeadership):  # not stalled: deposed (the lease loop stops it)
+            return
         self.scheduler._stalled("dispatcher_error", f"{type(error).__name__}: {error}")
 
     def step_succeeded(self) -> None:

@@ -6,6 +6,11 @@ backlog gets a ``reset`` (re-read what you show). Queue events are personal (eac
 their own jobs' positions and anonymous aggregates) and are not kept: a subscriber always gets
 the current queue on connect and whenever it changes (coalesced by the scheduler). The wire
 form and the event kinds are in :mod:`qhpc_lab.eventstream` and docs/scheduler.md.
+
+HA replicas (:mod:`qhpc_lab.scheduler.journal`) number job events by the shared journal
+instead, and replay what a reconnecting client missed from it (``replay``): an id means the
+same on every replica. Their device events carry no id (they are this replica's view, and
+a reconnection sends the device anyway).
 """
 
 from __future__ import annotations
@@ -14,19 +19,36 @@ import asyncio
 import collections
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from qhpc_lab.eventstream import StreamEvent
+
+log = logging.getLogger("qhpc.scheduler")
 
 QUEUE_JOBS_LIMIT = 200
 """A user's active jobs listed in one queue event, nearest first; the rest are counted."""
 
 
+class Replayed(NamedTuple):
+    """An event a replay (HA) sends a reconnecting subscriber: its journal id, kind, data and
+    owner (None: everybody may see it)."""
+
+    id: int
+    kind: str
+    data: dict[str, Any]
+    user_id: str | None
+
+
+Replay = Callable[[int], Awaitable[list[Replayed]]]
+"""What a subscriber that saw event N missed (HA: read from the shared journal)."""
+
+
 @dataclass(frozen=True)
 class _Published:
-    id: int
+    id: int | None
     kind: str
     data: dict[str, Any]
     user_id: str | None
@@ -36,7 +58,7 @@ class _Published:
         return admin or self.user_id is None or self.user_id == user_id
 
     def stream_event(self) -> StreamEvent:
-        return StreamEvent(self.kind, self.data, str(self.id))
+        return StreamEvent(self.kind, self.data, None if self.id is None else str(self.id))
 
 
 @dataclass(frozen=True)
@@ -91,15 +113,21 @@ class _Subscriber:
 
 class EventBus:
     def __init__(
-        self, queue_now: Callable[[], QueueSnapshot] | None = None, backlog: int = 1000
+        self,
+        queue_now: Callable[[], QueueSnapshot] | None = None,
+        backlog: int = 1000,
+        replay: Replay | None = None,
     ) -> None:
         self._queue_now = queue_now
+        self._replay = replay
         """Builds the queue as it is now, for a subscriber that connects while none is kept."""
         self._subscribers: set[_Subscriber] = set()
         self._backlog = backlog
         self._recent: collections.deque[_Published] = collections.deque(maxlen=backlog)
         self._ids = itertools.count(1)
         self._last_id = 0
+        self._revisions = itertools.count(1)
+        """The queue's revisions where event ids come from the journal (replicas)."""
         self._queue: QueueSnapshot | None = None
 
     @property
@@ -110,9 +138,21 @@ class EventBus:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, kind: str, data: dict[str, Any], user_id: str | None = None) -> None:
-        event = _Published(self._next_id(), kind, data, user_id)
-        self._recent.append(event)
+    def publish(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        user_id: str | None = None,
+        event_id: int | None = None,
+    ) -> None:
+        """Send an event to every subscriber; ``event_id``: its journal id (replicas, where
+        an event without one is sent unnumbered and not kept)."""
+        if self._replay is None:
+            event = _Published(self._next_id(), kind, data, user_id)
+            self._recent.append(event)
+        else:
+            event = _Published(event_id, kind, data, user_id)
+            self._last_id = max(self._last_id, event_id or 0)
         for subscriber in list(self._subscribers):
             try:
                 subscriber.events.put_nowait(event)
@@ -123,7 +163,8 @@ class EventBus:
 
     def publish_queue(self, snapshot: QueueSnapshot) -> None:
         """The latest queue replaces the previous one; each subscriber is told it changed."""
-        self._queue = dataclasses.replace(snapshot, revision=self._next_id())
+        revision = self._next_id() if self._replay is None else next(self._revisions)
+        self._queue = dataclasses.replace(snapshot, revision=revision)
         for subscriber in self._subscribers:
             subscriber.queue_changed.set()
 
@@ -141,9 +182,23 @@ class EventBus:
             subscriber.events.get_nowait()
         subscriber.events.put_nowait(None)
 
+    async def _replayed(
+        self, last_event_id: str | None, subscriber: _Subscriber
+    ) -> list[StreamEvent]:
+        """What a reconnecting subscriber missed, from the journal (replicas)."""
+        if self._replay is None or last_event_id is None or not last_event_id.strip().isdigit():
+            return []
+        return [
+            StreamEvent(e.kind, e.data, str(e.id))
+            for e in await self._replay(int(last_event_id))
+            if _Published(e.id, e.kind, e.data, e.user_id).visible_to(
+                subscriber.user_id, subscriber.admin
+            )
+        ]
+
     def _missed(self, last_event_id: str | None, subscriber: _Subscriber) -> list[StreamEvent]:
         """What a reconnecting subscriber missed, or a ``reset`` if the backlog lost some."""
-        if last_event_id is None or not last_event_id.strip().isdigit():
+        if self._replay is not None or last_event_id is None or not last_event_id.strip().isdigit():
             return []
         last = int(last_event_id)
         if last >= self._last_id:
@@ -168,6 +223,14 @@ class EventBus:
         subscriber = _Subscriber(user_id, admin, self._backlog)
         self._subscribers.add(subscriber)
         try:
+            if self._replay is not None:
+                try:
+                    replayed = await self._replayed(last_event_id, subscriber)
+                except Exception as err:  # the journal unreadable (the database away)
+                    log.warning("event stream ended: cannot replay from the journal: %s", err)
+                    return  # the client reconnects later and resumes from the same id
+                for event in replayed:
+                    yield event
             for event in self._missed(last_event_id, subscriber):
                 yield event
             if device is not None:  # no id: resuming after it must not skip undelivered events

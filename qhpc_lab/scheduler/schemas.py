@@ -385,9 +385,19 @@ class DispatcherOut(BaseModel):
     since: str | None
 
 
+class ReplicaOut(BaseModel):
+    name: str = Field(description="host:pid, as the dispatch lease names its holder.")
+    leading: bool = Field(description="Whether this replica dispatches now.")
+    epoch: int | None = Field(description="The lease epoch it dispatches under.")
+    since: str | None
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "stalled"]
     dispatcher: DispatcherOut
+    replica: ReplicaOut | None = Field(
+        None, description="HA replicas only (docs/operations.md): this replica and its role."
+    )
 
 
 class RunningOut(BaseModel):

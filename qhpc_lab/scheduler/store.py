@@ -28,6 +28,9 @@ BUSY_TIMEOUT_S = 5.0
 """How long a SQLite write waits for the database lock before it fails (and is retried)."""
 """Connections, and the scheduler's store threads: reads go on while one write waits on a lock."""
 
+SCHEMA_LOCK = 0x71687064
+"""The PostgreSQL advisory lock key of :meth:`Store.schema_lock`."""
+
 metadata = sa.MetaData()
 
 sessions = sa.Table(
@@ -231,6 +234,15 @@ def merge_calibration(
     return [*ranges, entry]
 
 
+@dataclass(frozen=True)
+class JobChange:
+    """A job as one write left it: what the HA event journal records."""
+
+    id: int
+    status: str
+    shots_done: int
+
+
 @dataclass
 class SessionRow:
     id: str
@@ -321,12 +333,34 @@ class Store:
             self.engine = sa.create_engine(
                 url, pool_size=POOL_SIZE, max_overflow=2, pool_pre_ping=True
             )
+        self.fence: Callable[[sa.Connection], None] | None = None
+        """HA replicas (:mod:`qhpc_lab.scheduler.leadership`): raises inside a dispatching
+        write (a chunk's start or commit) unless this replica still holds the dispatch lease."""
+        self.journal: Callable[[sa.Connection, list[JobChange]], None] | None = None
+        """HA replicas (:mod:`qhpc_lab.scheduler.journal`): records job changes for every
+        replica's event stream, in the transaction that makes them."""
         self._writer_lock: threading.Lock | _NoLock = _NoLock()
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             self._writer_lock = threading.Lock()
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        with self.schema_lock():
+            metadata.create_all(self.engine)
+            self._add_missing_columns()
+
+    @contextlib.contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Held while tables are created or altered: on PostgreSQL a session advisory lock, so
+        that replicas starting together on a new database do not race to create them."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_advisory_lock(SCHEMA_LOCK)))
+            try:
+                yield
+            finally:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(SCHEMA_LOCK)))
+                conn.commit()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -343,6 +377,16 @@ class Store:
                 yield conn
         finally:
             self._writer_lock.release()
+
+    def _dispatching(self, conn: sa.Connection) -> None:
+        """The fence of a dispatching write: a replica that lost the lease writes nothing."""
+        if self.fence is not None:
+            self.fence(conn)
+
+    def _changed(self, conn: sa.Connection, *rows: Any) -> None:
+        """Journal the jobs ``rows`` (rows of ``jobs`` as written) when replicas share events."""
+        if self.journal is not None and rows:
+            self.journal(conn, [JobChange(r.id, r.status, r.shots_done) for r in rows])
 
     def _add_missing_columns(self) -> None:
         """Bring a database made by an older release up to this table shape (new columns
@@ -463,11 +507,13 @@ class Store:
                 )
             ]
             if pending:
-                conn.execute(
+                canceled = conn.execute(
                     jobs.update()
                     .where(jobs.c.id.in_(pending))
                     .values(status="CANCELED", error=f"canceled: {reason}", finished_at=now)
-                )
+                    .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
+                ).all()
+                self._changed(conn, *canceled)
             row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).one()
         return SessionRow(**row._mapping), pending
 
@@ -535,6 +581,7 @@ class Store:
         try:
             with self._write() as conn:
                 row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
+                self._changed(conn, row)
         except sa.exc.IntegrityError:
             key = values.get("idempotency_key")
             first = None if key is None else self.find_job_by_key(values["user_id"], key)
@@ -585,6 +632,7 @@ class Store:
     def mark_running(self, job_id: int, started_at: float) -> JobRow | None:
         """PENDING → RUNNING, keeping the first start of a job requeued after a crash."""
         with self._write() as conn:
+            self._dispatching(conn)
             row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status == "PENDING")
@@ -593,6 +641,8 @@ class Store:
                 )
                 .returning(*jobs.c)
             ).first()
+            if row is not None:
+                self._changed(conn, row)
         return JobRow.from_row(row) if row else None
 
     def record_chunk(
@@ -616,6 +666,7 @@ class Store:
         returns the job as it is instead of merging it twice.
         """
         with self._write() as conn:
+            self._dispatching(conn)
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
                 return None
@@ -659,6 +710,8 @@ class Store:
                 .values(**values)
                 .returning(*jobs.c)
             ).first()
+            if row is not None:
+                self._changed(conn, row)
         return JobRow.from_row(row) if row else None
 
     def restart_shots(self, job_id: int, shots_done_before: int) -> JobRow | None:
@@ -666,6 +719,7 @@ class Store:
         from its first shot; its device time stays charged. None when the job is final or no
         longer at ``shots_done_before`` (a retry of a restart that committed)."""
         with self._write() as conn:
+            self._dispatching(conn)
             row = conn.execute(
                 jobs.update()
                 .where(
@@ -676,6 +730,8 @@ class Store:
                 .values(shots_done=0, counts=None, calibrations=None, calibration_age_s=None)
                 .returning(*jobs.c)
             ).first()
+            if row is not None:
+                self._changed(conn, row)
         return JobRow.from_row(row) if row else None
 
     def finish(
@@ -690,17 +746,22 @@ class Store:
                 .values(status=status, error=error, finished_at=finished_at)
                 .returning(*jobs.c)
             ).first()
+            if row is not None:
+                self._changed(conn, row)
         return JobRow.from_row(row) if row else None
 
     def requeue_running(self) -> list[int]:
         """After a crash: jobs that were RUNNING go back to PENDING, keeping finished chunks."""
         with self._write() as conn:
-            ids = [
-                r.id for r in conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "RUNNING"))
-            ]
-            if ids:
-                conn.execute(jobs.update().where(jobs.c.id.in_(ids)).values(status="PENDING"))
-        return ids
+            self._dispatching(conn)
+            requeued = conn.execute(
+                jobs.update()
+                .where(jobs.c.status == "RUNNING")
+                .values(status="PENDING")
+                .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
+            ).all()
+            self._changed(conn, *requeued)
+        return sorted(r.id for r in requeued)
 
     def count_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:

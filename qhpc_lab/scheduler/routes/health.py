@@ -35,11 +35,12 @@ STALLED_RETRY_AFTER_S = 5
 async def health(response: Response, sched: SchedulerDep) -> dict[str, Any]:
     """200 while the dispatcher makes progress; 503 with the reason while it is stalled
     (the database unreachable, say). Answered from memory: it never waits on the store."""
+    replica = sched.replica_view()
     if sched.health.ok:
-        return {"status": "ok", "dispatcher": sched.health.view()}
+        return {"status": "ok", "dispatcher": sched.health.view(), "replica": replica}
     response.status_code = 503
     response.headers["Retry-After"] = str(STALLED_RETRY_AFTER_S)
-    return {"status": "stalled", "dispatcher": sched.health.view()}
+    return {"status": "stalled", "dispatcher": sched.health.view(), "replica": replica}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=error_responses())
