@@ -225,9 +225,16 @@ def _retry_stale(config: HookSettings, reason: str) -> None:
 
 
 def open_session(
-    config: HookSettings, job_id: str, uid: int, slots: int, timeout_s: int | None, reason: str
+    config: HookSettings,
+    job_id: str,
+    uid: int,
+    slots: int,
+    timeout_s: int | None,
+    reason: str,
+    account: str | None = None,
 ) -> JobRecord:
-    """The job-start step: a session of ``slots`` for ``uid``, recorded for the job-end hook.
+    """The job-start step: a session of ``slots`` for ``uid`` (charged to the job's
+    ``account``, for the scheduler's account quotas), recorded for the job-end hook.
 
     A scheduler that refuses or does not answer leaves a record with ``error`` (the job still
     runs, on the emulator). ``reason`` is what earlier failed revocations are retried with.
@@ -236,7 +243,9 @@ def open_session(
     secure_dir(run_dir / "private", 0o700)
     limit = timeout_s or config.default_job_timeout_s
     record = JobRecord(job_id, uid, config.resource, config.scheduler_url, slots, limit)
-    body = {"user_id": str(uid), "scheduler_job_id": job_id, "qpu_slots": slots}
+    body: dict[str, Any] = {"user_id": str(uid), "scheduler_job_id": job_id, "qpu_slots": slots}
+    if account:
+        body["account"] = account
     try:
         record.session = str(request(config, "POST", "/sessions", json=body)["id"])
     except HookError as err:

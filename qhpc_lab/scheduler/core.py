@@ -44,8 +44,9 @@ from qhpc_lab.scheduler.dispatcher import Dispatcher, Recorder, WallClock
 from qhpc_lab.scheduler.events import EventBus, QueueSnapshot
 from qhpc_lab.scheduler.logs import job_fields
 from qhpc_lab.scheduler.metrics import Metrics
+from qhpc_lab.scheduler.quotas import QuotaExceeded
 from qhpc_lab.scheduler.ranking import RankedQueue
-from qhpc_lab.scheduler.store import DuplicateJob, JobRow, SessionRow, Store
+from qhpc_lab.scheduler.store import DuplicateJob, JobRow, QuotaAdmission, SessionRow, Store
 from qhpc_lab.scheduler.timeline import Timelines
 from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import held_by, iso_time, job_view, policy_view
@@ -80,11 +81,14 @@ class SchedulerError(Exception):
         message: str,
         rule: str | None = None,
         retry_after: float | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.rule = rule
         self.retry_after = retry_after
+        self.fields = fields or {}
+        """What the error document has beside ``detail`` and ``rule`` (a quota's numbers)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,7 +351,7 @@ class Scheduler:
         return sum(self._queue.slots.values())
 
     async def open_session(
-        self, user_id: str, slurm_job_id: str | None, qpu_slots: int
+        self, user_id: str, slurm_job_id: str | None, qpu_slots: int, account: str | None = None
     ) -> SessionRow:
         """Open a session, or return the open one of the same Slurm job (a prolog's retry);
         409 when that one holds other slots, or when the slots asked for are not free."""
@@ -387,6 +391,7 @@ class Scheduler:
                 qpu_slots,
                 now,
                 *self._deadlines(now),
+                account,
             )
             self._sessions[session.id] = session
             self._queue.set_slots(session.id, session.qpu_slots)
@@ -543,6 +548,7 @@ class Scheduler:
             try:
                 row = await self.db(
                     self.store.add_job,
+                    QuotaAdmission(session.account if session else None, profile.time_per_shot_s),
                     session_id=session.id if session else None,
                     user_id=owner,
                     slurm_job_id=session.slurm_job_id if session else None,
@@ -559,6 +565,11 @@ class Scheduler:
                 )
             except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
                 return duplicate.job
+            except QuotaExceeded as exceeded:
+                refused = exceeded.refusal
+                self.metrics.quota_refused(refused.quota.kind, refused.quota.unit)
+                fields = {**refused.fields(), "resets_at": iso_time(refused.resets_at)}
+                raise SchedulerError(403, refused.message, "quota", fields=fields) from None
             traced.accepted(row)
         if session is not None:
             await self._session_used(session)

@@ -97,6 +97,12 @@ class Metrics:
         self._rejected = Counter(
             "qhpc_rejected_submissions_total", "Refused job submissions.", registry=r
         )
+        self._quota_refusals = Counter(
+            "qhpc_quota_refusals_total",
+            "Submissions refused by a quota, by its subject kind and unit.",
+            ["kind", "unit"],
+            registry=r,
+        )
         self._finished = Counter(
             "qhpc_jobs_finished_total", "Jobs reaching a final state.", ["status"], registry=r
         )
@@ -214,6 +220,11 @@ class Metrics:
 
     def rejected(self) -> None:
         self._rejected.inc()
+
+    def quota_refused(self, kind: str, unit: str) -> None:
+        """A submission a quota refused (counted in rejected too)."""
+        self._rejected.inc()
+        self._quota_refusals.labels(kind, unit).inc()
 
     def job_finished(self, status: str, reason: str | None = None) -> None:
         """A job reached ``status`` (DONE, ERROR, CANCELED); an ERROR says why (ERROR_REASONS)."""

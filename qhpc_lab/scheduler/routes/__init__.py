@@ -7,6 +7,7 @@ from qhpc_lab.scheduler.routes import (
     events,
     health,
     jobs,
+    quotas,
     sessions,
     status,
 )
@@ -20,6 +21,7 @@ ROUTERS = [
     status.router,
     accounting.router,
     admin.router,
+    quotas.router,
 ]
 
 __all__ = ["ROUTERS"]

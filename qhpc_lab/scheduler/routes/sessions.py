@@ -31,7 +31,7 @@ router = APIRouter()
 async def post_session(body: SessionIn, _who: Admin, sched: SchedulerDep) -> dict[str, Any]:
     job = body.slurm_job_id if body.slurm_job_id is not None else body.scheduler_job_id
     session = await sched.open_session(
-        str(body.user_id), None if job is None else str(job), body.qpu_slots
+        str(body.user_id), None if job is None else str(job), body.qpu_slots, body.account
     )
     return session_view(session)
 
