@@ -18,6 +18,7 @@ from qhpc_lab.scheduler.quotas import (
     InvalidQuota,
     Quota,
     QuotaExceeded,
+    charged,
     cost,
     period_bounds,
     refusal,
@@ -125,6 +126,22 @@ def test_use_counts_reservations_and_releases_what_a_cancelled_job_did_not_use(
     add(store, shots=400, created_at=now - 86400)  # yesterday's: another period
     uses = {q.unit: used for q, used in store.quota_uses(now, TIME_PER_SHOT_S)}
     assert uses == {"qpu_seconds": pytest.approx(0.35), "shots": 700}
+    for unit, used in uses.items():  # the store's SQL sum is the pure rule's
+        rows = [store.get_job(job.id) for job in (done, queued)]
+        assert used == pytest.approx(
+            sum(
+                charged(
+                    unit,
+                    r.shots,
+                    r.shots_done,
+                    r.qpu_seconds,
+                    r.status == "PENDING",
+                    TIME_PER_SHOT_S,
+                )
+                for r in rows
+                if r is not None
+            )
+        )
     with pytest.raises(QuotaExceeded) as exceeded:
         add(store, shots=301, created_at=now, admission=admit)
     assert exceeded.value.refusal.quota.unit == "qpu_seconds"  # 0.5005 QPU-s > 0.5

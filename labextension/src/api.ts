@@ -32,6 +32,19 @@ export interface ITarget {
   running_job?: number | null;
   /** The scheduler's latest `queue` event, once its stream is followed. */
   queue?: IQueue;
+  /** The quotas charging my jobs (`GET /quotas`), as of the last probe. */
+  quotas?: IQuota[];
+}
+
+/** A budget of QPU-seconds or shots per period for me or my Slurm account (docs/policy.md). */
+export interface IQuota {
+  kind: 'user' | 'account';
+  subject: string;
+  unit: 'qpu_seconds' | 'shots';
+  budget: number;
+  period: string;
+  used: number;
+  resets_at: string;
 }
 
 /** A scheduler's queue as its `queue` event tells this user (other users' jobs: counts only). */

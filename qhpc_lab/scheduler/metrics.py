@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhpc_lab.qpu import DeviceState
+from qhpc_lab.scheduler import quotas
 from qhpc_lab.scheduler.policy import JOB_CLASSES
 from qhpc_lab.vocabulary import ACTIVE_STATUSES as ACTIVE
 from qhpc_lab.vocabulary import FINAL_STATUSES as FINAL
@@ -209,6 +210,9 @@ class Metrics:
             self._finished.labels(status)
         for reason in ERROR_REASONS:
             self._errors.labels(reason)
+        for kind in quotas.SUBJECT_KINDS:
+            for unit in quotas.UNITS:
+                self._quota_refusals.labels(kind, unit)
         self._last_chunk: tuple[int, str] | None = None
         self._request_children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
         self.dispatcher_stalled("stopped")

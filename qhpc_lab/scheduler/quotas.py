@@ -126,6 +126,17 @@ def cost(unit: str, shots: int, time_per_shot_s: float) -> float:
     return float(shots) if unit == "shots" else shots * time_per_shot_s
 
 
+def charged(
+    unit: str, shots: int, shots_done: int, qpu_seconds: float, active: bool, time_per_shot_s: float
+) -> float:
+    """What one job of the period is charged: while ``active`` (queued or running) what it
+    used plus the :func:`cost` of its shots left, once ended what it used. The store sums
+    this in SQL (``store._used``); a simulation sums it over its own jobs."""
+    if unit == "shots":
+        return float(shots if active else shots_done)
+    return qpu_seconds + (cost(unit, shots - shots_done, time_per_shot_s) if active else 0.0)
+
+
 def period_bounds(quota: Quota, now: float) -> tuple[float, float]:
     """The period of ``quota`` that holds ``now``: [start, resets_at) as Unix times."""
     seconds = _SECONDS_PERIOD.match(quota.period)

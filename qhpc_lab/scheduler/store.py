@@ -900,9 +900,8 @@ class QuotaAdmission:
 
 
 def _used(conn: sa.Connection, quota: Quota, now: float, time_per_shot_s: float) -> float:
-    """What jobs of the quota's subject submitted in its period holding ``now`` are charged
-    (docs/policy.md, "Quotas"): what ended jobs used, and what active ones used plus what their
-    shots left would cost."""
+    """What jobs of the quota's subject submitted in its period holding ``now`` are charged:
+    the sum of :func:`~qhpc_lab.scheduler.quotas.charged`, in SQL (docs/policy.md, "Quotas")."""
     start, end = quota_rules.period_bounds(quota, now)
     active = jobs.c.status.in_(ACTIVE_STATUSES)
     if quota.unit == "shots":

@@ -70,6 +70,9 @@ RUNNING_FIELDS = ("job_class", "mine", "job_id", "eta_s")
 DEVICE_RUNNING_FIELDS = ("job_class",)
 """``/device``'s running job, anyone's: its class, so that it is not counted as waiting."""
 
+QUOTA_FIELDS = ("kind", "subject", "unit", "budget", "period", "used", "resets_at")
+"""The caller's quotas (``GET /quotas``) as the sidebar shows them: use against budget."""
+
 URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s\"]+@", re.IGNORECASE)
 
 
@@ -173,6 +176,9 @@ class QPUService:
             with contextlib.suppress(ClientError, TimeoutError):
                 device = await asyncio.wait_for(target.request("GET", "/device"), PROBE_TIMEOUT_S)
                 view.update(device_view(device))
+            with contextlib.suppress(ClientError, TimeoutError):  # a server without quotas: none
+                mine = await asyncio.wait_for(target.request("GET", "/quotas"), PROBE_TIMEOUT_S)
+                view["quotas"] = [pick(q, QUOTA_FIELDS) for q in mine["quotas"]]
             queue = target.feed.latest("queue")
             if queue is not None:
                 view["queue"] = queue_view(queue.data)

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from qhpc_lab.scheduler.core import Scheduler, SchedulerError
 from qhpc_lab.scheduler.errors import ADMIN_BODY_ERRORS, error_responses
-from qhpc_lab.scheduler.quotas import Quota
+from qhpc_lab.scheduler.quotas import InvalidQuota, Quota
 from qhpc_lab.scheduler.routes.deps import Admin, SchedulerDep, User
 from qhpc_lab.scheduler.schemas import QuotaIn, QuotaKind, QuotasOut, QuotaSubject, QuotaUnit
 from qhpc_lab.scheduler.views import quotas_view
@@ -38,7 +38,11 @@ async def get_quotas(_who: Admin, sched: SchedulerDep) -> dict[str, Any]:
 @router.put("/admin/quotas", response_model=QuotasOut, tags=["admin"], responses=ADMIN_BODY_ERRORS)
 async def put_quota(body: QuotaIn, _who: Admin, sched: SchedulerDep) -> dict[str, Any]:
     """Set a quota (replacing the subject's one in the same unit); answers every quota."""
-    await sched.db(sched.store.set_quota, Quota(**body.model_dump()).checked())
+    try:
+        quota = Quota(**body.model_dump()).checked()
+    except InvalidQuota as err:
+        raise SchedulerError(422, str(err), err.setting) from None
+    await sched.db(sched.store.set_quota, quota)
     return await _uses(sched)
 
 
