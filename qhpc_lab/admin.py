@@ -13,6 +13,7 @@ import os
 import pwd
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 DEFAULT_URL = "http://127.0.0.1:8006"
 
@@ -66,6 +67,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     reservations.add_argument("--ended", action="store_true", help="ended ones too")
     unreserve = actions.add_parser("unreserve", help="cancel a reservation")
     unreserve.add_argument("reservation_id", type=int)
+    quota = actions.add_parser("quota", help="budgets per user or Slurm account (docs/policy.md)")
+    quota_actions = quota.add_subparsers(dest="quota_action", required=True)
+    quota_set = quota_actions.add_parser("set", help="set (or replace) a quota")
+    quota_rm = quota_actions.add_parser("rm", help="remove a quota")
+    for parser in (quota_set, quota_rm):
+        parser.add_argument("kind", choices=("user", "account"))
+        parser.add_argument("subject", help="a login name or uid, or a Slurm account")
+        parser.add_argument("unit", choices=("qpu_seconds", "shots"))
+    quota_set.add_argument("budget", type=float)
+    quota_set.add_argument(
+        "--period", default="month", help="day, week, month (UTC) or <N>s (default month)"
+    )
+    quota_actions.add_parser("list", help="every quota and its use this period")
     admin.set_defaults(run=run)
 
 
@@ -80,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             return call(_watch(target))
         request = _request(args)
         answer = call(target.request(*request[:2], **request[2]))
+        if args.action == "accounting":  # use against budget, below the usage
+            answer["quotas"] = call(target.request("GET", "/admin/quotas"))["quotas"]
     except ClientError as err:
         print(f"qhpc admin: {err}")
         return 1
@@ -173,11 +189,39 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
         return "GET", "/admin/reservations", {"params": {"ended": args.ended}}
     if args.action == "unreserve":
         return "DELETE", f"/admin/reservations/{args.reservation_id}", {}
+    if args.action == "quota":
+        return _quota_request(args)
     params = {"by": args.by}
     for bound in ("since", "until"):
         if getattr(args, bound):
             params[bound] = _timestamp(getattr(args, bound))
     return "GET", "/admin/accounting", {"params": params}
+
+
+def _quota_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    if args.quota_action == "list":
+        return "GET", "/admin/quotas", {}
+    subject = _user_id(args.subject) if args.kind == "user" else args.subject
+    if args.quota_action == "rm":
+        return "DELETE", f"/admin/quotas/{args.kind}/{quote(subject, safe='')}/{args.unit}", {}
+    body = {
+        "kind": args.kind,
+        "subject": subject,
+        "unit": args.unit,
+        "budget": args.budget,
+        "period": args.period,
+    }
+    return "PUT", "/admin/quotas", {"json": body}
+
+
+def _user_id(name: str) -> str:
+    """A login name as its uid (quotas, like jobs, name users by uid); a uid as it is."""
+    if name.isdigit():
+        return name
+    try:
+        return str(pwd.getpwnam(name).pw_uid)
+    except KeyError:
+        raise ValueError(f"no user {name!r} on this host: give the uid") from None
 
 
 def _policy_changes(pairs: list[str]) -> dict[str, Any]:
@@ -242,10 +286,14 @@ def _render(action: str, answer: Any) -> str:
                 f"{row['qpu_seconds']:>10.2f} {row['mean_wait_s'] or 0:>12.2f} "
                 f"{row['max_wait_s'] or 0:>11.2f}"
             )
+        if answer.get("quotas"):
+            lines += ["", _quotas_table(answer["quotas"])]
         return "\n".join(lines)
     if action in ("reserve", "reservations", "unreserve"):
         rows = answer if isinstance(answer, list) else [answer]
         return "\n".join(_reservation_line(r) for r in rows) or "no reservations"
+    if action == "quota":
+        return _quotas_table(answer["quotas"]) if answer["quotas"] else "no quotas"
     if action == "jobs":
         if not answer:
             return "no jobs"
@@ -269,6 +317,22 @@ def _reservation_line(row: dict[str, Any]) -> str:
     window = f"{start} to {end}"
     now = " (now)" if row["active"] else ""
     return f"{row['id']:>5} {row['owner_kind']} {owner}: {window}{now}"
+
+
+def _quotas_table(quotas: list[dict[str, Any]]) -> str:
+    """Use against budget, one line per quota."""
+    lines = [
+        f"{'quota':>20} {'unit':>11} {'used':>12} {'budget':>12} {'used %':>7} {'period':>7} "
+        "resets at"
+    ]
+    for q in quotas:
+        subject = _user_name(q["subject"]) if q["kind"] == "user" else q["subject"]
+        share = 100 * q["used"] / q["budget"] if q["budget"] else 100.0
+        lines.append(
+            f"{q['kind'] + ' ' + subject:>20} {q['unit']:>11} {q['used']:>12.1f} "
+            f"{q['budget']:>12.1f} {share:>6.1f}% {q['period']:>7} {q['resets_at']}"
+        )
+    return "\n".join(lines)
 
 
 def _user_name(uid: str | None) -> str:

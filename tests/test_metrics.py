@@ -26,6 +26,7 @@ from tests.conftest import Clients, development_overtakes_production
 FAMILIES = {
     "qhpc_submissions": "counter",
     "qhpc_rejected_submissions": "counter",
+    "qhpc_quota_refusals": "counter",
     "qhpc_jobs_finished": "counter",
     "qhpc_job_errors": "counter",
     "qhpc_job_wait_seconds": "histogram",
@@ -63,6 +64,8 @@ BOUNDED_LABELS = {
     "method",
     "route",
     "code",
+    "kind",  # a quota's subject kind (user, account), never the subject itself
+    "unit",
     "le",
 }
 

@@ -138,6 +138,12 @@ def test_targets_show_state_calibration_and_queue(
     submit(server, session_id, 100, job_class="test")
     depth = get_json(run, jp_fetch, "targets")["targets"][0]["queue_depth"]
     assert depth["production"] + depth["test"] >= 1
+    assert qpu["quotas"] == []  # the user's use against their quotas: none set yet
+    quota = {"kind": "user", "subject": USER, "unit": "shots", "budget": 100_000}
+    headers = auth_header(ADMIN, admin=True)
+    httpx.put(f"{server.url}/admin/quotas", json=quota, headers=headers).raise_for_status()
+    (shown,) = get_json(run, jp_fetch, "targets")["targets"][0]["quotas"]
+    assert shown["used"] == 10_100 and shown["budget"] == 100_000 and shown["period"] == "month"
 
 
 def test_jobs_have_position_eta_and_can_be_canceled(

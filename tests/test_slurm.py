@@ -454,7 +454,9 @@ def _counts(output: str) -> dict[str, int]:
 
 
 def test_sbatch_job_runs_on_the_qpu(site: Site, report: Callable[[str], None]) -> None:
-    job_id, output = site.sbatch(site.alice, "-L", "qpu:1", command=site.python_job())
+    job_id, output = site.sbatch(
+        site.alice, "-L", "qpu:1", "--account", "physics", command=site.python_job()
+    )
     assert site.wait_job(job_id) == "COMPLETED", output.read_text()
     text = output.read_text()
     assert "target qpu" in text and EMULATOR_ANNOUNCED not in text, text
@@ -463,6 +465,7 @@ def test_sbatch_job_runs_on_the_qpu(site: Site, report: Callable[[str], None]) -
     assert (qpu_job["status"], qpu_job["user_id"]) == ("DONE", str(site.alice.uid))
     session = site.revoked_session(job_id)
     assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
+    assert session["slurm_account"] == "physics"  # the Slurm account, which account quotas charge
     assert session["revoke_reason"] == REVOKE_REASON
     assert not site.session_file(job_id).exists()
     report("sbatch -L qpu:1: Pulser sequence on the QPU, session opened and revoked")

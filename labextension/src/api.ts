@@ -37,6 +37,19 @@ export interface ITarget {
   next_reservation?: IReservation | null;
   /** The scheduler's latest `queue` event, once its stream is followed. */
   queue?: IQueue;
+  /** The quotas charging my jobs (`GET /quotas`), as of the last probe. */
+  quotas?: IQuota[];
+}
+
+/** A budget of QPU-seconds or shots per period for me or my Slurm account (docs/policy.md). */
+export interface IQuota {
+  kind: 'user' | 'account';
+  subject: string;
+  unit: 'qpu_seconds' | 'shots';
+  budget: number;
+  period: string;
+  used: number;
+  resets_at: string;
 }
 
 /** The whole QPU kept for a user, a Slurm account or a Slurm job between two times. */

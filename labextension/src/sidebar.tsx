@@ -4,7 +4,7 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { IJob, IQueue, IReservation, ITarget } from './api';
+import { IJob, IQueue, IQuota, IReservation, ITarget } from './api';
 import { clockTime, duration } from './format.js';
 import { IReceived, QpuModel, elapsed, isFinal } from './model';
 import { qpuIcon } from './icon';
@@ -148,6 +148,33 @@ function QueueDepth(props: { queue?: IQueue; target: ITarget }): JSX.Element | n
  * answers; a kernel that finds it unreachable runs them on its local emulator instead (one
  * that already sent work there refuses new work until it is back).
  */
+/** One line per quota charging my jobs: use against budget, and when it resets. */
+function Quotas(props: { quotas?: IQuota[] }): JSX.Element | null {
+  if (!props.quotas || props.quotas.length === 0) {
+    return null;
+  }
+  const amount = (n: number): string => String(Math.round(n * 10) / 10);
+  return (
+    <>
+      {props.quotas.map(q => {
+        const whose = q.kind === 'user' ? 'My quota' : `Account ${q.subject}`;
+        const unit = q.unit === 'shots' ? 'shots' : 'QPU-s';
+        const period = /^\d+s$/.test(q.period) ? `${q.period.slice(0, -1)} s` : q.period;
+        return (
+          <div
+            key={`${q.kind}:${q.subject}:${q.unit}`}
+            className="qhpc-row qhpc-quota"
+            data-spent={q.used >= q.budget}
+            title={`resets at ${q.resets_at}`}
+          >
+            {whose}: {amount(q.used)} of {amount(q.budget)} {unit} this {period}
+          </div>
+        );
+      })}
+    </>
+  );
+}
+
 function DefaultBadge(props: { reachable: boolean }): JSX.Element {
   return props.reachable ? (
     <span className="qhpc-default" data-reachable="true" title="Cells without --target run here">
@@ -198,6 +225,7 @@ function TargetCard(props: {
           <Reservation reservation={t.next_reservation} />
           <QueueDepth queue={props.queue} target={t} />
           {t.draining && <div className="qhpc-note">Draining: queued jobs wait.</div>}
+          <Quotas quotas={t.quotas} />
         </>
       ) : null}
       {(t.message || (retry !== null && retry !== undefined)) && (

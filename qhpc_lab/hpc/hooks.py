@@ -233,8 +233,9 @@ def open_session(
     reason: str,
     account: str | None = None,
 ) -> JobRecord:
-    """The job-start step: a session of ``slots`` for ``uid`` (charged to ``account``, which
-    reservations can be for), recorded for the job-end hook.
+    """The job-start step: a session of ``slots`` for ``uid`` (charged to the job's Slurm
+    ``account``, which reservations can be for and account quotas budget), recorded for the
+    job-end hook.
 
     A scheduler that refuses or does not answer leaves a record with ``error`` (the job still
     runs, on the emulator). ``reason`` is what earlier failed revocations are retried with.

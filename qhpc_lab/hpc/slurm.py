@@ -176,9 +176,16 @@ def prolog(config: HookConfig, environ: Mapping[str, str]) -> JobRecord | None:
     if not slots:
         log.info("uid %d holds no %s licence or GRES: no QPU session", uid, config.licence)
         return None
-    account = environ.get("SLURM_JOB_ACCOUNT") or None
-    limit = time_limit_s(details)
-    record = open_session(config, job_id, uid, slots, limit, REVOKE_REASON, account)
+    account = _field(details, "Account")
+    record = open_session(
+        config,
+        job_id,
+        uid,
+        slots,
+        time_limit_s(details),
+        REVOKE_REASON,
+        None if account == "(null)" else account,
+    )
     write_record(user_file(config, job_id), record, uid, gid)
     return record
 

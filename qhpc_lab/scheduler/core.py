@@ -47,11 +47,13 @@ from qhpc_lab.scheduler.journal import Journal, Listener
 from qhpc_lab.scheduler.leadership import Leadership, LostLeadership
 from qhpc_lab.scheduler.logs import job_fields
 from qhpc_lab.scheduler.metrics import Metrics
+from qhpc_lab.scheduler.quotas import QuotaExceeded
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.reservations import Reservation, next_reservation
 from qhpc_lab.scheduler.store import (
     DuplicateJob,
     JobRow,
+    QuotaAdmission,
     ReservationOverlap,
     ReservationRow,
     SessionRow,
@@ -102,11 +104,14 @@ class SchedulerError(Exception):
         message: str,
         rule: str | None = None,
         retry_after: float | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.rule = rule
         self.retry_after = retry_after
+        self.fields = fields or {}
+        """What the error document has beside ``detail`` and ``rule`` (a quota's numbers)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -825,6 +830,9 @@ class Scheduler:
             try:
                 row = await self.db(
                     self.store.add_job,
+                    QuotaAdmission(
+                        session.slurm_account if session else None, profile.time_per_shot_s
+                    ),
                     session_id=session.id if session else None,
                     user_id=owner,
                     slurm_job_id=session.slurm_job_id if session else None,
@@ -843,6 +851,11 @@ class Scheduler:
                 )
             except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
                 return duplicate.job
+            except QuotaExceeded as exceeded:
+                refused = exceeded.refusal
+                self.metrics.quota_refused(refused.quota.kind, refused.quota.unit)
+                fields = {**refused.fields(), "resets_at": iso_time(refused.resets_at)}
+                raise SchedulerError(403, refused.message, "quota", fields=fields) from None
             traced.accepted(row)
         if session is not None:
             await self._session_used(session)

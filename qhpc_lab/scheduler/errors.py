@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +34,19 @@ class ErrorOut(BaseModel):
         description="The rule or setting that refused it (e.g. max_payload_bytes, session, "
         "request); null for routing errors (unknown path or method)."
     )
+
+
+class QuotaRefusalOut(ErrorOut):
+    """A 403: with rule ``quota``, the quota's numbers beside the message (docs/policy.md)."""
+
+    kind: Literal["user", "account"] | None = Field(None, description="Whom the quota budgets.")
+    subject: str | None = Field(None, description="The user id or Slurm account.")
+    unit: Literal["qpu_seconds", "shots"] | None = None
+    period: str | None = None
+    budget: float | None = None
+    used: float | None = Field(None, description="Charged in this period before this job.")
+    requested: float | None = Field(None, description="What this job would be charged.")
+    resets_at: str | None = Field(None, description="When the period ends (RFC 3339, UTC).")
 
 
 _MEANINGS = {
@@ -76,14 +89,28 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 ADMIN_BODY_ERRORS = error_responses(400, 401, 403, 408, 413, 422)
 """What an administrator's route that takes a body may answer."""
+SUBMIT_ERRORS = {
+    **error_responses(400, 401, 403, 408, 413, 422, 429),
+    403: {
+        "model": QuotaRefusalOut,
+        "description": f"{_MEANINGS[403]} Rule quota: the job would exceed a quota.",
+    },
+}
+"""What ``POST /jobs`` may answer: a quota's refusal is a 403 with its numbers."""
 
 
 def error_response(
-    status: int, detail: str, rule: str | None, headers: Mapping[str, str] | None = None
+    status: int,
+    detail: str,
+    rule: str | None,
+    headers: Mapping[str, str] | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    """The error document; text that is not valid Unicode (echoed input) is escaped."""
+    """The error document (and a refusal's ``fields``); text that is not valid Unicode
+    (echoed input) is escaped."""
     safe = detail.encode("utf-8", "backslashreplace").decode("utf-8")
-    return JSONResponse({"detail": safe, "rule": rule}, status_code=status, headers=headers)
+    body = {**(fields or {}), "detail": safe, "rule": rule}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handling(app: FastAPI) -> None:
@@ -96,7 +123,7 @@ def install_error_handling(app: FastAPI) -> None:
 
 
 async def _scheduler_error(_request: Request, err: SchedulerError) -> JSONResponse:
-    return error_response(err.status, str(err), err.rule, _retry_after(err.retry_after))
+    return error_response(err.status, str(err), err.rule, _retry_after(err.retry_after), err.fields)
 
 
 async def _auth_error(_request: Request, err: AuthError) -> JSONResponse:

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhpc_lab.qpu import DeviceState
+from qhpc_lab.scheduler import quotas
 from qhpc_lab.scheduler.policy import JOB_CLASSES
 from qhpc_lab.vocabulary import ACTIVE_STATUSES as ACTIVE
 from qhpc_lab.vocabulary import FINAL_STATUSES as FINAL
@@ -98,6 +99,12 @@ class Metrics:
         )
         self._rejected = Counter(
             "qhpc_rejected_submissions_total", "Refused job submissions.", registry=r
+        )
+        self._quota_refusals = Counter(
+            "qhpc_quota_refusals_total",
+            "Submissions refused by a quota, by its subject kind and unit.",
+            ["kind", "unit"],
+            registry=r,
         )
         self._finished = Counter(
             "qhpc_jobs_finished_total", "Jobs reaching a final state.", ["status"], registry=r
@@ -215,6 +222,9 @@ class Metrics:
             self._finished.labels(status)
         for reason in ERROR_REASONS:
             self._errors.labels(reason)
+        for kind in quotas.SUBJECT_KINDS:
+            for unit in quotas.UNITS:
+                self._quota_refusals.labels(kind, unit)
         self._last_chunk: tuple[int, str] | None = None
         self._request_children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
         self.dispatcher_stalled("stopped")
@@ -226,6 +236,11 @@ class Metrics:
 
     def rejected(self) -> None:
         self._rejected.inc()
+
+    def quota_refused(self, kind: str, unit: str) -> None:
+        """A submission a quota refused (counted in rejected too)."""
+        self._rejected.inc()
+        self._quota_refusals.labels(kind, unit).inc()
 
     def job_finished(self, status: str, reason: str | None = None) -> None:
         """A job reached ``status`` (DONE, ERROR, CANCELED); an ERROR says why (ERROR_REASONS)."""

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from qhpc_lab.scheduler.policy import MAX_SECONDS, PolicyConfig
+from qhpc_lab.scheduler.quotas import MAX_BUDGET, PERIOD_PATTERN
 from qhpc_lab.scheduler.reservations import OWNER_KINDS
 from qhpc_lab.scheduler.timeline import HOLDS
 
@@ -89,7 +90,9 @@ class SessionIn(BaseModel):
         1, ge=1, le=MAX_QPU_SLOTS, description="QPU share of the Slurm job (qpu:N)."
     )
     slurm_account: Identifier | None = Field(
-        None, description="The Slurm job's account: reservations can be for it."
+        None,
+        description="The Slurm job's account: reservations can be for it, its account quotas "
+        "apply to the session.",
     )
 
 
@@ -501,3 +504,42 @@ class AccountingOut(BaseModel):
     until: float | None
     by: Literal["user", "slurm_job"]
     rows: list[AccountingRow]
+
+
+QuotaKind = Literal["user", "account"]
+QuotaUnit = Literal["qpu_seconds", "shots"]
+QuotaSubject = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
+
+
+class QuotaIn(BaseModel):
+    """A budget per period for one user or Slurm account (docs/policy.md, "Quotas")."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: QuotaKind
+    subject: QuotaSubject = Field(description="The user id (uid) or Slurm account.")
+    unit: QuotaUnit
+    budget: float = Field(ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    period: str = Field(
+        "month",
+        pattern=PERIOD_PATTERN,
+        description="day, week or month (UTC calendar), or <N>s: N seconds from the Unix epoch.",
+    )
+
+
+class QuotaOut(BaseModel):
+    kind: QuotaKind
+    subject: str
+    unit: QuotaUnit
+    budget: float
+    period: str
+    used: float = Field(
+        description="Charged in this period: what ended jobs used, what active ones used plus "
+        "what their shots left would cost."
+    )
+    remaining: float
+    period_start: str
+    resets_at: str
+
+
+class QuotasOut(BaseModel):
+    quotas: list[QuotaOut]

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from qhpc_lab.qpu import Calibration
+from qhpc_lab.scheduler import quotas as quota_rules
+from qhpc_lab.scheduler.quotas import Quota, QuotaExceeded
 from qhpc_lab.vocabulary import ACTIVE_STATUSES
 
 POOL_SIZE = 4
@@ -92,6 +94,17 @@ reservations = sa.Table(
     sa.Column("created_by", sa.String(64)),
 )
 """The operator's QPU reservations (docs/policy.md rule 8); a canceled one is deleted."""
+
+quotas = sa.Table(
+    "quotas",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("unit", sa.String(16), primary_key=True),
+    sa.Column("budget", sa.Float, nullable=False),
+    sa.Column("period", sa.String(16), nullable=False),
+)
+"""The operator's budgets (qhpc_lab.scheduler.quotas); at most one per subject and unit."""
 
 facts = sa.Table(
     "device_facts",
@@ -257,7 +270,8 @@ class SessionRow:
     expires_at: float | None = None
     """Warden's maximum-lifetime deadline: revoked after it, its queued jobs canceled."""
     slurm_account: str | None = None
-    """The Slurm job's account, when the prolog says it: who a reservation can be for."""
+    """The Slurm job's account, when the prolog says it: who a reservation can be for and
+    what account quotas budget."""
 
     @property
     def active(self) -> bool:
@@ -570,9 +584,11 @@ class Store:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def add_job(self, **values: Any) -> JobRow:
+    def add_job(self, admission: QuotaAdmission | None = None, **values: Any) -> JobRow:
         """Queue a job. One that reuses its user's ``idempotency_key`` raises
-        :class:`DuplicateJob` with the first job (a retried submission runs once)."""
+        :class:`DuplicateJob` with the first job (a retried submission runs once). With
+        ``admission``, the quotas of its user and account are checked in the same transaction
+        (QuotaExceeded when one refuses it)."""
         values = dict(values)
         values.setdefault("created_at", self.clock())
         values.setdefault("single_calibration", False)
@@ -580,6 +596,8 @@ class Store:
         values["variables"] = json.dumps(values.get("variables") or {})
         try:
             with self._write() as conn:
+                if admission is not None:
+                    self._admit(conn, admission, values["user_id"], values["shots"], values)
                 row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
                 self._changed(conn, row)
         except sa.exc.IntegrityError:
@@ -590,13 +608,48 @@ class Store:
             raise DuplicateJob(first) from None
         return JobRow.from_row(row)
 
+    def _admit(
+        self,
+        conn: sa.Connection,
+        admission: QuotaAdmission,
+        user_id: str,
+        shots: int,
+        values: dict[str, Any],
+    ) -> None:
+        """Refuse the job (QuotaExceeded) when it does not fit a quota of its user or account.
+        The quotas' rows are locked first (PostgreSQL: FOR UPDATE; SQLite has one writer), so
+        concurrent submissions under one quota are checked one after the other."""
+        key = values.get("idempotency_key")
+        if key is not None and self._find_job_by_key(conn, user_id, key) is not None:
+            return  # a retry: the insert's unique key answers it with the first job
+        subjects = [("user", user_id)]
+        if admission.account is not None:
+            subjects.append(("account", admission.account))
+        applies = [sa.and_(quotas.c.kind == k, quotas.c.subject == v) for k, v in subjects]
+        query = (
+            sa.select(quotas)
+            .where(sa.or_(*applies))
+            .order_by(quotas.c.kind, quotas.c.unit)
+            .with_for_update()
+        )
+        now = values["created_at"]
+        for row in conn.execute(query).all():
+            quota = Quota(**row._mapping)
+            used = _used(conn, quota, now, admission.time_per_shot_s)
+            requested = quota_rules.cost(quota.unit, shots, admission.time_per_shot_s)
+            refused = quota_rules.refusal(quota, used, requested, now)
+            if refused is not None:
+                raise QuotaExceeded(refused)
+
     def find_job_by_key(self, user_id: str, idempotency_key: str) -> JobRow | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(jobs).where(
-                    jobs.c.user_id == user_id, jobs.c.idempotency_key == idempotency_key
-                )
-            ).first()
+            return self._find_job_by_key(conn, user_id, idempotency_key)
+
+    @staticmethod
+    def _find_job_by_key(conn: sa.Connection, user_id: str, key: str) -> JobRow | None:
+        row = conn.execute(
+            sa.select(jobs).where(jobs.c.user_id == user_id, jobs.c.idempotency_key == key)
+        ).first()
         return JobRow.from_row(row) if row else None
 
     def get_job(self, job_id: int) -> JobRow | None:
@@ -891,6 +944,59 @@ class Store:
             total = conn.execute(count).scalar_one()
             return total, [dict(r._mapping) for r in conn.execute(page)]
 
+    # -- quotas ---------------------------------------------------------------------------
+
+    def set_quota(self, quota: Quota) -> None:
+        """Add a quota, or replace the one of the same subject and unit."""
+        with self._write() as conn:
+            key = (quotas.c.kind == quota.kind, quotas.c.subject == quota.subject)
+            conn.execute(quotas.delete().where(*key, quotas.c.unit == quota.unit))
+            conn.execute(quotas.insert().values(**asdict(quota)))
+
+    def delete_quota(self, kind: str, subject: str, unit: str) -> bool:
+        """Drop a quota; False when there was none."""
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    quotas.delete().where(
+                        quotas.c.kind == kind, quotas.c.subject == subject, quotas.c.unit == unit
+                    )
+                ).rowcount
+            )
+
+    def quota_uses(
+        self,
+        now: float,
+        time_per_shot_s: float,
+        user_id: str | None = None,
+        accounts: tuple[str, ...] = (),
+    ) -> list[tuple[Quota, float]]:
+        """Every quota (or, with ``user_id``, those of that user and of ``accounts``) and what
+        is charged against it in its period holding ``now``."""
+        query = sa.select(quotas).order_by(quotas.c.kind, quotas.c.subject, quotas.c.unit)
+        if user_id is not None:
+            mine = sa.and_(quotas.c.kind == "user", quotas.c.subject == user_id)
+            theirs = sa.and_(quotas.c.kind == "account", quotas.c.subject.in_(accounts))
+            query = query.where(sa.or_(mine, theirs))
+        with self.engine.connect() as conn:
+            found = [Quota(**row._mapping) for row in conn.execute(query)]
+            return [(quota, _used(conn, quota, now, time_per_shot_s)) for quota in found]
+
+    def accounts_of(self, user_id: str) -> tuple[str, ...]:
+        """The accounts of the user's open sessions (those whose quotas apply to their jobs)."""
+        query = (
+            sa.select(sessions.c.slurm_account)
+            .distinct()
+            .where(
+                sessions.c.user_id == user_id,
+                sessions.c.revoked_at.is_(None),
+                sessions.c.slurm_account.is_not(None),
+            )
+            .order_by(sessions.c.slurm_account)
+        )
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(query).scalars())
+
     # -- device facts ---------------------------------------------------------------------
 
     def get_fact(self, key: str) -> Any:
@@ -931,6 +1037,38 @@ class Store:
             return conn.execute(
                 seen_credentials.delete().where(seen_credentials.c.expires_at < now)
             ).rowcount
+
+
+@dataclass(frozen=True)
+class QuotaAdmission:
+    """What :meth:`Store.add_job` needs to check a job against its quotas."""
+
+    account: str | None
+    """The job's Slurm account (its session's), or None."""
+    time_per_shot_s: float
+    """The device's, for :func:`~qhpc_lab.scheduler.quotas.cost` in QPU-seconds."""
+
+
+def _used(conn: sa.Connection, quota: Quota, now: float, time_per_shot_s: float) -> float:
+    """What jobs of the quota's subject submitted in its period holding ``now`` are charged:
+    the sum of :func:`~qhpc_lab.scheduler.quotas.charged`, in SQL (docs/policy.md, "Quotas")."""
+    start, end = quota_rules.period_bounds(quota, now)
+    active = jobs.c.status.in_(ACTIVE_STATUSES)
+    if quota.unit == "shots":
+        charged = sa.case((active, jobs.c.shots), else_=jobs.c.shots_done)
+    else:
+        left = (jobs.c.shots - jobs.c.shots_done) * time_per_shot_s
+        charged = jobs.c.qpu_seconds + sa.case((active, left), else_=0.0)
+    if quota.kind == "user":
+        subject = jobs.c.user_id == quota.subject
+    else:
+        subject = jobs.c.session_id.in_(
+            sa.select(sessions.c.id).where(sessions.c.slurm_account == quota.subject)
+        )
+    query = sa.select(sa.func.coalesce(sa.func.sum(charged), 0)).where(
+        subject, jobs.c.created_at >= start, jobs.c.created_at < end
+    )
+    return float(conn.execute(query).scalar_one())
 
 
 def _job_totals() -> list[sa.Label[Any]]:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.scheduler.policy import PolicyConfig
+from qhpc_lab.scheduler.quotas import Quota, period_bounds
 from qhpc_lab.scheduler.store import AccountingQuery, JobRow, ReservationRow, SessionRow
 from qhpc_lab.scheduler.timeline import story
 
@@ -121,6 +122,23 @@ def session_view(session: SessionRow) -> dict[str, Any]:
         "expires_at": iso_time(session.expires_at),
         "slurm_account": session.slurm_account,
     }
+
+
+def quotas_view(uses: list[tuple[Quota, float]], now: float) -> dict[str, Any]:
+    """Quotas and their use in the period holding ``now`` (``QuotasOut``)."""
+    shown = []
+    for quota, used in uses:
+        start, resets_at = period_bounds(quota, now)
+        shown.append(
+            {
+                **dataclasses.asdict(quota),
+                "used": used,
+                "remaining": max(0.0, quota.budget - used),
+                "period_start": iso_time(start),
+                "resets_at": iso_time(resets_at),
+            }
+        )
+    return {"quotas": shown}
 
 
 def qpu_slots_view(scheduler: Scheduler) -> dict[str, int] | None:

@@ -73,6 +73,9 @@ DEVICE_RUNNING_FIELDS = ("job_class",)
 RESERVATION_FIELDS = ("owner_kind", "owner", "starts_at", "ends_at")
 """``/device``'s next reservation: whom the QPU is kept for and when (not who made it)."""
 
+QUOTA_FIELDS = ("kind", "subject", "unit", "budget", "period", "used", "resets_at")
+"""The caller's quotas (``GET /quotas``) as the sidebar shows them: use against budget."""
+
 URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s\"]+@", re.IGNORECASE)
 
 
@@ -182,6 +185,9 @@ class QPUService:
             with contextlib.suppress(ClientError, TimeoutError):
                 device = await asyncio.wait_for(target.request("GET", "/device"), PROBE_TIMEOUT_S)
                 view.update(device_view(device))
+            with contextlib.suppress(ClientError, TimeoutError):  # a server without quotas: none
+                mine = await asyncio.wait_for(target.request("GET", "/quotas"), PROBE_TIMEOUT_S)
+                view["quotas"] = [pick(q, QUOTA_FIELDS) for q in mine["quotas"]]
             queue = target.feed.latest("queue")
             if queue is not None:
                 view["queue"] = queue_view(queue.data)

@@ -8,6 +8,7 @@ from qhpc_lab.scheduler.routes import (
     events,
     health,
     jobs,
+    quotas,
     reservations,
     sessions,
     status,
@@ -24,6 +25,7 @@ ROUTERS = [
     accounting.router,
     admin.router,
     reservations.router,
+    quotas.router,
 ]
 
 __all__ = ["ROUTERS"]

@@ -11,7 +11,7 @@ from qhpc_lab import tracing
 from qhpc_lab.programs import Program, ProgramError
 from qhpc_lab.programs.cudaq import cudaq_to_pulser, is_cudaq_analog
 from qhpc_lab.scheduler.core import SchedulerError
-from qhpc_lab.scheduler.errors import error_responses
+from qhpc_lab.scheduler.errors import SUBMIT_ERRORS, error_responses
 from qhpc_lab.scheduler.routes.deps import SchedulerDep, User, WardenSession
 from qhpc_lab.scheduler.schemas import JobIn, JobOut, LogsOut, StatusFilter, TimelineOut
 from qhpc_lab.scheduler.store import JobRow
@@ -33,7 +33,7 @@ IdempotencyKey = Annotated[
     "/jobs",
     response_model=JobOut,
     tags=["warden"],
-    responses=error_responses(400, 401, 403, 408, 413, 422, 429),
+    responses=SUBMIT_ERRORS,
 )
 async def post_job(
     request: Request,
