@@ -160,7 +160,7 @@ def test_account_quota_spans_the_sessions_of_that_account(store: Store) -> None:
     bob = store.create_session("1001", "12", 1, now, slurm_account="physics")
     other = store.create_session("1002", "13", 1, now, slurm_account="chemistry")
     for session, shots in ((alice, 200), (bob, 300), (other, 400)):
-        admit = QuotaAdmission(session.account, TIME_PER_SHOT_S)
+        admit = QuotaAdmission(session.slurm_account, TIME_PER_SHOT_S)
         add(
             store,
             user=session.user_id,

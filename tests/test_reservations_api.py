@@ -83,12 +83,13 @@ def test_a_reserved_qpu_runs_its_owner_and_others_wait(
     the job's account, so its jobs run inside; another user's job waits until the reservation
     is canceled, or ends."""
     token, admin = make_token(SECRET, 0, admin=True), auth_header("0", admin=True)
-    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
+    details = "JobId={} Account=chem Licenses=qpu:1"
+    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: details.format(job_id))
     with daemon(tmp_path, "--auth", "munge,token") as server:
         me = str(os.getuid())
         hooks = HookConfig(scheduler_url=server.url, run_dir=str(tmp_path / "run"), log_file="")
         environ = {"SLURM_JOB_ID": "43", "SLURM_JOB_UID": me, "SLURM_JOB_GID": str(os.getgid())}
-        record = slurm.prolog(hooks, {**environ, "SLURM_JOB_ACCOUNT": "chem"})
+        record = slurm.prolog(hooks, environ)
         assert record is not None and record.session, record
         mine = httpx.get(f"{server.url}/sessions/{record.session}", headers=admin).json()
         assert mine["slurm_account"] == "chem", mine
