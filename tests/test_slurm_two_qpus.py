@@ -25,6 +25,7 @@ from tests.test_slurm import (
     Site,
     _add_user,
     _remove_user,
+    _say,
     dev_cluster,
 )
 
@@ -82,7 +83,9 @@ def two_qpu_site(munged: None, pytestconfig: pytest.Config) -> Iterator[Site]:
             _remove_user(cluster, user)
 
 
-def test_one_job_holds_two_qpus(two_qpu_site: Site) -> None:
+def test_one_job_holds_two_qpus(two_qpu_site: Site, pytestconfig: pytest.Config) -> None:
+    """sbatch -L qpu_a:1,qpu_b:1: a session on each QPU, both in the QRMI variables, the
+    program routed to one of them, both sessions revoked by the Epilog."""
     site = two_qpu_site
     cluster = site.cluster
     assert cluster.resources == ["qpu_a", "qpu_b"]
@@ -117,3 +120,4 @@ def test_one_job_holds_two_qpus(two_qpu_site: Site) -> None:
             jobs = view.qpu_jobs(job_id)
             assert len(jobs) == (1 if name == routed.group(1) else 0), jobs
         assert not (cluster.run_dir / name / f"job-{job_id}.json").exists()
+    _say(pytestconfig, f"\n  scenario [sbatch -L qpu_a:1,qpu_b:1]: routed {routed.group(2)}")

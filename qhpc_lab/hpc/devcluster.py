@@ -1,9 +1,10 @@
 """A single-node Slurm cluster on this machine, wired to qhpc-lab's hooks: ``qhpc dev-cluster``.
 
-It starts munged (unless one answers already), a scheduler daemon with MUNGE auth, slurmctld
-and slurmd (Debian's Slurm 22.05) without systemd. Every daemon it starts has a pid file under
-``{dir}/run``, and ``stop`` stops exactly those, so a munged or a Slurm that was there before
-is left alone. Tests and developers use the same cluster (tests/test_slurm.py).
+It starts munged (unless one answers already), a scheduler daemon with MUNGE auth (Slurm:
+one per QPU, ``qpus`` 1 or 2), slurmctld and slurmd (Debian's Slurm 22.05) without systemd.
+Every daemon it starts has a pid file under ``{dir}/run``, and ``stop`` stops exactly those, so
+a munged or a Slurm that was there before is left alone. Tests and developers use the same
+cluster (tests/test_slurm.py, tests/test_slurm_two_qpus.py).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ exactly as QRMI's SPANK plugin would, so the kernel finds the QPU either way.
 Epilog (root, at job end or scancel): revoke the session (the scheduler cancels its queued jobs
 with the reason "Slurm job ended") and remove both files.
 
+Several QPUs (``[[qpus]]`` in the settings, HookConfig.qpu_configs): each hook does the above
+for every QPU whose licence the job holds, and the TaskProlog exports them all in one run.
+
 A hook never fails a job or drains a node: each error is one log line, the exit status is 0,
 requests have short timeouts and the whole hook a hard deadline. A job whose Prolog could not
 reach the scheduler still runs; its TaskProlog says why, and the client uses the emulator.
