@@ -129,6 +129,8 @@ def _dev_cluster(args: argparse.Namespace) -> int:
             for name in (
                 "slots",
                 "device",
+                "qpus",
+                "device_b",
                 "scheduler_port",
                 "slurmctld_port",
                 "slurmd_port",
@@ -141,15 +143,22 @@ def _dev_cluster(args: argparse.Namespace) -> int:
                     setattr(cluster, name, getattr(args, name))
             cluster.start()
             if isinstance(cluster, DevCluster):
+                devices = (cluster.device, cluster.device_b)
+                qpus = "".join(
+                    f"\n  {name:<10} {url} (MUNGE auth, device {device}), licence and GRES "
+                    f"{name}:{cluster.slots}"
+                    for (name, url), device in zip(
+                        cluster.scheduler_urls.items(), devices, strict=False
+                    )
+                )
+                licences = ",".join(f"{name}:1" for name in cluster.resources)
                 print(
-                    f"qhpc dev-cluster: running in {cluster.directory}"
-                    f"\n  scheduler  {cluster.scheduler_url} (MUNGE auth, device {cluster.device})"
-                    f"\n  slurm      node {cluster.node} {cluster.node_state()}, licence and GRES "
-                    f"{cluster.licence}:{cluster.slots}"
+                    f"qhpc dev-cluster: running in {cluster.directory}{qpus}"
+                    f"\n  slurm      node {cluster.node} {cluster.node_state()}"
                     f"\n  hooks log  {cluster.hooks_log}"
                     f"\n  job python {cluster.python}"
                     f"\nexport SLURM_CONF={cluster.conf}"
-                    f"\nsbatch -L {cluster.licence}:1 --wrap '{cluster.python} my_qpu_script.py'"
+                    f"\nsbatch -L {licences} --wrap '{cluster.python} my_qpu_script.py'"
                 )
             else:
                 exports = "".join(f"\nexport {k}={v}" for k, v in cluster.environ.items())
@@ -356,6 +365,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             parser_action.add_argument("--slots", type=int, help="QPU slots (4)")
             parser_action.add_argument("--device", help="emulated QPU profile (test)")
+            parser_action.add_argument(
+                "--qpus",
+                type=int,
+                choices=(1, 2),
+                help="Slurm: 2 starts QPUs qpu_a and qpu_b, a scheduler and licence each (1)",
+            )
+            parser_action.add_argument("--device-b", help="the second QPU's profile (demo)")
             parser_action.add_argument("--scheduler-port", type=int, help="8016, 8017 for GE")
             parser_action.add_argument("--slurmctld-port", type=int, help="6817")
             parser_action.add_argument("--slurmd-port", type=int, help="6818")

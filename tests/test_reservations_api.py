@@ -89,7 +89,7 @@ def test_a_reserved_qpu_runs_its_owner_and_others_wait(
         me = str(os.getuid())
         hooks = HookConfig(scheduler_url=server.url, run_dir=str(tmp_path / "run"), log_file="")
         environ = {"SLURM_JOB_ID": "43", "SLURM_JOB_UID": me, "SLURM_JOB_GID": str(os.getgid())}
-        record = slurm.prolog(hooks, environ)
+        [record] = slurm.prolog(hooks, environ)
         assert record is not None and record.session, record
         mine = httpx.get(f"{server.url}/sessions/{record.session}", headers=admin).json()
         assert mine["slurm_account"] == "chem", mine

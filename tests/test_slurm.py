@@ -161,6 +161,64 @@ def test_task_lines_drop_an_enclosing_jobs_session() -> None:
     )
 
 
+TWO_QPUS = """\
+run_dir = "{run_dir}"
+log_file = ""
+
+[[qpus]]
+resource = "qpu_a"
+licence = "qpu_a"
+scheduler_url = "http://qpu-a:8006"
+
+[[qpus]]
+resource = "qpu_b"
+licence = "qpu_b"
+scheduler_url = "http://qpu-b:8006"
+"""
+
+
+def test_two_qpus_in_one_configuration(tmp_path: Path) -> None:
+    """``[[qpus]]``: one configuration per QPU, records apart; the TaskProlog exports both
+    resources in one run, and only those the job holds."""
+    path = tmp_path / "slurm.toml"
+    path.write_text(TWO_QPUS.format(run_dir=tmp_path / "run"))
+    config = HookConfig.load(str(path), {})
+    qpu_a, qpu_b = config.qpu_configs()
+    assert (qpu_b.resource, qpu_b.licence, qpu_b.scheduler_url) == (
+        "qpu_b",
+        "qpu_b",
+        "http://qpu-b:8006",
+    )
+    assert slurm.user_file(qpu_a, "7") != slurm.user_file(qpu_b, "7")
+    details = SCONTROL.format(licences="qpu_a:1,qpu_b:2", gres="")
+    assert [qpu_slots(details, q.licence) for q in (qpu_a, qpu_b)] == [1, 2]
+    env = {"SLURM_JOB_ID": "7", "SLURM_JOB_UID": "1001"}
+    records = [
+        JobRecord("7", 1001, "qpu_a", qpu_a.scheduler_url, 1, 600, session="s-a"),
+        JobRecord("7", 1001, "qpu_b", qpu_b.scheduler_url, 2, 600, session="s-b"),
+    ]
+    lines = task_lines(config, env, records)
+    for line in (
+        "export QRMI_JOB_QPU_RESOURCES=qpu_a,qpu_b",
+        "export QRMI_JOB_QPU_TYPES=pasqal-local,pasqal-local",
+        "export SLURM_JOB_QPU_RESOURCES=qpu_a,qpu_b",
+        "export qpu_a_QRMI_WARDEN_URL=http://qpu-a:8006",
+        "export qpu_a_QRMI_JOB_ACQUISITION_TOKEN=s-a",
+        "export qpu_b_QRMI_WARDEN_URL=http://qpu-b:8006",
+        "export qpu_b_QRMI_JOB_ACQUISITION_TOKEN=s-b",
+        "export QRMI_JOB_ID=7",
+    ):
+        assert line in lines, lines
+    assert len([x for x in lines if x.startswith("export QRMI_JOB_QPU_RESOURCES=")]) == 1
+    only_b = task_lines(config, env, [None, records[1]])
+    assert "export QRMI_JOB_QPU_RESOURCES=qpu_b" in only_b
+    assert not any("qpu_a" in line for line in only_b), only_b
+    with pytest.raises(ValueError, match="its own resource and licence"):
+        HookConfig(qpus=({"resource": "qpu_a", "licence": "a"}, {"resource": "qpu_a"}))
+    with pytest.raises(ValueError, match="settings file only"):
+        HookConfig.load(str(path), {"QHPC_SLURM_QPUS": "qpu_a"})
+
+
 def test_epilog_removes_the_files_of_a_job_without_a_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,8 +230,8 @@ def test_epilog_removes_the_files_of_a_job_without_a_session(
     monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
     uid, gid = str(os.getuid()), str(os.getgid())
     environ = {"SLURM_JOB_ID": "41", "SLURM_JOB_UID": uid, "SLURM_JOB_GID": gid}
-    record = slurm.prolog(config, environ)
-    assert record is not None and record.session is None and record.error
+    [record] = slurm.prolog(config, environ)
+    assert record.session is None and record.error
     private = tmp_path / "run" / "private" / "job-41.json"
     assert slurm.user_file(config, "41").exists() and private.exists()
     slurm.epilog(config, environ)
@@ -325,15 +383,20 @@ def _say(config: pytest.Config, text: str) -> None:
 
 @contextlib.contextmanager
 def dev_cluster(
-    kind: type[ClusterT], what: str, config: pytest.Config, ports: tuple[str, ...]
+    kind: type[ClusterT],
+    what: str,
+    config: pytest.Config,
+    ports: tuple[str, ...],
+    **settings: Any,
 ) -> Iterator[ClusterT]:
-    """A ``kind`` of dev cluster with each of ``ports`` free, started in a fresh directory the
-    daemons and the job users can read; stopped afterwards, every daemon it started gone."""
+    """A ``kind`` of dev cluster with each of ``ports`` free and ``settings``, started in a
+    fresh directory the daemons and the job users can read; stopped afterwards, every daemon
+    it started gone."""
     if os.geteuid() != 0:
         pytest.fail(f"the {what} tests need root (its daemons, useradd): run them as root")
     directory = Path(tempfile.mkdtemp(prefix=f"qhpc-{what.lower().replace(' ', '')}-"))
     directory.chmod(0o755)
-    cluster = kind(directory, **{port: free_port() for port in ports})
+    cluster = kind(directory, **{port: free_port() for port in ports}, **settings)
     started = time.monotonic()
     try:
         cluster.start()
@@ -602,7 +665,8 @@ def test_epilog_retries_a_revocation_that_failed(
         return {"SLURM_JOB_ID": job, "SLURM_JOB_UID": uid, "SLURM_JOB_GID": uid}
 
     for job in jobs:
-        assert slurm.prolog(config, env(job)).session
+        [record] = slurm.prolog(config, env(job))
+        assert record.session
         assert slurm.user_file(config, job).stat().st_uid == site.alice.uid
     unreachable = dataclasses.replace(config, scheduler_url=f"http://127.0.0.1:{free_port()}")
     slurm.epilog(unreachable, env(jobs[0]))

@@ -1,9 +1,10 @@
 """A single-node Slurm cluster on this machine, wired to qhpc-lab's hooks: ``qhpc dev-cluster``.
 
-It starts munged (unless one answers already), a scheduler daemon with MUNGE auth, slurmctld
-and slurmd (Debian's Slurm 22.05) without systemd. Every daemon it starts has a pid file under
-``{dir}/run``, and ``stop`` stops exactly those, so a munged or a Slurm that was there before
-is left alone. Tests and developers use the same cluster (tests/test_slurm.py).
+It starts munged (unless one answers already), a scheduler daemon with MUNGE auth (Slurm:
+one per QPU, ``qpus`` 1 or 2), slurmctld and slurmd (Debian's Slurm 22.05) without systemd.
+Every daemon it starts has a pid file under ``{dir}/run``, and ``stop`` stops exactly those, so
+a munged or a Slurm that was there before is left alone. Tests and developers use the same
+cluster (tests/test_slurm.py, tests/test_slurm_two_qpus.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ NEEDED = {
 SERVICES = {
     "munged": "/usr/sbin/munged",
     "scheduler": "qhpc_lab.cli",
+    "scheduler_b": "qhpc_lab.cli",
     "slurmctld": "slurmctld",
     "slurmd": "slurmd",
 }
@@ -98,6 +100,11 @@ class _Cluster:
     def scheduler_url(self) -> str:
         return f"http://127.0.0.1:{self.scheduler_port}"
 
+    def _schedulers(self) -> list[tuple[str, int, str]]:
+        """The scheduler daemons to start: (service, port, device profile); state and log
+        are ``{dir}/{service}`` and ``{dir}/log/{service}.log``."""
+        return [("scheduler", self.scheduler_port, self.device)]
+
     @property
     def run_dir(self) -> Path:
         """The hooks' session files."""
@@ -136,11 +143,11 @@ class _Cluster:
         try:
             if not munge_answers():
                 self._start_munged()
-            scheduler = (
-                self._spawn_scheduler()
-            )  # its imports take a while: start the rest meanwhile
+            # their imports take a while: start the rest meanwhile
+            schedulers = [self._spawn_scheduler(*each) for each in self._schedulers()]
             self._start_daemons(scripts)
-            self._wait_scheduler(scheduler)
+            for (service, port, _), process in zip(self._schedulers(), schedulers, strict=True):
+                self._wait_scheduler(service, port, process)
         except BaseException:
             self.stop()
             raise
@@ -185,9 +192,10 @@ class _Cluster:
         self._pid_file("munged").write_text(MUNGE_PID.read_text())
         _wait(munge_answers, 15, "munged does not answer on its socket")
 
-    def _spawn_scheduler(self) -> subprocess.Popen[bytes]:
-        log = (self.directory / "log" / "scheduler.log").open("ab")
-        state = self.directory / "scheduler"
+    def _spawn_scheduler(self, service: str, port: int, device: str) -> subprocess.Popen[bytes]:
+        log = (self.directory / "log" / f"{service}.log").open("ab")
+        state = self.directory / service
+        state.mkdir(mode=0o700, exist_ok=True)
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -200,9 +208,9 @@ class _Cluster:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(self.scheduler_port),
+                str(port),
                 "--device",
-                self.device,
+                device,
                 "--db",
                 f"sqlite:///{state / 'scheduler.db'}",
             ],
@@ -213,22 +221,24 @@ class _Cluster:
             start_new_session=True,
         )
         log.close()
-        self._pid_file("scheduler").write_text(str(process.pid))
+        self._pid_file(service).write_text(str(process.pid))
         return process
 
-    def _wait_scheduler(self, process: subprocess.Popen[bytes]) -> None:
+    def _wait_scheduler(self, service: str, port: int, process: subprocess.Popen[bytes]) -> None:
+        log = f"{service}.log"
+
         def healthy() -> bool:
             import httpx
 
             if process.poll() is not None:
                 raise DevClusterError(
-                    f"the scheduler exited ({process.returncode}):\n{self._tail('scheduler.log')}"
+                    f"the {service} exited ({process.returncode}):\n{self._tail(log)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{self.scheduler_url}/health", timeout=1).status_code == 200
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
             return False
 
-        _wait(healthy, 120, "the scheduler does not answer", lambda: self._tail("scheduler.log"))
+        _wait(healthy, 120, f"the {service} does not answer", lambda: self._tail(log))
 
     def _tail(self, name: str, lines: int = 15) -> str:
         path = self.directory / "log" / name
@@ -267,6 +277,11 @@ class DevCluster(_Cluster):
     licence: str = "qpu"
     python: str = ""
     """A Python with qhpc_lab that every job user can run (set by ``start``)."""
+    qpus: int = 1
+    """1, or 2: QPUs ``{licence}_a`` and ``{licence}_b``, a licence, GRES and scheduler each
+    (the second on ``scheduler_port + 1``, profile ``device_b``)."""
+    device_b: str = "demo"
+    """The second QPU's emulated profile."""
 
     @classmethod
     def load(cls, directory: str | Path) -> DevCluster:
@@ -281,6 +296,30 @@ class DevCluster(_Cluster):
     @property
     def conf(self) -> Path:
         return self.directory / "etc" / "slurm.conf"
+
+    @property
+    def resources(self) -> list[str]:
+        """The QPUs' names: each is its QRMI resource, Slurm licence and GRES."""
+        if self.qpus not in (1, 2):
+            raise DevClusterError(f"--qpus {self.qpus}: the dev cluster runs 1 or 2 QPUs")
+        if self.qpus == 1:
+            return [self.licence]
+        return [f"{self.licence}_a", f"{self.licence}_b"]
+
+    def _schedulers(self) -> list[tuple[str, int, str]]:
+        services = zip(("scheduler", "scheduler_b"), (self.device, self.device_b), strict=True)
+        return [
+            (service, self.scheduler_port + i, device)
+            for i, (service, device) in enumerate(list(services)[: len(self.resources)])
+        ]
+
+    @property
+    def scheduler_urls(self) -> dict[str, str]:
+        """Each QPU's scheduler, by resource name."""
+        return {
+            name: f"http://127.0.0.1:{port}"
+            for name, (_, port, _) in zip(self.resources, self._schedulers(), strict=True)
+        }
 
     @property
     def hooks_config(self) -> Path:
@@ -300,7 +339,8 @@ class DevCluster(_Cluster):
     REQUIRES: ClassVar[tuple[dict[str, str], tuple[str, ...]]] = (NEEDED, PACKAGES)
 
     def _ports(self) -> tuple[int, ...]:
-        return (self.scheduler_port, self.slurmctld_port, self.slurmd_port)
+        schedulers = tuple(port for _, port, _ in self._schedulers())
+        return (*schedulers, self.slurmctld_port, self.slurmd_port)
 
     def _prepare(self) -> dict[str, Path]:
         self._layout()
@@ -329,17 +369,19 @@ class DevCluster(_Cluster):
         hooks = slurm.write_hook_scripts(
             self.directory / "hooks", self.python, str(self.hooks_config)
         )
+        qpus = [
+            f'scheduler_url = "{url}"\nresource = "{name}"\nlicence = "{name}"\n'
+            for name, url in self.scheduler_urls.items()
+        ]
         self.hooks_config.write_text(
             "# qhpc-lab Slurm hooks of the dev cluster (keys: qhpc_lab/hpc/slurm.py HookConfig)\n"
-            f'scheduler_url = "{self.scheduler_url}"\n'
-            f'resource = "{self.licence}"\n'
-            f'licence = "{self.licence}"\n'
             f'run_dir = "{self.run_dir}"\n'
             f'log_file = "{self.hooks_log}"\n'
+            + (qpus[0] if self.qpus == 1 else "".join(f"\n[[qpus]]\n{qpu}" for qpu in qpus))
         )
         self.conf.write_text(slurm_conf(self, hooks))
         (self.conf.parent / "gres.conf").write_text(
-            f"NodeName={self.node} Name={self.licence} Count={self.slots}\n"
+            "".join(f"NodeName={self.node} Name={n} Count={self.slots}\n" for n in self.resources)
         )
         self._save()
         return hooks
@@ -382,6 +424,7 @@ class DevCluster(_Cluster):
             "services": {s: self._pid(s) for s in self.SERVICES},
             "node": self.node_state(),
             "scheduler_url": self.scheduler_url,
+            "qpus": self.scheduler_urls,
             "slurm_conf": str(self.conf),
             "python": self.python,
         }
@@ -711,6 +754,7 @@ def slurm_conf(cluster: DevCluster, hooks: dict[str, Path]) -> str:
     """slurm.conf of the dev cluster: settings that work in a container, the licence, the hooks."""
     d = cluster.directory
     cpus = max(os.cpu_count() or 1, 4)
+    shares = ",".join(f"{name}:{cluster.slots}" for name in cluster.resources)
     return f"""\
 # Single-node Slurm 22.05 for qhpc-lab, written by `qhpc dev-cluster start`.
 ClusterName=qhpc-dev
@@ -740,16 +784,17 @@ MailProg=/bin/true
 # Jobs here mostly wait on the QPU: offer {cpus} CPUs whatever the machine has.
 SlurmdParameters=config_overrides
 
-# The QPU share: qpu:N is N slots, as a cluster-wide licence (-L qpu:1) or a GRES (--gres=qpu:1).
-Licenses={cluster.licence}:{cluster.slots}
-GresTypes={cluster.licence}
+# The QPU share: qpu:N is N slots, as a cluster-wide licence (-L qpu:1) or a GRES (--gres=qpu:1);
+# one licence and GRES per QPU.
+Licenses={shares}
+GresTypes={",".join(cluster.resources)}
 
 # qhpc-lab's hooks: the session opens at allocation (Alloc: for salloc too), every task gets
 # the QRMI variables, the session is revoked when the job ends.
 {slurm.configuration(hooks)}
 
 NodeName={cluster.node} NodeHostname=localhost CPUs={cpus} \
-Gres={cluster.licence}:{cluster.slots} State=UNKNOWN
+Gres={shares} State=UNKNOWN
 PartitionName=debug Nodes={cluster.node} Default=YES MaxTime=INFINITE State=UP
 """
 

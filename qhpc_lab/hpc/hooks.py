@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -340,6 +340,33 @@ def job_environment(
     else:
         stale = (*list_variables, "QRMI_JOB_UID", "QRMI_JOB_ID")
         change.unset += [var for var in stale if var in environ]
+    return change
+
+
+def qpus_environment(
+    qpus: Sequence[tuple[HookSettings, JobRecord | None]],
+    environ: Mapping[str, str],
+    job_id: str,
+    list_variables: tuple[str, ...] = QRMI_LIST_VARIABLES,
+    uid: str = "",
+) -> JobEnvironment:
+    """:func:`job_environment` for several QPUs (each settings with the job's record there):
+    each QPU's change applies to the environment the previous ones left, so the lists name
+    every QPU the job holds, in order, and one QPU's session never hides another's."""
+    current = dict(environ)
+    change = JobEnvironment()
+    notices = []
+    for config, record in qpus:
+        step = job_environment(config, current, record, job_id, list_variables, uid)
+        for var in step.unset:
+            current.pop(var, None)
+        current.update(step.set)
+        change.set.update(step.set)
+        change.unset += [var for var in step.unset if var not in change.unset]
+        notices += [step.notice] if step.notice else []
+    change.unset = [var for var in change.unset if var not in current]
+    change.set = {var: value for var, value in change.set.items() if var in current}
+    change.notice = "\n".join(notices) or None
     return change
 
 

@@ -12,6 +12,9 @@ exactly as QRMI's SPANK plugin would, so the kernel finds the QPU either way.
 Epilog (root, at job end or scancel): revoke the session (the scheduler cancels its queued jobs
 with the reason "Slurm job ended") and remove both files.
 
+Several QPUs (``[[qpus]]`` in the settings, HookConfig.qpu_configs): each hook does the above
+for every QPU whose licence the job holds, and the TaskProlog exports them all in one run.
+
 A hook never fails a job or drains a node: each error is one log line, the exit status is 0,
 requests have short timeouts and the whole hook a hard deadline. A job whose Prolog could not
 reach the scheduler still runs; its TaskProlog says why, and the client uses the emulator.
@@ -19,11 +22,12 @@ reach the scheduler still runs; its TaskProlog says why, and the client uses the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -35,9 +39,9 @@ from qhpc_lab.hpc.hooks import (
     HookSettings,
     JobRecord,
     close_session,
-    job_environment,
     log,
     open_session,
+    qpus_environment,
     read_record,
     run_guarded,
     write_record,
@@ -74,16 +78,46 @@ LIST_VARIABLES = (*QRMI_LIST_VARIABLES, "SLURM_JOB_QPU_RESOURCES", "SLURM_JOB_QP
 
 @dataclass(frozen=True)
 class HookConfig(HookSettings):
-    """Slurm hook settings (keys of HookSettings, plus ``licence``); ``[slurm]`` table,
-    ``QHPC_SLURM_<NAME>`` variables. Slurm gives the Prolog no environment of its own, so the
-    wrapper scripts pass the file with ``--config``."""
+    """Slurm hook settings (keys of HookSettings, plus ``licence`` and ``qpus``); ``[slurm]``
+    table, ``QHPC_SLURM_<NAME>`` variables. Slurm gives the Prolog no environment of its own, so
+    the wrapper scripts pass the file with ``--config``."""
 
     SECTION: ClassVar[str] = "slurm"
     DEFAULT_CONFIG: ClassVar[str] = "/etc/qhpc/slurm.toml"
+    QPU_KEYS: ClassVar[frozenset[str]] = frozenset({"resource", "licence", "scheduler_url"})
+    """What a ``[[qpus]]`` entry sets; the other settings are shared by all QPUs."""
 
     log_file: str = "/var/log/qhpc/slurm-hooks.log"
     licence: str = "qpu"
     """Slurm licence and/or GRES name whose count is the job's QPU slots."""
+    qpus: tuple[dict[str, str], ...] = ()
+    """Several QPUs (settings file only: ``[[qpus]]`` tables of ``QPU_KEYS``), each with its own
+    licence, scheduler and resource name; they replace the top-level three. Empty: one QPU."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for entry in self.qpus:
+            if not isinstance(entry, dict) or not set(entry) <= self.QPU_KEYS:
+                raise ValueError(
+                    f"each of qpus must be a [[qpus]] table of {', '.join(sorted(self.QPU_KEYS))}"
+                    f" (settings file only), not {entry!r}"
+                )
+        names = [entry.get("resource") for entry in self.qpus]
+        licences = [entry.get("licence") for entry in self.qpus]
+        if None in names or None in licences or len({*names}) < len(names):
+            raise ValueError("each of qpus needs its own resource and licence")
+
+    def qpu_configs(self) -> list[HookConfig]:
+        """One single-QPU configuration per QPU; each keeps its records in its own folder
+        ``{run_dir}/{resource}`` (one QPU: this configuration, records in ``run_dir``)."""
+        if not self.qpus:
+            return [self]
+        return [
+            dataclasses.replace(
+                self, **entry, qpus=(), run_dir=str(Path(self.run_dir) / entry["resource"])
+            )
+            for entry in self.qpus
+        ]
 
 
 # -- what Slurm says about the job ---------------------------------------------------------
@@ -168,43 +202,45 @@ def _job(environ: Mapping[str, str]) -> tuple[str, int, int]:
         raise HookError("SLURM_JOB_UID is missing or not a number") from None
 
 
-def prolog(config: HookConfig, environ: Mapping[str, str]) -> JobRecord | None:
-    """Open the job's session if it holds QPU slots; the record written, or None."""
+def prolog(config: HookConfig, environ: Mapping[str, str]) -> list[JobRecord]:
+    """Open a session on each QPU whose licence or GRES the job holds; the records written."""
     job_id, uid, gid = _job(environ)
     details = job_details(job_id, config, environ)
-    slots = qpu_slots(details, config.licence)
-    if not slots:
-        log.info("uid %d holds no %s licence or GRES: no QPU session", uid, config.licence)
-        return None
     account = _field(details, "Account")
-    record = open_session(
-        config,
-        job_id,
-        uid,
-        slots,
-        time_limit_s(details),
-        REVOKE_REASON,
-        None if account == "(null)" else account,
-    )
-    write_record(user_file(config, job_id), record, uid, gid)
-    return record
+    account = None if account in (None, "(null)") else account
+    limit = time_limit_s(details)
+    records = []
+    for qpu in config.qpu_configs():
+        slots = qpu_slots(details, qpu.licence)
+        if not slots:
+            log.info("uid %d holds no %s licence or GRES: no QPU session", uid, qpu.licence)
+            continue
+        record = open_session(qpu, job_id, uid, slots, limit, REVOKE_REASON, account)
+        write_record(user_file(qpu, job_id), record, uid, gid)
+        records.append(record)
+    return records
 
 
 def epilog(config: HookConfig, environ: Mapping[str, str]) -> None:
-    """Revoke the job's session (its queued jobs are cancelled) and remove its files."""
+    """Revoke the job's session on each QPU (its queued jobs are cancelled), remove its files."""
     job_id, _, _ = _job(environ)
-    user_file(config, job_id).unlink(missing_ok=True)
-    close_session(config, job_id, REVOKE_REASON)
+    for qpu in config.qpu_configs():
+        user_file(qpu, job_id).unlink(missing_ok=True)
+        close_session(qpu, job_id, REVOKE_REASON)
 
 
 def task_lines(
-    config: HookConfig, environ: Mapping[str, str], record: JobRecord | None
+    config: HookConfig,
+    environ: Mapping[str, str],
+    records: JobRecord | Sequence[JobRecord | None] | None,
 ) -> list[str]:
-    """The TaskProlog's output: ``export``, ``unset`` and ``print`` lines for Slurm."""
-    change = job_environment(
-        config,
+    """The TaskProlog's output: ``export``, ``unset`` and ``print`` lines for Slurm.
+    ``records``: one per QPU of ``config.qpu_configs()`` (None where the job holds none)."""
+    if records is None or isinstance(records, JobRecord):
+        records = [records]
+    change = qpus_environment(
+        list(zip(config.qpu_configs(), records, strict=True)),
         environ,
-        record,
         environ.get("SLURM_JOB_ID", ""),
         LIST_VARIABLES,
         environ.get("SLURM_JOB_UID", ""),
@@ -212,15 +248,18 @@ def task_lines(
     lines = [f"export {var}={value}" for var, value in change.set.items()]
     lines += [f"unset {var}" for var in change.unset]
     if change.notice:
-        lines.append(f"print {change.notice}")
+        lines += [f"print {notice}" for notice in change.notice.splitlines()]
     return lines
 
 
 def task_prolog(config: HookConfig, environ: Mapping[str, str]) -> list[str]:
-    """Runs as the job's user: read their session file and answer Slurm's TaskProlog protocol."""
+    """Runs as the job's user: read their session files and answer Slurm's TaskProlog protocol."""
     job_id = environ.get("SLURM_JOB_ID", "")
-    record = read_record(user_file(config, job_id)) if job_id.isdigit() else None
-    return task_lines(config, environ, record)
+    records = [
+        read_record(user_file(qpu, job_id)) if job_id.isdigit() else None
+        for qpu in config.qpu_configs()
+    ]
+    return task_lines(config, environ, records)
 
 
 # -- entry points --------------------------------------------------------------------------
