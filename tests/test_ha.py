@@ -355,6 +355,7 @@ def test_failover_under_load(tmp_path: Path, fresh_postgres_url: str, sequence_j
     engine = sa.create_engine(fresh_postgres_url, pool_pre_ping=True)
     figures: dict[str, Any] = {"kills": [], "postgres_restart": None}
     with _replicas(tmp_path, fresh_postgres_url) as replicas:
+        _every_replica_learns_reservations(replicas)
         deadline = time.monotonic() + TEST_S
         addresses = [r.url.removeprefix("http://") for r in replicas]
         with (
@@ -409,6 +410,26 @@ def test_failover_under_load(tmp_path: Path, fresh_postgres_url: str, sequence_j
     print(f"  figures in {out}")
     engine.dispose()
     assert max(times) < FAILOVER_BOUND_S, figures["kills"]
+
+
+def _every_replica_learns_reservations(replicas: list[Daemon]) -> None:
+    """A reservation made on one replica and canceled on another reaches every replica's
+    ``/device`` (and so the leader's plan) within a journal poll."""
+    admin = auth_header(ADMIN, admin=True)
+    window = {"owner_kind": "user", "owner": "42", "starts_at": time.time() + 86400}
+    window["ends_at"] = window["starts_at"] + 3600
+    made = httpx.post(f"{replicas[0].url}/admin/reservations", json=window, headers=admin)
+    assert made.status_code == 201, made.text
+    reservation = made.json()["id"]
+
+    def shown() -> set[int | None]:
+        devices = [httpx.get(f"{r.url}/device", timeout=10).json() for r in replicas]
+        return {(d["next_reservation"] or {}).get("id") for d in devices}
+
+    poll_until(lambda: shown() == {reservation}, "every replica to show the reservation", 30)
+    gone = httpx.delete(f"{replicas[1].url}/admin/reservations/{reservation}", headers=admin)
+    assert gone.status_code == 200, gone.text
+    poll_until(lambda: shown() == {None}, "every replica to drop the reservation", 30)
 
 
 def _all_final(engine: sa.Engine, accepted: dict[int, int]) -> dict[int, Any] | None:

@@ -359,6 +359,7 @@ class Scheduler:
             try:
                 entries, more = await self.db(self.journal.after, last, JOURNAL_BATCH)
                 await self._learn_sessions({r.session_id for _, r in entries if r.session_id})
+                await self._learn_reservations()
                 if self.leading and time.monotonic() - pruned_at > 60:
                     pruned_at = time.monotonic()
                     await self.db(self.journal.prune, JOURNAL_KEPT)
@@ -373,6 +374,13 @@ class Scheduler:
                 self._journaled(event_id, row)
             if more:
                 self._journal_news.set()
+
+    async def _learn_reservations(self) -> None:
+        """Reservations made or canceled on another replica (rows are only added or
+        deleted, so their ids say what changed): the leader plans with them within a poll."""
+        reserved = await self.db(self.store.list_reservations, self.clock())
+        if {row.id for row in reserved} != set(self._reservations):
+            self._set_reservations(reserved)
 
     async def _learn_sessions(self, session_ids: set[str]) -> None:
         """Sessions opened on another replica: their QPU slots weigh in this one's queue."""

@@ -18,8 +18,10 @@ from pydantic import (
     Field,
     FiniteFloat,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StringConstraints,
+    WithJsonSchema,
     create_model,
 )
 
@@ -67,16 +69,25 @@ IdFilter = Annotated[
     Text | None, Query(max_length=64, description="Only sessions of this user or Slurm job.")
 ]
 TimeBound = Annotated[FiniteFloat | None, Query(description="A Unix time.")]
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+"""A finite JSON number in a body: an integer or a float, never a boolean or a numeric string
+(what the OpenAPI document's ``type: number`` says)."""
 EndBound = Annotated[
-    datetime | None, Query(description="An RFC 3339 date-time (UTC when no offset) or Unix time.")
+    datetime | None,
+    Query(description="An RFC 3339 date-time (UTC when no offset) or Unix time."),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}),
 ]
+"""Declared as what it accepts: a date-time or a number (a Unix time)."""
 IdList = Annotated[
-    list[Annotated[Text, StringConstraints(min_length=1, max_length=64)]] | None,
+    tuple[Annotated[Text, StringConstraints(min_length=1, max_length=64)], ...],
     Query(max_length=100, description="Any of these (repeat the parameter)."),
 ]
-JobIdList = Annotated[list[Annotated[int, Field(ge=1, lt=2**31)]] | None, Query(max_length=100)]
+"""Repeated query parameters, absent = no filter (default ``()``). Not nullable: a query has
+no null, and one value on the wire is a one-item list, so an ``array or null`` schema would
+call it invalid."""
+JobIdList = Annotated[tuple[Annotated[int, Field(ge=1, lt=2**31)], ...], Query(max_length=100)]
 StatusList = Annotated[
-    list[Annotated[Text, StringConstraints(max_length=16)]] | None, Query(max_length=10)
+    tuple[Annotated[Text, StringConstraints(max_length=16)], ...], Query(max_length=10)
 ]
 PageLimit = Annotated[int, Query(ge=1, le=100, description="Rows per page (Warden's 100 at most).")]
 PageOffset = Annotated[int, Query(ge=0, lt=2**31, description="Rows to skip.")]
@@ -134,7 +145,7 @@ class JobIn(BaseModel):
     job_class: Name | None = None
     name: Annotated[Text, StringConstraints(max_length=256)] | None = None
     variables: dict[Text, Any] | None = None
-    max_calibration_age_s: FiniteFloat | None = Field(None, gt=0, le=MAX_SECONDS)
+    max_calibration_age_s: Number | None = Field(None, gt=0, le=MAX_SECONDS)
     single_calibration: StrictBool = Field(
         False,
         description="All shots under one calibration: a calibration meanwhile restarts the job; "
@@ -145,7 +156,7 @@ class JobIn(BaseModel):
         description="The hybrid loop (iterative session) the job belongs to: between two of its "
         "jobs the QPU may be held for it (docs/policy.md rule 9). Not a Warden session.",
     )
-    think_time_s: FiniteFloat | None = Field(
+    think_time_s: Number | None = Field(
         None,
         ge=0,
         le=MAX_SECONDS,
@@ -206,7 +217,7 @@ def _setting_type(kind: str, domain: dict[str, Any]) -> Any:
     bounds = Field(**{k: domain[k] for k in ("ge", "gt", "le") if k in domain})
     extra = {"enum": list(domain["choices"])} if "choices" in domain else None
     types = {
-        "float": Annotated[FiniteFloat, bounds],
+        "float": Annotated[Number, bounds],
         "int": Annotated[StrictInt, bounds],
         "str": Annotated[Name, Field(json_schema_extra=extra)],
         "Mapping[str, int]": dict[Name, Annotated[StrictInt, bounds]],
@@ -518,7 +529,7 @@ class QuotaIn(BaseModel):
     kind: QuotaKind
     subject: QuotaSubject = Field(description="The user id (uid) or Slurm account.")
     unit: QuotaUnit
-    budget: float = Field(ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    budget: Number = Field(ge=0, le=MAX_BUDGET)
     period: str = Field(
         "month",
         pattern=PERIOD_PATTERN,

@@ -38,14 +38,14 @@ def _query(
     ended_before: datetime | None,
     limit: int,
     offset: int,
-    **ids: list[Any] | None,
+    **ids: tuple[Any, ...],
 ) -> AccountingQuery:
     return AccountingQuery(
         unix_time(ended_after),
         unix_time(ended_before),
         offset=offset,
         limit=limit,
-        **{name: tuple(values or ()) for name, values in ids.items()},
+        **{name: tuple(values) for name, values in ids.items()},
     )
 
 
@@ -55,7 +55,7 @@ async def get_accounting(
     sched: SchedulerDep,
     ended_after: EndBound = None,
     ended_before: EndBound = None,
-    user_id: IdList = None,
+    user_id: IdList = (),
     limit: PageLimit = 100,
     offset: PageOffset = 0,
 ) -> dict[str, Any]:
@@ -71,9 +71,9 @@ async def get_sessions_accounting(
     sched: SchedulerDep,
     ended_after: EndBound = None,
     ended_before: EndBound = None,
-    user_id: IdList = None,
-    session_id: IdList = None,
-    slurm_job_id: IdList = None,
+    user_id: IdList = (),
+    session_id: IdList = (),
+    slurm_job_id: IdList = (),
     limit: PageLimit = 100,
     offset: PageOffset = 0,
 ) -> dict[str, Any]:
@@ -96,11 +96,11 @@ async def get_jobs_accounting(
     sched: SchedulerDep,
     ended_after: EndBound = None,
     ended_before: EndBound = None,
-    user_id: IdList = None,
-    session_id: IdList = None,
-    slurm_job_id: IdList = None,
-    status: StatusList = None,
-    job_id: JobIdList = None,
+    user_id: IdList = (),
+    session_id: IdList = (),
+    slurm_job_id: IdList = (),
+    status: StatusList = (),
+    job_id: JobIdList = (),
     limit: PageLimit = 100,
     offset: PageOffset = 0,
 ) -> dict[str, Any]:
