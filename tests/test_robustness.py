@@ -199,6 +199,7 @@ async def test_health_reports_the_dispatcher(tmp_path: Path) -> None:
         assert health == {
             "status": "ok",
             "dispatcher": {"ok": True, "reason": None, "detail": None, "since": None},
+            "replica": None,  # a single daemon: no leadership (docs/operations.md, HA)
         }
         assert (await device(api.user))["dispatcher"]["ok"] is True
 
