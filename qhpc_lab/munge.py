@@ -32,6 +32,8 @@ SOCKET_ERROR = 6
 TIMEOUT = 7
 CRED_EXPIRED = 15
 CRED_REPLAYED = 17
+REQUEST_BINDING = b"qhpc-request/1\n"
+"""How a payload that binds a credential to one HTTP request begins (:func:`request_binding`)."""
 
 
 class MungeError(Exception):
@@ -147,6 +149,26 @@ def encode(payload: bytes = b"", socket: str | None = None) -> str:
     value = cred.value.decode()
     _free()(cred)
     return value
+
+
+def request_binding(method: str, target: str | bytes, body: bytes) -> bytes:
+    """The payload that binds a credential to one request: its method, its target (path and
+    query, as sent) and a digest of its body.
+
+    A bound credential proves who asked for *this* request, not for any: whoever captures
+    one (a listener a hook was tricked into calling) can only repeat the same request once,
+    and the scheduler refuses the repeat as a replay.
+    """
+    raw = target.encode() if isinstance(target, str) else target
+    digest = hashlib.sha256(body).hexdigest().encode()
+    return b"".join((REQUEST_BINDING, method.upper().encode(), b"\n", raw, b"\n", digest))
+
+
+def encode_for_request(
+    method: str, target: str | bytes, body: bytes, socket: str | None = None
+) -> str:
+    """A fresh credential bound to one request (:func:`request_binding`)."""
+    return encode(request_binding(method, target, body), socket)
 
 
 def decode(credential: str, socket: str | None = None) -> Credential:

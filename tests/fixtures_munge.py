@@ -31,10 +31,13 @@ DIRS = (Path("/run/munge"), Path("/var/lib/munge"), Path("/var/log/munge"), KEY_
 
 
 class FreshCredential(httpx.Auth):
-    """A new credential per request (for this process's uid): the scheduler refuses replays."""
+    """A new credential per request (for this process's uid), bound to the request as qhpc's
+    clients make them: the scheduler refuses replays, and root's counts as admin only so."""
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["X-Munge-Cred"] = munge.encode()
+        request.headers["X-Munge-Cred"] = munge.encode_for_request(
+            request.method, request.url.raw_path, request.read()
+        )
         yield request
 
 

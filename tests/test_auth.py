@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 
@@ -28,7 +29,7 @@ from qhpc_lab.scheduler.auth import (
     read_token,
 )
 from qhpc_lab.scheduler.store import Store
-from tests.conftest import SECRET, in_process
+from tests.conftest import SECRET, daemon, in_process
 from tests.conftest import test_config as scheduler_config
 from tests.fixtures_munge import PrivateMunged
 
@@ -188,6 +189,99 @@ async def test_api_refuses_a_replay_after_the_scheduler_restarts(
     async with in_process(config) as clients:
         response = await clients.anonymous.get("/jobs", headers=headers)
     assert response.status_code == 401 and "replayed" in response.json()["detail"]
+
+
+# -- credentials bound to their request (admin rule) -------------------------------------------
+
+
+def _bound(socket: str, method: str, target: str, body: bytes = b"") -> dict[str, str]:
+    return {"X-Munge-Cred": munge.encode_for_request(method, target, body, socket=socket)}
+
+
+@pytest.mark.munge
+@pytest.mark.anyio
+async def test_a_captured_admin_credential_opens_no_other_session(
+    private_munged: PrivateMunged, tmp_path: Path
+) -> None:
+    """The Grid Engine attack's second half: a listener that got root's credential for one
+    session (1 slot) sends it on asking for 1024 slots. Bound to its request, it is refused;
+    a root credential from elsewhere than ``admin_unbound_hosts`` that is not bound gives no
+    admin rights; a bound one does, once."""
+    config = scheduler_config(
+        tmp_path,
+        auth=("munge",),
+        munge_socket=private_munged.socket,
+        admin_unbound_hosts=(),  # the in-process client's address counts as "elsewhere"
+    )
+    asked = json.dumps({"user_id": "1001", "slurm_job_id": "7", "qpu_slots": 1}).encode()
+    taken = json.dumps({"user_id": "1001", "slurm_job_id": "7", "qpu_slots": 1024}).encode()
+    json_type = {"Content-Type": "application/json"}
+    async with in_process(config) as clients:
+        web = clients.anonymous
+        captured = _bound(private_munged.socket, "POST", "/sessions", asked)
+        stolen = await web.post("/sessions", content=taken, headers={**captured, **json_type})
+        assert stolen.status_code == 401, stolen.text
+        assert "made for another request" in stolen.json()["detail"]
+        other_route = await web.post("/admin/drain", headers=captured)
+        assert other_route.status_code == 401, other_route.text
+        unbound = {"X-Munge-Cred": munge.encode(socket=private_munged.socket)}
+        refused = await web.post("/sessions", content=asked, headers={**unbound, **json_type})
+        assert refused.status_code == 403, refused.text
+        assert "admin_unbound_hosts" in refused.json()["detail"]
+        fresh = _bound(private_munged.socket, "POST", "/sessions", asked)
+        opened = await web.post("/sessions", content=asked, headers={**fresh, **json_type})
+        assert opened.status_code in (200, 201), opened.text
+        again = await web.post("/sessions", content=asked, headers={**fresh, **json_type})
+        assert again.status_code == 401 and "replayed" in again.json()["detail"]
+        listed = await web.get(
+            "/sessions", headers=_bound(private_munged.socket, "GET", "/sessions")
+        )
+        assert [s["qpu_slots"] for s in listed.json()] == [1]
+        query = "/jobs?limit=5"
+        assert (
+            await web.get(query, headers=_bound(private_munged.socket, "GET", query))
+        ).is_success
+        wrong = await web.get("/jobs?limit=6", headers=_bound(private_munged.socket, "GET", query))
+        assert wrong.status_code == 401
+
+
+@pytest.mark.munge
+@pytest.mark.anyio
+async def test_an_unbound_admin_credential_counts_from_admin_unbound_hosts(
+    private_munged: PrivateMunged, tmp_path: Path
+) -> None:
+    """QRMI's clients bind nothing: on the scheduler's own host (loopback, the default), root's
+    unbound credential is an admin's, as Warden has it; a user's is a user's anywhere."""
+    config = scheduler_config(tmp_path, auth=("munge",), munge_socket=private_munged.socket)
+    async with in_process(config) as clients:
+        unbound = {"X-Munge-Cred": munge.encode(socket=private_munged.socket)}
+        assert (await clients.anonymous.get("/sessions", headers=unbound)).status_code == 200
+
+
+@pytest.mark.munge
+def test_behind_a_front_the_forwarded_address_counts(munged: None, tmp_path: Path) -> None:
+    """A real daemon (uvicorn trusts X-Forwarded-For from 127.0.0.1, as HAProxy's
+    ``option forwardfor`` sends it): root's unbound credential forwarded for a compute node is
+    a plain user's; for loopback, or bound, an admin's."""
+    with daemon(tmp_path, "--auth", "munge") as handle:
+
+        def sessions(forwarded: str, credential: str) -> int:
+            headers = {"X-Munge-Cred": credential, "X-Forwarded-For": forwarded}
+            return httpx.get(f"{handle.url}/sessions", headers=headers, timeout=10).status_code
+
+        assert sessions("10.20.30.40", munge.encode()) == 403
+        assert sessions("127.0.0.1", munge.encode()) == 200
+        assert sessions("10.20.30.40", munge.encode_for_request("GET", "/sessions", b"")) == 200
+
+
+def test_admin_unbound_hosts_are_addresses_or_networks(tmp_path: Path) -> None:
+    config = scheduler_config(tmp_path, admin_unbound_hosts="10.1.0.0/16, ::1")
+    assert config.admin_unbound_hosts == ("10.1.0.0/16", "::1")
+    auth = Authenticator(("token",), frozenset({"0"}), SECRET, admin_unbound_hosts=("10.1.0.0/16",))
+    assert auth._unbound_allowed("10.1.2.3") and not auth._unbound_allowed("10.2.0.1")
+    assert not auth._unbound_allowed(None) and not auth._unbound_allowed("testclient")
+    with pytest.raises(ValueError):
+        scheduler_config(tmp_path, admin_unbound_hosts=("compute-*",))
 
 
 # -- bearer tokens ---------------------------------------------------------------------------

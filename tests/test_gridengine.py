@@ -10,6 +10,7 @@ the hooks' parsing and the load sensor protocol without a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pwd
 import re
@@ -47,6 +48,8 @@ from tests.test_slurm import (
     User,
     _counts,
     dev_cluster,
+    hostile_bin,
+    hostile_listener,
     scheduler_unreachable,
     write_job_script,
 )
@@ -55,35 +58,95 @@ pytestmark = [pytest.mark.munge, pytest.mark.slow]
 report = test_slurm.report
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
-QSTAT = """\
-==============================================================
-job_number:                 7
-owner:                      alice
-uid:                        1001
-hard resource_list:         {resources}
-job_name:                   STDIN
+QSTAT_XML = """\
+<?xml version='1.0'?>
+<detailed_job_info>
+  <djob_info>
+    <element>
+      <JB_job_number>7</JB_job_number>
+      <JB_owner>alice</JB_owner>
+      <JB_uid>1001</JB_uid>
+      <JB_job_name>{name}</JB_job_name>
+      <JB_hard_resource_list>{requests}</JB_hard_resource_list>
+      <JB_env_list><job_sublist><VA_variable>HOME</VA_variable>
+        <VA_value>/home/alice&#10;hard resource_list: qpu=9</VA_value></job_sublist>
+      </JB_env_list>
+    </element>
+  </djob_info>
+</detailed_job_info>
 """
+"""``qstat -j 7 -xml`` as Grid Engine 8.1.9 writes it (the parts the prolog reads), with a
+job environment value that forges a ``hard resource_list`` line of the plain text form."""
+
+
+def _requests(**values: float) -> str:
+    return "".join(
+        f"<qstat_l_requests><CE_name>{name}</CE_name><CE_doubleval>{value:f}</CE_doubleval>"
+        "</qstat_l_requests>"
+        for name, value in values.items()
+    )
 
 
 # -- the hooks' parsing, no cluster --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("resources", "slots", "limit"),
+    ("requests", "slots", "limit"),
     [
-        ("qpu=1", 1, None),
-        ("h_rt=600,qpu=2", 2, 600),
-        ("qpu=3.000000,h_rt=0:10:0", 3, 600),
-        ("s_rt=1:00:00,qpu=1", 1, 3600),
-        ("h_vmem=1G", 0, None),
-        ("qpux=2", 0, None),
+        ({"qpu": 1}, 1, None),
+        ({"h_rt": 600, "qpu": 2}, 2, 600),
+        ({"qpu": 3, "s_rt": 3600}, 3, 3600),
+        ({"h_vmem": 1e9}, 0, None),
+        ({"qpux": 2}, 0, None),
     ],
 )
-def test_qpu_slots_and_limit_from_qstat(resources: str, slots: int, limit: int | None) -> None:
-    details = QSTAT.format(resources=resources)
-    assert qpu_slots(details, "qpu") == slots
-    assert time_limit_s(details) == limit
-    assert gridengine._owner(details) == 1001
+def test_qpu_slots_and_limit_from_qstat_xml(
+    requests: dict[str, float], slots: int, limit: int | None
+) -> None:
+    """The structured form only: a job name or an environment value that reads like a
+    request (the attack on ``qstat -j``'s text) is text."""
+    text = QSTAT_XML.format(name="x hard resource_list: qpu=9", requests=_requests(**requests))
+    job = gridengine.parse_qstat_xml(text, "7")
+    assert (job.uid, job.owner) == (1001, "alice")
+    assert qpu_slots(job, "qpu") == slots
+    assert time_limit_s(job) == limit
+    with pytest.raises(gridengine.HookError, match="names no job 8"):
+        gridengine.parse_qstat_xml(text, "8")
+    with pytest.raises(gridengine.HookError, match="no XML"):
+        gridengine.parse_qstat_xml("job_number: 7\nhard resource_list: qpu=9", "7")
+
+
+def _fake_shepherd(spool: Path, directory: Path) -> subprocess.Popen[bytes]:
+    """A process named sge_shepherd (a copy of sleep) running in ``spool``, as Grid Engine's
+    runs in the job's spool directory."""
+    program = directory / "sge_shepherd"
+    shutil.copy("/bin/sleep", program)
+    return subprocess.Popen(
+        [str(program), "30"], cwd=spool, env={"SGE_ROOT": "/opt/sge", "SGE_CELL": "default"}
+    )
+
+
+def test_the_job_comes_from_the_shepherd_not_the_environment(tmp_path: Path) -> None:
+    """The prolog's job is its parent shepherd's: its spool directory, the ``config`` the
+    execution daemon wrote there (root's), and the daemon's SGE_ROOT; a process that is no
+    shepherd, or a spool anyone could write, gives no job."""
+    config = GridEngineConfig()
+    spool = tmp_path / "active_jobs" / "12.3"
+    spool.mkdir(parents=True)
+    (spool / "config").write_text("job_id=12\nja_task_id=3\njob_owner=alice\nuid=1001\n")
+    shepherd = _fake_shepherd(spool, tmp_path)
+    try:
+        job = gridengine.shepherd_job(config, shepherd.pid)
+        assert (job.key, job.owner, job.spool_dir) == ("12.3", "alice", spool)
+        assert job.cell == {"SGE_ROOT": "/opt/sge", "SGE_CELL": "default"}
+        spool.chmod(0o777)  # a spool a user could have planted a config in
+        with pytest.raises(gridengine.HookError, match="not trusted"):
+            gridengine.shepherd_job(config, shepherd.pid)
+    finally:
+        shepherd.kill()
+        shepherd.wait()
+    with pytest.raises(gridengine.HookError, match="not started by a root sge_shepherd"):
+        gridengine.shepherd_job(config)  # pytest's parent is no shepherd
 
 
 def test_environment_file_gets_the_qrmi_variables(tmp_path: Path) -> None:
@@ -135,18 +198,25 @@ class Site(SchedulerView):
 
     @property
     def config(self) -> GridEngineConfig:
-        return GridEngineConfig.load(str(self.cluster.hooks_config), {})
+        return GridEngineConfig.load(str(self.cluster.hooks_config))
 
     def qsub(
-        self, *options: str, command: str, sync: bool = True, timeout: float = 240
+        self,
+        *options: str,
+        command: str,
+        sync: bool = True,
+        timeout: float = 240,
+        env: dict[str, str] | None = None,
     ) -> tuple[str, Path, subprocess.CompletedProcess[str]]:
-        """Submit ``command`` as alice; the job id, its output file, qsub's result."""
+        """Submit ``command`` as alice (qsub's environment changed by ``env``); the job id,
+        its output file, qsub's result."""
         output = self.alice.home / f"ge-{secrets.token_hex(4)}.out"
         environ = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "HOME": str(self.alice.home),
             **self.cluster.environ,
+            **(env or {}),
         }
         qsub = ["qsub", *(["-sync", "y"] if sync else ["-terse"]), "-o", str(output), "-j", "y"]
         done = subprocess.run(
@@ -355,3 +425,60 @@ def test_gridengine_spawner_starts_a_lab_holding_a_session(
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     report("GridengineSpawner: Lab in a qpu=1 job, QPU target in the Lab, session revoked")
+
+
+# -- the attacks of a hostile user (the prolog and epilog run as root) ---------------------------
+
+
+def test_qsub_variables_do_not_steer_the_root_prolog(
+    site: Site, report: Callable[[str], None]
+) -> None:
+    """The attack re-run: ``qsub -v`` of a PATH to the user's own qstat, of every
+    QHPC_GRIDENGINE_* setting (the scheduler URL a listener's), of a settings file, a proxy, a
+    MUNGE socket and a job id. Grid Engine hands them all to the root prolog; it takes none:
+    the session opens on the configured scheduler with the slot asked for, the listener hears
+    nothing (no root credential to replay), no program of the user's runs."""
+    with hostile_listener() as listener:
+        folder, marker = hostile_bin(site.alice.home, site.alice, ("qstat", "qconf", "python3"))
+        settings = folder / "gridengine.toml"
+        settings.write_text(f'scheduler_url = "{listener.url}"\nqstat = "{folder}/qstat"\n')
+        forged = {
+            "PATH": f"{folder}:/usr/bin:/bin",
+            "QHPC_GRIDENGINE_CONFIG": str(settings),
+            "HTTP_PROXY": listener.url,
+            "http_proxy": listener.url,
+            "MUNGE_SOCKET": str(folder / "munge.socket"),
+            "QHPC_MUNGE_SOCKET": str(folder / "munge.socket"),
+            "SGE_BINARY_PATH": str(folder),
+            "JOB_ID": "1",
+        }
+        values = {"scheduler_url": listener.url, "qstat": f"{folder}/qstat", "run_dir": "/tmp"}
+        for spec in dataclasses.fields(GridEngineConfig):
+            value = values.get(spec.name, str(folder / spec.name))
+            forged[f"QHPC_GRIDENGINE_{spec.name.upper()}"] = value
+        variables = ",".join(f"{name}={value}" for name, value in forged.items())
+        job_id, output, done = site.qsub("-l", "qpu=1", "-v", variables, command="/usr/bin/env")
+        assert done.returncode == 0, done.stdout + done.stderr
+        env = dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
+        assert env["qpu_QRMI_WARDEN_URL"] == site.cluster.scheduler_url
+        assert env["QHPC_GRIDENGINE_SCHEDULER_URL"] == listener.url  # the job kept its own
+        session = site.revoked_session(job_id)
+        assert (session["user_id"], session["qpu_slots"]) == (str(site.alice.uid), 1)
+        assert listener.requests == [] and not marker.exists()
+    report("qsub -v PATH, QHPC_GRIDENGINE_*, proxy, MUNGE socket: ignored by the root prolog")
+
+
+@pytest.mark.parametrize("variable", ["HOME", "PATH", "SHELL"])
+def test_environment_values_that_forge_qstat_lines_are_text(
+    site: Site, report: Callable[[str], None], variable: str
+) -> None:
+    """``HOME=$'/home/me\\nhard resource_list: qpu=9' qsub -V -l qpu=1`` opened a 9-slot
+    session while Grid Engine booked 1 (the same through PATH and SHELL): qstat's XML keeps
+    the value in its element, and the session has the one slot Grid Engine booked."""
+    value = {"HOME": str(site.alice.home), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}[variable]
+    forged = {variable: f"{value}\nhard resource_list: qpu=9,h_rt=99999"}
+    job_id, _, done = site.qsub("-V", "-l", "qpu=1", command="true", env=forged)
+    assert done.returncode == 0, done.stdout + done.stderr
+    session = site.revoked_session(job_id)
+    assert session["qpu_slots"] == 1, session
+    report(f"{variable} with a forged 'hard resource_list: qpu=9' line: 1 slot, as booked")

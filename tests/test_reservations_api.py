@@ -83,8 +83,8 @@ def test_a_reserved_qpu_runs_its_owner_and_others_wait(
     the job's account, so its jobs run inside; another user's job waits until the reservation
     is canceled, or ends."""
     token, admin = make_token(SECRET, 0, admin=True), auth_header("0", admin=True)
-    details = "JobId={} Account=chem Licenses=qpu:1"
-    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: details.format(job_id))
+    job = {"job_id": 43, "user_id": os.getuid(), "account": "chem", "licenses": "qpu:1"}
+    monkeypatch.setattr(slurm, "job_details", lambda *_: job)
     with daemon(tmp_path, "--auth", "munge,token") as server:
         me = str(os.getuid())
         hooks = HookConfig(scheduler_url=server.url, run_dir=str(tmp_path / "run"), log_file="")

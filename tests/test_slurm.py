@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.server
 import json
 import os
 import pwd
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,10 +78,20 @@ EMULATOR_ANNOUNCED = "programs run on the local emulator"
 
 # -- the hooks' parsing, no cluster --------------------------------------------------------
 
-SCONTROL = (
-    "JobId=7 JobName=wrap UserId=alice(1001) JobState=RUNNING Reason=Prolog "
-    "TimeLimit=1-02:03:04 NodeList=localhost Licenses={licences} WorkDir=/home/alice {gres}"
-)
+
+def squeue_job(licences: str = "", gres: str = "", **fields: Any) -> dict[str, Any]:
+    """One job as Slurm 22.05's ``squeue --json`` lists it (the fields the Prolog reads)."""
+    return {
+        "job_id": 7,
+        "user_id": 1001,
+        "account": "chem",
+        "name": "wrap",
+        "licenses": licences,
+        "tres_per_node": gres,
+        "tres_per_job": "",
+        "time_limit": 1563,
+        **fields,
+    }
 
 
 @pytest.mark.parametrize(
@@ -90,21 +102,71 @@ SCONTROL = (
         ("qpu*2", "", 2),
         ("qpu@db:4", "", 4),
         ("qpu", "", 1),
-        ("(null)", "TresPerNode=gres:qpu:2", 2),
-        ("(null)", "TresPerNode=gres/qpu:fresnel:3", 3),
-        ("(null)", "TresPerNode=gres:gpu:4", 0),
+        ("", "gres:qpu:2", 2),
+        ("", "gres/qpu:fresnel:3", 3),
+        ("", "gres:gpu:4", 0),
         ("qpux:2", "", 0),
-        ("(null)", "", 0),
+        ("", "", 0),
     ],
 )
-def test_qpu_slots_from_scontrol(licences: str, gres: str, slots: int) -> None:
-    assert qpu_slots(SCONTROL.format(licences=licences, gres=gres), "qpu") == slots
+def test_qpu_slots_from_squeue(licences: str, gres: str, slots: int) -> None:
+    assert qpu_slots(squeue_job(licences, gres), "qpu") == slots
+
+
+def test_job_name_and_comment_are_only_text() -> None:
+    """The attack on the text of ``scontrol show job``: fields written into a job's name or
+    comment. squeue's JSON keeps them in their own fields, where the Prolog never looks."""
+    job = squeue_job(
+        "",
+        "",
+        name="vqe Licenses=qpu:64 Account=chem42 TimeLimit=UNLIMITED\nTresPerNode=gres:qpu:7",
+        comment="x Account=chem42 Licenses=qpu:9",
+    )
+    assert qpu_slots(job, "qpu") == 0
+    assert time_limit_s(job) == 1563 * 60
 
 
 def test_time_limit() -> None:
-    assert time_limit_s(SCONTROL) == ((24 + 2) * 60 + 3) * 60 + 4
-    assert time_limit_s("TimeLimit=00:10:00") == 600
-    assert time_limit_s("TimeLimit=UNLIMITED") is None
+    assert time_limit_s(squeue_job()) == 1563 * 60
+    assert time_limit_s(squeue_job(time_limit=None)) is None
+    assert (
+        time_limit_s(squeue_job(time_limit={"set": True, "infinite": False, "number": 10})) == 600
+    )
+    assert time_limit_s(squeue_job(time_limit={"set": True, "infinite": True, "number": 0})) is None
+
+
+def test_prolog_reads_squeue_by_absolute_path_in_a_fixed_environment(tmp_path: Path) -> None:
+    """``squeue`` is the configured absolute path, run with only PATH, LANG and SLURM_CONF:
+    the job's other variables never reach it; the job is picked from the list by id (Slurm
+    22.05's squeue lists every job whatever --jobs says), and its owner must be Slurm's."""
+    fake = tmp_path / "squeue"
+    record = tmp_path / "seen.json"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"open({str(record)!r}, 'w').write(json.dumps({{'argv': sys.argv[1:], "
+        "'env': dict(os.environ)}))\n"
+        "print(json.dumps({'jobs': [{'job_id': 6, 'user_id': 0, 'licenses': 'qpu:9'}, "
+        "{'job_id': 7, 'user_id': 1001, 'licenses': 'qpu:2', 'account': 'chem'}]}))\n"
+    )
+    fake.chmod(0o755)
+    config = HookConfig(squeue=str(fake), timeout_s=30)
+    facts = {"SLURM_CONF": "/etc/slurm/slurm.conf", "PATH": "/home/mallory/bin", "X": "1"}
+    job = slurm.job_details("7", config, facts)
+    assert (job["user_id"], job["licenses"]) == (1001, "qpu:2")
+    seen = json.loads(record.read_text())
+    assert seen["argv"] == ["--json", "--jobs", "7"]
+    assert {k: v for k, v in seen["env"].items() if k != "LC_CTYPE"} == {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "SLURM_CONF": "/etc/slurm/slurm.conf",
+    }
+    with pytest.raises(slurm.HookError, match="does not list job 8"):
+        slurm.job_details("8", config, facts)
+    with pytest.raises(slurm.HookError, match="names uid 1001 for the job, Slurm's hook 1002"):
+        slurm.job_owner(job, 1002)
+    with pytest.raises(slurm.HookError, match="not found"):
+        slurm.job_details("7", HookConfig(squeue=str(tmp_path / "nothing")), facts)
 
 
 def test_task_lines_export_the_qrmi_variables() -> None:
@@ -182,7 +244,7 @@ def test_two_qpus_in_one_configuration(tmp_path: Path) -> None:
     resources in one run, and only those the job holds."""
     path = tmp_path / "slurm.toml"
     path.write_text(TWO_QPUS.format(run_dir=tmp_path / "run"))
-    config = HookConfig.load(str(path), {})
+    config = HookConfig.load(str(path))
     qpu_a, qpu_b = config.qpu_configs()
     assert (qpu_b.resource, qpu_b.licence, qpu_b.scheduler_url) == (
         "qpu_b",
@@ -190,8 +252,8 @@ def test_two_qpus_in_one_configuration(tmp_path: Path) -> None:
         "http://qpu-b:8006",
     )
     assert slurm.user_file(qpu_a, "7") != slurm.user_file(qpu_b, "7")
-    details = SCONTROL.format(licences="qpu_a:1,qpu_b:2", gres="")
-    assert [qpu_slots(details, q.licence) for q in (qpu_a, qpu_b)] == [1, 2]
+    job = squeue_job("qpu_a:1,qpu_b:2")
+    assert [qpu_slots(job, q.licence) for q in (qpu_a, qpu_b)] == [1, 2]
     env = {"SLURM_JOB_ID": "7", "SLURM_JOB_UID": "1001"}
     records = [
         JobRecord("7", 1001, "qpu_a", qpu_a.scheduler_url, 1, 600, session="s-a"),
@@ -215,8 +277,35 @@ def test_two_qpus_in_one_configuration(tmp_path: Path) -> None:
     assert not any("qpu_a" in line for line in only_b), only_b
     with pytest.raises(ValueError, match="its own resource and licence"):
         HookConfig(qpus=({"resource": "qpu_a", "licence": "a"}, {"resource": "qpu_a"}))
-    with pytest.raises(ValueError, match="settings file only"):
-        HookConfig.load(str(path), {"QHPC_SLURM_QPUS": "qpu_a"})
+
+
+def test_settings_come_from_a_root_owned_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook's settings (the scheduler's URL above all: root's credential goes there) come
+    from the file alone: no variable of the job's environment changes them, and a file or a
+    directory above it that another user owns or can write is refused, as is a missing one."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "slurm.toml"
+    path.write_text('scheduler_url = "http://qpu:8006"\n')
+    monkeypatch.setenv("QHPC_SLURM_SCHEDULER_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("QHPC_SLURM_CONFIG", str(tmp_path / "mallory.toml"))
+    assert HookConfig.load(str(path)).scheduler_url == "http://qpu:8006"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for change, undo in (
+        (lambda: path.chmod(0o666), lambda: path.chmod(0o644)),
+        (lambda: folder.chmod(0o777), lambda: folder.chmod(0o755)),
+        (lambda: os.chown(path, nobody, -1), lambda: os.chown(path, 0, -1)),
+        (lambda: os.chown(folder, nobody, -1), lambda: os.chown(folder, 0, -1)),
+    ):
+        change()
+        with pytest.raises(slurm.HookError, match="not trusted"):
+            HookConfig.load(str(path))
+        undo()
+    assert HookConfig.load(str(path)).scheduler_url == "http://qpu:8006"
+    with pytest.raises(FileNotFoundError):
+        HookConfig.load(str(folder / "missing.toml"))
 
 
 def test_epilog_removes_the_files_of_a_job_without_a_session(
@@ -227,7 +316,10 @@ def test_epilog_removes_the_files_of_a_job_without_a_session(
     config = HookConfig(
         scheduler_url=f"http://127.0.0.1:{free_port()}", run_dir=str(tmp_path / "run"), log_file=""
     )
-    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
+    uid_number = os.getuid()
+    monkeypatch.setattr(
+        slurm, "job_details", lambda job_id, *_: squeue_job("qpu:1", user_id=uid_number)
+    )
     uid, gid = str(os.getuid()), str(os.getgid())
     environ = {"SLURM_JOB_ID": "41", "SLURM_JOB_UID": uid, "SLURM_JOB_GID": gid}
     [record] = slurm.prolog(config, environ)
@@ -262,6 +354,12 @@ def test_hook_scripts_refuse_a_python_other_users_cannot_run(tmp_path: Path) -> 
     )
     assert done.returncode == 2 and "not executable by other users" in done.stderr, done.stderr
     assert not (tmp_path / "hooks").exists()
+    open_folder = tmp_path / "shared"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)  # anyone could swap the link for a program of their own
+    (open_folder / "python").symlink_to(sys.executable)
+    with pytest.raises(PermissionError, match=r"run .* as root: .* is not trusted"):
+        slurm.write_hook_scripts(tmp_path / "hooks", str(open_folder / "python"), "slurm.toml")
 
 
 def test_slurm_conf_lines_name_the_hooks_and_the_timeout(tmp_path: Path) -> None:
@@ -427,6 +525,60 @@ def scheduler_unreachable(hooks_config: Path) -> Iterator[None]:
         yield
     finally:
         hooks_config.write_text(saved)
+
+
+@dataclass
+class HostileListener:
+    """An HTTP server standing for one a hostile user runs: it records every request that
+    reaches it (a root hook tricked into calling it would send root's MUNGE credential)."""
+
+    url: str
+    requests: list[tuple[str, str, dict[str, str]]]
+
+
+@contextlib.contextmanager
+def hostile_listener() -> Iterator[HostileListener]:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    class Record(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            seen.append((self.command, self.path, dict(self.headers)))
+            body = b'{"id": "stolen", "rows": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = do_PUT = do_CONNECT = _answer
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield HostileListener(f"http://127.0.0.1:{server.server_address[1]}", seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def hostile_bin(home: Path, owner: User, commands: tuple[str, ...]) -> tuple[Path, Path]:
+    """A directory of ``commands`` in a user's home, each of which leaves a marker file (with
+    the uid that ran it) when run: what a user puts first on a PATH a root hook might use."""
+    folder = home / f"evil-{secrets.token_hex(3)}"
+    folder.mkdir()
+    marker = folder / "ran"
+    for name in commands:
+        script = folder / name
+        script.write_text(f"#!/bin/sh\nid -u >> {marker}\nexit 1\n")
+        script.chmod(0o755)
+    for item in (folder, *folder.iterdir()):
+        os.chown(item, owner.uid, owner.uid)
+    return folder, marker
 
 
 def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
@@ -657,7 +809,9 @@ def test_epilog_retries_a_revocation_that_failed(
     config = HookConfig(
         scheduler_url=site.cluster.scheduler_url, run_dir=str(tmp_path / "run"), log_file=""
     )
-    monkeypatch.setattr(slurm, "job_details", lambda job_id, *_: f"JobId={job_id} Licenses=qpu:1")
+    monkeypatch.setattr(
+        slurm, "job_details", lambda job_id, *_: squeue_job("qpu:1", user_id=site.alice.uid)
+    )
     uid = str(site.alice.uid)
     jobs = [str(90000 + secrets.randbelow(9999) * 2 + i) for i in range(2)]
 
@@ -678,3 +832,68 @@ def test_epilog_retries_a_revocation_that_failed(
         assert site.sessions(job)[0]["revoke_reason"] == REVOKE_REASON
     assert list((tmp_path / "run" / "private").iterdir()) == []
     report("Epilog could not reach the scheduler: revoked by the next hook")
+
+
+# -- the attacks of a hostile user (the hooks run as root) -----------------------------------
+
+
+def test_fields_users_write_do_not_open_or_widen_a_session(
+    site: Site, report: Callable[[str], None]
+) -> None:
+    """The attack on ``scontrol show job``'s text, re-run: a job without a licence whose name
+    and comment read ``Licenses=qpu:64 Account=chem42``; a job charged to ``physics`` whose
+    name says ``Account=chem42``; one whose name holds a newline and ``TresPerNode=gres:qpu:7``.
+    The Prolog reads squeue's JSON: the first gets no session, the others their real slots and
+    account."""
+    forged = "vqe Licenses=qpu:64 Account=chem42 TimeLimit=UNLIMITED"
+    no_licence, output = site.sbatch(
+        site.bob, "-J", forged, "--comment", "Licenses=qpu:9", command="env"
+    )
+    renamed, _ = site.sbatch(
+        site.bob, "-L", "qpu:1", "-A", "physics", "-J", "x Account=chem42", command="env"
+    )
+    newline, _ = site.sbatch(
+        site.bob,
+        "-L",
+        "qpu:1",
+        "-J",
+        "x\nTresPerNode=gres:qpu:7 Licenses=qpu:7",
+        "--comment",
+        "y\nAccount=chem42",
+        command="env",
+    )
+    for job_id in (no_licence, renamed, newline):
+        assert site.wait_job(job_id) == "COMPLETED"
+    assert site.sessions(no_licence) == []
+    assert "QRMI_JOB_QPU_RESOURCES" not in output.read_text()
+    for job_id, account in ((renamed, "physics"), (newline, None)):
+        session = site.revoked_session(job_id)
+        assert (session["qpu_slots"], session["slurm_account"]) == (1, account), session
+    report("job name/comment injection: no session without a licence; real slots and account")
+
+
+def test_the_prolog_ignores_what_the_job_exports(site: Site, report: Callable[[str], None]) -> None:
+    """A job exporting a PATH to its own squeue and scontrol, the hooks' settings as
+    QHPC_SLURM_* variables (a listener's URL, a settings file of its own), a proxy and a
+    MUNGE socket: the session opens on the configured scheduler, the listener hears nothing
+    and no program of the user's runs as root."""
+    with hostile_listener() as listener:
+        folder, marker = hostile_bin(site.bob.home, site.bob, ("squeue", "scontrol"))
+        settings = folder / "slurm.toml"
+        settings.write_text(f'scheduler_url = "{listener.url}"\n')
+        exported = {
+            "PATH": f"{folder}:/usr/bin:/bin",
+            "QHPC_SLURM_SCHEDULER_URL": listener.url,
+            "QHPC_SLURM_CONFIG": str(settings),
+            "QHPC_SLURM_SQUEUE": str(folder / "squeue"),
+            "HTTP_PROXY": listener.url,
+            "http_proxy": listener.url,
+            "MUNGE_SOCKET": str(folder / "munge.socket"),
+        }
+        export = ",".join(["ALL", *(f"{k}={v}" for k, v in exported.items())])
+        job_id, output = site.sbatch(site.bob, "-L", "qpu:1", f"--export={export}", command="env")
+        assert site.wait_job(job_id) == "COMPLETED"
+        assert f"qpu_QRMI_WARDEN_URL={site.cluster.scheduler_url}" in output.read_text()
+        assert site.revoked_session(job_id)["qpu_slots"] == 1
+        assert listener.requests == [] and not marker.exists()
+    report("exported PATH/QHPC_SLURM_*/proxy: the configured scheduler only, no user program")

@@ -101,10 +101,13 @@ class SchedulerTarget(Target):
         """This target's event stream, shared by every watcher: subscribe to follow it."""
 
     def _authenticate(self, request: httpx.Request) -> httpx.Request:
-        """Called for every request (stream reconnections too): MUNGE refuses replays."""
+        """Called for every request (stream reconnections too): MUNGE refuses replays, and
+        each credential is bound to its request (an admin's counts only so)."""
         if self._munge_answers:
             try:
-                request.headers["X-Munge-Cred"] = munge.encode()
+                request.headers["X-Munge-Cred"] = munge.encode_for_request(
+                    request.method, request.url.raw_path, request.read()
+                )
             except munge.MungeError as err:
                 if self._auth == "munge":
                     raise TargetError(f"target {self.name!r} needs MUNGE: {err}") from None

@@ -4,11 +4,13 @@ Grid Engine (SGE 8.1, Open Cluster Scheduler) sees the QPU as a consumable compl
 consumable per JOB, its capacity the number of QPU slots on the global host): ``qsub -l qpu=2``
 asks for two slots. The allocation itself is ``qhpc_lab.hpc.hooks``, shared with Slurm.
 
-Prolog (``root@`` in the queue's ``prolog``): read the job's ``qpu`` request and ``h_rt`` from
-``qstat -j``, open a session for the job's owner, and write the QRMI variables into the job's
-``environment`` file in its spool directory, which the shepherd reads when it starts the job
-(Grid Engine has no TaskProlog); a job whose session could not be opened gets a notice in its
-output and runs on the emulator.
+Prolog (``root@`` in the queue's ``prolog``): find the job from the ``sge_shepherd`` that started
+it (its spool directory and ``config``, never the job's environment, which holds the user's
+``qsub -v`` variables), read its ``qpu`` request and ``h_rt`` from ``qstat -j -xml`` run by
+its absolute path in a fixed environment, open a session for the job's owner, and write the
+QRMI variables into the job's ``environment`` file in its spool directory, which the shepherd
+reads when it starts the job (Grid Engine has no TaskProlog); a job whose session could not be
+opened gets a notice in its output and runs on the emulator.
 Epilog (``root@``): revoke the session (the scheduler cancels its queued programs with the
 reason "Grid Engine job ended") and append the job's QPU usage (programs, shots, QPU seconds)
 to ``accounting_file``, keyed by the Grid Engine job id: SGE 8.1's ``qacct`` has fixed fields,
@@ -28,8 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -37,12 +37,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
+from xml.etree import ElementTree
+
+import psutil
 
 from qhpc_lab.hpc import hooks
 from qhpc_lab.hpc.hooks import (
+    HOOK_ENVIRONMENT,
     HookError,
     HookSettings,
     JobRecord,
+    check_trusted_file,
     close_session,
     deadline,
     job_environment,
@@ -56,14 +61,17 @@ from qhpc_lab.hpc.hooks import (
 REVOKE_REASON = "Grid Engine job ended"
 HOOKS = {"prolog": "queue prolog", "epilog": "queue epilog", "load-sensor": "load_sensor"}
 """``qhpc gridengine`` sub-command → the Grid Engine setting that runs it."""
+SHEPHERD = "sge_shepherd"
+"""Grid Engine's per-job process, the parent of a queue prolog and epilog."""
+SGE_CELL_VARIABLES = ("SGE_ROOT", "SGE_CELL", "SGE_QMASTER_PORT", "SGE_EXECD_PORT")
 READY_STATES = ("ONLINE", "CALIBRATING")
 """Device states in which the QPU takes work (calibration pauses it briefly)."""
 
 
 @dataclass(frozen=True)
 class GridEngineConfig(HookSettings):
-    """Grid Engine hook settings (keys of HookSettings, plus the ones below); ``[gridengine]``
-    table, ``QHPC_GRIDENGINE_<NAME>`` variables, default /etc/qhpc/gridengine.toml."""
+    """Grid Engine hook settings (keys of HookSettings, plus the ones below) in a root-owned
+    file (``[gridengine]`` table or top-level keys), default /etc/qhpc/gridengine.toml."""
 
     SECTION: ClassVar[str] = "gridengine"
     DEFAULT_CONFIG: ClassVar[str] = "/etc/qhpc/gridengine.toml"
@@ -78,91 +86,134 @@ class GridEngineConfig(HookSettings):
     reports readiness only."""
     accounting_file: str = "/var/lib/qhpc/gridengine-usage.jsonl"
     """Per-job QPU usage, one JSON line per ended job that held a share."""
+    qstat: str = "/usr/lib/gridengine/qstat"
+    """qstat by its absolute path (Debian's; the prolog runs ``qstat -j JOB -xml``)."""
+    spool_owner: str = "root"
+    """Who owns the execution daemon's spool (Grid Engine's ``admin_user``; root when none):
+    the job's ``config`` there must be theirs or root's."""
 
 
-# -- what Grid Engine says about the job -------------------------------------------------------
+# -- which job, and what Grid Engine says about it -------------------------------------------
 
 
-def job_key(environ: Mapping[str, str]) -> str:
-    """The job id, ``JOB.TASK`` for a task of an array job (each task has its prolog)."""
-    job_id = environ.get("JOB_ID", "")
-    if not job_id.isdigit():
-        raise HookError("JOB_ID is missing: this hook runs under Grid Engine only")
-    task = environ.get("SGE_TASK_ID", "")
-    return f"{job_id}.{task}" if task.isdigit() else job_id
+@dataclass(frozen=True)
+class ShepherdJob:
+    """The job a prolog or epilog runs for, as the ``sge_shepherd`` that started it knows it.
+
+    A root prolog's environment holds the job's ``qsub -v`` variables, so nothing in it is
+    taken: the shepherd (root, Grid Engine's own program) runs in the job's spool directory,
+    whose ``config`` the execution daemon wrote, and its environment is the daemon's.
+    """
+
+    spool_dir: Path
+    job_id: str
+    task_id: str
+    """The array task's number; empty for a job that is not an array."""
+    owner: str
+    cell: dict[str, str]
+    """SGE_ROOT, SGE_CELL and the ports as the execution daemon has them: what qstat needs."""
+
+    @property
+    def key(self) -> str:
+        """The job id, ``JOB.TASK`` for a task of an array job (each task has its prolog)."""
+        return f"{self.job_id}.{self.task_id}" if self.task_id else self.job_id
 
 
-def job_details(job_id: str, config: GridEngineConfig, environ: Mapping[str, str]) -> str:
-    """``qstat -j`` of the job (the prolog's environment names no resource requests)."""
-    path = ":".join(p for p in (environ.get("SGE_BINARY_PATH"), environ.get("PATH")) if p)
-    qstat = shutil.which("qstat", path=path or None)
-    if qstat is None:
-        raise HookError("qstat not found: install gridengine-client on the execution hosts")
+def shepherd_job(config: GridEngineConfig, pid: int | None = None) -> ShepherdJob:
+    """The job of the shepherd ``pid`` (default: this process's parent, as the hook scripts
+    ``exec`` Python); HookError when that is no root shepherd or its files are not trusted."""
+    try:
+        shepherd = psutil.Process(os.getppid() if pid is None else pid)
+        exe, cwd, real_uid = shepherd.exe(), shepherd.cwd(), shepherd.uids().real
+        environ = shepherd.environ()
+    except psutil.Error as err:
+        raise HookError(f"cannot read the process that started the hook: {err}") from None
+    if Path(exe).name != SHEPHERD or real_uid != 0:
+        raise HookError(
+            f"the hook was not started by a root {SHEPHERD} (parent {exe}, uid {real_uid}): "
+            "it runs as a Grid Engine queue prolog or epilog only"
+        )
+    spool = Path(cwd)
+    check_trusted_file(spool / "config", config.spool_owner)
+    facts = dict(
+        line.split("=", 1) for line in (spool / "config").read_text().splitlines() if "=" in line
+    )
+    job_id, task, owner = (facts.get(k, "") for k in ("job_id", "ja_task_id", "job_owner"))
+    if not job_id.isdigit() or not owner:
+        raise HookError(f"{spool / 'config'} names no job_id and job_owner")
+    return ShepherdJob(
+        spool,
+        job_id,
+        task if task.isdigit() and task != "0" else "",
+        owner,
+        {k: environ[k] for k in SGE_CELL_VARIABLES if k in environ},
+    )
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What ``qstat -j -xml`` says of a job: its owner and its hard resource requests."""
+
+    uid: int
+    owner: str
+    requests: dict[str, float]
+
+
+def job_details(job: ShepherdJob, config: GridEngineConfig) -> JobRequest:
+    """``qstat -j JOB -xml`` by its absolute path (the prolog's environment names no resource
+    requests): XML, so a job name or an environment value holding ``hard resource_list:`` and
+    a newline is only text."""
     try:
         done = subprocess.run(
-            [qstat, "-j", job_id],
+            [config.qstat, "-j", job.job_id, "-xml"],
             capture_output=True,
             text=True,
             timeout=config.timeout_s,
-            env=dict(environ),
+            env={**HOOK_ENVIRONMENT, **job.cell},
         )
+    except FileNotFoundError:
+        raise HookError(
+            f"{config.qstat} not found: install gridengine-client on the execution hosts, or "
+            "set qstat to its absolute path"
+        ) from None
     except subprocess.TimeoutExpired:
-        raise HookError(f"qstat -j {job_id} took more than {config.timeout_s:g} s") from None
+        raise HookError(f"qstat -j {job.job_id} took more than {config.timeout_s:g} s") from None
     if done.returncode:
-        raise HookError(f"qstat -j {job_id} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout
+        raise HookError(f"qstat -j {job.job_id} failed: {(done.stderr or done.stdout).strip()}")
+    return parse_qstat_xml(done.stdout, job.job_id)
 
 
-def _detail(details: str, key: str) -> str | None:
-    match = re.search(rf"^{re.escape(key)}:\s*(.*?)\s*$", details, re.MULTILINE)
-    return match.group(1) if match else None
-
-
-def _requests(details: str) -> dict[str, str]:
-    """The job's hard resource requests (``qpu=2,h_rt=600``)."""
-    text = _detail(details, "hard resource_list") or ""
-    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
-
-
-def qpu_slots(details: str, complex_name: str) -> int:
-    """The job's request of ``complex_name`` (a count; Grid Engine may write ``2.000000``)."""
-    value = _requests(details).get(complex_name)
+def parse_qstat_xml(text: str, job_id: str) -> JobRequest:
+    """The :class:`JobRequest` of ``job_id`` in ``qstat -j -xml`` output."""
     try:
-        return max(0, int(float(value))) if value else 0
-    except ValueError:
-        return 0
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as err:
+        raise HookError(f"qstat -j -xml answered no XML: {err}") from None
+    info = next((e for e in root.iter() if e.findtext("JB_job_number") == job_id), None)
+    uid = info.findtext("JB_uid") if info is not None else None
+    if info is None or uid is None or not uid.isdigit():
+        raise HookError(f"qstat -j {job_id} -xml names no job {job_id} with a uid")
+    requests = {}
+    for item in info.iterfind("JB_hard_resource_list/qstat_l_requests"):
+        try:
+            requests[item.findtext("CE_name", "")] = float(item.findtext("CE_doubleval", ""))
+        except ValueError:
+            continue
+    return JobRequest(int(uid), info.findtext("JB_owner", ""), requests)
 
 
-def time_limit_s(details: str) -> int | None:
-    """The job's ``h_rt`` (else ``s_rt``) in seconds (``600`` or ``[[H:]M:]S``); None if none."""
-    requests = _requests(details)
-    text = requests.get("h_rt") or requests.get("s_rt")
-    if not text:
-        return None
-    try:
-        seconds = 0
-        for part in text.split(":"):
-            seconds = seconds * 60 + int(part or 0)
-    except ValueError:
-        return None
-    return seconds or None
+def qpu_slots(job: JobRequest, complex_name: str) -> int:
+    """The job's request of ``complex_name`` (a count)."""
+    return max(0, int(job.requests.get(complex_name, 0)))
 
 
-def _owner(details: str) -> int:
-    uid = _detail(details, "uid")
-    if uid is None or not uid.isdigit():
-        raise HookError("qstat -j names no uid for the job")
-    return int(uid)
+def time_limit_s(job: JobRequest) -> int | None:
+    """The job's ``h_rt`` (else ``s_rt``) in seconds; None if none."""
+    seconds = job.requests.get("h_rt") or job.requests.get("s_rt")
+    return int(seconds) if seconds else None
 
 
 # -- the job's environment file ------------------------------------------------------------------
-
-
-def environment_file(environ: Mapping[str, str]) -> Path:
-    spool = environ.get("SGE_JOB_SPOOL_DIR")
-    if not spool:
-        raise HookError("SGE_JOB_SPOOL_DIR is missing: the prolog runs in the shepherd only")
-    return Path(spool) / "environment"
 
 
 def read_environment(path: Path) -> dict[str, str]:
@@ -188,20 +239,22 @@ def update_environment(path: Path, variables: dict[str, str], unset: list[str]) 
 # -- the hooks -----------------------------------------------------------------------------------
 
 
-def prolog(config: GridEngineConfig, environ: Mapping[str, str]) -> JobRecord | None:
+def prolog(config: GridEngineConfig, job: ShepherdJob) -> JobRecord | None:
     """Open the job's session if it asked for QPU slots and write its QRMI variables into the
     job's environment; the record, or None."""
-    key = job_key(environ)
-    details = job_details(environ["JOB_ID"], config, environ)
-    uid = _owner(details)
-    slots = qpu_slots(details, config.complex)
+    details = job_details(job, config)
+    if details.owner != job.owner:
+        raise HookError(
+            f"qstat names {details.owner!r} as the job's owner, its spool {job.owner!r}"
+        )
+    uid, slots = details.uid, qpu_slots(details, config.complex)
     record = None
     if slots:
-        record = open_session(config, key, uid, slots, time_limit_s(details), REVOKE_REASON)
+        record = open_session(config, job.key, uid, slots, time_limit_s(details), REVOKE_REASON)
     else:
         log.info("uid %d asked for no %s: no QPU session", uid, config.complex)
-    path = environment_file(environ)
-    change = job_environment(config, read_environment(path), record, key, uid=str(uid))
+    path = job.spool_dir / "environment"
+    change = job_environment(config, read_environment(path), record, job.key, uid=str(uid))
     if change.set or change.unset:
         update_environment(path, change.set, change.unset)
     if change.notice:
@@ -209,9 +262,9 @@ def prolog(config: GridEngineConfig, environ: Mapping[str, str]) -> JobRecord | 
     return record
 
 
-def epilog(config: GridEngineConfig, environ: Mapping[str, str]) -> dict[str, Any] | None:
+def epilog(config: GridEngineConfig, job: ShepherdJob) -> dict[str, Any] | None:
     """Revoke the job's session and record its QPU usage; the usage line, or None."""
-    key = job_key(environ)
+    key = job.key
     record = close_session(config, key, REVOKE_REASON)
     if record is None or not record.session:
         return None
@@ -306,29 +359,37 @@ def load_sensor(config: GridEngineConfig | None, stdin: IO[str], stdout: IO[str]
 # -- entry points --------------------------------------------------------------------------------
 
 
-def run_hook(hook: str, config_path: str | None, environ: Mapping[str, str] = os.environ) -> int:
-    """``qhpc gridengine <hook>``. Always 0: a failing prolog puts the queue in error."""
+def run_hook(hook: str, config_path: str | None) -> int:
+    """``qhpc gridengine <hook>``. Always 0: a failing prolog puts the queue in error.
+
+    Each hook runs in the fixed :data:`~qhpc_lab.hpc.hooks.HOOK_ENVIRONMENT`: a root prolog
+    or epilog gets the job's ``qsub -v`` variables, and none of them may steer it; the job is
+    the shepherd's (:func:`shepherd_job`)."""
+    hooks.isolate({})
     if hook == "load-sensor":
         config = None
         log_to(GridEngineConfig.SECTION, hook, "", None)
         try:
-            config = GridEngineConfig.load(config_path, environ)
+            config = GridEngineConfig.load(config_path)
             log_to(GridEngineConfig.SECTION, hook, "", config.log_file)
         except Exception as err:  # keep answering (not ready) rather than die
             log.error("%s", err)
         load_sensor(config, sys.stdin, sys.stdout)
         return 0
     step = prolog if hook == "prolog" else epilog
-    job_id = environ.get("JOB_ID", "")
     return run_guarded(
         GridEngineConfig,
         hook,
-        job_id,
+        "",
         config_path,
-        environ,
-        lambda c: step(c, environ),
+        lambda c: step(c, _named(shepherd_job(c))),
         logging.WARNING,  # the prolog's and epilog's stderr is the job's
     )
+
+
+def _named(job: ShepherdJob) -> ShepherdJob:
+    hooks.name_job(job.key)
+    return job
 
 
 def write_hook_scripts(directory: Path, python: str, config: str) -> dict[str, Path]:

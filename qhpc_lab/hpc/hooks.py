@@ -19,10 +19,12 @@ import dataclasses
 import json
 import logging
 import os
+import pwd
 import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tomllib
@@ -37,8 +39,13 @@ QRMI_LIST_VARIABLES = ("QRMI_JOB_QPU_RESOURCES", "QRMI_JOB_QPU_TYPES")
 """QRMI's resource names and types, as lists separated by QRMI_LIST_DELIMITER (default ,)."""
 STALE_RETRIES = 20
 """At most this many earlier failed revocations are retried per hook run."""
+HOOK_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+"""The environment a root hook runs with (plus the batch system's own facts): fixed, so that
+nothing a job's owner set (PATH, proxies, MUNGE_SOCKET, QHPC_*) changes what root does."""
 
 log = logging.getLogger("qhpc.hpc")
+_LABEL = {"side": "", "hook": ""}
+"""What log lines name besides the job (log_to)."""
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 Settings = TypeVar("Settings", bound="HookSettings")
 
@@ -54,14 +61,19 @@ class HookError(Exception):
 @dataclass(frozen=True)
 class HookSettings:
     """Settings every scheduler side has: defaults, then a TOML file (top-level keys or a
-    ``[{SECTION}]`` table), then ``QHPC_{SECTION}_<NAME>`` variables. A side subclasses it
-    with its own section, default file and fields."""
+    ``[{SECTION}]`` table). A side subclasses it with its own section, default file and fields.
+
+    The file is the only source: a root hook runs in a job's context, where the environment is
+    the user's to write (Grid Engine hands a root prolog the job's ``qsub -v`` variables), so
+    no variable may point the hooks elsewhere, and the file must be one only root can change.
+    """
 
     SECTION: ClassVar[str] = ""
     DEFAULT_CONFIG: ClassVar[str] = ""
 
     scheduler_url: str = "http://127.0.0.1:8006"
-    """The scheduler as compute nodes reach it; exported as ``{resource}_QRMI_WARDEN_URL``."""
+    """The scheduler as compute nodes reach it; exported as ``{resource}_QRMI_WARDEN_URL``.
+    Root's MUNGE credentials go there and nowhere else."""
     resource: str = "qpu"
     """QRMI resource name: the entry in QRMI_JOB_QPU_RESOURCES and the variables' prefix."""
     run_dir: str = "/run/qhpc"
@@ -84,28 +96,50 @@ class HookSettings:
             )
 
     @classmethod
-    def load(
-        cls: type[Settings], path: str | None = None, environ: Mapping[str, str] = os.environ
-    ) -> Settings:
-        """Settings from ``path``, else $QHPC_{SECTION}_CONFIG, else DEFAULT_CONFIG if present."""
-        prefix = f"QHPC_{cls.SECTION.upper()}_"
-        chosen = path or environ.get(prefix + "CONFIG")
-        file = Path(chosen or cls.DEFAULT_CONFIG)
-        values: dict[str, Any] = {}
-        if file.is_file():
-            data = tomllib.loads(file.read_text())
-            values.update(data.get(cls.SECTION, data))
-        elif chosen:
+    def load(cls: type[Settings], path: str | None = None) -> Settings:
+        """Settings from ``path`` (default DEFAULT_CONFIG), a file that must exist and that
+        only root (or this process's user) can change: without it no hook runs, rather than
+        send root's credential to a default URL someone else may listen on."""
+        file = Path(path or cls.DEFAULT_CONFIG)
+        if not file.is_file():
             raise FileNotFoundError(f"{cls.SECTION} hook settings file {file} does not exist")
+        check_trusted_file(file)
+        data = tomllib.loads(file.read_text())
+        values: dict[str, Any] = dict(data.get(cls.SECTION, data))
         names = [f.name for f in dataclasses.fields(cls)]
-        for name in names:
-            raw = environ.get(prefix + name.upper())
-            if raw is not None:
-                values[name] = raw
         unknown = set(values) - set(names)
         if unknown:
             raise ValueError(f"unknown {cls.SECTION} hook settings: {', '.join(sorted(unknown))}")
         return cls(**{k: type(getattr(cls, k))(v) for k, v in values.items()})
+
+
+def check_trusted_file(path: Path, owner: str = "") -> None:
+    """HookError unless ``path``, the file it links to and every directory above either belong
+    to root, to this process's user or to ``owner`` (a user name), and no one else can write
+    them (a sticky directory like /tmp excepted): nobody else can have put or changed what
+    it says, or replaced it."""
+    owners = {0, os.geteuid()}
+    if owner:
+        try:
+            owners.add(pwd.getpwnam(owner).pw_uid)
+        except KeyError:
+            raise HookError(f"no user {owner!r} (the owner {path} should have)") from None
+    given, real = Path(os.path.abspath(path)), Path(os.path.realpath(path))
+    for item in {given, real, *given.parents, *real.parents}:
+        try:
+            info = item.lstat()
+        except OSError as err:
+            raise HookError(f"cannot check {path}: {err}") from None
+        link = stat.S_ISLNK(info.st_mode)  # a link's mode means nothing, its folder's does
+        folder = not link and item not in (given, real)
+        writable = (
+            not link and info.st_mode & 0o022 and not (folder and info.st_mode & stat.S_ISVTX)
+        )
+        if info.st_uid not in owners or writable:
+            raise HookError(
+                f"{path} is not trusted: {item} must belong to root and be writable by it "
+                "alone (root's hooks act on what it says)"
+            )
 
 
 @dataclass
@@ -137,20 +171,29 @@ class JobEnvironment:
 
 
 def request(config: HookSettings, method: str, path: str, **kwargs: Any) -> Any:
-    """One call with a fresh MUNGE credential of this process (the scheduler refuses replays)."""
+    """One call to the configured scheduler with a fresh MUNGE credential of this process,
+    bound to the request (the scheduler refuses replays, and takes root's for an admin's only
+    so). No proxy or certificate setting of the environment applies: it may be the job's."""
     import httpx
 
     from qhpc_lab import munge
 
-    try:
-        credential = munge.encode(socket=config.munge_socket or None)
-    except munge.MungeError as err:
-        raise HookError(f"no MUNGE credential: {err} (is munged running?)") from None
+    def bound_credential(outgoing: httpx.Request) -> httpx.Request:
+        try:
+            outgoing.headers["X-Munge-Cred"] = munge.encode_for_request(
+                outgoing.method,
+                outgoing.url.raw_path,
+                outgoing.read(),
+                socket=config.munge_socket or None,
+            )
+        except munge.MungeError as err:
+            raise HookError(f"no MUNGE credential: {err} (is munged running?)") from None
+        return outgoing
+
     url = config.scheduler_url.rstrip("/") + path
     try:
-        response = httpx.request(
-            method, url, headers={"X-Munge-Cred": credential}, timeout=config.timeout_s, **kwargs
-        )
+        with httpx.Client(timeout=config.timeout_s, trust_env=False) as client:
+            response = client.request(method, url, auth=bound_credential, **kwargs)
     except httpx.HTTPError as err:
         reason = str(err) or type(err).__name__
         raise HookError(f"scheduler unreachable at {config.scheduler_url}: {reason}") from None
@@ -387,8 +430,13 @@ def runnable_by_everyone(path: str | Path) -> bool:
 
 
 def check_job_python(python: str) -> None:
-    """PermissionError unless every user can run ``python`` and, tried as ``nobody`` when we
-    are root, import the hooks with it: the hooks run as job users or daemon users too."""
+    """PermissionError unless only root can change ``python`` (root runs it), every user can
+    run it and, tried as ``nobody`` when we are root, import the hooks with it: the hooks run
+    as job users or daemon users too."""
+    try:
+        check_trusted_file(Path(python))
+    except HookError as err:
+        raise PermissionError(f"the hooks run {python} as root: {err}") from None
     if not runnable_by_everyone(python):
         raise PermissionError(
             f"{python} (really {os.path.realpath(python)}) is not executable by other users: "
@@ -462,8 +510,6 @@ def log_to(
 ) -> None:
     """Log lines name the side, the hook and the job; to stderr from ``stderr_level`` on, and
     to ``log_file`` when writable."""
-    job = f" job {job_id}" if job_id else ""
-    formatter = logging.Formatter(f"%(asctime)s qhpc-{name} {hook}{job} %(levelname)s: %(message)s")
     handlers: list[logging.Handler] = []
     if not log.handlers:
         console = logging.StreamHandler(sys.stderr)
@@ -476,10 +522,29 @@ def log_to(
         except OSError as err:
             log.warning("cannot write the log file %s: %s", log_file, err)
     for handler in handlers:
-        handler.setFormatter(formatter)
         log.addHandler(handler)
+    _LABEL.update(side=name, hook=hook)
+    name_job(job_id)
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+def name_job(job_id: str) -> None:
+    """Name ``job_id`` in the log lines from now on (a side that learns it late)."""
+    job = f" job {job_id}" if job_id else ""
+    text = f"%(asctime)s qhpc-{_LABEL['side']} {_LABEL['hook']}{job} %(levelname)s: %(message)s"
+    for handler in log.handlers:
+        handler.setFormatter(logging.Formatter(text))
+
+
+def isolate(keep: Mapping[str, str]) -> dict[str, str]:
+    """Make this process's environment :data:`HOOK_ENVIRONMENT` plus ``keep`` (the facts the
+    batch system itself set, chosen by the side) and return it: nothing else of the job's
+    environment reaches a library or a command the hook runs."""
+    os.environ.clear()
+    os.environ.update(HOOK_ENVIRONMENT)
+    os.environ.update(keep)
+    return dict(os.environ)
 
 
 def run_guarded(
@@ -487,7 +552,6 @@ def run_guarded(
     hook: str,
     job_id: str,
     config_path: str | None,
-    environ: Mapping[str, str],
     step: Callable[[Settings], object],
     stderr_level: int = logging.INFO,
 ) -> int:
@@ -499,7 +563,7 @@ def run_guarded(
     """
     log_to(settings.SECTION, hook, job_id, None, stderr_level)
     try:
-        config = settings.load(config_path, environ)
+        config = settings.load(config_path)
         log_to(settings.SECTION, hook, job_id, config.log_file)
         with deadline(config.deadline_s):
             step(config)

@@ -2,8 +2,9 @@
 
 The Slurm side of the allocation layer in ``qhpc_lab.hpc.hooks``.
 Prolog (root, on the node; at allocation with ``PrologFlags=Alloc``, so salloc works too): read
-the job's ``qpu`` licence/GRES count from ``scontrol show job``, open a session on the
-second-level scheduler for the job's user with a root MUNGE credential, and leave
+the job's ``qpu`` licence/GRES count, account and time limit from ``squeue --json`` (never
+the text of ``scontrol show job``, where a job name can hold ``Licenses=qpu:64``), open a
+session on the second-level scheduler for the job's user with a root MUNGE credential, and leave
 ``{run_dir}/job-{id}.json`` (0600, owned by the user) for the TaskProlog plus a root-only copy
 under ``{run_dir}/private`` for the Epilog (a user can rewrite a file they own, so the Epilog
 must not trust theirs).
@@ -23,17 +24,18 @@ reach the scheduler still runs; its TaskProlog says why, and the client uses the
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from qhpc_lab.hpc import hooks
 from qhpc_lab.hpc.hooks import (
+    HOOK_ENVIRONMENT,
     QRMI_LIST_VARIABLES,
     HookError,
     HookSettings,
@@ -55,6 +57,7 @@ __all__ = [
     "JobRecord",
     "configuration",
     "epilog",
+    "job_details",
     "prolog",
     "qpu_slots",
     "run_hook",
@@ -70,17 +73,17 @@ HOOKS = {"prolog": "Prolog", "epilog": "Epilog", "task-prolog": "TaskProlog"}
 """``qhpc slurm`` sub-command → the slurm.conf parameter that runs it."""
 PROLOG_EPILOG_TIMEOUT_S = 60
 """slurm.conf's PrologEpilogTimeout: Slurm's last net, above the hooks' deadline_s (20 s)."""
-SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
-"""Slurm runs the Prolog and Epilog without PATH: where to find scontrol."""
+SLURM_FACTS = ("SLURM_JOB_ID", "SLURM_JOB_UID", "SLURM_JOB_GID", "SLURM_CONF")
+"""What the Prolog and Epilog keep of their environment: values slurmd sets itself."""
 LIST_VARIABLES = (*QRMI_LIST_VARIABLES, "SLURM_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_TYPES")
 """QRMI's lists and the aliases QRMI's SPANK plugin exports too."""
 
 
 @dataclass(frozen=True)
 class HookConfig(HookSettings):
-    """Slurm hook settings (keys of HookSettings, plus ``licence`` and ``qpus``); ``[slurm]``
-    table, ``QHPC_SLURM_<NAME>`` variables. Slurm gives the Prolog no environment of its own, so
-    the wrapper scripts pass the file with ``--config``."""
+    """Slurm hook settings (keys of HookSettings, plus ``licence``, ``squeue`` and ``qpus``) in
+    a root-owned file (``[slurm]`` table or top-level keys), which the wrapper scripts pass
+    with ``--config``."""
 
     SECTION: ClassVar[str] = "slurm"
     DEFAULT_CONFIG: ClassVar[str] = "/etc/qhpc/slurm.toml"
@@ -90,8 +93,10 @@ class HookConfig(HookSettings):
     log_file: str = "/var/log/qhpc/slurm-hooks.log"
     licence: str = "qpu"
     """Slurm licence and/or GRES name whose count is the job's QPU slots."""
+    squeue: str = "/usr/bin/squeue"
+    """squeue by its absolute path: the Prolog reads the job from ``squeue --json``."""
     qpus: tuple[dict[str, str], ...] = ()
-    """Several QPUs (settings file only: ``[[qpus]]`` tables of ``QPU_KEYS``), each with its own
+    """Several QPUs (``[[qpus]]`` tables of ``QPU_KEYS``), each with its own
     licence, scheduler and resource name; they replace the top-level three. Empty: one QPU."""
 
     def __post_init__(self) -> None:
@@ -100,7 +105,7 @@ class HookConfig(HookSettings):
             if not isinstance(entry, dict) or not set(entry) <= self.QPU_KEYS:
                 raise ValueError(
                     f"each of qpus must be a [[qpus]] table of {', '.join(sorted(self.QPU_KEYS))}"
-                    f" (settings file only), not {entry!r}"
+                    f", not {entry!r}"
                 )
         names = [entry.get("resource") for entry in self.qpus]
         licences = [entry.get("licence") for entry in self.qpus]
@@ -123,43 +128,49 @@ class HookConfig(HookSettings):
 # -- what Slurm says about the job ---------------------------------------------------------
 
 
-def job_details(job_id: str, config: HookConfig, environ: Mapping[str, str]) -> str:
-    """``scontrol show job -o`` (the Prolog's environment names no licence or GRES counts)."""
-    scontrol = shutil.which("scontrol", path=environ.get("PATH") or SEARCH_PATH)
-    if scontrol is None:
-        raise HookError("scontrol not found: install slurm-client on the compute nodes")
+def job_details(job_id: str, config: HookConfig, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The job as ``squeue --json`` describes it (the Prolog's environment names no licence or
+    GRES counts): structured fields, so a job name or comment holding ``Licenses=qpu:64`` or a
+    newline is only a name. Slurm 22.05's squeue lists every job whatever ``--jobs`` says, so
+    the job is picked by its id here. ``environ``: the facts Slurm gave the hook (SLURM_CONF)."""
+    env = {**HOOK_ENVIRONMENT, **{k: environ[k] for k in ("SLURM_CONF",) if k in environ}}
     try:
         done = subprocess.run(
-            [scontrol, "show", "job", "-o", job_id],
+            [config.squeue, "--json", "--jobs", job_id],
             capture_output=True,
             text=True,
             timeout=config.timeout_s,
-            env=dict(environ),
+            env=env,
         )
-    except subprocess.TimeoutExpired:
+    except FileNotFoundError:
         raise HookError(
-            f"scontrol show job {job_id} took more than {config.timeout_s:g} s"
+            f"{config.squeue} not found: install slurm-client on the compute nodes, or set "
+            "squeue to its absolute path"
         ) from None
+    except subprocess.TimeoutExpired:
+        raise HookError(f"squeue --json took more than {config.timeout_s:g} s") from None
     if done.returncode:
-        raise HookError(f"scontrol show job {job_id} failed: {done.stderr.strip()}")
-    return done.stdout
+        raise HookError(f"squeue --json --jobs {job_id} failed: {done.stderr.strip()}")
+    try:
+        jobs = json.loads(done.stdout)["jobs"]
+        return next(j for j in jobs if str(j["job_id"]) == job_id)
+    except (ValueError, KeyError, TypeError):
+        raise HookError("squeue --json answered no JSON list of jobs") from None
+    except StopIteration:
+        raise HookError(f"squeue --json does not list job {job_id}") from None
 
 
-def _field(details: str, key: str) -> str | None:
-    match = re.search(rf"(?:^|\s){key}=(\S+)", details)
-    return match.group(1) if match else None
-
-
-def qpu_slots(details: str, licence: str) -> int:
+def qpu_slots(job: Mapping[str, Any], licence: str) -> int:
     """The job's QPU share: its ``licence`` licence count or its GRES count, whichever is larger.
 
-    Licences read ``qpu:2`` (``qpu*2`` in newer Slurm, ``qpu@server:2`` when remote); GRES
-    ``gres:qpu:2``, ``gres/qpu:2`` or ``gres:qpu:type:2``; no count means 1.
+    ``licenses`` reads ``qpu:2`` (``qpu*2`` in newer Slurm, ``qpu@server:2`` when remote);
+    ``tres_per_node``/``tres_per_job`` ``gres:qpu:2``, ``gres/qpu:2`` or ``gres:qpu:type:2``;
+    no count means 1.
     """
     slots = 0
-    for key in ("Licenses", "TresPerNode", "TresPerJob"):
-        for item in (_field(details, key) or "").split(","):
-            if key != "Licenses":
+    for key in ("licenses", "tres_per_node", "tres_per_job"):
+        for item in str(job.get(key) or "").split(","):
+            if key != "licenses":
                 if not item.startswith(("gres:", "gres/")):
                     continue
                 item = item[5:]
@@ -171,17 +182,21 @@ def qpu_slots(details: str, licence: str) -> int:
     return slots
 
 
-def time_limit_s(details: str) -> int | None:
-    """The job's time limit in seconds (``[D-]HH:MM:SS``); None when UNLIMITED or unknown."""
-    text = _field(details, "TimeLimit")
-    if not text or not text[0].isdigit():
+def time_limit_s(job: Mapping[str, Any]) -> int | None:
+    """The job's time limit in seconds; None when unlimited or unknown. squeue gives minutes:
+    a number (22.05) or ``{set, infinite, number}`` (newer releases)."""
+    limit = job.get("time_limit")
+    if isinstance(limit, dict):
+        limit = limit.get("number") if limit.get("set") and not limit.get("infinite") else None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         return None
-    days, _, clock = text.rpartition("-")
-    try:
-        hours, minutes, seconds = ([0, 0] + [int(p) for p in clock.split(":")])[-3:]
-        return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
-    except ValueError:
-        return None
+    return limit * 60
+
+
+def job_owner(job: Mapping[str, Any], uid: int) -> None:
+    """HookError unless Slurm's record of the job names the uid Slurm gave the hook."""
+    if job.get("user_id") != uid:
+        raise HookError(f"squeue names uid {job.get('user_id')!r} for the job, Slurm's hook {uid}")
 
 
 # -- the hooks -------------------------------------------------------------------------------
@@ -203,15 +218,16 @@ def _job(environ: Mapping[str, str]) -> tuple[str, int, int]:
 
 
 def prolog(config: HookConfig, environ: Mapping[str, str]) -> list[JobRecord]:
-    """Open a session on each QPU whose licence or GRES the job holds; the records written."""
+    """Open a session on each QPU whose licence or GRES the job holds; the records written.
+    ``environ``: the facts Slurm gave the hook (run_hook keeps no other)."""
     job_id, uid, gid = _job(environ)
-    details = job_details(job_id, config, environ)
-    account = _field(details, "Account")
-    account = None if account in (None, "(null)") else account
-    limit = time_limit_s(details)
+    job = job_details(job_id, config, environ)
+    job_owner(job, uid)
+    account = str(job.get("account") or "") or None
+    limit = time_limit_s(job)
     records = []
     for qpu in config.qpu_configs():
-        slots = qpu_slots(details, qpu.licence)
+        slots = qpu_slots(job, qpu.licence)
         if not slots:
             log.info("uid %d holds no %s licence or GRES: no QPU session", uid, qpu.licence)
             continue
@@ -265,18 +281,24 @@ def task_prolog(config: HookConfig, environ: Mapping[str, str]) -> list[str]:
 # -- entry points --------------------------------------------------------------------------
 
 
-def run_hook(hook: str, config_path: str | None, environ: Mapping[str, str] = os.environ) -> int:
-    """``qhpc slurm <hook>``. Always 0: a failing Prolog would drain the node and hold the job."""
+def run_hook(hook: str, config_path: str | None) -> int:
+    """``qhpc slurm <hook>``. Always 0: a failing Prolog would drain the node and hold the job.
+
+    The Prolog and Epilog run as root: they keep only :data:`SLURM_FACTS` of their environment
+    (which Slurm sets itself; a job's own variables reach a Prolog only as ``SPANK_*``). The
+    TaskProlog runs as the job's user, in the job's environment, and changes only that.
+    """
     if hook == "task-prolog":
         try:
-            lines = task_prolog(HookConfig.load(config_path, environ), environ)
+            lines = task_prolog(HookConfig.load(config_path), os.environ)
         except Exception as err:  # the task must start whatever happened here
             lines = [f"print qhpc: the QPU task prolog failed ({err}); the emulator is used"]
         print("\n".join(lines), flush=True)
         return 0
+    environ = hooks.isolate({k: os.environ[k] for k in SLURM_FACTS if k in os.environ})
     step = prolog if hook == "prolog" else epilog
     job_id = environ.get("SLURM_JOB_ID", "")
-    return run_guarded(HookConfig, hook, job_id, config_path, environ, lambda c: step(c, environ))
+    return run_guarded(HookConfig, hook, job_id, config_path, lambda c: step(c, environ))
 
 
 def write_hook_scripts(directory: Path, python: str, config: str) -> dict[str, Path]:

@@ -59,6 +59,7 @@ def build_authenticator(config: SchedulerConfig, store: Store | None = None) -> 
         secret,
         config.munge_socket or None,
         replay_guard=store,
+        admin_unbound_hosts=config.admin_unbound_hosts,
     )
 
 

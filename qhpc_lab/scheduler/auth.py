@@ -6,6 +6,13 @@ nothing): munged refuses replays from its in-memory cache, and the scheduler als
 every credential it accepted until it expires (a :class:`ReplayGuard`, the store in the
 daemon), so a replay is refused after munged or the scheduler restarts too.
 
+A credential may carry :func:`qhpc_lab.munge.request_binding` as its payload: our clients
+bind every credential to the request it goes with, and a bound one is refused with any other
+request. An admin uid's credential gives admin rights only when it is bound, or
+comes from one of ``admin_unbound_hosts`` (loopback by default): a credential that root sent
+to the wrong place cannot be turned into another admin request elsewhere. Otherwise an
+unbound one identifies the uid as a plain user (QRMI's clients send unbound credentials).
+
 Tokens are HS256 JWTs (``sub`` = uid, ``admin``, ``iat``, ``exp``) made by
 ``qhpc scheduler token`` and signed with the scheduler's token secret.
 """
@@ -13,6 +20,7 @@ Tokens are HS256 JWTs (``sub`` = uid, ``admin``, ``iat``, ``exp``) made by
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
@@ -189,9 +197,12 @@ class Authenticator:
         munge_socket: str | None = None,
         replay_guard: ReplayGuard | None = None,
         clock: Callable[[], float] = time.time,
+        admin_unbound_hosts: tuple[str, ...] = ("127.0.0.1", "::1"),
     ) -> None:
         """``replay_guard`` remembers accepted MUNGE credentials: pass the store, so that the
-        memory outlives this process; without one it lives in this process only."""
+        memory outlives this process; without one it lives in this process only.
+        ``admin_unbound_hosts``: addresses or networks from which an admin uid's MUNGE
+        credential gives admin rights unbound; from elsewhere only a bound one does."""
         unknown = set(modes) - set(AUTH_MODES)
         if unknown or not modes:
             raise ValueError(f"auth modes must be among {AUTH_MODES}, got {modes}")
@@ -203,12 +214,19 @@ class Authenticator:
         self.munge_socket = munge_socket
         self.replay_guard = replay_guard or MemoryReplayGuard()
         self.clock = clock
+        self.admin_unbound_hosts = tuple(
+            ipaddress.ip_network(h, strict=False) for h in admin_unbound_hosts
+        )
         self._next_prune = 0.0
         self._prune_lock = threading.Lock()
         self._decoders: anyio.CapacityLimiter | None = None
 
     async def identify_async(
-        self, munge_credential: str | None, authorization: str | None
+        self,
+        munge_credential: str | None,
+        authorization: str | None,
+        binding: bytes | None = None,
+        client_host: str | None = None,
     ) -> Identity:
         """:meth:`identify` for the event loop.
 
@@ -222,14 +240,31 @@ class Authenticator:
         if self._decoders is None:
             self._decoders = anyio.CapacityLimiter(DECODE_THREADS)
         return await anyio.to_thread.run_sync(
-            self.identify, munge_credential, authorization, limiter=self._decoders
+            self.identify,
+            munge_credential,
+            authorization,
+            binding,
+            client_host,
+            limiter=self._decoders,
         )
 
-    def identify(self, munge_credential: str | None, authorization: str | None) -> Identity:
+    def identify(
+        self,
+        munge_credential: str | None,
+        authorization: str | None,
+        binding: bytes | None = None,
+        client_host: str | None = None,
+    ) -> Identity:
         """Blocking (munged is asked, then the replay guard): the daemon uses
-        :meth:`identify_async`."""
+        :meth:`identify_async`. ``binding``: :func:`qhpc_lab.munge.request_binding` of the
+        request the credential came with; ``client_host``: the address it came from."""
         if munge_credential and "munge" in self.modes:
-            return self._first_use(munge_credential, self._decode(munge_credential))
+            decoded = self._decode(munge_credential)
+            bound = self._check_binding(decoded.payload, binding)
+            identity = self._first_use(munge_credential, decoded)
+            if identity.admin and not bound and not self._unbound_allowed(client_host):
+                return Identity(identity.user_id, admin=False)
+            return identity
         if authorization and "token" in self.modes:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token:
@@ -258,6 +293,27 @@ class Authenticator:
             if err.code == munge.CRED_REPLAYED:
                 raise _replayed() from None
             raise AuthError(401, f"MUNGE credential refused: {err}") from None
+
+    def _unbound_allowed(self, client_host: str | None) -> bool:
+        """Whether an admin's unbound credential counts from ``client_host``."""
+        try:
+            address = ipaddress.ip_address(client_host or "")
+        except ValueError:
+            return False
+        return any(address in network for network in self.admin_unbound_hosts)
+
+    @staticmethod
+    def _check_binding(payload: bytes, binding: bytes | None) -> bool:
+        """Whether the credential is bound to this request; one bound to another is refused."""
+        if not payload.startswith(munge.REQUEST_BINDING):
+            return False
+        if payload != binding:
+            raise AuthError(
+                401,
+                "MUNGE credential was made for another request (method, path or body differ); "
+                "send one made for this request",
+            )
+        return True
 
     def _first_use(self, credential: str, decoded: munge.Credential) -> Identity:
         """The credential's identity, unless this scheduler accepted it before."""

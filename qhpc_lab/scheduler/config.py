@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -30,6 +31,13 @@ class SchedulerConfig:
     """Device profile: a shipped name or a JSON file."""
     auth: tuple[str, ...] = ("token",)
     admin_uids: tuple[str, ...] = ("0",)
+    admin_unbound_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    """Addresses or networks (CIDR) from which an admin uid's MUNGE credential gives admin
+    rights without being bound to its request; from anywhere else only a bound one does
+    (qhpc's hooks and ``qhpc admin`` bind theirs). Loopback lets tools of the scheduler's own
+    host, such as QRMI's, open sessions as root; add the compute nodes where a site runs
+    third-party admin tools there. Empty: bound credentials only. docs/hpc-deployment.md,
+    Security."""
     token_secret: str = ""
     """Empty means read (or create) ``token.secret`` in the state directory."""
     munge_socket: str = ""
@@ -88,6 +96,12 @@ class SchedulerConfig:
         if isinstance(self.admin_uids, str | int):
             self.admin_uids = tuple(u.strip() for u in str(self.admin_uids).split(",") if u.strip())
         self.admin_uids = tuple(str(u) for u in self.admin_uids)
+        if isinstance(self.admin_unbound_hosts, str):
+            self.admin_unbound_hosts = tuple(
+                h.strip() for h in self.admin_unbound_hosts.split(",") if h.strip()
+            )
+        for host in self.admin_unbound_hosts:
+            ipaddress.ip_network(host, strict=False)  # ValueError names a bad one
         if self.qpu_slots_total < 0:
             raise ValueError("qpu_slots_total must be 0 (unmanaged) or more")
         if min(self.session_idle_timeout_s, self.session_max_lifetime_s) < 0:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from qhpc_lab import munge
 from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity
 from qhpc_lab.scheduler.core import STORE_DOWN, STORE_RETRY_AFTER_S, Scheduler, SchedulerError
 
@@ -25,8 +26,15 @@ async def _identity(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Identity:
     auth: Authenticator = request.app.state.authenticator
+    binding = None
+    if x_munge_cred:
+        target = request.scope.get("raw_path") or request.url.path.encode()
+        if request.scope.get("query_string"):
+            target += b"?" + request.scope["query_string"]
+        binding = munge.request_binding(request.method, target, await request.body())
     try:
-        return await auth.identify_async(x_munge_cred, authorization)
+        client_host = request.client.host if request.client else None
+        return await auth.identify_async(x_munge_cred, authorization, binding, client_host)
     except STORE_DOWN as err:  # the replay memory is in the store
         raise SchedulerError(
             503,
@@ -38,7 +46,12 @@ async def _identity(
 
 async def _admin(who: Annotated[Identity, Depends(_identity)]) -> Identity:
     if not who.admin:
-        raise AuthError(403, "this route needs an administrator identity")
+        raise AuthError(
+            403,
+            "this route needs an administrator identity (away from admin_unbound_hosts, an "
+            "admin uid's MUNGE credential counts only when bound to its request, as qhpc's "
+            "own tools make them)",
+        )
     return who
 
 
