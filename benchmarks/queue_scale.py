@@ -5,9 +5,11 @@ For each queue depth (jobs already waiting: the QPU is drained so they stay queu
 ``GET /device`` latency at one client, and the daemon's resident memory. Throughput is also
 given as a ratio to the empty queue measured in the same run, since the machine is shared.
 Then, on an empty queue, the same submission load with a fresh MUNGE credential per request
-(made before the timed run, as QRMI makes one per request) against bearer tokens.
+(made before the timed run) against bearer tokens: unbound, as QRMI makes them, and bound to
+the request, as qhpc's clients make them.
 
     .venv/bin/python benchmarks/queue_scale.py [--depths 0,1000,5000,20000] [--jobs 400]
+        [--daemon-source CHECKOUT]   # the daemon of another checkout (a previous release)
 
 MUNGE mode needs a running munged on the default socket (``runuser -u munge -- munged``).
 """
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from api import SECRET, one_shot_sequence, percentile, send_all, start_daemon
@@ -63,7 +66,7 @@ def queue_depths(args: argparse.Namespace, body: bytes) -> None:
     user = {"Authorization": f"Bearer {make_token(SECRET, 1000)}"}
     admin = {"Authorization": f"Bearer {make_token(SECRET, 0, True)}"}
     with tempfile.TemporaryDirectory() as state:
-        process, url = start_daemon(Path(state), env=NO_QUEUE_LIMITS)
+        process, url = start_daemon(Path(state), env={**NO_QUEUE_LIMITS, **daemon_source(args)})
         port = int(url.rsplit(":", 1)[1])
         host = f"127.0.0.1:{port}"
         try:
@@ -102,9 +105,15 @@ def queue_depths(args: argparse.Namespace, body: bytes) -> None:
             process.wait(30)
 
 
+def daemon_source(args: argparse.Namespace) -> dict[str, str]:
+    """The daemon's environment for ``--daemon-source``: that checkout first on its path."""
+    return {"PYTHONPATH": str(Path(args.daemon_source).resolve())} if args.daemon_source else {}
+
+
 def munge_against_token(args: argparse.Namespace, body: bytes) -> None:
     with tempfile.TemporaryDirectory() as state:
-        process, url = start_daemon(Path(state), "--auth", "munge,token", env=NO_QUEUE_LIMITS)
+        env = {**NO_QUEUE_LIMITS, **daemon_source(args)}
+        process, url = start_daemon(Path(state), "--auth", "munge,token", env=env)
         port = int(url.rsplit(":", 1)[1])
         host = f"127.0.0.1:{port}"
         try:
@@ -116,28 +125,35 @@ def munge_against_token(args: argparse.Namespace, body: bytes) -> None:
                 "Authorization": f"Bearer {make_token(SECRET, os.getuid())}",
                 "X-Warden-Session": session,
             }
-            print("| identity | POST /jobs /s | p50 ms | p99 ms |")
-            print("|---|---:|---:|---:|")
+            print("| identity | POST /jobs /s | p50 ms | p99 ms | daemon CPU ms/request |")
+            print("|---|---:|---:|---:|---:|")
+            daemon = psutil.Process(process.pid)
             for _ in range(args.rounds):
-                for mode in ("token", "munge"):
-                    if mode == "munge":
+                for mode in ("token", "munge", "munge-bound"):
+                    if mode != "token":
+                        make = {
+                            "munge": munge.encode,  # as QRMI's clients send them
+                            "munge-bound": lambda: munge.encode_for_request("POST", "/jobs", body),
+                        }[mode]
                         posts = [
                             request(
                                 "POST",
                                 "/jobs",
                                 host,
-                                {"X-Munge-Cred": munge.encode(), "X-Warden-Session": session},
+                                {"X-Munge-Cred": make(), "X-Warden-Session": session},
                                 body,
                             )
                             for _ in range(args.jobs)
                         ]
                     else:
                         posts = [request("POST", "/jobs", host, token, body)] * args.jobs
+                    cpu = sum(daemon.cpu_times()[:2])
                     rate, latencies, failures = asyncio.run(send_all("127.0.0.1", port, posts, 50))
+                    cpu = sum(daemon.cpu_times()[:2]) - cpu
                     assert failures == 0, f"{failures} {mode} submissions failed"
                     print(
                         f"| {mode} | {rate:.0f} | {ms(statistics.median(latencies))} | "
-                        f"{ms(percentile(latencies, 0.99))} |",
+                        f"{ms(percentile(latencies, 0.99))} | {cpu / args.jobs * 1000:.2f} |",
                         flush=True,
                     )
                     while httpx.get(f"{url}/device").json()["queue_depth"]["production"]:
@@ -153,6 +169,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2, help="MUNGE/token alternations")
     parser.add_argument("--skip-munge", action="store_true")
+    parser.add_argument(
+        "--daemon-source",
+        help="a checkout whose qhpc_lab the daemon runs (a previous release, for a ratio)",
+    )
     args = parser.parse_args()
     body = json.dumps({"sequence": one_shot_sequence(), "shots": 1}).encode()
     print(f"load average before: {os.getloadavg()}")
