@@ -12,6 +12,7 @@ from pathlib import Path
 from qhpc_lab import admin
 from qhpc_lab.scheduler.config import add_setting_flags
 from qhpc_lab.scheduler.logs import LOG_FORMATS
+from qhpc_lab.standin import RESULT_FORMATS
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -60,6 +61,26 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if traces is not None:
             traces.shutdown()  # the last spans are flushed to the collector
+    return 0
+
+
+def _qpu_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from qhpc_lab.qpu import DeviceProfile
+    from qhpc_lab.qpu.emulated import STANDS_IN, EmulatedQPU
+    from qhpc_lab.standin.qpu_api import API_PREFIX, ServedQPU, create_app
+
+    profile = DeviceProfile.load(args.profile)
+    device = ServedQPU(EmulatedQPU(profile), args.setup, args.result_format)
+    print(
+        f"qhpc qpu: {STANDS_IN}\n  device {profile.spec.name}, profile {profile.name}, "
+        f"{args.setup:g} s setup a job, calibration every {profile.calibration_interval_s:g} s "
+        f"({profile.calibration_duration_s:g} s DOWN)\n"
+        f"  QPU API at http://{args.host}:{args.port}{API_PREFIX}",
+        flush=True,
+    )
+    uvicorn.run(create_app(device), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -339,6 +360,25 @@ def main(argv: list[str] | None = None) -> int:
     usage.add_argument("job_ids", nargs="*", help="Grid Engine job ids (default: all)")
     usage.add_argument("--config", help="settings file (default /etc/qhpc/gridengine.toml)")
     usage.set_defaults(run=_gridengine_usage)
+
+    qpu = commands.add_parser("qpu", help="the emulated QPU behind Pasqal's QPU API")
+    sub = qpu.add_subparsers(dest="action", required=True)
+    qpu_serve = sub.add_parser(
+        "serve", help="serve the emulated device over the QPU API (what Warden's worker drives)"
+    )
+    qpu_serve.add_argument("--profile", default="demo", help="device profile name or JSON file")
+    qpu_serve.add_argument("--host", default="127.0.0.1")
+    qpu_serve.add_argument("--port", type=int, default=8090)
+    qpu_serve.add_argument(
+        "--setup", type=float, default=0.0, help="seconds a job spends before its first shot"
+    )
+    qpu_serve.add_argument(
+        "--result-format",
+        choices=RESULT_FORMATS,
+        default="json",
+        help="a job's result text: JSON, or a Python dict literal as Warden's QPU mock writes",
+    )
+    qpu_serve.set_defaults(run=_qpu_serve)
 
     dev = commands.add_parser(
         "dev-cluster", help="single-node Slurm or Grid Engine + scheduler on this machine"
