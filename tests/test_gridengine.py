@@ -451,6 +451,13 @@ def test_qsub_variables_do_not_steer_the_root_prolog(
             "QHPC_MUNGE_SOCKET": str(folder / "munge.socket"),
             "SGE_BINARY_PATH": str(folder),
             "JOB_ID": "1",
+            # what the other qhpc commands read: none may reach a root hook either
+            "QHPC_CONFIG": str(settings),
+            "QHPC_SCHEDULER_URL": listener.url,
+            "QHPC_STATE_DIR": str(folder),
+            "QHPC_TOKEN": "forged",
+            "QHPC_SLURM_CONFIG": str(settings),
+            "QHPC_SLURM_SCHEDULER_URL": listener.url,
         }
         values = {"scheduler_url": listener.url, "qstat": f"{folder}/qstat", "run_dir": "/tmp"}
         for spec in dataclasses.fields(GridEngineConfig):
