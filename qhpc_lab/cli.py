@@ -80,7 +80,10 @@ def _qpu_serve(args: argparse.Namespace) -> int:
         f"  QPU API at http://{args.host}:{args.port}{API_PREFIX}",
         flush=True,
     )
-    uvicorn.run(create_app(device), host=args.host, port=args.port, log_level="warning")
+    app = create_app(device)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2
+    )
     return 0
 
 

@@ -153,3 +153,42 @@ def test_results_as_a_python_literal(tmp_path: Path) -> None:
         with pytest.raises(json.JSONDecodeError):
             json.loads(done["result"])
         assert sum(ast.literal_eval(done["result"])["counter"].values()) == 10
+
+
+def test_injected_faults(tmp_path: Path) -> None:
+    """What a driver's fault tests need from the stand-in: 503s, slow answers, a POST /jobs
+    whose job exists but whose answer never comes (found again by its batch id's job), short
+    and malformed results, and specs that change between two jobs."""
+    sequence = pulser_sequence_json()
+    with served(tmp_path) as qpu:
+        base = str(qpu.base_url).removesuffix("/api/v1/")
+
+        def inject(**faults: Any) -> None:
+            httpx.post(f"{base}/stand-in/faults", json=faults, timeout=10).raise_for_status()
+
+        inject(unavailable=2)
+        assert [qpu.get("/system/operational").status_code for _ in range(3)] == [503, 503, 200]
+        inject(delay_s=1.0)
+        with pytest.raises(httpx.ReadTimeout):
+            qpu.get("/system/operational", timeout=0.3)
+        inject(lost_post_answers=1)
+        with pytest.raises(httpx.ReadTimeout):
+            _post(qpu, 10, sequence, "lost")
+        inject()
+        lost = poll_until(lambda: _data(qpu.get("/jobs/0")), "the lost job is there", 10)
+        assert (lost["batch_id"], lost["nb_run"]) == ("lost", 10)
+        assert _finished(qpu, 0)["status"] == "DONE"
+        inject(result="short")
+        short = _finished(qpu, _post(qpu, 40, sequence)["uid"])
+        assert 0 <= sum(json.loads(short["result"])["counter"].values()) < 40
+        inject(result="malformed")
+        malformed = _finished(qpu, _post(qpu, 10, sequence)["uid"])
+        assert malformed["status"] == "DONE"
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(malformed["result"])
+        with pytest.raises((ValueError, SyntaxError)):
+            ast.literal_eval(malformed["result"])
+        inject(specs={"max_runs": 20})
+        assert _data(qpu.get("/system"))["specs"]["max_runs"] == 20
+        refused = qpu.post("/jobs", json={"nb_run": 21, "pulser_sequence": sequence})
+        assert refused.status_code == 400 and "max_runs" in refused.json()["message"]

@@ -13,26 +13,29 @@ job stays ``PENDING`` while another runs or the device is ``DOWN``, then takes `
 (upload, register loading) plus ``nb_run × time_per_shot_s`` ``RUNNING``, and its counts carry
 the readout drift of the calibration's age. The profile's calibration cycle shows as ``DOWN``
 periods between jobs, and an operator can take the device ``DOWN`` and back (``/stand-in/``
-routes, outside the QPU API). ``GET /system`` says that it stands in for hardware.
+routes, outside the QPU API), or inject faults (:class:`Faults`: 503s, slow answers, lost
+answers to ``POST /jobs``, malformed or short results, changed specs) for a driver's tests.
+``GET /system`` says that it stands in for hardware.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from qhpc_lab.programs import Program, ProgramError
+from qhpc_lab.programs import DeviceSpec, Program, ProgramError
 from qhpc_lab.programs.validation import validate_async
 from qhpc_lab.qpu import DeviceState
 from qhpc_lab.qpu.emulated import STANDS_IN, EmulatedQPU
@@ -51,6 +54,25 @@ class JobCreation(BaseModel):
 
 class OperatorDown(BaseModel):
     reason: str = "taken DOWN by an operator"
+
+
+class Faults(BaseModel):
+    """What the device does wrong on purpose, for a driver's fault tests (``POST
+    /stand-in/faults``; each call replaces the last; ``{}`` clears them)."""
+
+    unavailable: int = 0
+    """The next N QPU API requests answer 503 (the API restarting behind a proxy)."""
+    delay_s: float = 0.0
+    """Every QPU API request waits this long before it is answered (a client's time-out)."""
+    lost_post_answers: int = 0
+    """The next N ``POST /jobs`` create their job and never answer: the hard case of a driver
+    that cannot tell whether its job exists."""
+    result: Literal["malformed", "short"] | None = None
+    """Jobs that end from now on: a result that is neither JSON nor a Python literal, or a
+    counter with fewer shots than ``nb_run`` (a device may return fewer)."""
+    specs: dict[str, Any] = {}
+    """Changes to the device's specs (``{"max_runs": 100}``): ``GET /system`` and the checks of
+    new jobs use them from now on (a recalibrated or reconfigured device)."""
 
 
 @dataclass
@@ -107,6 +129,7 @@ class ServedQPU:
     jobs: dict[int, QPUJob] = field(default_factory=dict)
     down_reason: str | None = None
     """Why an operator took the device DOWN (None: it is not held DOWN)."""
+    faults: Faults = field(default_factory=Faults)
     _pending: deque[int] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -157,6 +180,14 @@ class ServedQPU:
             raise Refused("404", f"no job {uid}")
         return self.jobs[uid]
 
+    def inject(self, faults: Faults) -> None:
+        """Faults from now on; changed specs replace the device's (its profile keeps the rest)."""
+        self.faults = faults
+        if faults.specs:
+            specs = {**json.loads(self.qpu.profile.spec.json), **faults.specs}
+            spec = DeviceSpec(json.dumps(specs))
+            self.qpu.profile = dataclasses.replace(self.qpu.profile, spec=spec)
+
     def take_down(self, reason: str) -> None:
         self.down_reason = reason
 
@@ -194,12 +225,20 @@ class ServedQPU:
             job.status = job.program_status = "ERROR"
             job.error = str(err) or type(err).__name__
         else:
-            counter = {"counter": outcome.counts}
-            job.result = json.dumps(counter) if self.result_format == "json" else repr(counter)
+            job.result = self._result_text(outcome.counts)
             job.status = job.program_status = "DONE"
         finally:
             self.qpu.forget(key)
             job.ended = self._now()
+
+    def _result_text(self, counts: dict[str, int]) -> str:
+        if self.faults.result == "malformed":
+            return "<counter>not a result</counter>"
+        if self.faults.result == "short":
+            counts = dict(list(counts.items())[:1])
+            counts = {bits: max(0, n - 1) for bits, n in counts.items()}
+        counter = {"counter": counts}
+        return json.dumps(counter) if self.result_format == "json" else repr(counter)
 
 
 def _jsend(data: Any) -> dict[str, Any]:
@@ -221,6 +260,23 @@ def create_app(device: ServedQPU) -> FastAPI:
                 await loop
 
     app = FastAPI(title="QPU API (emulated device: qhpc qpu serve)", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def injected(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        faults = device.faults
+        if not request.url.path.startswith(API_PREFIX):
+            return await call_next(request)
+        await asyncio.sleep(faults.delay_s)
+        if faults.unavailable > 0:
+            faults.unavailable -= 1
+            body = {"code": 503, "message": "injected fault: unavailable", "data": None}
+            return JSONResponse(body, status_code=503)
+        answer = await call_next(request)
+        lose = request.method == "POST" and request.url.path == f"{API_PREFIX}/jobs"
+        if lose and answer.status_code == 200 and faults.lost_post_answers > 0:
+            faults.lost_post_answers -= 1
+            await asyncio.Event().wait()  # the job exists; its answer never comes
+        return answer
 
     @app.exception_handler(Refused)
     async def refused(_: object, err: Refused) -> JSONResponse:
@@ -257,6 +313,11 @@ def create_app(device: ServedQPU) -> FastAPI:
     async def down(body: OperatorDown) -> dict[str, Any]:
         device.take_down(body.reason)
         return _jsend({"operational_status": device.operational, "reason": body.reason})
+
+    @app.post("/stand-in/faults")
+    async def faults(body: Faults) -> dict[str, Any]:
+        device.inject(body)
+        return _jsend(body.model_dump())
 
     @app.post("/stand-in/up")
     async def up() -> dict[str, Any]:
