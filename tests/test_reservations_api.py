@@ -83,12 +83,17 @@ def test_a_reserved_qpu_runs_its_owner_and_others_wait(
     the job's account, so its jobs run inside; another user's job waits until the reservation
     is canceled, or ends."""
     token, admin = make_token(SECRET, 0, admin=True), auth_header("0", admin=True)
-    job = {"job_id": 43, "user_id": os.getuid(), "account": "chem", "licenses": "qpu:1"}
+    job = slurm.SlurmJob("43", os.getuid(), "qpu:1", ("N/A", "N/A"), "UNLIMITED")
     monkeypatch.setattr(slurm, "job_details", lambda *_: job)
     with daemon(tmp_path, "--auth", "munge,token") as server:
         me = str(os.getuid())
         hooks = HookConfig(scheduler_url=server.url, run_dir=str(tmp_path / "run"), log_file="")
-        environ = {"SLURM_JOB_ID": "43", "SLURM_JOB_UID": me, "SLURM_JOB_GID": str(os.getgid())}
+        environ = {
+            "SLURM_JOB_ID": "43",
+            "SLURM_JOB_UID": me,
+            "SLURM_JOB_GID": str(os.getgid()),
+            "SLURM_JOB_ACCOUNT": "chem",
+        }
         [record] = slurm.prolog(hooks, environ)
         assert record is not None and record.session, record
         mine = httpx.get(f"{server.url}/sessions/{record.session}", headers=admin).json()

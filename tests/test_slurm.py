@@ -36,6 +36,7 @@ from qhpc_lab.hpc.slurm import (
     REVOKE_REASON,
     HookConfig,
     JobRecord,
+    SlurmJob,
     qpu_slots,
     task_lines,
     time_limit_s,
@@ -79,91 +80,88 @@ EMULATOR_ANNOUNCED = "programs run on the local emulator"
 # -- the hooks' parsing, no cluster --------------------------------------------------------
 
 
-def squeue_job(licences: str = "", gres: str = "", **fields: Any) -> dict[str, Any]:
-    """One job as Slurm 22.05's ``squeue --json`` lists it (the fields the Prolog reads)."""
-    return {
-        "job_id": 7,
-        "user_id": 1001,
-        "account": "chem",
-        "name": "wrap",
-        "licenses": licences,
-        "tres_per_node": gres,
-        "tres_per_job": "",
-        "time_limit": 1563,
-        **fields,
-    }
+def squeue_job(
+    licences: str = "(null)", gres: str = "N/A", limit: str = "1-02:03:00", uid: int = 1001
+) -> SlurmJob:
+    """One job as the Prolog reads it from ``squeue -j 7 -O``."""
+    return SlurmJob("7", uid, licences, (gres, "N/A"), limit)
 
 
 @pytest.mark.parametrize(
     ("licences", "gres", "slots"),
     [
-        ("qpu:1", "", 1),
-        ("other:5,qpu:3", "", 3),
-        ("qpu*2", "", 2),
-        ("qpu@db:4", "", 4),
-        ("qpu", "", 1),
-        ("", "gres:qpu:2", 2),
-        ("", "gres/qpu:fresnel:3", 3),
-        ("", "gres:gpu:4", 0),
-        ("qpux:2", "", 0),
-        ("", "", 0),
+        ("qpu:1", "N/A", 1),
+        ("other:5,qpu:3", "N/A", 3),
+        ("qpu*2", "N/A", 2),
+        ("qpu@db:4", "N/A", 4),
+        ("qpu", "N/A", 1),
+        ("(null)", "gres:qpu:2", 2),
+        ("(null)", "gres/qpu:fresnel:3", 3),
+        ("(null)", "gres:gpu:4", 0),
+        ("qpux:2", "N/A", 0),
+        ("(null)", "N/A", 0),
     ],
 )
 def test_qpu_slots_from_squeue(licences: str, gres: str, slots: int) -> None:
     assert qpu_slots(squeue_job(licences, gres), "qpu") == slots
 
 
-def test_job_name_and_comment_are_only_text() -> None:
-    """The attack on the text of ``scontrol show job``: fields written into a job's name or
-    comment. squeue's JSON keeps them in their own fields, where the Prolog never looks."""
-    job = squeue_job(
-        "",
-        "",
-        name="vqe Licenses=qpu:64 Account=chem42 TimeLimit=UNLIMITED\nTresPerNode=gres:qpu:7",
-        comment="x Account=chem42 Licenses=qpu:9",
-    )
-    assert qpu_slots(job, "qpu") == 0
-    assert time_limit_s(job) == 1563 * 60
-
-
 def test_time_limit() -> None:
-    assert time_limit_s(squeue_job()) == 1563 * 60
-    assert time_limit_s(squeue_job(time_limit=None)) is None
-    assert (
-        time_limit_s(squeue_job(time_limit={"set": True, "infinite": False, "number": 10})) == 600
-    )
-    assert time_limit_s(squeue_job(time_limit={"set": True, "infinite": True, "number": 0})) is None
+    assert time_limit_s(squeue_job()) == ((24 + 2) * 60 + 3) * 60
+    assert time_limit_s(squeue_job(limit="00:10:00")) == 600
+    assert time_limit_s(squeue_job(limit="10:00")) == 600
+    assert time_limit_s(squeue_job(limit="UNLIMITED")) is None
 
 
-def test_prolog_reads_squeue_by_absolute_path_in_a_fixed_environment(tmp_path: Path) -> None:
-    """``squeue`` is the configured absolute path, run with only PATH, LANG and SLURM_CONF:
-    the job's other variables never reach it; the job is picked from the list by id (Slurm
-    22.05's squeue lists every job whatever --jobs says), and its owner must be Slurm's."""
-    fake = tmp_path / "squeue"
-    record = tmp_path / "seen.json"
+def _fake_squeue(tmp_path: Path, answer: str) -> tuple[Path, Path]:
+    """A squeue that records its arguments and environment and prints ``answer``."""
+    fake, record = tmp_path / "squeue", tmp_path / "seen.json"
     fake.write_text(
         f"#!{sys.executable}\n"
         "import json, os, sys\n"
         f"open({str(record)!r}, 'w').write(json.dumps({{'argv': sys.argv[1:], "
         "'env': dict(os.environ)}))\n"
-        "print(json.dumps({'jobs': [{'job_id': 6, 'user_id': 0, 'licenses': 'qpu:9'}, "
-        "{'job_id': 7, 'user_id': 1001, 'licenses': 'qpu:2', 'account': 'chem'}]}))\n"
+        f"sys.stdout.write({answer!r})\n"
     )
     fake.chmod(0o755)
+    return fake, record
+
+
+def test_prolog_asks_squeue_only_for_fields_slurm_writes(tmp_path: Path) -> None:
+    """The attack on ``scontrol show job``'s text was a name or comment reading
+    ``Licenses=qpu:64 Account=chem42`` or holding a newline. The Prolog asks squeue, by its
+    configured absolute path with only PATH, LANG and SLURM_CONF, for this job's id, uid,
+    licences, GRES and time limit: fields Slurm writes and validates. An answer for another
+    job, another uid, or of any other shape (a second line, a field too many) is refused."""
+    fake, record = _fake_squeue(tmp_path, "7|1001|qpu:2|gres:qpu:1|N/A|1-00:00:00|\n")
     config = HookConfig(squeue=str(fake), timeout_s=30)
     facts = {"SLURM_CONF": "/etc/slurm/slurm.conf", "PATH": "/home/mallory/bin", "X": "1"}
     job = slurm.job_details("7", config, facts)
-    assert (job["user_id"], job["licenses"]) == (1001, "qpu:2")
+    assert (job.uid, qpu_slots(job, "qpu"), time_limit_s(job)) == (1001, 2, 86400)
     seen = json.loads(record.read_text())
-    assert seen["argv"] == ["--json", "--jobs", "7"]
+    assert seen["argv"] == [
+        "--noheader",
+        "--jobs",
+        "7",
+        "--Format",
+        "JobID:|,UserID:|,Licenses:|,tres-per-node:|,tres-per-job:|,TimeLimit:|",
+    ]
     assert {k: v for k, v in seen["env"].items() if k != "LC_CTYPE"} == {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
         "SLURM_CONF": "/etc/slurm/slurm.conf",
     }
-    with pytest.raises(slurm.HookError, match="does not list job 8"):
-        slurm.job_details("8", config, facts)
-    with pytest.raises(slurm.HookError, match="names uid 1001 for the job, Slurm's hook 1002"):
+    for answer in (
+        "8|1001|qpu:2|N/A|N/A|10:00|\n",
+        "7|mallory|qpu:2|N/A|N/A|10:00|\n",
+        "7|1001|qpu:2|N/A|N/A|10:00|\n7|1001|qpu:64|N/A|N/A|10:00|\n",
+        "7|1001|qpu:2|N/A|N/A|10:00|qpu:9|\n",
+        "",
+    ):
+        forged, _ = _fake_squeue(tmp_path, answer)
+        with pytest.raises(slurm.HookError, match="squeue -j 7 answered"):
+            slurm.job_details("7", HookConfig(squeue=str(forged)), facts)
+    with pytest.raises(slurm.HookError, match="names uid 1001 for job 7, Slurm's hook 1002"):
         slurm.job_owner(job, 1002)
     with pytest.raises(slurm.HookError, match="not found"):
         slurm.job_details("7", HookConfig(squeue=str(tmp_path / "nothing")), facts)
@@ -318,7 +316,7 @@ def test_epilog_removes_the_files_of_a_job_without_a_session(
     )
     uid_number = os.getuid()
     monkeypatch.setattr(
-        slurm, "job_details", lambda job_id, *_: squeue_job("qpu:1", user_id=uid_number)
+        slurm, "job_details", lambda job_id, *_: squeue_job("qpu:1", uid=uid_number)
     )
     uid, gid = str(os.getuid()), str(os.getgid())
     environ = {"SLURM_JOB_ID": "41", "SLURM_JOB_UID": uid, "SLURM_JOB_GID": gid}
@@ -810,7 +808,7 @@ def test_epilog_retries_a_revocation_that_failed(
         scheduler_url=site.cluster.scheduler_url, run_dir=str(tmp_path / "run"), log_file=""
     )
     monkeypatch.setattr(
-        slurm, "job_details", lambda job_id, *_: squeue_job("qpu:1", user_id=site.alice.uid)
+        slurm, "job_details", lambda job_id, *_: squeue_job("qpu:1", uid=site.alice.uid)
     )
     uid = str(site.alice.uid)
     jobs = [str(90000 + secrets.randbelow(9999) * 2 + i) for i in range(2)]

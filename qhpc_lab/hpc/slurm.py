@@ -2,9 +2,10 @@
 
 The Slurm side of the allocation layer in ``qhpc_lab.hpc.hooks``.
 Prolog (root, on the node; at allocation with ``PrologFlags=Alloc``, so salloc works too): read
-the job's ``qpu`` licence/GRES count, account and time limit from ``squeue --json`` (never
-the text of ``scontrol show job``, where a job name can hold ``Licenses=qpu:64``), open a
-session on the second-level scheduler for the job's user with a root MUNGE credential, and leave
+the job's ``qpu`` licence/GRES count and time limit from ``squeue -j JOB -O`` with only fields
+Slurm writes and validates (never the text of ``scontrol show job``, where a job name can hold
+``Licenses=qpu:64``) and its account from ``SLURM_JOB_ACCOUNT``, open a session on the
+second-level scheduler for the job's user with a root MUNGE credential, and leave
 ``{run_dir}/job-{id}.json`` (0600, owned by the user) for the TaskProlog plus a root-only copy
 under ``{run_dir}/private`` for the Epilog (a user can rewrite a file they own, so the Epilog
 must not trust theirs).
@@ -24,14 +25,13 @@ reach the scheduler still runs; its TaskProlog says why, and the client uses the
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from qhpc_lab.hpc import hooks
 from qhpc_lab.hpc.hooks import (
@@ -55,6 +55,7 @@ __all__ = [
     "HookConfig",
     "HookError",
     "JobRecord",
+    "SlurmJob",
     "configuration",
     "epilog",
     "job_details",
@@ -73,8 +74,16 @@ HOOKS = {"prolog": "Prolog", "epilog": "Epilog", "task-prolog": "TaskProlog"}
 """``qhpc slurm`` sub-command → the slurm.conf parameter that runs it."""
 PROLOG_EPILOG_TIMEOUT_S = 60
 """slurm.conf's PrologEpilogTimeout: Slurm's last net, above the hooks' deadline_s (20 s)."""
-SLURM_FACTS = ("SLURM_JOB_ID", "SLURM_JOB_UID", "SLURM_JOB_GID", "SLURM_CONF")
+SLURM_FACTS = (
+    "SLURM_JOB_ID",
+    "SLURM_JOB_UID",
+    "SLURM_JOB_GID",
+    "SLURM_JOB_ACCOUNT",
+    "SLURM_CONF",
+)
 """What the Prolog and Epilog keep of their environment: values slurmd sets itself."""
+SQUEUE_FIELDS = ("JobID", "UserID", "Licenses", "tres-per-node", "tres-per-job", "TimeLimit")
+"""What the Prolog asks squeue: fields Slurm writes and validates, none a user writes."""
 LIST_VARIABLES = (*QRMI_LIST_VARIABLES, "SLURM_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_TYPES")
 """QRMI's lists and the aliases QRMI's SPANK plugin exports too."""
 
@@ -94,7 +103,7 @@ class HookConfig(HookSettings):
     licence: str = "qpu"
     """Slurm licence and/or GRES name whose count is the job's QPU slots."""
     squeue: str = "/usr/bin/squeue"
-    """squeue by its absolute path: the Prolog reads the job from ``squeue --json``."""
+    """squeue by its absolute path: the Prolog reads the job's licences from it."""
     qpus: tuple[dict[str, str], ...] = ()
     """Several QPUs (``[[qpus]]`` tables of ``QPU_KEYS``), each with its own
     licence, scheduler and resource name; they replace the top-level three. Empty: one QPU."""
@@ -128,15 +137,34 @@ class HookConfig(HookSettings):
 # -- what Slurm says about the job ---------------------------------------------------------
 
 
-def job_details(job_id: str, config: HookConfig, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The job as ``squeue --json`` describes it (the Prolog's environment names no licence or
-    GRES counts): structured fields, so a job name or comment holding ``Licenses=qpu:64`` or a
-    newline is only a name. Slurm 22.05's squeue lists every job whatever ``--jobs`` says, so
-    the job is picked by its id here. ``environ``: the facts Slurm gave the hook (SLURM_CONF)."""
+@dataclass(frozen=True)
+class SlurmJob:
+    """What the Prolog needs of a job that its environment does not say."""
+
+    job_id: str
+    uid: int
+    licences: str
+    """Slurm's ``Licenses`` (``qpu:2``; ``(null)`` for none)."""
+    tres: tuple[str, ...]
+    """Slurm's ``tres-per-node`` and ``tres-per-job`` (``gres:qpu:1``; ``N/A`` for none)."""
+    time_limit: str
+    """Slurm's ``TimeLimit`` (``[D-]HH:MM:SS``, ``MM:SS`` or ``UNLIMITED``)."""
+
+
+def job_details(job_id: str, config: HookConfig, environ: Mapping[str, str]) -> SlurmJob:
+    """The job's licences, GRES and time limit from ``squeue -j JOB -O`` (the Prolog's
+    environment names none of them), asking only for fields that Slurm writes and checks:
+    numbers, licence and GRES names it validated against slurm.conf, its own time format. No
+    field a user writes (name, comment, account, paths) is asked for, so a name holding
+    ``Licenses=qpu:64``, a ``|`` or a newline never reaches the parser. (``squeue --json`` would
+    do as well, but Slurm 22.05 lists every job of the cluster there, whatever ``--jobs`` says:
+    2 s and a 460 MB squeue at 5 000 queued jobs, against a constant cost here.)
+    ``environ``: the facts Slurm gave the hook (SLURM_CONF)."""
     env = {**HOOK_ENVIRONMENT, **{k: environ[k] for k in ("SLURM_CONF",) if k in environ}}
+    fields = ",".join(f"{name}:|" for name in SQUEUE_FIELDS)
     try:
         done = subprocess.run(
-            [config.squeue, "--json", "--jobs", job_id],
+            [config.squeue, "--noheader", "--jobs", job_id, "--Format", fields],
             capture_output=True,
             text=True,
             timeout=config.timeout_s,
@@ -148,55 +176,57 @@ def job_details(job_id: str, config: HookConfig, environ: Mapping[str, str]) -> 
             "squeue to its absolute path"
         ) from None
     except subprocess.TimeoutExpired:
-        raise HookError(f"squeue --json took more than {config.timeout_s:g} s") from None
+        raise HookError(f"squeue -j {job_id} took more than {config.timeout_s:g} s") from None
     if done.returncode:
-        raise HookError(f"squeue --json --jobs {job_id} failed: {done.stderr.strip()}")
-    try:
-        jobs = json.loads(done.stdout)["jobs"]
-        return next(j for j in jobs if str(j["job_id"]) == job_id)
-    except (ValueError, KeyError, TypeError):
-        raise HookError("squeue --json answered no JSON list of jobs") from None
-    except StopIteration:
-        raise HookError(f"squeue --json does not list job {job_id}") from None
+        raise HookError(f"squeue -j {job_id} failed: {done.stderr.strip()}")
+    values = done.stdout.rstrip("\n").split("|")
+    if "\n" in done.stdout.rstrip("\n") or len(values) != len(SQUEUE_FIELDS) + 1 or values[-1]:
+        raise HookError(f"squeue -j {job_id} answered {done.stdout[:200]!r}, not one job")
+    listed, uid, licences, per_node, per_job, limit = values[:-1]
+    if listed != job_id or not uid.isdigit():
+        raise HookError(f"squeue -j {job_id} answered for job {listed!r}, uid {uid!r}")
+    return SlurmJob(job_id, int(uid), licences, (per_node, per_job), limit)
 
 
-def qpu_slots(job: Mapping[str, Any], licence: str) -> int:
+def qpu_slots(job: SlurmJob, licence: str) -> int:
     """The job's QPU share: its ``licence`` licence count or its GRES count, whichever is larger.
 
-    ``licenses`` reads ``qpu:2`` (``qpu*2`` in newer Slurm, ``qpu@server:2`` when remote);
-    ``tres_per_node``/``tres_per_job`` ``gres:qpu:2``, ``gres/qpu:2`` or ``gres:qpu:type:2``;
-    no count means 1.
+    Licences read ``qpu:2`` (``qpu*2`` in newer Slurm, ``qpu@server:2`` when remote); GRES
+    ``gres:qpu:2``, ``gres/qpu:2`` or ``gres:qpu:type:2``; no count means 1.
     """
     slots = 0
-    for key in ("licenses", "tres_per_node", "tres_per_job"):
-        for item in str(job.get(key) or "").split(","):
-            if key != "licenses":
-                if not item.startswith(("gres:", "gres/")):
-                    continue
-                item = item[5:]
-            parts = re.split(r"[:*=]", item)
-            if parts[0].split("@")[0] != licence:
+    items = [(False, item) for item in job.licences.split(",")]
+    items += [(True, item) for tres in job.tres for item in tres.split(",")]
+    for gres, item in items:
+        if gres:
+            if not item.startswith(("gres:", "gres/")):
                 continue
-            count = int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
-            slots = max(slots, count)
+            item = item[5:]
+        parts = re.split(r"[:*=]", item)
+        if parts[0].split("@")[0] != licence:
+            continue
+        count = int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+        slots = max(slots, count)
     return slots
 
 
-def time_limit_s(job: Mapping[str, Any]) -> int | None:
-    """The job's time limit in seconds; None when unlimited or unknown. squeue gives minutes:
-    a number (22.05) or ``{set, infinite, number}`` (newer releases)."""
-    limit = job.get("time_limit")
-    if isinstance(limit, dict):
-        limit = limit.get("number") if limit.get("set") and not limit.get("infinite") else None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+def time_limit_s(job: SlurmJob) -> int | None:
+    """The job's time limit in seconds (``[D-]HH:MM:SS``); None when UNLIMITED or unknown."""
+    text = job.time_limit
+    if not text or not text[0].isdigit():
         return None
-    return limit * 60
+    days, _, clock = text.rpartition("-")
+    try:
+        hours, minutes, seconds = ([0, 0] + [int(p) for p in clock.split(":")])[-3:]
+        return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    except ValueError:
+        return None
 
 
-def job_owner(job: Mapping[str, Any], uid: int) -> None:
+def job_owner(job: SlurmJob, uid: int) -> None:
     """HookError unless Slurm's record of the job names the uid Slurm gave the hook."""
-    if job.get("user_id") != uid:
-        raise HookError(f"squeue names uid {job.get('user_id')!r} for the job, Slurm's hook {uid}")
+    if job.uid != uid:
+        raise HookError(f"squeue names uid {job.uid} for job {job.job_id}, Slurm's hook {uid}")
 
 
 # -- the hooks -------------------------------------------------------------------------------
@@ -223,7 +253,7 @@ def prolog(config: HookConfig, environ: Mapping[str, str]) -> list[JobRecord]:
     job_id, uid, gid = _job(environ)
     job = job_details(job_id, config, environ)
     job_owner(job, uid)
-    account = str(job.get("account") or "") or None
+    account = environ.get("SLURM_JOB_ACCOUNT") or None  # as slurmd sets it, never parsed
     limit = time_limit_s(job)
     records = []
     for qpu in config.qpu_configs():
