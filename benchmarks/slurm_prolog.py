@@ -4,7 +4,8 @@ with every job of the cluster whatever ``--jobs`` says), each the median of 5 ru
 
 Run it as root beside a running dev cluster with jobs queued (docs/benchmarks.md):
 
-    qhpc dev-cluster start --dir /tmp/bench-slurm && export SLURM_CONF=/tmp/bench-slurm/etc/slurm.conf
+    qhpc dev-cluster start --dir /tmp/bench-slurm
+    export SLURM_CONF=/tmp/bench-slurm/etc/slurm.conf
     for i in $(seq 1000); do sbatch -H -o /dev/null --wrap true; done
     .venv/bin/python benchmarks/slurm_prolog.py
 """
