@@ -154,7 +154,7 @@ class ServedQPU:
             raise Refused(
                 "400", f"the device cannot run this job: {err}", {"rule": err.rule}
             ) from None
-        uid = max(self.jobs, default=-1) + 1
+        uid = len(self.jobs)  # jobs are never dropped: uids 0, 1, 2, … in creation order
         job = QPUJob(uid, creation.nb_run, creation.pulser_sequence, creation.context, self._now())
         self.jobs[uid] = job
         self._pending.append(uid)
