@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QHPC_DEVICE ?= demo
 QHPC_PORT ?= 8006
+QHPC_QPU_PORT ?= 8090
 export QHPC_STATE_DIR ?= $(CURDIR)/.state
 # The JupyterLab extension: TypeScript in labextension/, built into qhpc_lab/labextension.
 LABEXT := labextension
@@ -63,20 +64,26 @@ $(LABEXT)/ui-tests/node_modules/.installed: $(LABEXT)/ui-tests/package.json $(LA
 system-deps:
 	./scripts/system-deps.sh
 
-# The scheduler in the background (its own session: Ctrl-C on Lab must not hit it first) and
-# JupyterLab in front; discovery (kernels and the sidebar alike) reads the targets file written
-# here. Leaving Lab stops the scheduler.
+# The emulated QPU behind Pasqal's QPU API and the scheduler driving it through that API, in the
+# background (their own sessions: Ctrl-C on Lab must not hit them first), and JupyterLab in
+# front; discovery (kernels and the sidebar alike) reads the targets file written here. Leaving
+# Lab stops both. Chunks of 1 s of the device, as the emulated profiles have them (a site's
+# default is 10 s: qpu_chunk_seconds).
 lab: install
 	@set -euo pipefail; umask 077; mkdir -p "$$QHPC_STATE_DIR"; \
 	$(VENV)/bin/qhpc kernels install --sys-prefix; \
 	targets="$$QHPC_STATE_DIR/targets.toml"; \
 	printf 'default = "local"\n[targets.local]\ntype = "scheduler"\nurl = "http://127.0.0.1:%s"\ntoken = "%s"\n' \
 	  $(QHPC_PORT) "$$($(VENV)/bin/qhpc scheduler token --uid $$(id -u) --ttl 30d)" > "$$targets"; \
-	echo "make lab: starting the scheduler (emulated QPU, profile $(QHPC_DEVICE)) on port $(QHPC_PORT)…"; \
-	setsid $(VENV)/bin/qhpc scheduler serve --device $(QHPC_DEVICE) --port $(QHPC_PORT) --host 127.0.0.1 \
+	echo "make lab: starting the emulated QPU (profile $(QHPC_DEVICE)) behind the QPU API on port $(QHPC_QPU_PORT), and the scheduler on port $(QHPC_PORT)…"; \
+	setsid $(VENV)/bin/qhpc qpu serve --profile $(QHPC_DEVICE) --port $(QHPC_QPU_PORT) --host 127.0.0.1 \
+	  > "$$QHPC_STATE_DIR/qpu.log" 2>&1 & qpu=$$!; \
+	QHPC_QPU_CHUNK_SECONDS=1 setsid $(VENV)/bin/qhpc scheduler serve --qpu-url http://127.0.0.1:$(QHPC_QPU_PORT) --port $(QHPC_PORT) --host 127.0.0.1 \
 	  > "$$QHPC_STATE_DIR/scheduler.log" 2>&1 & scheduler=$$!; \
-	trap 'kill $$scheduler 2>/dev/null; wait $$scheduler || true; echo "make lab: scheduler stopped"' EXIT; \
-	for _ in $$(seq 150); do \
+	trap 'kill $$scheduler $$qpu 2>/dev/null; wait $$scheduler $$qpu || true; echo "make lab: scheduler and QPU stopped"' EXIT; \
+	for _ in $$(seq 300); do \
+	  kill -0 $$qpu 2>/dev/null || { cat "$$QHPC_STATE_DIR/qpu.log"; \
+	    echo "make lab: the emulated QPU did not start (port $(QHPC_QPU_PORT) taken? make lab QHPC_QPU_PORT=8091)" >&2; exit 1; }; \
 	  kill -0 $$scheduler 2>/dev/null || { cat "$$QHPC_STATE_DIR/scheduler.log"; \
 	    if grep -q "port $(QHPC_PORT) is taken" "$$QHPC_STATE_DIR/scheduler.log"; then \
 	      free=$$($(PY) -c 'import socket; print(next(p for p in range(8010, 8100) if socket.socket().connect_ex(("127.0.0.1", p))))'); \
@@ -86,6 +93,7 @@ lab: install
 	  sleep 0.2; \
 	done; \
 	echo "make lab: scheduler at http://127.0.0.1:$(QHPC_PORT), log $$QHPC_STATE_DIR/scheduler.log"; \
+	echo "make lab: emulated QPU at http://127.0.0.1:$(QHPC_QPU_PORT)/api/v1, log $$QHPC_STATE_DIR/qpu.log"; \
 	notebooks=.; [ -d notebooks ] && notebooks=notebooks; \
 	root=(); [ "$$(id -u)" = 0 ] && root=(--allow-root); \
 	QHPC_TARGETS_FILE="$$targets" $(VENV)/bin/jupyter lab --notebook-dir="$$notebooks" "$${root[@]}"

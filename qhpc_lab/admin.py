@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         answer = call(target.request(*request[:2], **request[2]))
         if args.action == "accounting":  # use against budget, below the usage
             answer["quotas"] = call(target.request("GET", "/admin/quotas"))["quotas"]
+        if args.action == "status":  # what the device can run, beside its state
+            answer["limits"] = _limits(call(target.request("GET", "/qpu/specs")))
     except ClientError as err:
         print(f"qhpc admin: {err}")
         return 1
@@ -133,6 +135,26 @@ async def _watch(target: Any) -> int:
             if line != shown:
                 shown = line
                 print(f"{_clock()} {line}", flush=True)
+
+
+LIMITS = (
+    "max_atom_num",
+    "max_runs",
+    "max_sequence_duration",
+    "min_atom_distance",
+    "max_radial_distance",
+)
+"""The device's limits ``qhpc admin status`` shows (a check that the scheduler reads the real
+device: docs/hpc-deployment.md)."""
+
+
+def _limits(specs: dict[str, Any]) -> dict[str, Any]:
+    device = json.loads(specs["specs"])
+    return {
+        **{name: device.get(name) for name in LIMITS},
+        "channels": [channel["id"] for channel in device.get("channels", [])],
+        "formats": specs["formats"],
+    }
 
 
 def _status_line(device: dict[str, Any], queue: dict[str, Any]) -> str:

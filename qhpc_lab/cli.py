@@ -17,9 +17,8 @@ from qhpc_lab.standin import RESULT_FORMATS
 
 def _serve(args: argparse.Namespace) -> int:
     from qhpc_lab import tracing
-    from qhpc_lab.qpu import DeviceProfile
-    from qhpc_lab.qpu.emulated import EmulatedQPU
     from qhpc_lab.scheduler import create_app, logs
+    from qhpc_lab.scheduler.app import qpu_driver
     from qhpc_lab.scheduler.config import SchedulerConfig, setting_flags
     from qhpc_lab.scheduler.serving import serve
 
@@ -29,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         db=args.db,
         device=args.device,
+        qpu_url=args.qpu_url,
         auth=args.auth,
         max_connections=args.max_connections,
         header_timeout_s=args.header_timeout,
@@ -41,16 +41,17 @@ def _serve(args: argparse.Namespace) -> int:
         lease_ttl_s=args.lease_ttl,
         **setting_flags(args),
     )
-    profile = DeviceProfile.load(config.device)
     logs.configure(config.log_format)
     traces = tracing.configure("qhpc-scheduler", config.otlp_endpoint)
+    app = create_app(config, driver=qpu_driver(config))
+    driver = app.state.scheduler.driver
+    profile = driver.profile
+    device = f"profile {profile.name}" if not config.qpu_url else f"QPU API {config.qpu_url}"
     print(
-        f"qhpc scheduler: device {profile.spec.name}, profile {profile.name}"
-        f"\n  {profile.description}"
+        f"qhpc scheduler: device {profile.spec.name}, {device}\n  {driver.notice}"
         f"\n  database {config.db_url}\n  auth {', '.join(config.auth)}",
         flush=True,
     )
-    app = create_app(config, driver=EmulatedQPU)
     try:
         serve(
             app,
@@ -156,6 +157,7 @@ def _dev_cluster(args: argparse.Namespace) -> int:
                 "qpus",
                 "device_b",
                 "scheduler_port",
+                "qpu_port",
                 "slurmctld_port",
                 "slurmd_port",
                 "qmaster_port",
@@ -169,10 +171,11 @@ def _dev_cluster(args: argparse.Namespace) -> int:
             if isinstance(cluster, DevCluster):
                 devices = (cluster.device, cluster.device_b)
                 qpus = "".join(
-                    f"\n  {name:<10} {url} (MUNGE auth, device {device}), licence and GRES "
-                    f"{name}:{cluster.slots}"
-                    for (name, url), device in zip(
-                        cluster.scheduler_urls.items(), devices, strict=False
+                    f"\n  {name:<10} {url} (MUNGE auth), licence and GRES {name}:{cluster.slots}"
+                    f"\n  {'':<10} drives device {device} through the QPU API at "
+                    f"http://127.0.0.1:{cluster.qpu_port + i}"
+                    for i, ((name, url), device) in enumerate(
+                        zip(cluster.scheduler_urls.items(), devices, strict=False)
                     )
                 )
                 licences = ",".join(f"{name}:1" for name in cluster.resources)
@@ -188,7 +191,8 @@ def _dev_cluster(args: argparse.Namespace) -> int:
                 exports = "".join(f"\nexport {k}={v}" for k, v in cluster.environ.items())
                 print(
                     f"qhpc dev-cluster: running in {cluster.directory}"
-                    f"\n  scheduler  {cluster.scheduler_url} (MUNGE auth, device {cluster.device})"
+                    f"\n  scheduler  {cluster.scheduler_url} (MUNGE auth), drives device "
+                    f"{cluster.device} through the QPU API at http://127.0.0.1:{cluster.qpu_port}"
                     f"\n  grid engine queue {cluster.queue}@localhost, consumable "
                     f"{cluster.complex}={cluster.slots}, load sensor every "
                     f"{cluster.load_report_s} s"
@@ -280,7 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--db", help="SQLAlchemy URL (default: SQLite in $QHPC_STATE_DIR)")
-    serve.add_argument("--device", help="device profile name or JSON file (default: test)")
+    serve.add_argument(
+        "--device", help="emulated QPU: device profile name or JSON file (default: test)"
+    )
+    serve.add_argument(
+        "--qpu-url",
+        metavar="URL",
+        help="drive the device behind this QPU API (qpu_url; e.g. qhpc qpu serve's "
+        "http://127.0.0.1:8090) instead of the emulated QPU in process",
+    )
     serve.add_argument("--auth", help="munge, token, or munge,token (default: token)")
     serve.add_argument(
         "--max-connections",
@@ -416,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             parser_action.add_argument("--device-b", help="the second QPU's profile (demo)")
             parser_action.add_argument("--scheduler-port", type=int, help="8016, 8017 for GE")
+            parser_action.add_argument(
+                "--qpu-port", type=int, help="the emulated QPU's QPU API: 8096, 8098 for GE"
+            )
             parser_action.add_argument("--slurmctld-port", type=int, help="6817")
             parser_action.add_argument("--slurmd-port", type=int, help="6818")
             parser_action.add_argument("--qmaster-port", type=int, help="6444")

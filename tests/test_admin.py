@@ -194,7 +194,9 @@ def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
 
     status = _qhpc_admin(server.url, admin_token, "status")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["state"] == "ONLINE"
+    shown = json.loads(status.stdout)
+    assert shown["state"] == "ONLINE" and shown["name"] == "QHPC-Test"
+    assert shown["limits"]["max_atom_num"] == 16 and shown["limits"]["max_runs"] == 10000
 
     closed = _qhpc_admin(server.url, admin_token, "maintenance", "on", "--message", "laser swap")
     assert json.loads(closed.stdout) == {"is_accessible": False, "message": "laser swap"}

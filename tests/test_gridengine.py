@@ -268,7 +268,7 @@ class Site(SchedulerView):
 
 @pytest.fixture(scope="module")
 def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[GridEngineCluster]:
-    ports = ("scheduler_port", "qmaster_port", "execd_port")
+    ports = ("scheduler_port", "qpu_port", "qmaster_port", "execd_port")
     with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as started:
         yield started
 

@@ -255,6 +255,21 @@ def test_a_job_past_its_bound_calibrates_rather_than_let_a_lower_class_or_nothin
     assert policy.decide([bounded], {}, device(), 40.0, config) == Calibrate()
 
 
+def test_a_device_calibrating_itself_lets_lower_classes_run_past_a_bound():
+    """No early calibration is decided for a device behind the QPU API: a job past its bound
+    waits for a declared calibration while a lower class runs, or the QPU idles."""
+    config = PolicyConfig(min_calibration_age_s=1.0)
+    bounded = job(1, "development", max_calibration_age_s=30.0)
+    unseen = device(calibrates=False, calibration_interval_s=1e8)
+    for queue in ([bounded, job(2)], [bounded]):
+        ranked = RankedQueue(config)
+        for queued in queue:
+            ranked.add(queued)
+        expected = RunChunk(2, 10) if len(queue) == 2 else Idle(None)
+        assert policy.decide(queue, {}, unseen, 40.0, config) == expected
+        assert ranked.decide(unseen, 40.0) == expected
+
+
 def test_a_calibration_age_bound_shrinks_the_chunk_and_has_a_floor():
     bounded = job(1, max_calibration_age_s=30.0)
     # At age 29.96 s shots may start at 29.96, 29.97, 29.98, 29.99 and 30.00: 5 of them.

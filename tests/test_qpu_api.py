@@ -5,11 +5,7 @@ could run, one job at a time, goes DOWN and back, and cancels only what has not 
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +13,10 @@ import httpx
 import pytest
 
 from qhpc_lab.qpu import DeviceProfile
-from tests.conftest import free_port, poll_until, pulser_sequence_json
+from tests.conftest import poll_until, pulser_sequence_json
+from tests.fixtures_qpu_api import served
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def served(tmp_path: Path, *extra: str) -> Iterator[httpx.Client]:
-    """``qhpc qpu serve --profile test`` on a free port; a client at its QPU API base."""
-    port = free_port()
-    log = tmp_path / f"qpu-{port}.log"
-    command = [sys.executable, "-m", "qhpc_lab.cli", "qpu", "serve", "--profile", "test"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), *extra],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
-
-            def answers() -> bool:
-                assert process.poll() is None, log.read_text()
-                with contextlib.suppress(httpx.HTTPError):
-                    return client.get("/system/operational").status_code == 200
-                return False
-
-            poll_until(answers, "qhpc qpu serve answers", 120)
-            yield client
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def _local_pulse() -> str:
@@ -122,7 +91,8 @@ def test_down_holds_jobs_and_only_a_pending_job_cancels(tmp_path: Path) -> None:
         down = httpx.post(f"{base}/stand-in/down", json={"reason": "laser swap"}, timeout=10)
         assert down.json()["data"]["operational_status"] == "DOWN"
         assert _data(qpu.get("/system/operational"))["operational_status"] == "DOWN"
-        first, second, third = (_post(qpu, 20, sequence, f"b-{n}") for n in range(3))
+        # the first runs 1 s (2 000 shots), long enough to be seen RUNNING
+        first, second, third = (_post(qpu, n, sequence, f"b-{n}") for n in (2000, 20, 21))
         cancelled = _data(qpu.put(f"/jobs/{second['uid']}/cancel"))
         assert cancelled["status"] == "CANCELED"
         assert _data(qpu.get(f"/jobs/{first['uid']}"))["status"] == "PENDING"

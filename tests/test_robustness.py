@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from qhpc_lab.qpu.emulated import STANDS_IN
 from tests.conftest import (
     OTHER,
     USER,
@@ -200,6 +201,7 @@ async def test_health_reports_the_dispatcher(tmp_path: Path) -> None:
             "status": "ok",
             "dispatcher": {"ok": True, "reason": None, "detail": None, "since": None},
             "replica": None,  # a single daemon: no leadership (docs/operations.md, HA)
+            "device": {"state": "ONLINE", "message": STANDS_IN},
         }
         assert (await device(api.user))["dispatcher"]["ok"] is True
 

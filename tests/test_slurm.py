@@ -590,7 +590,7 @@ def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    ports = ("scheduler_port", "slurmctld_port", "slurmd_port")
+    ports = ("scheduler_port", "qpu_port", "slurmctld_port", "slurmd_port")
     with dev_cluster(DevCluster, "Slurm", pytestconfig, ports) as started:
         yield started
 

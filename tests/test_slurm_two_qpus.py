@@ -50,8 +50,8 @@ print("counts", json.dumps(job.result().counts), flush=True)
 '''
 
 
-def _scheduler_port_pair() -> int:
-    """A free port whose neighbour is free too (the second QPU's scheduler)."""
+def _port_pair() -> int:
+    """A free port whose neighbour is free too (the second QPU's scheduler, or its QPU API)."""
     for _ in range(50):
         port = free_port()
         if port < 65535 and _port_free(port + 1):
@@ -70,7 +70,7 @@ class QPUView(SchedulerView):
 def two_qpu_site(munged: None, pytestconfig: pytest.Config) -> Iterator[Site]:
     """The two-QPU dev cluster, one real user (removed afterwards) and the job script."""
     ports = ("slurmctld_port", "slurmd_port")
-    settings = {"qpus": 2, "scheduler_port": _scheduler_port_pair()}
+    settings = {"qpus": 2, "scheduler_port": _port_pair(), "qpu_port": _port_pair()}
     with dev_cluster(DevCluster, "Slurm 2-QPU", pytestconfig, ports, **settings) as cluster:
         user = _add_user(cluster)
         try:

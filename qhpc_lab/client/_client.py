@@ -34,8 +34,6 @@ from qhpc_lab.programs import (
 
 PROBE_TIMEOUT_S = 5.0
 """How long a target may take to answer a probe before it counts as unreachable."""
-DOWN_STATES = ("MAINTENANCE", "OFFLINE")
-"""Device states in which ``"auto"`` passes a target over (a calibrating one is only slower)."""
 
 
 def announce(message: str) -> None:
@@ -234,7 +232,7 @@ class Client:
             info = await self._ainfo(target)
             if not info.reachable:
                 return Answer(target.name, down=info.message), None, None
-            if info.state in DOWN_STATES:
+            if info.down:  # a calibrating one is only slower
                 return Answer(target.name, down=f"its device is {info.state}"), None, info
             try:
                 converted = await asyncio.to_thread(

@@ -185,6 +185,12 @@ class TargetInfo:
         return f"{mark} {self.name:14} {self.type:27} {', '.join(details)}{note}"
 
     @property
+    def down(self) -> bool:
+        """Whether its device runs nothing now (maintenance, or the QPU says DOWN): ``"auto"``
+        passes it over, and the panel shows the device's reason."""
+        return self.state in ("MAINTENANCE", "OFFLINE")
+
+    @property
     def queue_summary(self) -> str:
         """``3 waiting, yours #2, a new job starts in ~40 s``: the queue as a user reads it."""
         parts = [f"{self.queued} waiting"]

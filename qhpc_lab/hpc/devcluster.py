@@ -1,7 +1,9 @@
 """A single-node Slurm cluster on this machine, wired to qhpc-lab's hooks: ``qhpc dev-cluster``.
 
-It starts munged (unless one answers already), a scheduler daemon with MUNGE auth (Slurm:
-one per QPU, ``qpus`` 1 or 2), slurmctld and slurmd (Debian's Slurm 22.05) without systemd.
+It starts munged (unless one answers already), per QPU (Slurm: ``qpus`` 1 or 2) the emulated
+device behind Pasqal's QPU API (``qhpc qpu serve``) and a scheduler daemon with MUNGE auth
+driving it through that API, as a site's scheduler drives its QPU, then slurmctld and slurmd
+(Debian's Slurm 22.05) without systemd.
 Every daemon it starts has a pid file under ``{dir}/run``, and ``stop`` stops exactly those, so
 a munged or a Slurm that was there before is left alone. Tests and developers use the same
 cluster (tests/test_slurm.py, tests/test_slurm_two_qpus.py).
@@ -41,6 +43,8 @@ NEEDED = {
 }
 SERVICES = {
     "munged": "/usr/sbin/munged",
+    "qpu": "qhpc_lab.cli",
+    "qpu_b": "qhpc_lab.cli",
     "scheduler": "qhpc_lab.cli",
     "scheduler_b": "qhpc_lab.cli",
     "slurmctld": "slurmctld",
@@ -64,6 +68,8 @@ gridengine-common shared/gridenginemaster string localhost
 """Debian's packages must not set up their own cluster: the dev cluster has its own SGE_ROOT."""
 GRIDENGINE_SERVICES = {
     "munged": "/usr/sbin/munged",
+    "qpu": "qhpc_lab.cli",
+    "qpu_b": "qhpc_lab.cli",
     "scheduler": "qhpc_lab.cli",
     "sge_qmaster": "sge_qmaster",
     "sge_execd": "sge_execd",
@@ -95,6 +101,7 @@ class _Cluster:
     directory: Path
     device: str
     scheduler_port: int
+    qpu_port: int
 
     @property
     def scheduler_url(self) -> str:
@@ -143,7 +150,10 @@ class _Cluster:
         try:
             if not munge_answers():
                 self._start_munged()
-            # their imports take a while: start the rest meanwhile
+            # their imports take a while: start the rest meanwhile (a scheduler waits for its
+            # QPU API to answer before it reads the device's specs)
+            for service, _, device in self._schedulers():
+                self._spawn_qpu(service, device)
             schedulers = [self._spawn_scheduler(*each) for each in self._schedulers()]
             self._start_daemons(scripts)
             for (service, port, _), process in zip(self._schedulers(), schedulers, strict=True):
@@ -192,6 +202,26 @@ class _Cluster:
         self._pid_file("munged").write_text(MUNGE_PID.read_text())
         _wait(munge_answers, 15, "munged does not answer on its socket")
 
+    def _qpu(self, scheduler: str) -> tuple[str, int]:
+        """The QPU service a scheduler drives, and its QPU API port."""
+        second = scheduler.endswith("_b")
+        return ("qpu_b" if second else "qpu"), self.qpu_port + second
+
+    def _spawn_qpu(self, scheduler: str, device: str) -> None:
+        """The emulated QPU of profile ``device`` behind the QPU API (``qhpc qpu serve``)."""
+        service, port = self._qpu(scheduler)
+        log = (self.directory / "log" / f"{service}.log").open("ab")
+        command = [sys.executable, "-m", "qhpc_lab.cli", "qpu", "serve", "--profile", device]
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self._pid_file(service).write_text(str(process.pid))
+
     def _spawn_scheduler(self, service: str, port: int, device: str) -> subprocess.Popen[bytes]:
         log = (self.directory / "log" / f"{service}.log").open("ab")
         state = self.directory / service
@@ -209,8 +239,8 @@ class _Cluster:
                 "127.0.0.1",
                 "--port",
                 str(port),
-                "--device",
-                device,
+                "--qpu-url",
+                f"http://127.0.0.1:{self._qpu(service)[1]}",
                 "--db",
                 f"sqlite:///{state / 'scheduler.db'}",
             ],
@@ -269,8 +299,10 @@ class DevCluster(_Cluster):
     slots: int = 4
     """``qpu:N``: the licence count and the node's GRES count."""
     device: str = "test"
-    """The scheduler's emulated QPU profile."""
+    """The emulated QPU's profile (``qhpc qpu serve --profile``)."""
     scheduler_port: int = 8016
+    qpu_port: int = 8096
+    """The emulated QPU's QPU API (the second QPU's on the next port)."""
     slurmctld_port: int = 6817
     slurmd_port: int = 6818
     node: str = "localhost"
@@ -340,7 +372,8 @@ class DevCluster(_Cluster):
 
     def _ports(self) -> tuple[int, ...]:
         schedulers = tuple(port for _, port, _ in self._schedulers())
-        return (*schedulers, self.slurmctld_port, self.slurmd_port)
+        qpus = tuple(self._qpu(service)[1] for service, _, _ in self._schedulers())
+        return (*schedulers, *qpus, self.slurmctld_port, self.slurmd_port)
 
     def _prepare(self) -> dict[str, Path]:
         self._layout()
@@ -465,6 +498,8 @@ class GridEngineCluster(_Cluster):
     """The ``qpu`` consumable's capacity on the global host."""
     device: str = "test"
     scheduler_port: int = 8017
+    qpu_port: int = 8098
+    """The emulated QPU's QPU API (``qhpc qpu serve``)."""
     qmaster_port: int = 6444
     execd_port: int = 6445
     queue: str = "qpu.q"
@@ -528,7 +563,7 @@ class GridEngineCluster(_Cluster):
     )
 
     def _ports(self) -> tuple[int, ...]:
-        return (self.scheduler_port, self.qmaster_port, self.execd_port)
+        return (self.scheduler_port, self.qpu_port, self.qmaster_port, self.execd_port)
 
     def _prepare(self) -> dict[str, Path]:
         for sub, mode in (("", 0o755), ("etc", 0o755), ("run", 0o755), ("log", 0o755)):

@@ -255,6 +255,8 @@ class JobPanel(_Panel):
         if info.calibration_age_s is not None and info.state != "CALIBRATING":
             age = info.calibration_age_s + time.monotonic() - self._info_at
             facts.append(f"calibrated {format_duration(age)} ago")
+        if info.down and info.message:  # why: maintenance, or the QPU says DOWN since when
+            facts.append(info.message)
         return facts
 
     def text(self) -> str:

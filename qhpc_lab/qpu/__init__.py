@@ -1,4 +1,6 @@
-"""QPU drivers behind one small interface: the emulated QPU (default) and, later, QRMI resources.
+"""QPU drivers behind one small interface: the emulated QPU (:mod:`.emulated`, in process)
+and a device behind Pasqal's QPU API (:mod:`.api`; ``qhpc qpu serve`` serves the emulated one
+that way).
 
 A driver executes shot chunks and reports the device's physical state; ordering and policy
 live in the scheduler.
@@ -6,12 +8,14 @@ live in the scheduler.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from qhpc_lab.programs import FORMATS, DeviceSpec, Program
 
@@ -66,6 +70,16 @@ class EmulationBudget:
         return max(self.time_floor_s, self.time_factor * shots * time_per_shot_s)
 
 
+JOB_CANCELED = "the job was canceled"
+"""The message a chunk's task is canceled with when its job was canceled (any other
+cancellation is the scheduler stopping): a driver then stops the device's work too."""
+
+
+class ChunkNotRun(RuntimeError):
+    """The chunk did not start and nothing of it ran (the device went DOWN, or changed, before
+    accepting it): its job waits in the queue for the next decision, it does not fail."""
+
+
 class ChunkBudgetExceeded(RuntimeError):
     """A chunk's emulation overran its :class:`EmulationBudget`; the worker was replaced.
 
@@ -91,6 +105,10 @@ class DeviceProfile:
     calibration_duration_s: float
     drift: Drift
     emulation: EmulationBudget = EmulationBudget()
+    calibrates: bool = True
+    """Whether the scheduler calibrates the device on ``calibration_interval_s`` (the emulated
+    QPU). False: the device calibrates itself, unseen (a QPU behind the QPU API); no periodic
+    calibration is due or shown."""
     formats: tuple[str, ...] = ("pulser",)
     """Program formats the device's hardware runs; the scheduler refuses others (rule
     ``format``). An analog neutral-atom QPU runs pulser only: analog Qiskit, Qadence and CUDA-Q
@@ -161,12 +179,59 @@ class ChunkOutcome:
     """The calibration the chunk ran under (None from drivers that number none)."""
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A chunk sent to the device as one QPU job, as the scheduler records it: before sending
+    (``uid`` None: a restart looks for it by ``pasqman_job_id`` among the jobs after
+    ``after_uid``), then with the device's ``uid`` before waiting on it."""
+
+    key: str
+    shots: int
+    pasqman_job_id: str
+    after_uid: int | None
+    uid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InFlight:
+        return cls(
+            str(data["key"]),
+            int(data["shots"]),
+            str(data["pasqman_job_id"]),
+            data.get("after_uid"),
+            data.get("uid"),
+        )
+
+
+class Ledger(Protocol):
+    """Where the scheduler keeps what the driver must not forget across a crash."""
+
+    async def sending(self, flight: InFlight) -> None:
+        """A QPU job is about to be created: record it before sending (a crash before its
+        answer is recorded leaves this trace for the restart to look for)."""
+        ...
+
+    async def submitted(self, flight: InFlight) -> None:
+        """The QPU job exists (``flight.uid``): record it before waiting on it."""
+        ...
+
+    async def ran_canceled(self, flight: InFlight, outcome: ChunkOutcome) -> None:
+        """A canceled job's chunk could no longer be stopped and ran: charge it."""
+        ...
+
+
 class QPUDriver(Protocol):
     """What the scheduler's dispatcher needs from a QPU."""
 
     profile: DeviceProfile
     notice: str
     """One line users should read about this device (an emulator says it stands in)."""
+    ledger: Ledger | None
+    """Where the driver records what must survive the scheduler (set by the scheduler)."""
+    on_change: Callable[[], None]
+    """Called when the device changes by itself (DOWN, UP, new specs): set by the scheduler."""
 
     @property
     def state(self) -> DeviceState: ...
@@ -193,6 +258,11 @@ class QPUDriver(Protocol):
         ...
 
     async def calibrate(self) -> None: ...
+
+    async def adopt(self, flight: Any) -> ChunkOutcome | None:
+        """The outcome of a chunk a previous scheduler left running on the device (what the
+        ledger recorded), or None when it cannot be had (its shots run again)."""
+        ...
 
     def forget(self, key: str) -> None:
         """Drop any state kept for a job that ended."""

@@ -25,6 +25,7 @@ from qhpc_lab.qpu import (
     ChunkOutcome,
     DeviceProfile,
     DeviceState,
+    Ledger,
 )
 
 STANDS_IN = "emulated QPU (no physical device): results come from local emulators"
@@ -97,6 +98,8 @@ class EmulatedQPU:
         kept them (a fresh device counts its first calibration as now, number 1)."""
         self.profile = profile
         self.notice = STANDS_IN
+        self.ledger: Ledger | None = None
+        self.on_change: Callable[[], None] = lambda: None
         self._clock = clock
         self._calibration = Calibration(
             calibration_id, clock() if calibrated_at is None else calibrated_at, profile.drift
@@ -151,6 +154,14 @@ class EmulatedQPU:
             counts, started, self._clock(), age, device_seconds, emulator_seconds, calibration
         )
 
+    async def prepare(self, key: str, program: Program, shots: int) -> float:
+        """Emulate ``shots`` of ``program`` now, for the chunks of ``key`` to draw from (a
+        device serving the QPU API does it while it loads a job, so that its running time is
+        the shots' alone); the seconds it took."""
+        samples, seconds = await self._sample(program, shots)
+        self._samples[key] = samples
+        return seconds
+
     async def _sample(self, program: Program, shots: int) -> tuple[list[str], float]:
         """``shots`` samples in random order, and the seconds the emulation took."""
         budget = self.profile.emulation
@@ -195,6 +206,10 @@ class EmulatedQPU:
             number = self._calibration.id + 1
             self._calibration = Calibration(number, self._clock(), self.profile.drift)
             self._state = DeviceState.ONLINE
+
+    async def adopt(self, flight: object) -> None:
+        """Nothing to adopt: an emulated chunk ends with the process that ran it."""
+        return None
 
     def forget(self, key: str) -> None:
         self._samples.pop(key, None)

@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhpc_lab.qpu import DeviceProfile, QPUDriver
+from qhpc_lab.qpu.api import QPUApiDriver, QPUApiSettings
+from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler.auth import Authenticator, load_or_create_secret
 from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
 from qhpc_lab.scheduler.core import Scheduler
@@ -30,6 +32,27 @@ class DriverFactory(Protocol):
     def __call__(
         self, profile: DeviceProfile, calibrated_at: float | None, *, calibration_id: int = 1
     ) -> QPUDriver: ...
+
+
+def qpu_driver(config: SchedulerConfig) -> DriverFactory:
+    """The device the settings name: the one behind the QPU API at ``qpu_url`` (its specs
+    read now), else the emulated QPU of profile ``device``."""
+    if not config.qpu_url:
+        return EmulatedQPU
+    settings = QPUApiSettings(
+        config.qpu_url.rstrip("/"),
+        time_per_shot_s=config.qpu_time_per_shot_s,
+        chunk_seconds=config.qpu_chunk_seconds,
+        overhead_share=config.qpu_overhead_share,
+        calibrates_when_down=config.qpu_calibrates_when_down,
+    )
+
+    def connect(
+        profile: DeviceProfile, calibrated_at: float | None, *, calibration_id: int = 1
+    ) -> QPUDriver:
+        return QPUApiDriver.connect(settings, calibrated_at, calibration_id=calibration_id)
+
+    return connect
 
 
 def build_scheduler(config: SchedulerConfig, driver: DriverFactory) -> Scheduler:

@@ -28,7 +28,22 @@ class SchedulerConfig:
     db: str = ""
     """SQLAlchemy URL; empty means SQLite in the state directory."""
     device: str = "test"
-    """Device profile: a shipped name or a JSON file."""
+    """Device profile of the emulated QPU: a shipped name or a JSON file (unused with
+    ``qpu_url``)."""
+    qpu_url: str = ""
+    """The QPU API (Pasqal's on-premises API, ``/api/v1`` below it) of the device to drive;
+    empty: the emulated QPU in process. ``qhpc qpu serve`` serves the emulated one over it."""
+    qpu_time_per_shot_s: float = 0.2
+    """QPU API: a shot's device time until the device's own job times are measured."""
+    qpu_chunk_seconds: float = 10.0
+    """QPU API: device time of one chunk (one QPU job; the preemption point)."""
+    qpu_calibrates_when_down: bool = False
+    """QPU API: the device calibrates while DOWN, so each return to UP is a new calibration
+    (a device that says so in ``GET /system``, as ``qhpc qpu serve`` does, needs no setting).
+    Off: only ``qhpc admin calibrate`` (an operator's mark) starts one."""
+    qpu_overhead_share: float = 0.05
+    """QPU API: chunks grow until the measured setup time (QPU job creation → start) is at most
+    this share of one."""
     auth: tuple[str, ...] = ("token",)
     admin_uids: tuple[str, ...] = ("0",)
     admin_unbound_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -112,6 +127,12 @@ class SchedulerConfig:
             raise ValueError("ha needs a PostgreSQL database shared by the replicas (--db)")
         if not 0 < 2 * self.lease_renew_s <= self.lease_ttl_s:
             raise ValueError("lease_ttl_s must be at least twice lease_renew_s (> 0)")
+        if self.qpu_url and not self.qpu_url.startswith(("http://", "https://")):
+            raise ValueError(f"qpu_url must be an http(s) address, not {self.qpu_url!r}")
+        if not 0 < self.qpu_overhead_share < 1:
+            raise ValueError("qpu_overhead_share must be between 0 and 1")
+        if min(self.qpu_time_per_shot_s, self.qpu_chunk_seconds) <= 0:
+            raise ValueError("qpu_time_per_shot_s and qpu_chunk_seconds must be more than 0")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(
                 f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"

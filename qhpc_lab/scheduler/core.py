@@ -38,7 +38,7 @@ from qhpc_lab.programs import (
     validate_async,
 )
 from qhpc_lab.programs.worker import WorkerDied
-from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceState, QPUDriver
+from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, DeviceState, InFlight, QPUDriver
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.dispatcher import Dispatcher, Recorder, WallClock
@@ -93,6 +93,9 @@ JOURNAL_KEPT = 100_000
 ENDED_KEPT = 10_000
 """HA: ids of jobs this replica saw end, kept so that a journal entry read just before a job
 ended does not put it back in the queue."""
+IN_FLIGHT = "qpu_in_flight"
+"""The store fact naming the QPU job a chunk waits on (a QPU API driver's): written before the
+wait, deleted in the transaction that records the chunk; a restart adopts what it names."""
 
 
 class SchedulerError(Exception):
@@ -177,12 +180,23 @@ class Scheduler:
         """Reservations not ended when last loaded (ended ones are dropped at the next change)."""
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
+        self._in_flight = False
+        """Whether :data:`IN_FLIGHT` names the chunk now running (settled when it is recorded)."""
+        self._marked_running: set[int] = set()
+        """Jobs this dispatcher has seen RUNNING in the store: their next chunks need no
+        ``mark_running`` write (only recovery's requeue makes a job PENDING again)."""
+        driver.ledger = _QPULedger(self)
+        driver.on_change = self._driver_changed
+        self._calibration_id = driver.calibration.id
+        """The calibration recorded last (a device calibrating by itself makes a new one)."""
+        self._down_since: float | None = None
+        self._recorder = _DaemonRecorder(self)
         self._dispatcher = Dispatcher(
             self._queue,
             driver,
             WallClock(clock),
             self.device_view,
-            _DaemonRecorder(self),
+            self._recorder,
             program=self._programs.__getitem__,
         )
         self._queue_dirty = asyncio.Event()
@@ -207,12 +221,12 @@ class Scheduler:
         # Ready means ready: the first submission must not wait for the SDK imports.
         await asyncio.to_thread(await_validation_worker)
         if self.leadership is None:
-            await self._recover()
-            self._tasks = [
-                asyncio.create_task(self._dispatcher.run_forever(), name="qhpc-dispatcher")
-            ]
+            # The API answers from the queue as stored while recovery runs: adopting a chunk
+            # left on the device waits for it to end there (longer while the device is DOWN).
+            await self._load(leading=False)
+            self._tasks = [asyncio.create_task(self._lead(), name="qhpc-dispatcher")]
             self._tasks[0].add_done_callback(self.metrics.dispatcher_ended)
-            self.metrics.dispatcher_running()
+            self._tasks[0].add_done_callback(self._alone_ended)
         else:  # a replica: the queue as it is, followed through the journal; leading later
             await self._load(leading=False)
             self._tasks = [
@@ -232,13 +246,54 @@ class Scheduler:
     async def _recover(self) -> None:
         """Take over the dispatch: jobs left running by the previous dispatcher (this daemon
         before a crash, or a replica that lost the lease) go back to PENDING, keeping their
-        committed chunks; a chunk it ran but never committed runs again."""
+        committed chunks; a chunk it ran but never committed runs again, unless the device
+        still has it (a QPU API job: adopted, recorded once)."""
+        await self._adopt()
         requeued = await self._store_retrying(self.store.requeue_running)
+        self._marked_running.clear()
         if requeued:
             log.warning(
                 "requeued %d jobs that were running when the scheduler stopped", len(requeued)
             )
         await self._load(leading=True)
+
+    async def _adopt(self) -> None:
+        """Record the chunk the previous dispatcher left on the device, once it ends there."""
+        record = await self._store_retrying(self.store.get_fact, IN_FLIGHT)
+        if not record:
+            return
+        flight = InFlight.from_dict(record)
+        log.warning(
+            "adopting QPU job %s: a chunk of %d shots of job %s left in flight",
+            flight.uid,
+            flight.shots,
+            flight.key,
+        )
+        outcome = await self.driver.adopt(flight)
+        job = await self._store_retrying(self.store.get_job, int(flight.key))
+        before = record.get("shots_done_before")
+        # Merged already (a restart after the commit), or the job moved on: nothing to merge.
+        settled = before is None or job is None or job.shots_done != before
+        if outcome is not None and job is not None and job.status == "CANCELED" and not settled:
+            # canceled meanwhile, its shots ran all the same: charged, as a 3003 cancel is
+            await self._store_retrying(self.store.charge, job.id, outcome.device_seconds, IN_FLIGHT)
+            return
+        if outcome is None or settled:
+            await self._store_retrying(self.store.delete_fact, IN_FLIGHT)
+            return
+        await self._store_retrying(
+            self.store.record_chunk,
+            int(flight.key),
+            outcome.counts,
+            flight.shots,
+            outcome.device_seconds,
+            outcome.calibration_age_s,
+            before,
+            outcome.emulator_seconds,
+            self.clock(),
+            outcome.calibration,
+            IN_FLIGHT,
+        )
 
     async def _load(self, leading: bool) -> None:
         """The open sessions and the active jobs from the store into the queue (kept jobs
@@ -306,6 +361,15 @@ class Scheduler:
     def _elected(self, epoch: int) -> None:
         self._leading = asyncio.create_task(self._lead(), name="qhpc-dispatcher")
         self._leading.add_done_callback(self._lead_ended)
+
+    def _alone_ended(self, task: asyncio.Task[None]) -> None:
+        """The single daemon's dispatching ended by itself (its recovery failed): said in the
+        log and by ``/health``, which stays 503 until a restart."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("dispatching ended: %s: %s", type(error).__name__, error)
+        self._stalled("dispatcher_error", f"{type(error).__name__}: {error}")
 
     def _lead_ended(self, task: asyncio.Task[None]) -> None:
         """Leading ended by itself (its recovery failed: deposed meanwhile, or a bug): the
@@ -486,6 +550,7 @@ class Scheduler:
             time_per_shot_s=profile.time_per_shot_s,
             chunk_shots=profile.chunk_shots,
             accepting=not self.draining,
+            calibrates=profile.calibrates,
         )
 
     @property
@@ -520,8 +585,10 @@ class Scheduler:
             "calibrated_at": view.calibrated_at,
             "calibration_id": self.driver.calibration.id,
             "calibration_age_s": round(now - view.calibrated_at, 3),
-            "next_calibration_at": due,
-            "next_calibration_in_s": round(max(0.0, due - now), 3),
+            "next_calibration_at": due if self.driver.profile.calibrates else None,
+            "next_calibration_in_s": round(max(0.0, due - now), 3)
+            if self.driver.profile.calibrates
+            else None,
             "calibration_duration_s": view.calibration_duration_s,
             "time_per_shot_s": view.time_per_shot_s,
             "chunk_shots": view.chunk_shots,
@@ -624,6 +691,28 @@ class Scheduler:
     def _device_changed(self) -> None:
         self.bus.publish("device", self.device_info())
         self._queue_changed()
+
+    def _driver_changed(self) -> None:
+        """The device changed by itself (DOWN, UP, new specs, new timing, a calibration it
+        made): decide again; a calibration is recorded as one the dispatcher made."""
+        now = self.clock()
+        down = self.driver.state is not DeviceState.ONLINE
+        if down and self._down_since is None:
+            self._down_since = now
+        self.timelines.hold("down", down, now)
+        calibration = self.driver.calibration
+        if calibration.id != self._calibration_id and self.leading:
+            since = self._down_since or calibration.calibrated_at
+            self._tasks.append(
+                asyncio.create_task(
+                    self._recorder.calibrated(since, calibration.calibrated_at),
+                    name="qhpc-device-calibrated",
+                )
+            )
+        if not down:
+            self._down_since = None
+        self._dispatcher.wake()
+        self._device_changed()
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -1032,7 +1121,7 @@ class Scheduler:
         estimates = self._queue.estimates(self.device_view(), self.clock())
         for job in self._queue.jobs():
             position, eta = self.position(job.id, estimates)
-            hold = held_by(self, job.started) if position else None
+            hold = held_by(self, job.started, position)
             if hold is not None:
                 held[job.id], eta = hold, None
             if position is not None:
@@ -1091,6 +1180,7 @@ class Scheduler:
         self._queue_changed()
 
     def _dequeue(self, job_id: int) -> None:
+        self._marked_running.discard(job_id)
         job = self._queue.remove(job_id)
         if job is None:
             return
@@ -1153,7 +1243,10 @@ class _DaemonRecorder(Recorder):
         sched = self.scheduler
         sched.metrics.chunk_started(job.id, job.job_class, sched._queue)
         sched._queue_changed()
-        started = await sched._store_retrying(sched.store.mark_running, job.id, sched.clock())
+        started = None
+        if job.id not in sched._marked_running:  # a write only for a job's first chunk
+            started = await sched._store_retrying(sched.store.mark_running, job.id, sched.clock())
+            sched._marked_running.add(job.id)
         if job.id not in sched._queue:  # canceled while the store was slow
             return False
         if started is not None:  # its first chunk, or its first since a restart
@@ -1168,6 +1261,9 @@ class _DaemonRecorder(Recorder):
         failed = await sched._store_retrying(
             sched.store.finish, job.id, "ERROR", f"execution failed: {error}", sched.clock()
         )
+        if sched._in_flight:
+            await sched._store_retrying(sched.store.delete_fact, IN_FLIGHT)
+            sched._in_flight = False
         sched._dequeue(job.id)
         if failed is not None:
             sched.metrics.job_finished("ERROR", _error_reason(error))
@@ -1197,7 +1293,9 @@ class _DaemonRecorder(Recorder):
             outcome.emulator_seconds,
             sched.clock(),
             outcome.calibration,
+            IN_FLIGHT if sched._in_flight else None,
         )
+        sched._in_flight = False
         if row is None or row.status != "RUNNING":
             sched._dequeue(job.id)
             if row is not None:
@@ -1229,6 +1327,7 @@ class _DaemonRecorder(Recorder):
     async def calibrated(self, started_at: float, finished_at: float) -> None:
         sched = self.scheduler
         calibration = sched.driver.calibration
+        sched._calibration_id = calibration.id
         await sched._store_retrying(
             sched.store.set_facts,
             {"calibrated_at": calibration.calibrated_at, "calibration_id": calibration.id},
@@ -1267,6 +1366,39 @@ class _DaemonRecorder(Recorder):
         health = self.scheduler.health
         if not health.ok and health.reason == "dispatcher_error":
             self.scheduler._recovered()
+
+
+class _QPULedger:
+    """The daemon's :class:`~qhpc_lab.qpu.Ledger`: the QPU job a chunk waits on, in the store."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    async def sending(self, flight: InFlight) -> None:
+        await self._record(flight)
+
+    async def submitted(self, flight: InFlight) -> None:
+        await self._record(flight)
+
+    async def _record(self, flight: InFlight) -> None:
+        sched = self.scheduler
+        job = sched._queue.get(int(flight.key))
+        record = {**flight.to_dict(), "shots_done_before": job.shots_done if job else None}
+        await sched._store_retrying(sched.store.set_dispatching_fact, IN_FLIGHT, record)
+        sched._in_flight = True
+
+    async def ran_canceled(self, flight: InFlight, outcome: ChunkOutcome) -> None:
+        sched = self.scheduler
+        log.warning(
+            "job %s was canceled while QPU job %s could no longer be stopped: %.3f s charged",
+            flight.key,
+            flight.uid,
+            outcome.device_seconds,
+        )
+        await sched._store_retrying(
+            sched.store.charge, int(flight.key), outcome.device_seconds, IN_FLIGHT
+        )
+        sched._in_flight = False
 
 
 def _error_reason(err: Exception) -> str:

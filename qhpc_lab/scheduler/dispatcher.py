@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from qhpc_lab.qpu import ChunkOutcome, DeviceState
+from qhpc_lab.qpu import JOB_CANCELED, ChunkNotRun, ChunkOutcome, DeviceState
 from qhpc_lab.scheduler.policy import (
     Calibrate,
     Decision,
@@ -249,7 +249,7 @@ class Dispatcher:
     def cancel_chunk(self, job_id: int) -> None:
         """Stop ``job_id``'s chunk now if it is running (the job was canceled)."""
         if job_id == self.running and self._chunk is not None:
-            self._chunk.cancel()
+            self._chunk.cancel(JOB_CANCELED)
 
     async def run_forever(self) -> None:
         """Step forever; an unexpected error is reported and retried with back-off, never fatal."""
@@ -324,6 +324,9 @@ class Dispatcher:
                 if current is not None and current.cancelling():
                     raise  # the dispatcher is stopping: the daemon requeues the job at start
                 return  # the job was canceled: its canceller has finished and dequeued it
+            except ChunkNotRun as err:  # nothing ran: the job waits for the next decision
+                log.warning("chunk of job %s not run: %s", job.id, err)
+                return
             except Exception as err:  # an emulator failure or a budget ends this job, not the QPU
                 await self.recorder.chunk_failed(job, err)
                 return

@@ -101,6 +101,10 @@ class DeviceView:
     chunk_shots: int
     accepting: bool = True
     """False while an operator drains the QPU: started jobs finish, new ones wait."""
+    calibrates: bool = True
+    """False for a device that calibrates itself, unseen (a QPU behind the QPU API): no early
+    calibration is decided for it; a job past its calibration-age bound waits for the next
+    declared one while lower classes run (docs/policy.md, "A device behind the QPU API")."""
 
     @property
     def next_calibration_at(self) -> float:
@@ -592,7 +596,7 @@ def _decide(
         fits = min(_runnable_shots(job, device, now, before_window, config), room[job.id])
         if fits == 0:
             continue
-        if priority[job.job_class] < top:
+        if priority[job.job_class] < top and device.calibrates:
             break  # a fresher calibration would let the better-ranked job run instead
         return RunChunk(job.id, min(job.remaining, device.chunk_shots, fits))
     return calibrate_unless_pinned(ranked, device, now, before_window, config, room)
@@ -614,7 +618,7 @@ def calibrate_unless_pinned(
             fits = min(fits, room[job.id]) if room is not None else fits
             if fits:
                 return RunChunk(job.id, min(job.remaining, device.chunk_shots, fits))
-    return Calibrate()
+    return Calibrate() if device.calibrates else Idle(None)
 
 
 def calibration_due_at(

@@ -505,7 +505,9 @@ class RankedQueue:
             return Calibrate()
         tiers = index.tiers(device, now, self._config, self._usage)
         age = now - device.calibrated_at
-        for tier in itertools.takewhile(lambda t: t.priority == tiers[0].priority, tiers):
+        # Below the top priority only when no calibration can come for it (rule 6).
+        same = (lambda t: t.priority == tiers[0].priority) if device.calibrates else bool
+        for tier in itertools.takewhile(same, tiers):
             for _, group in itertools.groupby(tier.units(), key=lambda pair: pair[0]):
                 firsts = [fifo.first_runnable(age, self._config) for _, fifo in group]
                 first = min((arrival for arrival in firsts if arrival is not None), default=None)
@@ -516,7 +518,7 @@ class RankedQueue:
                     )
                     shots = min(job.remaining, device.chunk_shots, before_window, within_age)
                     return RunChunk(job.id, shots)
-        return Calibrate()
+        return Calibrate() if device.calibrates else Idle(None)
 
     @staticmethod
     def _near(reserved: list[Reservation], device: DeviceView, now: float) -> bool:

@@ -25,6 +25,7 @@ from pydantic import (
     create_model,
 )
 
+from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler.policy import MAX_SECONDS, PolicyConfig
 from qhpc_lab.scheduler.quotas import MAX_BUDGET, PERIOD_PATTERN
 from qhpc_lab.scheduler.reservations import OWNER_KINDS
@@ -196,7 +197,8 @@ class JobOut(BaseModel):
     )
     held_by: Literal[HOLDS] | None = Field(
         description="What holds it while it waits (a timeline hold: maintenance runs nothing, "
-        "draining runs only started jobs); it has no ETA meanwhile."
+        "draining runs only started jobs, down: the QPU says DOWN, which also stalls the "
+        "running job's chunk); it has no ETA meanwhile."
     )
     started_at: str | None
     finished_at: str | None
@@ -277,7 +279,9 @@ class ResourceStatusOut(BaseModel):
     status: Literal["online", "offline", "paused"] = Field(
         description="offline: closed by an administrator; paused: draining or calibrating."
     )
-    status_reason: str | None = Field(description="maintenance, draining or calibration.")
+    status_reason: str | None = Field(
+        description="maintenance, draining, calibration or down (the device says DOWN)."
+    )
     healthy: bool = Field(description="Whether the dispatcher makes progress (GET /health).")
     busy: bool = Field(description="A job is running or waiting: a new one will not start now.")
     capacity: CapacityOut | None = Field(description="QPU slots; null when not managed.")
@@ -406,11 +410,24 @@ class ReplicaOut(BaseModel):
     since: str | None
 
 
+DEVICE_STATES = tuple(state.value for state in DeviceState)
+
+
+class DeviceStateOut(BaseModel):
+    state: Literal[DEVICE_STATES]
+    message: str
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "stalled"]
     dispatcher: DispatcherOut
     replica: ReplicaOut | None = Field(
         None, description="HA replicas only (docs/operations.md): this replica and its role."
+    )
+    device: DeviceStateOut | None = Field(
+        None,
+        description="The device as the scheduler sees it: a QPU that says DOWN is OFFLINE here "
+        "while the daemon stays healthy (200); the message says why.",
     )
 
 
@@ -455,15 +472,15 @@ class DeviceOut(BaseModel):
     name: str
     profile: str
     formats: Formats
-    state: Literal["ONLINE", "CALIBRATING", "MAINTENANCE", "OFFLINE"]
+    state: Literal[DEVICE_STATES]
     accessible: bool
     draining: bool
     message: str
     calibrated_at: float
     calibration_id: int = Field(description="The calibration in force: it counts calibrations.")
     calibration_age_s: float
-    next_calibration_at: float
-    next_calibration_in_s: float
+    next_calibration_at: float | None
+    next_calibration_in_s: float | None
     calibration_duration_s: float
     time_per_shot_s: float
     chunk_shots: int
@@ -486,7 +503,7 @@ class EstimateOut(BaseModel):
         "run; null while a hold (held_by) keeps new jobs waiting."
     )
     run_s: float = Field(description="Its own shots' time on the device.")
-    held_by: Literal["maintenance", "draining"] | None
+    held_by: Literal[HOLDS] | None
     calibration_age_s: float
     queue: dict[str, Any] = Field(
         description="The queue as the caller's queue event shows it (GET /events): its "

@@ -709,9 +709,11 @@ class Store:
         emulator_seconds: float = 0.0,
         now: float | None = None,
         calibration: Calibration | None = None,
+        settles: str | None = None,
     ) -> JobRow | None:
         """Merge one chunk's counts (and ``calibration``, its provenance) into the job; the job
-        becomes DONE with its last chunk.
+        becomes DONE with its last chunk. ``settles``: a fact deleted in the same transaction
+        (the QPU job the chunk was in flight as: recorded and settled exactly once).
 
         A job canceled while its chunk ran keeps its final state and the chunk is dropped.
         ``shots_done_before`` makes a retry exact: when a first attempt committed but its
@@ -720,6 +722,8 @@ class Store:
         """
         with self._write() as conn:
             self._dispatching(conn)
+            if settles is not None:
+                conn.execute(facts.delete().where(facts.c.key == settles))
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
                 return None
@@ -1006,6 +1010,36 @@ class Store:
 
     def set_fact(self, key: str, value: Any) -> None:
         self.set_facts({key: value})
+
+    def set_dispatching_fact(self, key: str, value: Any) -> None:
+        """A fact only the dispatching replica may write (the QPU job in flight): fenced, so a
+        replica that lost the lease cannot bring back what its successor settled."""
+        with self._write() as conn:
+            self._dispatching(conn)
+            updated = conn.execute(
+                facts.update().where(facts.c.key == key).values(value=json.dumps(value))
+            ).rowcount
+            if not updated:
+                conn.execute(facts.insert().values(key=key, value=json.dumps(value)))
+
+    def delete_fact(self, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(facts.delete().where(facts.c.key == key))
+
+    def charge(self, job_id: int, qpu_seconds: float, settles: str | None = None) -> None:
+        """Device time a job's chunk spent without adding shots (a canceled job's chunk that
+        could no longer be stopped ran): its accounting counts it."""
+        with self._write() as conn:
+            if settles is not None:
+                conn.execute(facts.delete().where(facts.c.key == settles))
+            row = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(qpu_seconds=jobs.c.qpu_seconds + qpu_seconds)
+                .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
+            ).first()
+            if row is not None:
+                self._changed(conn, row)
 
     def set_facts(self, values: dict[str, Any]) -> None:
         """Several facts in one transaction (a calibration's time and number go together)."""

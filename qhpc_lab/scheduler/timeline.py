@@ -1,12 +1,12 @@
 """Job timelines: what happened to a job and around it while it waited ("why did my job wait").
 
-The dispatcher reports chunks, calibrations and holds (maintenance, draining) here, into one
-log of what the QPU did; a job's timeline is read from it on request: its own chunks and, while
-it waited, the class of each job that ran instead (never whose job), and the calibrations and
-holds it sat through. Consecutive chunks of one class that a job waited behind merge into one
-entry. Recording costs the same however long the queue is (nothing is written per waiting job).
-The log lives in memory and keeps the most recent ``max_events``: after a restart a job's
-timeline starts again; its queued and final entries always come from the store.
+The dispatcher reports chunks, calibrations and holds (maintenance, draining, the device DOWN)
+here, into one log of what the QPU did; a job's timeline is read from it on request: its own
+chunks and, while it waited, the class of each job that ran instead (never whose job), and the
+calibrations and holds it sat through. Consecutive chunks of one class that a job waited behind
+merge into one entry. Recording costs the same however long the queue is (nothing is written per
+waiting job). The log lives in memory and keeps the most recent ``max_events``: after a restart
+a job's timeline starts again; its queued and final entries always come from the store.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from qhpc_lab.scheduler.store import JobRow
 
-HOLDS = ("maintenance", "draining")
+HOLDS = ("maintenance", "draining", "down")
 
 
 class Timelines:

@@ -11,6 +11,7 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler.policy import PolicyConfig
 from qhpc_lab.scheduler.quotas import Quota, period_bounds
 from qhpc_lab.scheduler.store import AccountingQuery, JobRow, ReservationRow, SessionRow
@@ -38,9 +39,16 @@ def reservation_view(row: ReservationRow, now: float) -> dict[str, Any]:
     return {**dataclasses.asdict(row), "active": row.starts_at <= now < row.ends_at}
 
 
-def held_by(scheduler: Scheduler, started: bool) -> str | None:
-    """What keeps a waiting job from running, as the timeline names its holds: maintenance
-    runs nothing, a drain only jobs that have started; None when only the queue ahead does."""
+def held_by(scheduler: Scheduler, started: bool, position: int | None) -> str | None:
+    """What keeps an active job from running, as the timeline names its holds: maintenance
+    runs nothing, nor does a device DOWN (which also stalls the running job's chunk); a drain
+    runs only jobs that have started; None when only the queue ahead does."""
+    if position is None:
+        return None
+    if scheduler.driver.state is DeviceState.OFFLINE:
+        return "down"
+    if position == 0:
+        return None
     if not scheduler.accessible:
         return "maintenance"
     if scheduler.draining and not started:
@@ -54,7 +62,7 @@ def job_view(
     """A job (``JobOut``): Warden's fields first, then the extensions. A held job keeps its
     position but shows no ETA: it would be a guess at when the operator lifts the hold."""
     position, eta = scheduler.position(job.id, estimates)
-    hold = held_by(scheduler, job.shots_done > 0) if position else None
+    hold = held_by(scheduler, job.shots_done > 0, position)
     return {
         "id": job.id,
         "user_id": job.user_id,
@@ -166,9 +174,11 @@ def accessible_view(scheduler: Scheduler) -> dict[str, Any]:
 def resource_status_view(scheduler: Scheduler, queue_position: int | None = None) -> dict[str, Any]:
     """The device as QRMI's ``ResourceStatus`` (``ResourceStatusOut``)."""
     info = scheduler.device_info()
-    reason = {"MAINTENANCE": "maintenance", "CALIBRATING": "calibration"}.get(info["state"])
+    reason = {"MAINTENANCE": "maintenance", "CALIBRATING": "calibration", "OFFLINE": "down"}.get(
+        info["state"]
+    )
     reason = reason or ("draining" if scheduler.draining else None)
-    status = {"maintenance": "offline", None: "online"}.get(reason, "paused")
+    status = {"maintenance": "offline", "down": "offline", None: "online"}.get(reason, "paused")
     slots = qpu_slots_view(scheduler)
     waiting = _waiting(info)
     return {

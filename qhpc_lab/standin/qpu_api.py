@@ -9,13 +9,14 @@ program can no longer be stopped), ``GET /programs/{id}``.
 Behind it is :class:`~qhpc_lab.qpu.emulated.EmulatedQPU`, and it behaves like a device rather
 than a mock: it runs what the device could run (a job's sequence and ``nb_run`` are checked
 against the profile's device, a refusal names the rule), one job at a time in arrival order; a
-job stays ``PENDING`` while another runs or the device is ``DOWN``, then takes ``setup_s``
-(upload, register loading) plus ``nb_run × time_per_shot_s`` ``RUNNING``, and its counts carry
-the readout drift of the calibration's age. The profile's calibration cycle shows as ``DOWN``
-periods between jobs, and an operator can take the device ``DOWN`` and back (``/stand-in/``
-routes, outside the QPU API), or inject faults (:class:`Faults`: 503s, slow answers, lost
-answers to ``POST /jobs``, malformed or short results, changed specs) for a driver's tests.
-``GET /system`` says that it stands in for hardware.
+job stays ``PENDING`` while another runs or the device is ``DOWN`` and while it loads (upload,
+register loading: ``setup_s``, or the emulation if that takes longer), then runs ``nb_run ×
+time_per_shot_s`` ``RUNNING``, and its counts carry the readout drift of the calibration's age.
+The profile's calibration cycle shows as ``DOWN`` periods between jobs, and an operator can
+take the device ``DOWN`` and back (``/stand-in/`` routes, outside the QPU API), or inject faults
+(:class:`Faults`: 503s, slow answers, lost answers to ``POST /jobs``, malformed or short
+results, changed specs) for a driver's tests. ``GET /system`` says that it stands in for
+hardware.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from qhpc_lab.programs import DeviceSpec, Program, ProgramError
-from qhpc_lab.programs.validation import validate_async
+from qhpc_lab.programs.validation import (
+    await_validation_worker,
+    start_validation_worker,
+    validate_async,
+)
 from qhpc_lab.qpu import DeviceState
 from qhpc_lab.qpu.emulated import STANDS_IN, EmulatedQPU
 from qhpc_lab.standin import RESULT_FORMATS
@@ -164,13 +169,14 @@ class ServedQPU:
     def cancel(self, uid: int) -> QPUJob:
         """Cancel a job that has not started; one that has runs to its end (code 3003)."""
         job = self.job(uid)
-        if job.status != "PENDING":
+        if job.status != "PENDING" or job.program_status == "CANCELED":
             raise Refused(
                 CANNOT_CANCEL,
                 f"job {uid} is {job.status}: its program can no longer be cancelled",
                 {"status": job.status},
             )
-        self._pending.remove(uid)
+        if uid in self._pending:
+            self._pending.remove(uid)
         job.status = job.program_status = "CANCELED"
         job.ended = self._now()
         return job
@@ -214,12 +220,27 @@ class ServedQPU:
             await self._run_job(self.jobs[self._pending.popleft()])
 
     async def _run_job(self, job: QPUJob) -> None:
+        """Load the job (``setup_s``, and its emulation meanwhile: it runs as long as its shots
+        would on hardware), then run it."""
+        job.program_status = "LOADING"
+        key = f"qpu-job-{job.uid}"
+        program = Program("pulser", job.pulser_sequence, job.nb_run)
+        loading = self.clock()
+        try:
+            await self.qpu.prepare(key, program, job.nb_run)
+        except Exception as err:  # the device reports it on the job, and goes on
+            job.status = job.program_status = "ERROR"
+            job.error = str(err) or type(err).__name__
+            job.ended = self._now()
+            self.qpu.forget(key)
+            return
+        await asyncio.sleep(max(0.0, self.setup_s - (self.clock() - loading)))
+        if job.status == "CANCELED":  # canceled while it was loaded
+            self.qpu.forget(key)
+            return
         job.status = job.program_status = "RUNNING"
         job.started = self._now()
-        key = f"qpu-job-{job.uid}"
         try:
-            await asyncio.sleep(self.setup_s)
-            program = Program("pulser", job.pulser_sequence, job.nb_run)
             outcome = await self.qpu.run_chunk(key, program, job.nb_run, job.nb_run)
         except Exception as err:  # the device reports it on the job, and goes on
             job.status = job.program_status = "ERROR"
@@ -251,6 +272,8 @@ def create_app(device: ServedQPU) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         device.qpu.start()
+        start_validation_worker()  # its SDK imports before the first job, as a device's are
+        await asyncio.to_thread(await_validation_worker)
         loop = asyncio.create_task(device.run())
         try:
             yield
@@ -287,7 +310,7 @@ def create_app(device: ServedQPU) -> FastAPI:
     @app.get(f"{API_PREFIX}/system")
     async def system() -> dict[str, Any]:
         specs = json.loads(device.qpu.profile.spec.json)
-        return _jsend({"specs": specs, "stands_in": STANDS_IN})
+        return _jsend({"specs": specs, "stands_in": STANDS_IN, "calibrates_when_down": True})
 
     @app.get(f"{API_PREFIX}/system/operational")
     async def operational() -> dict[str, Any]:
@@ -318,6 +341,10 @@ def create_app(device: ServedQPU) -> FastAPI:
     async def faults(body: Faults) -> dict[str, Any]:
         device.inject(body)
         return _jsend(body.model_dump())
+
+    @app.get("/stand-in/jobs")
+    async def every_job() -> dict[str, Any]:
+        return _jsend([job.view() for job in device.jobs.values()])
 
     @app.post("/stand-in/up")
     async def up() -> dict[str, Any]:

@@ -35,7 +35,7 @@ async def get_estimate(
     position, done_in_s = sched.estimate(
         who and who.user_id, shots, job_class, max_calibration_age_s
     )
-    hold = held_by(sched, started=False)
+    hold = held_by(sched, False, position)
     return {
         "position": position,
         "done_in_s": None if hold else done_in_s,

@@ -34,13 +34,22 @@ STALLED_RETRY_AFTER_S = 5
 )
 async def health(response: Response, sched: SchedulerDep) -> dict[str, Any]:
     """200 while the dispatcher makes progress; 503 with the reason while it is stalled
-    (the database unreachable, say). Answered from memory: it never waits on the store."""
-    replica = sched.replica_view()
+    (the database unreachable, say). The device's state beside it: a QPU that says DOWN stops
+    dispatching but is no fault of the daemon's. Answered from memory: it never waits on the
+    store."""
+    answer = {
+        "dispatcher": sched.health.view(),
+        "replica": sched.replica_view(),
+        "device": {
+            "state": sched.device_state.value,
+            "message": sched.message or sched.driver.notice,
+        },
+    }
     if sched.health.ok:
-        return {"status": "ok", "dispatcher": sched.health.view(), "replica": replica}
+        return {"status": "ok", **answer}
     response.status_code = 503
     response.headers["Retry-After"] = str(STALLED_RETRY_AFTER_S)
-    return {"status": "stalled", "dispatcher": sched.health.view(), "replica": replica}
+    return {"status": "stalled", **answer}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=error_responses())
