@@ -385,7 +385,13 @@ async def test_watch_follows_the_queue_event_without_re_reading(lab, program, sc
                     sent = time.monotonic()
                     ahead = await other.post(
                         "/jobs",
-                        json={"sequence": pulser_sequence_json(), "shots": 10, "job_class": "test"},
+                        # long enough that my place stays 2 until the test sees it (a
+                        # 10-shot job could run and end between two coalesced queue events)
+                        json={
+                            "sequence": pulser_sequence_json(),
+                            "shots": 8000,
+                            "job_class": "test",
+                        },
                         headers=auth_header(OTHER),
                     )
                     ahead.raise_for_status()

@@ -321,6 +321,11 @@ class QPUApiDriver:
         """The measured time from a QPU job's creation to its start (upload, loading)."""
         return self._setup_s
 
+    @property
+    def shot_s(self) -> float:
+        """The measured time a shot runs, the setup excluded."""
+        return self._time_per_shot_s
+
     def _profile(self) -> DeviceProfile:
         """The device as the scheduler sees it: the specs, and timing from what was measured.
 

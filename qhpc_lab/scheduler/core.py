@@ -221,10 +221,15 @@ class Scheduler:
         # Ready means ready: the first submission must not wait for the SDK imports.
         await asyncio.to_thread(await_validation_worker)
         if self.leadership is None:
-            # The API answers from the queue as stored while recovery runs: adopting a chunk
-            # left on the device waits for it to end there (longer while the device is DOWN).
-            await self._load(leading=False)
-            self._tasks = [asyncio.create_task(self._lead(), name="qhpc-dispatcher")]
+            if await self._store_retrying(self.store.get_fact, IN_FLIGHT):
+                # The API answers from the queue as stored while recovery runs: adopting a
+                # chunk left on the device waits for it to end there (longer while DOWN).
+                await self._load(leading=False)
+                dispatching = self._lead()
+            else:  # ready means recovered: nothing on the device to wait for
+                await self._recover()
+                dispatching = self._dispatch()
+            self._tasks = [asyncio.create_task(dispatching, name="qhpc-dispatcher")]
             self._tasks[0].add_done_callback(self.metrics.dispatcher_ended)
             self._tasks[0].add_done_callback(self._alone_ended)
         else:  # a replica: the queue as it is, followed through the journal; leading later
@@ -386,6 +391,9 @@ class Scheduler:
 
     async def _lead(self) -> None:
         await self._recover()
+        await self._dispatch()
+
+    async def _dispatch(self) -> None:
         self.metrics.dispatcher_running()
         self._device_changed()
         await self._dispatcher.run_forever()
