@@ -10,7 +10,13 @@ In Jupyter: ``%load_ext qhpc_lab``, then ``%%qpu`` cells. The API loads on first
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("qhpc-lab")
+except PackageNotFoundError:  # a source tree run without installing it
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from qhpc_lab.client import (
@@ -21,6 +27,7 @@ if TYPE_CHECKING:
         TargetInfo,
         job,
         jobs,
+        quotas,
         session,
         submit,
         targets,
@@ -36,6 +43,7 @@ __all__ = [
     "job",
     "jobs",
     "load_ipython_extension",
+    "quotas",
     "session",
     "submit",
     "targets",

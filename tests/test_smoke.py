@@ -33,3 +33,20 @@ def test_job_runs_over_socket(server, sequence_json):
             time.sleep(0.05)
         assert job["status"] == "DONE"
         assert sum(json.loads(job["results"])["counter"].values()) == 10
+
+
+def test_version_says_the_installed_release() -> None:
+    """``qhpc --version`` and ``qhpc_lab.__version__``: what a bug report names."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    import qhpc_lab
+
+    said = subprocess.run(
+        [sys.executable, "-m", "qhpc_lab.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert said.strip() == f"qhpc-lab {version('qhpc-lab')}" == f"qhpc-lab {qhpc_lab.__version__}"
