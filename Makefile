@@ -65,10 +65,11 @@ system-deps:
 	./scripts/system-deps.sh
 
 # The emulated QPU behind Pasqal's QPU API and the scheduler driving it through that API, in the
-# background (their own sessions: Ctrl-C on Lab must not hit them first), and JupyterLab in
-# front; discovery (kernels and the sidebar alike) reads the targets file written here. Leaving
-# Lab stops both. Chunks of 1 s of the device, as the emulated profiles have them (a site's
-# default is 10 s: qpu_chunk_seconds).
+# background (their own sessions: Ctrl-C must not hit them before Lab), and JupyterLab; discovery
+# (kernels and the sidebar alike) reads the targets file written here. However it ends (Lab
+# quits, Ctrl-C, the terminal closes, make gets SIGTERM, the recipe's shell is killed: a watchdog
+# sees it gone) all three stop. Chunks of 1 s of the device, as the emulated profiles have them
+# (a site's default is 10 s: qpu_chunk_seconds).
 lab: install
 	@set -euo pipefail; umask 077; mkdir -p "$$QHPC_STATE_DIR"; \
 	$(VENV)/bin/qhpc kernels install --sys-prefix; \
@@ -80,7 +81,8 @@ lab: install
 	  > "$$QHPC_STATE_DIR/qpu.log" 2>&1 & qpu=$$!; \
 	QHPC_QPU_CHUNK_SECONDS=1 setsid $(VENV)/bin/qhpc scheduler serve --qpu-url http://127.0.0.1:$(QHPC_QPU_PORT) --port $(QHPC_PORT) --host 127.0.0.1 \
 	  > "$$QHPC_STATE_DIR/scheduler.log" 2>&1 & scheduler=$$!; \
-	trap 'kill $$scheduler $$qpu 2>/dev/null; wait $$scheduler $$qpu || true; echo "make lab: scheduler and QPU stopped"' EXIT; \
+	lab=; trap 'kill $$lab $$scheduler $$qpu 2>/dev/null; wait $$lab $$scheduler $$qpu || true; echo "make lab: scheduler and QPU stopped"' EXIT; \
+	trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; \
 	for _ in $$(seq 300); do \
 	  kill -0 $$qpu 2>/dev/null || { cat "$$QHPC_STATE_DIR/qpu.log"; \
 	    echo "make lab: the emulated QPU did not start (port $(QHPC_QPU_PORT) taken? make lab QHPC_QPU_PORT=8091)" >&2; exit 1; }; \
@@ -96,7 +98,10 @@ lab: install
 	echo "make lab: emulated QPU at http://127.0.0.1:$(QHPC_QPU_PORT)/api/v1, log $$QHPC_STATE_DIR/qpu.log"; \
 	notebooks=.; [ -d notebooks ] && notebooks=notebooks; \
 	root=(); [ "$$(id -u)" = 0 ] && root=(--allow-root); \
-	QHPC_TARGETS_FILE="$$targets" $(VENV)/bin/jupyter lab --notebook-dir="$$notebooks" "$${root[@]}"
+	QHPC_TARGETS_FILE="$$targets" $(VENV)/bin/jupyter lab --notebook-dir="$$notebooks" "$${root[@]}" & lab=$$!; \
+	( while kill -0 $$$$ 2>/dev/null && kill -0 $$lab 2>/dev/null; do sleep 1; done; \
+	  kill $$lab $$scheduler $$qpu 2>/dev/null ) & \
+	wait $$lab
 
 test: install system-deps $(LABEXT)/ui-tests/node_modules/.installed
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
