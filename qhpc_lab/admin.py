@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import pwd
+import sys
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     admin.add_argument("--url", default=os.environ.get("QHPC_SCHEDULER_URL", DEFAULT_URL))
     admin.add_argument("--token", default=os.environ.get("QHPC_TOKEN"))
     admin.add_argument("--auth", choices=("auto", "munge", "token"), default="auto")
+    admin.add_argument(
+        "--json", action="store_true", help="the scheduler's answer as JSON, for scripts"
+    )
     actions = admin.add_subparsers(dest="action", required=True)
     status = actions.add_parser("status", help="device state, calibration and queue")
     status.add_argument(
@@ -49,7 +53,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     jobs = actions.add_parser("jobs", help="every user's jobs")
     jobs.add_argument("--status")
     jobs.add_argument("--limit", type=int, default=50)
-    actions.add_parser("sessions", help="open sessions (one per Slurm job)")
+    sessions = actions.add_parser("sessions", help="open sessions (one per Slurm job)")
+    sessions.add_argument("--all", action="store_true", help="revoked ones too")
     accounting = actions.add_parser("accounting", help="usage per user or Slurm job")
     accounting.add_argument("--since", help="ISO date/time or Unix time")
     accounting.add_argument("--until", help="ISO date/time or Unix time")
@@ -99,14 +104,35 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "status":  # what the device can run, beside its state
             answer["limits"] = _limits(call(target.request("GET", "/qpu/specs")))
     except ClientError as err:
-        print(f"qhpc admin: {err}")
+        print(f"qhpc admin: {_said(err, args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
         call(target.aclose())
-    print(_render(args.action, answer))
+    print(json.dumps(answer, indent=2) if args.json else _render(args.action, answer))
     return 0
+
+
+def _said(err: Exception, args: argparse.Namespace) -> str:
+    """A refused or unanswered admin call, and what to do about it from where the operator is."""
+    from qhpc_lab.client import RefusedError, TargetError
+
+    if isinstance(err, TargetError):
+        why = str(err).rsplit(": ", 1)[-1]
+        return (
+            f"no scheduler answers at {args.url} ({why})\n  is it running there? Another "
+            "address: --url URL or $QHPC_SCHEDULER_URL"
+        )
+    if isinstance(err, RefusedError) and err.status == 401:
+        return f"{err}" + (
+            "\n  run as root or an admin uid (admin_uids) where munged runs, or pass an admin "
+            "token: --token $(qhpc scheduler token --uid 0 --admin), made with the secret of "
+            "the scheduler's own state folder (QHPC_STATE_DIR) or its QHPC_TOKEN_SECRET"
+        )
+    if isinstance(err, RefusedError) and err.status == 403:
+        return f"{err}\n  not an admin identity: root, a uid in admin_uids, or an admin token"
+    return str(err)
 
 
 async def _watch(target: Any) -> int:
@@ -186,8 +212,9 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
         "drain": ("POST", "/admin/drain"),
         "resume": ("POST", "/admin/resume"),
         "calibrate": ("POST", "/admin/calibrate"),
-        "sessions": ("GET", "/sessions"),
     }
+    if args.action == "sessions":
+        return "GET", "/sessions", {"params": {} if args.all else {"active": True}}
     if args.action in simple:
         method, path = simple[args.action]
         return method, path, {}
@@ -328,7 +355,34 @@ def _render(action: str, answer: Any) -> str:
                 for j in answer
             ]
         )
-    return json.dumps(answer, indent=2)
+    if action == "sessions":
+        return _sessions_table(answer) if answer else "no sessions"
+    if action == "status":
+        return f"{_status_line(answer, {})}\n{_fields(answer)}"
+    return _fields(answer) if isinstance(answer, dict) else json.dumps(answer, indent=2)
+
+
+def _fields(document: dict[str, Any], prefix: str = "") -> str:
+    """A document as ``key: value`` lines, nested keys dotted (``--json`` gives it whole)."""
+    lines = []
+    for key, value in document.items():
+        if isinstance(value, dict) and value:
+            lines.append(_fields(value, f"{prefix}{key}."))
+        else:
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            lines.append(f"{prefix}{key}: {'-' if shown is None else shown}")
+    return "\n".join(lines)
+
+
+def _sessions_table(sessions: list[dict[str, Any]]) -> str:
+    header = f"{'session':>36} {'user':>8} {'slurm job':>10} {'slots':>5} {'opened':>20} revoked"
+    rows = [
+        f"{s['id']:>36} {_user_name(s['user_id']):>8} {s['slurm_job_id'] or '-':>10} "
+        f"{s['qpu_slots']:>5} {s['created_at'][:19]:>20} "
+        f"{(s['revoked_at'] or '')[:19]} {s['revoke_reason'] or ''}".rstrip()
+        for s in sessions
+    ]
+    return "\n".join([header, *rows])
 
 
 def _reservation_line(row: dict[str, Any]) -> str:

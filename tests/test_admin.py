@@ -26,6 +26,7 @@ from tests.conftest import (
     Daemon,
     auth_header,
     daemon,
+    free_port,
     in_process,
     test_config,
     wait_for_status,
@@ -188,17 +189,19 @@ def test_admin_cli_operates_a_running_scheduler(tmp_path: Path, sequence_json: s
 
 
 def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
-    shown = json.loads(_qhpc_admin(server.url, admin_token, "policy").stdout)
+    shown = json.loads(_qhpc_admin(server.url, admin_token, "--json", "policy").stdout)
     assert shown["class_priority"] == {"development": 33, "test": 20, "production": 10}
     assert shown["usage_half_life_s"] == 300
 
-    status = _qhpc_admin(server.url, admin_token, "status")
+    status = _qhpc_admin(server.url, admin_token, "--json", "status")
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["state"] == "ONLINE" and shown["name"] == "QHPC-Test"
     assert shown["limits"]["max_atom_num"] == 16 and shown["limits"]["max_runs"] == 10000
 
-    closed = _qhpc_admin(server.url, admin_token, "maintenance", "on", "--message", "laser swap")
+    closed = _qhpc_admin(
+        server.url, admin_token, "--json", "maintenance", "on", "--message", "laser swap"
+    )
     assert json.loads(closed.stdout) == {"is_accessible": False, "message": "laser swap"}
     refused = httpx.post(
         f"{server.url}/jobs",
@@ -211,6 +214,7 @@ def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
     changed = _qhpc_admin(
         server.url,
         admin_token,
+        "--json",
         "policy",
         "--set",
         "class_priority.test=25",
@@ -226,7 +230,7 @@ def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
         headers=auth_header(USER),
         timeout=120,
     ).json()
-    canceled = _qhpc_admin(server.url, admin_token, "cancel", str(job["id"]))
+    canceled = _qhpc_admin(server.url, admin_token, "--json", "cancel", str(job["id"]))
     assert json.loads(canceled.stdout)["status"] == "CANCELED"
     listed = _qhpc_admin(server.url, admin_token, "jobs").stdout.splitlines()
     assert listed[0].split() == ["id", "user", "class", "status", "shots", "name"]
@@ -238,7 +242,31 @@ def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
     assert _login_name(USER) in accounting.stdout.split()  # a name where the host knows the uid
 
     denied = _qhpc_admin(server.url, make_token(SECRET, USER), "drain")
-    assert denied.returncode == 1 and "403" in denied.stdout
+    assert denied.returncode == 1 and "403" in denied.stderr and "not an admin" in denied.stderr
+
+    # what an operator reads: tables and key: value lines, not JSON
+    human = _qhpc_admin(server.url, admin_token, "status").stdout.splitlines()
+    assert human[0].startswith("ONLINE · calibrated") and "limits.max_runs: 10000" in human
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    opened = [
+        httpx.post(
+            f"{server.url}/sessions", json={"user_id": USER, "slurm_job_id": job}, headers=admin
+        ).json()["id"]
+        for job in ("71", "72")
+    ]
+    httpx.delete(f"{server.url}/sessions/{opened[0]}", headers=admin).raise_for_status()
+    open_ = _qhpc_admin(server.url, admin_token, "sessions").stdout.splitlines()
+    every = _qhpc_admin(server.url, admin_token, "sessions", "--all").stdout.splitlines()
+    assert open_[0].split()[:3] == ["session", "user", "slurm"] and len(open_) == 2, open_
+    assert open_[1].split()[2] == "72" and len(every) == 3, every
+
+
+def test_admin_cli_says_what_to_do_when_nothing_answers() -> None:
+    """An error on stderr naming the address tried and how to give another one."""
+    answer = _qhpc_admin(f"http://127.0.0.1:{free_port()}", "a-token", "status")
+    assert answer.returncode == 1 and answer.stdout == ""
+    assert "no scheduler answers at http://127.0.0.1:" in answer.stderr
+    assert "--url URL or $QHPC_SCHEDULER_URL" in answer.stderr
 
 
 def test_admin_status_watch_follows_the_event_stream(server, sequence_json: str) -> None:
