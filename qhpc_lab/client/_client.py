@@ -12,9 +12,9 @@ import dataclasses
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from qhpc_lab.client import _loop
 from qhpc_lab.client._discovery import EMULATOR, discover
@@ -22,7 +22,16 @@ from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._job import Job
 from qhpc_lab.client._routing import AUTO, Answer, choose
 from qhpc_lab.client._session import Session
-from qhpc_lab.client._target import ClientError, RefusedError, Target, TargetError, TargetInfo
+from qhpc_lab.client._target import (
+    ClientError,
+    Estimate,
+    JobState,
+    Quota,
+    RefusedError,
+    Target,
+    TargetError,
+    TargetInfo,
+)
 from qhpc_lab.programs import (
     DeviceRuleViolation,
     NativeProgram,
@@ -31,6 +40,8 @@ from qhpc_lab.programs import (
     to_program,
     validate,
 )
+
+T = TypeVar("T")
 
 PROBE_TIMEOUT_S = 5.0
 """How long a target may take to answer a probe before it counts as unreachable."""
@@ -126,6 +137,50 @@ class Client:
         parameters. A format the target does not run (a gate circuit, qasm3, on the analog
         QPU) is a RefusedError (rule ``format``) before anything is sent.
         """
+        chosen, converted, info, route = self._place(
+            program, shots, target, name, variables, job_class, max_calibration_age_s
+        )
+        if isinstance(converted, NativeProgram):
+            return self._submit_native(converted, chosen)
+        return self._queue(
+            chosen, converted, info, job_class, single_calibration, max_calibration_age_s, route
+        )
+
+    def estimate(
+        self,
+        program: Any,
+        shots: int | None = None,
+        target: str | None = None,
+        job_class: str | None = None,
+        *,
+        max_calibration_age_s: float | None = None,
+        **variables: Any,
+    ) -> Estimate | None:
+        """Where ``program`` would stand if submitted now, nothing queued: the target
+        :meth:`submit` would choose (announced likewise), after the same checks, asked for
+        its place in line and when it would start and end (a scheduler's ``GET /estimate``,
+        in the caller's fair-share account). None where the target cannot say (the
+        emulator, QRMI resources, a plain Warden)."""
+        chosen, converted, _, _ = self._place(
+            program, shots, target, None, variables, job_class, max_calibration_age_s
+        )
+        if isinstance(converted, NativeProgram):
+            return None
+        return _loop.call(chosen.estimate(converted.shots, job_class, max_calibration_age_s))
+
+    def _place(
+        self,
+        program: Any,
+        shots: int | None,
+        target: str | None,
+        name: str | None,
+        variables: dict[str, Any],
+        job_class: str | None,
+        max_calibration_age_s: float | None,
+    ) -> tuple[Target, Program | NativeProgram, TargetInfo, str | None]:
+        """Where :meth:`submit` sends ``program`` (a choice among several QPUs is announced)
+        and the program converted for that target's device and checked against it; with
+        the target's info and the reason of a choice (None when there was none)."""
         named = target or self._current
         if named == AUTO or (named is None and len(self._from_job) > 1):
             try:
@@ -139,24 +194,13 @@ class Client:
                 chosen, info = self._resolve(EMULATOR)
             else:
                 announce(route)
-                return self._queue(
-                    chosen,
-                    converted,
-                    info,
-                    job_class,
-                    single_calibration,
-                    max_calibration_age_s,
-                    route,
-                )
+                return chosen, converted, info, route
         else:
             chosen, info = self._resolve(target)
         converted = to_program(program, shots, info.spec, name, **variables)
-        if isinstance(converted, NativeProgram):
-            return self._submit_native(converted, chosen)
-        _check(converted, info)
-        return self._queue(
-            chosen, converted, info, job_class, single_calibration, max_calibration_age_s
-        )
+        if not isinstance(converted, NativeProgram):
+            _check(converted, info)
+        return chosen, converted, info, None
 
     def _queue(
         self,
@@ -290,9 +334,75 @@ class Client:
         chosen, info = self._resolve(target)
         return Job(chosen, _loop.call(chosen.state(str(id))), info.device)
 
-    def jobs(self) -> list[Job]:
-        """The jobs submitted from this process, oldest first."""
-        return list(self._jobs)
+    def jobs(self, all: bool = False, target: str | None = None) -> list[Job]:
+        """The jobs submitted from this process, oldest first (those on ``target`` only, when
+        named). ``all``: every job of the caller that the targets know, other kernels' and
+        scripts' too, as each scheduler lists them (``GET /jobs``), grouped by target, oldest
+        first; where a target cannot list jobs (the emulator, QRMI resources), this
+        process's. Their states are read now. A scheduler that does not answer is announced
+        and this process's jobs there are listed as last seen, unless it was named
+        (TargetError)."""
+        names = [self._named(target).name] if target else list(self._targets)
+        if not all:
+            return [job for job in self._jobs if job.target in names]
+        listed = _loop.call(_gather(*(self._alist(n, named=target is not None) for n in names)))
+        found: list[Job] = []
+        for name, states in zip(names, listed, strict=True):
+            mine = {job.id: job for job in self._jobs if job.target == name}
+            if states is None:
+                found += mine.values()
+                continue
+            device = None
+            if any(state.id not in mine for state in states):  # the device their Results name
+                device = (self._ready.get(name) or self._probe(self._targets[name])).device
+            for state in states:
+                job = mine.get(state.id) or Job(self._targets[name], state, device)
+                job.state = state
+                found.append(job)
+        return found
+
+    async def _alist(self, name: str, named: bool) -> list[JobState] | None:
+        """The caller's jobs on target ``name``, read now: its listing, or where it cannot
+        list them, this process's jobs there. None where it does not answer (announced),
+        unless ``named``: then the error."""
+        target = self._targets[name]
+        try:
+            states = await target.jobs()
+            if states is None:
+                mine = [job for job in self._jobs if job.target == name]
+                states = [j.state if j.state.final else await target.state(j.id) for j in mine]
+        except ClientError as err:
+            if named:
+                raise
+            announce(f"{err}; of the jobs there, only this process's are listed, as last seen")
+            return None
+        return states
+
+    def quotas(self, target: str | None = None) -> list[Quota]:
+        """The caller's quotas and their use this period (docs/policy.md, "Quotas"): those of
+        ``target``, else of every target that reports quotas (scheduler targets; the
+        emulator has none). An empty list: no quota applies. A named target that reports
+        none (a QRMI resource, a plain Warden) is a TargetError; another target that does
+        not answer is announced and left out."""
+        names = [self._named(target).name] if target else list(self._targets)
+        answers = _loop.call(_gather(*(self._aquotas(n, named=target is not None) for n in names)))
+        return [quota for answer in answers for quota in answer]
+
+    async def _aquotas(self, name: str, named: bool) -> list[Quota]:
+        target = self._targets[name]
+        try:
+            quotas = await target.quotas()
+        except ClientError as err:
+            if named:
+                raise
+            announce(f"{err}; its quotas are not shown")
+            return []
+        if quotas is None and named:
+            raise TargetError(
+                f"target {name!r} ({target.type}) reports no quotas: its provider keeps them, "
+                "if any; a QPU's scheduler target reports yours"
+            )
+        return quotas or []
 
     def close(self) -> None:
         """Close every target's connections and workers."""
@@ -304,16 +414,16 @@ class Client:
         """The target for a submission. Once chosen, a default is treated as named: if it
         stops answering, submissions fail rather than silently switch to the emulator."""
         name = name or self._current
-        if name is None:
-            target = self._default_target()
-        elif name in self._targets:
-            target = self._targets[name]
-        else:
-            raise TargetError(f"no target named {name!r}; known: {', '.join(self._targets)}")
+        target = self._default_target() if name is None else self._named(name)
         info = self._ready.get(target.name) or self._probe(target)
         if not info.reachable:
             raise TargetError(info.message)
         return target, info
+
+    def _named(self, name: str) -> Target:
+        if name not in self._targets:
+            raise TargetError(f"no target named {name!r}; known: {', '.join(self._targets)}")
+        return self._targets[name]
 
     def _default_target(self) -> Target:
         with self._lock:
@@ -382,8 +492,8 @@ def _check(program: Program, info: TargetInfo) -> None:
         validate(program, info.spec)
 
 
-async def _gather(*coroutines: Any) -> None:
-    await asyncio.gather(*coroutines)
+async def _gather(*coroutines: Coroutine[Any, Any, T]) -> list[T]:
+    return list(await asyncio.gather(*coroutines))
 
 
 _default: Client | None = None
@@ -444,6 +554,13 @@ def job(id: str | int | None = None, target: str | None = None) -> Job:
     return default_client().job(id, target)
 
 
-def jobs() -> list[Job]:
-    """The jobs submitted from this process, oldest first."""
-    return default_client().jobs()
+def jobs(all: bool = False, target: str | None = None) -> list[Job]:
+    """The jobs submitted from this process, oldest first; ``all``: every job of yours the
+    targets know, from any kernel or script (see :meth:`Client.jobs`)."""
+    return default_client().jobs(all, target)
+
+
+def quotas(target: str | None = None) -> list[Quota]:
+    """Your quotas and their use this period, as the scheduler targets report them (see
+    :meth:`Client.quotas`); an empty list when none applies."""
+    return default_client().quotas(target)

@@ -15,7 +15,14 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
-from qhpc_lab.client._target import JobState, LoopMark, RefusedError, Target, TargetInfo
+from qhpc_lab.client._target import (
+    JobState,
+    LoopMark,
+    Quota,
+    RefusedError,
+    Target,
+    TargetInfo,
+)
 from qhpc_lab.programs import FORMATS, DeviceSpec, Program
 
 NOTICE = "local emulator in this process"
@@ -155,6 +162,10 @@ class EmulatorTarget(Target):
                 await self._changed.wait_for(lambda seen=state: self._view(job_id) != seen)
             state = self._view(job_id)
             yield state
+
+    async def quotas(self) -> list[Quota]:
+        """None: nothing limits emulation in this process."""
+        return []
 
     async def aclose(self) -> None:
         if self._executor is not None:

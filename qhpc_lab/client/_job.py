@@ -90,6 +90,12 @@ class Job:
         """:meth:`timeline` for async code (the panel)."""
         return await _loop.acall(self._target.timeline(self.id))
 
+    def logs(self) -> str:
+        """The job's story as text, as its target tells it: a scheduler's ``GET
+        /jobs/{id}/logs`` (summary, then queued, chunks run, waits, holds, end), a QRMI
+        resource's task logs, or what this process knows (the emulator keeps no log)."""
+        return _loop.call(self._target.logs(self.id))
+
     def cancel(self) -> str:
         """Cancel the job unless it already ended; return its status afterwards."""
         self.state = _loop.call(self._target.cancel(self.id))
@@ -150,6 +156,7 @@ class Job:
             created_at=state.created_at,
             started_at=state.started_at,
             finished_at=state.finished_at,
+            qpu_seconds=state.qpu_seconds,
             _timeline=self.timeline,
         )
 
@@ -187,6 +194,10 @@ class Result:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    qpu_seconds: float | None = None
+    """Device time the job used: its shots × the device's time per shot, as the scheduler
+    accounts it (and charges quotas and fair share with). None where unknown: the emulator
+    target (no QPU ran it; ``run_s`` is how long it took), QRMI resources, a plain Warden."""
     _timeline: Callable[[], list[dict[str, Any]] | None] | None = field(
         default=None, repr=False, compare=False
     )

@@ -163,6 +163,15 @@ class QRMITarget(Target):
         await self._qrmi("task_stop", job_id)
         return await self.state(job_id)
 
+    async def logs(self, job_id: str) -> str:
+        """QRMI's ``task_logs``: what the resource keeps (a ``pasqal-local`` one: the
+        scheduler's story of the job); a resource that keeps none is said to."""
+        try:
+            text = await self._qrmi("task_logs", job_id)
+        except TargetError as err:
+            raise TargetError(f"{err} (while reading the logs of task {job_id})") from None
+        return str(text) or f"QRMI resource {self.name!r} ({self.type}) has no logs of {job_id}"
+
     async def watch(self, job_id: str) -> AsyncIterator[JobState]:
         state = await self.state(job_id)
         yield state

@@ -41,6 +41,7 @@ from qhpc_lab.client._target import (
     Estimate,
     JobState,
     LoopMark,
+    Quota,
     RefusedError,
     Target,
     TargetError,
@@ -197,7 +198,7 @@ class SchedulerTarget(Target):
             message=accessible.message or device.message or "",
             spec=self._spec,
             queued=queued,
-            queue_eta_s=_start_in(estimate),
+            queue_eta_s=None if estimate is None else estimate.start_in_s,
             yours=estimate.yours if estimate is not None else (),
             formats=self._formats,
         )
@@ -306,7 +307,31 @@ class SchedulerTarget(Target):
             calibration_age_s=estimate.calibration_age_s,
             waiting=estimate.queue.waiting,
             yours=_places(estimate.queue),
+            target=self.name,
         )
+
+    async def jobs(self) -> list[JobState]:
+        """``GET /jobs``: the caller's jobs, whichever process submitted them (Warden serves
+        it too), newest first there."""
+        answer = _parse(_JobList, await self.request("GET", "/jobs"), self, "a job list")
+        return [_state(job) for job in reversed(answer.root)]
+
+    async def logs(self, job_id: str) -> str:
+        """``GET /jobs/{id}/logs``: the job's story as the scheduler tells it (Warden: its log)."""
+        answer = await self.request("GET", f"/jobs/{job_id}/logs")
+        return _parse(_Logs, answer, self, "a job's logs").logs
+
+    async def quotas(self) -> list[Quota] | None:
+        """``GET /quotas`` (our extension): the quotas the caller's jobs are charged to; None
+        from a server without it (plain Warden)."""
+        try:
+            answer = await self.request("GET", "/quotas")
+        except RefusedError as err:
+            if err.status == 404:
+                return None
+            raise
+        quotas = _parse(_Quotas, answer, self, "quotas").quotas
+        return [Quota(self.name, **quota.model_dump()) for quota in quotas]
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
@@ -441,6 +466,34 @@ class _Job(pydantic.BaseModel):
     finished_at: datetime | None = None
     calibration_age_s: float | None = None
     calibrations: list[_CalibrationRange] = []
+    qpu_seconds: float | None = None
+
+
+class _JobList(pydantic.RootModel[list[_Job]]):
+    """Warden's ``GET /jobs``."""
+
+
+class _Logs(pydantic.BaseModel):
+    """Warden's ``GET /jobs/{id}/logs``."""
+
+    logs: StrictStr
+
+
+class _Quota(pydantic.BaseModel):
+    """One of our scheduler's ``GET /quotas`` (the fields :class:`Quota` keeps)."""
+
+    kind: StrictStr
+    subject: StrictStr
+    unit: StrictStr
+    budget: float
+    used: float
+    remaining: float
+    period: StrictStr
+    resets_at: datetime
+
+
+class _Quotas(pydantic.BaseModel):
+    quotas: list[_Quota]
 
 
 class _Accessible(pydantic.BaseModel):
@@ -506,16 +559,12 @@ def _places(queue: _Queue) -> tuple[int, ...]:
     return tuple(sorted(p.position for p in queue.jobs.values() if p.position is not None))
 
 
-def _start_in(estimate: Estimate | None) -> float | None:
-    """When a job submitted now would start: its estimated end less its own run."""
-    if estimate is None or estimate.done_in_s is None:
-        return None
-    return max(0.0, estimate.done_in_s - estimate.run_s)
-
-
 def parse_job(view: Any, target: SchedulerTarget) -> JobState:
     """A job of the API (Warden's fields and ours) as a JobState; AnswerError if it is not one."""
-    job = _parse(_Job, view, target, "a job")
+    return _state(_parse(_Job, view, target, "a job"))
+
+
+def _state(job: _Job) -> JobState:
     return JobState(
         id=str(job.id),
         status=job.status,
@@ -531,6 +580,7 @@ def parse_job(view: Any, target: SchedulerTarget) -> JobState:
         finished_at=job.finished_at,
         calibration_age_s=job.calibration_age_s,
         calibrations=tuple(CalibrationRange(**entry.model_dump()) for entry in job.calibrations),
+        qpu_seconds=job.qpu_seconds,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from qhpc_lab.programs import DeviceSpec, Program
@@ -113,6 +113,9 @@ class JobState:
     """Age of the device's calibration when the job's shots ran (scheduler targets)."""
     calibrations: tuple[CalibrationRange, ...] = ()
     """The calibrations its shots ran under, in shot order (scheduler targets)."""
+    qpu_seconds: float | None = None
+    """Device time its shots used so far (scheduler targets); None where the target does not
+    account for it."""
 
     @property
     def final(self) -> bool:
@@ -135,6 +138,54 @@ class Estimate:
     """Jobs waiting on the device, every user's."""
     yours: tuple[int, ...] = ()
     """The caller's own active jobs' places (0 = running), nearest first."""
+    target: str | None = None
+    """The target that answered."""
+
+    @property
+    def start_in_s(self) -> float | None:
+        """Seconds until it would start: its estimated end less its own run (None while held)."""
+        return None if self.done_in_s is None else max(0.0, self.done_in_s - self.run_s)
+
+    def __str__(self) -> str:
+        where = f"{self.target}: " if self.target else ""
+        waiting = "" if self.waiting is None else f" ({self.waiting} waiting now)"
+        head = f"{where}position {self.position}{waiting}"
+        if self.done_in_s is None:
+            return f"{head}, held by {self.held_by}: no start or end time while the hold lasts"
+        start, end, run = (
+            format_duration(s) for s in (self.start_in_s, self.done_in_s, self.run_s)
+        )
+        return f"{head}, starts in ~{start}, ends in ~{end} (its own run ~{run})"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A budget the caller's jobs are charged to on a scheduler, and its use this period
+    (``GET /quotas``, docs/policy.md "Quotas"): what a submission past it is refused over."""
+
+    target: str
+    kind: str
+    """``user`` or ``account`` (a Slurm account, through the job's session)."""
+    subject: str
+    """The uid or the account's name."""
+    unit: str
+    """``qpu_seconds`` or ``shots``."""
+    budget: float
+    used: float
+    """Charged this period: ended jobs' use, active jobs' use and what their shots left cost."""
+    remaining: float
+    period: str
+    """``day``, ``week``, ``month`` (UTC calendar) or ``<N>s``."""
+    resets_at: datetime
+
+    def __str__(self) -> str:
+        unit = "QPU-s" if self.unit == "qpu_seconds" else self.unit
+        share = f" ({100 * self.used / self.budget:.0f}%)" if self.budget else ""
+        resets = f"{self.resets_at.astimezone(UTC):%Y-%m-%d %H:%MZ}"
+        return (
+            f"{self.target}: {self.kind} {self.subject}: {self.used:g} of {self.budget:g} {unit} "
+            f"used this {self.period}{share}, resets at {resets}"
+        )
 
 
 @dataclass(frozen=True)
@@ -271,6 +322,35 @@ class Target(abc.ABC):
         docs/operations.md); None where the target keeps no timeline."""
         return None
 
+    async def jobs(self) -> list[JobState] | None:
+        """Every job of the caller the target knows, from any process, oldest first; None
+        where it cannot list them (then only the jobs submitted from this process are known)."""
+        return None
+
+    async def logs(self, job_id: str) -> str:
+        """The job's story as text. Here, for targets that keep no log (the in-kernel
+        emulator): what this process knows of it, its status, shots and times."""
+        state = await self.state(job_id)
+        shots = "" if state.shots is None else f", {state.shots_done}/{state.shots} shots done"
+        lines = [
+            f"{self.name} keeps no log; what this process knows of job {state.id}:",
+            f"job {state.id} ({self.type}): {state.status}{shots}",
+        ]
+        moments = [
+            ("queued", state.created_at),
+            ("started", state.started_at),
+            (f"finished {state.status}", state.finished_at),
+        ]
+        lines += [f"{_utc(at)}  {what}" for what, at in moments if at is not None]
+        if state.error:
+            lines.append(f"error: {state.error}")
+        return "\n".join(lines)
+
+    async def quotas(self) -> list[Quota] | None:
+        """The caller's quotas and their use; None where the target reports none (QRMI
+        resources, a plain Warden), though its provider may have some."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 (optional: a target may hold nothing)
         """Release connections and workers."""
 
@@ -279,3 +359,8 @@ class Target(abc.ABC):
         return TargetInfo(
             self.name, self.kind, self.type, self.origin, False, url=self.url, message=message
         )
+
+
+def _utc(moment: datetime) -> str:
+    """A moment as the scheduler's job logs give it: UTC, to the millisecond."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3] + "Z"

@@ -1,6 +1,7 @@
 """``%qpu`` and ``%%qpu``: each a thin layer over the Python API (one client, last job kept).
 
-``%load_ext qhpc_lab`` registers them; ``%qpu?`` lists the commands. A magic that does not
+``%load_ext qhpc_lab`` registers them; ``%qpu help`` (or ``%qpu?``) lists the commands,
+``%qpu help COMMAND`` tells one (:data:`COMMANDS`). A magic that does not
 do what it was asked fails its cell (so "Run All" stops there) with a :class:`MagicError`: one
 ``qpu: ...`` line for a mistake (unknown target, bad option, a program the device refuses, a
 scheduler in maintenance), a job that ended without a result or a wait that was interrupted;
@@ -23,6 +24,7 @@ import argparse
 import ast
 import asyncio
 import shlex
+from datetime import UTC
 from typing import Any
 
 from IPython import get_ipython
@@ -30,16 +32,75 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
-from qhpc_lab.client import Client, ClientError, Job, Result, default_client
+from qhpc_lab.client import Client, ClientError, Job, Quota, Result, default_client
 from qhpc_lab.programs import ProgramError
 
 USAGE = (
-    "%qpu targets | use NAME | jobs | status [ID] | result [ID] | cancel ID "
-    "| session start [NAME] [--think S] | session stop | session, or %%qpu"
+    "%qpu targets | use NAME | jobs [--all] | status [ID] | result [ID] | logs [ID] | cancel ID "
+    "| estimate VARIABLE | quotas | session start [NAME] [--think S] | session stop | session "
+    "| help [COMMAND], or %%qpu"
 )
 DEFAULT_CLASS = "development"
 """The job class of ``%%qpu`` cells without ``--class``: cells are interactive work. (The
 Python API sends none: the scheduler's default, ``production`` unless its operator says.)"""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "targets": ("%qpu targets", "where programs can run; * marks the default"),
+    "use": ("%qpu use NAME", "send later cells to target NAME (an error if it is unreachable)"),
+    "qpu": (
+        "%%qpu [VARIABLE] [--shots N] [--target T] [--class C] [--name S] "
+        "[--single-calibration] [--no-wait] [-o VAR]",
+        "run the cell, submit its last expression (or VARIABLE), wait and show the result\n"
+        "-o VAR stores the Result (the Job with --no-wait) in VAR\n"
+        "--class: development by default (cells are interactive work)\n"
+        "--target auto: the QPU that accepts the program and finishes it first (the default\n"
+        "  when the job has several QPUs)\n"
+        "--single-calibration: all its shots under one calibration of the device\n"
+        "--no-wait: show the job and return; --name S: the job's name",
+    ),
+    "jobs": (
+        "%qpu jobs [--all] [--target T]",
+        "this kernel's jobs\n"
+        "--all: every job of yours the targets know, from any kernel or script (each\n"
+        "  scheduler lists yours; elsewhere, this kernel's), grouped by target, oldest first\n"
+        "--target T: those on target T only",
+    ),
+    "status": ("%qpu status [ID]", "a job's state (default: the last job of this kernel)"),
+    "result": ("%qpu result [ID]", "wait for a job and show its result"),
+    "logs": (
+        "%qpu logs [ID]",
+        "a job's story as its target tells it: queued, chunks run, waits, holds, its end\n"
+        "(the emulator keeps no log: what this kernel knows of the job)",
+    ),
+    "cancel": ("%qpu cancel ID", "cancel a job (it ends CANCELED unless it had ended)"),
+    "estimate": (
+        "%qpu estimate [--shots N] [--class C] [--target T] VARIABLE",
+        "where the program in VARIABLE would stand if submitted now: position, start, end\n"
+        "nothing is queued; asks the target %%qpu would use, or --target T (only a scheduler\n"
+        "  target can say)\n"
+        "--class: development by default, as for cells",
+    ),
+    "quotas": (
+        "%qpu quotas [--target T]",
+        "your quotas and their use this period: budget, used, unit, period, reset\n"
+        "as each scheduler target (or --target T) reports them; a submission that would go\n"
+        "  past one is refused",
+    ),
+    "session": (
+        "%qpu session start [NAME] [--think S] | session stop | session",
+        "start: later cells are one hybrid loop, until stop; session: the active one\n"
+        "the scheduler may hold the QPU between the loop's jobs for up to S s (docs/policy.md)",
+    ),
+    "help": ("%qpu help [COMMAND]", "these commands; with COMMAND, that one's help"),
+}
+"""Each command's synopsis and help: what ``%qpu help`` and ``%qpu?`` show."""
+FLAGS = {
+    "job_class": "--class",
+    "max_runs": "--shots",
+    "shots": "--shots",
+    "single_calibration": "--single-calibration",
+}
+"""The option of the magics that sets what a refusal's rule names (its Python keyword)."""
 
 
 class MagicError(Exception):
@@ -127,6 +188,19 @@ _CELL.add_argument("--single-calibration", action="store_true")
 _CELL.add_argument("--no-wait", action="store_true")
 _CELL.add_argument("-o", dest="output", metavar="VAR")
 
+_JOBS = _Parser(prog="%qpu jobs", add_help=False)
+_JOBS.add_argument("--all", action="store_true")
+_JOBS.add_argument("--target", metavar="T")
+
+_QUOTAS = _Parser(prog="%qpu quotas", add_help=False)
+_QUOTAS.add_argument("--target", metavar="T")
+
+_ESTIMATE = _Parser(prog="%qpu estimate", add_help=False)
+_ESTIMATE.add_argument("variable", metavar="VARIABLE")
+_ESTIMATE.add_argument("--shots", type=int, metavar="N")
+_ESTIMATE.add_argument("--class", dest="job_class", default=DEFAULT_CLASS, metavar="C")
+_ESTIMATE.add_argument("--target", metavar="T")
+
 _SESSION = _Parser(prog="%qpu session", add_help=False)
 _SESSION.add_argument("action", nargs="?", choices=("start", "stop"))
 _SESSION.add_argument("name", nargs="?")
@@ -146,25 +220,7 @@ class QPUMagics(Magics):
 
     @line_cell_magic
     def qpu(self, line: str, cell: str | None = None) -> None:
-        """Run programs on QPU targets (docs/client.md).
-
-        %qpu targets                  where programs can run; * marks the default
-        %qpu use NAME                 send later cells to NAME
-        %%qpu [VARIABLE] [--shots N] [--target T] [--class C] [--name S] [--no-wait] [-o VAR]
-                                      run the cell, submit its last expression (or VARIABLE),
-                                      wait and show the result; -o stores the Result (the Job
-                                      with --no-wait) in VAR; --class: development by default;
-                                      --target auto: the QPU that accepts the program and
-                                      finishes it first (the default with several job QPUs)
-        %qpu jobs                     this kernel's jobs
-        %qpu status [ID]              a job's state (default: the last job)
-        %qpu result [ID]              wait for a job and show its result
-        %qpu cancel ID                cancel a job
-        %qpu session start [NAME] [--think S]
-                                      later cells are one hybrid loop: the scheduler may hold
-                                      the QPU between its jobs for up to S s (docs/policy.md)
-        %qpu session stop             end it; %qpu session: the active one
-        """
+        """Run programs on QPU targets (docs/client.md); ``%qpu help COMMAND`` tells one."""
         try:
             words = _split(line)
             if cell is None:
@@ -172,33 +228,36 @@ class QPUMagics(Magics):
             else:
                 self._cell(_CELL.parse_args(words), line, cell)
         except _MISTAKES as err:
-            raise MagicError(f"qpu: {err}") from None
+            raise MagicError(f"qpu: {_in_magic_terms(err)}") from None
 
     def _line(self, words: list[str]) -> None:
         command, args = (words[0], words[1:]) if words else ("", [])
-        if command == "session":
-            self._session(_SESSION.parse_args(args))
+        with_options = {
+            "session": (_SESSION, self._session),
+            "jobs": (_JOBS, self._jobs),
+            "quotas": (_QUOTAS, self._quotas),
+            "estimate": (_ESTIMATE, self._estimate),
+        }
+        if command in with_options:
+            parser, run = with_options[command]
+            run(parser.parse_args(args))
             return
-        arity = {"targets": (0, 0), "use": (1, 1), "jobs": (0, 0), "status": (0, 1)}
-        arity.update({"result": (0, 1), "cancel": (1, 1)})
+        arity = {"targets": (0, 0), "use": (1, 1), "status": (0, 1), "result": (0, 1)}
+        arity.update({"logs": (0, 1), "cancel": (1, 1), "help": (0, 1)})
         if command not in arity:
             raise UsageError(f"unknown command {command!r}; use {USAGE}" if command else USAGE)
         low, high = arity[command]
         if not low <= len(args) <= high:
             raise UsageError(f"%qpu {command} takes {high or 'no'} argument{'s' * (high != 1)}")
         client = self.client
-        if command == "targets":
+        if command == "help":
+            print(command_help(*args))
+        elif command == "targets":
             show(client.targets(), client)
         elif command == "use":
             show(client.use(args[0]), client)
-        elif command == "jobs":
-            jobs = client.jobs()
-            for job in jobs:
-                job.refresh()
-            if not jobs:
-                print("no job submitted from this kernel yet")
-            else:
-                show(jobs, client)
+        elif command == "logs":
+            print(client.job(*args).logs())
         elif command == "status":
             job = client.job(*args)
             job.refresh()
@@ -209,6 +268,42 @@ class QPUMagics(Magics):
             job = client.job(*args)
             job.cancel()
             show(job, client)
+
+    def _jobs(self, options: argparse.Namespace) -> None:
+        client = self.client
+        jobs = client.jobs(options.all, options.target)
+        if not options.all:  # --all read them just now
+            for job in jobs:
+                job.refresh()
+        where = f" on {options.target!r}" if options.target else ""
+        if jobs:
+            show(jobs, client)
+        elif options.all:
+            print(f"no job of yours{where or ' on any target'}")
+        else:
+            print(f"no job submitted from this kernel{where} yet")
+
+    def _quotas(self, options: argparse.Namespace) -> None:
+        quotas = self.client.quotas(options.target)
+        where = f" on {options.target!r}" if options.target else ""
+        print(quota_table(quotas) if quotas else f"no quota applies to your jobs{where}")
+
+    def _estimate(self, options: argparse.Namespace) -> None:
+        if options.variable not in self.shell.user_ns:
+            raise UsageError(
+                f"no variable named {options.variable!r}: %qpu estimate takes the name of the "
+                "variable that holds the program"
+            )
+        program = self.shell.user_ns[options.variable]
+        estimate = self.client.estimate(program, options.shots, options.target, options.job_class)
+        if estimate is None:
+            where = f"target {options.target!r}" if options.target else "the target cells go to"
+            print(
+                f"no estimate from {where}: only a scheduler target gives one "
+                "(--target NAME; %qpu targets lists them)"
+            )
+        else:
+            print(estimate)
 
     def _session(self, options: argparse.Namespace) -> None:
         client = self.client
@@ -239,7 +334,7 @@ class QPUMagics(Magics):
                 outcome = await self._await(job, panel)
             self._store(options.output, outcome)
         except _MISTAKES as err:
-            raise MagicError(f"qpu: {err}") from None
+            raise MagicError(f"qpu: {_in_magic_terms(err)}") from None
 
     def _submit(self, options: argparse.Namespace, line: str, cell: str) -> Job:
         program = self._evaluate(line, cell, options.variable)
@@ -312,6 +407,43 @@ _MISTAKES = (ClientError, ProgramError, TimeoutError, UsageError)
 result is a ``JobError``, a ``ClientError``)."""
 
 
+def _in_magic_terms(err: Exception) -> str:
+    """``err``'s message, naming the magic's option where it names a Python keyword (a
+    scheduler's refusal of a ``job_class`` is about ``--class``)."""
+    flag = FLAGS.get(getattr(err, "rule", None) or "")
+    return f"{err} ({flag})" if flag else str(err)
+
+
+def command_help(command: str | None = None) -> str:
+    """``%qpu help``: every command's synopsis and what it does in a line; with ``command``
+    (``jobs``, ``%%qpu``, ...), its synopsis and whole help."""
+    if command is None:
+        lines = ['%qpu commands (%qpu help COMMAND tells one; docs/client.md, "Magics"):']
+        for synopsis, text in COMMANDS.values():
+            lines += [f"  {synopsis}", f"      {text.splitlines()[0]}"]
+        return "\n".join(lines)
+    if command.lstrip("%") not in COMMANDS:
+        raise UsageError(f"no %qpu command {command!r}; %qpu help lists them")
+    synopsis, text = COMMANDS[command.lstrip("%")]
+    return "\n".join([synopsis, *(f"  {line}" for line in text.splitlines())])
+
+
+def quota_table(quotas: list[Quota]) -> str:
+    """Use against budget, one line per quota, as ``%qpu quotas`` shows them."""
+    rows = [("target", "quota", "unit", "used", "budget", "used %", "period", "resets at")]
+    for q in quotas:
+        share = f"{100 * q.used / q.budget:.0f}%" if q.budget else "-"
+        resets = f"{q.resets_at.astimezone(UTC):%Y-%m-%d %H:%MZ}"
+        subject = f"{q.kind} {q.subject}"
+        rows.append(
+            (q.target, subject, q.unit, f"{q.used:g}", f"{q.budget:g}", share, q.period, resets)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
 def _stopped_waiting(job: Job) -> MagicError:
     return MagicError(f"qpu: stopped waiting; job {job.id} goes on (%qpu status {job.id})")
 
@@ -340,6 +472,9 @@ def _split(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError as err:  # unbalanced quotes
         raise UsageError(str(err)) from None
+
+
+QPUMagics.qpu.__doc__ = f"{QPUMagics.qpu.__doc__}\n\n{command_help()}"  # what %qpu? shows
 
 
 def load_ipython_extension(ipython: Any) -> None:
