@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from qhpc_lab import admin
+from qhpc_lab import __version__, admin
 from qhpc_lab.scheduler.config import add_setting_flags
 from qhpc_lab.scheduler.logs import LOG_FORMATS
 from qhpc_lab.standin import RESULT_FORMATS
@@ -137,6 +137,23 @@ def _hook_scripts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Check a cluster's hook setup before it is deployed: 0 when good, else 1."""
+    from qhpc_lab.hpc.check import check_site
+
+    name = f"qhpc {args.cluster} check"
+    report = check_site(args.cluster, args.config, args.python or sys.executable, args.offline)
+    print("\n".join([f"{name}:", *(f"  {line}" for line in report.checked)]))
+    for problem in report.problems:
+        print(f"{name}: error: {problem}", file=sys.stderr)
+    if report.problems:
+        count = len(report.problems)
+        print(f"{name}: {count} problem(s): fix them before the hooks run", file=sys.stderr)
+        return 1
+    print(f"{name}: ok")
+    return 0
+
+
 def _gridengine_usage(args: argparse.Namespace) -> int:
     from qhpc_lab.hpc.gridengine import GridEngineConfig, usage
 
@@ -257,7 +274,7 @@ def _add_cluster(
     scripts_help: str,
     python_help: str,
 ) -> tuple[argparse._SubParsersAction, argparse.ArgumentParser]:
-    """A first-level scheduler's commands: its hooks and ``hook-scripts``; returns its
+    """A first-level scheduler's commands: its hooks, ``hook-scripts`` and ``check``; returns its
     subcommands and the ``hook-scripts`` parser, for what only this cluster has."""
     sub = commands.add_parser(cluster, help=what).add_subparsers(dest="hook", required=True)
     settings = f"/etc/qhpc/{cluster}.toml"
@@ -270,11 +287,17 @@ def _add_cluster(
     scripts.add_argument("--config", default=settings, help="the hooks' settings")
     scripts.add_argument("--python", help=python_help)
     scripts.set_defaults(run=_hook_scripts, cluster=cluster)
+    check = sub.add_parser("check", help="check the hooks' settings file, schedulers and Python")
+    check.add_argument("--config", default=settings, help="the hooks' settings")
+    check.add_argument("--python", help="the Python the hook scripts run (default: this one)")
+    check.add_argument("--offline", action="store_true", help="do not ask the schedulers")
+    check.set_defaults(run=_check, cluster=cluster)
     return sub, scripts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qhpc", description="qhpc-lab: a QPU from Jupyter on HPC")
+    parser.add_argument("--version", action="version", version=f"qhpc-lab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     scheduler = commands.add_parser("scheduler", help="the second-level scheduler daemon")

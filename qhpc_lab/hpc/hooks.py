@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import stat
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -56,6 +57,15 @@ class HookError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SettingsError(ValueError):
+    """A settings file the hooks refuse. ``problems`` names every mistake in it, each with its
+    remedy, so that one run of ``qhpc slurm check`` (or one log line) shows them all."""
+
+    def __init__(self, file: Path, problems: Sequence[str]) -> None:
+        super().__init__(f"{file}: {'; '.join(problems)}")
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -88,12 +98,24 @@ class HookSettings:
     munge_socket: str = ""
     """munged's socket; empty: libmunge's default."""
 
+    TABLES: ClassVar[Mapping[str, frozenset[str]]] = {}
+    """Settings written as arrays of tables (``[[name]]``), with the string keys each takes."""
+
     def __post_init__(self) -> None:
         if not _VARIABLE_NAME.match(self.resource):
             raise ValueError(
                 f"resource {self.resource!r} must be usable as an environment variable prefix "
                 "(letters, digits and _, not starting with a digit)"
             )
+        if not self.scheduler_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"scheduler_url must be an http(s) address, not {self.scheduler_url!r}"
+            )
+
+    def qpu_configs(self: Settings) -> list[Settings]:
+        """One settings per QPU these serve (resource, scheduler and records its own): this
+        one, unless a side takes several QPUs in one file (Slurm's ``[[qpus]]``)."""
+        return [self]
 
     @classmethod
     def load(cls: type[Settings], path: str | None = None) -> Settings:
@@ -104,13 +126,118 @@ class HookSettings:
         if not file.is_file():
             raise FileNotFoundError(f"{cls.SECTION} hook settings file {file} does not exist")
         check_trusted_file(file)
-        data = tomllib.loads(file.read_text())
-        values: dict[str, Any] = dict(data.get(cls.SECTION, data))
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = set(values) - set(names)
-        if unknown:
-            raise ValueError(f"unknown {cls.SECTION} hook settings: {', '.join(sorted(unknown))}")
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in values.items()})
+        return cls.parse(file.read_text(), file)
+
+    @classmethod
+    def parse(cls: type[Settings], text: str, file: Path) -> Settings:
+        """Settings from ``text``, the TOML of ``file``; else SettingsError naming every
+        unknown key at any level (with the key likely meant), every key the hooks would not
+        read, every value of the wrong type and every value the settings refuse: a typo must
+        stop the check (and the hooks, loudly), never leave a default in its place."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise SettingsError(file, [f"not valid TOML: {err}"]) from None
+        kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+        problems: list[str] = []
+        section = data.get(cls.SECTION)
+        if isinstance(section, dict):  # other tables are other programs' (a shared file)
+            values, prefix = section, f"{cls.SECTION}."
+            for key, value in data.items():
+                if key == cls.SECTION or isinstance(value, dict):
+                    continue
+                if key in cls.TABLES:
+                    problems.append(
+                        f"the [[{key}]] tables are outside the [{cls.SECTION}] table, where the "
+                        f"hooks read their settings: write them [[{cls.SECTION}.{key}]]"
+                    )
+                elif key in kinds:
+                    problems.append(
+                        f"`{key}` is outside the [{cls.SECTION}] table, where the hooks read "
+                        f"their settings: move it below the [{cls.SECTION}] line"
+                    )
+                else:
+                    problems.append(_unknown(key, kinds, f" (outside [{cls.SECTION}])"))
+        else:
+            values, prefix = data, ""
+        accepted: dict[str, Any] = {}
+        for key, value in values.items():
+            kind = kinds.get(key)
+            if kind is None:
+                place = f" in [{cls.SECTION}]" if prefix else ""
+                also = () if prefix else (cls.SECTION,)  # a misspelt [slurm] table
+                problems.append(_unknown(key, kinds, place, also))
+            elif kind is tuple:
+                entries, found = _tables(f"{prefix}{key}", value, cls.TABLES.get(key, frozenset()))
+                problems += found
+                accepted[key] = entries
+            elif (wrong := _wrong_type(f"{prefix}{key}", value, kind)) is not None:
+                problems.append(wrong)
+            else:
+                accepted[key] = kind(value)
+        try:
+            settings = cls(**accepted)
+        except ValueError as err:
+            problems.append(str(err))
+        if problems:
+            raise SettingsError(file, problems)
+        return settings
+
+
+_EXPECTED = {str: "a string", float: "a number", int: "a whole number"}
+"""What a setting of each type must be, as a site reads it."""
+
+
+def _toml_type(value: object) -> str:
+    """``value``'s TOML type, in words."""
+    kinds = ((bool, "a boolean"), (int, "a whole number"), (float, "a number"), (str, "a string"))
+    kinds += ((list, "an array"), (dict, "a table"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a date or time")
+
+
+def _wrong_type(name: str, value: object, kind: type) -> str | None:
+    """Why ``value`` cannot be the setting ``name`` of type ``kind``; None when it can (a whole
+    number is a number too, a boolean is none)."""
+    fits = isinstance(value, int | float) if kind is float else isinstance(value, kind)
+    if fits and not isinstance(value, bool):
+        return None
+    return f"`{name}` must be {_EXPECTED[kind]}, not {_toml_type(value)} ({value!r})"
+
+
+def _unknown(key: str, known: Iterable[str], place: str, also: Iterable[str] = ()) -> str:
+    """An unknown key's problem, with the known one (or one of ``also``) it likely misspells."""
+    names = sorted(known)
+    match = difflib.get_close_matches(key, [*names, *also], n=1)
+    hint = f"did you mean `{match[0]}`?" if match else f"the keys are {', '.join(names)}"
+    return f"unknown key `{key}`{place}: {hint}"
+
+
+def _tables(
+    name: str, value: object, keys: frozenset[str]
+) -> tuple[tuple[dict[str, str], ...], list[str]]:
+    """The ``[[name]]`` tables of ``value`` with their string ``keys``, and what is wrong
+    with them (unknown keys, values that are no string: those are left out)."""
+    if not isinstance(value, list):
+        problem = (
+            f"`{name}` must be [[{name}]] tables (an array of tables), not {_toml_type(value)}"
+        )
+        return (), [problem]
+    entries: list[dict[str, str]] = []
+    problems: list[str] = []
+    for number, entry in enumerate(value, 1):
+        if not isinstance(entry, dict):
+            problems.append(f"`{name}` must hold [[{name}]] tables, not {_toml_type(entry)}")
+            continue
+        accepted = {}
+        for key, item in entry.items():
+            if key not in keys:
+                problems.append(_unknown(key, keys, f" in [[{name}]] table {number}"))
+            elif (wrong := _wrong_type(f"{name}.{key}", item, str)) is not None:
+                problems.append(f"{wrong} (table {number})")
+            else:
+                accepted[key] = item
+        entries.append(accepted)
+    return tuple(entries), problems
 
 
 def check_trusted_file(path: Path, owner: str = "") -> None:
@@ -417,16 +544,27 @@ def qpus_environment(
 
 
 def runnable_by_everyone(path: str | Path) -> bool:
-    """Every user can run ``path``: x on each directory on the way to it and to the file a
+    """Every user can run ``path`` (:func:`why_not_runnable`)."""
+    return why_not_runnable(path) is None
+
+
+def why_not_runnable(path: str | Path) -> str | None:
+    """Why some user cannot run ``path``, naming the file or directory that keeps them out and
+    its mode; None when every user can: x on each directory on the way to it and to the file a
     symlink chain ends at (a venv made by a pyenv under /root points into /root), r+x on it."""
     given = Path(os.path.abspath(path))
     real = Path(os.path.realpath(given))
     try:
-        if real.stat().st_mode & 0o005 != 0o005:
-            return False
-        return all(d.stat().st_mode & 0o001 for d in {*given.parents, *real.parents})
-    except OSError:
-        return False
+        mode = real.stat().st_mode
+        if mode & 0o005 != 0o005:
+            return f"{real} is mode {mode & 0o777:04o}, not readable and executable by others"
+        for folder in sorted({*given.parents, *real.parents}):
+            mode = folder.stat().st_mode
+            if not mode & 0o001:
+                return f"directory {folder} is mode {mode & 0o777:04o}, not searchable by others"
+    except OSError as err:
+        return f"cannot check {path}: {err}"
+    return None
 
 
 def check_job_python(python: str) -> None:
@@ -437,11 +575,13 @@ def check_job_python(python: str) -> None:
         check_trusted_file(Path(python))
     except HookError as err:
         raise PermissionError(f"the hooks run {python} as root: {err}") from None
-    if not runnable_by_everyone(python):
+    why = why_not_runnable(python)
+    if why is not None:
         raise PermissionError(
-            f"{python} (really {os.path.realpath(python)}) is not executable by other users: "
-            "the hooks would fail with 'Permission denied'. Make the venv with a system "
-            "Python (/usr/bin/python3.11 -m venv), not one under a home directory"
+            f"{python} (really {os.path.realpath(python)}) is not executable by other users "
+            f"({why}): the hooks would fail with 'Permission denied'. Make the venv with a "
+            "system Python (/usr/bin/python3.11 -m venv), not one under a home directory, or "
+            "open that path to all (chmod o+x on the directory, o+rx on the file)"
         )
     runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     if os.geteuid() != 0 or runuser is None:
@@ -456,7 +596,8 @@ def check_job_python(python: str) -> None:
     if check.returncode:
         raise PermissionError(
             f"other users cannot import qhpc_lab with {python} (tried as nobody): "
-            f"{check.stderr.strip()[-1000:]}"
+            f"{(check.stderr.strip().splitlines() or ['?'])[-1][-1000:]}. Install qhpc-lab in "
+            "that venv, readable by all"
         )
 
 

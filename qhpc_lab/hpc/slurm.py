@@ -98,6 +98,7 @@ class HookConfig(HookSettings):
     DEFAULT_CONFIG: ClassVar[str] = "/etc/qhpc/slurm.toml"
     QPU_KEYS: ClassVar[frozenset[str]] = frozenset({"resource", "licence", "scheduler_url"})
     """What a ``[[qpus]]`` entry sets; the other settings are shared by all QPUs."""
+    TABLES: ClassVar[Mapping[str, frozenset[str]]] = {"qpus": QPU_KEYS}
 
     log_file: str = "/var/log/qhpc/slurm-hooks.log"
     licence: str = "qpu"
@@ -120,6 +121,7 @@ class HookConfig(HookSettings):
         licences = [entry.get("licence") for entry in self.qpus]
         if None in names or None in licences or len({*names}) < len(names):
             raise ValueError("each of qpus needs its own resource and licence")
+        self.qpu_configs()  # each QPU's resource and scheduler_url are checked as one's
 
     def qpu_configs(self) -> list[HookConfig]:
         """One single-QPU configuration per QPU; each keeps its records in its own folder
