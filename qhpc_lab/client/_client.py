@@ -43,6 +43,9 @@ from qhpc_lab.programs import (
 
 T = TypeVar("T")
 
+CELL_JOB_CLASS = "development"
+"""The class of interactive (``%%qpu``) work on a target that names none for it."""
+
 PROBE_TIMEOUT_S = 5.0
 """How long a target may take to answer a probe before it counts as unreachable."""
 
@@ -114,6 +117,7 @@ class Client:
         *,
         single_calibration: bool = False,
         max_calibration_age_s: float | None = None,
+        interactive: bool = False,
         **variables: Any,
     ) -> Job:
         """Check ``program`` against the target's device and queue it.
@@ -135,13 +139,18 @@ class Client:
         resource refuses it).
         ``variables`` bind a parametrised Pulser sequence, or a Qiskit or Qadence circuit's
         parameters. A format the target does not run (a gate circuit, qasm3, on the analog
-        QPU) is a RefusedError (rule ``format``) before anything is sent.
+        QPU) is a RefusedError (rule ``format``) before anything is sent. ``interactive``:
+        work from a notebook cell (``%%qpu``): without ``job_class``, the class the target
+        keeps for cells (:attr:`TargetInfo.cell_job_class`, else ``development``).
         """
+        routed_class = job_class or (CELL_JOB_CLASS if interactive else None)
         chosen, converted, info, route = self._place(
-            program, shots, target, name, variables, job_class, max_calibration_age_s
+            program, shots, target, name, variables, routed_class, max_calibration_age_s
         )
         if isinstance(converted, NativeProgram):
             return self._submit_native(converted, chosen)
+        if interactive and job_class is None:
+            job_class = info.cell_job_class or CELL_JOB_CLASS
         return self._queue(
             chosen, converted, info, job_class, single_calibration, max_calibration_age_s, route
         )
@@ -154,18 +163,22 @@ class Client:
         job_class: str | None = None,
         *,
         max_calibration_age_s: float | None = None,
+        interactive: bool = False,
         **variables: Any,
     ) -> Estimate | None:
         """Where ``program`` would stand if submitted now, nothing queued: the target
         :meth:`submit` would choose (announced likewise), after the same checks, asked for
         its place in line and when it would start and end (a scheduler's ``GET /estimate``,
         in the caller's fair-share account). None where the target cannot say (the
-        emulator, QRMI resources, a plain Warden)."""
-        chosen, converted, _, _ = self._place(
-            program, shots, target, None, variables, job_class, max_calibration_age_s
+        emulator, QRMI resources, a plain Warden). ``interactive``: as for :meth:`submit`."""
+        routed_class = job_class or (CELL_JOB_CLASS if interactive else None)
+        chosen, converted, info, _ = self._place(
+            program, shots, target, None, variables, routed_class, max_calibration_age_s
         )
         if isinstance(converted, NativeProgram):
             return None
+        if interactive and job_class is None:
+            job_class = info.cell_job_class or CELL_JOB_CLASS
         return _loop.call(chosen.estimate(converted.shots, job_class, max_calibration_age_s))
 
     def _place(

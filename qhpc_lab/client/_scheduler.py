@@ -195,6 +195,7 @@ class SchedulerTarget(Target):
             device=device.name or self._spec.name,
             state=state,
             calibration_age_s=device.calibration_age_s,
+            cell_job_class=device.cell_job_class,
             message=accessible.message or device.message or "",
             spec=self._spec,
             queued=queued,
@@ -522,6 +523,7 @@ class _Device(pydantic.BaseModel):
     queue_depth: dict[str, StrictInt] | None = None
     running: dict[str, Any] | None = None
     """``{job_class}`` of the running job, whoever's it is (its id only to its owner)."""
+    cell_job_class: StrictStr | None = None
 
 
 class _Place(pydantic.BaseModel):

@@ -222,6 +222,9 @@ class TargetInfo:
     formats: tuple[str, ...] = ("pulser",)
     """Program formats the target runs; ``submit()`` refuses others before sending them. A
     server that does not say (plain Warden) runs pulser, Warden's own rule."""
+    cell_job_class: str | None = None
+    """The class the site gives ``%%qpu`` cells that name none (our scheduler's ``/device``);
+    None where the target does not say (``development`` then)."""
 
     def __str__(self) -> str:
         mark = "*" if self.selected else " "

@@ -40,9 +40,6 @@ USAGE = (
     "| estimate VARIABLE | quotas | session start [NAME] [--think S] | session stop | session "
     "| help [COMMAND], or %%qpu"
 )
-DEFAULT_CLASS = "development"
-"""The job class of ``%%qpu`` cells without ``--class``: cells are interactive work. (The
-Python API sends none: the scheduler's default, ``production`` unless its operator says.)"""
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "targets": ("%qpu targets", "where programs can run; * marks the default"),
@@ -52,7 +49,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "[--single-calibration] [--no-wait] [-o VAR]",
         "run the cell, submit its last expression (or VARIABLE), wait and show the result\n"
         "-o VAR stores the Result (the Job with --no-wait) in VAR\n"
-        "--class: development by default (cells are interactive work)\n"
+        "--class: the site's class for cells by default (development unless the scheduler's\n"
+        "  cell_job_class says otherwise: cells are interactive work)\n"
         "--target auto: the QPU that accepts the program and finishes it first (the default\n"
         "  when the job has several QPUs)\n"
         "--single-calibration: all its shots under one calibration of the device\n"
@@ -78,7 +76,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "where the program in VARIABLE would stand if submitted now: position, start, end\n"
         "nothing is queued; asks the target %%qpu would use, or --target T (only a scheduler\n"
         "  target can say)\n"
-        "--class: development by default, as for cells",
+        "--class: the site's class for cells by default, as for cells",
     ),
     "quotas": (
         "%qpu quotas [--target T]",
@@ -182,7 +180,7 @@ _CELL = _Parser(prog="%%qpu", add_help=False)
 _CELL.add_argument("variable", nargs="?")
 _CELL.add_argument("--shots", type=int)
 _CELL.add_argument("--target")
-_CELL.add_argument("--class", dest="job_class", default=DEFAULT_CLASS)
+_CELL.add_argument("--class", dest="job_class")
 _CELL.add_argument("--name")
 _CELL.add_argument("--single-calibration", action="store_true")
 _CELL.add_argument("--no-wait", action="store_true")
@@ -198,7 +196,7 @@ _QUOTAS.add_argument("--target", metavar="T")
 _ESTIMATE = _Parser(prog="%qpu estimate", add_help=False)
 _ESTIMATE.add_argument("variable", metavar="VARIABLE")
 _ESTIMATE.add_argument("--shots", type=int, metavar="N")
-_ESTIMATE.add_argument("--class", dest="job_class", default=DEFAULT_CLASS, metavar="C")
+_ESTIMATE.add_argument("--class", dest="job_class", metavar="C")
 _ESTIMATE.add_argument("--target", metavar="T")
 
 _SESSION = _Parser(prog="%qpu session", add_help=False)
@@ -295,7 +293,9 @@ class QPUMagics(Magics):
                 "variable that holds the program"
             )
         program = self.shell.user_ns[options.variable]
-        estimate = self.client.estimate(program, options.shots, options.target, options.job_class)
+        estimate = self.client.estimate(
+            program, options.shots, options.target, options.job_class, interactive=True
+        )
         if estimate is None:
             where = f"target {options.target!r}" if options.target else "the target cells go to"
             print(
@@ -345,6 +345,7 @@ class QPUMagics(Magics):
             options.job_class,
             options.name,
             single_calibration=options.single_calibration,
+            interactive=True,
         )
 
     def _store(self, variable: str | None, outcome: Job | Result) -> None:

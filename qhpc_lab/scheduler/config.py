@@ -6,19 +6,82 @@ import argparse
 import dataclasses
 import functools
 import ipaddress
+import json
 import os
+import pwd
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qhpc_lab.scheduler.logs import LOG_FORMATS
-from qhpc_lab.scheduler.policy import PolicyConfig
+from qhpc_lab.scheduler.policy import JOB_CLASSES, PolicyConfig
 
 
 def state_dir() -> Path:
     """Where the scheduler keeps its database and token secret unless told otherwise."""
     return Path(os.environ.get("QHPC_STATE_DIR") or Path.home() / ".local/state/qhpc")
+
+
+@dataclass(frozen=True)
+class ClassLimit:
+    """A site's bounds on one job class (``[class_limits.<class>]``): who may use it, and how
+    much (docs/policy.md, "Class limits"). Admins are not bound."""
+
+    users: tuple[str, ...] = ()
+    """Uids (login names are resolved when the settings load) allowed to use the class; with
+    ``accounts`` both empty, everyone is."""
+    accounts: tuple[str, ...] = ()
+    """Slurm accounts whose jobs (their sessions) may use the class."""
+    max_shots: int = 0
+    """Shots one job of the class may ask for (0: no bound)."""
+    max_queued_per_user: int = 0
+    """Jobs of the class one user may have waiting or running (0: no bound)."""
+
+    @classmethod
+    def read(cls, job_class: str, table: Any) -> ClassLimit:
+        """A ``[class_limits.<job_class>]`` table; ValueError naming what is wrong in it."""
+        if isinstance(table, ClassLimit):
+            return table
+        where = f"class_limits.{job_class}"
+        if job_class not in JOB_CLASSES:
+            raise ValueError(f"{where}: no such job class; use one of {', '.join(JOB_CLASSES)}")
+        if not isinstance(table, dict):
+            raise ValueError(f"{where} must be a table of users, accounts, max_shots, ...")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(table) - known
+        if unknown:
+            keys = ", ".join(sorted(known))
+            raise ValueError(f"{where}: unknown keys {', '.join(sorted(unknown))}; use {keys}")
+        for bound in ("max_shots", "max_queued_per_user"):
+            value = table.get(bound, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{where}.{bound} must be a whole number, 0 (no bound) or more")
+        for names in ("users", "accounts"):
+            if not isinstance(table.get(names, []), list):
+                raise ValueError(f"{where}.{names} must be a list")
+        return cls(
+            users=tuple(_uid(str(user), where) for user in table.get("users", [])),
+            accounts=tuple(str(account) for account in table.get("accounts", [])),
+            max_shots=table.get("max_shots", 0),
+            max_queued_per_user=table.get("max_queued_per_user", 0),
+        )
+
+    def allows(self, user_id: str, account: str | None) -> bool:
+        """Whether this user, submitting in a session of this Slurm account, may use the class."""
+        if not self.users and not self.accounts:
+            return True
+        return user_id in self.users or (account is not None and account in self.accounts)
+
+
+def _uid(user: str, where: str) -> str:
+    """A uid from a uid or a login name this host knows."""
+    if user.isdigit():
+        return user
+    try:
+        return str(pwd.getpwnam(user).pw_uid)
+    except KeyError:
+        raise ValueError(f"{where}.users: no user {user!r} on this host; give a uid") from None
 
 
 @dataclass
@@ -79,6 +142,10 @@ class SchedulerConfig:
     """Jobs one session (one Slurm job) may have queued (0: no limit)."""
     max_queued_shots_per_session: int = 10_000_000
     """Shots one session may have queued (0: no limit)."""
+    class_limits: dict[str, ClassLimit] = field(default_factory=dict)
+    """Per job class, who may use it and how much (``[class_limits.development]`` with
+    ``users``, ``accounts``, ``max_shots``, ``max_queued_per_user``); a class without a table
+    is open to all, unbounded. ``QHPC_CLASS_LIMITS`` takes the same as JSON."""
     qpu_slots_total: int = 0
     """QPU slots all open sessions may hold together (Warden's ``qpu.qpu_slots_total``): a
     session asking for more than are free is refused with 409. 0: slots are not managed (no
@@ -117,6 +184,10 @@ class SchedulerConfig:
             )
         for host in self.admin_unbound_hosts:
             ipaddress.ip_network(host, strict=False)  # ValueError names a bad one
+        self.class_limits = {
+            job_class: ClassLimit.read(job_class, table)
+            for job_class, table in self.class_limits.items()
+        }
         if self.qpu_slots_total < 0:
             raise ValueError("qpu_slots_total must be 0 (unmanaged) or more")
         if min(self.session_idle_timeout_s, self.session_max_lifetime_s) < 0:
@@ -185,6 +256,8 @@ def parse_setting(kind: str, raw: str) -> Any:
         return float(raw)
     if kind.startswith("bool"):
         return raw.lower() in ("1", "true", "yes")
+    if "ClassLimit" in kind:
+        return json.loads(raw)
     if kind.startswith(("dict", "Mapping")):
         pairs = [pair.partition("=") for pair in raw.split(",") if pair.strip()]
         if not all(sep for _, sep, _ in pairs):

@@ -600,6 +600,7 @@ class Scheduler:
             "calibration_duration_s": view.calibration_duration_s,
             "time_per_shot_s": view.time_per_shot_s,
             "chunk_shots": view.chunk_shots,
+            "cell_job_class": self.policy.cell_job_class,
             "queue_depth": self.queue_depth(),
             "running": None if running is None else {"job_class": running.job_class},
             "running_job": running.id if visible and running is not None else None,
@@ -925,6 +926,8 @@ class Scheduler:
             session = await self.check_session(session_id, user_id, admin)
             owner = session.user_id if session else user_id
             if not admin:
+                account = session.slurm_account if session else None
+                self._check_class(job_class, owner, account, program.shots)
                 self._check_limits(owner, session.id if session else None, program.shots)
             try:
                 with traced.validating():
@@ -976,6 +979,40 @@ class Scheduler:
         self._enqueue(row, program)
         self._publish_job(row)
         return row
+
+    def _check_class(self, job_class: str, user_id: str, account: str | None, shots: int) -> None:
+        """The site's bounds on the class (``class_limits``): who may use it (403), the shots
+        of one job (422) and the jobs of the class one user may have queued (429)."""
+        limit = self.config.class_limits.get(job_class)
+        if limit is None:
+            return
+        rule = f"class_limits.{job_class}"
+        if not limit.allows(user_id, account):
+            self.metrics.rejected()
+            who = f"user {user_id}" + (f" (Slurm account {account})" if account else "")
+            raise SchedulerError(
+                403,
+                f"{who} may not submit {job_class} jobs: this site keeps the class for "
+                f"{_named(limit.users, limit.accounts)}; choose another class",
+                f"{rule}.users",
+            )
+        if limit.max_shots and shots > limit.max_shots:
+            self.metrics.rejected()
+            raise SchedulerError(
+                422,
+                f"a {job_class} job may ask for at most {limit.max_shots} shots on this site, "
+                f"not {shots}: fewer shots, or another class",
+                f"{rule}.max_shots",
+            )
+        held = self._queued_jobs[f"class:{job_class}:{user_id}"]
+        if limit.max_queued_per_user and held + 1 > limit.max_queued_per_user:
+            self.metrics.rejected()
+            raise SchedulerError(
+                429,
+                f"user {user_id} has {held} {job_class} jobs queued; this site allows "
+                f"{limit.max_queued_per_user} (wait for one to finish, or use another class)",
+                f"{rule}.max_queued_per_user",
+            )
 
     def _check_limits(self, user_id: str, session_id: str | None, shots: int) -> None:
         """The operator's caps on what one user or one session may have queued (429)."""
@@ -1200,7 +1237,11 @@ class Scheduler:
 
     def _hold(self, job: policy.QueuedJob, sign: int) -> None:
         """Count a job in (or out of) its user's and session's queued totals, for the limits."""
-        for key in (f"user:{job.user_id}", f"session:{job.session_id}"):
+        for key in (
+            f"user:{job.user_id}",
+            f"session:{job.session_id}",
+            f"class:{job.job_class}:{job.user_id}",
+        ):
             self._queued_jobs[key] += sign
             self._queued_shots[key] += sign * job.shots
 
@@ -1238,6 +1279,13 @@ class Scheduler:
             self.bus.publish_queue(self.queue_snapshot())
             cost = time.perf_counter() - started
             await asyncio.sleep(max(QUEUE_EVENT_INTERVAL_S, 10 * cost))
+
+
+def _named(users: tuple[str, ...], accounts: tuple[str, ...]) -> str:
+    """Who a class limit lets in, as a refusal says it."""
+    parts = [f"uids {', '.join(users)}"] if users else []
+    parts += [f"Slurm accounts {', '.join(accounts)}"] if accounts else []
+    return " and ".join(parts)
 
 
 class _DaemonRecorder(Recorder):

@@ -187,6 +187,11 @@ class PolicyConfig:
         "the class of a job that names none (plain Warden clients)",
         choices=JOB_CLASSES,
     )
+    cell_job_class: str = _setting(
+        "development",
+        "the class %%qpu cells submit with when they name none (served in /device)",
+        choices=JOB_CLASSES,
+    )
 
     loop_hold_max_s: float = _setting(
         30.0,

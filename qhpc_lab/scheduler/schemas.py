@@ -484,6 +484,10 @@ class DeviceOut(BaseModel):
     calibration_duration_s: float
     time_per_shot_s: float
     chunk_shots: int
+    cell_job_class: str = Field(
+        description="The class a %%qpu cell's job gets when the cell names none (a site "
+        "setting, docs/policy.md)."
+    )
     queue_depth: dict[str, int] = Field(description="Active jobs (waiting or running) per class.")
     running: RunningOut | None
     running_job: int | None = Field(description="Only to its owner or an administrator.")
