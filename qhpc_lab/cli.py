@@ -16,6 +16,8 @@ from qhpc_lab.standin import RESULT_FORMATS
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url  # the banner names the database, never its password
+
     from qhpc_lab import tracing
     from qhpc_lab.scheduler import create_app, logs
     from qhpc_lab.scheduler.app import qpu_driver
@@ -49,7 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
     device = f"profile {profile.name}" if not config.qpu_url else f"QPU API {config.qpu_url}"
     print(
         f"qhpc scheduler: device {profile.spec.name}, {device}\n  {driver.notice}"
-        f"\n  database {config.db_url}\n  auth {', '.join(config.auth)}",
+        f"\n  database {make_url(config.db_url).render_as_string(hide_password=True)}"
+        f"\n  auth {', '.join(config.auth)}",
         flush=True,
     )
     try:
