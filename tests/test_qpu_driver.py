@@ -268,7 +268,8 @@ async def test_setup_time_sizes_chunks_and_enters_etas(tmp_path: Path) -> None:
             assert 7000 <= device["chunk_shots"] <= 20000, device
             per_shot, chunk = device["time_per_shot_s"], device["chunk_shots"]
             driver = api.scheduler.driver
-            assert driver.setup_s >= 0.2 and 0.0004 <= driver.shot_s <= 0.0006, vars(driver)
+            # (0.19: the stand-in sleeps on its monotonic clock, stamps with the wall clock)
+            assert driver.setup_s >= 0.19 and 0.0004 <= driver.shot_s <= 0.0006, vars(driver)
             # the setup is counted (the device's shot time alone varies by a few %: the
             # setup spread over a chunk is 5 % of it, so only the driver's own figures say it)
             assert per_shot == pytest.approx(driver.shot_s + driver.setup_s / chunk), device
