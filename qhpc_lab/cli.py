@@ -105,7 +105,14 @@ def _token(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"qhpc scheduler token: --ttl: {err}") from None
     config = SchedulerConfig.load(args.config)
-    secret = config.token_secret or load_or_create_secret(state_dir() / "token.secret")
+    path = state_dir() / "token.secret"
+    if not config.token_secret and not path.exists():
+        print(
+            f"qhpc scheduler token: no secret at {path}: a new one is made there; only a "
+            "scheduler with this state folder (QHPC_STATE_DIR) accepts the token",
+            file=sys.stderr,
+        )
+    secret = config.token_secret or load_or_create_secret(path)
     print(make_token(secret, args.uid, args.admin, ttl_s=ttl_s))
     return 0
 

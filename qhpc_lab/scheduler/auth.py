@@ -160,7 +160,12 @@ def read_token(secret: str, token: str, now: float | None = None) -> Identity:
             options={"require": _CLAIMS, "verify_exp": False, "verify_iat": False},
         )
     except jwt.InvalidSignatureError:
-        raise AuthError(401, "invalid bearer token (bad signature)") from None
+        raise AuthError(
+            401,
+            "invalid bearer token (bad signature): it was made with another secret; "
+            "qhpc scheduler token must run with this scheduler's secret (its "
+            "QHPC_TOKEN_SECRET, or the token.secret in its QHPC_STATE_DIR)",
+        ) from None
     except jwt.InvalidTokenError as err:
         raise AuthError(401, f"malformed bearer token ({err})") from None
     expires_at = data["exp"]

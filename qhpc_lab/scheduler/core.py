@@ -859,7 +859,9 @@ class Scheduler:
             if self.config.sessions_required:
                 raise SchedulerError(
                     403,
-                    "an X-Warden-Session header is required (the Slurm job's session)",
+                    "an X-Warden-Session header is required (the Slurm job's session): "
+                    "submit from inside a Slurm job holding a QPU share (sbatch -L qpu:1, or a "
+                    "JupyterLab started in one), whose QRMI variables carry it",
                     "session",
                 )
             return None
