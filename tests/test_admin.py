@@ -160,6 +160,26 @@ def test_policy_settings_from_variables_and_refusals(
             SchedulerConfig.load(path, **overrides)
 
 
+def test_a_settings_file_mistake_stops_the_daemon_naming_it(tmp_path: Path) -> None:
+    """A quoted number, a key above the [scheduler] line or a setting's table outside it
+    would be a setting silently not applied: each is refused; other programs' tables pass."""
+    for text, words in [
+        ('[scheduler]\nqpu_overhead_share = "0.05"\n', "qpu_overhead_share must be a number"),
+        ('[scheduler]\nmax_connections = "1000"\n', "max_connections must be a whole number"),
+        ('ha = "yes"\n', "ha must be true or false"),
+        ("port = 1\n[scheduler]\nhost = '::1'\n", "port: outside the [scheduler] table"),
+        ("[scheduler]\n[class_limits.test]\nmax_shots = 5\n", "class_limits: outside the"),
+        ('[policy]\naging_per_chunk = "2"\n', "aging_per_chunk must be a number"),
+    ]:
+        path = tmp_path / "scheduler.toml"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(words)):
+            SchedulerConfig.load(str(path))
+    path.write_text('[scheduler]\nport = 8007\nadmin_uids = [0, 1000]\n[slurm]\nlicence = "q"\n')
+    loaded = SchedulerConfig.load(str(path))
+    assert loaded.port == 8007 and loaded.admin_uids == ("0", "1000")
+
+
 def _qhpc_admin(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [

@@ -288,7 +288,21 @@ def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def _from_file(data: dict[str, Any]) -> dict[str, Any]:
     """The flat settings of a TOML document: its ``[scheduler]`` table (or the whole file), with
-    a ``[policy]`` or ``[scheduler.policy]`` table's keys beside the others."""
+    a ``[policy]`` or ``[scheduler.policy]`` table's keys beside the others. Beside a
+    ``[scheduler]`` table, other tables are other programs' (a shared file); a bare key there
+    is a mistake (it would be ignored), and so is a value of the wrong type."""
+    if "scheduler" in data:
+        ours = {spec.name for spec in dataclasses.fields(SchedulerConfig)}
+        stray = [
+            key
+            for key, value in data.items()
+            if key not in ("scheduler", "policy") and (key in ours or not isinstance(value, dict))
+        ]
+        if stray:
+            raise ValueError(
+                f"{', '.join(sorted(stray))}: outside the [scheduler] table, where the daemon "
+                "reads its settings; move them below the [scheduler] line"
+            )
     section = dict(data.get("scheduler", data))
     nested = {
         **(data.get("policy", {}) if "scheduler" in data else {}),
@@ -297,4 +311,30 @@ def _from_file(data: dict[str, Any]) -> dict[str, Any]:
     twice = set(nested) & set(section)
     if twice:
         raise ValueError(f"settings given both flat and in [policy]: {', '.join(sorted(twice))}")
+    for spec in dataclasses.fields(SchedulerConfig):
+        if spec.name in section and (wrong := _wrong_type(spec, section[spec.name])):
+            raise ValueError(wrong)
     return {**section, **nested}
+
+
+FILE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "a string"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+    "bool | None": ((bool,), "true or false"),
+    "tuple[str, ...]": ((str, int, list), "a list"),
+}
+"""What a settings file may give for each declared type (lists: an array or "a,b")."""
+
+
+def _wrong_type(spec: dataclasses.Field[Any], value: Any) -> str | None:
+    """Why a file's ``value`` cannot be the setting ``spec`` (a quoted number, say); None if
+    it can."""
+    allowed = FILE_TYPES.get(str(spec.type))
+    if allowed is None:
+        return None
+    types, words = allowed
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        return f"{spec.name} must be {words}, not {value!r} (numbers and booleans unquoted)"
+    return None

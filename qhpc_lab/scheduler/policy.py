@@ -236,6 +236,9 @@ def _check_domain(name: str, value: Any, domain: Mapping[str, Any]) -> None:
         raise InvalidSetting(
             name, f"{name} must be one of {', '.join(domain['choices'])}, got {value!r}"
         )
+    bounded = any(key in domain for key in ("ge", "gt", "le"))
+    if bounded and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidSetting(name, f"{name} must be a number, got {value!r}")
     checks = {
         "ge": (lambda bound: value >= bound, "at least"),
         "gt": (lambda bound: value > bound, "more than"),
