@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from qhpc_lab.scheduler.config import parse_setting, setting_kinds, uid_of
+
 DEFAULT_URL = "http://127.0.0.1:8006"
 
 
@@ -250,7 +252,7 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
 def _quota_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     if args.quota_action == "list":
         return "GET", "/admin/quotas", {}
-    subject = _user_id(args.subject) if args.kind == "user" else args.subject
+    subject = uid_of(args.subject) if args.kind == "user" else args.subject
     if args.quota_action == "rm":
         return "DELETE", f"/admin/quotas/{args.kind}/{quote(subject, safe='')}/{args.unit}", {}
     body = {
@@ -263,20 +265,9 @@ def _quota_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     return "PUT", "/admin/quotas", {"json": body}
 
 
-def _user_id(name: str) -> str:
-    """A login name as its uid (quotas, like jobs, name users by uid); a uid as it is."""
-    if name.isdigit():
-        return name
-    try:
-        return str(pwd.getpwnam(name).pw_uid)
-    except KeyError:
-        raise ValueError(f"no user {name!r} on this host: give the uid") from None
-
-
 def _policy_changes(pairs: list[str]) -> dict[str, Any]:
     """``--set`` pairs as a policy change, each value read by its setting's declared type;
     ``class_priority.production=15`` changes one class."""
-    from qhpc_lab.scheduler.config import parse_setting, setting_kinds
 
     kinds = setting_kinds()
     changes: dict[str, Any] = {}
@@ -298,20 +289,13 @@ def _policy_changes(pairs: list[str]) -> dict[str, Any]:
 def _reservation(args: argparse.Namespace) -> dict[str, Any]:
     """``qhpc admin reserve``'s body: the owner (a login name becomes its uid) and the window."""
     if args.user is not None:
-        kind, owner = "user", args.user if args.user.isdigit() else _uid(args.user)
+        kind, owner = "user", uid_of(args.user)
     elif args.account is not None:
         kind, owner = "account", args.account
     else:
         kind, owner = "slurm_job", args.slurm_job
     start = _timestamp(args.start) if args.start else datetime.now().timestamp()
     return {"owner_kind": kind, "owner": owner, "starts_at": start, "ends_at": _timestamp(args.end)}
-
-
-def _uid(name: str) -> str:
-    try:
-        return str(pwd.getpwnam(name).pw_uid)
-    except KeyError:
-        raise ValueError(f"no user {name!r} on this host: give the uid") from None
 
 
 def _timestamp(text: str) -> float:

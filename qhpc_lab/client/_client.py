@@ -46,6 +46,18 @@ T = TypeVar("T")
 CELL_JOB_CLASS = "development"
 """The class of interactive (``%%qpu``) work on a target that names none for it."""
 
+
+def _class_for(
+    job_class: str | None, interactive: bool, info: TargetInfo | None = None
+) -> str | None:
+    """The class to send: the one named; for a cell, the class ``info``'s target keeps for
+    cells (:data:`CELL_JOB_CLASS` where it names none, or before a target is chosen); else
+    None, the target's own default."""
+    if job_class is not None or not interactive:
+        return job_class
+    return (info.cell_job_class if info else None) or CELL_JOB_CLASS
+
+
 PROBE_TIMEOUT_S = 5.0
 """How long a target may take to answer a probe before it counts as unreachable."""
 
@@ -143,14 +155,18 @@ class Client:
         work from a notebook cell (``%%qpu``): without ``job_class``, the class the target
         keeps for cells (:attr:`TargetInfo.cell_job_class`, else ``development``).
         """
-        routed_class = job_class or (CELL_JOB_CLASS if interactive else None)
         chosen, converted, info, route = self._place(
-            program, shots, target, name, variables, routed_class, max_calibration_age_s
+            program,
+            shots,
+            target,
+            name,
+            variables,
+            _class_for(job_class, interactive),
+            max_calibration_age_s,
         )
         if isinstance(converted, NativeProgram):
             return self._submit_native(converted, chosen)
-        if interactive and job_class is None:
-            job_class = info.cell_job_class or CELL_JOB_CLASS
+        job_class = _class_for(job_class, interactive, info)
         return self._queue(
             chosen, converted, info, job_class, single_calibration, max_calibration_age_s, route
         )
@@ -171,14 +187,18 @@ class Client:
         its place in line and when it would start and end (a scheduler's ``GET /estimate``,
         in the caller's fair-share account). None where the target cannot say (the
         emulator, QRMI resources, a plain Warden). ``interactive``: as for :meth:`submit`."""
-        routed_class = job_class or (CELL_JOB_CLASS if interactive else None)
         chosen, converted, info, _ = self._place(
-            program, shots, target, None, variables, routed_class, max_calibration_age_s
+            program,
+            shots,
+            target,
+            None,
+            variables,
+            _class_for(job_class, interactive),
+            max_calibration_age_s,
         )
         if isinstance(converted, NativeProgram):
             return None
-        if interactive and job_class is None:
-            job_class = info.cell_job_class or CELL_JOB_CLASS
+        job_class = _class_for(job_class, interactive, info)
         return _loop.call(chosen.estimate(converted.shots, job_class, max_calibration_age_s))
 
     def _place(

@@ -61,7 +61,7 @@ class ClassLimit:
             if not isinstance(table.get(names, []), list):
                 raise ValueError(f"{where}.{names} must be a list")
         return cls(
-            users=tuple(_uid(str(user), where) for user in table.get("users", [])),
+            users=tuple(_user(str(user), where) for user in table.get("users", [])),
             accounts=tuple(str(account) for account in table.get("accounts", [])),
             max_shots=table.get("max_shots", 0),
             max_queued_per_user=table.get("max_queued_per_user", 0),
@@ -74,14 +74,22 @@ class ClassLimit:
         return user_id in self.users or (account is not None and account in self.accounts)
 
 
-def _uid(user: str, where: str) -> str:
-    """A uid from a uid or a login name this host knows."""
-    if user.isdigit():
-        return user
+def uid_of(name: str) -> str:
+    """A uid as it is, a login name this host knows as its uid (the scheduler names users by
+    uid); ValueError otherwise."""
+    if name.isdigit():
+        return name
     try:
-        return str(pwd.getpwnam(user).pw_uid)
+        return str(pwd.getpwnam(name).pw_uid)
     except KeyError:
-        raise ValueError(f"{where}.users: no user {user!r} on this host; give a uid") from None
+        raise ValueError(f"no user {name!r} on this host: give the uid") from None
+
+
+def _user(name: str, where: str) -> str:
+    try:
+        return uid_of(name)
+    except ValueError as err:
+        raise ValueError(f"{where}.users: {err}") from None
 
 
 @dataclass
