@@ -31,7 +31,8 @@ import httpx
 import pytest
 
 from qhpc_lab.hpc import slurm
-from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError, GridEngineCluster, _alive
+from qhpc_lab.hpc.devcluster import DevCluster, DevClusterError, GridEngineCluster
+from qhpc_lab.hpc.devcluster.processes import running
 from qhpc_lab.hpc.slurm import (
     REVOKE_REASON,
     HookConfig,
@@ -506,11 +507,12 @@ def dev_cluster(
     try:
         yield cluster
     finally:
-        started_pids = {s: cluster._pid(s) for s in cluster.SERVICES}
+        started_pids = cluster.services.pids()
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
         for service, pid in started_pids.items():
-            assert not pid or not _alive(pid, cluster.SERVICES[service]), f"{service} outlived stop"
+            marker = cluster.SERVICES[service]
+            assert not pid or not running(pid, marker), f"{service} outlived stop"
 
 
 @contextlib.contextmanager

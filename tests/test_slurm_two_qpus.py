@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from qhpc_lab.hpc.devcluster import DevCluster, _port_free
+from qhpc_lab.hpc.devcluster import DevCluster
+from qhpc_lab.hpc.devcluster.processes import port_free
 from qhpc_lab.hpc.slurm import REVOKE_REASON
 from tests.conftest import free_port
 from tests.fixtures_munge import FreshCredential
@@ -54,7 +55,7 @@ def _port_pair() -> int:
     """A free port whose neighbour is free too (the second QPU's scheduler, or its QPU API)."""
     for _ in range(50):
         port = free_port()
-        if port < 65535 and _port_free(port + 1):
+        if port < 65535 and port_free(port + 1):
             return port
     pytest.fail("no two free neighbouring ports in 50 tries")
 
