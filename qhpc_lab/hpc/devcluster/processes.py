@@ -2,10 +2,11 @@
 
 A cluster's daemons outlive the ``qhpc dev-cluster start`` that started them, so each has a pid
 file under the cluster's ``run`` folder (Slurm's daemons write theirs there themselves); psutil
-reads, signals and waits on the processes. A pid counts as the service's only while its process
-runs (not a zombie) and its command line contains the service's marker: a recycled pid that now
-belongs to another program is never signalled, and a munged or Slurm that was there before the
-cluster is left alone.
+starts, reads and signals the processes (a ``psutil.Process`` refuses to signal a pid that was
+reused meanwhile). A pid counts as the service's only while its process runs (not a zombie) and
+its command line contains the service's marker: a recycled pid that now belongs to another
+program is never signalled, and a munged or Slurm that was there before the cluster is left
+alone.
 """
 
 from __future__ import annotations
