@@ -18,8 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from qhpc_lab.scheduler.core import iso_time
 from qhpc_lab.scheduler.store import Store
+from qhpc_lab.scheduler.views import iso_time
 from qhpc_lab.vocabulary import FINAL_STATUSES
 from tests.conftest import SECRET, USER, auth_header, daemon, free_port, poll_until
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
         create_app,
     )
     from qhpc_lab.scheduler.config import SchedulerConfig
-    from qhpc_lab.scheduler.core import Scheduler, SchedulerError
+    from qhpc_lab.scheduler.core import Scheduler
+    from qhpc_lab.scheduler.refusal import SchedulerError
 
 _HOMES = {
     "DriverFactory": "app",
@@ -26,7 +27,7 @@ _HOMES = {
     "create_app": "app",
     "SchedulerConfig": "config",
     "Scheduler": "core",
-    "SchedulerError": "core",
+    "SchedulerError": "refusal",
 }
 
 __all__ = [

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhpc_lab.scheduler.auth import AuthError
-from qhpc_lab.scheduler.core import SchedulerError
+from qhpc_lab.scheduler.refusal import SchedulerError
 
 log = logging.getLogger(__name__)
 

@@ -66,14 +66,14 @@ class QueueSnapshot:
     """The queue at one instant: aggregates for everyone, positions per owner."""
 
     depth: dict[str, int]
-    """Waiting jobs (the running one not counted) per class."""
+    """Waiting jobs (status PENDING: started ones not counted) per class."""
     running_job: int | None
     running_class: str | None
     running_user: str | None
     positions: dict[str, dict[int, tuple[int, float | None]]] = field(default_factory=dict)
-    """user id → job id → (position, ETA s); position 0 is the running job."""
+    """user id → job id → (position, ETA s); position 0 is a started job (status RUNNING)."""
     held: dict[int, str] = field(default_factory=dict)
-    """Waiting jobs a hold keeps from running (``maintenance`` or ``draining``), by id."""
+    """Active jobs a hold keeps from running (``down``, ``maintenance``, ``draining``), by id."""
     revision: int = 0
 
     def for_user(self, user_id: str | None) -> dict[str, Any]:

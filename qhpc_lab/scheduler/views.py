@@ -1,24 +1,116 @@
 """What the API shows: the scheduler's rows and state as the documents of ``schemas.py``.
 
 Each function builds the dict one response model checks (``job_view`` is ``JobOut``, and so
-on); the routes return them and FastAPI validates them against the published schema, and the
-event stream sends the same documents.
+on) from rows and plain snapshots (the frozen dataclasses below), never from the live
+scheduler: the services take the snapshots, the routes return the documents and FastAPI
+validates them against the published schema, and the event stream sends the same documents.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qhpc_lab.qpu import DeviceState
-from qhpc_lab.scheduler.policy import PolicyConfig
+from qhpc_lab.scheduler.policy import LoopPause, PolicyConfig, QueuedJob
 from qhpc_lab.scheduler.quotas import Quota, period_bounds
 from qhpc_lab.scheduler.store import AccountingQuery, JobRow, ReservationRow, SessionRow
 from qhpc_lab.scheduler.timeline import story
 
-if TYPE_CHECKING:
-    from qhpc_lab.scheduler.core import Scheduler
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherHealth:
+    """Whether the dispatcher is making progress, and if not, why and since when."""
+
+    ok: bool = True
+    reason: str | None = None
+    """``store_unavailable`` or ``dispatcher_error`` while stalled."""
+    detail: str | None = None
+    since: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Holds:
+    """What keeps jobs from running now, as the timeline names its holds."""
+
+    down: bool = False
+    """The device is DOWN (OFFLINE): nothing runs, the running job's chunk stalls too."""
+    maintenance: bool = False
+    """Submissions are closed (``/accessible``): nothing runs."""
+    draining: bool = False
+    """An operator drains the QPU: only started jobs run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Place:
+    """Where an active job stands: ``position`` 0 while it has started (status RUNNING,
+    between its chunks too), else its place among the waiting jobs (1 = next to start);
+    seconds until it ends, None while a hold keeps it (a guess at when it is lifted)."""
+
+    position: int | None = None
+    eta_s: float | None = None
+    held_by: str | None = None
+
+
+NOWHERE = Place()
+"""A job that is not active: no place, no ETA."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotUse:
+    """QPU slots: the site's total (0: not managed) and what open sessions hold."""
+
+    total: int
+    used: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSnapshot:
+    """The device, its queue and its dispatcher at one instant, for ``/device``."""
+
+    now: float
+    name: str
+    profile: str
+    formats: tuple[str, ...]
+    state: str
+    accessible: bool
+    draining: bool
+    message: str
+    calibrated_at: float
+    calibration_id: int
+    calibrates: bool
+    next_calibration_at: float
+    calibration_duration_s: float
+    time_per_shot_s: float
+    chunk_shots: int
+    cell_job_class: str | None
+    queue_depth: dict[str, int]
+    running: QueuedJob | None
+    """The job whose chunk is on the device now."""
+    health: DispatcherHealth
+    next_reservation: ReservationRow | None
+    loop_hold: tuple[LoopPause, float] | None
+    """The hybrid loop the QPU is held for, and until when (docs/policy.md rule 9)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaSnapshot:
+    """An HA replica: its name, whether it leads, its lease's epoch and since when."""
+
+    name: str
+    leading: bool
+    epoch: int
+    since: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimateSnapshot:
+    """Where a would-be job stands (``GET /estimate``), and the queue as its caller sees it."""
+
+    place: Place
+    run_s: float
+    calibration_age_s: float
+    queue: dict[str, Any]
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -39,30 +131,23 @@ def reservation_view(row: ReservationRow, now: float) -> dict[str, Any]:
     return {**dataclasses.asdict(row), "active": row.starts_at <= now < row.ends_at}
 
 
-def held_by(scheduler: Scheduler, started: bool, position: int | None) -> str | None:
-    """What keeps an active job from running, as the timeline names its holds: maintenance
-    runs nothing, nor does a device DOWN (which also stalls the running job's chunk); a drain
-    runs only jobs that have started; None when only the queue ahead does."""
+def held_by(holds: Holds, started: bool, position: int | None) -> str | None:
+    """What keeps an active job from running, as the timeline names its holds: a device DOWN
+    stalls every job, maintenance runs nothing (a started job's chunk in flight ends, then it
+    waits), a drain runs only jobs that have started; None when only the queue ahead does."""
     if position is None:
         return None
-    if scheduler.driver.state is DeviceState.OFFLINE:
+    if holds.down:
         return "down"
-    if position == 0:
-        return None
-    if not scheduler.accessible:
+    if holds.maintenance:
         return "maintenance"
-    if scheduler.draining and not started:
+    if holds.draining and not started:
         return "draining"
     return None
 
 
-def job_view(
-    scheduler: Scheduler, job: JobRow, estimates: dict[int, tuple[int, float]] | None = None
-) -> dict[str, Any]:
-    """A job (``JobOut``): Warden's fields first, then the extensions. A held job keeps its
-    position but shows no ETA: it would be a guess at when the operator lifts the hold."""
-    position, eta = scheduler.position(job.id, estimates)
-    hold = held_by(scheduler, job.shots_done > 0, position)
+def job_view(job: JobRow, place: Place = NOWHERE) -> dict[str, Any]:
+    """A job (``JobOut``) standing at ``place``: Warden's fields first, then the extensions."""
     return {
         "id": job.id,
         "user_id": job.user_id,
@@ -76,9 +161,9 @@ def job_view(
         "job_class": job.job_class,
         "shots": job.shots,
         "shots_done": job.shots_done,
-        "position": position,
-        "eta_s": None if hold else eta,
-        "held_by": hold,
+        "position": place.position,
+        "eta_s": place.eta_s,
+        "held_by": place.held_by,
         "started_at": iso_time(job.started_at),
         "finished_at": iso_time(job.finished_at),
         "qpu_seconds": round(job.qpu_seconds, 6),
@@ -100,12 +185,6 @@ def calibration_range_view(entry: dict[str, Any]) -> dict[str, Any]:
         "age_s_first": round(entry["age_s_first"], 3),
         "age_s_last": round(entry["age_s_last"], 3),
     }
-
-
-def job_views(scheduler: Scheduler, jobs: list[JobRow]) -> list[dict[str, Any]]:
-    """Many jobs: past a few active ones, one pass over the queue instead of one lookup each."""
-    estimates = scheduler.estimates(jobs)
-    return [job_view(scheduler, job, estimates) for job in jobs]
 
 
 def logs_view(job: JobRow, timeline: list[dict[str, Any]]) -> dict[str, str]:
@@ -149,64 +228,124 @@ def quotas_view(uses: list[tuple[Quota, float]], now: float) -> dict[str, Any]:
     return {"quotas": shown}
 
 
-def qpu_slots_view(scheduler: Scheduler) -> dict[str, int] | None:
+def qpu_slots_view(slots: SlotUse) -> dict[str, int] | None:
     """QPU slot capacity (``QpuSlotsOut``), Warden's names; None when slots are not managed."""
-    total = scheduler.config.qpu_slots_total
-    if not total:
+    if not slots.total:
         return None
-    used = scheduler.qpu_slots_used
     return {
-        "qpu_slots_total": total,
-        "qpu_slots_used": used,
-        "qpu_slots_available": max(total - used, 0),
+        "qpu_slots_total": slots.total,
+        "qpu_slots_used": slots.used,
+        "qpu_slots_available": max(slots.total - slots.used, 0),
     }
 
 
-def accessible_view(scheduler: Scheduler) -> dict[str, Any]:
+def accessible_view(accessible: bool, message: str, slots: SlotUse) -> dict[str, Any]:
     """Whether submissions are open, and the QPU slots when managed (``AccessibleOut``)."""
+    return {"is_accessible": accessible, "message": message, **(qpu_slots_view(slots) or {})}
+
+
+def dispatcher_view(health: DispatcherHealth) -> dict[str, Any]:
+    """The dispatcher's health (``DispatcherOut``), in ``/health`` and ``/device``."""
     return {
-        "is_accessible": scheduler.accessible,
-        "message": scheduler.message,
-        **(qpu_slots_view(scheduler) or {}),
+        "ok": health.ok,
+        "reason": health.reason,
+        "detail": health.detail,
+        "since": iso_time(health.since),
     }
 
 
-def resource_status_view(scheduler: Scheduler, queue_position: int | None = None) -> dict[str, Any]:
-    """The device as QRMI's ``ResourceStatus`` (``ResourceStatusOut``)."""
-    info = scheduler.device_info()
+def replica_view(replica: ReplicaSnapshot | None) -> dict[str, Any] | None:
+    """An HA replica as ``/health`` shows it; None for the single daemon."""
+    if replica is None:
+        return None
+    return {
+        "name": replica.name,
+        "leading": replica.leading,
+        "epoch": replica.epoch,
+        "since": iso_time(replica.since) if replica.leading else None,
+    }
+
+
+def device_info_view(
+    device: DeviceSnapshot, user_id: str | None = None, admin: bool = False
+) -> dict[str, Any]:
+    """The device as ``/device`` shows it (``DeviceOut``); the running job's id and the held
+    loop's name only to their owner or an administrator."""
+    now, running, upcoming = device.now, device.running, device.next_reservation
+    due = device.next_calibration_at
+    return {
+        "name": device.name,
+        "profile": device.profile,
+        "formats": list(device.formats),
+        "state": device.state,
+        "accessible": device.accessible,
+        "draining": device.draining,
+        "message": device.message,
+        "calibrated_at": device.calibrated_at,
+        "calibration_id": device.calibration_id,
+        "calibration_age_s": round(now - device.calibrated_at, 3),
+        "next_calibration_at": due if device.calibrates else None,
+        "next_calibration_in_s": round(max(0.0, due - now), 3) if device.calibrates else None,
+        "calibration_duration_s": device.calibration_duration_s,
+        "time_per_shot_s": device.time_per_shot_s,
+        "chunk_shots": device.chunk_shots,
+        "cell_job_class": device.cell_job_class,
+        "queue_depth": dict(device.queue_depth),
+        "running": None if running is None else {"job_class": running.job_class},
+        "running_job": running.id
+        if running is not None and (admin or running.user_id == user_id)
+        else None,
+        "dispatcher": dispatcher_view(device.health),
+        "next_reservation": None if upcoming is None else reservation_view(upcoming, now),
+        "held_for_loop": _loop_hold_view(device.loop_hold, user_id, admin),
+    }
+
+
+def _loop_hold_view(
+    hold: tuple[LoopPause, float] | None, user_id: str | None, admin: bool
+) -> dict[str, Any] | None:
+    """The hybrid loop the QPU is held for (docs/policy.md rule 9); its id only to its
+    owner or an administrator."""
+    if hold is None:
+        return None
+    pause, until = hold
+    visible = admin or pause.user_id == user_id
+    return {"loop": pause.loop if visible else None, "until": until}
+
+
+def resource_status_view(
+    device: DeviceSnapshot,
+    waiting: int,
+    slots: SlotUse,
+    queue_position: int | None = None,
+) -> dict[str, Any]:
+    """The device as QRMI's ``ResourceStatus`` (``ResourceStatusOut``); ``waiting``: the
+    active jobs not started."""
     reason = {"MAINTENANCE": "maintenance", "CALIBRATING": "calibration", "OFFLINE": "down"}.get(
-        info["state"]
+        device.state
     )
-    reason = reason or ("draining" if scheduler.draining else None)
+    reason = reason or ("draining" if device.draining else None)
     status = {"maintenance": "offline", "down": "offline", None: "online"}.get(reason, "paused")
-    slots = qpu_slots_view(scheduler)
-    waiting = _waiting(info)
+    managed = qpu_slots_view(slots)
     return {
         "status": status,
         "status_reason": reason,
-        "healthy": scheduler.health.ok,
-        "busy": info["running"] is not None or waiting > 0,
-        "capacity": slots
+        "healthy": device.health.ok,
+        "busy": sum(device.queue_depth.values()) > 0,
+        "capacity": managed
         and {
-            "available_slots": slots["qpu_slots_available"],
-            "max_slots": slots["qpu_slots_total"],
+            "available_slots": managed["qpu_slots_available"],
+            "max_slots": managed["qpu_slots_total"],
         },
         "pending_job_count": waiting,
         "queue_position": queue_position,
     }
 
 
-def _waiting(info: dict[str, Any]) -> int:
-    """Active jobs not running, from :meth:`Scheduler.device_info`."""
-    return sum(info["queue_depth"].values()) - (info["running"] is not None)
-
-
-def status_view(
-    scheduler: Scheduler, running: JobRow | None, sessions: list[SessionRow]
-) -> dict[str, Any]:
+def status_view(waiting: int, running: JobRow | None, sessions: list[SessionRow]) -> dict[str, Any]:
     """Warden's ``GET /status`` (``StatusOut``): waiting jobs, the running one, open sessions."""
     return {
-        "pending_jobs_count": _waiting(scheduler.device_info()),
+        "pending_jobs_count": waiting,
         "current_job": running
         and {
             "id": running.id,
@@ -224,6 +363,18 @@ def status_view(
             }
             for s in sessions
         ],
+    }
+
+
+def estimate_view(estimate: EstimateSnapshot) -> dict[str, Any]:
+    """``GET /estimate`` (``EstimateOut``): a hold gives no ETA, as for a queued job."""
+    return {
+        "position": estimate.place.position,
+        "done_in_s": estimate.place.eta_s,
+        "run_s": estimate.run_s,
+        "held_by": estimate.place.held_by,
+        "calibration_age_s": estimate.calibration_age_s,
+        "queue": estimate.queue,
     }
 
 

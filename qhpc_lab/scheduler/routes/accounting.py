@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from qhpc_lab.scheduler.errors import error_responses
+from qhpc_lab.scheduler.reports import AccountingQuery
 from qhpc_lab.scheduler.routes.deps import Admin, SchedulerDep
 from qhpc_lab.scheduler.schemas import (
     EndBound,
@@ -21,7 +22,6 @@ from qhpc_lab.scheduler.schemas import (
     StatusList,
     UsersAccountingOut,
 )
-from qhpc_lab.scheduler.store import AccountingQuery
 from qhpc_lab.scheduler.views import (
     jobs_accounting_view,
     sessions_accounting_view,
@@ -62,7 +62,7 @@ async def get_accounting(
     """Per user: sessions that ended in the window (count, duration) and their ended jobs
     (count, execution and wait time, shots; in all and per status)."""
     query = _query(ended_after, ended_before, limit, offset, user_ids=user_id)
-    return users_accounting_view(query, *await sched.db(sched.store.accounting_users, query))
+    return users_accounting_view(query, *await sched.reports.users(query))
 
 
 @router.get("/sessions", response_model=SessionsAccountingOut, responses=ADMIN_QUERY)
@@ -87,7 +87,7 @@ async def get_sessions_accounting(
         session_ids=session_id,
         slurm_job_ids=slurm_job_id,
     )
-    return sessions_accounting_view(query, *await sched.db(sched.store.accounting_sessions, query))
+    return sessions_accounting_view(query, *await sched.reports.sessions(query))
 
 
 @router.get("/jobs", response_model=JobsAccountingOut, responses=ADMIN_QUERY)
@@ -116,4 +116,4 @@ async def get_jobs_accounting(
         statuses=status,
         job_ids=job_id,
     )
-    return jobs_accounting_view(query, *await sched.db(sched.store.accounting_jobs, query))
+    return jobs_accounting_view(query, *await sched.reports.jobs(query))

@@ -34,7 +34,7 @@ async def get_accounting(
 ) -> dict[str, Any]:
     """Shots, QPU-seconds and waits per user or Slurm job, for jobs submitted in
     [since, until) (Unix times; open-ended when left out)."""
-    rows = await sched.db(sched.store.accounting, since, until, by)
+    rows = await sched.reports.usage(since, until, by)
     return {"since": since, "until": until, "by": by, "rows": rows}
 
 

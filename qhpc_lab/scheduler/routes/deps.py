@@ -13,7 +13,9 @@ from fastapi import Depends, Header, Request
 
 from qhpc_lab import munge
 from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity
-from qhpc_lab.scheduler.core import STORE_DOWN, STORE_RETRY_AFTER_S, Scheduler, SchedulerError
+from qhpc_lab.scheduler.core import Scheduler
+from qhpc_lab.scheduler.gateway import STORE_DOWN, STORE_RETRY_AFTER_S
+from qhpc_lab.scheduler.refusal import SchedulerError
 
 
 def _scheduler(request: Request) -> Scheduler:

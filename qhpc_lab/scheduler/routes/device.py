@@ -22,7 +22,7 @@ router = APIRouter()
     responses=error_responses(),
 )
 async def get_accessible(sched: SchedulerDep) -> dict[str, Any]:
-    return accessible_view(sched)
+    return accessible_view(sched.accessible, sched.message, sched.slot_use())
 
 
 @router.post(
@@ -34,13 +34,13 @@ async def get_accessible(sched: SchedulerDep) -> dict[str, Any]:
 )
 async def post_accessible(body: AccessibleIn, _who: Admin, sched: SchedulerDep) -> dict[str, Any]:
     await sched.set_accessible(body.is_accessible, body.message)
-    return accessible_view(sched)
+    return accessible_view(sched.accessible, sched.message, sched.slot_use())
 
 
 @router.get("/qpu/specs", response_model=SpecsOut, tags=["warden"], responses=error_responses())
 async def get_specs(sched: SchedulerDep) -> dict[str, Any]:
     """Warden's ``specs`` as QRMI reads it, and beside it the formats the device runs."""
-    profile = sched.driver.profile
+    profile = sched.profile
     return {"specs": profile.spec.json, "formats": list(profile.formats)}
 
 

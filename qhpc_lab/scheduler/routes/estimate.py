@@ -11,7 +11,7 @@ from qhpc_lab.scheduler.errors import error_responses
 from qhpc_lab.scheduler.policy import MAX_SECONDS
 from qhpc_lab.scheduler.routes.deps import Anyone, SchedulerDep
 from qhpc_lab.scheduler.schemas import MAX_SHOTS, EstimateOut, Name
-from qhpc_lab.scheduler.views import held_by
+from qhpc_lab.scheduler.views import estimate_view
 
 router = APIRouter()
 
@@ -32,15 +32,6 @@ async def get_estimate(
     job. ``queue``: the queue as the caller's ``queue`` event shows it (its length, the
     caller's own jobs' places). The program is not needed: a client checks it against
     ``/qpu/specs`` itself."""
-    position, done_in_s = sched.estimate(
-        who and who.user_id, shots, job_class, max_calibration_age_s
+    return estimate_view(
+        sched.estimate(who and who.user_id, shots, job_class, max_calibration_age_s)
     )
-    hold = held_by(sched, False, position)
-    return {
-        "position": position,
-        "done_in_s": None if hold else done_in_s,
-        "run_s": round(shots * sched.driver.profile.time_per_shot_s, 3),
-        "held_by": hold,
-        "calibration_age_s": round(sched.clock() - sched.device_view().calibrated_at, 3),
-        "queue": sched.queue_snapshot().for_user(who and who.user_id),
-    }

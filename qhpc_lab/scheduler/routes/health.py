@@ -9,9 +9,9 @@ from fastapi.responses import PlainTextResponse
 
 from qhpc_lab.scheduler.errors import RETRY_AFTER_HEADER, ErrorOut, error_responses
 from qhpc_lab.scheduler.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from qhpc_lab.scheduler.metrics import Snapshot
 from qhpc_lab.scheduler.routes.deps import SchedulerDep
 from qhpc_lab.scheduler.schemas import HealthOut
+from qhpc_lab.scheduler.views import dispatcher_view, replica_view
 
 router = APIRouter(tags=["qhpc"])
 
@@ -38,12 +38,9 @@ async def health(response: Response, sched: SchedulerDep) -> dict[str, Any]:
     dispatching but is no fault of the daemon's. Answered from memory: it never waits on the
     store."""
     answer = {
-        "dispatcher": sched.health.view(),
-        "replica": sched.replica_view(),
-        "device": {
-            "state": sched.device_state.value,
-            "message": sched.message or sched.driver.notice,
-        },
+        "dispatcher": dispatcher_view(sched.health),
+        "replica": replica_view(sched.replica()),
+        "device": {"state": sched.device_state.value, "message": sched.device_message},
     }
     if sched.health.ok:
         return {"status": "ok", **answer}
@@ -55,21 +52,5 @@ async def health(response: Response, sched: SchedulerDep) -> dict[str, Any]:
 @router.get("/metrics", response_class=PlainTextResponse, responses=error_responses())
 async def get_metrics(sched: SchedulerDep) -> Response:
     """Prometheus text exposition (docs/operations.md lists the metrics)."""
-    info = sched.device_info()
-    profile = sched.driver.profile
-    snapshot = Snapshot(
-        queue_depth=info["queue_depth"],
-        jobs_by_status=await sched.db(sched.store.count_by_status),
-        device_state=info["state"],
-        calibration_age_s=info["calibration_age_s"],
-        calibration_duration_s=profile.calibration_duration_s,
-        calibration_interval_s=profile.calibration_interval_s,
-        accessible=sched.accessible,
-        draining=sched.draining,
-        sessions_open=sched.sessions_open,
-        emulator_worker_up=getattr(sched.driver, "worker_alive", None),
-        reservation=None
-        if info["next_reservation"] is None
-        else (info["next_reservation"]["starts_at"], info["next_reservation"]["ends_at"]),
-    )
+    snapshot = await sched.metrics_snapshot()
     return Response(sched.metrics.render(snapshot), media_type=METRICS_CONTENT_TYPE)

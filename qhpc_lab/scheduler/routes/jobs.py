@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from qhpc_lab import tracing
-from qhpc_lab.programs import Program, ProgramError
-from qhpc_lab.programs.cudaq import cudaq_to_pulser, is_cudaq_analog
-from qhpc_lab.scheduler.core import SchedulerError
+from qhpc_lab.scheduler.core import JobRow
 from qhpc_lab.scheduler.errors import SUBMIT_ERRORS, error_responses
 from qhpc_lab.scheduler.routes.deps import SchedulerDep, User, WardenSession
 from qhpc_lab.scheduler.schemas import JobIn, JobOut, LogsOut, StatusFilter, TimelineOut
-from qhpc_lab.scheduler.store import JobRow
-from qhpc_lab.scheduler.views import job_view, job_views, logs_view
+from qhpc_lab.scheduler.views import logs_view
 
 router = APIRouter()
 
@@ -43,17 +39,9 @@ async def post_job(
     session_id: WardenSession = None,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    try:
-        sequence, fmt = body.sequence, body.format
-        if isinstance(sequence, dict) or is_cudaq_analog(sequence):
-            if not is_cudaq_analog(sequence):
-                raise ProgramError("a JSON object sequence must be a CUDA-Q analog program", "body")
-            sequence = await asyncio.to_thread(cudaq_to_pulser, sequence, sched.driver.profile.spec)
-            fmt = "pulser"
-        program = Program(fmt, sequence, body.shots, body.name, body.variables or {})
-    except ProgramError as err:
-        sched.metrics.rejected()
-        raise SchedulerError(422, str(err), err.rule) from None
+    program = await sched.program(
+        body.sequence, body.format, body.shots, body.name, body.variables or {}
+    )
     job = await sched.submit(
         who.user_id,
         who.admin,
@@ -67,7 +55,7 @@ async def post_job(
         loop=body.loop,
         think_time_s=body.think_time_s,
     )
-    return job_view(sched, job)
+    return sched.job_view(job)
 
 
 @router.get(
@@ -88,7 +76,7 @@ async def get_jobs(
     if limit is not None and len(jobs) == limit:
         following = request.url.include_query_params(before_id=jobs[-1].id)
         response.headers["Link"] = f'<{following}>; rel="next"'
-    return job_views(sched, jobs)
+    return sched.job_views(jobs)
 
 
 async def _visible_job(job_id: int, who: User, sched: SchedulerDep) -> JobRow:
@@ -102,7 +90,7 @@ BY_ID = error_responses(401, 404, 422)
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["warden"], responses=BY_ID)
 async def get_job(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
-    return job_view(sched, job)
+    return sched.job_view(job)
 
 
 @router.get("/jobs/{job_id}/logs", response_model=LogsOut, tags=["warden"], responses=BY_ID)
@@ -121,4 +109,4 @@ async def get_timeline(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"], responses=BY_ID)
 async def cancel_job(job_id: int, who: User, sched: SchedulerDep) -> dict[str, Any]:
     reason = "canceled by an administrator" if who.admin else "canceled by user"
-    return job_view(sched, await sched.cancel(job_id, who.user_id, who.admin, reason))
+    return sched.job_view(await sched.cancel(job_id, who.user_id, who.admin, reason))

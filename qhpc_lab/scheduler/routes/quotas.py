@@ -6,9 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from qhpc_lab.scheduler.core import Scheduler, SchedulerError
+from qhpc_lab.scheduler.core import Scheduler
 from qhpc_lab.scheduler.errors import ADMIN_BODY_ERRORS, error_responses
-from qhpc_lab.scheduler.quotas import InvalidQuota, Quota
 from qhpc_lab.scheduler.routes.deps import Admin, SchedulerDep, User
 from qhpc_lab.scheduler.schemas import QuotaIn, QuotaKind, QuotasOut, QuotaSubject, QuotaUnit
 from qhpc_lab.scheduler.views import quotas_view
@@ -18,10 +17,7 @@ router = APIRouter()
 
 async def _uses(sched: Scheduler, user_id: str | None = None) -> dict[str, Any]:
     """Quotas (all, or those that apply to ``user_id``'s jobs) with their use now."""
-    now, time_per_shot_s = sched.clock(), sched.driver.profile.time_per_shot_s
-    accounts = () if user_id is None else await sched.db(sched.store.accounts_of, user_id)
-    uses = await sched.db(sched.store.quota_uses, now, time_per_shot_s, user_id, accounts)
-    return quotas_view(uses, now)
+    return quotas_view(*await sched.quotas.uses(user_id))
 
 
 @router.get(
@@ -38,11 +34,7 @@ async def get_quotas(_who: Admin, sched: SchedulerDep) -> dict[str, Any]:
 @router.put("/admin/quotas", response_model=QuotasOut, tags=["admin"], responses=ADMIN_BODY_ERRORS)
 async def put_quota(body: QuotaIn, _who: Admin, sched: SchedulerDep) -> dict[str, Any]:
     """Set a quota (replacing the subject's one in the same unit); answers every quota."""
-    try:
-        quota = Quota(**body.model_dump()).checked()
-    except InvalidQuota as err:
-        raise SchedulerError(422, str(err), err.setting) from None
-    await sched.db(sched.store.set_quota, quota)
+    await sched.quotas.set(body.model_dump())
     return await _uses(sched)
 
 
@@ -56,8 +48,7 @@ async def delete_quota(
     kind: QuotaKind, subject: QuotaSubject, unit: QuotaUnit, _who: Admin, sched: SchedulerDep
 ) -> dict[str, Any]:
     """Drop a quota; answers the quotas left."""
-    if not await sched.db(sched.store.delete_quota, kind, subject, unit):
-        raise SchedulerError(404, f"no {unit} quota for {kind} {subject}")
+    await sched.quotas.delete(kind, subject, unit)
     return await _uses(sched)
 
 

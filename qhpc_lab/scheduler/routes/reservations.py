@@ -36,8 +36,8 @@ async def get_reservations(
     _who: Admin, sched: SchedulerDep, ended: bool = False
 ) -> list[dict[str, Any]]:
     """Reservations by start: those not ended yet, or with ``ended`` every one kept."""
+    rows = await sched.reservations(ended)
     now = sched.clock()
-    rows = await sched.db(sched.store.list_reservations, None if ended else now)
     return [reservation_view(row, now) for row in rows]
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from qhpc_lab.scheduler.core import SchedulerError
+from qhpc_lab.scheduler.core import SessionRow
 from qhpc_lab.scheduler.errors import ADMIN_BODY_ERRORS, error_responses
+from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.routes.deps import Admin, SchedulerDep, User, WardenSession
 from qhpc_lab.scheduler.schemas import (
     IdFilter,
@@ -16,7 +17,6 @@ from qhpc_lab.scheduler.schemas import (
     SessionIn,
     SessionOut,
 )
-from qhpc_lab.scheduler.store import SessionRow
 from qhpc_lab.scheduler.views import session_view
 
 router = APIRouter()
@@ -51,7 +51,7 @@ async def get_sessions(
     scheduler_job_id: IdFilter = None,
 ) -> list[dict[str, Any]]:
     """Sessions, oldest first; Warden's filters (``scheduler_job_id``: the Slurm job)."""
-    rows = await sched.db(sched.store.list_sessions, active, user_id, scheduler_job_id)
+    rows = await sched.sessions(active, user_id, scheduler_job_id)
     return [session_view(s) for s in rows]
 
 

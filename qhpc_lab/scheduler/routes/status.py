@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from qhpc_lab.scheduler.core import SchedulerError
 from qhpc_lab.scheduler.errors import error_responses
+from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.routes.deps import Admin, Anyone, SchedulerDep
 from qhpc_lab.scheduler.schemas import QpuSlotsOut, ResourceStatusOut, StatusOut
 from qhpc_lab.scheduler.views import qpu_slots_view, resource_status_view, status_view
@@ -23,9 +23,8 @@ router = APIRouter()
 )
 async def get_status(_who: Admin, sched: SchedulerDep) -> dict[str, Any]:
     """A live snapshot: how many jobs wait, the one running, the open sessions."""
-    running = sched.device_info(admin=True)["running_job"]
-    job = None if running is None else await sched.db(sched.store.get_job, running)
-    return status_view(sched, job, await sched.db(sched.store.list_sessions, True))
+    running = await sched.running_job()
+    return status_view(sched.waiting(), running, await sched.sessions(active=True))
 
 
 @router.get(
@@ -34,7 +33,7 @@ async def get_status(_who: Admin, sched: SchedulerDep) -> dict[str, Any]:
 async def get_qpu_slots(sched: SchedulerDep) -> dict[str, int]:
     """QPU slot capacity for an external scheduler's sensors; 404 when slots are not
     managed (``qpu_slots_total`` 0), as Warden answers when it has no total."""
-    slots = qpu_slots_view(sched)
+    slots = qpu_slots_view(sched.slot_use())
     if slots is None:
         raise SchedulerError(404, "QPU slots are not configured", "qpu_slots_total")
     return slots
@@ -60,4 +59,6 @@ async def get_resource_status(
             raise SchedulerError(404, f"job {job_id} not found")
         job = await sched.get_job(job_id, who.user_id, who.admin)
         position = sched.position(job.id)[0]
-    return resource_status_view(sched, position)
+    return resource_status_view(
+        sched.device_snapshot(), sched.waiting(), sched.slot_use(), position
+    )

@@ -1,0 +1,291 @@
+"""Admission: whether a job may be queued, and what a would-be job is told (``/estimate``).
+
+A submission passes, in order: the QPU open (maintenance refuses it 503), the device's
+formats, the job class, the single-calibration bound, its session, the site's class limits,
+the queue limits per user and session (429), the program's own check against the device,
+and last the quotas, which the store checks in the transaction that adds the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import Context
+
+from qhpc_lab.programs import Program, ProgramError, format_refusal, validate_async
+from qhpc_lab.programs.cudaq import cudaq_to_pulser, is_cudaq_analog
+from qhpc_lab.scheduler import policy
+from qhpc_lab.scheduler.config import SchedulerConfig
+from qhpc_lab.scheduler.device_state import DeviceStatus
+from qhpc_lab.scheduler.gateway import StoreGateway
+from qhpc_lab.scheduler.job_book import JobBook
+from qhpc_lab.scheduler.logs import job_fields
+from qhpc_lab.scheduler.metrics import Metrics
+from qhpc_lab.scheduler.queue_state import QueueState
+from qhpc_lab.scheduler.quotas import QuotaExceeded
+from qhpc_lab.scheduler.refusal import SchedulerError
+from qhpc_lab.scheduler.sessions import Sessions
+from qhpc_lab.scheduler.store import DuplicateJob, JobRow, QuotaAdmission
+from qhpc_lab.scheduler.traces import JobTraces
+from qhpc_lab.scheduler.views import EstimateSnapshot, iso_time
+
+log = logging.getLogger("qhpc.scheduler")
+
+MAINTENANCE_RETRY_AFTER_S = 60
+"""What a submission refused during maintenance is told to wait: an operator's work takes
+minutes at least, and the message (GET /accessible) says until when."""
+
+
+class Admission:
+    """The submission's checks, then the job stored, queued and announced."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        gateway: StoreGateway,
+        device: DeviceStatus,
+        queue: QueueState,
+        sessions: Sessions,
+        jobs: JobBook,
+        metrics: Metrics,
+        traces: JobTraces,
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._gateway = gateway
+        self._device = device
+        self._queue = queue
+        self._sessions = sessions
+        self._jobs = jobs
+        self._metrics = metrics
+        self._traces = traces
+        self._clock = clock
+
+    def _refused(self, status: int, message: str, rule: str, **kwargs: Any) -> SchedulerError:
+        """A refusal of a submission, counted."""
+        self._metrics.rejected()
+        return SchedulerError(status, message, rule, **kwargs)
+
+    async def program(
+        self,
+        sequence: str | dict[str, Any],
+        fmt: str,
+        shots: int,
+        name: str | None,
+        variables: dict[str, Any],
+    ) -> Program:
+        """The program a submission's body carries: a CUDA-Q analog program (a JSON object,
+        or its text) becomes the Pulser sequence it describes, on this device."""
+        try:
+            if isinstance(sequence, dict) or is_cudaq_analog(sequence):
+                if not is_cudaq_analog(sequence):
+                    raise ProgramError(
+                        "a JSON object sequence must be a CUDA-Q analog program", "body"
+                    )
+                spec = self._device.profile.spec
+                sequence = await asyncio.to_thread(cudaq_to_pulser, sequence, spec)
+                fmt = "pulser"
+            return Program(fmt, sequence, shots, name, variables)
+        except ProgramError as err:
+            raise self._refused(422, str(err), err.rule) from None
+
+    def job_class(self, job_class: str | None) -> str:
+        """The class asked for, or the default; 422 for one the policy does not know."""
+        job_class = job_class or self._queue.policy.default_job_class
+        if job_class not in policy.JOB_CLASSES:
+            raise SchedulerError(
+                422,
+                f"unknown job_class {job_class!r}; use one of {', '.join(policy.JOB_CLASSES)}",
+                "job_class",
+            )
+        return job_class
+
+    async def submit(
+        self,
+        user_id: str,
+        admin: bool,
+        session_id: str | None,
+        program: Program,
+        job_class: str | None = None,
+        max_calibration_age_s: float | None = None,
+        idempotency_key: str | None = None,
+        trace_context: Context | None = None,
+        single_calibration: bool = False,
+        loop: str | None = None,
+        think_time_s: float | None = None,
+    ) -> JobRow:
+        """Accept a job; a retried submission with the same ``idempotency_key`` returns the
+        first job instead of queueing a second one (the store's unique key decides).
+        ``trace_context``: the caller's trace (``traceparent``), which the job's spans join.
+        ``single_calibration``: all its shots under one calibration (docs/policy.md);
+        ``loop``, ``think_time_s``: the hybrid loop it belongs to (docs/policy.md rule 9)."""
+        if not self._device.accessible:
+            raise self._refused(
+                503,
+                f"the QPU is not accepting jobs: {self._device.message or 'maintenance'}",
+                "accessible",
+                retry_after=MAINTENANCE_RETRY_AFTER_S,
+            )
+        profile = self._device.profile
+        if refusal := format_refusal(program.format, profile.formats, profile.spec.name):
+            raise self._refused(422, refusal, "format")
+        try:
+            job_class = self.job_class(job_class)
+        except SchedulerError:
+            self._metrics.rejected()
+            raise
+        if single_calibration:
+            refusal = policy.single_calibration_refusal(
+                program.shots, max_calibration_age_s, self._device.view(), self._queue.policy
+            )
+            if refusal is not None:
+                raise self._refused(422, refusal, "single_calibration")
+        with self._traces.submission(trace_context, user_id, program, job_class) as traced:
+            session = await self._sessions.check(session_id, user_id, admin)
+            owner = session.user_id if session else user_id
+            if not admin:
+                account = session.slurm_account if session else None
+                self.check_class(job_class, owner, account, program.shots)
+                self.check_limits(owner, session.id if session else None, program.shots)
+            try:
+                with traced.validating():
+                    await validate_async(program, profile.spec)
+            except ProgramError as err:
+                raise self._refused(422, str(err), err.rule) from None
+            try:
+                row = await self._gateway.db(
+                    self._gateway.store.add_job,
+                    QuotaAdmission(
+                        session.slurm_account if session else None, profile.time_per_shot_s
+                    ),
+                    session_id=session.id if session else None,
+                    user_id=owner,
+                    slurm_job_id=session.slurm_job_id if session else None,
+                    job_class=job_class,
+                    name=program.name,
+                    format=program.format,
+                    body=program.body,
+                    variables=program.variables,
+                    shots=program.shots,
+                    max_calibration_age_s=max_calibration_age_s,
+                    single_calibration=single_calibration,
+                    loop=loop,
+                    think_time_s=think_time_s,
+                    idempotency_key=idempotency_key,
+                    created_at=self._clock(),
+                )
+            except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
+                return duplicate.job
+            except QuotaExceeded as exceeded:
+                refused = exceeded.refusal
+                self._metrics.quota_refused(refused.quota.kind, refused.quota.unit)
+                fields = {**refused.fields(), "resets_at": iso_time(refused.resets_at)}
+                raise SchedulerError(403, refused.message, "quota", fields=fields) from None
+            traced.accepted(row)
+        if session is not None:
+            await self._sessions.used(session)
+        log.info(
+            "job %s accepted: %s, %d shots, class %s",
+            row.id,
+            row.format,
+            row.shots,
+            row.job_class,
+            extra=job_fields(row),
+        )
+        self._metrics.submitted(job_class)
+        self._queue.enqueue(row, program, self._sessions.slurm_account(row.session_id))
+        self._jobs.changed(row)
+        return row
+
+    def check_class(self, job_class: str, user_id: str, account: str | None, shots: int) -> None:
+        """The site's bounds on the class (``class_limits``): who may use it (403), the shots
+        of one job (422) and the jobs of the class one user may have queued (429)."""
+        limit = self._config.class_limits.get(job_class)
+        if limit is None:
+            return
+        rule = f"class_limits.{job_class}"
+        if not limit.allows(user_id, account):
+            who = f"user {user_id}" + (f" (Slurm account {account})" if account else "")
+            raise self._refused(
+                403,
+                f"{who} may not submit {job_class} jobs: this site keeps the class for "
+                f"{_named(limit.users, limit.accounts)}; choose another class",
+                f"{rule}.users",
+            )
+        if limit.max_shots and shots > limit.max_shots:
+            raise self._refused(
+                422,
+                f"a {job_class} job may ask for at most {limit.max_shots} shots on this site, "
+                f"not {shots}: fewer shots, or another class",
+                f"{rule}.max_shots",
+            )
+        held = self._queue.queued(f"class:{job_class}:{user_id}")[0]
+        if limit.max_queued_per_user and held + 1 > limit.max_queued_per_user:
+            raise self._refused(
+                429,
+                f"user {user_id} has {held} {job_class} jobs queued; this site allows "
+                f"{limit.max_queued_per_user} (wait for one to finish, or use another class)",
+                f"{rule}.max_queued_per_user",
+            )
+
+    def check_limits(self, user_id: str, session_id: str | None, shots: int) -> None:
+        """The operator's caps on what one user or one session may have queued (429)."""
+        config = self._config
+        checks = [
+            ("user", user_id, config.max_queued_jobs_per_user, config.max_queued_shots_per_user)
+        ]
+        if session_id is not None:
+            checks.append(
+                (
+                    "session",
+                    session_id,
+                    config.max_queued_jobs_per_session,
+                    config.max_queued_shots_per_session,
+                )
+            )
+        for scope, key, max_jobs, max_shots in checks:
+            held_jobs, held_shots = self._queue.queued(f"{scope}:{key}")
+            if max_jobs and held_jobs + 1 > max_jobs:
+                raise self._refused(
+                    429,
+                    f"{scope} {key} has {held_jobs} jobs queued; the limit is {max_jobs} "
+                    "(wait for some to finish)",
+                    f"max_queued_jobs_per_{scope}",
+                )
+            if max_shots and held_shots + shots > max_shots:
+                raise self._refused(
+                    429,
+                    f"{scope} {key} has {held_shots} shots queued and asks for {shots} more; "
+                    f"the limit is {max_shots}",
+                    f"max_queued_shots_per_{scope}",
+                )
+
+    def estimate(
+        self,
+        user_id: str | None,
+        shots: int,
+        job_class: str | None = None,
+        max_calibration_age_s: float | None = None,
+    ) -> EstimateSnapshot:
+        """Where a job of ``shots`` submitted now would stand in ``user_id``'s fair-share
+        account: its place (1 = next to start) and seconds until it ends, the queue ahead
+        and its own run (calibrations included). For clients choosing among several QPUs."""
+        job_class = self.job_class(job_class)
+        place = self._queue.estimate(user_id, shots, job_class, max_calibration_age_s)
+        view = self._device.view()
+        return EstimateSnapshot(
+            place=place,
+            run_s=round(shots * view.time_per_shot_s, 3),
+            calibration_age_s=round(self._clock() - view.calibrated_at, 3),
+            queue=self._queue.snapshot().for_user(user_id),
+        )
+
+
+def _named(users: tuple[str, ...], accounts: tuple[str, ...]) -> str:
+    """Who a class limit lets in, as a refusal says it."""
+    parts = [f"uids {', '.join(users)}"] if users else []
+    parts += [f"Slurm accounts {', '.join(accounts)}"] if accounts else []
+    return " and ".join(parts)
