@@ -12,13 +12,18 @@ import json
 import os
 import pwd
 import sys
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from qhpc_lab.scheduler.config import parse_setting, setting_kinds, uid_of
+from qhpc_lab.vocabulary import QUOTA_KINDS, QUOTA_UNITS
+from qhpc_lab.wire.times import iso_time, unix_time
 
 DEFAULT_URL = "http://127.0.0.1:8006"
+WHEN = "ISO date/time (UTC without an offset) or Unix time"
+"""How the command line takes a time; every time it shows is UTC too."""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -58,8 +63,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     sessions = actions.add_parser("sessions", help="open sessions (one per Slurm job)")
     sessions.add_argument("--all", action="store_true", help="revoked ones too")
     accounting = actions.add_parser("accounting", help="usage per user or Slurm job")
-    accounting.add_argument("--since", help="ISO date/time or Unix time")
-    accounting.add_argument("--until", help="ISO date/time or Unix time")
+    accounting.add_argument("--since", help=WHEN)
+    accounting.add_argument("--until", help=WHEN)
     accounting.add_argument("--by", choices=("user", "slurm_job"), default="user")
     reserve = actions.add_parser(
         "reserve", help="keep the whole QPU for a user, a Slurm account or a Slurm job"
@@ -68,8 +73,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     owner.add_argument("--user", help="a login name or uid")
     owner.add_argument("--account", help="a Slurm account")
     owner.add_argument("--slurm-job", help="a Slurm job id")
-    reserve.add_argument("--start", help="ISO date/time or Unix time (default: now)")
-    reserve.add_argument("--end", required=True, help="ISO date/time or Unix time")
+    reserve.add_argument("--start", help=f"{WHEN} (default: now)")
+    reserve.add_argument("--end", required=True, help=WHEN)
     reservations = actions.add_parser("reservations", help="reservations not ended yet")
     reservations.add_argument("--ended", action="store_true", help="ended ones too")
     unreserve = actions.add_parser("unreserve", help="cancel a reservation")
@@ -79,9 +84,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     quota_set = quota_actions.add_parser("set", help="set (or replace) a quota")
     quota_rm = quota_actions.add_parser("rm", help="remove a quota")
     for parser in (quota_set, quota_rm):
-        parser.add_argument("kind", choices=("user", "account"))
+        parser.add_argument("kind", choices=QUOTA_KINDS)
         parser.add_argument("subject", help="a login name or uid, or a Slurm account")
-        parser.add_argument("unit", choices=("qpu_seconds", "shots"))
+        parser.add_argument("unit", choices=QUOTA_UNITS)
     quota_set.add_argument("budget", type=float)
     quota_set.add_argument(
         "--period", default="month", help="day, week, month (UTC) or <N>s (default month)"
@@ -205,7 +210,8 @@ def _status_line(device: dict[str, Any], queue: dict[str, Any]) -> str:
 
 
 def _clock() -> str:
-    return datetime.now().strftime("%H:%M:%S")
+    """Now, as every time ``qhpc admin`` shows: UTC."""
+    return iso_time(time.time(), timespec="seconds")
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
@@ -294,15 +300,16 @@ def _reservation(args: argparse.Namespace) -> dict[str, Any]:
         kind, owner = "account", args.account
     else:
         kind, owner = "slurm_job", args.slurm_job
-    start = _timestamp(args.start) if args.start else datetime.now().timestamp()
+    start = _timestamp(args.start) if args.start else time.time()
     return {"owner_kind": kind, "owner": owner, "starts_at": start, "ends_at": _timestamp(args.end)}
 
 
 def _timestamp(text: str) -> float:
+    """A Unix time, or an ISO date-time: UTC without an offset, as the scheduler reads one."""
     try:
         return float(text)
     except ValueError:
-        return datetime.fromisoformat(text).timestamp()
+        return unix_time(datetime.fromisoformat(text))
 
 
 def _render(action: str, answer: Any) -> str:
@@ -371,9 +378,7 @@ def _sessions_table(sessions: list[dict[str, Any]]) -> str:
 
 def _reservation_line(row: dict[str, Any]) -> str:
     owner = _user_name(row["owner"]) if row["owner_kind"] == "user" else row["owner"]
-    start, end = (
-        datetime.fromtimestamp(row[t]).isoformat(" ", "minutes") for t in ("starts_at", "ends_at")
-    )
+    start, end = (iso_time(row[t], sep=" ", timespec="minutes") for t in ("starts_at", "ends_at"))
     window = f"{start} to {end}"
     now = " (now)" if row["active"] else ""
     return f"{row['id']:>5} {row['owner_kind']} {owner}: {window}{now}"

@@ -21,6 +21,8 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 from sse_starlette import ServerSentEvent
 
+from qhpc_lab.wire.documents import read_error
+
 log = logging.getLogger("qhpc.eventstream")
 
 EVENT_KINDS = ("job", "device", "queue", "reset")
@@ -28,8 +30,11 @@ EVENT_KINDS = ("job", "device", "queue", "reset")
 ETAs and depth (coalesced); ``reset``: the server could not resume from ``Last-Event-ID``, so
 the reader must re-read what it shows."""
 
-HEARTBEAT_TIMEOUT_S = 45.0
-"""The server comments every 15 s: a stream silent for three heartbeats is dead."""
+HEARTBEAT_S = 15
+"""How often a server comments on a quiet stream (``: heartbeat``): the daemon and the Jupyter
+server extension both, which keeps proxies from closing it and finds dead readers."""
+HEARTBEAT_TIMEOUT_S = 3.0 * HEARTBEAT_S
+"""A stream silent for three heartbeats is dead."""
 CONNECT_TIMEOUT_S = 5.0
 SUBSCRIBER_BACKLOG = 10_000
 """Items a slow subscriber may fall behind by before it is told to re-read (a ``reset``)."""
@@ -191,11 +196,9 @@ class EventStream:
 
 
 def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    return str(detail or response.text.strip() or response.reason_phrase)
+    """Why the server refused the stream: its error document's detail, else its text."""
+    error = read_error(response.content)
+    return (error and error.detail) or response.text.strip() or response.reason_phrase
 
 
 Item = StreamEvent | StreamState

@@ -1,7 +1,8 @@
 """The sidebar and the kernel say the same: labextension/src/generated.ts is what
-``python -m qhpc_lab.vocabulary`` writes, and the sidebar's ``duration`` (format.ts, compiled with
-the extension's own TypeScript and run by Node) reads every duration as
-:func:`qhpc_lab.vocabulary.format_duration` does."""
+``python -m qhpc_lab.wire`` writes (the vocabulary and the relayed fields of the daemon's
+documents), and the sidebar's ``duration`` (format.ts, compiled with the extension's own
+TypeScript and run by Node) reads every duration as :func:`qhpc_lab.vocabulary.format_duration`
+does."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qhpc_lab.vocabulary import HOURS_FROM_S, MINUTES_FROM_S, format_duration, typescript_module
+from qhpc_lab.vocabulary import HOURS_FROM_S, MINUTES_FROM_S, format_duration
+from qhpc_lab.wire.typescript import typescript_module
 
 LABEXTENSION = Path(__file__).resolve().parent.parent / "labextension"
 TSC = LABEXTENSION / "node_modules" / "typescript" / "bin" / "tsc"
@@ -30,7 +32,7 @@ def test_generated_typescript_is_current() -> None:
     generated = (LABEXTENSION / "src" / "generated.ts").read_text()
     assert generated == typescript_module(), (
         "labextension/src/generated.ts is stale: "
-        "python -m qhpc_lab.vocabulary > labextension/src/generated.ts"
+        "python -m qhpc_lab.wire > labextension/src/generated.ts"
     )
 
 

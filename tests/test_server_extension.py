@@ -22,7 +22,7 @@ import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403 (fixtures for this module only)
 from tornado.httpclient import HTTPClientError
 
-from qhpc_lab.jupyter.server.service import QUEUE_FIELDS
+from qhpc_lab.wire.documents import QueueEventOut, relayed_fields
 from tests.conftest import ADMIN, USER, Daemon, auth_header, pulser_sequence_json
 from tests.conftest import SECRET as SCHEDULER_SECRET
 
@@ -236,7 +236,7 @@ def test_event_stream_relays_jobs_and_calibration(
     queues = [d for kind, d in events if kind == "queue"]  # relayed, not re-read
     assert queues and all(d["target"] == SESSION_HOLDER for d in queues)
     assert any(str(done["job"]["id"]) in d["jobs"] for d in queues)
-    assert all(set(d) <= {"target", *QUEUE_FIELDS} for d in queues)
+    assert all(set(d) <= {"target", *relayed_fields(QueueEventOut)} for d in queues)
 
 
 def test_no_credential_reaches_the_browser(

@@ -7,8 +7,25 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** A target as the server extension describes it; times are seconds at `received`. */
-export interface ITarget {
+import type {
+  IDevice,
+  IJob as IJobDocument,
+  IQueueEvent,
+  IQuota,
+  IReservation
+} from './generated.js';
+
+export type { IQuota, IReservation };
+/** A scheduler's queue as its `queue` event tells this user (other users' jobs: counts only). */
+export type IQueue = IQueueEvent;
+
+/**
+ * A target as the server extension describes it; times are seconds at `received`. Past its
+ * own fields, what `GET /device` says (the relayed fields of the daemon's device document),
+ * once the scheduler answered.
+ */
+export interface ITarget
+  extends Partial<Omit<IDevice, 'state' | 'message' | 'calibration_age_s'>> {
   name: string;
   kind: string;
   type: string;
@@ -20,61 +37,16 @@ export interface ITarget {
   routed?: boolean;
   reachable: boolean;
   device: string | null;
+  /** The device's state (a DeviceState from a scheduler; a QRMI resource's own word). */
   state: string | null;
   message: string;
   /** While the scheduler's stream is down: seconds until the next try, at `received`. */
   retry_in_s?: number | null;
   calibration_age_s: number | null;
-  next_calibration_in_s?: number | null;
-  calibration_duration_s?: number | null;
-  queue_depth?: Record<string, number>;
-  draining?: boolean;
-  /** The running job, anyone's (`GET /device`): its class only. */
-  running?: { job_class: string } | null;
-  /** Its id, when it is mine. */
-  running_job?: number | null;
-  /** The reservation in force, else the next (`GET /device`); Unix times. */
-  next_reservation?: IReservation | null;
   /** The scheduler's latest `queue` event, once its stream is followed. */
   queue?: IQueue;
   /** The quotas charging my jobs (`GET /quotas`), as of the last probe. */
   quotas?: IQuota[];
-}
-
-/** A budget of QPU-seconds or shots per period for me or my Slurm account (docs/policy.md). */
-export interface IQuota {
-  kind: 'user' | 'account';
-  subject: string;
-  unit: 'qpu_seconds' | 'shots';
-  budget: number;
-  period: string;
-  used: number;
-  resets_at: string;
-}
-
-/** The whole QPU kept for a user, a Slurm account or a Slurm job between two times. */
-export interface IReservation {
-  owner_kind: string;
-  owner: string;
-  starts_at: number;
-  ends_at: number;
-}
-
-/** A scheduler's queue as its `queue` event tells this user (other users' jobs: counts only). */
-export interface IQueue {
-  revision: number;
-  /** Jobs waiting, every user's; the running job is not counted. */
-  waiting: number;
-  depth: Record<string, number>;
-  running: {
-    job_class: string;
-    mine: boolean;
-    job_id: number | null;
-    eta_s: number | null;
-  } | null;
-  /** My active jobs: position (0 = running, 1 = next) and ETA. */
-  jobs: Record<string, { position: number; eta_s: number | null }>;
-  jobs_omitted: number;
 }
 
 export interface ITargetsReply {
@@ -84,21 +56,9 @@ export interface ITargetsReply {
   sources: string[];
 }
 
-export interface IJob {
+/** One of my jobs on a scheduler target: the relayed fields of the daemon's job document. */
+export interface IJob extends IJobDocument {
   target: string;
-  id: number;
-  name: string | null;
-  status: string;
-  job_class: string;
-  format: string;
-  shots: number;
-  shots_done: number;
-  position: number | null;
-  eta_s: number | null;
-  created_at: string | null;
-  started_at: string | null;
-  finished_at: string | null;
-  error: string | null;
 }
 
 export interface IJobsReply {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qhpc_lab.client._target import Target
+from qhpc_lab.wire import qrmi
 
 DEFAULT_TARGETS_FILE = "~/.config/qhpc/targets.toml"
 EMULATOR = "emulator"
@@ -86,7 +87,7 @@ def _expand(path: str, environ: Mapping[str, str]) -> Path:
 
 def _env_list(environ: Mapping[str, str], names: tuple[str, str]) -> tuple[str, list[str]] | None:
     """The first variable that is set (QRMI's, then Slurm's) and its items."""
-    delimiter = environ.get("QRMI_LIST_DELIMITER") or ","
+    delimiter = qrmi.delimiter(environ)
     for name in names:
         if name in environ:
             return name, [item.strip() for item in environ[name].split(delimiter) if item.strip()]
@@ -94,12 +95,12 @@ def _env_list(environ: Mapping[str, str], names: tuple[str, str]) -> tuple[str, 
 
 
 def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
-    resources = _env_list(environ, ("QRMI_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_RESOURCES"))
-    types = _env_list(environ, ("QRMI_JOB_QPU_TYPES", "SLURM_JOB_QPU_TYPES"))
-    found.sources.append("QRMI_JOB_QPU_RESOURCES")
+    resources = _env_list(environ, (qrmi.RESOURCES, qrmi.SLURM_RESOURCES))
+    types = _env_list(environ, (qrmi.TYPES, qrmi.SLURM_TYPES))
+    found.sources.append(qrmi.RESOURCES)
     if resources is None and types is None:
         return
-    variable, names = resources or ("QRMI_JOB_QPU_RESOURCES", [])
+    variable, names = resources or (qrmi.RESOURCES, [])
     kinds = types[1] if types else []
     if len(names) != len(kinds):
         found.problems.append(
@@ -108,15 +109,15 @@ def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
         )
         return
     origin = variable
-    job, uid = environ.get("QRMI_JOB_ID"), environ.get("QRMI_JOB_UID")
+    job, uid = environ.get(qrmi.JOB_ID), environ.get(qrmi.JOB_UID)
     if job or uid:
         origin += f" (Slurm job {job or '?'}, uid {uid or '?'})"
     from qhpc_lab.client._qrmi import QRMITarget
     from qhpc_lab.client._scheduler import SchedulerTarget
 
     for name, kind in zip(names, kinds, strict=True):
-        timeout = _seconds(environ.get(f"{name}_QRMI_JOB_TIMEOUT_SECONDS"), name, found)
-        url = environ.get(f"{name}_QRMI_WARDEN_URL")
+        timeout = _seconds(environ.get(qrmi.timeout_seconds(name)), name, found)
+        url = environ.get(qrmi.warden_url(name))
         if kind == "pasqal-local" and url:
             target: Target = SchedulerTarget(
                 name,
@@ -124,7 +125,7 @@ def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
                 type=kind,
                 origin=origin,
                 token=environ.get("QHPC_TOKEN"),
-                session=environ.get(f"{name}_QRMI_JOB_ACQUISITION_TOKEN"),
+                session=environ.get(qrmi.acquisition_token(name)),
                 job_timeout_s=timeout,
             )
         else:  # without a URL, qrmi itself says which variable is missing
@@ -138,7 +139,7 @@ def _seconds(text: str | None, name: str, found: Discovery) -> float | None:
     try:
         return float(text)
     except ValueError:
-        found.problems.append(f"{name}_QRMI_JOB_TIMEOUT_SECONDS={text!r} is not a number; ignored")
+        found.problems.append(f"{qrmi.timeout_seconds(name)}={text!r} is not a number; ignored")
         return None
 
 

@@ -24,6 +24,7 @@ from qhpc_lab.client._target import (
     TargetInfo,
 )
 from qhpc_lab.programs import FORMATS, DeviceSpec, Program
+from qhpc_lab.vocabulary import DeviceState, JobStatus
 
 NOTICE = "local emulator in this process"
 
@@ -58,7 +59,7 @@ class EmulatorTarget(Target):
             self.origin,
             True,
             device=self._spec.name if self._spec else "emulator",
-            state="ONLINE",
+            state=DeviceState.ONLINE,
             message=NOTICE,
             spec=self._spec,
             queued=self._queued(),
@@ -66,7 +67,7 @@ class EmulatorTarget(Target):
         )
 
     def _queued(self) -> int:
-        return sum(job.status == "PENDING" for job in self._jobs.values())
+        return sum(job.status == JobStatus.PENDING for job in self._jobs.values())
 
     async def watch_device(self) -> AsyncIterator[TargetInfo]:
         """The info, then again whenever the queue length changes (the device never does)."""
@@ -104,7 +105,9 @@ class EmulatorTarget(Target):
     async def _queue(self, work: Callable[[], dict[str, int]], shots: int) -> JobState:
         job_id = str(next(self._ids))
         self._work[job_id] = work
-        await self._set(JobState(job_id, "PENDING", shots=shots, created_at=datetime.now(UTC)))
+        await self._set(
+            JobState(job_id, JobStatus.PENDING, shots=shots, created_at=datetime.now(UTC))
+        )
         task = asyncio.create_task(self._run(job_id), name=f"qhpc-emulator-{job_id}")
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
@@ -116,7 +119,7 @@ class EmulatorTarget(Target):
             if self._jobs[job_id].final:
                 return
             await self._set(
-                dataclasses.replace(self._jobs[job_id], status="RUNNING", started_at=_now())
+                dataclasses.replace(self._jobs[job_id], status=JobStatus.RUNNING, started_at=_now())
             )
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -126,9 +129,13 @@ class EmulatorTarget(Target):
             try:
                 counts = await loop.run_in_executor(self._executor, work)
             except Exception as err:
-                outcome = {"status": "ERROR", "error": f"emulation failed: {err}"}
+                outcome = {"status": JobStatus.ERROR, "error": f"emulation failed: {err}"}
             else:
-                outcome = {"status": "DONE", "counts": counts, "shots_done": sum(counts.values())}
+                outcome = {
+                    "status": JobStatus.DONE,
+                    "counts": counts,
+                    "shots_done": sum(counts.values()),
+                }
             if not self._jobs[job_id].final:  # canceled while running: the outcome is dropped
                 await self._set(
                     dataclasses.replace(self._jobs[job_id], finished_at=_now(), **outcome)
@@ -143,15 +150,17 @@ class EmulatorTarget(Target):
             raise RefusedError(f"job {job_id} not found on target {self.name!r}", 404)
         if state.final:
             return state
-        pending = [j.id for j in self._jobs.values() if j.status == "PENDING"]
-        position = 0 if state.status == "RUNNING" else pending.index(job_id) + 1
+        pending = [j.id for j in self._jobs.values() if j.status == JobStatus.PENDING]
+        position = 0 if state.status == JobStatus.RUNNING else pending.index(job_id) + 1
         return dataclasses.replace(state, position=position)
 
     async def cancel(self, job_id: str) -> JobState:
         self._view(job_id)  # unknown ids are refused
         state = self._jobs[job_id]
         if not state.final:
-            await self._set(dataclasses.replace(state, status="CANCELED", finished_at=_now()))
+            await self._set(
+                dataclasses.replace(state, status=JobStatus.CANCELED, finished_at=_now())
+            )
         return self._view(job_id)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobState]:

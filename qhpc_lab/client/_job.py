@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from qhpc_lab.client import _loop
 from qhpc_lab.client._target import CalibrationRange, JobError, JobState, Target, TargetInfo
 from qhpc_lab.client._timeline import plot_timeline
-from qhpc_lab.vocabulary import format_duration
+from qhpc_lab.vocabulary import JobStatus, format_duration
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -141,7 +141,7 @@ class Job:
         return self.state
 
     def _result(self, state: JobState) -> Result:
-        if state.status != "DONE" or state.counts is None:
+        if state.status != JobStatus.DONE or state.counts is None:
             reason = f": {state.error}" if state.error else ""
             raise JobError(
                 f"job {self.id} on {self.target} ended {state.status}{reason}", state.status

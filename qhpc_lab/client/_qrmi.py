@@ -23,6 +23,7 @@ from qhpc_lab.client._target import (
     TargetInfo,
 )
 from qhpc_lab.programs import DeviceSpec, Program
+from qhpc_lab.vocabulary import JobStatus
 
 RESOURCE_TYPES = {
     "alice-bob-felis": "AliceBobFelis",
@@ -40,11 +41,11 @@ PULSER_TYPES = ("pasqal-cloud", "pasqal-local")
 """Types that take Pulser sequences; other types are listed but refuse programs for now."""
 
 STATUSES = {
-    "Queued": "PENDING",
-    "Running": "RUNNING",
-    "Completed": "DONE",
-    "Failed": "ERROR",
-    "Cancelled": "CANCELED",
+    "Queued": JobStatus.PENDING,
+    "Running": JobStatus.RUNNING,
+    "Completed": JobStatus.DONE,
+    "Failed": JobStatus.ERROR,
+    "Cancelled": JobStatus.CANCELED,
 }
 POLL_MAX_S = 2.0
 
@@ -148,10 +149,10 @@ class QRMITarget(Target):
     async def state(self, job_id: str) -> JobState:
         status = STATUSES.get(str(await self._qrmi("task_status", job_id)).rsplit(".", 1)[-1])
         counts, error = None, None
-        if status == "DONE":
+        if status == JobStatus.DONE:
             counts = json.loads((await self._qrmi("task_result", job_id)).value)["counter"]
-        elif status in (None, "ERROR"):
-            status, error = "ERROR", f"the task failed on QRMI resource {self.name!r}"
+        elif status in (None, JobStatus.ERROR):
+            status, error = JobStatus.ERROR, f"the task failed on QRMI resource {self.name!r}"
         shots = self._shots.get(job_id)
         done = sum(counts.values()) if counts else 0
         return JobState(job_id, status, shots=shots, shots_done=done, counts=counts, error=error)

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pydantic
 import tenacity
 from opentelemetry.trace import SpanKind
-from pydantic import Field, Json, StrictBool, StrictInt, StrictStr, StringConstraints
+from pydantic import Json
 
 from qhpc_lab import munge, tracing
 from qhpc_lab.client._target import (
@@ -49,7 +47,22 @@ from qhpc_lab.client._target import (
 )
 from qhpc_lab.eventstream import EventStream, Feed, StreamEvent, StreamState
 from qhpc_lab.programs import DeviceSpec, Program
-from qhpc_lab.vocabulary import JOB_STATUSES
+from qhpc_lab.vocabulary import DeviceState
+from qhpc_lab.wire.documents import (
+    WARDEN_JOB_FIELDS,
+    AccessibleOut,
+    DeviceOut,
+    EstimateOut,
+    JobOut,
+    JobResults,
+    LogsOut,
+    QueueEventOut,
+    QuotasOut,
+    SpecsOut,
+    TimelineOut,
+    read_error,
+    tolerant,
+)
 
 AUTH_MODES = ("auto", "munge", "token")
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
@@ -164,7 +177,8 @@ class SchedulerTarget(Target):
                 specs = _parse(
                     _Specs, await self.request("GET", "/qpu/specs"), self, "device specs"
                 )
-                self._spec, self._formats = _device_spec(specs.specs, self), specs.formats
+                self._spec = _device_spec(specs.specs, self)
+                self._formats = tuple(specs.formats or ("pulser",))
             return self._describe(device, accessible, await self._queue_facts())
         except ClientError as err:
             return self.unreachable(str(err))
@@ -177,7 +191,7 @@ class SchedulerTarget(Target):
         the state is unknown (None) unless Warden refuses jobs (MAINTENANCE)."""
         assert self._spec is not None
         device = device or _Device()
-        state = device.state or (None if accessible.is_accessible else "MAINTENANCE")
+        state = device.state or (None if accessible.is_accessible else DeviceState.MAINTENANCE)
         queue, queued = self.feed.latest("queue"), None
         if estimate is not None and estimate.waiting is not None:
             queued = estimate.waiting
@@ -306,8 +320,8 @@ class SchedulerTarget(Target):
             run_s=estimate.run_s,
             held_by=estimate.held_by,
             calibration_age_s=estimate.calibration_age_s,
-            waiting=estimate.queue.waiting,
-            yours=_places(estimate.queue),
+            waiting=None if estimate.queue is None else estimate.queue.waiting,
+            yours=() if estimate.queue is None else _places(estimate.queue),
             target=self.name,
         )
 
@@ -332,7 +346,8 @@ class SchedulerTarget(Target):
                 return None
             raise
         quotas = _parse(_Quotas, answer, self, "quotas").quotas
-        return [Quota(self.name, **quota.model_dump()) for quota in quotas]
+        kept = {field.name for field in dataclasses.fields(Quota)}
+        return [Quota(self.name, **quota.model_dump(include=kept)) for quota in quotas]
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
@@ -384,7 +399,8 @@ class SchedulerTarget(Target):
         if event.kind == "job" and str(event.data.get("id")) == state.id:
             return parse_job(event.data, self)
         if event.kind == "queue":
-            place = _parse(_Queue, event.data, self, "a queue event").jobs.get(state.id)
+            places = _parse(_Queue, event.data, self, "a queue event").jobs or {}
+            place = places.get(state.id)
             if place is not None:
                 return dataclasses.replace(
                     state, position=place.position, eta_s=place.eta_s, held_by=place.held_by
@@ -408,7 +424,8 @@ class SchedulerTarget(Target):
                     new = await self.info()
                 elif item.kind == "device":
                     device = _parse(_Device, item.data, self, "a device event")
-                    new = self._describe(device, _Accessible(is_accessible=device.accessible))
+                    accessible = _Accessible(is_accessible=device.accessible is not False)
+                    new = self._describe(device, accessible)
                     new = dataclasses.replace(new, queue_eta_s=info.queue_eta_s, yours=info.yours)
                 elif item.kind == "queue":
                     queue = _parse(_Queue, item.data, self, "a queue event")
@@ -424,141 +441,36 @@ class SchedulerTarget(Target):
 
 
 # -- reading answers --------------------------------------------------------------------------
+# The daemon's documents (qhpc_lab.wire), each read tolerantly: beyond Warden's own fields any
+# may be absent (a plain Warden, an older scheduler), but what is there has the field's type.
 
-Status = Literal[JOB_STATUSES]  # type: ignore[valid-type] (the tuple is the literal's values)
-"""A job's statuses: Warden's names, which our scheduler uses too."""
-Bitstring = Annotated[str, StringConstraints(pattern=r"^[01]+$")]
 Answer = TypeVar("Answer", bound=pydantic.BaseModel)
 
 
-class _Results(pydantic.BaseModel):
-    """A job's ``results`` text: ``{"counter": {bitstring: count}}`` (other keys ignored)."""
+class _Job(tolerant(JobOut, WARDEN_JOB_FIELDS)):  # type: ignore[misc]
+    """A job, with its ``results`` text read as what it holds."""
 
-    counter: dict[Bitstring, Annotated[StrictInt, Field(ge=0)]]
-
-
-class _CalibrationRange(pydantic.BaseModel):
-    """One entry of a job's ``calibrations``: shots that ran under one calibration."""
-
-    id: StrictInt
-    calibrated_at: datetime | None = None
-    shots_from: StrictInt
-    shots_to: StrictInt
-    age_s_first: float
-    age_s_last: float
-    drift: dict[StrictStr, float] = {}
+    results: Json[JobResults] | None = None
 
 
-class _Job(pydantic.BaseModel):
-    """A job: Warden's fields (``id``, ``status``, ``results``, ``created_at``) and, all
-    optional, our scheduler's extensions."""
-
-    id: StrictInt
-    status: Status
-    results: Json[_Results] | None = None
-    shots: StrictInt | None = None
-    shots_done: StrictInt | None = None
-    position: StrictInt | None = None
-    eta_s: float | None = None
-    held_by: StrictStr | None = None
-    error: StrictStr | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    calibration_age_s: float | None = None
-    calibrations: list[_CalibrationRange] = []
-    qpu_seconds: float | None = None
+_JobList = pydantic.RootModel[list[_Job]]
+"""Warden's ``GET /jobs``."""
+_Logs = tolerant(LogsOut, ("logs",))
+_Quotas = tolerant(QuotasOut, ("quotas",))
+_Accessible = tolerant(AccessibleOut, ("is_accessible",))
+_Specs = tolerant(SpecsOut, ("specs",))
+"""Warden's ``GET /qpu/specs``: a plain Warden does not say which formats the device runs
+(it runs pulser)."""
+_Device = tolerant(DeviceOut)
+"""Our scheduler's ``GET /device`` and ``event: device``; a plain Warden has none."""
+_Queue = tolerant(QueueEventOut)
+_Estimate = tolerant(EstimateOut, ("position", "done_in_s", "run_s"))
+_Timeline = tolerant(TimelineOut, ("entries",))
 
 
-class _JobList(pydantic.RootModel[list[_Job]]):
-    """Warden's ``GET /jobs``."""
-
-
-class _Logs(pydantic.BaseModel):
-    """Warden's ``GET /jobs/{id}/logs``."""
-
-    logs: StrictStr
-
-
-class _Quota(pydantic.BaseModel):
-    """One of our scheduler's ``GET /quotas`` (the fields :class:`Quota` keeps)."""
-
-    kind: StrictStr
-    subject: StrictStr
-    unit: StrictStr
-    budget: float
-    used: float
-    remaining: float
-    period: StrictStr
-    resets_at: datetime
-
-
-class _Quotas(pydantic.BaseModel):
-    quotas: list[_Quota]
-
-
-class _Accessible(pydantic.BaseModel):
-    """Warden's ``GET /accessible``."""
-
-    is_accessible: StrictBool
-    message: StrictStr = ""
-
-
-class _Specs(pydantic.BaseModel):
-    """Warden's ``GET /qpu/specs``: the Pulser device JSON as text, and (our scheduler) the
-    formats the device runs; a plain Warden does not say, and runs pulser."""
-
-    specs: StrictStr
-    formats: tuple[StrictStr, ...] = ("pulser",)
-
-
-class _Device(pydantic.BaseModel):
-    """Our scheduler's ``GET /device`` and ``event: device`` (the fields the client shows)."""
-
-    name: StrictStr | None = None
-    state: StrictStr | None = None
-    accessible: StrictBool = True
-    message: StrictStr | None = None
-    calibration_age_s: float | None = None
-    queue_depth: dict[str, StrictInt] | None = None
-    running: dict[str, Any] | None = None
-    """``{job_class}`` of the running job, whoever's it is (its id only to its owner)."""
-    cell_job_class: StrictStr | None = None
-
-
-class _Place(pydantic.BaseModel):
-    position: StrictInt | None = None
-    eta_s: float | None = None
-    held_by: StrictStr | None = None
-
-
-class _Queue(pydantic.BaseModel):
-    """Our scheduler's ``event: queue`` (the fields the client follows)."""
-
-    waiting: StrictInt | None = None
-    jobs: dict[str, _Place] = {}
-
-
-class _Estimate(pydantic.BaseModel):
-    """Our scheduler's ``GET /estimate``."""
-
-    position: StrictInt
-    done_in_s: float | None
-    run_s: float
-    held_by: StrictStr | None = None
-    calibration_age_s: float | None = None
-    queue: _Queue = _Queue()
-
-
-class _Timeline(pydantic.BaseModel):
-    """Our scheduler's ``GET /jobs/{id}/timeline``."""
-
-    entries: list[dict[str, Any]]
-
-
-def _places(queue: _Queue) -> tuple[int, ...]:
+def _places(queue: QueueEventOut) -> tuple[int, ...]:
     """The caller's jobs' places in a queue event (0 = running), nearest first."""
-    return tuple(sorted(p.position for p in queue.jobs.values() if p.position is not None))
+    return tuple(sorted(place.position for place in (queue.jobs or {}).values()))
 
 
 def parse_job(view: Any, target: SchedulerTarget) -> JobState:
@@ -581,7 +493,9 @@ def _state(job: _Job) -> JobState:
         started_at=job.started_at,
         finished_at=job.finished_at,
         calibration_age_s=job.calibration_age_s,
-        calibrations=tuple(CalibrationRange(**entry.model_dump()) for entry in job.calibrations),
+        calibrations=tuple(
+            CalibrationRange(**entry.model_dump()) for entry in job.calibrations or ()
+        ),
         qpu_seconds=job.qpu_seconds,
     )
 
@@ -624,20 +538,12 @@ def _device_spec(text: str, target: SchedulerTarget) -> DeviceSpec:
 
 
 def _refusal(target: str, response: httpx.Response) -> RefusedError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        detail, rule = body.get("detail"), body.get("rule")
-        detail = detail if isinstance(detail, str | None) else json.dumps(detail)
-        rule = rule if isinstance(rule, str) else None
-    else:
-        detail, rule = _excerpt(response), None
+    error = read_error(response.content)
+    detail = _excerpt(response) if error is None else error.detail
     return RefusedError(
         f"target {target!r} refused ({response.status_code}): {detail or response.reason_phrase}",
         response.status_code,
-        rule,
+        None if error is None else error.rule,
     )
 
 

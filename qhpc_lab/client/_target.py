@@ -11,11 +11,12 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from qhpc_lab.programs import DeviceSpec, Program
-from qhpc_lab.vocabulary import FINAL_STATUSES, format_duration
+from qhpc_lab.vocabulary import FINAL_STATUSES, DeviceState, format_duration
+from qhpc_lab.wire.times import iso_time
 
 
 class ClientError(Exception):
@@ -181,7 +182,7 @@ class Quota:
     def __str__(self) -> str:
         unit = "QPU-s" if self.unit == "qpu_seconds" else self.unit
         share = f" ({100 * self.used / self.budget:.0f}%)" if self.budget else ""
-        resets = f"{self.resets_at.astimezone(UTC):%Y-%m-%d %H:%MZ}"
+        resets = iso_time(self.resets_at, sep=" ", timespec="minutes")
         return (
             f"{self.target}: {self.kind} {self.subject}: {self.used:g} of {self.budget:g} {unit} "
             f"used this {self.period}{share}, resets at {resets}"
@@ -242,7 +243,7 @@ class TargetInfo:
     def down(self) -> bool:
         """Whether its device runs nothing now (maintenance, or the QPU says DOWN): ``"auto"``
         passes it over, and the panel shows the device's reason."""
-        return self.state in ("MAINTENANCE", "OFFLINE")
+        return self.state in (DeviceState.MAINTENANCE, DeviceState.OFFLINE)
 
     @property
     def queue_summary(self) -> str:
@@ -344,7 +345,11 @@ class Target(abc.ABC):
             ("started", state.started_at),
             (f"finished {state.status}", state.finished_at),
         ]
-        lines += [f"{_utc(at)}  {what}" for what, at in moments if at is not None]
+        lines += [
+            f"{iso_time(at, sep=' ', timespec='milliseconds')}  {what}"
+            for what, at in moments
+            if at is not None
+        ]
         if state.error:
             lines.append(f"error: {state.error}")
         return "\n".join(lines)
@@ -362,8 +367,3 @@ class Target(abc.ABC):
         return TargetInfo(
             self.name, self.kind, self.type, self.origin, False, url=self.url, message=message
         )
-
-
-def _utc(moment: datetime) -> str:
-    """A moment as the scheduler's job logs give it: UTC, to the millisecond."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3] + "Z"

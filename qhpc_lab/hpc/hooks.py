@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from qhpc_lab.wire import qrmi
+
 RESOURCE_TYPE = "pasqal-local"
 """QRMI's type for a Warden-compatible second-level scheduler (ours)."""
-QRMI_LIST_VARIABLES = ("QRMI_JOB_QPU_RESOURCES", "QRMI_JOB_QPU_TYPES")
+QRMI_LIST_VARIABLES = qrmi.LIST_VARIABLES
 """QRMI's resource names and types, as lists separated by QRMI_LIST_DELIMITER (default ,)."""
 STALE_RETRIES = 20
 """At most this many earlier failed revocations are retried per hook run."""
@@ -474,13 +476,13 @@ def job_environment(
     """
     name = config.resource
     per_resource = (
-        f"{name}_QRMI_WARDEN_URL",
-        f"{name}_QRMI_JOB_ACQUISITION_TOKEN",
-        f"{name}_QRMI_JOB_TIMEOUT_SECONDS",
+        qrmi.warden_url(name),
+        qrmi.acquisition_token(name),
+        qrmi.timeout_seconds(name),
     )
-    delimiter = environ.get("QRMI_LIST_DELIMITER") or ","
+    delimiter = qrmi.delimiter(environ)
     pairs: list[tuple[str, str]] = []
-    if environ.get("QRMI_JOB_ID") == job_id:
+    if environ.get(qrmi.JOB_ID) == job_id:
         names, kinds = (
             [item for item in environ.get(v, "").split(delimiter) if item]
             for v in list_variables[:2]
@@ -505,10 +507,10 @@ def job_environment(
         for resources_var, types_var in zip(list_variables[::2], list_variables[1::2], strict=True):
             change.set[resources_var] = resources
             change.set[types_var] = kinds_text
-        change.set["QRMI_JOB_UID"] = str(record.uid) if record else uid
-        change.set["QRMI_JOB_ID"] = job_id
+        change.set[qrmi.JOB_UID] = str(record.uid) if record else uid
+        change.set[qrmi.JOB_ID] = job_id
     else:
-        stale = (*list_variables, "QRMI_JOB_UID", "QRMI_JOB_ID")
+        stale = (*list_variables, qrmi.JOB_UID, qrmi.JOB_ID)
         change.unset += [var for var in stale if var in environ]
     return change
 

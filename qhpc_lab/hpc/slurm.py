@@ -48,6 +48,7 @@ from qhpc_lab.hpc.hooks import (
     run_guarded,
     write_record,
 )
+from qhpc_lab.wire import qrmi
 
 __all__ = [
     "HOOKS",
@@ -84,7 +85,7 @@ SLURM_FACTS = (
 """What the Prolog and Epilog keep of their environment: values slurmd sets itself."""
 SQUEUE_FIELDS = ("JobID", "UserID", "Licenses", "tres-per-node", "tres-per-job", "TimeLimit")
 """What the Prolog asks squeue: fields Slurm writes and validates, none a user writes."""
-LIST_VARIABLES = (*QRMI_LIST_VARIABLES, "SLURM_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_TYPES")
+LIST_VARIABLES = (*QRMI_LIST_VARIABLES, *qrmi.SLURM_LIST_VARIABLES)
 """QRMI's lists and the aliases QRMI's SPANK plugin exports too."""
 
 

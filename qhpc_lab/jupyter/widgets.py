@@ -35,16 +35,16 @@ from qhpc_lab.client import (
     TargetInfo,
     waited_summary,
 )
-from qhpc_lab.vocabulary import format_duration
+from qhpc_lab.vocabulary import DeviceState, JobStatus, format_duration
 
 TICK_S = 1.0
 """How often a panel redraws its clocks (ETA, calibration age) between events."""
 STATUS_COLOURS = {
-    "PENDING": "#9a6700",
-    "RUNNING": "#0969da",
-    "DONE": "#1a7f37",
-    "ERROR": "#cf222e",
-    "CANCELED": "#6e7781",
+    JobStatus.PENDING: "#9a6700",
+    JobStatus.RUNNING: "#0969da",
+    JobStatus.DONE: "#1a7f37",
+    JobStatus.ERROR: "#cf222e",
+    JobStatus.CANCELED: "#6e7781",
 }
 
 
@@ -141,7 +141,7 @@ class JobPanel(_Panel):
             async for state in self._job.watch():
                 self._state, self._state_at = state, time.monotonic()
                 self._render()
-            if self._state.status == "DONE":
+            if self._state.status == JobStatus.DONE:
                 self._result = await self._job
             if self._state.final:
                 with contextlib.suppress(ClientError):  # the story is a bonus, not the result
@@ -205,7 +205,9 @@ class JobPanel(_Panel):
         self._status.value = "<br>".join(lines)
         self._progress.max = max(state.shots or 1, 1)
         self._progress.value = min(state.shots_done, self._progress.max)
-        self._progress.bar_style = {"DONE": "success", "ERROR": "danger"}.get(state.status, "")
+        self._progress.bar_style = {JobStatus.DONE: "success", JobStatus.ERROR: "danger"}.get(
+            state.status, ""
+        )
         self._progress.description = f"{state.shots_done}/{state.shots or '?'} shots"
         if state.final:
             self._cancel.disabled = True
@@ -229,7 +231,7 @@ class JobPanel(_Panel):
             facts = [f"queued {result.queued_s:.2f} s", f"ran {result.run_s:.2f} s"]
             return [*facts, self._waited] if self._waited else facts
         facts = []
-        if state.status == "RUNNING" or state.position == 0:
+        if state.status == JobStatus.RUNNING or state.position == 0:
             facts.append("running")
         elif state.position is not None:
             queued = self._info.queued if self._info is not None else None
@@ -252,7 +254,7 @@ class JobPanel(_Panel):
         if not info.reachable:
             return [f"device unreachable: {info.message}"]
         facts = [f"device {info.device or '?'}", info.state or "state unknown"]
-        if info.calibration_age_s is not None and info.state != "CALIBRATING":
+        if info.calibration_age_s is not None and info.state != DeviceState.CALIBRATING:
             age = info.calibration_age_s + time.monotonic() - self._info_at
             facts.append(f"calibrated {format_duration(age)} ago")
         if info.down and info.message:  # why: maintenance, or the QPU says DOWN since when

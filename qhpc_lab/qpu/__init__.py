@@ -9,7 +9,6 @@ live in the scheduler.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,13 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from qhpc_lab.programs import FORMATS, DeviceSpec, Program
-
-
-class DeviceState(enum.StrEnum):
-    ONLINE = "ONLINE"
-    CALIBRATING = "CALIBRATING"
-    MAINTENANCE = "MAINTENANCE"
-    OFFLINE = "OFFLINE"
+from qhpc_lab.vocabulary import DeviceState as DeviceState  # drivers report it from here
 
 
 @dataclass(frozen=True)

@@ -11,42 +11,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhpc_lab.scheduler.auth import AuthError
 from qhpc_lab.scheduler.refusal import SchedulerError
+from qhpc_lab.wire.documents import ErrorOut, QuotaRefusalOut
 
 log = logging.getLogger(__name__)
-
-
-class ErrorOut(BaseModel):
-    """The body of every 4xx and 5xx answer."""
-
-    detail: str = Field(description="What was refused and why, naming the field or setting.")
-    rule: str | None = Field(
-        description="The rule or setting that refused it (e.g. max_payload_bytes, session, "
-        "request); null for routing errors (unknown path or method)."
-    )
-
-
-class QuotaRefusalOut(ErrorOut):
-    """A 403: with rule ``quota``, the quota's numbers beside the message (docs/policy.md)."""
-
-    kind: Literal["user", "account"] | None = Field(None, description="Whom the quota budgets.")
-    subject: str | None = Field(None, description="The user id or Slurm account.")
-    unit: Literal["qpu_seconds", "shots"] | None = None
-    period: str | None = None
-    budget: float | None = None
-    used: float | None = Field(None, description="Charged in this period before this job.")
-    requested: float | None = Field(None, description="What this job would be charged.")
-    resets_at: str | None = Field(None, description="When the period ends (RFC 3339, UTC).")
 
 
 _MEANINGS = {

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-SUBJECT_KINDS = ("user", "account")
-"""Whom a quota budgets: a user id, or a Slurm account (the session's, from the prolog)."""
-UNITS = ("qpu_seconds", "shots")
+from qhpc_lab.vocabulary import QUOTA_KINDS, QUOTA_UNITS
+from qhpc_lab.wire.times import iso_time
+
+SUBJECT_KINDS = QUOTA_KINDS
+UNITS = QUOTA_UNITS
 CALENDAR_PERIODS = ("day", "week", "month")
 """UTC calendar periods: from 00:00Z, a week from Monday, a month from its first day."""
 _SECONDS_PERIOD = re.compile(r"([1-9][0-9]{0,9})s\Z")
@@ -179,5 +181,6 @@ def _period_words(period: str) -> str:
 
 
 def _moment(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%MZ" if moment.second == 0 else "%Y-%m-%dT%H:%M:%SZ")
+    """A period's end as a message gives it: to the minute when it falls on one."""
+    whole_minute = datetime.fromtimestamp(timestamp, UTC).second == 0
+    return iso_time(timestamp, timespec="minutes" if whole_minute else "seconds")

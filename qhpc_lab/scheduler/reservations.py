@@ -15,9 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-OWNER_KINDS = ("user", "account", "slurm_job")
-"""Who a reservation can be for: a user id, a Slurm account, a Slurm job id."""
-
 
 class Work(Protocol):
     """What ownership is decided on (a :class:`~qhpc_lab.scheduler.policy.QueuedJob` is one)."""

@@ -1,5 +1,9 @@
 """Request and response documents of the scheduler API (also the published OpenAPI schema).
 
+The documents other parts read too (a job, the device, a quota, a session...) are defined in
+:mod:`qhpc_lab.wire` and re-exported here under the same names; this module adds the requests
+and the documents only the daemon's own routes serve.
+
 Every text the API accepts, in a body, a query or a path, is :data:`Text`: valid Unicode
 without NUL, the two things a database column refuses (SQLite cannot encode a lone surrogate,
 PostgreSQL stores no NUL), so a bad character is a 422 naming the field, never a 500. Numbers
@@ -25,11 +29,30 @@ from pydantic import (
     create_model,
 )
 
-from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler.policy import MAX_SECONDS, PolicyConfig
 from qhpc_lab.scheduler.quotas import MAX_BUDGET, PERIOD_PATTERN
-from qhpc_lab.scheduler.reservations import OWNER_KINDS
-from qhpc_lab.scheduler.timeline import HOLDS
+
+# The documents other parts read too, re-exported under their published names.
+from qhpc_lab.wire.documents import AccessibleOut as AccessibleOut
+from qhpc_lab.wire.documents import CalibrationRangeOut as CalibrationRangeOut
+from qhpc_lab.wire.documents import DeviceOut as DeviceOut
+from qhpc_lab.wire.documents import DeviceStateOut as DeviceStateOut
+from qhpc_lab.wire.documents import DispatcherOut as DispatcherOut
+from qhpc_lab.wire.documents import EstimateOut as EstimateOut
+from qhpc_lab.wire.documents import Formats as Formats
+from qhpc_lab.wire.documents import JobOut as JobOut
+from qhpc_lab.wire.documents import LogsOut as LogsOut
+from qhpc_lab.wire.documents import LoopHoldOut as LoopHoldOut
+from qhpc_lab.wire.documents import OwnerKind as OwnerKind
+from qhpc_lab.wire.documents import QuotaKind as QuotaKind
+from qhpc_lab.wire.documents import QuotaOut as QuotaOut
+from qhpc_lab.wire.documents import QuotasOut as QuotasOut
+from qhpc_lab.wire.documents import QuotaUnit as QuotaUnit
+from qhpc_lab.wire.documents import ReservationOut as ReservationOut
+from qhpc_lab.wire.documents import RunningOut as RunningOut
+from qhpc_lab.wire.documents import SessionOut as SessionOut
+from qhpc_lab.wire.documents import SpecsOut as SpecsOut
+from qhpc_lab.wire.documents import TimelineOut as TimelineOut
 
 MAX_SHOTS = 1_000_000
 """Shots one job may ask for; the device's own ``max_runs`` (rule ``max_runs``) is lower."""
@@ -108,27 +131,6 @@ class SessionIn(BaseModel):
     )
 
 
-class SessionOut(BaseModel):
-    id: str
-    user_id: str
-    slurm_job_id: str | None
-    scheduler_job_id: str | None = Field(description="Warden's name of slurm_job_id.")
-    qpu_slots: int
-    created_at: str
-    revoked_at: str | None
-    revoke_reason: str | None
-    revocation_reason: str | None = Field(
-        description="Warden's name of revoke_reason: idle_timeout or max_lifetime_expired when "
-        "a deadline revoked it."
-    )
-    idle_expires_at: str | None = Field(
-        description="Revoked after this once none of its jobs is active; each job submitted "
-        "in it moves it on. Null: no idle deadline."
-    )
-    expires_at: str | None = Field(description="Revoked at this time. Null: no lifetime limit.")
-    slurm_account: str | None = Field(None, description="The Slurm job's account, if known.")
-
-
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sequence: Text | dict[Text, Any] = Field(
@@ -164,54 +166,6 @@ class JobIn(BaseModel):
         description="The loop's expected pause after this job before its next one; the QPU is "
         "held at most this long (and at most the policy's loop_hold_max_s).",
     )
-
-
-class CalibrationRangeOut(BaseModel):
-    """Consecutive shots of a job that ran under one calibration."""
-
-    id: int = Field(description="The calibration's number: it counts the device's calibrations.")
-    calibrated_at: str
-    shots_from: int = Field(description="First shot of the range (1-based).")
-    shots_to: int = Field(description="Last shot of the range (inclusive).")
-    age_s_first: float = Field(description="Calibration age when the range's first shot began.")
-    age_s_last: float = Field(description="Calibration age when the range's last shot ended.")
-    drift: dict[str, float] = Field(description="The calibration's drift parameters.")
-
-
-class JobOut(BaseModel):
-    id: int
-    user_id: str
-    created_at: str
-    status: str
-    results: str | None = Field(description='JSON text: {"counter": {bitstring: count}}.')
-    session_id: str | None
-    slurm_job_id: str | None
-    name: str | None
-    format: str
-    job_class: str
-    shots: int
-    shots_done: int
-    position: int | None = Field(description="1 = next to run, 0 = running, null when final.")
-    eta_s: float | None = Field(
-        description="Seconds until it is expected to end; null when final or held."
-    )
-    held_by: Literal[HOLDS] | None = Field(
-        description="What holds it while it waits (a timeline hold: maintenance runs nothing, "
-        "draining runs only started jobs, down: the QPU says DOWN, which also stalls the "
-        "running job's chunk); it has no ETA meanwhile."
-    )
-    started_at: str | None
-    finished_at: str | None
-    qpu_seconds: float = Field(description="Device time: shots × time per shot.")
-    emulator_seconds: float = Field(description="The emulator's own wall time.")
-    calibration_age_s: float | None
-    calibrations: list[CalibrationRangeOut] = Field(
-        description="The calibrations its shots ran under, per shot range, in shot order."
-    )
-    single_calibration: bool
-    loop: str | None = Field(description="The hybrid loop it belongs to (docs/policy.md rule 9).")
-    think_time_s: float | None = Field(description="The loop's expected pause after it.")
-    error: str | None
 
 
 def _setting_type(kind: str, domain: dict[str, Any]) -> Any:
@@ -257,14 +211,6 @@ class QpuSlotsOut(BaseModel):
     qpu_slots_total: int
     qpu_slots_used: int = Field(description="Slots the open sessions hold.")
     qpu_slots_available: int
-
-
-class AccessibleOut(BaseModel):
-    is_accessible: bool
-    message: str
-    qpu_slots_total: int | None = Field(None, description="Left out when slots are not managed.")
-    qpu_slots_used: int | None = None
-    qpu_slots_available: int | None = None
 
 
 class CapacityOut(BaseModel):
@@ -378,44 +324,11 @@ class JobsAccountingOut(BaseModel):
     pagination: PaginationOut
 
 
-Formats = Annotated[
-    list[str],
-    Field(
-        description="Program formats the device runs (an analog QPU: pulser); POST /jobs "
-        "refuses others (422, rule format)."
-    ),
-]
-
-
-class SpecsOut(BaseModel):
-    specs: str = Field(description="The Pulser device, as JSON text.")
-    formats: Formats
-
-
-class LogsOut(BaseModel):
-    logs: str
-
-
-class DispatcherOut(BaseModel):
-    ok: bool
-    reason: str | None = Field(description="store_unavailable or dispatcher_error while stalled.")
-    detail: str | None
-    since: str | None
-
-
 class ReplicaOut(BaseModel):
     name: str = Field(description="host:pid, as the dispatch lease names its holder.")
     leading: bool = Field(description="Whether this replica dispatches now.")
     epoch: int | None = Field(description="The lease epoch it dispatches under.")
     since: str | None
-
-
-DEVICE_STATES = tuple(state.value for state in DeviceState)
-
-
-class DeviceStateOut(BaseModel):
-    state: Literal[DEVICE_STATES]
-    message: str
 
 
 class HealthOut(BaseModel):
@@ -431,11 +344,6 @@ class HealthOut(BaseModel):
     )
 
 
-class RunningOut(BaseModel):
-    job_class: str
-
-
-OwnerKind = Literal[OWNER_KINDS]
 ReservationId = Annotated[int, Path(ge=1, lt=2**31, description="A reservation id.")]
 
 
@@ -450,75 +358,6 @@ class ReservationIn(BaseModel):
         "starts now."
     )
     ends_at: datetime = Field(description="Must be after starts_at and in the future.")
-
-
-class ReservationOut(BaseModel):
-    id: int
-    owner_kind: OwnerKind
-    owner: str
-    starts_at: float = Field(description="Unix time.")
-    ends_at: float = Field(description="Unix time.")
-    active: bool = Field(description="The window holds now: only its owner's work runs.")
-    created_at: float
-    created_by: str | None
-
-
-class LoopHoldOut(BaseModel):
-    loop: str | None = Field(description="The loop's id: only to its owner or an administrator.")
-    until: float = Field(description="Held at most until then (epoch seconds).")
-
-
-class DeviceOut(BaseModel):
-    name: str
-    profile: str
-    formats: Formats
-    state: Literal[DEVICE_STATES]
-    accessible: bool
-    draining: bool
-    message: str
-    calibrated_at: float
-    calibration_id: int = Field(description="The calibration in force: it counts calibrations.")
-    calibration_age_s: float
-    next_calibration_at: float | None
-    next_calibration_in_s: float | None
-    calibration_duration_s: float
-    time_per_shot_s: float
-    chunk_shots: int
-    cell_job_class: str = Field(
-        description="The class a %%qpu cell's job gets when the cell names none (a site "
-        "setting, docs/policy.md)."
-    )
-    queue_depth: dict[str, int] = Field(description="Active jobs (waiting or running) per class.")
-    running: RunningOut | None
-    running_job: int | None = Field(description="Only to its owner or an administrator.")
-    dispatcher: DispatcherOut
-    next_reservation: ReservationOut | None = Field(
-        description="The reservation in force, else the next to start (docs/policy.md rule 8)."
-    )
-    held_for_loop: LoopHoldOut | None = Field(
-        description="The hybrid loop the QPU is held for between two of its jobs, if any."
-    )
-
-
-class EstimateOut(BaseModel):
-    position: int = Field(description="Where the job would stand in line now (1 = next).")
-    done_in_s: float | None = Field(
-        description="Seconds until it would end: the queue ahead, calibrations and its own "
-        "run; null while a hold (held_by) keeps new jobs waiting."
-    )
-    run_s: float = Field(description="Its own shots' time on the device.")
-    held_by: Literal[HOLDS] | None
-    calibration_age_s: float
-    queue: dict[str, Any] = Field(
-        description="The queue as the caller's queue event shows it (GET /events): its "
-        "length and the caller's own jobs' places, nothing of other users' jobs."
-    )
-
-
-class TimelineOut(BaseModel):
-    job_id: int
-    status: str
-    entries: list[dict[str, Any]] = Field(description="docs/operations.md lists the events.")
 
 
 class AccountingRow(BaseModel):
@@ -538,8 +377,6 @@ class AccountingOut(BaseModel):
     rows: list[AccountingRow]
 
 
-QuotaKind = Literal["user", "account"]
-QuotaUnit = Literal["qpu_seconds", "shots"]
 QuotaSubject = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
 
 
@@ -556,22 +393,3 @@ class QuotaIn(BaseModel):
         pattern=PERIOD_PATTERN,
         description="day, week or month (UTC calendar), or <N>s: N seconds from the Unix epoch.",
     )
-
-
-class QuotaOut(BaseModel):
-    kind: QuotaKind
-    subject: str
-    unit: QuotaUnit
-    budget: float
-    period: str
-    used: float = Field(
-        description="Charged in this period: what ended jobs used, what active ones used plus "
-        "what their shots left would cost."
-    )
-    remaining: float
-    period_start: str
-    resets_at: str
-
-
-class QuotasOut(BaseModel):
-    quotas: list[QuotaOut]

@@ -15,12 +15,11 @@ import bisect
 import collections
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from qhpc_lab.scheduler.store import JobRow
-
-HOLDS = ("maintenance", "draining", "down")
+from qhpc_lab.vocabulary import HOLDS
+from qhpc_lab.wire.times import iso_time
 
 
 class Timelines:
@@ -154,7 +153,10 @@ def story(job: JobRow, entries: list[dict[str, Any]]) -> str:
             runs.append({**entry, "chunks": 1, "calibration_age_s": (age, age)})
         else:
             runs.append(entry)
-    lines += [f"{_utc(entry['at'])}  {_told(entry)}" for entry in runs]
+    lines += [
+        f"{iso_time(entry['at'], sep=' ', timespec='milliseconds')}  {_told(entry)}"
+        for entry in runs
+    ]
     return "\n".join(lines)
 
 
@@ -181,7 +183,3 @@ def _told(entry: dict[str, Any]) -> str:
     if kind == "finished":
         return f"finished {entry['status']}" + (f": {entry['error']}" if entry["error"] else "")
     return kind
-
-
-def _utc(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"

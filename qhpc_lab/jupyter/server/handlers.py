@@ -14,11 +14,8 @@ from jupyter_server.base.handlers import APIHandler
 from tornado.iostream import StreamClosedError
 
 from qhpc_lab.client import RefusedError, TargetError
-from qhpc_lab.eventstream import comment
+from qhpc_lab.eventstream import HEARTBEAT_S, comment
 from qhpc_lab.jupyter.server.service import QPUService
-
-HEARTBEAT_S = 15.0
-"""A comment line this often keeps proxies from closing an idle stream and finds dead tabs."""
 
 
 class _Handler(APIHandler):

@@ -3,7 +3,8 @@
 The server runs inside the user's Slurm job, so it finds the allocation's targets exactly as
 a kernel does (:func:`qhpc_lab.client.discover`). What it hands the browser is rebuilt from
 allow-listed fields only: the job environment holds secrets (scheduler tokens, the session id
-that ``X-Warden-Session`` carries, QRMI API keys) and none of it may reach a web page.
+that ``X-Warden-Session`` carries, QRMI API keys) and none of it may reach a web page. Of the
+scheduler's documents it passes on the fields :mod:`qhpc_lab.wire` marks relayed, no other.
 
 Each scheduler target's event stream (its :attr:`~SchedulerTarget.feed`) is followed once,
 however many browser tabs listen, and only while one does; its job, device and queue events
@@ -24,58 +25,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from qhpc_lab.client import ClientError, SchedulerTarget, Target, TargetInfo, discover
 from qhpc_lab.eventstream import StreamEvent, StreamState, encode
+from qhpc_lab.vocabulary import DeviceState
+from qhpc_lab.wire.documents import DeviceOut, JobOut, QueueEventOut, QuotaOut, relay
 
 log = logging.getLogger("qhpc.jupyter")
 
 PROBE_TIMEOUT_S = 5.0
 
-JOB_FIELDS = (
-    "id",
-    "name",
-    "status",
-    "job_class",
-    "format",
-    "shots",
-    "shots_done",
-    "position",
-    "eta_s",
-    "held_by",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "calibration_age_s",
-    "error",
-)
-"""What the browser may see of a job: not its results, its session id (a credential) nor
-anything else the scheduler adds later."""
-
-DEVICE_FIELDS = (
-    "state",
-    "message",
-    "draining",
-    "calibration_age_s",
-    "next_calibration_in_s",
-    "calibration_duration_s",
-    "queue_depth",
-    "running",
-    "running_job",
-    "next_reservation",
-)
-
 SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CRED|AUTH|SESSION", re.IGNORECASE)
 MIN_SECRET_LENGTH = 8
 """Shorter values (``1``, ``true``) are settings, not secrets, and would redact half the text."""
-QUEUE_FIELDS = ("revision", "waiting", "depth", "running", "jobs", "jobs_omitted")
-"""The scheduler's ``queue`` event, personal to the user: no other user's job ids or names."""
-RUNNING_FIELDS = ("job_class", "mine", "job_id", "eta_s")
-DEVICE_RUNNING_FIELDS = ("job_class",)
-"""``/device``'s running job, anyone's: its class, so that it is not counted as waiting."""
-RESERVATION_FIELDS = ("owner_kind", "owner", "starts_at", "ends_at")
-"""``/device``'s next reservation: whom the QPU is kept for and when (not who made it)."""
-
-QUOTA_FIELDS = ("kind", "subject", "unit", "budget", "period", "used", "resets_at")
-"""The caller's quotas (``GET /quotas``) as the sidebar shows them: use against budget."""
-
 URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s\"]+@", re.IGNORECASE)
 
 
@@ -99,26 +58,16 @@ def public_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def pick(data: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {name: data.get(name) for name in fields if name in data}
-
-
 def device_view(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``/device``'s (or a ``device`` event's) allow-listed fields."""
-    view = pick(data, DEVICE_FIELDS)
-    if isinstance(view.get("running"), Mapping):
-        view["running"] = pick(view["running"], DEVICE_RUNNING_FIELDS)
-    if isinstance(view.get("next_reservation"), Mapping):
-        view["next_reservation"] = pick(view["next_reservation"], RESERVATION_FIELDS)
-    return view
+    """``/device``'s (or a ``device`` event's) relayed fields: the running job's class (not
+    whose it is), the next reservation's owner and window (not who made it)."""
+    return relay(DeviceOut, data)
 
 
 def queue_view(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``queue`` event's allow-listed fields (the running job's id only when it is ours)."""
-    view = pick(data, QUEUE_FIELDS)
-    if isinstance(view.get("running"), Mapping):
-        view["running"] = pick(view["running"], RUNNING_FIELDS)
-    return view
+    """A ``queue`` event's relayed fields: personal to the user, with no other user's job
+    ids or names (the running job's id only when it is ours)."""
+    return relay(QueueEventOut, data)
 
 
 class QPUService:
@@ -187,7 +136,7 @@ class QPUService:
                 view.update(device_view(device))
             with contextlib.suppress(ClientError, TimeoutError):  # a server without quotas: none
                 mine = await asyncio.wait_for(target.request("GET", "/quotas"), PROBE_TIMEOUT_S)
-                view["quotas"] = [pick(q, QUOTA_FIELDS) for q in mine["quotas"]]
+                view["quotas"] = [relay(QuotaOut, quota) for quota in mine["quotas"]]
             queue = target.feed.latest("queue")
             if queue is not None:
                 view["queue"] = queue_view(queue.data)
@@ -205,7 +154,7 @@ class QPUService:
             "routed": target.name in self.routed,
             "reachable": info.reachable,
             "device": info.device,
-            "state": info.state if info.reachable else "OFFLINE",
+            "state": info.state if info.reachable else DeviceState.OFFLINE,
             "message": info.message,
             "calibration_age_s": info.calibration_age_s,
         }
@@ -230,7 +179,9 @@ class QPUService:
         return {"jobs": jobs, "errors": errors}
 
     def _job_view(self, target: str, job: Mapping[str, Any]) -> dict[str, Any]:
-        return {"target": target, **pick(job, JOB_FIELDS)}
+        """What the browser may see of a job: not its results, its session id (a credential)
+        nor any field the job document does not mark relayed."""
+        return {"target": target, **relay(JobOut, job)}
 
     async def cancel(self, job_id: int, target: str | None) -> dict[str, Any]:
         """Cancel on ``target`` (default: the default target if it is a scheduler, else the
@@ -287,7 +238,7 @@ class QPUService:
             gave_up = " (given up)" if stream.phase == "failed" else ""
             view.update(
                 reachable=False,
-                state="OFFLINE",
+                state=DeviceState.OFFLINE,
                 message=f"the scheduler's event stream{gave_up}: {stream.reason}",
                 retry_in_s=stream.retry_in_s,
             )
