@@ -125,12 +125,11 @@ def did_you_mean(key: str, known: Iterable[str], also: Iterable[str] = ()) -> st
 
 def problems(errors: Iterable[ErrorDetails]) -> list[str]:
     """Each error of a validation (``ValidationError.errors()``), naming the setting: a
-    validator's own words as they are, pydantic's after the setting's name."""
+    validator's own words after the setting's name unless they begin with it, pydantic's
+    after it."""
     found = []
     for item in errors:
         where = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "value_error":
-            found.append(str(item["ctx"]["error"]))
-        else:
-            found.append(f"{where}: {item['msg']}" if where else item["msg"])
+        words = str(item["ctx"]["error"]) if item["type"] == "value_error" else item["msg"]
+        found.append(f"{where}: {words}" if where and not words.startswith(where) else words)
     return found

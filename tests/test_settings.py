@@ -90,6 +90,23 @@ def test_lists_and_mappings_read_as_text(monkeypatch: pytest.MonkeyPatch) -> Non
     assert config.policy.class_priority == {"development": 30, "test": 25, "production": 10}
 
 
+def test_a_later_source_replaces_a_table_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variable's ``class_limits`` replaces the file's (its tables are not merged), as a
+    variable's ``class_priority`` does; the policy's defaults fill the classes not named."""
+    path = tmp_path / "scheduler.toml"
+    path.write_text(
+        "[scheduler]\nclass_priority = {development = 40}\n"
+        "[scheduler.class_limits.development]\nmax_shots = 5\n"
+    )
+    monkeypatch.setenv("QHPC_CLASS_LIMITS", '{"test": {"max_queued_per_user": 2}}')
+    monkeypatch.setenv("QHPC_CLASS_PRIORITY", "production=15")
+    config = SchedulerConfig.load(str(path))
+    assert list(config.class_limits) == ["test"]
+    assert config.policy.class_priority == {"development": 30, "test": 20, "production": 15}
+
+
 def test_an_unknown_key_is_named_with_the_one_meant(tmp_path: Path) -> None:
     path = tmp_path / "scheduler.toml"
     path.write_text("[scheduler]\nmax_conections = 10\n")

@@ -11,6 +11,7 @@ import argparse
 import copy
 import dataclasses
 import ipaddress
+import json
 import os
 import pwd
 import tomllib
@@ -139,6 +140,9 @@ def _pairs(value: Any) -> Any:
 
 
 def _class_limits(value: Any) -> Any:
+    """Class limits from a file's tables or JSON text (``QHPC_CLASS_LIMITS``), each checked."""
+    if isinstance(value, str):
+        value = json.loads(value)
     if not isinstance(value, Mapping):
         raise ValueError("class_limits must be a table of [class_limits.<class>] tables")
     return {job_class: ClassLimit.read(job_class, table) for job_class, table in value.items()}
@@ -246,9 +250,9 @@ class SchedulerConfig(BaseModel):
     """Jobs one session (one Slurm job) may have queued (0: no limit)."""
     max_queued_shots_per_session: int = 10_000_000
     """Shots one session may have queued (0: no limit)."""
-    class_limits: Annotated[dict[str, InstanceOf[ClassLimit]], BeforeValidator(_class_limits)] = (
-        Field(default_factory=dict)
-    )
+    class_limits: Annotated[
+        dict[str, InstanceOf[ClassLimit]], NoDecode, BeforeValidator(_class_limits)
+    ] = Field(default_factory=dict)
     """Per job class, who may use it and how much (``[class_limits.development]`` with
     ``users``, ``accounts``, ``max_shots``, ``max_queued_per_user``); a class without a table
     is open to all, unbounded. ``QHPC_CLASS_LIMITS`` takes the same as JSON."""
@@ -296,7 +300,10 @@ class SchedulerConfig(BaseModel):
     @model_validator(mode="after")
     def _within_bounds(self) -> SchedulerConfig:
         for host in self.admin_unbound_hosts:
-            ipaddress.ip_network(host, strict=False)  # ValueError names a bad one
+            try:
+                ipaddress.ip_network(host, strict=False)
+            except ValueError as err:
+                raise ValueError(f"admin_unbound_hosts: {err}") from None
         if self.qpu_slots_total < 0:
             raise ValueError("qpu_slots_total must be 0 (unmanaged) or more")
         if min(self.session_idle_timeout_s, self.session_max_lifetime_s) < 0:
