@@ -11,7 +11,6 @@ from pathlib import Path
 
 from qhpc_lab import __version__, admin
 from qhpc_lab.scheduler.config import add_setting_flags
-from qhpc_lab.scheduler.logs import LOG_FORMATS
 from qhpc_lab.standin import RESULT_FORMATS
 
 
@@ -24,25 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from qhpc_lab.scheduler.config import SchedulerConfig, setting_flags
     from qhpc_lab.scheduler.serving import serve
 
-    config = SchedulerConfig.load(
-        args.config,
-        host=args.host,
-        port=args.port,
-        db=args.db,
-        device=args.device,
-        qpu_url=args.qpu_url,
-        auth=args.auth,
-        max_connections=args.max_connections,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-        keep_alive_timeout_s=args.keep_alive_timeout,
-        log_format=args.log_format,
-        otlp_endpoint=args.otlp_endpoint,
-        ha=args.ha,
-        lease_renew_s=args.lease_renew,
-        lease_ttl_s=args.lease_ttl,
-        **setting_flags(args),
-    )
+    config = SchedulerConfig.load(args.config, **setting_flags(args))
     logs.configure(config.log_format)
     traces = tracing.configure("qhpc-scheduler", config.otlp_endpoint)
     app = create_app(config, driver=qpu_driver(config))
@@ -314,61 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = scheduler.add_subparsers(dest="action", required=True)
     serve = sub.add_parser("serve", help="run the daemon in the foreground")
     serve.add_argument("--config", help="TOML settings file (also $QHPC_CONFIG)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--db", help="SQLAlchemy URL (default: SQLite in $QHPC_STATE_DIR)")
-    serve.add_argument(
-        "--device", help="emulated QPU: device profile name or JSON file (default: test)"
-    )
-    serve.add_argument(
-        "--qpu-url",
-        metavar="URL",
-        help="drive the device behind this QPU API (qpu_url; e.g. qhpc qpu serve's "
-        "http://127.0.0.1:8090) instead of the emulated QPU in process",
-    )
-    serve.add_argument("--auth", help="munge, token, or munge,token (default: token)")
-    serve.add_argument(
-        "--max-connections",
-        type=int,
-        help="open connections served at once (setting max_connections)",
-    )
-    serve.add_argument(
-        "--header-timeout",
-        type=float,
-        help="seconds a client has to send request headers (header_timeout_s)",
-    )
-    serve.add_argument(
-        "--body-timeout",
-        type=float,
-        help="seconds a client has to send a request body (body_timeout_s)",
-    )
-    serve.add_argument(
-        "--keep-alive-timeout",
-        type=float,
-        help="seconds an idle keep-alive connection stays (keep_alive_timeout_s)",
-    )
-    serve.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        help="text lines, or one JSON object per line with a job's ids (log_format)",
-    )
-    serve.add_argument(
-        "--otlp-endpoint",
-        metavar="URL",
-        help="send OpenTelemetry traces to this OTLP/HTTP endpoint (otlp_endpoint; default off)",
-    )
-    serve.add_argument(
-        "--ha",
-        action="store_true",
-        default=None,
-        help="one of several replicas on one PostgreSQL --db; the lease holder dispatches (ha)",
-    )
-    serve.add_argument(
-        "--lease-renew", type=float, help="HA: seconds between lease renewals (lease_renew_s)"
-    )
-    serve.add_argument(
-        "--lease-ttl", type=float, help="HA: seconds a lease lasts unrenewed (lease_ttl_s)"
-    )
     add_setting_flags(serve)
     serve.set_defaults(run=_serve)
     token = sub.add_parser("token", help="print a bearer token for token auth")

@@ -5,29 +5,28 @@ its examples load. Every list here is read from the code, never written out by h
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import itertools
 import os
 import re
-import textwrap
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from pydantic import BaseModel
+from pydantic_settings import EnvSettingsSource
 
 from qhpc_lab import cli
 from qhpc_lab.client import _discovery
 from qhpc_lab.hpc.gridengine import GridEngineConfig
 from qhpc_lab.hpc.hooks import HookSettings
 from qhpc_lab.hpc.slurm import HookConfig
-from qhpc_lab.scheduler.config import SchedulerConfig, setting_kinds
+from qhpc_lab.scheduler.config import SchedulerConfig, SchedulerSettings
 from qhpc_lab.scheduler.policy import PolicyConfig
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -122,46 +121,49 @@ class Expected:
 
 
 def names(cls: type) -> frozenset[str]:
-    return frozenset(spec.name for spec in dataclasses.fields(cls))
+    """A settings model's keys (a table's dataclass: its fields)."""
+    if dataclasses.is_dataclass(cls):
+        return frozenset(spec.name for spec in dataclasses.fields(cls))
+    return frozenset(cast(type[BaseModel], cls).model_fields)
 
 
 def defaults(cls: type) -> dict[str, Any]:
-    """Each field's default (a factory's, made)."""
-    found = {}
-    for spec in dataclasses.fields(cls):
-        made = spec.default_factory is not dataclasses.MISSING
-        found[spec.name] = spec.default_factory() if made else spec.default
-    return found
+    """Each key's default (a factory's, made); a required key has none."""
+    if dataclasses.is_dataclass(cls):
+        return {
+            spec.name: spec.default_factory()
+            if spec.default_factory is not dataclasses.MISSING
+            else spec.default
+            for spec in dataclasses.fields(cls)
+        }
+    fields = cast(type[BaseModel], cls).model_fields
+    return {
+        name: info.get_default(call_default_factory=True)
+        for name, info in fields.items()
+        if not info.is_required()
+    }
 
 
 def scheduler_keys() -> frozenset[str]:
-    """What :meth:`SchedulerConfig.load` accepts: its fields but ``policy``, whose own
-    settings it takes by their names."""
-    return names(SchedulerConfig) - {"policy"} | frozenset(setting_kinds())
+    """What :meth:`SchedulerConfig.load` accepts: the keys of the model its sources fill."""
+    return names(SchedulerSettings)
+
+
+def dataclasses_in(annotation: Any) -> list[type]:
+    """The dataclasses an annotation holds (``dict[str, InstanceOf[ClassLimit]]``)."""
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return [annotation]
+    return [found for arg in typing.get_args(annotation) for found in dataclasses_in(arg)]
 
 
 def nested_tables() -> dict[str, type]:
     """Scheduler keys holding a table of tables of a dataclass (``class_limits``), by key."""
-    hints = typing.get_type_hints(SchedulerConfig)
     return {
-        name: argument
-        for name, hint in hints.items()
-        for argument in typing.get_args(hint)
-        if dataclasses.is_dataclass(argument)
+        name: table
+        for name, info in SchedulerConfig.model_fields.items()
+        if name in scheduler_keys()
+        for table in dataclasses_in(info.annotation)
     }
-
-
-def top_level_target_keys() -> frozenset[str]:
-    """The keys a targets file takes at its top level: the set ``_from_file`` subtracts."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(_discovery._from_file)))
-    known = [
-        node.right
-        for node in ast.walk(tree)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
-        if isinstance(node.right, ast.Set)
-    ]
-    assert len(known) == 1, "_from_file no longer subtracts one set of known keys: update this"
-    return frozenset(ast.literal_eval(known[0]))
 
 
 @cache
@@ -178,9 +180,9 @@ def expected() -> dict[str, Expected]:
         found[side] = Expected(names(settings) - shared, (defaults(settings),))
         for key, table_keys in settings.TABLES.items():
             found[f"{side}.{key}"] = Expected(frozenset(table_keys))
-    found["targets"] = Expected(top_level_target_keys())
-    for group, keys in _discovery._FILE_KEYS.items():
-        found[f"targets.{group}"] = Expected(frozenset(keys))
+    found["targets"] = Expected(names(_discovery.TargetsFile))
+    for group, target in _discovery.TARGET_SETTINGS.items():
+        found[f"targets.{group}"] = Expected(names(target))
     return found
 
 
@@ -240,36 +242,24 @@ def test_each_default_is_the_codes(table: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-class Reading(dict[str, str]):
-    """An empty environment that notes every name looked up in it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.read: list[str] = []
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.read.append(key)
-        return default
-
-
 def test_each_variable_is_one_the_scheduler_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The variables column lists exactly what :meth:`SchedulerConfig.load` looks up (but
-    ``QHPC_CONFIG``, the file's name), each beside the key it sets."""
-    environ = Reading()
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "environ", environ)
-        SchedulerConfig.load()
-    read = set(environ.read) - {"QHPC_CONFIG"}
+    """The variables column lists exactly the variables the daemon's environment source reads
+    (``QHPC_CONFIG``, the file's name, aside), each beside the key it sets."""
     rows = tables()["scheduler"]
-    documented = {row.code("variable")[0] for row in rows if row.code("variable")}
-    assert documented == read
-    paired = [row for row in rows if row.code("variable") != [f"QHPC_{row.key.upper()}"]]
-    assert not paired, f"variables beside another key's row: {[row.key for row in paired]}"
+    documented = {row.code("variable")[0]: row.key for row in rows if row.code("variable")}
+    for name in [name for name in os.environ if name.startswith("QHPC_")]:
+        monkeypatch.delenv(name)
+    for variable in [*documented, "QHPC_CONFIG", "QHPC_NO_SUCH_SETTING"]:
+        monkeypatch.setenv(variable, "{}")  # text every key's variable can hold
+    read = EnvSettingsSource(SchedulerSettings)()
+    assert read.keys() == set(documented.values()) == scheduler_keys()
+    paired = [key for variable, key in documented.items() if variable != f"QHPC_{key.upper()}"]
+    assert not paired, f"variables beside another key's row: {paired}"
 
 
 def serve_parser(monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentParser:
-    """The parser of ``qhpc scheduler serve`` as ``qhpc`` builds it (caught where the policy's
-    flags are added to it)."""
+    """The parser of ``qhpc scheduler serve`` as ``qhpc`` builds it (caught where the
+    settings' flags are added to it)."""
     built: list[argparse.ArgumentParser] = []
     add_flags: Callable[[argparse.ArgumentParser], None] = cli.add_setting_flags
 
@@ -283,41 +273,18 @@ def serve_parser(monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentParser:
     return built[0]
 
 
-def flag_settings() -> dict[str, str]:
-    """Which setting each ``serve`` option is passed to :meth:`SchedulerConfig.load` as, by
-    the option's ``dest``: read from ``_serve``'s call (``**setting_flags(args)``: the
-    policy's options, whose dest is the setting's name)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cli._serve)))
-    calls = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-        if node.func.attr == "load" and getattr(node.func.value, "id", "") == "SchedulerConfig"
-    ]
-    assert len(calls) == 1, "_serve no longer calls SchedulerConfig.load once: update this"
-    found = {}
-    for keyword in calls[0].keywords:
-        value = keyword.value
-        if keyword.arg is None:
-            assert isinstance(value, ast.Call) and getattr(value.func, "id", "") == "setting_flags"
-            found.update({name: name for name in setting_kinds()})
-        elif isinstance(value, ast.Attribute) and getattr(value.value, "id", "") == "args":
-            found[value.attr] = keyword.arg
-    return found
-
-
 def test_each_flag_is_one_of_serve(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The flag column pairs each key with the ``qhpc scheduler serve`` option that sets it,
-    and lists every such option."""
+    """The flag column pairs each key with the ``qhpc scheduler serve`` option that sets it
+    (its ``dest``, as ``setting_flags`` passes it to the loader), and lists every such
+    option."""
     parser = serve_parser(monkeypatch)
     capsys.readouterr()  # the help text
-    settings = flag_settings()
     options = [a for a in parser._actions if a.dest not in ("help", "config")]
-    unmapped = [a.option_strings for a in options if a.dest not in settings]
+    unmapped = [a.option_strings for a in options if a.dest not in scheduler_keys()]
     assert not unmapped, f"serve options passed to no setting: {unmapped}"
-    in_code = {(settings[a.dest], max(a.option_strings, key=len)) for a in options}
+    in_code = {(a.dest, max(a.option_strings, key=len)) for a in options}
     rows = tables()["scheduler"]
     documented = {(row.key, row.code("flag")[0]) for row in rows if row.code("flag")}
     assert documented == in_code

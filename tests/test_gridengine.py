@@ -10,7 +10,6 @@ the hooks' parsing and the load sensor protocol without a cluster.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import pwd
 import re
@@ -460,9 +459,9 @@ def test_qsub_variables_do_not_steer_the_root_prolog(
             "QHPC_SLURM_SCHEDULER_URL": listener.url,
         }
         values = {"scheduler_url": listener.url, "qstat": f"{folder}/qstat", "run_dir": "/tmp"}
-        for spec in dataclasses.fields(GridEngineConfig):
-            value = values.get(spec.name, str(folder / spec.name))
-            forged[f"QHPC_GRIDENGINE_{spec.name.upper()}"] = value
+        for name in GridEngineConfig.model_fields:
+            value = values.get(name, str(folder / name))
+            forged[f"QHPC_GRIDENGINE_{name.upper()}"] = value
         variables = ",".join(f"{name}={value}" for name, value in forged.items())
         job_id, output, done = site.qsub("-l", "qpu=1", "-v", variables, command="/usr/bin/env")
         assert done.returncode == 0, done.stdout + done.stderr

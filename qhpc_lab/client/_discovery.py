@@ -9,12 +9,17 @@ the variables or the file become one-line ``problems``; they never stop discover
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError
+from pydantic_settings import SettingsConfigDict
+
 from qhpc_lab.client._target import Target
+from qhpc_lab.settings import SettingsModel, problems, toml_type, wrong_type
 from qhpc_lab.wire import qrmi
 
 DEFAULT_TARGETS_FILE = "~/.config/qhpc/targets.toml"
@@ -22,11 +27,91 @@ EMULATOR = "emulator"
 SCHEDULER_TYPES = ("scheduler", "pasqal-local")
 """Types served by our scheduler target: ``pasqal-local`` is QRMI's name for a Warden."""
 
-_FILE_KEYS = {
-    "scheduler": {"type", "url", "token", "token_file", "auth", "session", "job_timeout_s"},
-    "emulator": {"type", "device"},
-    "qrmi": {"type", "config", "job_timeout_s"},
+
+class TargetsFile(SettingsModel):
+    """The targets file's top-level keys (docs/configuration.md, "The client's targets file")."""
+
+    default: str | None = None
+    """The target a submission that names none goes to (after the job's QRMI resources)."""
+    targets: dict[str, Any] = Field(default_factory=dict)
+    """One table per target, ``[targets.NAME]``, read by its type's :class:`TargetSettings`."""
+
+
+class TargetSettings(SettingsModel, ABC):
+    """A ``[targets.NAME]`` table; a subclass per kind of target says what else it takes."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    type: str
+
+    @abstractmethod
+    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
+        """The target these settings describe, named ``name``, found in ``origin``."""
+
+
+class SchedulerTargetSettings(TargetSettings):
+    """Our scheduler or a plain Warden (``scheduler``, ``pasqal-local``)."""
+
+    url: str | list[str]
+    """The scheduler's URL, or its replicas' (:func:`scheduler_urls`)."""
+    token: str | None = None
+    token_file: str | None = None
+    """A file holding the bearer token (``~`` is the user's home), read when the client starts."""
+    auth: str = "auto"
+    session: str | None = None
+    job_timeout_s: float | None = None
+
+    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
+        from qhpc_lab.client._scheduler import SchedulerTarget
+
+        token = self.token
+        if token is None and self.token_file is not None:
+            token = _expand(self.token_file, environ).read_text().strip()
+        return SchedulerTarget(
+            name,
+            scheduler_urls(self.url),
+            type=self.type,
+            origin=origin,
+            token=token or environ.get("QHPC_TOKEN"),
+            auth=self.auth,
+            session=self.session,
+            job_timeout_s=self.job_timeout_s,
+        )
+
+
+class EmulatorTargetSettings(TargetSettings):
+    """A local emulator checking programs against a device profile."""
+
+    device: str | None = None
+
+    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
+        from qhpc_lab.client._emulator import EmulatorTarget
+
+        return EmulatorTarget(name, origin, device=self.device)
+
+
+class QRMITargetSettings(TargetSettings):
+    """Any other QRMI resource type."""
+
+    config: dict[str, Any] | None = None
+    """Settings for QRMI's ``QuantumResource.from_config``, as text."""
+    job_timeout_s: float | None = None
+
+    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
+        from qhpc_lab.client._qrmi import QRMITarget
+
+        config = None if self.config is None else {str(k): str(v) for k, v in self.config.items()}
+        return QRMITarget(
+            name, self.type, origin=origin, config=config, job_timeout_s=self.job_timeout_s
+        )
+
+
+TARGET_SETTINGS: dict[str, type[TargetSettings]] = {
+    "scheduler": SchedulerTargetSettings,
+    "emulator": EmulatorTargetSettings,
+    "qrmi": QRMITargetSettings,
 }
+"""Each group of target types (:data:`SCHEDULER_TYPES`, the emulator, QRMI's) → its table."""
 
 
 @dataclass
@@ -156,16 +241,21 @@ def _from_file(
     except (OSError, tomllib.TOMLDecodeError) as err:
         found.problems.append(f"targets file {path} is unreadable: {err}")
         return None
-    unknown = set(data) - {"default", "targets"}
+    known = TargetsFile.model_fields
+    unknown = set(data) - set(known)
     if unknown:
         found.problems.append(f"{path}: unknown top-level keys {', '.join(sorted(unknown))}")
-    for name, table in (data.get("targets") or {}).items():
+    try:
+        read = TargetsFile.read({key: value for key, value in data.items() if key in known})
+    except ValidationError as err:
+        found.problems.append(f"{path}: {'; '.join(problems(err.errors()))}")
+        return None
+    for name, table in read.targets.items():
         try:
             found.add(_file_target(name, table, path, environ))
         except (ValueError, TypeError, KeyError, OSError) as err:
             found.problems.append(f"{path}: target {name!r} ignored: {err}")
-    default = data.get("default")
-    return str(default) if default is not None else None
+    return read.default
 
 
 def _file_target(name: str, table: Any, path: Path, environ: Mapping[str, str]) -> Target:
@@ -173,30 +263,18 @@ def _file_target(name: str, table: Any, path: Path, environ: Mapping[str, str]) 
         raise ValueError("a target is a table with a 'type'")
     kind = str(table["type"])
     group = "scheduler" if kind in SCHEDULER_TYPES else "emulator" if kind == EMULATOR else "qrmi"
-    unknown = set(table) - _FILE_KEYS[group]
+    settings = TARGET_SETTINGS[group]
+    unknown = set(table) - set(settings.model_fields)
     if unknown:
         raise ValueError(f"unknown keys {', '.join(sorted(unknown))} for type {kind!r}")
-    return _BUILDERS[group](name, kind, table, str(path), environ)
-
-
-def _scheduler(
-    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
-) -> Target:
-    from qhpc_lab.client._scheduler import SchedulerTarget
-
-    token = table.get("token")
-    if token is None and "token_file" in table:
-        token = _expand(table["token_file"], environ).read_text().strip()
-    return SchedulerTarget(
-        name,
-        scheduler_urls(table["url"]),
-        type=kind,
-        origin=origin,
-        token=token or environ.get("QHPC_TOKEN"),
-        auth=table.get("auth", "auto"),
-        session=table.get("session"),
-        job_timeout_s=table.get("job_timeout_s"),
-    )
+    for key, value in table.items():
+        if (words := wrong_type(settings.model_fields[key], value)) is not None:
+            raise ValueError(f"`{key}` must be {words}, not {toml_type(value)} ({value!r})")
+    try:
+        read = settings.read(table)
+    except ValidationError as err:
+        raise ValueError("; ".join(problems(err.errors()))) from None
+    return read.target(name, str(path), environ)
 
 
 def scheduler_urls(value: Any) -> list[str]:
@@ -207,29 +285,3 @@ def scheduler_urls(value: Any) -> list[str]:
     if not urls:
         raise ValueError(f"url names no scheduler: {value!r}")
     return urls
-
-
-def _emulator(
-    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
-) -> Target:
-    from qhpc_lab.client._emulator import EmulatorTarget
-
-    return EmulatorTarget(name, origin, device=table.get("device"))
-
-
-def _qrmi(
-    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
-) -> Target:
-    from qhpc_lab.client._qrmi import QRMITarget
-
-    config = {str(k): str(v) for k, v in table["config"].items()} if "config" in table else None
-    return QRMITarget(
-        name, kind, origin=origin, config=config, job_timeout_s=table.get("job_timeout_s")
-    )
-
-
-_BUILDERS: dict[str, Callable[[str, str, dict[str, Any], str, Mapping[str, str]], Target]] = {
-    "scheduler": _scheduler,
-    "emulator": _emulator,
-    "qrmi": _qrmi,
-}

@@ -68,7 +68,6 @@ READY_STATES = ("ONLINE", "CALIBRATING")
 """Device states in which the QPU takes work (calibration pauses it briefly)."""
 
 
-@dataclass(frozen=True)
 class GridEngineConfig(HookSettings):
     """Grid Engine hook settings (keys of HookSettings, plus the ones below) in a root-owned
     file (``[gridengine]`` table or top-level keys), default /etc/qhpc/gridengine.toml."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import json
 import logging
 import os
@@ -32,7 +31,12 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
+
+from pydantic import ValidationError, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from qhpc_lab.settings import SettingsModel, did_you_mean, problems, toml_type, wrong_type
 
 from qhpc_lab.wire import qrmi
 
@@ -70,15 +74,17 @@ class SettingsError(ValueError):
         self.problems = list(problems)
 
 
-@dataclass(frozen=True)
-class HookSettings:
+class HookSettings(SettingsModel):
     """Settings every scheduler side has: defaults, then a TOML file (top-level keys or a
     ``[{SECTION}]`` table). A side subclasses it with its own section, default file and fields.
 
-    The file is the only source: a root hook runs in a job's context, where the environment is
-    the user's to write (Grid Engine hands a root prolog the job's ``qsub -v`` variables), so
-    no variable may point the hooks elsewhere, and the file must be one only root can change.
+    The file is the only source (the model names no variables): a root hook runs in a job's
+    context, where the environment is the user's to write (Grid Engine hands a root prolog the
+    job's ``qsub -v`` variables), so no variable may point the hooks elsewhere, and the file
+    must be one only root can change.
     """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     SECTION: ClassVar[str] = ""
     DEFAULT_CONFIG: ClassVar[str] = ""
@@ -103,7 +109,8 @@ class HookSettings:
     TABLES: ClassVar[Mapping[str, frozenset[str]]] = {}
     """Settings written as arrays of tables (``[[name]]``), with the string keys each takes."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
         if not _VARIABLE_NAME.match(self.resource):
             raise ValueError(
                 f"resource {self.resource!r} must be usable as an environment variable prefix "
@@ -113,14 +120,19 @@ class HookSettings:
             raise ValueError(
                 f"scheduler_url must be an http(s) address, not {self.scheduler_url!r}"
             )
+        return self
 
-    def qpu_configs(self: Settings) -> list[Settings]:
+    def replaced(self, **changes: Any) -> Self:
+        """A copy with ``changes``, checked as the file's values are."""
+        return type(self)(**{**dict(self), **changes})
+
+    def qpu_configs(self) -> list[Self]:
         """One settings per QPU these serve (resource, scheduler and records its own): this
         one, unless a side takes several QPUs in one file (Slurm's ``[[qpus]]``)."""
         return [self]
 
     @classmethod
-    def load(cls: type[Settings], path: str | None = None) -> Settings:
+    def load(cls, path: str | None = None) -> Self:
         """Settings from ``path`` (default DEFAULT_CONFIG), a file that must exist and that
         only root (or this process's user) can change: without it no hook runs, rather than
         send root's credential to a default URL someone else may listen on."""
@@ -131,7 +143,7 @@ class HookSettings:
         return cls.parse(file.read_text(), file)
 
     @classmethod
-    def parse(cls: type[Settings], text: str, file: Path) -> Settings:
+    def parse(cls, text: str, file: Path) -> Self:
         """Settings from ``text``, the TOML of ``file``; else SettingsError naming every
         unknown key at any level (with the key likely meant), every key the hooks would not
         read, every value of the wrong type and every value the settings refuse: a typo must
@@ -140,8 +152,20 @@ class HookSettings:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise SettingsError(file, [f"not valid TOML: {err}"]) from None
-        kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
-        problems: list[str] = []
+        accepted, found = cls._from_file(data)
+        try:
+            settings = cls.read(accepted)
+        except ValidationError as err:
+            found += problems(err.errors())
+        if found:
+            raise SettingsError(file, found)
+        return settings
+
+    @classmethod
+    def _from_file(cls, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The settings of a TOML document that have their type, and what is wrong in it."""
+        settings = cls.model_fields
+        found: list[str] = []
         section = data.get(cls.SECTION)
         if isinstance(section, dict):  # other tables are other programs' (a shared file)
             values, prefix = section, f"{cls.SECTION}."
@@ -149,69 +173,40 @@ class HookSettings:
                 if key == cls.SECTION or isinstance(value, dict):
                     continue
                 if key in cls.TABLES:
-                    problems.append(
+                    found.append(
                         f"the [[{key}]] tables are outside the [{cls.SECTION}] table, where the "
                         f"hooks read their settings: write them [[{cls.SECTION}.{key}]]"
                     )
-                elif key in kinds:
-                    problems.append(
+                elif key in settings:
+                    found.append(
                         f"`{key}` is outside the [{cls.SECTION}] table, where the hooks read "
                         f"their settings: move it below the [{cls.SECTION}] line"
                     )
                 else:
-                    problems.append(_unknown(key, kinds, f" (outside [{cls.SECTION}])"))
+                    found.append(_unknown(key, settings, f" (outside [{cls.SECTION}])"))
         else:
             values, prefix = data, ""
         accepted: dict[str, Any] = {}
         for key, value in values.items():
-            kind = kinds.get(key)
-            if kind is None:
+            setting = settings.get(key)
+            if setting is None:
                 place = f" in [{cls.SECTION}]" if prefix else ""
                 also = () if prefix else (cls.SECTION,)  # a misspelt [slurm] table
-                problems.append(_unknown(key, kinds, place, also))
-            elif kind is tuple:
-                entries, found = _tables(f"{prefix}{key}", value, cls.TABLES.get(key, frozenset()))
-                problems += found
+                found.append(_unknown(key, settings, place, also))
+            elif key in cls.TABLES:
+                entries, wrong = _tables(f"{prefix}{key}", value, cls.TABLES[key])
+                found += wrong
                 accepted[key] = entries
-            elif (wrong := _wrong_type(f"{prefix}{key}", value, kind)) is not None:
-                problems.append(wrong)
+            elif (words := wrong_type(setting, value)) is not None:
+                found.append(f"`{prefix}{key}` must be {words}, not {toml_type(value)} ({value!r})")
             else:
-                accepted[key] = kind(value)
-        try:
-            settings = cls(**accepted)
-        except ValueError as err:
-            problems.append(str(err))
-        if problems:
-            raise SettingsError(file, problems)
-        return settings
-
-
-_EXPECTED = {str: "a string", float: "a number", int: "a whole number"}
-"""What a setting of each type must be, as a site reads it."""
-
-
-def _toml_type(value: object) -> str:
-    """``value``'s TOML type, in words."""
-    kinds = ((bool, "a boolean"), (int, "a whole number"), (float, "a number"), (str, "a string"))
-    kinds += ((list, "an array"), (dict, "a table"))
-    return next((name for kind, name in kinds if isinstance(value, kind)), "a date or time")
-
-
-def _wrong_type(name: str, value: object, kind: type) -> str | None:
-    """Why ``value`` cannot be the setting ``name`` of type ``kind``; None when it can (a whole
-    number is a number too, a boolean is none)."""
-    fits = isinstance(value, int | float) if kind is float else isinstance(value, kind)
-    if fits and not isinstance(value, bool):
-        return None
-    return f"`{name}` must be {_EXPECTED[kind]}, not {_toml_type(value)} ({value!r})"
+                accepted[key] = value
+        return accepted, found
 
 
 def _unknown(key: str, known: Iterable[str], place: str, also: Iterable[str] = ()) -> str:
     """An unknown key's problem, with the known one (or one of ``also``) it likely misspells."""
-    names = sorted(known)
-    match = difflib.get_close_matches(key, [*names, *also], n=1)
-    hint = f"did you mean `{match[0]}`?" if match else f"the keys are {', '.join(names)}"
-    return f"unknown key `{key}`{place}: {hint}"
+    return f"unknown key `{key}`{place}: {did_you_mean(key, known, also)}"
 
 
 def _tables(
@@ -220,26 +215,27 @@ def _tables(
     """The ``[[name]]`` tables of ``value`` with their string ``keys``, and what is wrong
     with them (unknown keys, values that are no string: those are left out)."""
     if not isinstance(value, list):
-        problem = (
-            f"`{name}` must be [[{name}]] tables (an array of tables), not {_toml_type(value)}"
-        )
+        problem = f"`{name}` must be [[{name}]] tables (an array of tables), not {toml_type(value)}"
         return (), [problem]
     entries: list[dict[str, str]] = []
-    problems: list[str] = []
+    found: list[str] = []
     for number, entry in enumerate(value, 1):
         if not isinstance(entry, dict):
-            problems.append(f"`{name}` must hold [[{name}]] tables, not {_toml_type(entry)}")
+            found.append(f"`{name}` must hold [[{name}]] tables, not {toml_type(entry)}")
             continue
         accepted = {}
         for key, item in entry.items():
             if key not in keys:
-                problems.append(_unknown(key, keys, f" in [[{name}]] table {number}"))
-            elif (wrong := _wrong_type(f"{name}.{key}", item, str)) is not None:
-                problems.append(f"{wrong} (table {number})")
+                found.append(_unknown(key, keys, f" in [[{name}]] table {number}"))
+            elif not isinstance(item, str):
+                found.append(
+                    f"`{name}.{key}` must be a string, not {toml_type(item)} ({item!r}) "
+                    f"(table {number})"
+                )
             else:
                 accepted[key] = item
         entries.append(accepted)
-    return tuple(entries), problems
+    return tuple(entries), found
 
 
 def check_trusted_file(path: Path, owner: str = "") -> None:

@@ -24,7 +24,6 @@ reach the scheduler still runs; its TaskProlog says why, and the client uses the
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
@@ -32,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
+
+from pydantic import model_validator
 
 from qhpc_lab.hpc import hooks
 from qhpc_lab.hpc.hooks import (
@@ -89,7 +90,6 @@ LIST_VARIABLES = (*QRMI_LIST_VARIABLES, *qrmi.SLURM_LIST_VARIABLES)
 """QRMI's lists and the aliases QRMI's SPANK plugin exports too."""
 
 
-@dataclass(frozen=True)
 class HookConfig(HookSettings):
     """Slurm hook settings (keys of HookSettings, plus ``licence``, ``squeue`` and ``qpus``) in
     a root-owned file (``[slurm]`` table or top-level keys), which the wrapper scripts pass
@@ -110,8 +110,8 @@ class HookConfig(HookSettings):
     """Several QPUs (``[[qpus]]`` tables of ``QPU_KEYS``), each with its own
     licence, scheduler and resource name; they replace the top-level three. Empty: one QPU."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    @model_validator(mode="after")
+    def _one_per_qpu(self) -> HookConfig:
         for entry in self.qpus:
             if not isinstance(entry, dict) or not set(entry) <= self.QPU_KEYS:
                 raise ValueError(
@@ -123,6 +123,7 @@ class HookConfig(HookSettings):
         if None in names or None in licences or len({*names}) < len(names):
             raise ValueError("each of qpus needs its own resource and licence")
         self.qpu_configs()  # each QPU's resource and scheduler_url are checked as one's
+        return self
 
     def qpu_configs(self) -> list[HookConfig]:
         """One single-QPU configuration per QPU; each keeps its records in its own folder
@@ -130,9 +131,7 @@ class HookConfig(HookSettings):
         if not self.qpus:
             return [self]
         return [
-            dataclasses.replace(
-                self, **entry, qpus=(), run_dir=str(Path(self.run_dir) / entry["resource"])
-            )
+            self.replaced(**entry, qpus=(), run_dir=str(Path(self.run_dir) / entry["resource"]))
             for entry in self.qpus
         ]
 

@@ -1,21 +1,42 @@
-"""Scheduler settings: defaults, then a TOML file, then ``QHPC_*`` variables, then CLI flags."""
+"""Scheduler settings: defaults, then a TOML file, then ``QHPC_*`` variables, then CLI flags.
+
+Each setting is one field of :class:`SchedulerConfig` (a policy setting, one of
+:class:`~qhpc_lab.scheduler.policy.PolicyConfig`); the ``qhpc scheduler serve`` flags, the
+variables and the file's keys follow from it (:mod:`qhpc_lab.settings`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
-import functools
 import ipaddress
 import json
 import os
 import pwd
 import tomllib
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from qhpc_lab.scheduler.logs import LOG_FORMATS
 from qhpc_lab.scheduler.policy import JOB_CLASSES, PolicyConfig
+from qhpc_lab.settings import SettingsModel, did_you_mean, problems, wrong_type
 
 
 def state_dir() -> Path:
@@ -92,18 +113,80 @@ def _user(name: str, where: str) -> str:
         raise ValueError(f"{where}.users: {err}") from None
 
 
-@dataclass
-class SchedulerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8006
-    db: str = ""
-    """SQLAlchemy URL; empty means SQLite in the state directory."""
-    device: str = "test"
-    """Device profile of the emulated QPU: a shipped name or a JSON file (unused with
-    ``qpu_url``)."""
-    qpu_url: str = ""
-    """The QPU API (Pasqal's on-premises API, ``/api/v1`` below it) of the device to drive;
-    empty: the emulated QPU in process. ``qhpc qpu serve`` serves the emulated one over it."""
+def _names(value: Any) -> Any:
+    """A list setting from a file's array, a number (``admin_uids = 0``) or text ``a,b``."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (str(value),)
+    if isinstance(value, list | tuple):
+        return tuple(str(item) for item in value)
+    return value
+
+
+def _pairs(value: Any) -> Any:
+    """A mapping setting from text ``key=value,key=value`` (a variable, a flag); a table as it
+    is, its values whole numbers."""
+    if isinstance(value, str):
+        pairs = [pair.partition("=") for pair in value.split(",") if pair.strip()]
+        if not all(sep for _, sep, _ in pairs):
+            raise ValueError(f"expected key=value,key=value, got {value!r}")
+        return {key.strip(): int(number) for key, _, number in pairs}
+    if isinstance(value, Mapping):
+        for key, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, int):
+                raise ValueError(f"{key} must be a whole number, not {number!r}")
+    return value
+
+
+def _class_limits(value: Any) -> Any:
+    """Class limits from a file's tables or JSON text (``QHPC_CLASS_LIMITS``), each checked."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise ValueError("class_limits must be a table of [class_limits.<class>] tables")
+    return {job_class: ClassLimit.read(job_class, table) for job_class, table in value.items()}
+
+
+Names = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_names)]
+"""A list: a TOML array, or text with commas (a variable, a flag, or the file)."""
+
+
+def _flag(**argparse: Any) -> dict[str, Any]:
+    """A field's mark that ``qhpc scheduler serve`` takes it as a flag (``metavar``,
+    ``choices`` as argparse has them)."""
+    return {"flag": True, **argparse}
+
+
+class SchedulerConfig(BaseModel):
+    """The daemon's settings. Built directly, exactly the values given (tests, benchmarks);
+    :meth:`load` reads them from the file, the variables and the flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(
+        "127.0.0.1", description="the address to listen on", json_schema_extra=_flag()
+    )
+    port: int = Field(8006, description="the TCP port to listen on", json_schema_extra=_flag())
+    db: str = Field(
+        "",
+        description="SQLAlchemy URL (default: SQLite in $QHPC_STATE_DIR)",
+        json_schema_extra=_flag(),
+    )
+    device: str = Field(
+        "test",
+        description="emulated QPU: device profile name or JSON file (default: test)",
+        json_schema_extra=_flag(),
+    )
+    """Unused with ``qpu_url``."""
+    qpu_url: str = Field(
+        "",
+        description="drive the device behind this QPU API (e.g. qhpc qpu serve's "
+        "http://127.0.0.1:8090) instead of the emulated QPU in process",
+        json_schema_extra=_flag(metavar="URL"),
+    )
+    """Pasqal's on-premises API, ``/api/v1`` below it; ``qhpc qpu serve`` serves the emulated
+    one over it."""
     qpu_time_per_shot_s: float = 0.2
     """QPU API: a shot's device time until the device's own job times are measured."""
     qpu_chunk_seconds: float = 10.0
@@ -115,9 +198,13 @@ class SchedulerConfig:
     qpu_overhead_share: float = 0.05
     """QPU API: chunks grow until the measured setup time (QPU job creation → start) is at most
     this share of one."""
-    auth: tuple[str, ...] = ("token",)
-    admin_uids: tuple[str, ...] = ("0",)
-    admin_unbound_hosts: tuple[str, ...] = ("127.0.0.1", "::1")
+    auth: Names = Field(
+        ("token",),
+        description="munge, token, or munge,token (default: token)",
+        json_schema_extra=_flag(),
+    )
+    admin_uids: Names = ("0",)
+    admin_unbound_hosts: Names = ("127.0.0.1", "::1")
     """Addresses or networks (CIDR) from which an admin uid's MUNGE credential gives admin
     rights without being bound to its request; from anywhere else only a bound one does
     (qhpc's hooks and ``qhpc admin`` bind theirs). Loopback lets tools of the scheduler's own
@@ -128,17 +215,30 @@ class SchedulerConfig:
     """Empty means read (or create) ``token.secret`` in the state directory."""
     munge_socket: str = ""
     max_payload_bytes: int = 1_048_576
-    max_connections: int = 1000
-    """Open connections served at once; a request over the cap is answered 503 (Retry-After)."""
-    header_timeout_s: float = 10.0
-    """A connection that has not sent complete request headers by then is closed (408)."""
-    body_timeout_s: float = 30.0
-    """A request body not complete this long after its headers is answered 408."""
-    keep_alive_timeout_s: float = 5.0
-    """An idle keep-alive connection is closed after this."""
+    max_connections: int = Field(
+        1000,
+        description="open connections served at once; a request over the cap is answered 503 "
+        "(Retry-After)",
+        json_schema_extra=_flag(),
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        description="seconds a client has to send complete request headers (408 after)",
+        json_schema_extra=_flag(),
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        description="seconds a client has to send a request body after its headers (408 after)",
+        json_schema_extra=_flag(),
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0,
+        description="seconds an idle keep-alive connection stays open",
+        json_schema_extra=_flag(),
+    )
     require_session: bool | None = None
     """Jobs need an X-Warden-Session; None means: when MUNGE auth is on (HPC), not otherwise."""
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy: InstanceOf[PolicyConfig] = Field(default_factory=PolicyConfig)
     """The scheduling policy's settings (``[policy]`` table, or their names as flat keys)."""
     max_queued_jobs_per_user: int = 5000
     """Jobs one user may have waiting or running (0: no limit); more is refused with 429.
@@ -150,7 +250,9 @@ class SchedulerConfig:
     """Jobs one session (one Slurm job) may have queued (0: no limit)."""
     max_queued_shots_per_session: int = 10_000_000
     """Shots one session may have queued (0: no limit)."""
-    class_limits: dict[str, ClassLimit] = field(default_factory=dict)
+    class_limits: Annotated[
+        dict[str, InstanceOf[ClassLimit]], NoDecode, BeforeValidator(_class_limits)
+    ] = Field(default_factory=dict)
     """Per job class, who may use it and how much (``[class_limits.development]`` with
     ``users``, ``accounts``, ``max_shots``, ``max_queued_per_user``); a class without a table
     is open to all, unbounded. ``QHPC_CLASS_LIMITS`` takes the same as JSON."""
@@ -166,36 +268,42 @@ class SchedulerConfig:
     canceled (reason ``max_lifetime_expired``). 0: no lifetime deadline."""
     session_reaper_interval_s: float = 10.0
     """Warden's ``session.reaper_interval_s``: how often expired sessions are looked for."""
-    log_format: str = "text"
-    """``text`` for a terminal, ``json`` for one JSON object per line (a job's ids as fields)."""
-    otlp_endpoint: str = ""
-    """OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); empty: no traces."""
-    ha: bool = False
-    """Run as one of several replicas of this QPU's scheduler on one PostgreSQL database
-    (docs/operations.md, "High availability"): each serves the API, the one holding the
-    dispatch lease dispatches. Off: the single daemon (SQLite by default)."""
-    lease_renew_s: float = 0.5
-    """HA: how often the leader renews its dispatch lease (and followers try to take it)."""
-    lease_ttl_s: float = 2.5
-    """HA: a lease not renewed for this long lapses and another replica takes over; a
-    leader that could not renew it for this long stops dispatching."""
+    log_format: str = Field(
+        "text",
+        description="text lines, or one JSON object per line with a job's ids",
+        json_schema_extra=_flag(choices=LOG_FORMATS),
+    )
+    otlp_endpoint: str = Field(
+        "",
+        description="send OpenTelemetry traces to this OTLP/HTTP endpoint (e.g. "
+        "http://collector:4318/v1/traces; default off)",
+        json_schema_extra=_flag(metavar="URL"),
+    )
+    ha: bool = Field(
+        False,
+        description="one of several replicas on one PostgreSQL --db; the lease holder dispatches",
+        json_schema_extra=_flag(),
+    )
+    """docs/operations.md, "High availability". Off: the single daemon (SQLite by default)."""
+    lease_renew_s: float = Field(
+        0.5,
+        description="HA: seconds between lease renewals (and followers' tries to take it)",
+        json_schema_extra=_flag(),
+    )
+    lease_ttl_s: float = Field(
+        2.5,
+        description="HA: seconds a lease lasts unrenewed before another replica takes over",
+        json_schema_extra=_flag(),
+    )
+    """A leader that could not renew it for this long stops dispatching."""
 
-    def __post_init__(self) -> None:
-        if isinstance(self.auth, str):
-            self.auth = tuple(m.strip() for m in self.auth.split(",") if m.strip())
-        if isinstance(self.admin_uids, str | int):
-            self.admin_uids = tuple(u.strip() for u in str(self.admin_uids).split(",") if u.strip())
-        self.admin_uids = tuple(str(u) for u in self.admin_uids)
-        if isinstance(self.admin_unbound_hosts, str):
-            self.admin_unbound_hosts = tuple(
-                h.strip() for h in self.admin_unbound_hosts.split(",") if h.strip()
-            )
+    @model_validator(mode="after")
+    def _within_bounds(self) -> SchedulerConfig:
         for host in self.admin_unbound_hosts:
-            ipaddress.ip_network(host, strict=False)  # ValueError names a bad one
-        self.class_limits = {
-            job_class: ClassLimit.read(job_class, table)
-            for job_class, table in self.class_limits.items()
-        }
+            try:
+                ipaddress.ip_network(host, strict=False)
+            except ValueError as err:
+                raise ValueError(f"admin_unbound_hosts: {err}") from None
         if self.qpu_slots_total < 0:
             raise ValueError("qpu_slots_total must be 0 (unmanaged) or more")
         if min(self.session_idle_timeout_s, self.session_max_lifetime_s) < 0:
@@ -216,6 +324,7 @@ class SchedulerConfig:
             raise ValueError(
                 f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
             )
+        return self
 
     @property
     def db_url(self) -> str:
@@ -226,28 +335,72 @@ class SchedulerConfig:
         return "munge" in self.auth if self.require_session is None else self.require_session
 
     @classmethod
-    def load(cls, path: str | None = None, **overrides: Any) -> SchedulerConfig:
-        """Merge the sources; ``overrides`` (CLI flags) win, None values are ignored.
+    def load(cls, path: str | None = None, **flags: Any) -> SchedulerConfig:
+        """Merge the sources (:class:`SchedulerSettings`); ``flags`` win, None values are
+        ignored. ValueError names each refused setting.
 
         Policy settings go by their own names everywhere (flat keys of ``[scheduler]``, a
         ``[policy]`` or ``[scheduler.policy]`` table, ``QHPC_AGING_PER_CHUNK``, ...).
         """
-        values: dict[str, Any] = {}
         path = path or os.environ.get("QHPC_CONFIG")
-        if path:
-            values.update(_from_file(tomllib.loads(Path(path).read_text())))
-        kinds = {**{f.name: str(f.type) for f in dataclasses.fields(cls)}, **setting_kinds()}
-        del kinds["policy"]
-        for name, kind in kinds.items():
-            raw = os.environ.get(f"QHPC_{name.upper()}")
-            if raw is not None:
-                values[name] = parse_setting(kind, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - set(kinds)
-        if unknown:
-            raise ValueError(f"unknown scheduler settings: {', '.join(sorted(unknown))}")
-        policy = {name: values.pop(name) for name in setting_kinds() if name in values}
-        return cls(**values, policy=PolicyConfig().changed(**policy).checked())
+        from_file = _from_file(tomllib.loads(Path(path).read_text())) if path else None
+        try:
+            values = dict(SchedulerSettings.read(from_file, **flags))
+        except ValidationError as err:
+            raise ValueError("; ".join(_refusals(err))) from None
+        given = {name: value for name in setting_kinds() if (value := values.pop(name)) is not None}
+        try:
+            return cls(**values, policy=PolicyConfig().changed(**given).checked())
+        except ValidationError as err:
+            raise ValueError("; ".join(problems(err.errors()))) from None
+
+
+def _policy_field(spec: dataclasses.Field[Any], hint: Any) -> tuple[Any, FieldInfo]:
+    """A policy setting as a field of :class:`SchedulerSettings`: None until a source gives
+    it (the policy's default then stays, and a mapping changes only the keys given)."""
+    mapping = typing.get_origin(hint) is Mapping
+    optional = hint | None
+    annotation = Annotated[optional, NoDecode, BeforeValidator(_pairs)] if mapping else optional
+    extra = _flag(choices=spec.metadata.get("choices"), metavar="K=V,..." if mapping else None)
+    return annotation, Field(None, description=spec.metadata["help"], json_schema_extra=extra)
+
+
+def _settings_fields() -> dict[str, Any]:
+    """The fields of :class:`SchedulerSettings`: the daemon's (but ``policy``) and the
+    policy's, flat."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, copy.copy(info))  # its metadata keeps the validators
+        for name, info in SchedulerConfig.model_fields.items()
+        if name != "policy"
+    }
+    hints = typing.get_type_hints(PolicyConfig)
+    for spec in dataclasses.fields(PolicyConfig):
+        fields[spec.name] = _policy_field(spec, hints[spec.name])
+    return fields
+
+
+class _SchedulerSources(SettingsModel):
+    model_config = SettingsConfigDict(env_prefix="QHPC_", extra="forbid")
+
+
+SchedulerSettings = create_model(
+    "SchedulerSettings",
+    __base__=_SchedulerSources,
+    __doc__="Every key the daemon reads, as the file, the variables and the flags give it: "
+    "SchedulerConfig's, and the policy's flat (their cross-checks run in SchedulerConfig).",
+    **_settings_fields(),
+)
+
+
+def _refusals(error: ValidationError) -> list[str]:
+    """What the sources gave that the daemon refuses: the unknown keys together, each with the
+    key likely meant, then each value refused."""
+    errors = error.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    known = SchedulerSettings.model_fields
+    named = [f"{key} ({did_you_mean(key, known)})" for key in unknown]
+    found = [f"unknown scheduler settings: {', '.join(named)}"] if unknown else []
+    return found + problems(e for e in errors if e["type"] != "extra_forbidden")
 
 
 def setting_kinds() -> dict[str, str]:
@@ -256,42 +409,50 @@ def setting_kinds() -> dict[str, str]:
 
 
 def parse_setting(kind: str, raw: str) -> Any:
-    """A setting's value from text (a ``QHPC_*`` variable, a flag, ``--set``), by its declared
-    type; a mapping is written ``key=value,key=value``."""
+    """A policy setting's value from text (``qhpc admin policy --set``), by its declared type;
+    a mapping is written ``key=value,key=value``."""
     if kind == "int":
         return int(raw)
     if kind == "float":
         return float(raw)
-    if kind.startswith("bool"):
-        return raw.lower() in ("1", "true", "yes")
-    if "ClassLimit" in kind:
-        return json.loads(raw)
     if kind.startswith(("dict", "Mapping")):
-        pairs = [pair.partition("=") for pair in raw.split(",") if pair.strip()]
-        if not all(sep for _, sep, _ in pairs):
-            raise ValueError(f"expected key=value,key=value, got {raw!r}")
-        return {key.strip(): int(value) for key, _, value in pairs}
+        return _pairs(raw)
     return raw
 
 
+def flag_of(name: str) -> str:
+    """A setting's ``qhpc scheduler serve`` flag: ``aging_per_chunk`` is
+    ``--aging-per-chunk``; a ``_s`` suffix is dropped (``--usage-half-life``)."""
+    return f"--{name.removesuffix('_s').replace('_', '-')}"
+
+
+def flagged() -> dict[str, FieldInfo]:
+    """The settings ``qhpc scheduler serve`` takes as flags, by name."""
+    return {
+        name: info
+        for name, info in SchedulerSettings.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("flag")
+    }
+
+
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One option per policy setting: ``aging_per_chunk`` is ``--aging-per-chunk``, a
-    ``_s`` suffix is dropped (``--usage-half-life``), as the connection flags do."""
-    for spec in dataclasses.fields(PolicyConfig):
-        kind = str(spec.type)
-        parser.add_argument(
-            f"--{spec.name.removesuffix('_s').replace('_', '-')}",
-            dest=spec.name,
-            type=functools.partial(parse_setting, kind),
-            choices=spec.metadata.get("choices"),
-            metavar="K=V,..." if kind.startswith("Mapping") else None,
-            help=f"{spec.metadata['help']} (setting {spec.name})",
-        )
+    """One option per flagged setting, its help the field's description. The text is read
+    as a variable's is, by the setting's type (:meth:`SchedulerConfig.load`)."""
+    for name, info in flagged().items():
+        extra = typing.cast(dict[str, Any], info.json_schema_extra)
+        options: dict[str, Any] = {"dest": name, "help": f"{info.description} (setting {name})"}
+        if info.annotation is bool:
+            options.update(action="store_true", default=None)
+        else:
+            choices = extra.get("choices")
+            metavar = extra.get("metavar") or flag_of(name)[2:].replace("-", "_").upper()
+            options.update(metavar=None if choices else metavar, choices=choices)
+        parser.add_argument(flag_of(name), **options)
 
 
 def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """What :func:`add_setting_flags` parsed, as :meth:`SchedulerConfig.load` overrides."""
-    return {name: getattr(args, name, None) for name in setting_kinds()}
+    """What :func:`add_setting_flags` parsed, as :meth:`SchedulerConfig.load`'s flags."""
+    return {name: getattr(args, name, None) for name in flagged()}
 
 
 def _from_file(data: dict[str, Any]) -> dict[str, Any]:
@@ -299,12 +460,12 @@ def _from_file(data: dict[str, Any]) -> dict[str, Any]:
     a ``[policy]`` or ``[scheduler.policy]`` table's keys beside the others. Beside a
     ``[scheduler]`` table, other tables are other programs' (a shared file); a bare key there
     is a mistake (it would be ignored), and so is a value of the wrong type."""
+    known = SchedulerSettings.model_fields
     if "scheduler" in data:
-        ours = {spec.name for spec in dataclasses.fields(SchedulerConfig)}
         stray = [
             key
             for key, value in data.items()
-            if key not in ("scheduler", "policy") and (key in ours or not isinstance(value, dict))
+            if key not in ("scheduler", "policy") and (key in known or not isinstance(value, dict))
         ]
         if stray:
             raise ValueError(
@@ -319,30 +480,10 @@ def _from_file(data: dict[str, Any]) -> dict[str, Any]:
     twice = set(nested) & set(section)
     if twice:
         raise ValueError(f"settings given both flat and in [policy]: {', '.join(sorted(twice))}")
-    for spec in dataclasses.fields(SchedulerConfig):
-        if spec.name in section and (wrong := _wrong_type(spec, section[spec.name])):
-            raise ValueError(wrong)
-    return {**section, **nested}
-
-
-FILE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "str": ((str,), "a string"),
-    "int": ((int,), "a whole number"),
-    "float": ((int, float), "a number"),
-    "bool": ((bool,), "true or false"),
-    "bool | None": ((bool,), "true or false"),
-    "tuple[str, ...]": ((str, int, list), "a list"),
-}
-"""What a settings file may give for each declared type (lists: an array or "a,b")."""
-
-
-def _wrong_type(spec: dataclasses.Field[Any], value: Any) -> str | None:
-    """Why a file's ``value`` cannot be the setting ``spec`` (a quoted number, say); None if
-    it can."""
-    allowed = FILE_TYPES.get(str(spec.type))
-    if allowed is None:
-        return None
-    types, words = allowed
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        return f"{spec.name} must be {words}, not {value!r} (numbers and booleans unquoted)"
-    return None
+    values = {**section, **nested}
+    for name, value in values.items():
+        if name in known and (words := wrong_type(known[name], value)) is not None:
+            raise ValueError(
+                f"{name} must be {words}, not {value!r} (numbers and booleans unquoted)"
+            )
+    return values
