@@ -25,7 +25,7 @@ from qhpc_lab.qpu import (
     profiles,
 )
 from qhpc_lab.qpu.emulated import STANDS_IN, EmulatedQPU, emulator_pid
-from tests.conftest import pulser_sequence_json
+from tests.support.programs import pulser_sequence_json
 
 
 class FakeClock:

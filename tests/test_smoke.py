@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import USER, auth_header, wait_for_status
+from tests.support.identities import USER, auth_header
+from tests.support.polling import wait_for_status
 
 
 @pytest.mark.anyio

@@ -6,7 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from tests.conftest import Clients, development_overtakes_production, wait_for_status
+from tests.support.in_process import Clients, development_overtakes_production
+from tests.support.polling import wait_for_status
 
 
 async def timeline(client, job_id: int) -> list[dict]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from qhpc_lab.client._target import Target
 
 DEFAULT_TARGETS_FILE = "~/.config/qhpc/targets.toml"
@@ -49,20 +51,25 @@ class Discovery:
             self.targets[target.name] = target
 
 
-def discover(environ: Mapping[str, str], targets_file: str | Path | None = None) -> Discovery:
+def discover(
+    environ: Mapping[str, str],
+    targets_file: str | Path | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Discovery:
     """Targets from ``environ`` (the QRMI variables) and the targets file.
 
     The file is ``targets_file``, else ``$QHPC_TARGETS_FILE``, else
     ``~/.config/qhpc/targets.toml``. The default target is the job's first QRMI resource,
-    else the file's ``default``, else its first target.
+    else the file's ``default``, else its first target. ``transport``: what the scheduler
+    targets send their requests through (default: httpx's own).
     """
     found = Discovery()
-    _from_environment(environ, found)
+    _from_environment(environ, found, transport)
     from_job = found.from_job = list(found.targets)
     explicit = targets_file or environ.get("QHPC_TARGETS_FILE")
     path = _expand(str(explicit or DEFAULT_TARGETS_FILE), environ)
     found.sources.append(str(path))
-    file_default = _from_file(path, bool(explicit), environ, found)
+    file_default = _from_file(path, bool(explicit), environ, found, transport)
     from qhpc_lab.client._emulator import EmulatorTarget
 
     if EMULATOR in found.targets:
@@ -93,7 +100,9 @@ def _env_list(environ: Mapping[str, str], names: tuple[str, str]) -> tuple[str, 
     return None
 
 
-def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
+def _from_environment(
+    environ: Mapping[str, str], found: Discovery, transport: httpx.AsyncBaseTransport | None
+) -> None:
     resources = _env_list(environ, ("QRMI_JOB_QPU_RESOURCES", "SLURM_JOB_QPU_RESOURCES"))
     types = _env_list(environ, ("QRMI_JOB_QPU_TYPES", "SLURM_JOB_QPU_TYPES"))
     found.sources.append("QRMI_JOB_QPU_RESOURCES")
@@ -126,6 +135,7 @@ def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
                 token=environ.get("QHPC_TOKEN"),
                 session=environ.get(f"{name}_QRMI_JOB_ACQUISITION_TOKEN"),
                 job_timeout_s=timeout,
+                transport=transport,
             )
         else:  # without a URL, qrmi itself says which variable is missing
             target = QRMITarget(name, kind, origin=origin, job_timeout_s=timeout)
@@ -143,7 +153,11 @@ def _seconds(text: str | None, name: str, found: Discovery) -> float | None:
 
 
 def _from_file(
-    path: Path, explicit: bool, environ: Mapping[str, str], found: Discovery
+    path: Path,
+    explicit: bool,
+    environ: Mapping[str, str],
+    found: Discovery,
+    transport: httpx.AsyncBaseTransport | None,
 ) -> str | None:
     """Add the file's targets; return its ``default``."""
     if not path.is_file():
@@ -160,14 +174,20 @@ def _from_file(
         found.problems.append(f"{path}: unknown top-level keys {', '.join(sorted(unknown))}")
     for name, table in (data.get("targets") or {}).items():
         try:
-            found.add(_file_target(name, table, path, environ))
+            found.add(_file_target(name, table, path, environ, transport))
         except (ValueError, TypeError, KeyError, OSError) as err:
             found.problems.append(f"{path}: target {name!r} ignored: {err}")
     default = data.get("default")
     return str(default) if default is not None else None
 
 
-def _file_target(name: str, table: Any, path: Path, environ: Mapping[str, str]) -> Target:
+def _file_target(
+    name: str,
+    table: Any,
+    path: Path,
+    environ: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None,
+) -> Target:
     if not isinstance(table, dict) or "type" not in table:
         raise ValueError("a target is a table with a 'type'")
     kind = str(table["type"])
@@ -175,11 +195,16 @@ def _file_target(name: str, table: Any, path: Path, environ: Mapping[str, str]) 
     unknown = set(table) - _FILE_KEYS[group]
     if unknown:
         raise ValueError(f"unknown keys {', '.join(sorted(unknown))} for type {kind!r}")
-    return _BUILDERS[group](name, kind, table, str(path), environ)
+    return _BUILDERS[group](name, kind, table, str(path), environ, transport)
 
 
 def _scheduler(
-    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
+    name: str,
+    kind: str,
+    table: dict[str, Any],
+    origin: str,
+    environ: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None,
 ) -> Target:
     from qhpc_lab.client._scheduler import SchedulerTarget
 
@@ -195,6 +220,7 @@ def _scheduler(
         auth=table.get("auth", "auto"),
         session=table.get("session"),
         job_timeout_s=table.get("job_timeout_s"),
+        transport=transport,
     )
 
 
@@ -209,7 +235,12 @@ def scheduler_urls(value: Any) -> list[str]:
 
 
 def _emulator(
-    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
+    name: str,
+    kind: str,
+    table: dict[str, Any],
+    origin: str,
+    environ: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None,
 ) -> Target:
     from qhpc_lab.client._emulator import EmulatorTarget
 
@@ -217,7 +248,12 @@ def _emulator(
 
 
 def _qrmi(
-    name: str, kind: str, table: dict[str, Any], origin: str, environ: Mapping[str, str]
+    name: str,
+    kind: str,
+    table: dict[str, Any],
+    origin: str,
+    environ: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None,
 ) -> Target:
     from qhpc_lab.client._qrmi import QRMITarget
 
@@ -227,7 +263,12 @@ def _qrmi(
     )
 
 
-_BUILDERS: dict[str, Callable[[str, str, dict[str, Any], str, Mapping[str, str]], Target]] = {
+_Builder = Callable[
+    [str, str, dict[str, Any], str, Mapping[str, str], httpx.AsyncBaseTransport | None], Target
+]
+"""A target from a file's table: name, type, table, origin, environment and the transport
+(used by the scheduler target only: the others speak no HTTP through httpx)."""
+_BUILDERS: dict[str, _Builder] = {
     "scheduler": _scheduler,
     "emulator": _emulator,
     "qrmi": _qrmi,
