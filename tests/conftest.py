@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from tests.support import munge, postgres
 from tests.support.daemons import Daemon, daemon
 from tests.support.in_process import Clients, in_process, scheduler_config
 from tests.support.programs import pulser_sequence_json
 from tests.support.reporting import say
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 
 @pytest.fixture
@@ -70,6 +73,8 @@ def private_munged() -> Iterator[munge.PrivateMunged]:
 @pytest.fixture
 def shell() -> Iterator[InteractiveShell]:
     """IPython's shell, as a notebook's kernel runs cells; the test's ``sequence`` removed."""
+    from IPython.core.interactiveshell import InteractiveShell
+
     shell = InteractiveShell.instance()
     yield shell
     shell.user_ns.pop("sequence", None)

@@ -41,6 +41,7 @@ from qhpc_lab.hpc.gridengine import (
 from tests.support import jupyterhub
 from tests.support.clusters import (
     EMULATOR_ANNOUNCED,
+    RUNUSER,
     SchedulerView,
     User,
     dev_cluster,
@@ -55,7 +56,6 @@ from tests.support.munge import FreshCredential
 from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
-RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 QSTAT_XML = """\
 <?xml version='1.0'?>

@@ -9,7 +9,6 @@ import httpx
 SESSION = "X-Warden-Session"
 """The header that names the session a request is made in."""
 
-
 WAIT_S = 180
 """How long any wait may last. A scheduler's first job waits for its emulator worker to import
 Pulser, which on a loaded shared machine took over a minute: a guard against hangs, no measure."""

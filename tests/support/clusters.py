@@ -34,9 +34,7 @@ from tests.support.reporting import say
 
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
-
 ClusterT = TypeVar("ClusterT", DevCluster, GridEngineCluster)
-
 
 SEQUENCE_CODE = """\
 from pulser import Pulse, Register, Sequence
@@ -49,7 +47,6 @@ sequence.add(Pulse.ConstantPulse(200, 2.0, 0.0, 0.0), "g")
 sequence.measure("ground-rydberg")
 """
 """The users' two-atom Pulser sequence, as a batch script and a notebook cell build it."""
-
 
 JOB_SCRIPT = f'''\
 """A batch user's script: a Pulser sequence through qhpc_lab.submit."""
@@ -66,7 +63,6 @@ else:  # queue N: leave N jobs in the QPU's queue and return
     ids = [qhpc_lab.submit(sequence, shots=100).id for _ in range(int(sys.argv[2]))]
     print("queued", json.dumps(ids), flush=True)
 '''
-
 
 EMULATOR_ANNOUNCED = "programs run on the local emulator"
 

@@ -22,26 +22,19 @@ from tests.support.polling import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
 EXAMPLE_CONFIG = ROOT / "qhpc_lab" / "hpc" / "jupyterhub_config.py"
 
-
 CHP_VERSION = "5.3.0"
-
 
 CHP_PREFIX = ROOT / ".hub"
 """configurable-http-proxy is installed here by npm (node_modules/ is ignored by git)."""
 
-
 CHP = CHP_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy"
-
 
 PASSWORD = secrets.token_urlsafe(12)
 
-
 HUB_GROUP = "qhpc-users"
 """Who the shipped config lets log in (QHPC_ALLOWED_GROUPS' default)."""
-
 
 SINGLEUSER_SCRIPT = """\
 #!{python}

@@ -29,7 +29,6 @@ from qhpc_lab.scheduler.ranking import RankedQueue
 
 TOLERANCE = 1e-6
 
-
 PROPERTIES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
