@@ -31,7 +31,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port, pulser_sequence_json  # noqa: E402
+from tests.support.daemons import free_port  # noqa: E402
+from tests.support.programs import pulser_sequence_json  # noqa: E402
 
 
 class QPUSettings:

@@ -19,23 +19,16 @@ import pytest
 from qhpc_lab.scheduler.auth import make_token
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.policy import PolicyConfig
-from tests.conftest import (
-    OTHER,
-    SECRET,
-    USER,
-    Daemon,
-    auth_header,
-    daemon,
-    free_port,
-    in_process,
-    test_config,
-    wait_for_status,
-)
+from tests.support.admin_cli import qhpc_admin
+from tests.support.daemons import Daemon, daemon, free_port
+from tests.support.identities import OTHER, SECRET, USER, auth_header
+from tests.support.in_process import in_process, scheduler_config
+from tests.support.polling import wait_for_status
 
 
 @pytest.mark.anyio
 async def test_policy_settings_change_at_run_time_and_survive_a_restart(tmp_path: Path) -> None:
-    config = test_config(tmp_path)
+    config = scheduler_config(tmp_path)
     async with in_process(config) as api:
         assert (await api.user.get("/admin/policy")).status_code == 403
         before = (await api.admin.get("/admin/policy")).json()
@@ -61,7 +54,7 @@ async def test_policy_settings_change_at_run_time_and_survive_a_restart(tmp_path
 
 @pytest.mark.anyio
 async def test_accounting_per_user_and_per_slurm_job(tmp_path: Path, sequence_json: str) -> None:
-    async with in_process(test_config(tmp_path)) as api:
+    async with in_process(scheduler_config(tmp_path)) as api:
         started = time.time()
         session = (
             await api.admin.post("/sessions", json={"user_id": USER, "slurm_job_id": "4242"})
@@ -180,27 +173,6 @@ def test_a_settings_file_mistake_stops_the_daemon_naming_it(tmp_path: Path) -> N
     assert loaded.port == 8007 and loaded.admin_uids == ("0", "1000")
 
 
-def _qhpc_admin(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qhpc_lab.cli",
-            "admin",
-            "--url",
-            url,
-            "--auth",
-            "token",
-            "--token",
-            token,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_admin_cli_operates_a_running_scheduler(tmp_path: Path, sequence_json: str) -> None:
     admin_token = make_token(SECRET, 0, admin=True)
     flags = ("--class-priority", "development=33", "--usage-half-life", "300")
@@ -209,17 +181,17 @@ def test_admin_cli_operates_a_running_scheduler(tmp_path: Path, sequence_json: s
 
 
 def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
-    shown = json.loads(_qhpc_admin(server.url, admin_token, "--json", "policy").stdout)
+    shown = json.loads(qhpc_admin(server.url, admin_token, "--json", "policy").stdout)
     assert shown["class_priority"] == {"development": 33, "test": 20, "production": 10}
     assert shown["usage_half_life_s"] == 300
 
-    status = _qhpc_admin(server.url, admin_token, "--json", "status")
+    status = qhpc_admin(server.url, admin_token, "--json", "status")
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["state"] == "ONLINE" and shown["name"] == "QHPC-Test"
     assert shown["limits"]["max_atom_num"] == 16 and shown["limits"]["max_runs"] == 10000
 
-    closed = _qhpc_admin(
+    closed = qhpc_admin(
         server.url, admin_token, "--json", "maintenance", "on", "--message", "laser swap"
     )
     assert json.loads(closed.stdout) == {"is_accessible": False, "message": "laser swap"}
@@ -229,9 +201,9 @@ def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
         headers=auth_header(USER),
     )
     assert refused.status_code == 503 and "laser swap" in refused.json()["detail"]
-    _qhpc_admin(server.url, admin_token, "maintenance", "off")
+    qhpc_admin(server.url, admin_token, "maintenance", "off")
 
-    changed = _qhpc_admin(
+    changed = qhpc_admin(
         server.url,
         admin_token,
         "--json",
@@ -250,22 +222,22 @@ def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
         headers=auth_header(USER),
         timeout=120,
     ).json()
-    canceled = _qhpc_admin(server.url, admin_token, "--json", "cancel", str(job["id"]))
+    canceled = qhpc_admin(server.url, admin_token, "--json", "cancel", str(job["id"]))
     assert json.loads(canceled.stdout)["status"] == "CANCELED"
-    listed = _qhpc_admin(server.url, admin_token, "jobs").stdout.splitlines()
+    listed = qhpc_admin(server.url, admin_token, "jobs").stdout.splitlines()
     assert listed[0].split() == ["id", "user", "class", "status", "shots", "name"]
     assert "CANCELED" in listed[1]
 
-    accounting = _qhpc_admin(server.url, admin_token, "accounting", "--since", "2020-01-01")
+    accounting = qhpc_admin(server.url, admin_token, "accounting", "--since", "2020-01-01")
     assert accounting.returncode == 0
     assert accounting.stdout.split()[0] == "user"
     assert _login_name(USER) in accounting.stdout.split()  # a name where the host knows the uid
 
-    denied = _qhpc_admin(server.url, make_token(SECRET, USER), "drain")
+    denied = qhpc_admin(server.url, make_token(SECRET, USER), "drain")
     assert denied.returncode == 1 and "403" in denied.stderr and "not an admin" in denied.stderr
 
     # what an operator reads: tables and key: value lines, not JSON
-    human = _qhpc_admin(server.url, admin_token, "status").stdout.splitlines()
+    human = qhpc_admin(server.url, admin_token, "status").stdout.splitlines()
     assert human[0].startswith("ONLINE · calibrated") and "limits.max_runs: 10000" in human
     admin = {"Authorization": f"Bearer {admin_token}"}
     opened = [
@@ -275,15 +247,15 @@ def _operate(server: Daemon, admin_token: str, sequence_json: str) -> None:
         for job in ("71", "72")
     ]
     httpx.delete(f"{server.url}/sessions/{opened[0]}", headers=admin).raise_for_status()
-    open_ = _qhpc_admin(server.url, admin_token, "sessions").stdout.splitlines()
-    every = _qhpc_admin(server.url, admin_token, "sessions", "--all").stdout.splitlines()
+    open_ = qhpc_admin(server.url, admin_token, "sessions").stdout.splitlines()
+    every = qhpc_admin(server.url, admin_token, "sessions", "--all").stdout.splitlines()
     assert open_[0].split()[:3] == ["session", "user", "slurm"] and len(open_) == 2, open_
     assert open_[1].split()[2] == "72" and len(every) == 3, every
 
 
 def test_admin_cli_says_what_to_do_when_nothing_answers() -> None:
     """An error on stderr naming the address tried and how to give another one."""
-    answer = _qhpc_admin(f"http://127.0.0.1:{free_port()}", "a-token", "status")
+    answer = qhpc_admin(f"http://127.0.0.1:{free_port()}", "a-token", "status")
     assert answer.returncode == 1 and answer.stdout == ""
     assert "no scheduler answers at http://127.0.0.1:" in answer.stderr
     assert "--url URL or $QHPC_SCHEDULER_URL" in answer.stderr

@@ -29,9 +29,10 @@ from qhpc_lab.scheduler.auth import (
     read_token,
 )
 from qhpc_lab.scheduler.store import Store
-from tests.conftest import SECRET, daemon, in_process
-from tests.conftest import test_config as scheduler_config
-from tests.fixtures_munge import PrivateMunged
+from tests.support.daemons import daemon
+from tests.support.identities import SECRET
+from tests.support.in_process import in_process, scheduler_config
+from tests.support.munge import PrivateMunged
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 NOW = 1_800_000_000.0

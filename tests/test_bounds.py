@@ -16,7 +16,7 @@ from qhpc_lab.programs.bounds import (
     check_qasm3,
 )
 from qhpc_lab.qpu import DeviceProfile
-from tests.conftest import pulser_sequence_json
+from tests.support.programs import pulser_sequence_json
 
 HEAD = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c;\n'
 LOOP = HEAD + "for int i in [0:1000000000] { h q[0]; } c = measure q;"

@@ -11,8 +11,9 @@ import pytest
 
 from qhpc_lab.client import Client, TargetError
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import SECRET, USER, Daemon, daemon
-from tests.test_programs import analog_qiskit_circuit
+from tests.support.daemons import Daemon, daemon
+from tests.support.identities import SECRET, USER
+from tests.support.programs import analog_qiskit_circuit
 
 # Qadence and Pulser warn about their own deprecations on every conversion.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from qhpc_lab.scheduler.config import ClassLimit, SchedulerConfig
-from tests.conftest import OTHER, USER, in_process, test_config
+from tests.support.identities import OTHER, USER
+from tests.support.in_process import in_process, scheduler_config
 
 LIMITS = {
     "development": {"users": [OTHER], "max_shots": 100, "max_queued_per_user": 2},
@@ -27,7 +28,7 @@ async def _submit(
 
 @pytest.mark.anyio
 async def test_class_limits_refuse_naming_the_rule(tmp_path: Path, sequence_json: str) -> None:
-    async with in_process(test_config(tmp_path, class_limits=LIMITS)) as api:
+    async with in_process(scheduler_config(tmp_path, class_limits=LIMITS)) as api:
         await api.admin.post("/admin/drain")  # what is queued stays queued: counts are exact
         refused = await _submit(api.user, sequence_json, 10, "development")
         assert refused.status_code == 403, refused.text
@@ -81,7 +82,7 @@ def test_class_limits_settings_are_checked_when_they_load(tmp_path: Path) -> Non
         ({"development": {"users": ["no-such-user-here"]}}, "no user 'no-such-user-here'"),
     ]:
         with pytest.raises(ValueError, match=words):
-            test_config(tmp_path, class_limits=limits)
+            scheduler_config(tmp_path, class_limits=limits)
     config_file = tmp_path / "scheduler.toml"
     config_file.write_text(
         '[scheduler.class_limits.development]\nusers = ["root", "1001"]\nmax_shots = 200\n'
@@ -101,9 +102,11 @@ def test_cells_get_the_class_the_site_gives_them(
     from qhpc_lab.client import Client
     from qhpc_lab.programs import Program
     from qhpc_lab.scheduler.auth import make_token
-    from tests.conftest import SECRET, auth_header, daemon, pulser_sequence_json
-    from tests.test_client import lab_env
-    from tests.test_magics import magics_on, run
+    from tests.support.client_env import lab_env
+    from tests.support.daemons import daemon
+    from tests.support.identities import SECRET, auth_header
+    from tests.support.magics import magics_on, run
+    from tests.support.programs import pulser_sequence_json
 
     with daemon(tmp_path, "--cell-job-class", "test") as server:
         assert httpx.get(f"{server.url}/device").json()["cell_job_class"] == "test"

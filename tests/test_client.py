@@ -21,26 +21,19 @@ from qhpc_lab.client import (
     JobError,
     RefusedError,
     Result,
+    SchedulerTarget,
     TargetError,
-    _client,
-    _loop,
+    call,
+    discover,
 )
-from qhpc_lab.client._discovery import discover
-from qhpc_lab.client._qrmi import QRMITarget
-from qhpc_lab.client._scheduler import SchedulerTarget
 from qhpc_lab.programs import DeviceRuleViolation, Program
 from qhpc_lab.qpu import DeviceProfile
-from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import (
-    OTHER,
-    SECRET,
-    USER,
-    Daemon,
-    auth_header,
-    daemon,
-    free_port,
-    pulser_sequence_json,
-)
+from tests.support.client_env import lab_env, make_default
+from tests.support.daemons import Daemon, daemon, free_port
+from tests.support.identities import OTHER, USER, auth_header
+from tests.support.polling import poll_until
+from tests.support.programs import pulser_sequence_json
+from tests.support.transport import RecordingTransport, unanswered
 
 
 @pytest.fixture(scope="module")
@@ -79,34 +72,28 @@ def clients() -> Iterator[list[Client]]:
 
 @pytest.fixture
 def make_client(tmp_path: Path, clients: list[Client]):
-    def make(env: dict[str, str] | None = None, file: str | None = None) -> Client:
+    def make(
+        env: dict[str, str] | None = None,
+        file: str | None = None,
+        transport: RecordingTransport | None = None,
+    ) -> Client:
         environ = {"HOME": str(tmp_path), **(env or {})}
         if file is not None:
             path = tmp_path / "targets.toml"
             path.write_text(file)
             environ["QHPC_TARGETS_FILE"] = str(path)
-        client = Client(environ=environ)
+        client = Client(environ=environ, transport=transport)
         clients.append(client)
         return client
 
     return make
 
 
-def lab_env(url: str, **extra: str) -> dict[str, str]:
-    """The variables our Slurm hooks (or QRMI's plugin) give a job with one QPU share."""
-    return {
-        "QRMI_JOB_QPU_RESOURCES": "lab",
-        "QRMI_JOB_QPU_TYPES": "pasqal-local",
-        "lab_QRMI_WARDEN_URL": url,
-        "QHPC_TOKEN": make_token(SECRET, USER),
-        **extra,
-    }
-
-
 # -- discovery ------------------------------------------------------------------------------
 
 
 def test_qrmi_variables_with_delimiter_and_per_resource_settings():
+    recorded = unanswered()
     found = discover(
         {
             "HOME": "/nowhere",
@@ -118,14 +105,16 @@ def test_qrmi_variables_with_delimiter_and_per_resource_settings():
             "lab_QRMI_JOB_TIMEOUT_SECONDS": "90",
             "QRMI_JOB_ID": "4242",
             "QRMI_JOB_UID": "1000",
-        }
+        },
+        transport=recorded,
     )
     assert list(found.targets) == ["lab", "fresnel", "emulator"]
     lab, fresnel = found.targets["lab"], found.targets["fresnel"]
     assert isinstance(lab, SchedulerTarget) and lab.url == "http://qpu.example:8006"
-    assert lab._http.headers["X-Warden-Session"] == "session-1"
+    call(lab.info())
+    assert recorded.requests[0].headers["X-Warden-Session"] == "session-1"
     assert lab.job_timeout_s == 90 and "Slurm job 4242" in lab.origin
-    assert isinstance(fresnel, QRMITarget) and fresnel.type == "pasqal-cloud"
+    assert fresnel.kind == "qrmi" and fresnel.type == "pasqal-cloud"
     assert found.default == "lab" and not found.problems
 
 
@@ -150,7 +139,7 @@ def test_pasqal_local_without_url_is_left_to_qrmi_to_explain():
     found = discover(
         {"HOME": "/nowhere", "QRMI_JOB_QPU_RESOURCES": "x", "QRMI_JOB_QPU_TYPES": "pasqal-local"}
     )
-    assert isinstance(found.targets["x"], QRMITarget)
+    assert found.targets["x"].kind == "qrmi"
 
 
 def test_targets_file(tmp_path: Path):
@@ -184,12 +173,17 @@ type = "scheduler"
 ulr = "http://typo"
 """
     )
-    found = discover({"HOME": str(tmp_path), "QHPC_TOKEN": "qhpc.env-token"})
+    recorded = unanswered()
+    found = discover({"HOME": str(tmp_path), "QHPC_TOKEN": "qhpc.env-token"}, transport=recorded)
     assert list(found.targets) == ["other", "lab", "fresnel-emu", "cloud", "emulator"]
     assert found.default == "lab"
     lab, other = found.targets["lab"], found.targets["other"]
-    assert lab._token == "qhpc.token-from-file" and lab.job_timeout_s == 60
-    assert other._token == "qhpc.env-token"
+    assert lab.job_timeout_s == 60
+    call(lab.info())
+    call(other.info())
+    tokens = [request.headers["Authorization"] for request in recorded.requests]
+    assert tokens[0] == "Bearer qhpc.token-from-file"
+    assert tokens[-1] == "Bearer qhpc.env-token"
     assert found.targets["cloud"]._config == {"QRMI_PASQAL_CLOUD_PROJECT_ID": "p"}
     assert found.problems == [
         f"{tmp_path}/.config/qhpc/targets.toml: target 'typo' ignored: "
@@ -264,14 +258,20 @@ def test_broken_qrmi_resources_do_not_hide_the_others(make_client, scheduler, ca
 
 
 @pytest.fixture
-def lab(make_client, scheduler, monkeypatch) -> Client:
+def recorded() -> RecordingTransport:
+    """What the ``lab`` client sends its scheduler."""
+    return RecordingTransport()
+
+
+@pytest.fixture
+def lab(make_client, scheduler, recorded, monkeypatch) -> Client:
     """The process's default client, discovered from a Slurm job's variables."""
-    client = make_client(lab_env(scheduler.url))
-    monkeypatch.setattr(_client, "_default", client)
+    client = make_client(lab_env(scheduler.url), transport=recorded)
+    make_default(monkeypatch, client)
     return client
 
 
-def test_submit_wait_result_through_the_scheduler(lab, program):
+def test_submit_wait_result_through_the_scheduler(lab, program, scheduler):
     job = qhpc_lab.submit(program, shots=30, job_class="development", name="bell")
     assert job.target == "lab" and job.id.isdigit()
     assert job.wait(60) == "DONE"
@@ -282,7 +282,7 @@ def test_submit_wait_result_through_the_scheduler(lab, program):
     assert result.calibration_age_s is not None and result.calibration_age_s >= 0
     assert result.queued_s is not None and result.run_s is not None
     assert qhpc_lab.jobs() == [job] and qhpc_lab.job() is job
-    with httpx.Client(base_url=lab._targets["lab"].url, headers=auth_header(USER)) as http:
+    with httpx.Client(base_url=scheduler.url, headers=auth_header(USER)) as http:
         view = http.get(f"/jobs/{job.id}").json()
     assert view["name"] == "bell" and view["job_class"] == "development"
 
@@ -306,16 +306,11 @@ def test_programs_are_checked_against_the_device_before_queueing(lab, crowded):
     assert qhpc_lab.jobs() == []
 
 
-def test_a_gate_circuit_is_refused_for_the_analog_qpu_before_any_request(lab):
+def test_a_gate_circuit_is_refused_for_the_analog_qpu_before_any_request(lab, recorded):
     """The QPU runs pulser (/qpu/specs says so): a qasm3 program never leaves the kernel,
     and the message says where it runs instead; the emulator target runs it."""
-    sent: list[str] = []
-
-    async def record(request: httpx.Request) -> None:
-        sent.append(f"{request.method} {request.url.path}")
-
     assert lab.target_info("lab").formats == ("pulser",)
-    lab._targets["lab"]._http.event_hooks["request"].append(record)
+    recorded.clear()
     gates = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; c = measure q;'
     bell = Program("qasm3", gates, 5)
     with pytest.raises(RefusedError) as refused:
@@ -327,7 +322,7 @@ def test_a_gate_circuit_is_refused_for_the_analog_qpu_before_any_request(lab):
         'qhpc_lab.submit(program, target="emulator"), '
         "or to a gate-based QPU's QRMI resource"
     )
-    assert sent == [] and lab.jobs() == []
+    assert recorded.sent == [] and lab.jobs() == []
     assert lab.target_info("emulator").formats == ("pulser", "qasm3")
     assert qhpc_lab.submit(bell, target="emulator").result(60).shots == 5
 
@@ -364,23 +359,17 @@ async def test_await_and_watch_a_scheduler_job(lab, program):
 
 
 @pytest.mark.anyio
-async def test_watch_follows_the_queue_event_without_re_reading(lab, program, scheduler):
+async def test_watch_follows_the_queue_event_without_re_reading(lab, program, scheduler, recorded):
     """Another user's submission moves my waiting job: the queue event carries it at once,
     and nothing is read again (a GET per change per watched job was the old way)."""
     blocker = lab.submit(program, shots=8000)
     mine = lab.submit(program, shots=10)
-    reads: list[str] = []
-
-    async def count(request: httpx.Request) -> None:
-        reads.append(f"{request.method} {request.url.path}")
-
-    lab._targets["lab"]._http.event_hooks["request"].append(count)
     positions: list[int | None] = []
     async with contextlib.aclosing(mine.watch()) as states:
         async for state in states:
             positions.append(state.position)
             if positions == [1]:
-                reads.clear()  # the watch's own first read
+                recorded.clear()  # the watch's own first read
                 async with httpx.AsyncClient(base_url=scheduler.url) as other:
                     sent = time.monotonic()
                     ahead = await other.post(
@@ -400,7 +389,7 @@ async def test_watch_follows_the_queue_event_without_re_reading(lab, program, sc
                 break
     assert positions[-1] == 2 and mine.state.position == 2
     assert moved_s < 2.0, moved_s  # generous: the old path was a 10 s device refresh
-    assert reads == [], reads  # neither /jobs nor /device
+    assert recorded.sent == [], recorded.sent  # neither /jobs nor /device
     async with httpx.AsyncClient(base_url=scheduler.url) as other:
         await other.post(f"/jobs/{ahead.json()['id']}/cancel", headers=auth_header(OTHER))
     mine.cancel()
@@ -442,10 +431,10 @@ def test_submit_sends_one_idempotency_key_per_submission_and_reuses_it_on_retrie
         server.start()
         target = SchedulerTarget("lab", url, origin="test", token="t", auth="token")
         try:
-            first = _loop.call(target.submit(program, None))
-            second = _loop.call(target.submit(program, None))
+            first = call(target.submit(program, None))
+            second = call(target.submit(program, None))
         finally:
-            _loop.call(target.aclose())
+            call(target.aclose())
         server.join(30)
     assert first.id == second.id == "7"
     assert len(keys) == 3 and keys[0] == keys[1] and keys[2] != keys[0]
@@ -495,8 +484,9 @@ def test_emulator_cancel_and_failure(make_client, program):
     client = make_client()
     client.use("emulator")
     first = client.submit(program, shots=10)
+    poll_until(lambda: first.refresh().status != "PENDING", "the first job to start", 60)
     second = client.submit(program, shots=10)
-    assert second.position in (1, 2)
+    assert second.state.position == 1  # as submitted: the next to run
     assert second.cancel() == "CANCELED"
     assert first.wait(60) == "DONE"
     broken = client.submit(Program("qasm3", "OPENQASM 3.0; not a program", 5))

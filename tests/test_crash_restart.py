@@ -21,7 +21,9 @@ import pytest
 from qhpc_lab.scheduler.store import Store
 from qhpc_lab.scheduler.views import iso_time
 from qhpc_lab.vocabulary import FINAL_STATUSES
-from tests.conftest import SECRET, USER, auth_header, daemon, free_port, poll_until
+from tests.support.daemons import daemon, free_port
+from tests.support.identities import SECRET, USER, auth_header
+from tests.support.polling import poll_until
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 # The test profile runs 100-shot chunks of 50 ms: long jobs span many chunks, short ones two.

@@ -21,8 +21,9 @@ from qrmi import Payload, QuantumResource, ResourceType, TaskStatus
 
 from qhpc_lab.client import Client
 from qhpc_lab.programs.cudaq import analog_program
-from tests.conftest import Daemon, daemon, poll_until, wait_for_status
-from tests.fixtures_munge import FreshCredential
+from tests.support.daemons import Daemon, daemon
+from tests.support.munge import FreshCredential
+from tests.support.polling import poll_until, wait_for_status
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning"

@@ -25,7 +25,9 @@ from qhpc_lab.qpu import (
     profiles,
 )
 from qhpc_lab.qpu.emulated import STANDS_IN, EmulatedQPU, emulator_pid
-from tests.conftest import pulser_sequence_json
+from tests.support.polling import apoll_until
+from tests.support.processes import cpu_seconds
+from tests.support.programs import pulser_sequence_json
 
 
 class FakeClock:
@@ -124,8 +126,12 @@ async def test_calibrate_goes_through_calibrating_and_resets_the_age(
     assert qpu.state is DeviceState.ONLINE
     assert qpu.calibrated_at == clock.now - 7200
     task = asyncio.create_task(qpu.calibrate())
-    await asyncio.sleep(0)
-    assert qpu.state is DeviceState.CALIBRATING
+
+    async def calibrating() -> bool:
+        return qpu.state is DeviceState.CALIBRATING
+
+    # no pause between looks: the calibration lasts 50 ms of real time
+    await apoll_until(calibrating, "the calibration to start", timeout=10, interval=0)
     clock.now += 1
     await task
     assert qpu.state is DeviceState.ONLINE
@@ -235,8 +241,14 @@ async def test_emulation_past_its_memory_cap_ends_the_chunk(clock: FakeClock) ->
 async def test_cancel_stops_a_running_emulation(qpu: EmulatedQPU) -> None:
     await _works(qpu, "warm")
     before = emulator_pid()
+    idle_cpu_s = cpu_seconds(before)
     chunk = asyncio.create_task(qpu.run_chunk("slow", SLOW, 1, 1))
-    await asyncio.sleep(1.0)  # the worker is emulating now
+
+    async def emulating() -> bool:
+        """The idle worker took SLOW and computes (a quarter second of CPU, of its 14 s)."""
+        return cpu_seconds(before) - idle_cpu_s >= 0.25
+
+    await apoll_until(emulating, "the worker to start emulating", timeout=120)
     assert not chunk.done()
     started = time.monotonic()
     chunk.cancel()

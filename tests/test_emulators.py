@@ -9,7 +9,7 @@ from qiskit import QuantumCircuit
 
 from qhpc_lab import emulators
 from qhpc_lab.programs import Program, ProgramError, to_program
-from tests.conftest import pulser_sequence_json
+from tests.support.programs import pulser_sequence_json
 
 
 def _ghz(n: int) -> QuantumCircuit:

@@ -25,7 +25,9 @@ from qhpc_lab.eventstream import (
 pytestmark = pytest.mark.anyio
 
 FAST = Backoff(first_s=0.01, max_s=0.05, jitter=0)
-Script = Callable[[asyncio.StreamWriter], Awaitable[None]]
+Script = Callable[[asyncio.StreamWriter, asyncio.Event], Awaitable[None]]
+"""What the server does on one connection: it writes to the writer; the event is set when the
+test is done with the server (a script that holds its connection open waits for it)."""
 
 
 class ScriptedServer:
@@ -37,6 +39,8 @@ class ScriptedServer:
         self.status = status
         self.requests: list[dict[str, str]] = []
         self.url = ""
+        self.released = asyncio.Event()
+        """Set when the test leaves :meth:`running`: connections held open may end."""
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ScriptedServer]:
@@ -45,6 +49,7 @@ class ScriptedServer:
         try:
             yield self
         finally:
+            self.released.set()
             server.close()
             await server.wait_closed()
 
@@ -68,7 +73,7 @@ class ScriptedServer:
             )
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
-                await script(writer)
+                await script(writer, self.released)
         with contextlib.suppress(ConnectionError):
             writer.close()
 
@@ -77,12 +82,16 @@ def event(kind: str, number: int | None, **data: object) -> bytes:
     return encode(StreamEvent(kind, dict(data), None if number is None else str(number)))
 
 
-def sends(*chunks: bytes, then_wait: float = 0.0) -> Script:
-    async def script(writer: asyncio.StreamWriter) -> None:
+def sends(*chunks: bytes, hold_open: bool = False) -> Script:
+    """Write ``chunks``, then end the stream, or with ``hold_open`` keep the connection open
+    and silent until the test is done."""
+
+    async def script(writer: asyncio.StreamWriter, released: asyncio.Event) -> None:
         for chunk in chunks:
             writer.write(chunk)
             await writer.drain()
-        await asyncio.sleep(then_wait)
+        if hold_open:
+            await released.wait()
 
     return script
 
@@ -101,7 +110,7 @@ async def test_reconnects_after_a_drop_and_resumes_from_the_last_id():
     server = ScriptedServer(
         [
             sends(event("job", 1, id=7), event("queue", 2, waiting=3)),
-            sends(event("queue", 3, waiting=2), then_wait=5),
+            sends(event("queue", 3, waiting=2), hold_open=True),
         ]
     )
     states: list[StreamState] = []
@@ -126,7 +135,7 @@ async def test_a_server_that_cannot_resume_says_reset():
     server = ScriptedServer(
         [
             sends(event("job", 5, id=1)),
-            sends(event("reset", None), event("device", 90, state="ONLINE"), then_wait=5),
+            sends(event("reset", None), event("device", 90, state="ONLINE"), hold_open=True),
         ]
     )
     async with server.running(), httpx.AsyncClient(base_url=server.url) as http:
@@ -144,13 +153,13 @@ async def test_a_silent_stream_is_dead_but_heartbeats_keep_it_alive():
     beats = [comment("heartbeat")] * 4
     server = ScriptedServer(
         [
-            sends(event("job", 1, id=1), then_wait=30),  # then silence
-            sends(*beats, then_wait=0),  # written at once, then slowly below
-            sends(event("job", 3, id=3), then_wait=5),
+            sends(event("job", 1, id=1), hold_open=True),  # then silence
+            sends(*beats),  # written at once, then slowly below
+            sends(event("job", 3, id=3), hold_open=True),
         ]
     )
 
-    async def heartbeats(writer: asyncio.StreamWriter) -> None:
+    async def heartbeats(writer: asyncio.StreamWriter, released: asyncio.Event) -> None:
         for _ in range(4):
             writer.write(comment("heartbeat"))
             await writer.drain()
@@ -188,7 +197,7 @@ async def test_a_refusal_fails_for_good_with_the_reason():
 
 async def test_a_feed_shares_one_connection_and_brings_late_subscribers_up_to_date():
     server = ScriptedServer(
-        [sends(event("queue", 1, waiting=4), event("device", 2, state="ONLINE"), then_wait=30)]
+        [sends(event("queue", 1, waiting=4), event("device", 2, state="ONLINE"), hold_open=True)]
     )
     async with server.running(), httpx.AsyncClient(base_url=server.url) as http:
         feed = Feed(lambda on_state: EventStream(http, "/events", on_state=on_state))

@@ -15,25 +15,17 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import qhpc_lab
-from qhpc_lab.client import Client, Job, JobState, Quota, TargetError, _client, call
+from qhpc_lab.client import Client, Job, JobState, Quota, TargetError, call
 from qhpc_lab.client._qrmi import QRMITarget
 from qhpc_lab.jupyter.magics import COMMANDS, QPUMagics
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import (
-    ADMIN,
-    OTHER,
-    SECRET,
-    USER,
-    Daemon,
-    auth_header,
-    daemon,
-    free_port,
-    poll_until,
-    pulser_sequence_json,
-)
-from tests.test_client import lab_env
-from tests.test_magics import magics_on, run
+from tests.support.client_env import lab_env, make_default
+from tests.support.daemons import Daemon, daemon, free_port
+from tests.support.identities import ADMIN, OTHER, SECRET, USER, auth_header
+from tests.support.magics import magics_on, run
+from tests.support.polling import poll_until
+from tests.support.programs import pulser_sequence_json
 
 TIME_PER_SHOT_S = 0.0005
 """The ``test`` profile's."""
@@ -207,7 +199,7 @@ def test_quotas_when_an_admin_set_one_and_when_none_is_set(
     admin.put("/admin/quotas", json={**quota, "period": "day"}).raise_for_status()
     try:
         assert client.submit(program, target="lab").result(60).shots == 40
-        monkeypatch.setattr(_client, "_default", client)
+        make_default(monkeypatch, client)
         (mine,) = qhpc_lab.quotas()
         assert mine == Quota(
             "lab", "user", QUOTA_USER, "shots", 500, 40, 460, "day", mine.resets_at

@@ -37,25 +37,24 @@ from qhpc_lab.hpc.gridengine import (
     time_limit_s,
     update_environment,
 )
-from tests import test_jupyterhub as hub_test
-from tests import test_slurm
-from tests.conftest import free_port, poll_until
-from tests.fixtures_munge import FreshCredential
-from tests.test_slurm import (
+from tests.support import jupyterhub
+from tests.support.clusters import (
     EMULATOR_ANNOUNCED,
+    RUNUSER,
     SchedulerView,
     User,
-    _counts,
     dev_cluster,
     hostile_bin,
     hostile_listener,
+    printed_counts,
     scheduler_unreachable,
     write_job_script,
 )
+from tests.support.daemons import free_port
+from tests.support.munge import FreshCredential
+from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
-report = test_slurm.report
-RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 QSTAT_XML = """\
 <?xml version='1.0'?>
@@ -298,7 +297,7 @@ def test_qsub_jobs_with_and_without_qpu(site: Site, report: Callable[[str], None
         assert site.wait_job(job_id) == 0, output.read_text()
     text = qpu_output.read_text()
     assert "target qpu" in text and EMULATOR_ANNOUNCED not in text, text
-    assert sum(_counts(text).values()) == 100
+    assert sum(printed_counts(text).values()) == 100
     [qpu_job] = site.qpu_jobs(qpu_id)
     assert (qpu_job["status"], qpu_job["user_id"]) == ("DONE", str(site.alice.uid))
     session = site.revoked_session(qpu_id)
@@ -309,7 +308,7 @@ def test_qsub_jobs_with_and_without_qpu(site: Site, report: Callable[[str], None
     assert usage["shots"] == 100 and usage["qpu_seconds"] > 0
     text = emu_output.read_text()
     assert "target emulator" in text and EMULATOR_ANNOUNCED in text, text
-    assert sum(_counts(text).values()) == 100
+    assert sum(printed_counts(text).values()) == 100
     assert site.sessions(emu_id) == [] and site.qpu_jobs(emu_id) == []
     report("qsub -l qpu=1: on the QPU, session revoked, usage recorded; no qpu: the emulator")
 
@@ -382,19 +381,19 @@ def test_gridengine_spawner_starts_a_lab_holding_a_session(
     directory = Path(tempfile.mkdtemp(prefix="qhpc-ge-hub-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    config = hub_test.hub_config(
-        directory, port, hub_test.spawner_environment(site.cluster.environ)
+    config = jupyterhub.hub_config(
+        directory, port, jupyterhub.spawner_environment(site.cluster.environ)
     )
     env = {
         **site.cluster.environ,
-        "QHPC_VENV": str(hub_test._singleuser_venv(site.cluster)),  # type: ignore[arg-type]
+        "QHPC_VENV": str(jupyterhub.singleuser_venv(site.cluster)),  # type: ignore[arg-type]
         "QHPC_SCHEDULER": "gridengine",
     }
     name = site.alice.name
-    hub_test.allow_login(site.alice)
+    jupyterhub.allow_login(site.alice)
     try:
-        with hub_test.running_hub(config, url, env) as log_path:
-            headers = {"Authorization": f"token {hub_test._login(url, name)}"}
+        with jupyterhub.running_hub(config, url, env) as log_path:
+            headers = {"Authorization": f"token {jupyterhub.login(url, name)}"}
 
             def server() -> dict[str, Any] | None:
                 response = httpx.get(f"{url}/hub/api/users/{name}", headers=headers, timeout=30)
@@ -406,7 +405,7 @@ def test_gridengine_spawner_starts_a_lab_holding_a_session(
 
             def ready() -> bool:
                 state = server()
-                assert state is not None, f"the spawn failed:\n{hub_test._tail(log_path)}"
+                assert state is not None, f"the spawn failed:\n{jupyterhub.log_tail(log_path)}"
                 return bool(state["ready"])
 
             poll_until(ready, "the hub reports the Lab ready", 240)

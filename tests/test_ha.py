@@ -39,21 +39,13 @@ from qhpc_lab.scheduler.journal import job_events
 from qhpc_lab.scheduler.leadership import Lease, LostLeadership, leases
 from qhpc_lab.scheduler.store import Store, jobs
 from qhpc_lab.vocabulary import FINAL_STATUSES
-from tests.conftest import (
-    ADMIN,
-    SECRET,
-    USER,
-    Daemon,
-    _spawn,
-    auth_header,
-    free_port,
-    poll_until,
-    pulser_sequence_json,
-    wait_healthy,
-)
-from tests.fixtures_haproxy import haproxy
-from tests.fixtures_postgres import restart_postgres
-from tests.test_store import add
+from tests.support.daemons import Daemon, free_port, spawn, wait_healthy
+from tests.support.haproxy import haproxy
+from tests.support.identities import ADMIN, SECRET, USER, auth_header
+from tests.support.polling import poll_until
+from tests.support.postgres import restart_postgres
+from tests.support.programs import pulser_sequence_json
+from tests.support.store import add_job
 
 REPLICAS = 4
 KILLS = 10
@@ -74,7 +66,7 @@ def test_a_deposed_leader_can_neither_start_nor_commit_a_chunk(fresh_postgres_ur
         old.fence, new.fence = old_lease.check, new_lease.check
         assert old_lease.acquire() == 1
         assert new_lease.acquire() is None, "a held lease was taken"
-        job = add(old, shots=300)
+        job = add_job(old, shots=300)
         assert old.mark_running(job.id, 1.0) is not None
         assert old.record_chunk(job.id, {"00": 100}, 100, 0.1, 0.0, 0).shots_done == 100
         # the old leader pauses; its lease lapses and the other replica takes it
@@ -272,7 +264,7 @@ def _replicas(tmp_path: Path, db: str) -> Iterator[list[Daemon]]:
             env = {**os.environ, "QHPC_STATE_DIR": str(state), "QHPC_TOKEN_SECRET": SECRET}
             log = state / "scheduler.log"
             started.append(
-                Daemon(f"http://127.0.0.1:{port}", _spawn(args, env, log), state, args, env, log)
+                Daemon(f"http://127.0.0.1:{port}", spawn(args, env, log), state, args, env, log)
             )
         for replica in started:
             wait_healthy(replica.url, replica.process, replica.log, timeout=300)
@@ -296,7 +288,7 @@ class _Restarts:
 
     def start(self, replica: Daemon) -> None:
         def restart() -> None:
-            replica.process = _spawn(replica.args, replica.env, replica.log)
+            replica.process = spawn(replica.args, replica.env, replica.log)
             wait_healthy(replica.url, replica.process, replica.log, timeout=300)
 
         thread = threading.Thread(target=restart, daemon=True)

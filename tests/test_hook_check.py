@@ -17,7 +17,7 @@ from qhpc_lab import cli
 from qhpc_lab.hpc.devcluster import DevClusterError, job_python
 from qhpc_lab.hpc.hooks import SettingsError
 from qhpc_lab.hpc.slurm import HookConfig
-from tests.conftest import free_port
+from tests.support.daemons import free_port
 
 TWO_QPUS = """\
 run_dir = "/run/qhpc"

@@ -24,8 +24,9 @@ from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler import create_app
 from qhpc_lab.scheduler.schemas import MAX_QPU_SLOTS, MAX_SHOTS
 from qhpc_lab.scheduler.serving import uvicorn_config
-from tests.conftest import USER, Clients, auth_header, free_port, in_process
-from tests.conftest import test_config as make_config
+from tests.support.daemons import free_port
+from tests.support.identities import USER, auth_header
+from tests.support.in_process import Clients, in_process, scheduler_config
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 NUL, SURROGATE = "\\u0000", "\\ud800"  # as JSON escapes: json.dumps would refuse the second
@@ -39,7 +40,7 @@ async def api_on(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         if request.param == "postgres"
         else f"sqlite:///{tmp_path / 'scheduler.db'}"
     )
-    async with in_process(make_config(tmp_path, db=db)) as clients:
+    async with in_process(scheduler_config(tmp_path, db=db)) as clients:
         yield clients
 
 
@@ -148,7 +149,7 @@ async def test_infinite_numbers_are_refused(api: Clients, sequence_json: str) ->
 @contextlib.contextmanager
 def served(tmp_path: Path) -> Iterator[tuple[int, object]]:
     """The app under :mod:`~qhpc_lab.scheduler.serving`'s uvicorn, in a thread, on a socket."""
-    config = make_config(tmp_path, port=free_port())
+    config = scheduler_config(tmp_path, port=free_port())
     app = create_app(config, driver=EmulatedQPU)
     server = uvicorn.Server(uvicorn_config(app, config))
     thread = threading.Thread(target=server.run, daemon=True)

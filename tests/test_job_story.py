@@ -12,8 +12,10 @@ import matplotlib
 
 from qhpc_lab.client import Client
 from qhpc_lab.programs import Program
-from tests.conftest import ADMIN, USER, auth_header, daemon, poll_until
-from tests.test_client import lab_env
+from tests.support.client_env import lab_env
+from tests.support.daemons import daemon
+from tests.support.identities import ADMIN, USER, auth_header
+from tests.support.polling import poll_until
 
 matplotlib.use("Agg")
 

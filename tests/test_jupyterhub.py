@@ -16,11 +16,8 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -35,41 +32,47 @@ import websocket
 
 from qhpc_lab.hpc.devcluster import DevCluster
 from qhpc_lab.hpc.slurm import REVOKE_REASON
-from tests import test_slurm
-from tests.conftest import free_port, poll_until
-from tests.fixtures_munge import FreshCredential
-from tests.test_slurm import User, _add_user, _remove_user, _say
+from tests.support.clusters import (
+    SEQUENCE_CODE,
+    SchedulerView,
+    User,
+    add_user,
+    remove_user,
+    slurm_dev_cluster,
+)
+from tests.support.daemons import free_port
+from tests.support.jupyterhub import (
+    allow_login,
+    hub_config,
+    log_tail,
+    login,
+    running_hub,
+    singleuser_venv,
+    spawner_environment,
+)
+from tests.support.munge import FreshCredential
+from tests.support.polling import poll_until
+from tests.support.reporting import say
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow, pytest.mark.timeout(900)]
-cluster = test_slurm.cluster
-"""The dev cluster fixture of tests/test_slurm.py: module-scoped, so this module starts its own."""
-report = test_slurm.report
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_CONFIG = ROOT / "qhpc_lab" / "hpc" / "jupyterhub_config.py"
-CHP_VERSION = "5.3.0"
-CHP_PREFIX = ROOT / ".hub"
-"""configurable-http-proxy is installed here by npm (node_modules/ is ignored by git)."""
-CHP = CHP_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy"
-PASSWORD = secrets.token_urlsafe(12)
-HUB_GROUP = "qhpc-users"
-"""Who the shipped config lets log in (QHPC_ALLOWED_GROUPS' default)."""
 
-SINGLEUSER_SCRIPT = """\
-#!{python}
-import sys
-from {module} import main
-sys.exit(main())
-"""
-SETUP_CELL = test_slurm.SEQUENCE_CODE
+SETUP_CELL = SEQUENCE_CODE
 QPU_CELL = "%%qpu --shots 100 -o result\nsequence"
 REPORT_CELL = (
     'import json\nprint("target", result.target)\nprint("counts", json.dumps(result.counts))'
 )
 
 
+@pytest.fixture(scope="module")
+def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
+    """The Slurm dev cluster: module-scoped, so this module starts its own."""
+    with slurm_dev_cluster(pytestconfig) as started:
+        yield started
+
+
 @dataclass
-class Hub(test_slurm.SchedulerView):
+class Hub(SchedulerView):
     url: str
     cluster: DevCluster
     user: User
@@ -122,156 +125,6 @@ class Hub(test_slurm.SchedulerView):
         poll_until(lambda: self.server() is None, "the hub stops the server", 120)
 
 
-def _install_proxy() -> Path:
-    """configurable-http-proxy, pinned, from npm into .hub/ (once); fail loudly if npm cannot."""
-    if CHP.exists():
-        return CHP
-    command = [
-        "npm",
-        "install",
-        "--prefix",
-        str(CHP_PREFIX),
-        "--no-save",
-        "--no-audit",
-        "--no-fund",
-        "--loglevel=error",
-        f"configurable-http-proxy@{CHP_VERSION}",
-    ]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        pytest.fail(f"cannot install configurable-http-proxy ({' '.join(command)}): {err}")
-    if done.returncode or not CHP.exists():
-        pytest.fail(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return CHP
-
-
-def _singleuser_venv(cluster: DevCluster) -> Path:
-    """The venv the jobs run the Lab from: the cluster's job Python. When that is the bridge
-    venv (ours is under /root, unreadable for users), give it the two commands the example
-    config runs, as our venv's bin/ has them."""
-    venv = Path(cluster.python).parent.parent
-    for name, module in (
-        ("jupyterhub-singleuser", "jupyterhub.singleuser"),
-        ("batchspawner-singleuser", "batchspawner.singleuser"),
-    ):
-        script = venv / "bin" / name
-        if not script.exists():
-            script.write_text(SINGLEUSER_SCRIPT.format(python=cluster.python, module=module))
-            script.chmod(0o755)
-    return venv
-
-
-def hub_config(directory: Path, port: int, extra: str = "") -> Path:
-    """The shipped config (who may log in included), with local ports and files on top, and
-    ``extra`` lines (the spawner's environment)."""
-    config = directory / "jupyterhub_config.py"
-    hub_api = f"http://127.0.0.1:{free_port()}"
-    config.write_text(
-        f"""\
-load_subconfig({str(EXAMPLE_CONFIG)!r})
-c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
-c.JupyterHub.hub_bind_url = "{hub_api}"
-c.JupyterHub.hub_connect_url = "{hub_api}"
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
-c.ConfigurableHTTPProxy.command = [{str(_install_proxy())!r}]
-c.JupyterHub.db_url = "sqlite:///{directory}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{directory}/jupyterhub_cookie_secret"
-c.JupyterHub.cleanup_servers = True
-c.Spawner.ip = "127.0.0.1"
-{extra}"""
-    )
-    return config
-
-
-def spawner_environment(environ: dict[str, str]) -> str:
-    """The config line giving the jobs ``environ`` (the cluster's) and our venv's Jupyter data
-    (kernelspec, server extension), which the bridge venv's prefix lacks."""
-    venv = Path(sys.prefix)
-    jupyter = {
-        "JUPYTER_PATH": str(venv / "share" / "jupyter"),
-        "JUPYTER_CONFIG_PATH": str(venv / "etc" / "jupyter"),
-    }
-    return f"c.Spawner.environment = { ({**environ, **jupyter})!r}\n"
-
-
-@contextlib.contextmanager
-def running_hub(config: Path, url: str, env: dict[str, str]) -> Iterator[Path]:
-    """``jupyterhub -f config`` with ``env`` on top of ours, answering at ``url``; its log.
-    Stopped afterwards, proxy included."""
-    log_path = config.parent / "jupyterhub.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.prefix) / "bin" / "jupyterhub"), "-f", str(config)],
-            cwd=config.parent,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-
-        def healthy() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"jupyterhub exited ({process.returncode}):\n{_tail(log_path)}")
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
-            return False
-
-        try:
-            poll_until(healthy, "the hub answers", 120)
-        except AssertionError as err:
-            pytest.fail(f"{err}:\n{_tail(log_path)}")
-        yield log_path
-    finally:
-        _stop(process)
-
-
-def allow_login(user: User) -> None:
-    """What a site does for a hub user under the shipped config: a Unix password (PAM) and
-    membership of its allowed group."""
-    subprocess.run(["groupadd", "-f", HUB_GROUP], check=True, capture_output=True, timeout=30)
-    for command, stdin in (
-        (["usermod", "-aG", HUB_GROUP, user.name], None),
-        (["chpasswd"], f"{user.name}:{PASSWORD}\n"),
-    ):
-        subprocess.run(command, input=stdin, check=True, capture_output=True, text=True, timeout=30)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the hub (it stops its proxy and cancels its servers' jobs), then SIGKILL the
-    process group it leads, proxy included, if it lingers."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _login(url: str, name: str) -> str:
-    """Log in through the hub's form, as a browser does; return a token made with that login."""
-    with httpx.Client(base_url=url, timeout=30) as browser:
-        browser.get("/hub/login").raise_for_status()
-        xsrf = browser.cookies["_xsrf"]
-        login = browser.post(
-            "/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": xsrf}
-        )
-        assert login.status_code == 302, login.text
-        # the xsrf token carries the login: the first page after it sets the new one
-        browser.get("/hub/home").raise_for_status()
-        xsrf = browser.cookies.get("_xsrf", path="/hub/")
-        made = browser.post(
-            f"/hub/api/users/{name}/tokens",
-            json={"note": "tests/test_jupyterhub.py", "expires_in": 3600},
-            headers={"X-XSRFToken": xsrf},
-        )
-        assert made.status_code == 201, made.text
-        return made.json()["token"]
-
-
 @pytest.fixture(scope="module")
 def hub(cluster: DevCluster, pytestconfig: pytest.Config) -> Iterator[Hub]:
     """A running hub (shipped config) with one logged-in user; all stopped afterwards."""
@@ -283,14 +136,14 @@ def hub(cluster: DevCluster, pytestconfig: pytest.Config) -> Iterator[Hub]:
     config = hub_config(directory, port, extra)
     # batchspawner submits with the spawner's environment (SLURM_CONF in the config) but polls
     # and cancels with the hub's own
-    env = {**cluster.environ, "QHPC_VENV": str(_singleuser_venv(cluster))}
+    env = {**cluster.environ, "QHPC_VENV": str(singleuser_venv(cluster))}
     user: User | None = None
     try:
         with running_hub(config, url, env) as log_path:
-            user = _add_user(cluster)
+            user = add_user(cluster)
             allow_login(user)
-            token = _login(url, user.name)
-            _say(
+            token = login(url, user.name)
+            say(
                 pytestconfig,
                 f"\n  scenario [hub + proxy up, {user.name} logged in]: "
                 f"{time.monotonic() - started:.1f} s",
@@ -306,20 +159,15 @@ def hub(cluster: DevCluster, pytestconfig: pytest.Config) -> Iterator[Hub]:
                         hub.stop_server()
     finally:
         if user is not None:
-            _remove_user(cluster, user)
+            remove_user(cluster, user)
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace") if path.exists() else "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _logs(hub: Hub) -> str:
     """The hub's log and the spawner jobs' output, for a failed spawn."""
     jobs = sorted(hub.user.home.glob("jupyterhub_slurmspawner_*.log"))
     return "\n".join(
-        [f"hub log:\n{_tail(hub.log)}", *(f"{job.name}:\n{_tail(job)}" for job in jobs)]
+        [f"hub log:\n{log_tail(hub.log)}", *(f"{job.name}:\n{log_tail(job)}" for job in jobs)]
     )
 
 
@@ -348,7 +196,7 @@ def lab(hub: Hub, pytestconfig: pytest.Config) -> Lab:
     except AssertionError as err:
         pytest.fail(f"{err}\n{_logs(hub)}")
     [job_id] = hub.slurm_jobs()
-    _say(
+    say(
         pytestconfig,
         f"\n  scenario [Lab spawned into Slurm job {job_id} with -L qpu:1]: "
         f"{time.monotonic() - started:.1f} s",

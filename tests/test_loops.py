@@ -33,7 +33,7 @@ from qhpc_lab.scheduler.policy import (
 )
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.reservations import Reservation
-from tests.conftest import pulser_sequence_json
+from tests.support.programs import pulser_sequence_json
 
 CONFIG = PolicyConfig()
 

@@ -3,64 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+from IPython.core.interactiveshell import InteractiveShell
 
-from qhpc_lab.client import Client, Job, Result, _client
-from qhpc_lab.jupyter.magics import QPUMagics
+from qhpc_lab.client import Client, Job, Result
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import (
-    ADMIN,
-    OTHER,
-    SECRET,
-    USER,
-    Daemon,
-    auth_header,
-    daemon,
-    poll_until,
-    pulser_sequence_json,
-)
-
-SEQUENCE_CELL = """
-from pulser import Pulse, Register, Sequence
-from pulser.devices import AnalogDevice
-
-sequence = Sequence(Register.from_coordinates([(0, 0), (6, 0)], prefix="q"), AnalogDevice)
-sequence.declare_channel("g", "rydberg_global")
-sequence.add(Pulse.ConstantPulse(100, 2.0, 0.0, 0.0), "g")
-sequence
-"""
+from tests.support.client_env import make_default
+from tests.support.daemons import Daemon, daemon
+from tests.support.identities import ADMIN, OTHER, SECRET, USER, auth_header
+from tests.support.magics import SEQUENCE_CELL, magics_on, run
+from tests.support.polling import poll_until
+from tests.support.programs import pulser_sequence_json
 
 
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     with daemon(tmp_path_factory.mktemp("scheduler")) as handle:
         yield handle
-
-
-@pytest.fixture
-def shell() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    yield shell
-    shell.user_ns.pop("sequence", None)
-
-
-def run(shell: InteractiveShell, capsys: pytest.CaptureFixture[str], cell: str) -> tuple[bool, str]:
-    """Run ``cell`` as a notebook cell: did it succeed, and what it showed (colours removed)."""
-    result: ExecutionResult = shell.run_cell(cell)
-    captured = capsys.readouterr()
-    return result.success, re.sub(r"\x1b\[[0-9;]*m", "", captured.out + captured.err)
-
-
-def magics_on(shell: InteractiveShell, client: Client) -> Client:
-    shell.register_magics(QPUMagics(shell, client))
-    return client
 
 
 @pytest.fixture
@@ -86,12 +50,17 @@ def lab(shell: InteractiveShell, scheduler: Daemon, tmp_path: Path) -> Iterator[
 
 
 def test_load_ext_registers_the_magics_on_the_default_client(shell, tmp_path, monkeypatch):
-    client = Client(environ={"HOME": str(tmp_path)})
-    monkeypatch.setattr(_client, "_default", client)
+    # the file's default is a scheduler nobody runs: only `use` makes the emulator the target
+    targets = tmp_path / "targets.toml"
+    targets.write_text(
+        'default = "lab"\n[targets.lab]\ntype = "scheduler"\nurl = "http://127.0.0.1:9"\n'
+    )
+    client = Client(environ={"HOME": str(tmp_path), "QHPC_TARGETS_FILE": str(targets)})
+    make_default(monkeypatch, client)
     shell.run_line_magic("load_ext", "qhpc_lab")
     assert "qpu" in shell.magics_manager.magics["cell"]
     shell.run_line_magic("qpu", "use emulator")
-    assert client._current == "emulator"
+    assert client.target_info().name == "emulator"
 
 
 def test_cell_runs_on_the_emulator_and_stores_the_result(shell, emulator, capsys):
@@ -267,7 +236,7 @@ def test_a_loop_in_a_session_holds_the_qpu_while_another_users_job_waits(
     8) and releases it; the other job then finishes; each result names its calibration."""
     import qhpc_lab
 
-    monkeypatch.setattr(_client, "_default", lab)
+    make_default(monkeypatch, lab)
     other_env = {
         "HOME": str(tmp_path),
         "QRMI_JOB_QPU_RESOURCES": "lab",

@@ -21,7 +21,7 @@ from qhpc_lab.scheduler.metrics import (
     RequestMetrics,
     Snapshot,
 )
-from tests.conftest import Clients, development_overtakes_production
+from tests.support.in_process import Clients, development_overtakes_production
 
 FAMILIES = {
     "qhpc_submissions": "counter",

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from qhpc_lab import munge
-from tests.conftest import in_process, wait_for_status
-from tests.conftest import test_config as scheduler_config
-from tests.fixtures_munge import FreshCredential
+from tests.support.in_process import in_process, scheduler_config
+from tests.support.munge import FreshCredential
+from tests.support.polling import wait_for_status
 
 pytestmark = [pytest.mark.munge, pytest.mark.usefixtures("munged")]
 

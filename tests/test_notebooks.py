@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import SECRET, USER, daemon
+from tests.support.daemons import daemon
+from tests.support.identities import SECRET, USER
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 RESOURCE = "qpu"

@@ -1,4 +1,4 @@
-"""The kernel client against a plain Warden (tests/warden_standin.py): Warden's routes and
+"""The kernel client against a plain Warden (tests/support/warden_standin.py): Warden's routes and
 fields only, so no /device, /events, position, ETA or timeline; and answers it must not
 choke on, each ending in one clear ClientError that names the target and the value."""
 
@@ -12,14 +12,20 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import qhpc_lab
-from qhpc_lab.client import Client, ClientError, JobError, RefusedError, TargetError, _client
+from qhpc_lab.client import (
+    AnswerError,
+    Client,
+    ClientError,
+    JobError,
+    RefusedError,
+    TargetError,
+)
 from qhpc_lab.client import _scheduler as scheduler_target
-from qhpc_lab.client._scheduler import AnswerError
 from qhpc_lab.programs import Program
-from tests.conftest import poll_until
-from tests.test_client import lab_env
-from tests.test_magics import SEQUENCE_CELL, magics_on, shell  # noqa: F401 (a fixture)
-from tests.warden_standin import CORRUPTIONS, WardenStandin, serve
+from tests.support.client_env import lab_env, make_default
+from tests.support.magics import SEQUENCE_CELL, magics_on
+from tests.support.polling import poll_until
+from tests.support.warden_standin import CORRUPTIONS, WardenStandin, serve
 
 pytestmark = pytest.mark.munge
 
@@ -86,7 +92,7 @@ def test_discovery_lists_warden_with_its_state_unknown(client: Client, standin: 
 def test_submit_waits_by_polling_without_position_eta_or_timeline(
     client: Client, standin: WardenStandin, program: Program, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(_client, "_default", client)
+    make_default(monkeypatch, client)
     standin.pending_s = 0.6
     job = qhpc_lab.submit(program, name="bell", job_class="development")
     assert job.status == "PENDING" and job.target == "lab"
@@ -119,7 +125,7 @@ def test_cancel_a_waiting_and_a_running_job(
 
 
 def test_qpu_cell_through_warden(
-    shell: InteractiveShell,  # noqa: F811 (the fixture imported above)
+    shell: InteractiveShell,
     client: Client,
     capsys: pytest.CaptureFixture[str],
 ):

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.conftest import Clients, wait_for_status, wait_until_started
+from tests.support.in_process import Clients
+from tests.support.polling import wait_for_status, wait_until_started
 
 
 @pytest.mark.anyio

@@ -20,7 +20,7 @@ from qhpc_lab.programs import (
     to_program,
 )
 from qhpc_lab.qpu import DeviceProfile
-from tests.conftest import pulser_sequence_json
+from tests.support.programs import analog_qiskit_circuit, pulser_sequence_json
 
 # Qadence and Pulser warn about their own deprecations on every conversion.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -198,22 +198,6 @@ def test_to_program_refuses_a_qiskit_object_that_is_not_a_circuit() -> None:
 def device() -> DeviceSpec:
     """QHPC-Test, whose register must sit on a layout: what a real QPU's device asks."""
     return DeviceProfile.load("test").spec
-
-
-def analog_qiskit_circuit() -> QuantumCircuit:
-    """qiskit-pasqal-provider's analog gate: two atoms, a global pulse."""
-    from qiskit_pasqal_provider.providers.gate import HamiltonianGate, InterpolatePoints
-
-    gate = HamiltonianGate(
-        InterpolatePoints(values=[0, 4, 0]),
-        InterpolatePoints(values=[-5, 0, 5]),
-        0.0,
-        [[0, 0], [2, 0]],
-        transform=True,
-    )
-    circuit = QuantumCircuit(2)
-    circuit.append(gate, circuit.qubits)
-    return circuit
 
 
 def test_analog_qiskit_circuits_become_pulser_on_the_device(device: DeviceSpec) -> None:

@@ -18,7 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ADMIN, USER, auth_header, daemon, free_port, poll_until
+from tests.support.daemons import daemon, free_port
+from tests.support.identities import ADMIN, USER, auth_header
+from tests.support.polling import poll_until
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 RULES = DEPLOY / "prometheus" / "qhpc-rules.yml"

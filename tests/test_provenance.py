@@ -13,8 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from qhpc_lab.client import CalibrationRange, Client, Job, JobState, RefusedError, Result
-from qhpc_lab.client._emulator import EmulatorTarget
+from qhpc_lab.client import (
+    CalibrationRange,
+    Client,
+    Job,
+    JobState,
+    RefusedError,
+    Result,
+    discover,
+)
 from qhpc_lab.client._scheduler import parse_job
 from qhpc_lab.jupyter.widgets import JobPanel
 from qhpc_lab.programs import Program
@@ -24,16 +31,11 @@ from qhpc_lab.scheduler.auth import make_token
 from qhpc_lab.scheduler.policy import Calibrate, DeviceView, PolicyConfig, QueuedJob, RunChunk
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.store import Store, merge_calibration
-from tests.conftest import (
-    SECRET,
-    USER,
-    Clients,
-    apoll_until,
-    daemon,
-    in_process,
-    pulser_sequence_json,
-    test_config,
-)
+from tests.support.daemons import daemon
+from tests.support.identities import SECRET, USER
+from tests.support.in_process import Clients, in_process, scheduler_config
+from tests.support.polling import apoll_until
+from tests.support.programs import pulser_sequence_json
 
 WAIT_S = 120
 SHOTS = 6000
@@ -285,7 +287,7 @@ async def test_a_single_calibration_job_that_cannot_fit_its_age_bound_is_refused
 
 @pytest.mark.anyio
 async def test_calibration_ids_keep_increasing_across_restarts(tmp_path: Path) -> None:
-    config = test_config(tmp_path)
+    config = scheduler_config(tmp_path)
     ids = []
     for _ in range(2):
         async with in_process(config) as clients:
@@ -338,7 +340,8 @@ def test_result_shows_its_calibrations_briefly() -> None:
 
 def test_the_panel_says_which_calibration_the_shots_ran_under() -> None:
     state = JobState("7", "RUNNING", shots=500, shots_done=300, calibrations=RANGES[:1])
-    panel = JobPanel(Job(EmulatorTarget(), state, "QHPC-Test"))
+    emulator = discover({"HOME": "/nowhere"}).targets["emulator"]
+    panel = JobPanel(Job(emulator, state, "QHPC-Test"))
     assert "shots 1–300 under calibration #4 (age 12 s–40 s)" in panel.text()
     assert "shots 1–300 under calibration #4 (age 12 s–40 s)" in panel._status.value
 

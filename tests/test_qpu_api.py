@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from qhpc_lab.qpu import DeviceProfile
-from tests.conftest import poll_until, pulser_sequence_json
-from tests.fixtures_qpu_api import served
+from tests.support.polling import poll_until
+from tests.support.programs import pulser_sequence_json
+from tests.support.qpu_api import served
 
 pytestmark = pytest.mark.slow
 

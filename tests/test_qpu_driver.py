@@ -17,9 +17,11 @@ import pytest
 from qhpc_lab.qpu import DeviceProfile
 from qhpc_lab.qpu.api import QPUApiDriver, QPUApiError, QPUApiSettings, parse_result
 from qhpc_lab.scheduler.app import DriverFactory
-from tests.conftest import apoll_until, in_process, pulser_sequence_json, test_config
-from tests.conftest import wait_for_status as waited
-from tests.fixtures_qpu_api import device_jobs, inject, served, stand_in
+from tests.support.in_process import in_process, scheduler_config
+from tests.support.polling import apoll_until
+from tests.support.polling import wait_for_status as waited
+from tests.support.programs import pulser_sequence_json
+from tests.support.qpu_api import device_jobs, inject, served, stand_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -93,7 +95,7 @@ async def test_each_chunk_is_one_qpu_job(tmp_path: Path, qpu: httpx.Client) -> N
     """The device's specs, name and notice reach /device; a 300-shot job runs as QPU jobs of a
     chunk each (100 shots at first; then sized by the measured timing), traced to the job by
     batch id and shot range; device time is the device's own."""
-    config = test_config(tmp_path)
+    config = scheduler_config(tmp_path)
     async with in_process(config, connecting(qpu)) as api:
         device = (await api.user.get("/device")).json()
         assert device["name"] == "QHPC-Test" and device["profile"] == "qpu-api"
@@ -121,7 +123,7 @@ async def test_down_mid_job_holds_it_and_up_resumes(tmp_path: Path, qpu: httpx.C
     """DOWN while a job runs: its QPU job in flight finishes or waits, no new chunk is sent,
     /device says OFFLINE with the reason, the job shows held by ``down``; UP: it resumes and
     ends with exactly its shots."""
-    async with in_process(test_config(tmp_path), connecting(qpu)) as api:
+    async with in_process(scheduler_config(tmp_path), connecting(qpu)) as api:
         job = await submit(api.user, 3000)
         await apoll_until(
             lambda: _started(api.user, job["id"]), "the job's first chunk ran", timeout=60
@@ -172,7 +174,7 @@ async def test_5xx_bursts_and_slow_answers(tmp_path: Path, qpu: httpx.Client) ->
     """503 bursts are retried with back-off; answers slower than the time-out are retried
     (reads) or looked for (a POST whose answer timed out): the job ends with its shots once."""
     slow = connecting(qpu, create_timeout_s=1.0, lost_answer_wait_s=5.0)
-    async with in_process(test_config(tmp_path), slow) as api:
+    async with in_process(scheduler_config(tmp_path), slow) as api:
         inject(qpu, unavailable=6)
         first = await waited(api.user, (await submit(api.user, 300))["id"], timeout=60)
         assert_exactly_once(qpu, first)
@@ -188,7 +190,7 @@ async def test_a_lost_post_answer_is_found_not_resent(tmp_path: Path, qpu: httpx
     by its pasqman_job_id among the uids after the last one it knows, and waits on it; the
     chunk is not sent again."""
     lost = connecting(qpu, create_timeout_s=2.0)
-    async with in_process(test_config(tmp_path), lost) as api:
+    async with in_process(scheduler_config(tmp_path), lost) as api:
         first = await waited(api.user, (await submit(api.user, 100))["id"])
         assert_exactly_once(qpu, first)
         inject(qpu, lost_post_answers=1)
@@ -200,7 +202,7 @@ async def test_a_lost_post_answer_is_found_not_resent(tmp_path: Path, qpu: httpx
 async def test_cancel_while_the_qpu_job_runs(tmp_path: Path, qpu: httpx.Client) -> None:
     """Canceling a job whose QPU job is RUNNING: the device answers 3003, the QPU job runs to
     its end and the canceled job is charged its device time; the next job runs after it."""
-    config = test_config(tmp_path)
+    config = scheduler_config(tmp_path)
     async with in_process(config, connecting(qpu, chunk_seconds=2.0)) as api:
         job = await submit(api.user, 4000)  # one QPU job of 2 s
         await apoll_until(
@@ -229,7 +231,7 @@ async def test_bad_results_end_the_job_naming_the_answer(
 ) -> None:
     """A result that is no counter, or has fewer shots than asked: the job ends in ERROR with
     the device's answer in its error; the device goes on with the next job."""
-    async with in_process(test_config(tmp_path), connecting(qpu)) as api:
+    async with in_process(scheduler_config(tmp_path), connecting(qpu)) as api:
         inject(qpu, result=fault)
         failed = await waited(api.user, (await submit(api.user, 50))["id"], ("ERROR",), 60)
         expected = "not readable" if fault == "malformed" else "returned"
@@ -242,7 +244,7 @@ async def test_bad_results_end_the_job_naming_the_answer(
 async def test_specs_changing_between_chunks(tmp_path: Path, qpu: httpx.Client) -> None:
     """The device lowers its max_runs between two chunks: the refused chunk is not an error;
     the driver reads the new specs, chunks shrink to fit, and /device shows the new limit."""
-    async with in_process(test_config(tmp_path), connecting(qpu)) as api:
+    async with in_process(scheduler_config(tmp_path), connecting(qpu)) as api:
         job = await submit(api.user, 3000)
         await apoll_until(lambda: _started(api.user, job["id"]), "a chunk ran", timeout=60)
         inject(qpu, specs={"max_runs": 40})
@@ -259,7 +261,7 @@ async def test_setup_time_sizes_chunks_and_enters_etas(tmp_path: Path) -> None:
     measured it, and chunks grow until it is at most 5 % of one; a shot's time in ETAs
     includes the setup spread over a chunk."""
     with served(tmp_path, "--setup", "0.2") as qpu:
-        async with in_process(test_config(tmp_path), connecting(qpu)) as api:
+        async with in_process(scheduler_config(tmp_path), connecting(qpu)) as api:
             first = await waited(api.user, (await submit(api.user, 100))["id"], timeout=60)
             assert_exactly_once(qpu, first)
             device = (await api.user.get("/device")).json()
@@ -294,7 +296,7 @@ async def test_a_parametrised_program_is_built_before_it_is_sent(
         "shots": 50,
         "variables": {"duration": 200, "amplitude": 2.0},
     }
-    async with in_process(test_config(tmp_path), connecting(qpu)) as api:
+    async with in_process(scheduler_config(tmp_path), connecting(qpu)) as api:
         response = await api.user.post("/jobs", json=body)
         assert response.status_code == 200, response.text
         assert_exactly_once(qpu, await waited(api.user, response.json()["id"], timeout=60))

@@ -19,19 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
-    SECRET,
-    USER,
-    Daemon,
-    _spawn,
-    auth_header,
-    daemon,
-    free_port,
-    poll_until,
-    pulser_sequence_json,
-    wait_healthy,
-)
-from tests.fixtures_qpu_api import device_jobs, served
+from tests.support.daemons import Daemon, daemon, free_port, spawn, wait_healthy
+from tests.support.identities import SECRET, USER, auth_header
+from tests.support.polling import poll_until
+from tests.support.programs import pulser_sequence_json
+from tests.support.qpu_api import device_jobs, served
 
 pytestmark = pytest.mark.slow
 
@@ -106,9 +98,7 @@ def replicas(
                 env["QHPC_TOKEN_SECRET"] = SECRET
                 log = state / "scheduler.log"
                 started.append(
-                    Daemon(
-                        f"http://127.0.0.1:{port}", _spawn(args, env, log), state, args, env, log
-                    )
+                    Daemon(f"http://127.0.0.1:{port}", spawn(args, env, log), state, args, env, log)
                 )
             for replica in started:
                 wait_healthy(replica.url, replica.process, replica.log, timeout=300)

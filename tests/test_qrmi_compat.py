@@ -23,8 +23,8 @@ from qrmi import (
     TaskStatus,
 )
 
-from tests.conftest import Daemon, daemon
-from tests.fixtures_munge import FreshCredential
+from tests.support.daemons import Daemon, daemon
+from tests.support.munge import FreshCredential
 
 pytestmark = pytest.mark.munge
 

@@ -24,10 +24,12 @@ from qhpc_lab.scheduler.quotas import (
     refusal,
 )
 from qhpc_lab.scheduler.store import QuotaAdmission, Store
-from tests.conftest import SECRET, USER, auth_header, daemon, in_process, wait_for_status
-from tests.conftest import test_config as make_config
-from tests.test_admin import _qhpc_admin
-from tests.test_store import add
+from tests.support.admin_cli import qhpc_admin
+from tests.support.daemons import daemon
+from tests.support.identities import SECRET, USER, auth_header
+from tests.support.in_process import in_process, scheduler_config
+from tests.support.polling import wait_for_status
+from tests.support.store import add_job
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 TIME_PER_SHOT_S = 0.0005
@@ -119,11 +121,11 @@ def test_use_counts_reservations_and_releases_what_a_cancelled_job_did_not_use(
     store.set_quota(Quota("user", USER, "shots", 1000, "day"))
     store.set_quota(Quota("user", USER, "qpu_seconds", 0.5, "day"))
     admit = QuotaAdmission(None, TIME_PER_SHOT_S)
-    done = add(store, shots=300, created_at=now, admission=admit)
+    done = add_job(store, shots=300, created_at=now, admission=admit)
     store.mark_running(done.id, now)
     store.record_chunk(done.id, {"00": 300}, 300, 300 * TIME_PER_SHOT_S, 1.0, now=now)
-    queued = add(store, shots=400, created_at=now, admission=admit)
-    add(store, shots=400, created_at=now - 86400)  # yesterday's: another period
+    queued = add_job(store, shots=400, created_at=now, admission=admit)
+    add_job(store, shots=400, created_at=now - 86400)  # yesterday's: another period
     uses = {q.unit: used for q, used in store.quota_uses(now, TIME_PER_SHOT_S)}
     assert uses == {"qpu_seconds": pytest.approx(0.35), "shots": 700}
     for unit, used in uses.items():  # the store's SQL sum is the pure rule's
@@ -143,10 +145,10 @@ def test_use_counts_reservations_and_releases_what_a_cancelled_job_did_not_use(
             )
         )
     with pytest.raises(QuotaExceeded) as exceeded:
-        add(store, shots=301, created_at=now, admission=admit)
+        add_job(store, shots=301, created_at=now, admission=admit)
     assert exceeded.value.refusal.quota.unit == "qpu_seconds"  # 0.5005 QPU-s > 0.5
     store.finish(queued.id, "CANCELED", now=now)  # it ran no shot: its 400 are given back
-    add(store, shots=700, created_at=now, admission=admit)
+    add_job(store, shots=700, created_at=now, admission=admit)
     assert {q.unit: u for q, u in store.quota_uses(now, TIME_PER_SHOT_S)}["shots"] == 1000
     assert store.delete_quota("user", USER, "shots") and not store.delete_quota(
         "user", "x", "shots"
@@ -161,7 +163,7 @@ def test_account_quota_spans_the_sessions_of_that_account(store: Store) -> None:
     other = store.create_session("1002", "13", 1, now, slurm_account="chemistry")
     for session, shots in ((alice, 200), (bob, 300), (other, 400)):
         admit = QuotaAdmission(session.slurm_account, TIME_PER_SHOT_S)
-        add(
+        add_job(
             store,
             user=session.user_id,
             shots=shots,
@@ -170,7 +172,7 @@ def test_account_quota_spans_the_sessions_of_that_account(store: Store) -> None:
             admission=admit,
         )
     with pytest.raises(QuotaExceeded, match="quota for account physics: 500 of 500 shots"):
-        add(
+        add_job(
             store,
             user="1000",
             shots=1,
@@ -194,7 +196,7 @@ def test_concurrent_submissions_cannot_both_pass_a_nearly_spent_budget(store: St
     def submit() -> None:
         start.wait(10)
         try:
-            add(store, shots=100, created_at=now, admission=admit)
+            add_job(store, shots=100, created_at=now, admission=admit)
             outcomes.append("queued")
         except QuotaExceeded:
             outcomes.append("refused")
@@ -217,7 +219,7 @@ async def test_the_api_refuses_past_the_budget_and_shows_the_use(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, sequence_json: str
 ) -> None:
     db = {} if backend == "sqlite" else {"db": request.getfixturevalue("fresh_postgres_url")}
-    async with in_process(make_config(tmp_path, **db)) as api:
+    async with in_process(scheduler_config(tmp_path, **db)) as api:
         quota = {"kind": "account", "subject": "physics", "unit": "shots", "budget": 500}
         assert (await api.user.put("/admin/quotas", json=quota)).status_code == 403
         bad = await api.admin.put("/admin/quotas", json={**quota, "period": "fortnight"})
@@ -275,7 +277,7 @@ def test_client_and_admin_cli_show_the_quota(tmp_path: Path, sequence_json: str)
     admin_token = make_token(SECRET, 0, admin=True)
     with daemon(tmp_path) as server:
         budget = str(1000 * TIME_PER_SHOT_S)  # 0.5 QPU-s: 1000 shots
-        set_ = _qhpc_admin(
+        set_ = qhpc_admin(
             server.url,
             admin_token,
             "quota",
@@ -305,7 +307,7 @@ def test_client_and_admin_cli_show_the_quota(tmp_path: Path, sequence_json: str)
             httpx.AsyncClient(base_url=server.url, headers=auth_header(USER)), int(job.id)
         )
         assert asyncio.run(wait)["status"] == "DONE"
-        accounting = _qhpc_admin(server.url, admin_token, "accounting").stdout.splitlines()
+        accounting = qhpc_admin(server.url, admin_token, "accounting").stdout.splitlines()
         assert accounting[0].split()[0] == "user" and accounting[-2].split()[:4] == [
             "quota",
             "unit",
@@ -313,5 +315,5 @@ def test_client_and_admin_cli_show_the_quota(tmp_path: Path, sequence_json: str)
             "budget",
         ]
         assert accounting[-1].split()[2:6] == ["qpu_seconds", "0.4", "0.5", "80.0%"]
-        removed = _qhpc_admin(server.url, admin_token, "quota", "rm", "user", USER, "qpu_seconds")
+        removed = qhpc_admin(server.url, admin_token, "quota", "rm", "user", USER, "qpu_seconds")
         assert removed.stdout.strip() == "no quotas"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.policy import Calibrate, Idle, PolicyConfig, RunChunk
 from qhpc_lab.scheduler.reservations import Reservation, next_reservation
-from tests.test_policy import (
+from tests.support.policy import (
     PROPERTIES,
     TOLERANCE,
     VirtualQPU,

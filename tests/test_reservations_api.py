@@ -14,15 +14,10 @@ from qhpc_lab.hpc import slurm
 from qhpc_lab.hpc.slurm import HookConfig
 from qhpc_lab.jupyter.server.service import device_view
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import (
-    OTHER,
-    SECRET,
-    USER,
-    auth_header,
-    daemon,
-    poll_until,
-)
-from tests.test_admin import _qhpc_admin
+from tests.support.admin_cli import qhpc_admin
+from tests.support.daemons import daemon
+from tests.support.identities import OTHER, SECRET, USER, auth_header
+from tests.support.polling import poll_until
 
 
 @pytest.mark.anyio
@@ -102,7 +97,7 @@ def test_a_reserved_qpu_runs_its_owner_and_others_wait(
         theirs = httpx.post(f"{server.url}/sessions", json=body, headers=admin).json()["id"]
 
         end = str(time.time() + 600)
-        made = _qhpc_admin(server.url, token, "reserve", "--account", "chem", "--end", end)
+        made = qhpc_admin(server.url, token, "reserve", "--account", "chem", "--end", end)
         assert made.returncode == 0, made.stdout + made.stderr
         reservation_id = int(made.stdout.split()[0])
         shown = httpx.get(f"{server.url}/device", timeout=30).json()["next_reservation"]
@@ -113,10 +108,10 @@ def test_a_reserved_qpu_runs_its_owner_and_others_wait(
         poll_until(lambda: _job(server.url, me, owner["id"])["status"] == "DONE", "owner done")
         assert _job(server.url, USER, waiting["id"])["shots_done"] == 0  # kept out
 
-        listed = _qhpc_admin(server.url, token, "reservations").stdout
+        listed = qhpc_admin(server.url, token, "reservations").stdout
         assert listed.split()[:3] == [str(reservation_id), "account", "chem:"], listed
         assert "(now)" in listed
-        assert _qhpc_admin(server.url, token, "unreserve", str(reservation_id)).returncode == 0
+        assert qhpc_admin(server.url, token, "unreserve", str(reservation_id)).returncode == 0
         poll_until(lambda: _job(server.url, USER, waiting["id"])["status"] == "DONE", "done")
 
         # A short window: the other user's job starts when it ends (the dispatcher wakes then).

@@ -17,17 +17,11 @@ import httpx
 import pytest
 
 from qhpc_lab.qpu.emulated import STANDS_IN
-from tests.conftest import (
-    OTHER,
-    USER,
-    apoll_until,
-    auth_header,
-    daemon,
-    gate_profile,
-    in_process,
-    test_config,
-)
-from tests.test_api import WAIT_S, device, open_session, refused, submit
+from tests.support.api import WAIT_S, device, open_session, refused, submit
+from tests.support.daemons import daemon
+from tests.support.identities import OTHER, USER, auth_header
+from tests.support.in_process import gate_profile, in_process, scheduler_config
+from tests.support.polling import apoll_until
 
 HEAD = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
 LOOP_PROGRAM = HEAD + "for int i in [0:1000000000] { h q[0]; } c = measure q;"
@@ -43,7 +37,7 @@ def anyio_backend() -> str:
 async def test_queue_limits_per_user_and_session_are_429_naming_the_limit(
     tmp_path: Path, sequence_json: str
 ) -> None:
-    config = test_config(tmp_path, max_queued_jobs_per_user=3, max_queued_shots_per_session=25)
+    config = scheduler_config(tmp_path, max_queued_jobs_per_user=3, max_queued_shots_per_session=25)
     async with in_process(config) as api:
         await api.admin.post("/admin/drain")  # keep everything queued
         for _ in range(3):
@@ -74,7 +68,7 @@ async def test_queue_limits_per_user_and_session_are_429_naming_the_limit(
 async def test_a_retried_submission_with_the_same_idempotency_key_runs_once(
     tmp_path: Path, sequence_json: str
 ) -> None:
-    async with in_process(test_config(tmp_path)) as api:
+    async with in_process(scheduler_config(tmp_path)) as api:
         key = {"Idempotency-Key": str(uuid.uuid4())}
         body = {"sequence": sequence_json, "shots": 10}
         first = (await api.user.post("/jobs", json=body, headers=key)).json()
@@ -102,7 +96,7 @@ async def _status(client: httpx.AsyncClient, job_id: int, status: str) -> dict[s
 async def test_get_jobs_lists_every_job_and_pages_on_request(
     tmp_path: Path, sequence_json: str
 ) -> None:
-    async with in_process(test_config(tmp_path)) as api:
+    async with in_process(scheduler_config(tmp_path)) as api:
         await api.admin.post("/admin/drain")
         ids = [(await submit(api.user, sequence_json, 1))["id"] for _ in range(130)]
         everything = await api.user.get("/jobs")
@@ -124,7 +118,7 @@ async def test_get_jobs_lists_every_job_and_pages_on_request(
 async def test_device_shows_the_running_job_id_only_to_its_owner(
     tmp_path: Path, sequence_json: str
 ) -> None:
-    async with in_process(test_config(tmp_path)) as api:
+    async with in_process(scheduler_config(tmp_path)) as api:
         job = await submit(api.user, sequence_json, 10_000)
 
         async def running() -> dict[str, Any] | None:
@@ -145,7 +139,7 @@ async def test_a_program_that_would_run_forever_is_refused_and_others_run(
     tmp_path: Path,
 ) -> None:
     """On a gate-based device (the analog QPU refuses every qasm3 program, rule format)."""
-    async with in_process(test_config(tmp_path, device=str(gate_profile(tmp_path)))) as api:
+    async with in_process(scheduler_config(tmp_path, device=str(gate_profile(tmp_path)))) as api:
         response = await api.user.post(
             "/jobs", json={"sequence": LOOP_PROGRAM, "format": "qasm3", "shots": 10}
         )
@@ -195,7 +189,7 @@ def test_a_huge_program_body_does_not_hold_health(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_health_reports_the_dispatcher(tmp_path: Path) -> None:
-    async with in_process(test_config(tmp_path)) as api:
+    async with in_process(scheduler_config(tmp_path)) as api:
         health = (await api.anonymous.get("/health")).json()
         assert health == {
             "status": "ok",
@@ -210,7 +204,7 @@ async def test_health_reports_the_dispatcher(tmp_path: Path) -> None:
 async def test_accounting_charges_device_time_not_emulator_time(
     tmp_path: Path, sequence_json: str
 ) -> None:
-    async with in_process(test_config(tmp_path)) as api:
+    async with in_process(scheduler_config(tmp_path)) as api:
         job = await submit(api.user, sequence_json, 100)
         done = await apoll_until(lambda: _status(api.user, job["id"], "DONE"), "the job", WAIT_S)
         per_shot = (await device(api.user))["time_per_shot_s"]

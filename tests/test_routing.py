@@ -21,15 +21,10 @@ from qhpc_lab.client import Client, RefusedError, TargetError
 from qhpc_lab.client._routing import Answer, choose
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import (
-    SECRET,
-    USER,
-    Daemon,
-    auth_header,
-    daemon,
-    poll_until,
-    pulser_sequence_json,
-)
+from tests.support.daemons import Daemon, daemon
+from tests.support.identities import SECRET, USER, auth_header
+from tests.support.polling import poll_until
+from tests.support.programs import pulser_sequence_json
 
 # -- the choice --------------------------------------------------------------------------------
 
@@ -249,7 +244,7 @@ def test_the_estimate_endpoint_counts_the_queue_ahead(two_qpus):
 def test_qpu_targets_lists_both_with_their_queues_and_a_cell_says_where_it_went(two_qpus, capsys):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from tests.test_magics import SEQUENCE_CELL, magics_on, run
+    from tests.support.magics import SEQUENCE_CELL, magics_on, run
 
     small, _ = two_qpus
     shell = InteractiveShell.instance()

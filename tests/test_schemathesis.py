@@ -27,7 +27,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import ADMIN, USER, Daemon, auth_header, daemon
+from tests.support.daemons import Daemon, daemon
+from tests.support.identities import ADMIN, USER, auth_header
 
 
 @schemathesis.check

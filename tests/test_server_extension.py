@@ -23,8 +23,10 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403 (fixtures for this mod
 from tornado.httpclient import HTTPClientError
 
 from qhpc_lab.wire.documents import QueueEventOut, relayed_fields
-from tests.conftest import ADMIN, USER, Daemon, auth_header, pulser_sequence_json
-from tests.conftest import SECRET as SCHEDULER_SECRET
+from tests.support.daemons import Daemon
+from tests.support.identities import ADMIN, USER, auth_header
+from tests.support.identities import SECRET as SCHEDULER_SECRET
+from tests.support.programs import pulser_sequence_json
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 SESSION_HOLDER = "qpu"

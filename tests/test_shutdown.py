@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import auth_header, daemon
+from tests.support.daemons import daemon
+from tests.support.identities import auth_header
 
 
 def test_sigterm_with_open_event_streams_exits_quietly(tmp_path: Path) -> None:

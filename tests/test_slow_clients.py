@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.conftest import USER, auth_header, daemon
+from tests.support.daemons import daemon
+from tests.support.identities import USER, auth_header
 
 TIMEOUT_S = 5
 SLOW_HEADERS = SLOW_BODIES = 200

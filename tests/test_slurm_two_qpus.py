@@ -18,17 +18,17 @@ import pytest
 from qhpc_lab.hpc.devcluster import DevCluster
 from qhpc_lab.hpc.devcluster.processes import port_free
 from qhpc_lab.hpc.slurm import REVOKE_REASON
-from tests.conftest import free_port
-from tests.fixtures_munge import FreshCredential
-from tests.test_slurm import (
+from tests.support.clusters import (
     SEQUENCE_CODE,
     SchedulerView,
     Site,
-    _add_user,
-    _remove_user,
-    _say,
+    add_user,
     dev_cluster,
+    remove_user,
 )
+from tests.support.daemons import free_port
+from tests.support.munge import FreshCredential
+from tests.support.reporting import say
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
 
@@ -73,7 +73,7 @@ def two_qpu_site(munged: None, pytestconfig: pytest.Config) -> Iterator[Site]:
     ports = ("slurmctld_port", "slurmd_port")
     settings = {"qpus": 2, "scheduler_port": _port_pair(), "qpu_port": _port_pair()}
     with dev_cluster(DevCluster, "Slurm 2-QPU", pytestconfig, ports, **settings) as cluster:
-        user = _add_user(cluster)
+        user = add_user(cluster)
         try:
             script = cluster.directory / "two_qpu_job.py"
             script.write_text(TWO_QPU_SCRIPT)
@@ -81,7 +81,7 @@ def two_qpu_site(munged: None, pytestconfig: pytest.Config) -> Iterator[Site]:
             with httpx.Client(auth=FreshCredential(), timeout=10) as admin:
                 yield Site(cluster, user, user, script, admin)
         finally:
-            _remove_user(cluster, user)
+            remove_user(cluster, user)
 
 
 def test_one_job_holds_two_qpus(two_qpu_site: Site, pytestconfig: pytest.Config) -> None:
@@ -121,4 +121,4 @@ def test_one_job_holds_two_qpus(two_qpu_site: Site, pytestconfig: pytest.Config)
             jobs = view.qpu_jobs(job_id)
             assert len(jobs) == (1 if name == routed.group(1) else 0), jobs
         assert not (cluster.run_dir / name / f"job-{job_id}.json").exists()
-    _say(pytestconfig, f"\n  scenario [sbatch -L qpu_a:1,qpu_b:1]: routed {routed.group(2)}")
+    say(pytestconfig, f"\n  scenario [sbatch -L qpu_a:1,qpu_b:1]: routed {routed.group(2)}")

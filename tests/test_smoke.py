@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import USER, auth_header, wait_for_status
+from tests.support.identities import USER, auth_header
+from tests.support.polling import poll_until, wait_for_status
 
 
 @pytest.mark.anyio
@@ -23,15 +24,13 @@ async def test_job_runs_in_process(api, sequence_json):
 
 def test_job_runs_over_socket(server, sequence_json):
     with httpx.Client(base_url=server.url, headers=auth_header(USER)) as client:
-        job = client.post("/jobs", json={"sequence": sequence_json, "shots": 10}).json()
-        import time
+        job_id = client.post("/jobs", json={"sequence": sequence_json, "shots": 10}).json()["id"]
 
-        for _ in range(600):
-            job = client.get(f"/jobs/{job['id']}").json()
-            if job["status"] == "DONE":
-                break
-            time.sleep(0.05)
-        assert job["status"] == "DONE"
+        def done() -> dict | None:
+            job = client.get(f"/jobs/{job_id}").json()
+            return job if job["status"] == "DONE" else None
+
+        job = poll_until(done, f"job {job_id} to be DONE", timeout=30)
         assert sum(json.loads(job["results"])["counter"].values()) == 10
 
 

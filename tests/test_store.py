@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from qhpc_lab.scheduler.store import JobRow, ReservationOverlap, Store
-from tests.conftest import USER, in_process, wait_for_status
-from tests.conftest import test_config as make_config
+from tests.support.identities import USER
+from tests.support.in_process import in_process, scheduler_config
+from tests.support.polling import wait_for_status
+from tests.support.store import add_job
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -29,25 +31,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened = Store(url)
     yield opened
     opened.close()
-
-
-def add(store: Store, user: str = USER, shots: int = 250, **values: object) -> JobRow:
-    """A job as the scheduler would add it (validated program, default class)."""
-    fields: dict[str, object] = dict(
-        session_id=None,
-        user_id=user,
-        slurm_job_id=None,
-        job_class="production",
-        name=None,
-        format="pulser",
-        body="{}",
-        variables={},
-        shots=shots,
-        num_qubits=2,
-        max_calibration_age_s=None,
-    )
-    fields.update(values)
-    return store.add_job(**fields)
 
 
 def run_to_done(store: Store, job: JobRow) -> JobRow:
@@ -77,11 +60,11 @@ def test_session_is_idempotent_per_user_and_slurm_job(store: Store) -> None:
 def test_revoke_cancels_only_pending_jobs_and_returns_their_ids(store: Store) -> None:
     session = store.create_session(USER, "7", 1)
     other = store.create_session(USER, "8", 1)
-    queued = [add(store, session_id=session.id) for _ in range(2)]
-    running = add(store, session_id=session.id)
+    queued = [add_job(store, session_id=session.id) for _ in range(2)]
+    running = add_job(store, session_id=session.id)
     store.mark_running(running.id, 5.0)
-    done = run_to_done(store, add(store, session_id=session.id))
-    elsewhere = add(store, session_id=other.id)
+    done = run_to_done(store, add_job(store, session_id=session.id))
+    elsewhere = add_job(store, session_id=other.id)
 
     revoked, canceled = store.revoke_session(session.id, "Slurm job 7 ended")
 
@@ -113,7 +96,7 @@ def test_list_sessions_by_activity(store: Store) -> None:
 
 
 def test_add_and_get_job(store: Store) -> None:
-    job = add(store, name="ghz", variables={"omega": 1.5}, max_calibration_age_s=60.0)
+    job = add_job(store, name="ghz", variables={"omega": 1.5}, max_calibration_age_s=60.0)
     assert isinstance(job.id, int)
     assert (job.status, job.shots_done, job.counts, job.results) == ("PENDING", 0, {}, None)
     assert job.variables == {"omega": 1.5} and job.max_calibration_age_s == 60.0
@@ -123,8 +106,8 @@ def test_add_and_get_job(store: Store) -> None:
 
 
 def test_list_jobs_filters_by_user_and_status(store: Store) -> None:
-    mine = [add(store) for _ in range(3)]
-    theirs = add(store, user="1001")
+    mine = [add_job(store) for _ in range(3)]
+    theirs = add_job(store, user="1001")
     store.mark_running(mine[1].id, 1.0)
 
     assert [j.id for j in store.list_jobs()] == [theirs.id] + [j.id for j in reversed(mine)]
@@ -136,7 +119,7 @@ def test_list_jobs_filters_by_user_and_status(store: Store) -> None:
 
 
 def test_active_jobs_in_arrival_order(store: Store) -> None:
-    jobs = [add(store) for _ in range(4)]
+    jobs = [add_job(store) for _ in range(4)]
     store.mark_running(jobs[2].id, 1.0)
     run_to_done(store, jobs[1])
     store.finish(jobs[3].id, "CANCELED", "canceled by user")
@@ -145,7 +128,7 @@ def test_active_jobs_in_arrival_order(store: Store) -> None:
 
 
 def test_mark_running_keeps_the_first_start(store: Store) -> None:
-    job = add(store)
+    job = add_job(store)
     first = store.mark_running(job.id, 100.0)
     assert first is not None and first.status == "RUNNING" and first.started_at == 100.0
     assert store.mark_running(job.id, 150.0) is None  # already running: no change
@@ -154,7 +137,7 @@ def test_mark_running_keeps_the_first_start(store: Store) -> None:
     assert again is not None and again.status == "RUNNING" and again.started_at == 100.0
     assert store.get_job(job.id) == again
 
-    canceled = add(store)
+    canceled = add_job(store)
     store.finish(canceled.id, "CANCELED", "canceled by user")
     assert store.mark_running(canceled.id, 300.0) is None
     after = store.get_job(canceled.id)
@@ -162,7 +145,7 @@ def test_mark_running_keeps_the_first_start(store: Store) -> None:
 
 
 def test_record_chunk_merges_counts_and_finishes_at_the_requested_shots(store: Store) -> None:
-    job = add(store, shots=250)
+    job = add_job(store, shots=250)
     store.mark_running(job.id, 1.0)
 
     first = store.record_chunk(job.id, {"00": 60, "11": 40}, 100, 0.05, 10.0)
@@ -184,7 +167,7 @@ def test_record_chunk_merges_counts_and_finishes_at_the_requested_shots(store: S
 
 
 def test_record_chunk_needs_a_running_job(store: Store) -> None:
-    canceled = add(store)
+    canceled = add_job(store)
     store.mark_running(canceled.id, 1.0)
     store.record_chunk(canceled.id, {"00": 100}, 100, 0.05, 0.0)
     store.finish(canceled.id, "CANCELED", "canceled by user")
@@ -193,16 +176,16 @@ def test_record_chunk_needs_a_running_job(store: Store) -> None:
     assert store.record_chunk(canceled.id, {"00": 100}, 100, 0.05, 0.0) is None
     assert store.get_job(canceled.id) == before
 
-    pending = add(store)
+    pending = add_job(store)
     assert store.record_chunk(pending.id, {"00": 100}, 100, 0.05, 0.0) is None
     assert store.get_job(pending.id) == pending
-    done = run_to_done(store, add(store))
+    done = run_to_done(store, add_job(store))
     assert store.record_chunk(done.id, {"00": 1}, 1, 0.0, 0.0) is None
     assert store.get_job(done.id) == done
 
 
 def test_finish_happens_once(store: Store) -> None:
-    job = add(store)
+    job = add_job(store)
     store.mark_running(job.id, 1.0)
     failed = store.finish(job.id, "ERROR", "execution failed: boom")
     assert failed is not None and failed.status == "ERROR" and failed.finished_at is not None
@@ -210,13 +193,13 @@ def test_finish_happens_once(store: Store) -> None:
     assert store.finish(job.id, "CANCELED", "too late") is None
     assert store.get_job(job.id) == failed
 
-    done = run_to_done(store, add(store))
+    done = run_to_done(store, add_job(store))
     assert store.finish(done.id, "CANCELED", "too late") is None
     assert store.get_job(done.id) == done
 
 
 def test_requeue_running_keeps_finished_chunks(store: Store) -> None:
-    first, second, waiting, done = (add(store) for _ in range(4))
+    first, second, waiting, done = (add_job(store) for _ in range(4))
     for job in (first, second):
         store.mark_running(job.id, 1.0)
     store.record_chunk(first.id, {"01": 100}, 100, 0.05, 0.0)
@@ -232,13 +215,13 @@ def test_requeue_running_keeps_finished_chunks(store: Store) -> None:
 
 
 def test_state_survives_reopening(store: Store) -> None:
-    job = add(store)
+    job = add_job(store)
     store.set_fact("draining", True)
     reopened = Store(store.engine.url.render_as_string(hide_password=False))
     try:
         assert reopened.get_job(job.id) == job
         assert reopened.get_fact("draining") is True
-        assert add(reopened).id > job.id
+        assert add_job(reopened).id > job.id
     finally:
         reopened.close()
 
@@ -265,7 +248,7 @@ def test_device_facts(store: Store) -> None:
 async def test_job_runs_end_to_end_on_postgres(
     tmp_path: Path, fresh_postgres_url: str, sequence_json: str
 ) -> None:
-    config = make_config(tmp_path, db=fresh_postgres_url)
+    config = scheduler_config(tmp_path, db=fresh_postgres_url)
     async with in_process(config) as api:
         response = await api.user.post("/jobs", json={"sequence": sequence_json, "shots": 250})
         assert response.status_code == 200, response.text
@@ -294,13 +277,13 @@ def test_a_database_with_the_former_results_column_still_opens(tmp_path: Path) -
     old = Store(url)
     with old.engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN results TEXT"))
-    done = run_to_done(old, add(old))
+    done = run_to_done(old, add_job(old))
     old.close()
     reopened = Store(url)
     try:
         assert reopened.get_job(done.id) == done
         assert json.loads(done.results or "") == {"counter": {"00": done.shots}}
-        assert run_to_done(reopened, add(reopened)).results == done.results
+        assert run_to_done(reopened, add_job(reopened)).results == done.results
     finally:
         reopened.close()
 

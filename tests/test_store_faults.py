@@ -22,8 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import USER, Daemon, auth_header, daemon, poll_until
-from tests.fixtures_postgres import restart_postgres
+from tests.support.daemons import Daemon, daemon
+from tests.support.identities import USER, auth_header
+from tests.support.polling import poll_until
+from tests.support.postgres import restart_postgres
 
 SHOTS = 4000
 """2 s of device time on the test profile (0.5 ms a shot), 40 chunks: long enough to break the

@@ -3,10 +3,10 @@ calibrations and holds it waited through; only its owner and admins see it."""
 
 from __future__ import annotations
 
-import anyio
 import pytest
 
-from tests.conftest import Clients, development_overtakes_production, wait_for_status
+from tests.support.in_process import Clients, development_overtakes_production
+from tests.support.polling import apoll_until, wait_for_status
 
 
 async def timeline(client, job_id: int) -> list[dict]:
@@ -51,11 +51,13 @@ async def test_a_held_job_shows_the_calibration_and_drain_it_waited_for(
     job = (await api.user.post("/jobs", json={"sequence": sequence_json, "shots": 10})).json()
     before = api.scheduler.driver.calibrated_at
     await api.admin.post("/admin/calibrate")
-    with anyio.fail_after(60):
-        while api.scheduler.driver.calibrated_at == before or (
-            (await api.user.get("/device")).json()["state"] != "ONLINE"
-        ):
-            await anyio.sleep(0.05)
+
+    async def calibrated() -> bool:
+        return api.scheduler.driver.calibrated_at != before and (
+            (await api.user.get("/device")).json()["state"] == "ONLINE"
+        )
+
+    await apoll_until(calibrated, "the calibration to end, the device ONLINE", timeout=60)
     await api.admin.post("/admin/resume")
     await wait_for_status(api.user, job["id"], timeout=120)
 

@@ -26,8 +26,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from qhpc_lab import tracing
 from qhpc_lab.client import Client
 from qhpc_lab.programs import Program
-from tests.conftest import daemon, poll_until
-from tests.test_client import lab_env
+from tests.support.client_env import lab_env
+from tests.support.daemons import daemon
+from tests.support.polling import poll_until
 
 
 class Collector:

@@ -23,8 +23,10 @@ import httpx
 import pytest
 
 from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import ADMIN, OTHER, USER, Daemon, daemon, free_port, pulser_sequence_json
-from tests.conftest import SECRET as SCHEDULER_SECRET
+from tests.support.daemons import Daemon, daemon, free_port
+from tests.support.identities import ADMIN, OTHER, USER
+from tests.support.identities import SECRET as SCHEDULER_SECRET
+from tests.support.programs import pulser_sequence_json
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

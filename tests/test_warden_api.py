@@ -9,7 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import USER, Clients, apoll_until, in_process, test_config, wait_for_status
+from tests.support.identities import USER
+from tests.support.in_process import Clients, in_process, scheduler_config
+from tests.support.polling import apoll_until, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +42,7 @@ async def test_slots_are_unmanaged_by_default(api: Clients) -> None:
 
 
 async def test_sessions_hold_qpu_slots(tmp_path: Path) -> None:
-    async with in_process(test_config(tmp_path, qpu_slots_total=4)) as api:
+    async with in_process(scheduler_config(tmp_path, qpu_slots_total=4)) as api:
         first = await open_session(api.admin, "1", slots=3)
         assert first.status_code == 200 and first.json()["qpu_slots"] == 3
         slots = {"qpu_slots_total": 4, "qpu_slots_used": 3, "qpu_slots_available": 1}
@@ -67,7 +69,7 @@ async def test_reaper_revokes_a_session_past_its_lifetime(
     tmp_path: Path, sequence_json: str
 ) -> None:
     """The reaper task revokes it on its own; its waiting job is canceled and says why."""
-    config = test_config(tmp_path, session_max_lifetime_s=0.5, session_reaper_interval_s=0.05)
+    config = scheduler_config(tmp_path, session_max_lifetime_s=0.5, session_reaper_interval_s=0.05)
     async with in_process(config) as api:
         await api.admin.post("/admin/drain")  # the job waits: revocation cancels it
         session = (await open_session(api.admin, "7")).json()
@@ -93,7 +95,7 @@ async def test_reaper_revokes_a_session_past_its_lifetime(
 async def test_idle_deadline_waits_for_active_jobs(tmp_path: Path, sequence_json: str) -> None:
     """Past its idle deadline a session lives on while a job of it is active; a submission
     moves the deadline on. The scheduler's clock is moved instead of waiting."""
-    config = test_config(tmp_path, session_idle_timeout_s=60, session_reaper_interval_s=3600)
+    config = scheduler_config(tmp_path, session_idle_timeout_s=60, session_reaper_interval_s=3600)
     async with in_process(config) as api:
         sched = api.scheduler
         await api.admin.post("/admin/drain")

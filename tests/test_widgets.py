@@ -20,18 +20,12 @@ from qhpc_lab.client import Client, JobError
 from qhpc_lab.jupyter import magics
 from qhpc_lab.jupyter.widgets import JobPanel, TargetsPanel
 from qhpc_lab.programs import Program
-from qhpc_lab.scheduler.auth import make_token
-from tests.conftest import (
-    ADMIN,
-    OTHER,
-    SECRET,
-    USER,
-    Daemon,
-    apoll_until,
-    auth_header,
-    daemon,
-    pulser_sequence_json,
-)
+from tests.support.client_env import lab_env
+from tests.support.daemons import Daemon, daemon
+from tests.support.identities import ADMIN, OTHER, auth_header
+from tests.support.polling import apoll_until
+from tests.support.programs import pulser_sequence_json
+from tests.support.transport import RecordingTransport
 
 LONG = 8000
 """Shots that keep the test device busy for seconds (0.5 ms a shot)."""
@@ -48,19 +42,15 @@ def program() -> Program:
     return Program("pulser", pulser_sequence_json(), 20)
 
 
-def lab_env(scheduler: Daemon, home: Path) -> dict[str, str]:
-    return {
-        "HOME": str(home),
-        "QRMI_JOB_QPU_RESOURCES": "lab",
-        "QRMI_JOB_QPU_TYPES": "pasqal-local",
-        "lab_QRMI_WARDEN_URL": scheduler.url,
-        "QHPC_TOKEN": make_token(SECRET, USER),
-    }
+@pytest.fixture
+def recorded() -> RecordingTransport:
+    """What the ``lab`` client sends its scheduler."""
+    return RecordingTransport()
 
 
 @pytest.fixture
-def lab(scheduler: Daemon, tmp_path: Path) -> Iterator[Client]:
-    client = Client(environ=lab_env(scheduler, tmp_path))
+def lab(scheduler: Daemon, tmp_path: Path, recorded: RecordingTransport) -> Iterator[Client]:
+    client = Client(environ={"HOME": str(tmp_path), **lab_env(scheduler.url)}, transport=recorded)
     yield client
     client.close()
 
@@ -179,7 +169,7 @@ async def test_job_panels_show_queue_and_device_and_cancel_through_the_scheduler
 
 @pytest.mark.anyio
 async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
-    lab, program, scheduler
+    lab, program, scheduler, recorded
 ):
     """'Position k of n' follows the queue event: a second user's job that outranks mine
     (class test) moves me back, its cancellation forward again, each well before any refresh
@@ -190,12 +180,7 @@ async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
     panel.show()
     await until_shown(panel, "position 1 of 1 waiting", "k of n")
     await until_shown(panel, "calibrated", "the device line")
-    reads: list[str] = []
-
-    async def count(request: httpx.Request) -> None:
-        reads.append(f"{request.method} {request.url.path}")
-
-    lab._targets["lab"]._http.event_hooks["request"].append(count)
+    recorded.clear()
     seconds: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=scheduler.url, headers=auth_header(OTHER)) as other:
         sent = time.monotonic()
@@ -210,7 +195,7 @@ async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
         await until_shown(panel, "position 1 of 1 waiting", "moved forward")
         seconds["canceled"] = time.monotonic() - sent
     assert all(s < 2.0 for s in seconds.values()), seconds  # the old refresh came every 10 s
-    assert reads == [], reads  # no /device, no /jobs: the stream carried it
+    assert recorded.sent == [], recorded.sent  # no /device, no /jobs: the stream carried it
     mine.cancel()
     blocker.cancel()
     with pytest.raises(JobError):
@@ -296,7 +281,8 @@ class Kernel:
 
 @pytest.fixture(scope="module")
 def kernel(scheduler: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    handle = Kernel({**os.environ, **lab_env(scheduler, tmp_path_factory.mktemp("home"))})
+    home = str(tmp_path_factory.mktemp("home"))
+    handle = Kernel({**os.environ, "HOME": home, **lab_env(scheduler.url)})
     try:
         assert handle.execute("%load_ext qhpc_lab")["stderr"] == ""
         yield handle
@@ -336,7 +322,7 @@ def test_kernel_interrupt_stops_waiting_and_the_panel_goes_on(kernel):
     out = kernel.execute(CELL.format(shots=LONG), interrupt_when_running)
     assert "qpu: stopped waiting; job" in out["error"] and "goes on" in out["error"]
     status = kernel.execute("import qhpc_lab; print(qhpc_lab.job().status)")["stdout"]
-    assert status.strip() in ("RUNNING", "PENDING")
+    assert status.strip() == "RUNNING"  # a started job stays RUNNING until it ends
     kernel.execute("qhpc_lab.job().cancel()")
 
 

@@ -16,6 +16,8 @@ from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
 from qhpc_lab.client import _loop
 from qhpc_lab.client._discovery import EMULATOR, discover
 from qhpc_lab.client._emulator import EmulatorTarget
@@ -71,11 +73,16 @@ class Client:
     """Targets found by discovery, where submissions go, and the jobs submitted through it."""
 
     def __init__(
-        self, environ: Mapping[str, str] | None = None, targets_file: str | Path | None = None
+        self,
+        environ: Mapping[str, str] | None = None,
+        targets_file: str | Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """Discover targets in ``environ`` (default: the process environment) and the
-        targets file (default: ``$QHPC_TARGETS_FILE`` or ``~/.config/qhpc/targets.toml``)."""
-        found = discover(os.environ if environ is None else environ, targets_file)
+        targets file (default: ``$QHPC_TARGETS_FILE`` or ``~/.config/qhpc/targets.toml``).
+        ``transport``: what the scheduler targets' requests go through (default: httpx's
+        own); a test passes one to count or inspect them."""
+        found = discover(os.environ if environ is None else environ, targets_file, transport)
         for problem in found.problems:
             announce(problem)
         self._targets: dict[str, Target] = found.targets

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
@@ -45,8 +46,16 @@ class TargetSettings(SettingsModel, ABC):
     type: str
 
     @abstractmethod
-    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
-        """The target these settings describe, named ``name``, found in ``origin``."""
+    def target(
+        self,
+        name: str,
+        origin: str,
+        environ: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Target:
+        """The target these settings describe, named ``name``, found in ``origin``;
+        ``transport`` is what a scheduler target sends its requests through (the others speak
+        no HTTP through httpx)."""
 
 
 class SchedulerTargetSettings(TargetSettings):
@@ -61,7 +70,13 @@ class SchedulerTargetSettings(TargetSettings):
     session: str | None = None
     job_timeout_s: float | None = None
 
-    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
+    def target(
+        self,
+        name: str,
+        origin: str,
+        environ: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Target:
         from qhpc_lab.client._scheduler import SchedulerTarget
 
         token = self.token
@@ -76,6 +91,7 @@ class SchedulerTargetSettings(TargetSettings):
             auth=self.auth,
             session=self.session,
             job_timeout_s=self.job_timeout_s,
+            transport=transport,
         )
 
 
@@ -84,7 +100,13 @@ class EmulatorTargetSettings(TargetSettings):
 
     device: str | None = None
 
-    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
+    def target(
+        self,
+        name: str,
+        origin: str,
+        environ: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Target:
         from qhpc_lab.client._emulator import EmulatorTarget
 
         return EmulatorTarget(name, origin, device=self.device)
@@ -97,7 +119,13 @@ class QRMITargetSettings(TargetSettings):
     """Settings for QRMI's ``QuantumResource.from_config``, as text."""
     job_timeout_s: float | None = None
 
-    def target(self, name: str, origin: str, environ: Mapping[str, str]) -> Target:
+    def target(
+        self,
+        name: str,
+        origin: str,
+        environ: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Target:
         from qhpc_lab.client._qrmi import QRMITarget
 
         config = None if self.config is None else {str(k): str(v) for k, v in self.config.items()}
@@ -135,20 +163,25 @@ class Discovery:
             self.targets[target.name] = target
 
 
-def discover(environ: Mapping[str, str], targets_file: str | Path | None = None) -> Discovery:
+def discover(
+    environ: Mapping[str, str],
+    targets_file: str | Path | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Discovery:
     """Targets from ``environ`` (the QRMI variables) and the targets file.
 
     The file is ``targets_file``, else ``$QHPC_TARGETS_FILE``, else
     ``~/.config/qhpc/targets.toml``. The default target is the job's first QRMI resource,
-    else the file's ``default``, else its first target.
+    else the file's ``default``, else its first target. ``transport``: what the scheduler
+    targets send their requests through (default: httpx's own).
     """
     found = Discovery()
-    _from_environment(environ, found)
+    _from_environment(environ, found, transport)
     from_job = found.from_job = list(found.targets)
     explicit = targets_file or environ.get("QHPC_TARGETS_FILE")
     path = _expand(str(explicit or DEFAULT_TARGETS_FILE), environ)
     found.sources.append(str(path))
-    file_default = _from_file(path, bool(explicit), environ, found)
+    file_default = _from_file(path, bool(explicit), environ, found, transport)
     from qhpc_lab.client._emulator import EmulatorTarget
 
     if EMULATOR in found.targets:
@@ -179,7 +212,9 @@ def _env_list(environ: Mapping[str, str], names: tuple[str, str]) -> tuple[str, 
     return None
 
 
-def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
+def _from_environment(
+    environ: Mapping[str, str], found: Discovery, transport: httpx.AsyncBaseTransport | None
+) -> None:
     resources = _env_list(environ, (qrmi.RESOURCES, qrmi.SLURM_RESOURCES))
     types = _env_list(environ, (qrmi.TYPES, qrmi.SLURM_TYPES))
     found.sources.append(qrmi.RESOURCES)
@@ -212,6 +247,7 @@ def _from_environment(environ: Mapping[str, str], found: Discovery) -> None:
                 token=environ.get("QHPC_TOKEN"),
                 session=environ.get(qrmi.acquisition_token(name)),
                 job_timeout_s=timeout,
+                transport=transport,
             )
         else:  # without a URL, qrmi itself says which variable is missing
             target = QRMITarget(name, kind, origin=origin, job_timeout_s=timeout)
@@ -229,7 +265,11 @@ def _seconds(text: str | None, name: str, found: Discovery) -> float | None:
 
 
 def _from_file(
-    path: Path, explicit: bool, environ: Mapping[str, str], found: Discovery
+    path: Path,
+    explicit: bool,
+    environ: Mapping[str, str],
+    found: Discovery,
+    transport: httpx.AsyncBaseTransport | None,
 ) -> str | None:
     """Add the file's targets; return its ``default``."""
     if not path.is_file():
@@ -252,13 +292,19 @@ def _from_file(
         return None
     for name, table in read.targets.items():
         try:
-            found.add(_file_target(name, table, path, environ))
+            found.add(_file_target(name, table, path, environ, transport))
         except (ValueError, TypeError, KeyError, OSError) as err:
             found.problems.append(f"{path}: target {name!r} ignored: {err}")
     return read.default
 
 
-def _file_target(name: str, table: Any, path: Path, environ: Mapping[str, str]) -> Target:
+def _file_target(
+    name: str,
+    table: Any,
+    path: Path,
+    environ: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport | None,
+) -> Target:
     if not isinstance(table, dict) or "type" not in table:
         raise ValueError("a target is a table with a 'type'")
     kind = str(table["type"])
@@ -274,7 +320,7 @@ def _file_target(name: str, table: Any, path: Path, environ: Mapping[str, str]) 
         read = settings.read(table)
     except ValidationError as err:
         raise ValueError("; ".join(problems(err.errors()))) from None
-    return read.target(name, str(path), environ)
+    return read.target(name, str(path), environ, transport)
 
 
 def scheduler_urls(value: Any) -> list[str]:

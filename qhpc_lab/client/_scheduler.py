@@ -89,10 +89,12 @@ class SchedulerTarget(Target):
         auth: str = "auto",
         session: str | None = None,
         job_timeout_s: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``url``: the scheduler's, or its replicas' (tried in turn when one is unreachable).
         ``auth``: ``munge`` or ``token`` only, or ``auto``: a MUNGE credential when munged
-        answers, plus the bearer token when there is one (the server uses what it accepts)."""
+        answers, plus the bearer token when there is one (the server uses what it accepts).
+        ``transport``: what requests go through (default: httpx's own; tests record them)."""
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
         if auth == "token" and not token:
@@ -107,7 +109,11 @@ class SchedulerTarget(Target):
         self._munge_answers = auth != "token"
         headers = {"X-Warden-Session": session} if session else {}
         self._http = httpx.AsyncClient(
-            base_url=self.urls[0], headers=headers, timeout=TIMEOUT, auth=self._authenticate
+            base_url=self.urls[0],
+            headers=headers,
+            timeout=TIMEOUT,
+            auth=self._authenticate,
+            transport=transport,
         )
         self._spec: DeviceSpec | None = None
         self._formats: tuple[str, ...] = ()

@@ -1,13 +1,15 @@
 """Real munged daemons for the MUNGE and QRMI tests.
 
-QRMI's ``pasqal-local`` client always talks to /run/munge/munge.socket.2, so the ``munged``
-fixture makes a daemon answer there: it reuses a running one, else starts one and stops only
-that one afterwards. Tests that stop or restart munged use ``private_munged``: a daemon of
-their own on a socket of its own, which nobody else shares.
+QRMI's ``pasqal-local`` client always talks to /run/munge/munge.socket.2, so
+:func:`system_munged` (the ``munged`` fixture) makes a daemon answer there: it reuses a
+running one, else starts one and stops only that one afterwards. Tests that stop or restart
+munged use :class:`PrivateMunged` (the ``private_munged`` fixture): a daemon of their own on a
+socket of its own, which nobody else shares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -82,9 +84,9 @@ def _stop(pid: int, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def munged() -> Iterator[None]:
-    """Ensure munged answers on the default socket for the whole session."""
+@contextlib.contextmanager
+def system_munged() -> Iterator[None]:
+    """Ensure munged answers on the default socket until the block ends."""
     if munge_answers():
         yield
         return
@@ -192,9 +194,9 @@ class PrivateMunged:
         self.start()
 
 
-@pytest.fixture
-def private_munged() -> Iterator[PrivateMunged]:
-    """A started munged that the test may stop and restart; stopped and removed afterwards."""
+@contextlib.contextmanager
+def started_private_munged() -> Iterator[PrivateMunged]:
+    """A started munged that the caller may stop and restart; stopped and removed afterwards."""
     if not Path(MUNGED).exists():
         pytest.fail("MUNGE is not installed (need /usr/sbin/munged): run scripts/system-deps.sh")
     daemon = PrivateMunged(Path(tempfile.mkdtemp(prefix="qhpc-munged-")))

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import poll_until
+from tests.support.polling import poll_until
 
 CONFIG = Path(__file__).parent.parent / "deploy/haproxy/qhpc.cfg"
 PR_SET_PDEATHSIG = 1

@@ -8,13 +8,13 @@ also stops when the session is killed outright (a CI timeout): no server outlive
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +26,8 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+
+from tests.support.daemons import free_port
 
 BINARIES = "/usr/lib/postgresql/*/bin"
 PR_SET_PDEATHSIG = 1
@@ -66,12 +68,6 @@ def _stop_with_parent() -> None:
     LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGINT)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _connect(port: int, server: subprocess.Popen[bytes], log: Path) -> psycopg.Connection:
     """The first connection the starting server accepts (it refuses them while it recovers)."""
     deadline = time.monotonic() + 60
@@ -88,9 +84,10 @@ def _connect(port: int, server: subprocess.Popen[bytes], log: Path) -> psycopg.C
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL of database ``qhpc`` on a PostgreSQL server private to this session."""
+@contextlib.contextmanager
+def running_server() -> Iterator[str]:
+    """A throw-away PostgreSQL server with database ``qhpc``: its SQLAlchemy URL; stopped and
+    removed afterwards, and restartable by :func:`restart_postgres` meanwhile."""
     bin_dir, owner = _bin_dir(), _as_owner()
     root = Path(tempfile.mkdtemp(prefix="qhpc-pg-"))
     data, sockets, log = root / "data", root / "sockets", root / "server.log"
@@ -110,7 +107,7 @@ def postgres_url() -> Iterator[str]:
         )
         if initdb.returncode:
             pytest.fail(f"initdb failed ({initdb.returncode}):\n{initdb.stdout}{initdb.stderr}")
-        port = _free_port()
+        port = free_port()
         command = [f"{bin_dir}/postgres", "-D", str(data), "-p", str(port), "-k", str(sockets)]
 
         def start() -> subprocess.Popen[bytes]:
@@ -165,16 +162,16 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
         server.wait(10)
 
 
-@pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A new, empty database on the session's server for one test; dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server at ``server_url``: its URL; dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     # pre-ping: a test may restart the server (restart_postgres), cutting pooled connections
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     try:
-        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        yield server_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -40,7 +40,8 @@ from pydantic import BaseModel, Field
 
 from qhpc_lab import munge
 from qhpc_lab.qpu import DeviceProfile
-from tests.conftest import free_port, poll_until
+from tests.support.daemons import free_port
+from tests.support.polling import poll_until
 
 ADMIN_UID = "0"
 FLIP_PROBABILITY = 0.2

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port, poll_until
+from tests.support.daemons import free_port
+from tests.support.polling import poll_until
 
 
 @contextlib.contextmanager

@@ -1,0 +1,40 @@
+"""Small valid programs for tests: a Pulser sequence and an analog Qiskit circuit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qiskit import QuantumCircuit
+
+
+def pulser_sequence_json(atoms: int = 2, spacing: float = 6.0, duration: int = 200) -> str:
+    """A small valid Pulser sequence (abstract repr) on a line of ``atoms`` atoms."""
+    from pulser import Pulse, Register, Sequence
+    from pulser.devices import AnalogDevice
+
+    register = Register.from_coordinates(
+        [(i * spacing - (atoms - 1) * spacing / 2, 0.0) for i in range(atoms)], prefix="q"
+    )
+    sequence = Sequence(register, AnalogDevice)
+    sequence.declare_channel("g", "rydberg_global")
+    sequence.add(Pulse.ConstantPulse(duration, 2.0, 0.0, 0.0), "g")
+    sequence.measure("ground-rydberg")
+    return sequence.to_abstract_repr()
+
+
+def analog_qiskit_circuit() -> QuantumCircuit:
+    """qiskit-pasqal-provider's analog gate: two atoms, a global pulse."""
+    from qiskit import QuantumCircuit
+    from qiskit_pasqal_provider.providers.gate import HamiltonianGate, InterpolatePoints
+
+    gate = HamiltonianGate(
+        InterpolatePoints(values=[0, 4, 0]),
+        InterpolatePoints(values=[-5, 0, 5]),
+        0.0,
+        [[0, 0], [2, 0]],
+        transform=True,
+    )
+    circuit = QuantumCircuit(2)
+    circuit.append(gate, circuit.qubits)
+    return circuit
