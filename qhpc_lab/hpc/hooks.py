@@ -37,7 +37,6 @@ from pydantic import ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from qhpc_lab.settings import SettingsModel, did_you_mean, problems, toml_type, wrong_type
-
 from qhpc_lab.wire import qrmi
 
 RESOURCE_TYPE = "pasqal-local"
