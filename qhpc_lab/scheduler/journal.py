@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import psycopg
 import sqlalchemy as sa
 
-from qhpc_lab.scheduler.store import JobChange, JobRow, Store, jobs
+from qhpc_lab.scheduler.store import JobChange, JobRow, Store, job_events, jobs
 
 log = logging.getLogger("qhpc.scheduler")
 
@@ -33,25 +33,12 @@ _APPEND_LOCK = 0x71687063
 LISTEN_POLL_S = 0.5
 """How often the listener thread looks up from waiting (to stop, or to reconnect)."""
 
-_metadata = sa.MetaData()
-job_events = sa.Table(
-    "job_events",
-    _metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("job_id", sa.Integer, nullable=False, index=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("shots_done", sa.Integer, nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
-)
-
 
 class Journal:
     """``job_events`` on the store's database: appended to by its writes, read by replicas."""
 
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
-        with store.schema_lock():
-            _metadata.create_all(self.engine)
         store.journal = self.record
 
     def record(self, conn: sa.Connection, changes: list[JobChange]) -> None:

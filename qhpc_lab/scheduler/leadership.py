@@ -29,22 +29,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from qhpc_lab.scheduler.store import Store
+from qhpc_lab.scheduler.store import Store, leases
 
 log = logging.getLogger("qhpc.scheduler")
 
 LEASE = "dispatcher"
 
-_metadata = sa.MetaData()
-leases = sa.Table(
-    "leases",
-    _metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("holder", sa.String(256)),
-    sa.Column("epoch", sa.BigInteger, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("renewed_at", sa.Float),
-)
 _DB_NOW = sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
 """The database server's clock (Unix seconds): the one clock every replica reads."""
 
@@ -69,7 +59,6 @@ class Lease:
         self.ttl_s = ttl_s
         self.epoch: int | None = None
         """The epoch this replica holds the lease under; None while it does not."""
-        _metadata.create_all(engine)
         insert = pg_insert(leases).values(name=LEASE, holder=None, epoch=0, expires_at=0.0)
         with engine.begin() as conn:
             conn.execute(insert.on_conflict_do_nothing())
@@ -155,8 +144,7 @@ class Leadership:
         ttl_s: float,
         holder: str | None = None,
     ) -> None:
-        with store.schema_lock():
-            self.lease = Lease(store.engine, holder or replica_name(), ttl_s)
+        self.lease = Lease(store.engine, holder or replica_name(), ttl_s)
         store.fence = self.lease.check
         self._run = run
         """Runs a blocking store call off the event loop (the scheduler's store threads)."""

@@ -131,7 +131,7 @@ def charged(
 ) -> float:
     """What one job of the period is charged: while ``active`` (queued or running) what it
     used plus the :func:`cost` of its shots left, once ended what it used. The store sums
-    this in SQL (``store._used``); a simulation sums it over its own jobs."""
+    this in SQL (``store.quotas.quota_used``); a simulation sums it over its own jobs."""
     if unit == "shots":
         return float(shots if active else shots_done)
     return qpu_seconds + (cost(unit, shots - shots_done, time_per_shot_s) if active else 0.0)

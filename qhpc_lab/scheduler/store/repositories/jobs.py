@@ -1,0 +1,310 @@
+"""Jobs: queued, dispatched chunk by chunk, finished; the unit of exactly-once.
+
+Chunk results are merged into the job's row in the same transaction that advances
+``shots_done``, so a crash loses at most the chunk in flight, which is then re-run from its
+start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from qhpc_lab.qpu import Calibration
+from qhpc_lab.scheduler import quotas as quota_rules
+from qhpc_lab.scheduler.quotas import Quota, QuotaExceeded
+from qhpc_lab.scheduler.store.repositories.base import Repository
+from qhpc_lab.scheduler.store.repositories.quotas import quota_used
+from qhpc_lab.scheduler.store.rows import DuplicateJob, JobRow, QuotaAdmission
+from qhpc_lab.scheduler.store.schema import MAX_JOB_ID, facts, jobs, quotas
+from qhpc_lab.vocabulary import ACTIVE_STATUSES
+
+
+def merge_calibration(
+    ranges: list[dict[str, Any]],
+    shots_from: int,
+    shots: int,
+    calibration: Calibration,
+    age_s_first: float,
+    age_s_last: float,
+) -> list[dict[str, Any]]:
+    """``ranges`` with a chunk of ``shots`` shots, the job's ``shots_from``-th (1-based) on,
+    run under ``calibration`` from age ``age_s_first`` to ``age_s_last``: the last range grows
+    when the chunk follows it under the same calibration, else a range is added."""
+    last = ranges[-1] if ranges else None
+    if last is not None and last["id"] == calibration.id and last["shots_to"] == shots_from - 1:
+        grown = {**last, "shots_to": shots_from + shots - 1, "age_s_last": age_s_last}
+        return [*ranges[:-1], grown]
+    entry = {
+        "id": calibration.id,
+        "calibrated_at": calibration.calibrated_at,
+        "shots_from": shots_from,
+        "shots_to": shots_from + shots - 1,
+        "age_s_first": age_s_first,
+        "age_s_last": age_s_last,
+        "drift": asdict(calibration.drift),
+    }
+    return [*ranges, entry]
+
+
+class JobRepository(Repository):
+    def add_job(self, admission: QuotaAdmission | None = None, **values: Any) -> JobRow:
+        """Queue a job. One that reuses its user's ``idempotency_key`` raises
+        :class:`DuplicateJob` with the first job (a retried submission runs once). With
+        ``admission``, the quotas of its user and account are checked in the same transaction
+        (QuotaExceeded when one refuses it)."""
+        values = dict(values)
+        values.setdefault("created_at", self.clock())
+        values.setdefault("single_calibration", False)
+        values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
+        values["variables"] = json.dumps(values.get("variables") or {})
+        try:
+            with self._write() as conn:
+                if admission is not None:
+                    self._admit(conn, admission, values["user_id"], values["shots"], values)
+                row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
+                self._changed(conn, row)
+        except sa.exc.IntegrityError:
+            key = values.get("idempotency_key")
+            first = None if key is None else self.find_job_by_key(values["user_id"], key)
+            if first is None:
+                raise
+            raise DuplicateJob(first) from None
+        return JobRow.from_row(row)
+
+    def _admit(
+        self,
+        conn: sa.Connection,
+        admission: QuotaAdmission,
+        user_id: str,
+        shots: int,
+        values: dict[str, Any],
+    ) -> None:
+        """Refuse the job (QuotaExceeded) when it does not fit a quota of its user or account.
+        The quotas' rows are locked first (PostgreSQL: FOR UPDATE; SQLite has one writer), so
+        concurrent submissions under one quota are checked one after the other."""
+        key = values.get("idempotency_key")
+        if key is not None and self._find_job_by_key(conn, user_id, key) is not None:
+            return  # a retry: the insert's unique key answers it with the first job
+        subjects = [("user", user_id)]
+        if admission.account is not None:
+            subjects.append(("account", admission.account))
+        applies = [sa.and_(quotas.c.kind == k, quotas.c.subject == v) for k, v in subjects]
+        query = (
+            sa.select(quotas)
+            .where(sa.or_(*applies))
+            .order_by(quotas.c.kind, quotas.c.unit)
+            .with_for_update()
+        )
+        now = values["created_at"]
+        for row in conn.execute(query).all():
+            quota = Quota(**row._mapping)
+            used = quota_used(conn, quota, now, admission.time_per_shot_s)
+            requested = quota_rules.cost(quota.unit, shots, admission.time_per_shot_s)
+            refused = quota_rules.refusal(quota, used, requested, now)
+            if refused is not None:
+                raise QuotaExceeded(refused)
+
+    def find_job_by_key(self, user_id: str, idempotency_key: str) -> JobRow | None:
+        with self.engine.connect() as conn:
+            return self._find_job_by_key(conn, user_id, idempotency_key)
+
+    @staticmethod
+    def _find_job_by_key(conn: sa.Connection, user_id: str, key: str) -> JobRow | None:
+        row = conn.execute(
+            sa.select(jobs).where(jobs.c.user_id == user_id, jobs.c.idempotency_key == key)
+        ).first()
+        return JobRow.from_row(row) if row else None
+
+    def get_job(self, job_id: int) -> JobRow | None:
+        if not 0 < job_id <= MAX_JOB_ID:  # ids come from URLs: one past the column type is no job
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        return JobRow.from_row(row) if row else None
+
+    def list_jobs(
+        self,
+        user_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        before_id: int | None = None,
+    ) -> list[JobRow]:
+        """Newest first; all of them unless ``limit``; ``before_id`` continues a page."""
+        query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if before_id is not None:
+            query = query.where(jobs.c.id < before_id)
+        if user_id is not None:
+            query = query.where(jobs.c.user_id == user_id)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        with self.engine.connect() as conn:
+            return [JobRow.from_row(r) for r in conn.execute(query)]
+
+    def active_jobs(self) -> list[JobRow]:
+        query = sa.select(jobs).where(jobs.c.status.in_(ACTIVE_STATUSES)).order_by(jobs.c.id)
+        with self.engine.connect() as conn:
+            return [JobRow.from_row(r) for r in conn.execute(query)]
+
+    def mark_running(self, job_id: int, started_at: float) -> JobRow | None:
+        """PENDING → RUNNING, keeping the first start of a job requeued after a crash."""
+        with self._write() as conn:
+            self._dispatching(conn)
+            row = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == "PENDING")
+                .values(
+                    status="RUNNING", started_at=sa.func.coalesce(jobs.c.started_at, started_at)
+                )
+                .returning(*jobs.c)
+            ).first()
+            if row is not None:
+                self._changed(conn, row)
+        return JobRow.from_row(row) if row else None
+
+    def record_chunk(
+        self,
+        job_id: int,
+        counts: dict[str, int],
+        shots: int,
+        qpu_seconds: float,
+        calibration_age_s: float,
+        shots_done_before: int | None = None,
+        emulator_seconds: float = 0.0,
+        now: float | None = None,
+        calibration: Calibration | None = None,
+        settles: str | None = None,
+    ) -> JobRow | None:
+        """Merge one chunk's counts (and ``calibration``, its provenance) into the job; the job
+        becomes DONE with its last chunk. ``settles``: a fact deleted in the same transaction
+        (the QPU job the chunk was in flight as: recorded and settled exactly once).
+
+        A job canceled while its chunk ran keeps its final state and the chunk is dropped.
+        ``shots_done_before`` makes a retry exact: when a first attempt committed but its
+        answer was lost (the database went away), the retry finds the chunk already merged and
+        returns the job as it is instead of merging it twice.
+        """
+        with self._write() as conn:
+            self._dispatching(conn)
+            if settles is not None:
+                conn.execute(facts.delete().where(facts.c.key == settles))
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return None
+            job = JobRow.from_row(row)
+            if shots_done_before is not None and job.shots_done == shots_done_before + shots:
+                return job  # merged by an attempt whose commit we did not hear back from
+            if job.status != "RUNNING":
+                return None
+            merged = dict(job.counts)
+            for bits, n in counts.items():
+                merged[bits] = merged.get(bits, 0) + n
+            done = job.shots_done + shots
+            values: dict[str, Any] = dict(
+                counts=json.dumps(merged),
+                shots_done=done,
+                qpu_seconds=job.qpu_seconds + qpu_seconds,
+                emulator_seconds=job.emulator_seconds + emulator_seconds,
+                calibration_age_s=max(job.calibration_age_s or 0.0, calibration_age_s),
+            )
+            if calibration is not None:  # its shots ran back to back from calibration_age_s
+                ranges = merge_calibration(
+                    job.calibrations,
+                    job.shots_done + 1,
+                    shots,
+                    calibration,
+                    calibration_age_s,
+                    calibration_age_s + qpu_seconds,
+                )
+                values["calibrations"] = json.dumps(ranges)
+            if done >= job.shots:
+                values.update(status="DONE", finished_at=self.clock() if now is None else now)
+            # Guarded by the state read above: a cancel committed in between (another process
+            # on PostgreSQL) wins and the chunk is dropped, as documented.
+            row = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == "RUNNING",
+                    jobs.c.shots_done == job.shots_done,
+                )
+                .values(**values)
+                .returning(*jobs.c)
+            ).first()
+            if row is not None:
+                self._changed(conn, row)
+        return JobRow.from_row(row) if row else None
+
+    def restart_shots(self, job_id: int, shots_done_before: int) -> JobRow | None:
+        """Discard an active job's shots (its counts and their calibrations) so it runs again
+        from its first shot; its device time stays charged. None when the job is final or no
+        longer at ``shots_done_before`` (a retry of a restart that committed)."""
+        with self._write() as conn:
+            self._dispatching(conn)
+            row = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_(ACTIVE_STATUSES),
+                    jobs.c.shots_done == shots_done_before,
+                )
+                .values(shots_done=0, counts=None, calibrations=None, calibration_age_s=None)
+                .returning(*jobs.c)
+            ).first()
+            if row is not None:
+                self._changed(conn, row)
+        return JobRow.from_row(row) if row else None
+
+    def finish(
+        self, job_id: int, status: str, error: str | None = None, now: float | None = None
+    ) -> JobRow | None:
+        """Move an active job to a final state (ERROR or CANCELED); None if already final."""
+        finished_at = self.clock() if now is None else now
+        with self._write() as conn:
+            row = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE_STATUSES))
+                .values(status=status, error=error, finished_at=finished_at)
+                .returning(*jobs.c)
+            ).first()
+            if row is not None:
+                self._changed(conn, row)
+        return JobRow.from_row(row) if row else None
+
+    def requeue_running(self) -> list[int]:
+        """After a crash: jobs that were RUNNING go back to PENDING, keeping finished chunks."""
+        with self._write() as conn:
+            self._dispatching(conn)
+            requeued = conn.execute(
+                jobs.update()
+                .where(jobs.c.status == "RUNNING")
+                .values(status="PENDING")
+                .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
+            ).all()
+            self._changed(conn, *requeued)
+        return sorted(r.id for r in requeued)
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+            ).all()
+        return {status: n for status, n in rows}
+
+    def charge(self, job_id: int, qpu_seconds: float, settles: str | None = None) -> None:
+        """Device time a job's chunk spent without adding shots (a canceled job's chunk that
+        could no longer be stopped ran): its accounting counts it."""
+        with self._write() as conn:
+            if settles is not None:
+                conn.execute(facts.delete().where(facts.c.key == settles))
+            row = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(qpu_seconds=jobs.c.qpu_seconds + qpu_seconds)
+                .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
+            ).first()
+            if row is not None:
+                self._changed(conn, row)
