@@ -98,6 +98,20 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from qhpc_lab.scheduler.config import SchedulerConfig
+    from qhpc_lab.scheduler.store import migrate
+
+    url = SchedulerConfig.load(args.config, db=args.db).db_url
+    try:
+        migrate.command(
+            url, to=args.to, downgrade_to=args.downgrade, show=args.show, as_sql=args.sql
+        )
+    except migrate.SchemaError as err:
+        raise SystemExit(f"qhpc scheduler migrate: {err}") from None
+    return 0
+
+
 def _profiles(_args: argparse.Namespace) -> int:
     from qhpc_lab.qpu import DeviceProfile, profiles
 
@@ -304,6 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--config")
     token.set_defaults(run=_token)
     sub.add_parser("profiles", help="list the shipped device profiles").set_defaults(run=_profiles)
+    migrate = sub.add_parser(
+        "migrate", help="bring the database to this release's schema (or back)"
+    )
+    migrate.add_argument("--config", help="TOML settings file (also $QHPC_CONFIG): its db")
+    migrate.add_argument("--db", help="SQLAlchemy URL (default: the daemon's database)")
+    target = migrate.add_mutually_exclusive_group()
+    target.add_argument("--to", metavar="REV", default="head", help="upgrade to REV (head)")
+    target.add_argument("--downgrade", metavar="REV", help="go back to REV (base: no tables)")
+    target.add_argument("--show", action="store_true", help="print its revision, change nothing")
+    migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    migrate.set_defaults(run=_migrate)
 
     _add_cluster(
         commands,

@@ -1,6 +1,6 @@
 """Schema migrations, on SQLite and a real PostgreSQL server: a database made by a release
 before migrations is upgraded with its rows, the migrations build exactly the tables of
-``schema.py``, a downgrade goes back.
+``schema.py``, a downgrade goes back, and ``qhpc scheduler migrate`` says where a database is.
 
 The old databases are SQL dumps that each release's own store code made and filled
 (tests/data/previous_release/generate.py).
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from qhpc_lab.cli import main
 from qhpc_lab.scheduler.quotas import Quota
 from qhpc_lab.scheduler.store import (
     DuplicateJob,
@@ -224,3 +225,29 @@ def test_a_database_a_newer_release_migrated_is_refused_naming_what_to_do(
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(migrate.SchemaError, match=r"revision 9999.*newer release.*--downgrade"):
         Store(url)
+
+
+def test_the_migrate_command(
+    url: str, engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = migrate.head()
+    assert main(["scheduler", "migrate", "--db", url, "--sql"]) == 0
+    assert "CREATE TABLE jobs" in capsys.readouterr().out
+    assert tables(engine) & OUR_TABLES == set()  # --sql changes nothing
+
+    load(url, PREVIOUS_RELEASE)
+    assert main(["scheduler", "migrate", "--db", url, "--show"]) == 0
+    assert "made by a release before schema migrations" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"before schema migrations.*without --sql"):
+        main(["scheduler", "migrate", "--db", url, "--sql"])
+
+    assert main(["scheduler", "migrate", "--db", url]) == 0
+    assert f"now revision {head} (head)" in capsys.readouterr().out
+    assert main(["scheduler", "migrate", "--db", url, "--downgrade", "base", "--sql"]) == 0
+    assert "DROP TABLE jobs" in capsys.readouterr().out
+    assert migrate.current(engine) == head
+
+    with pytest.raises(SystemExit, match=r"qhpc scheduler migrate: .*'nope'.*revisions: base"):
+        main(["scheduler", "migrate", "--db", url, "--to", "nope"])
+    assert main(["scheduler", "migrate", "--db", url, "--downgrade", "base"]) == 0
+    assert "now no tables (base)" in capsys.readouterr().out
