@@ -37,7 +37,7 @@ from qhpc_lab.hpc.gridengine import (
     time_limit_s,
     update_environment,
 )
-from tests.support import jupyterhub
+from tests.support import jupyter_hub
 from tests.support.clusters import (
     EMULATOR_ANNOUNCED,
     RUNUSER,
@@ -381,19 +381,19 @@ def test_gridengine_spawner_starts_a_lab_holding_a_session(
     directory = Path(tempfile.mkdtemp(prefix="qhpc-ge-hub-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    config = jupyterhub.hub_config(
-        directory, port, jupyterhub.spawner_environment(site.cluster.environ)
+    config = jupyter_hub.hub_config(
+        directory, port, jupyter_hub.spawner_environment(site.cluster.environ)
     )
     env = {
         **site.cluster.environ,
-        "QHPC_VENV": str(jupyterhub.singleuser_venv(site.cluster)),  # type: ignore[arg-type]
+        "QHPC_VENV": str(jupyter_hub.singleuser_venv(site.cluster)),  # type: ignore[arg-type]
         "QHPC_SCHEDULER": "gridengine",
     }
     name = site.alice.name
-    jupyterhub.allow_login(site.alice)
+    jupyter_hub.allow_login(site.alice)
     try:
-        with jupyterhub.running_hub(config, url, env) as log_path:
-            headers = {"Authorization": f"token {jupyterhub.login(url, name)}"}
+        with jupyter_hub.running_hub(config, url, env) as log_path:
+            headers = {"Authorization": f"token {jupyter_hub.login(url, name)}"}
 
             def server() -> dict[str, Any] | None:
                 response = httpx.get(f"{url}/hub/api/users/{name}", headers=headers, timeout=30)
@@ -405,7 +405,7 @@ def test_gridengine_spawner_starts_a_lab_holding_a_session(
 
             def ready() -> bool:
                 state = server()
-                assert state is not None, f"the spawn failed:\n{jupyterhub.log_tail(log_path)}"
+                assert state is not None, f"the spawn failed:\n{jupyter_hub.log_tail(log_path)}"
                 return bool(state["ready"])
 
             poll_until(ready, "the hub reports the Lab ready", 240)

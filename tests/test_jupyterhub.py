@@ -41,7 +41,7 @@ from tests.support.clusters import (
     slurm_dev_cluster,
 )
 from tests.support.daemons import free_port
-from tests.support.jupyterhub import (
+from tests.support.jupyter_hub import (
     allow_login,
     hub_config,
     log_tail,

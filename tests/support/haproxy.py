@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.polling import poll_until
 
-CONFIG = Path(__file__).parent.parent / "deploy/haproxy/qhpc.cfg"
+CONFIG = Path(__file__).resolve().parents[2] / "deploy/haproxy/qhpc.cfg"
 PR_SET_PDEATHSIG = 1
 LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
