@@ -327,11 +327,6 @@ class Scheduler:
     def draining(self) -> bool:
         return self._device.draining
 
-    @property
-    def loop_hold(self) -> tuple[policy.LoopPause, float] | None:
-        """The hybrid loop the QPU is held for, and until when (docs/policy.md rule 9)."""
-        return self._device.loop_hold
-
     def device_view(self) -> policy.DeviceView:
         return self._device.view()
 
@@ -392,10 +387,6 @@ class Scheduler:
     def sessions_open(self) -> int:
         return self._sessions.open_count
 
-    @property
-    def qpu_slots_used(self) -> int:
-        return self._sessions.slots_used
-
     def slot_use(self) -> SlotUse:
         return self._sessions.slot_use()
 
@@ -421,11 +412,6 @@ class Scheduler:
 
     async def revoke_session(self, session_id: str, reason: str) -> SessionRow:
         return await self._sessions.revoke(session_id, reason)
-
-    async def check_session(
-        self, session_id: str | None, user_id: str, admin: bool
-    ) -> SessionRow | None:
-        return await self._sessions.check(session_id, user_id, admin)
 
     # -- jobs -----------------------------------------------------------------------------
 
