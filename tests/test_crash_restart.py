@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from qhpc_lab.scheduler.store import Store
-from qhpc_lab.scheduler.views import iso_time
 from qhpc_lab.vocabulary import FINAL_STATUSES
+from qhpc_lab.wire.times import iso_time
 from tests.support.daemons import daemon, free_port
 from tests.support.identities import SECRET, USER, auth_header
 from tests.support.polling import poll_until

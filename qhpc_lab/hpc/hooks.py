@@ -38,6 +38,7 @@ from pydantic_settings import SettingsConfigDict
 
 from qhpc_lab.settings import SettingsModel, did_you_mean, problems, toml_type, wrong_type
 from qhpc_lab.wire import qrmi
+from qhpc_lab.wire.documents import read_error
 
 RESOURCE_TYPE = "pasqal-local"
 """QRMI's type for a Warden-compatible second-level scheduler (ours)."""
@@ -322,10 +323,8 @@ def request(config: HookSettings, method: str, path: str, **kwargs: Any) -> Any:
         reason = str(err) or type(err).__name__
         raise HookError(f"scheduler unreachable at {config.scheduler_url}: {reason}") from None
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text.strip()
+        error = read_error(response.content)
+        detail = error.detail if error is not None else response.text.strip()
         raise HookError(
             f"scheduler refused {method} {path} ({response.status_code}): {detail}",
             response.status_code,

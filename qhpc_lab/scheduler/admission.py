@@ -30,7 +30,8 @@ from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.sessions import Sessions
 from qhpc_lab.scheduler.store import DuplicateJob, JobRow, QuotaAdmission
 from qhpc_lab.scheduler.traces import JobTraces
-from qhpc_lab.scheduler.views import EstimateSnapshot, iso_time
+from qhpc_lab.scheduler.views import EstimateSnapshot
+from qhpc_lab.wire.times import iso_time
 
 log = logging.getLogger("qhpc.scheduler")
 

@@ -15,7 +15,8 @@ from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.reservations import Reservation, next_reservation
 from qhpc_lab.scheduler.store import ReservationOverlap, ReservationRow
 from qhpc_lab.scheduler.timeline import Timelines
-from qhpc_lab.scheduler.views import DeviceSnapshot, DispatcherHealth, Holds, iso_time
+from qhpc_lab.scheduler.views import DeviceSnapshot, DispatcherHealth, Holds
+from qhpc_lab.wire.times import iso_time
 
 log = logging.getLogger("qhpc.scheduler")
 

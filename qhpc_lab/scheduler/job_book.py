@@ -16,7 +16,7 @@ from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.store import JobRow
 from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import job_view
-from qhpc_lab.vocabulary import FINAL_STATUSES
+from qhpc_lab.vocabulary import FINAL_STATUSES, JobStatus
 
 log = logging.getLogger("qhpc.scheduler")
 
@@ -82,13 +82,13 @@ class JobBook:
     async def cancel(self, job_id: int, user_id: str, admin: bool, reason: str) -> JobRow:
         job = await self.get(job_id, user_id, admin)
         finished = await self._gateway.db(
-            self._store.finish, job_id, "CANCELED", reason, self._clock()
+            self._store.finish, job_id, JobStatus.CANCELED, reason, self._clock()
         )
         if finished is None:
             return job
         self._cancel_chunk(job_id)  # the emulation stops now, not at the chunk's end
         self._queue.dequeue(job_id)
-        self._metrics.job_finished("CANCELED")
+        self._metrics.job_finished(JobStatus.CANCELED)
         self.changed(finished)
         return finished
 
@@ -96,7 +96,7 @@ class JobBook:
         """The store canceled these jobs (their session was revoked)."""
         for job_id in job_ids:
             self._queue.dequeue(job_id)
-            self._metrics.job_finished("CANCELED")
+            self._metrics.job_finished(JobStatus.CANCELED)
             job = await self._gateway.db(self._store.get_job, job_id)
             if job is not None:
                 self.changed(job)

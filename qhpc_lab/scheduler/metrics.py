@@ -27,6 +27,7 @@ from qhpc_lab.scheduler import quotas
 from qhpc_lab.scheduler.policy import JOB_CLASSES
 from qhpc_lab.vocabulary import ACTIVE_STATUSES as ACTIVE
 from qhpc_lab.vocabulary import FINAL_STATUSES as FINAL
+from qhpc_lab.vocabulary import JobStatus
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The text format Prometheus 2.x and 3.x both scrape."""
@@ -245,7 +246,7 @@ class Metrics:
     def job_finished(self, status: str, reason: str | None = None) -> None:
         """A job reached ``status`` (DONE, ERROR, CANCELED); an ERROR says why (ERROR_REASONS)."""
         self._finished.labels(status).inc()
-        if status == "ERROR":
+        if status == JobStatus.ERROR:
             self._errors.labels(reason if reason in ERROR_REASONS else "other").inc()
 
     def job_started(self, job_class: str, waited_s: float) -> None:

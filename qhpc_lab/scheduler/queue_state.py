@@ -25,6 +25,7 @@ from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.store import JobRow
 from qhpc_lab.scheduler.views import NOWHERE, Holds, Place, held_by, policy_view
+from qhpc_lab.vocabulary import JobStatus
 
 ESTIMATE_ID = -1
 """The id a would-be job is ranked under for ``GET /estimate``: no stored job has it."""
@@ -138,7 +139,7 @@ class QueueState:
         self._programs[row.id] = program or Program(
             row.format, row.body, row.shots, row.name, row.variables
         )
-        if row.status == "RUNNING":
+        if row.status == JobStatus.RUNNING:
             self._started.add(row.id)
         self._count(job, +1)
         self.changed()
@@ -163,7 +164,7 @@ class QueueState:
         queued = self.ranked.get(row.id)
         if queued is not None:
             self.progressed(queued, row.shots_done)
-        if row.status == "RUNNING":
+        if row.status == JobStatus.RUNNING:
             self._started.add(row.id)
         else:
             self._started.discard(row.id)

@@ -21,6 +21,7 @@ from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.queue_state import QueueState
 from qhpc_lab.scheduler.timeline import Timelines
 from qhpc_lab.scheduler.traces import JobTraces
+from qhpc_lab.vocabulary import JobStatus
 
 log = logging.getLogger("qhpc.scheduler")
 
@@ -82,14 +83,14 @@ class DaemonRecorder(Recorder):
     async def chunk_failed(self, job: policy.QueuedJob, error: Exception) -> None:
         log.warning("job %s failed: %s", job.id, error)
         failed = await self._gateway.retrying(
-            self._store.finish, job.id, "ERROR", f"execution failed: {error}", self._clock()
+            self._store.finish, job.id, JobStatus.ERROR, f"execution failed: {error}", self._clock()
         )
         if self.in_flight:
             await self._gateway.retrying(self._store.delete_fact, IN_FLIGHT)
             self.in_flight = False
         self._queue.dequeue(job.id)
         if failed is not None:
-            self._metrics.job_finished("ERROR", _error_reason(error))
+            self._metrics.job_finished(JobStatus.ERROR, _error_reason(error))
             self._jobs.changed(failed)
 
     async def chunk_ran(self, job: policy.QueuedJob, shots: int, outcome: ChunkOutcome) -> None:
@@ -118,7 +119,7 @@ class DaemonRecorder(Recorder):
             IN_FLIGHT if self.in_flight else None,
         )
         self.in_flight = False
-        if row is None or row.status != "RUNNING":
+        if row is None or row.status != JobStatus.RUNNING:
             self._queue.dequeue(job.id)
             if row is not None:
                 self._metrics.job_finished(row.status)

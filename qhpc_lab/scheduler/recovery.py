@@ -12,6 +12,7 @@ from qhpc_lab.scheduler.gateway import StoreGateway
 from qhpc_lab.scheduler.queue_state import QueueState
 from qhpc_lab.scheduler.recorder import IN_FLIGHT
 from qhpc_lab.scheduler.sessions import Sessions
+from qhpc_lab.vocabulary import JobStatus
 
 log = logging.getLogger("qhpc.scheduler")
 
@@ -70,7 +71,12 @@ class Recovery:
         before = record.get("shots_done_before")
         # Merged already (a restart after the commit), or the job moved on: nothing to merge.
         settled = before is None or job is None or job.shots_done != before
-        if outcome is not None and job is not None and job.status == "CANCELED" and not settled:
+        if (
+            outcome is not None
+            and job is not None
+            and job.status == JobStatus.CANCELED
+            and not settled
+        ):
             # canceled meanwhile, its shots ran all the same: charged, as a 3003 cancel is
             await self._gateway.retrying(
                 self._store.charge, job.id, outcome.device_seconds, IN_FLIGHT

@@ -20,7 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from qhpc_lab import tracing
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.store import JobRow
-from qhpc_lab.vocabulary import FINAL_STATUSES
+from qhpc_lab.vocabulary import FINAL_STATUSES, JobStatus
 
 
 def _ns(seconds: float) -> int:
@@ -140,7 +140,7 @@ class JobTraces:
             attributes={"qhpc.status": row.status, "qhpc.shots_done": row.shots_done},
         )
         result.end(now)
-        if row.status != "DONE":
+        if row.status != JobStatus.DONE:
             live.job.set_status(Status(StatusCode.ERROR, row.error or row.status))
         live.job.set_attribute("qhpc.status", row.status)
         live.job.end(now)

@@ -9,13 +9,14 @@ validates them against the published schema, and the event stream sends the same
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
 from typing import Any
 
 from qhpc_lab.scheduler.policy import LoopPause, PolicyConfig, QueuedJob
 from qhpc_lab.scheduler.quotas import Quota, period_bounds
 from qhpc_lab.scheduler.store import AccountingQuery, JobRow, ReservationRow, SessionRow
 from qhpc_lab.scheduler.timeline import story
+from qhpc_lab.wire.documents import job_document
+from qhpc_lab.wire.times import iso_time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,20 +114,6 @@ class EstimateSnapshot:
     queue: dict[str, Any]
 
 
-def iso_time(timestamp: float | None) -> str | None:
-    """RFC 3339 in UTC, the form Warden clients parse."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
-
-
-def unix_time(moment: datetime | None) -> float | None:
-    """A request's date-time as a Unix time; one without an offset is UTC, as Warden reads it."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
 def reservation_view(row: ReservationRow, now: float) -> dict[str, Any]:
     return {**dataclasses.asdict(row), "active": row.starts_at <= now < row.ends_at}
 
@@ -147,44 +134,8 @@ def held_by(holds: Holds, started: bool, position: int | None) -> str | None:
 
 
 def job_view(job: JobRow, place: Place = NOWHERE) -> dict[str, Any]:
-    """A job (``JobOut``) standing at ``place``: Warden's fields first, then the extensions."""
-    return {
-        "id": job.id,
-        "user_id": job.user_id,
-        "created_at": iso_time(job.created_at),
-        "status": job.status,
-        "results": job.results,
-        "session_id": job.session_id,
-        "slurm_job_id": job.slurm_job_id,
-        "name": job.name,
-        "format": job.format,
-        "job_class": job.job_class,
-        "shots": job.shots,
-        "shots_done": job.shots_done,
-        "position": place.position,
-        "eta_s": place.eta_s,
-        "held_by": place.held_by,
-        "started_at": iso_time(job.started_at),
-        "finished_at": iso_time(job.finished_at),
-        "qpu_seconds": round(job.qpu_seconds, 6),
-        "emulator_seconds": round(job.emulator_seconds, 6),
-        "calibration_age_s": job.calibration_age_s,
-        "calibrations": [calibration_range_view(entry) for entry in job.calibrations],
-        "single_calibration": job.single_calibration,
-        "loop": job.loop,
-        "think_time_s": job.think_time_s,
-        "error": job.error,
-    }
-
-
-def calibration_range_view(entry: dict[str, Any]) -> dict[str, Any]:
-    """One of a job's calibration ranges (``CalibrationRangeOut``) as the store keeps it."""
-    return {
-        **entry,
-        "calibrated_at": iso_time(entry["calibrated_at"]),
-        "age_s_first": round(entry["age_s_first"], 3),
-        "age_s_last": round(entry["age_s_last"], 3),
-    }
+    """A job (``JobOut``) standing at ``place``: the wire contract builds it from the row."""
+    return job_document(job, place.position, place.eta_s, place.held_by)
 
 
 def logs_view(job: JobRow, timeline: list[dict[str, Any]]) -> dict[str, str]:

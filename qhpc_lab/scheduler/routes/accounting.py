@@ -25,9 +25,9 @@ from qhpc_lab.scheduler.schemas import (
 from qhpc_lab.scheduler.views import (
     jobs_accounting_view,
     sessions_accounting_view,
-    unix_time,
     users_accounting_view,
 )
+from qhpc_lab.wire.times import unix_time
 
 router = APIRouter(prefix="/accounting", tags=["warden", "admin"])
 ADMIN_QUERY = error_responses(401, 403, 422)

@@ -8,13 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from qhpc_lab.eventstream import StreamEvent, server_sent_event
+from qhpc_lab.eventstream import HEARTBEAT_S, StreamEvent, server_sent_event
 from qhpc_lab.scheduler.errors import error_responses
 from qhpc_lab.scheduler.routes.deps import SchedulerDep, User
 
 router = APIRouter()
-
-HEARTBEAT_S = 15
 
 
 @router.get(

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 from qhpc_lab.scheduler.errors import ADMIN_BODY_ERRORS, error_responses
 from qhpc_lab.scheduler.routes.deps import Admin, SchedulerDep
 from qhpc_lab.scheduler.schemas import ReservationId, ReservationIn, ReservationOut
-from qhpc_lab.scheduler.views import reservation_view, unix_time
+from qhpc_lab.scheduler.views import reservation_view
+from qhpc_lab.wire.times import unix_time
 
 router = APIRouter(prefix="/admin/reservations", tags=["admin"])
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from qhpc_lab.vocabulary import JobStatus
+
 
 @dataclass
 class JobRow:
@@ -45,7 +47,7 @@ class JobRow:
     @property
     def results(self) -> str | None:
         """Warden's ``results`` (JSON text ``{"counter": ...}``), once the job is DONE."""
-        return json.dumps({"counter": self.counts}) if self.status == "DONE" else None
+        return json.dumps({"counter": self.counts}) if self.status == JobStatus.DONE else None
 
     @classmethod
     def from_row(cls, row: Any) -> JobRow:

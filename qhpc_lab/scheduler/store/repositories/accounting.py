@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from qhpc_lab.scheduler.store.repositories.base import Repository
 from qhpc_lab.scheduler.store.schema import EXECUTION, SESSION_DURATION, WAIT, jobs, sessions
+from qhpc_lab.vocabulary import JobStatus
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class AccountingRepository(Repository):
             sa.select(
                 key.label("key"),
                 sa.func.count().label("jobs"),
-                sa.func.sum(sa.case((jobs.c.status == "DONE", 1), else_=0)).label("done"),
+                sa.func.sum(sa.case((jobs.c.status == JobStatus.DONE, 1), else_=0)).label("done"),
                 sa.func.coalesce(sa.func.sum(jobs.c.shots_done), 0).label("shots"),
                 sa.func.coalesce(sa.func.sum(jobs.c.qpu_seconds), 0.0).label("qpu_seconds"),
                 sa.func.avg(WAIT).label("mean_wait_s"),

@@ -20,7 +20,7 @@ from qhpc_lab.scheduler.store.repositories.base import Repository
 from qhpc_lab.scheduler.store.repositories.quotas import quota_used
 from qhpc_lab.scheduler.store.rows import DuplicateJob, JobRow, QuotaAdmission
 from qhpc_lab.scheduler.store.schema import MAX_JOB_ID, facts, jobs, quotas
-from qhpc_lab.vocabulary import ACTIVE_STATUSES
+from qhpc_lab.vocabulary import ACTIVE_STATUSES, JobStatus
 
 
 def merge_calibration(
@@ -59,7 +59,7 @@ class JobRepository(Repository):
         values = dict(values)
         values.setdefault("created_at", self.clock())
         values.setdefault("single_calibration", False)
-        values.update(status="PENDING", shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
+        values.update(status=JobStatus.PENDING, shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
         values["variables"] = json.dumps(values.get("variables") or {})
         try:
             with self._write() as conn:
@@ -155,9 +155,10 @@ class JobRepository(Repository):
             self._dispatching(conn)
             row = conn.execute(
                 jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status == "PENDING")
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING)
                 .values(
-                    status="RUNNING", started_at=sa.func.coalesce(jobs.c.started_at, started_at)
+                    status=JobStatus.RUNNING,
+                    started_at=sa.func.coalesce(jobs.c.started_at, started_at),
                 )
                 .returning(*jobs.c)
             ).first()
@@ -197,7 +198,7 @@ class JobRepository(Repository):
             job = JobRow.from_row(row)
             if shots_done_before is not None and job.shots_done == shots_done_before + shots:
                 return job  # merged by an attempt whose commit we did not hear back from
-            if job.status != "RUNNING":
+            if job.status != JobStatus.RUNNING:
                 return None
             merged = dict(job.counts)
             for bits, n in counts.items():
@@ -221,14 +222,16 @@ class JobRepository(Repository):
                 )
                 values["calibrations"] = json.dumps(ranges)
             if done >= job.shots:
-                values.update(status="DONE", finished_at=self.clock() if now is None else now)
+                values.update(
+                    status=JobStatus.DONE, finished_at=self.clock() if now is None else now
+                )
             # Guarded by the state read above: a cancel committed in between (another process
             # on PostgreSQL) wins and the chunk is dropped, as documented.
             row = conn.execute(
                 jobs.update()
                 .where(
                     jobs.c.id == job_id,
-                    jobs.c.status == "RUNNING",
+                    jobs.c.status == JobStatus.RUNNING,
                     jobs.c.shots_done == job.shots_done,
                 )
                 .values(**values)
@@ -280,8 +283,8 @@ class JobRepository(Repository):
             self._dispatching(conn)
             requeued = conn.execute(
                 jobs.update()
-                .where(jobs.c.status == "RUNNING")
-                .values(status="PENDING")
+                .where(jobs.c.status == JobStatus.RUNNING)
+                .values(status=JobStatus.PENDING)
                 .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
             ).all()
             self._changed(conn, *requeued)

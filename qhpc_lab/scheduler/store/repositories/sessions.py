@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from qhpc_lab.scheduler.store.repositories.base import Repository
 from qhpc_lab.scheduler.store.rows import SessionRow
 from qhpc_lab.scheduler.store.schema import jobs, sessions
+from qhpc_lab.vocabulary import JobStatus
 
 
 class SessionRepository(Repository):
@@ -97,7 +98,7 @@ class SessionRepository(Repository):
                 r.id
                 for r in conn.execute(
                     sa.select(jobs.c.id).where(
-                        jobs.c.session_id == session_id, jobs.c.status == "PENDING"
+                        jobs.c.session_id == session_id, jobs.c.status == JobStatus.PENDING
                     )
                 )
             ]
@@ -105,7 +106,7 @@ class SessionRepository(Repository):
                 canceled = conn.execute(
                     jobs.update()
                     .where(jobs.c.id.in_(pending))
-                    .values(status="CANCELED", error=f"canceled: {reason}", finished_at=now)
+                    .values(status=JobStatus.CANCELED, error=f"canceled: {reason}", finished_at=now)
                     .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
                 ).all()
                 self._changed(conn, *canceled)
