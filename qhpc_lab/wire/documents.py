@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
+import types
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -416,20 +418,42 @@ def read_error(body: str | bytes) -> ErrorOut | None:
 
 
 @functools.cache
+@functools.cache
 def tolerant(document: type[Document], required: tuple[str, ...] = ()) -> type[Document]:
     """``document`` as a client reads it: every field but ``required`` may be absent (None),
-    for a plain Warden or an older scheduler; what is there must have the field's type."""
+    for a plain Warden or an older scheduler; what is there must have the field's type, but a
+    word from a closed list (a status, a hold, a device state) may be one this release does not
+    know yet: a newer scheduler's answer is read, not refused."""
     fields: dict[str, Any] = {}
     for name, info in document.model_fields.items():
-        annotation = (
-            Annotated[(info.annotation, *info.metadata)]  # type: ignore[valid-type]
-            if info.metadata
-            else info.annotation
-        )
+        annotation = _open_words(info.annotation)
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]  # type: ignore[valid-type]
         fields[name] = (annotation, ...) if name in required else (annotation | None, None)
     return create_model(  # type: ignore[call-overload,no-any-return]
         f"Tolerant{document.__name__}", __base__=document, **fields
     )
+
+
+def _open_words(annotation: Any) -> Any:
+    """``annotation`` with each ``Literal`` of words read as any text, and each document it
+    holds read :func:`tolerant`-ly."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return str if all(isinstance(word, str) for word in get_args(annotation)) else annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return tolerant(annotation)
+    if origin is Annotated:
+        inner, *metadata = get_args(annotation)
+        return Annotated[(_open_words(inner), *metadata)]  # type: ignore[valid-type]
+    if origin in (Union, types.UnionType):
+        return functools.reduce(operator.or_, map(_open_words, get_args(annotation)))
+    if origin is list:
+        return list[_open_words(get_args(annotation)[0])]  # type: ignore[misc]
+    if origin is dict:
+        key, value = get_args(annotation)
+        return dict[key, _open_words(value)]  # type: ignore[valid-type]
+    return annotation
 
 
 def relayed_fields(document: type[BaseModel]) -> tuple[str, ...]:
