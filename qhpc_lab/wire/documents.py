@@ -422,8 +422,9 @@ def read_error(body: str | bytes) -> ErrorOut | None:
 def tolerant(document: type[Document], required: tuple[str, ...] = ()) -> type[Document]:
     """``document`` as a client reads it: every field but ``required`` may be absent (None),
     for a plain Warden or an older scheduler; what is there must have the field's type, but a
-    word from a closed list (a status, a hold, a device state) may be one this release does not
-    know yet: a newer scheduler's answer is read, not refused."""
+    word from a closed list (a hold, a device state, a quota kind) may be one this release does
+    not know yet: a newer scheduler's answer is read, not refused. A job's status stays closed: a client that cannot tell whether a job has ended
+    must say so."""
     fields: dict[str, Any] = {}
     for name, info in document.model_fields.items():
         annotation = _open_words(info.annotation)
@@ -436,10 +437,10 @@ def tolerant(document: type[Document], required: tuple[str, ...] = ()) -> type[D
 
 
 def _open_words(annotation: Any) -> Any:
-    """``annotation`` with each ``Literal`` of words read as any text, and each document it
-    holds read :func:`tolerant`-ly."""
+    """``annotation`` with each ``Literal`` of words but job statuses read as any text, and
+    each document it holds read :func:`tolerant`-ly."""
     origin = get_origin(annotation)
-    if origin is Literal:
+    if origin is Literal and annotation is not JobStatusName:
         return str if all(isinstance(word, str) for word in get_args(annotation)) else annotation
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return tolerant(annotation)
