@@ -418,13 +418,12 @@ def read_error(body: str | bytes) -> ErrorOut | None:
 
 
 @functools.cache
-@functools.cache
 def tolerant(document: type[Document], required: tuple[str, ...] = ()) -> type[Document]:
     """``document`` as a client reads it: every field but ``required`` may be absent (None),
     for a plain Warden or an older scheduler; what is there must have the field's type, but a
     word from a closed list (a hold, a device state, a quota kind) may be one this release does
-    not know yet: a newer scheduler's answer is read, not refused. A job's status stays closed: a client that cannot tell whether a job has ended
-    must say so."""
+    not know yet: a newer scheduler's answer is read, not refused. A job's status stays closed:
+    a client that cannot tell whether a job has ended must say so."""
     fields: dict[str, Any] = {}
     for name, info in document.model_fields.items():
         annotation = _open_words(info.annotation)
