@@ -89,7 +89,10 @@ def test_a_started_job_that_a_class_above_overtook_stays_at_0() -> None:
     assert situation.positions() == {1: 0, 2: 1}
     situation.on_device = 2  # the development job's first chunk, before the store says RUNNING
     assert situation.positions() == {1: 0, 2: 0}
-    assert sum(situation.queue.waiting_depth().values()) == 0
+    # It waits again (counted as waiting), and a job behind it still counts it ahead.
+    assert sum(situation.queue.waiting_depth().values()) == 1
+    situation.add(3, "PENDING", job_class="production")
+    assert situation.positions()[3] == 2
 
 
 def test_holds_by_status() -> None:

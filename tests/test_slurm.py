@@ -8,7 +8,6 @@ asserts on time. The first tests check the hooks' parsing without a cluster.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pwd
@@ -534,7 +533,7 @@ def test_epilog_retries_a_revocation_that_failed(
         [record] = slurm.prolog(config, env(job))
         assert record.session
         assert slurm.user_file(config, job).stat().st_uid == site.alice.uid
-    unreachable = dataclasses.replace(config, scheduler_url=f"http://127.0.0.1:{free_port()}")
+    unreachable = config.replaced(scheduler_url=f"http://127.0.0.1:{free_port()}")
     slurm.epilog(unreachable, env(jobs[0]))
     assert not slurm.user_file(config, jobs[0]).exists()
     assert (tmp_path / "run" / "private" / f"stale-job-{jobs[0]}.json").exists()

@@ -337,7 +337,7 @@ def load_sensor(config: GridEngineConfig | None, stdin: IO[str], stdout: IO[str]
     for line in stdin:
         if line.strip() == "quit":
             return
-        values, error = {GridEngineConfig.ready_complex: 0}, "no settings"
+        values, error = {GridEngineConfig.model_fields["ready_complex"].default: 0}, "no settings"
         try:
             if config is not None:
                 with deadline(config.deadline_s):

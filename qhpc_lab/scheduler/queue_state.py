@@ -3,8 +3,9 @@ of them have started, the totals the queue limits read, and where each job stand
 
 A job's place follows its status, so that two reads a chunk apart agree: a started job
 (status RUNNING, between its chunks too, and while a job that overtook it runs) is at
-position 0; a waiting one (PENDING) is numbered among the waiting jobs in the policy's order,
-1 being the next to start. The ETA counts every job ahead, started ones included.
+position 0; a waiting one (PENDING) is numbered in the policy's order among the active jobs but
+the one holding the device (a started job that another overtook counts ahead of it), 1 being
+the next to get the device. The ETA counts every job ahead, started ones included.
 """
 
 from __future__ import annotations
@@ -100,12 +101,12 @@ class QueueState:
         return self.ranked.depth()
 
     def waiting_depth(self) -> dict[str, int]:
-        """Active jobs not started (status PENDING) per class."""
+        """Active jobs per class but the one holding the device (:meth:`_holder`): a started
+        job that another overtook waits again."""
         depth = self.ranked.depth()
-        for job_id in self._in_progress():
-            job = self.ranked.get(job_id)
-            if job is not None:
-                depth[job.job_class] -= 1
+        holder = self.ranked.get(self._holder()) if self._holder() is not None else None
+        if holder is not None:
+            depth[holder.job_class] -= 1
         return depth
 
     def queued(self, key: str) -> tuple[int, int]:
@@ -212,6 +213,19 @@ class QueueState:
         on_device = self._on_device()
         return self._started if on_device is None else {*self._started, on_device}
 
+    def _holder(self) -> int | None:
+        """The job holding the device: the one running a chunk, else, between chunks, the
+        started job ranked first (the one whose next chunk runs unless another overtakes it)."""
+        on_device = self._on_device()
+        if on_device is not None or not self._started:
+            return on_device
+        if len(self._started) == 1:
+            return next(iter(self._started))
+        view, now = self._device_view(), self._clock()
+        ranks = {job: self.ranked.position(job, view, now) for job in self._started}
+        ranked = [(rank[0], job) for job, rank in ranks.items() if rank is not None]
+        return min(ranked)[1] if ranked else None
+
     def place(
         self, job_id: int, estimates: Estimates | None = None, holds: Holds | None = None
     ) -> Place:
@@ -239,10 +253,10 @@ class QueueState:
             position = ranked
             if job_id in in_progress:
                 position = 0
-            elif ranked is not None:  # started jobs ranked ahead have no place in the line
-                position = ranked - sum(
-                    1 for other in in_progress if (ahead := rank(other)) and ahead[0] < ranked
-                )
+            elif ranked is not None:  # the job holding the device has no place in the line
+                holder = self._holder()
+                ahead = rank(holder) if holder is not None else None
+                position = ranked - (1 if ahead is not None and ahead[0] < ranked else 0)
         hold = held_by(holds, job_id in in_progress, position)
         return Place(position, None if hold or eta is None else round(eta, 3), hold)
 
