@@ -1,0 +1,1 @@
+"""Notebooks as batch jobs (``qhpc run NOTEBOOK``): see docs/notebook-runs.md."""
