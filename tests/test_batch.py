@@ -134,3 +134,10 @@ def test_the_ledger_keeps_entries_newest_first_and_skips_the_unreadable(tmp_path
     assert ledger.get("../../etc") is None
     moved = ledger.update(entries[0], details={"engine": "emu-mps"})
     assert ledger.get(entries[0].id) == moved
+
+
+def test_the_configured_batch_system_is_found_where_both_clients_are_installed() -> None:
+    both = {"PATH": "/usr/bin:/bin"}
+    assert batch_system(None, {**both, "SGE_ROOT": "/opt/sge"}).name == "gridengine"
+    assert batch_system(None, {**both, "SLURM_CONF": "/etc/slurm/slurm.conf"}).name == "slurm"
+    assert batch_system(None, {**both, "SLURM_JOB_ID": "7", "SGE_ROOT": "/x"}).name == "slurm"

@@ -46,11 +46,15 @@ __all__ = [
 ]
 
 BATCH_SYSTEMS = ("slurm", "gridengine")
+CONFIG_VARIABLES = {"slurm": "SLURM_CONF", "gridengine": "SGE_ROOT"}
+"""The variable that points a batch system's commands at a cluster: set for one of them only,
+it names the cluster meant (a machine may carry both clients)."""
 
 
 def batch_system(name: str | None = None, environ: Mapping[str, str] | None = None) -> BatchSystem:
     """The batch system ``name`` (``slurm`` or ``gridengine``), else the one in reach: inside a
-    batch job, the one running it; else the first whose submit command is on ``PATH`` (sbatch,
+    batch job, the one running it; else the only one whose configuration variable is set
+    (:data:`CONFIG_VARIABLES`); else the first whose submit command is on ``PATH`` (sbatch,
     then qsub). BatchError, naming what was looked for, when there is none."""
     environ = dict(os.environ if environ is None else environ)
     sides: dict[str, type[BatchSystem]] = {"slurm": Slurm, "gridengine": GridEngine}
@@ -62,6 +66,9 @@ def batch_system(name: str | None = None, environ: Mapping[str, str] | None = No
         return Slurm(environ)
     if "JOB_ID" in environ and "SGE_ROOT" in environ:
         return GridEngine(environ)
+    configured = [side for side, variable in CONFIG_VARIABLES.items() if variable in environ]
+    if len(configured) == 1:
+        return sides[configured[0]](environ)
     path = environ.get("PATH", os.defpath)
     for side in sides.values():
         if shutil.which(side.SUBMIT, path=path):
