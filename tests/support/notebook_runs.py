@@ -22,8 +22,9 @@ FAILING_CELL = 5
 
 
 def write_notebook(path: Path, kernel: str = "python3-qpu", fail: bool = False) -> Path:
-    """A notebook: a markdown title, a parameters cell (``omega = 2.0``, the pulse's amplitude, and ``label = 'dev'``), the
-    sequence, a ``%%qpu`` cell, with ``fail`` a division by zero, and a cell printing what ran."""
+    """A notebook: a markdown title, a parameters cell (``omega = 2.0``, the pulse's
+    amplitude, and ``label = 'dev'``), the sequence, a ``%%qpu`` cell, with ``fail`` a
+    division by zero, and a cell printing what ran."""
     cells = [
         nbformat.v4.new_markdown_cell("# A production run"),
         nbformat.v4.new_code_cell("omega = 2.0\nlabel = 'dev'"),
