@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from qhpc_lab.batch import (
     BatchState,
     BatchSystem,
     batch_system,
+    slurm_duration_s,
 )
 from qhpc_lab.runs._execute import JOURNAL, OUTCOME, SPEC, read_json
 from qhpc_lab.runs._settings import RunSettings, run_settings
@@ -144,7 +144,7 @@ def submit(request: RunRequest, environ: Mapping[str, str] | None = None) -> Not
             BatchRequest(
                 command=(sys.executable, "-m", "qhpc_lab.runs._execute", str(folder)),
                 name=f"qhpc-run-{stem}"[:64],
-                workdir=notebook.parent,
+                workdir=folder,
                 output=output,
                 time_limit_s=plan.time_limit_s,
                 partition=plan.settings.partition,
@@ -209,7 +209,7 @@ def cancel(run_id: str, environ: Mapping[str, str] | None = None) -> NotebookRun
     system = batch_system(entry.system, environ)
     if not _run_of(entry, ledger, system).finished:
         try:
-            system.cancel(entry.job_id)
+            system.cancel(entry.job_id, entry.folder)
         except BatchError as err:
             raise RunRefused(f"could not cancel run {run_id}: {err}") from None
     return _run_of(entry, ledger, system)
@@ -319,21 +319,17 @@ def _licences(qpus: int | Mapping[str, int], settings: RunSettings) -> dict[str,
     return licences
 
 
-_CLOCK = re.compile(r"(?:(?:(\d+)-)?(\d+):)?(\d+):(\d+)")
-
-
 def _seconds(limit: str | None) -> int | None:
     """``1:30:00``, ``2-00:00:00``, ``45:00`` (as sbatch reads them) or ``90m``, ``2h``."""
     if limit is None:
         return None
-    clock = _CLOCK.fullmatch(limit.strip())
-    if clock:
-        days, hours, minutes, seconds = (int(part or 0) for part in clock.groups())
-        return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
     try:
-        return int(parse_duration(limit))
+        seconds = slurm_duration_s(limit) if ":" in limit else int(parse_duration(limit))
     except ValueError:
-        raise RunRefused(f"a time limit is like 30m, 2h or 1:30:00: not {limit!r}") from None
+        seconds = None
+    if not seconds:
+        raise RunRefused(f"a time limit is like 30m, 2h or 1:30:00: not {limit!r}")
+    return seconds
 
 
 def _literal(text: str) -> Any:
@@ -391,7 +387,7 @@ def _batch_job(entry: BatchEntry, ledger: BatchLedger, system: BatchSystem) -> B
     if kept:
         return BatchJob(**{**kept, **_times(kept), "state": BatchState(kept["state"])})
     try:
-        job = system.job(entry.job_id)
+        job = system.job(entry.job_id, entry.folder)
     except BatchError as err:
         return BatchJob(entry.job_id, entry.system, BatchState.FAILED, reason=str(err))
     if job.final:
