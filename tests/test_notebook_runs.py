@@ -10,19 +10,17 @@ prints its duration; none asserts on time.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import nbformat
 import pytest
 
 from qhpc_lab.hpc.devcluster import DevCluster
-from tests.support.clusters import Site, User, add_user, remove_user, slurm_dev_cluster
+from tests.support.clusters import add_user, remove_user, slurm_dev_cluster
 from tests.support.munge import FreshCredential
-from tests.support.notebook_runs import FAILING_CELL, write_notebook
+from tests.support.notebook_runs import FAILING_CELL, RunsUser, executed_facts, submitted
 from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
@@ -35,150 +33,135 @@ def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
 
 
 @pytest.fixture(scope="module")
-def site(cluster: DevCluster) -> Iterator[Site]:
-    """One real user with the QPU kernel installed in their home, an admin client."""
-    users: list[User] = []
+def alice(cluster: DevCluster) -> Iterator[RunsUser]:
+    """A real user with the QPU kernel installed in their home (removed afterwards)."""
+    user = add_user(cluster)
     try:
-        users.append(add_user(cluster))
         with httpx.Client(
             base_url=cluster.scheduler_url, auth=FreshCredential(), timeout=10
         ) as admin:
-            site = Site(cluster, users[0], users[0], cluster.directory, admin)
-            installed = qhpc(site, "kernels", "install", "--user")
+            alice = RunsUser(cluster, user, admin)
+            installed = alice.qhpc("kernels", "install", "--user")
             assert installed.returncode == 0, installed.stderr
-            yield site
+            yield alice
     finally:
-        for user in users:
-            remove_user(cluster, user)
-
-
-def qhpc(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
-    """``qhpc ARGS`` as the user, in their home."""
-    return site.run_as(site.alice, site.cluster.python, "-m", "qhpc_lab.cli", *args)
-
-
-def notebook(site: Site, name: str, **options: object) -> Path:
-    path = write_notebook(site.alice.home / name, **options)  # type: ignore[arg-type]
-    subprocess.run(["chown", site.alice.name, str(path)], check=True)
-    return path
-
-
-def submitted(done: subprocess.CompletedProcess[str]) -> tuple[str, str]:
-    """The run id and Slurm job id ``qhpc run`` printed."""
-    found = re.search(r"as slurm job (\d+) \(run (notebook-\S+)\)", done.stdout)
-    assert found, done.stdout
-    return found[2], found[1]
-
-
-def status(site: Site, run_id: str) -> str:
-    done = qhpc(site, "runs", "status", run_id)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+        remove_user(cluster, user)
 
 
 def test_a_notebook_runs_as_a_production_batch_job(
-    site: Site, report: Callable[[str], None]
+    alice: RunsUser, report: Callable[[str], None]
 ) -> None:
-    path = notebook(site, "analysis.ipynb")
-    done = qhpc(
-        site, "run", str(path), "--qpu", "1", "-p", "omega", "1.5", "-p", "label", "prod", "--wait"
+    path = alice.notebook("analysis.ipynb")
+    done = alice.qhpc(
+        "run", str(path), "--qpu", "1", "-p", "omega", "1.5", "-p", "label", "prod", "--wait"
     )
     run_id, job_id = submitted(done)
     assert done.returncode == 0, done.stdout + done.stderr
     executed = path.with_name(f"analysis.run-{run_id.rsplit('-', 1)[-1]}.ipynb")
     assert f"executed notebook: {executed}" in done.stdout
-    result = nbformat.read(executed, as_version=4)
-    texts = ["".join(o.get("text", "")) for c in result.cells for o in c.get("outputs", [])]
-    [qpu_job] = site.qpu_jobs(job_id)
-    assert any(f"prod 20 {qpu_job['id']}" in text for text in texts), texts  # parameters, counts
-    assert any(f"qhpc provenance: job {qpu_job['id']} on qpu: DONE" in t for t in texts), texts
-    facts = result.metadata["qhpc"]
-    assert (facts["batch_job"], facts["failure"], facts["parameters"]["omega"]) == (
+    texts, facts = executed_facts(done)
+    [qpu_job] = alice.qpu_jobs(job_id)
+    assert (qpu_job["status"], qpu_job["job_class"]) == ("DONE", "production")
+    qpu_id = str(qpu_job["id"])
+    assert any(f"prod 20 {qpu_id}" in text for text in texts), texts  # parameters, counts
+    assert any(f"qhpc provenance: job {qpu_id} on qpu: DONE" in t for t in texts), texts
+    assert (facts["batch_job"], facts["failure"], facts["parameters"]) == (
         job_id,
         None,
-        1.5,
+        {"omega": 1.5, "label": "prod"},
     )
     [recorded] = facts["qpu_jobs"]
     assert (recorded["id"], recorded["status"], recorded["job_class"]) == (
-        str(qpu_job["id"]),
+        qpu_id,
         "DONE",
         "production",
     )
     assert recorded["calibrations"] and len(recorded["program_sha256"]) == 64
     assert facts["versions"]["pulser-core"]
-    assert (qpu_job["status"], qpu_job["job_class"]) == ("DONE", "production")
-    session = site.revoked_session(job_id)
+    session = alice.revoked_session(job_id)
     assert qpu_job["session_id"] == session["id"]
-    assert f"slurm {job_id} COMPLETED" in status(site, run_id)
+    assert f"slurm {job_id} COMPLETED" in alice.status(run_id)
     report("qhpc run: notebook with parameters as a batch job, production QPU job, session revoked")
 
 
 def test_a_failing_cell_fails_the_run_and_says_which(
-    site: Site, report: Callable[[str], None]
+    alice: RunsUser, report: Callable[[str], None]
 ) -> None:
-    path = notebook(site, "broken.ipynb", fail=True)
-    done = qhpc(site, "run", str(path), "--wait")
+    done = alice.qhpc("run", str(alice.notebook("broken.ipynb", fail=True)), "--wait")
     run_id, job_id = submitted(done)
     assert done.returncode == 1
     why = f"cell {FAILING_CELL}: ZeroDivisionError: division by zero"
     assert f"failed: {why}" in done.stdout, done.stdout
-    told = status(site, run_id)
+    told = alice.status(run_id)
     assert f"slurm {job_id} FAILED" in told and why in told, told
-    executed = nbformat.read(Path(re.findall(r"executed notebook: (\S+)", done.stdout)[-1]), 4)
-    assert executed.metadata["qhpc"]["failure"] == why
-    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    assert [e.ename for e in errors] == ["ZeroDivisionError"]
+    _, facts = executed_facts(done)
+    assert facts["failure"] == why
     report("a failing cell: the batch job FAILED, status names the cell and the error")
 
 
 def test_cancel_revokes_the_session_and_its_queued_qpu_job(
-    site: Site, report: Callable[[str], None]
+    alice: RunsUser, report: Callable[[str], None]
 ) -> None:
-    site.admin.post("/admin/drain").raise_for_status()  # the QPU job stays queued
+    alice.admin.post("/admin/drain").raise_for_status()  # the QPU job stays queued
     try:
-        started = qhpc(site, "run", str(notebook(site, "long.ipynb")))
+        started = alice.qhpc("run", str(alice.notebook("long.ipynb")))
         assert started.returncode == 0, started.stderr
         run_id, job_id = submitted(started)
-        queued = poll_until(
-            lambda: re.search(r"QPU job (\d+) on qpu: PENDING", status(site, run_id)),
-            "the run's QPU job is queued and journalled",
-            240,
-        )
-        cancelled = qhpc(site, "runs", "cancel", run_id)
+
+        def queued() -> str | None:
+            told = alice.status(run_id)
+            return told.split("QPU job ")[1].split()[0] if "on qpu: PENDING" in told else None
+
+        qpu_id = poll_until(queued, "the run's QPU job is queued and journalled", 240)
+        cancelled = alice.qhpc("runs", "cancel", run_id)
         assert cancelled.returncode == 0, cancelled.stderr
-        assert site.wait_job(job_id) == "CANCELLED"
-        session = site.revoked_session(job_id)
-        [qpu_job] = site.qpu_jobs(job_id)
-        assert (str(qpu_job["id"]), qpu_job["status"]) == (queued[1], "CANCELED")
+        session = alice.revoked_session(job_id)
+        [qpu_job] = alice.qpu_jobs(job_id)
+        assert (str(qpu_job["id"]), qpu_job["status"]) == (qpu_id, "CANCELED")
         assert qpu_job["session_id"] == session["id"]
-        assert f"slurm {job_id} CANCELLED" in status(site, run_id)
-        listed = qhpc(site, "runs").stdout.splitlines()
+
+        def ended() -> str | None:
+            told = alice.status(run_id)
+            return told if "CANCELLED" in told else None
+
+        told = poll_until(ended, "the run reads CANCELLED", 60)
+        assert f"slurm {job_id} CANCELLED" in told, told
+        listed = alice.qhpc("runs").stdout.splitlines()
         assert listed[0].startswith(run_id) and listed[0].endswith("long.ipynb"), listed
     finally:
-        site.admin.post("/admin/resume").raise_for_status()
+        alice.admin.post("/admin/resume").raise_for_status()
     report("qhpc runs cancel: batch job cancelled, session revoked, queued QPU job cancelled")
 
 
-def test_refusals_submit_nothing(site: Site, report: Callable[[str], None]) -> None:
-    ledger = site.alice.home / ".local/share/qhpc/batch"
+def test_refusals_submit_nothing(alice: RunsUser, report: Callable[[str], None]) -> None:
+    ledger = alice.user.home / ".local/share/qhpc/batch"
     before = sorted(ledger.iterdir()) if ledger.is_dir() else []
-    path = notebook(site, "refused.ipynb")
-    unknown = qhpc(site, "run", str(path), "-p", "shots", "10")
-    assert unknown.returncode == 1
-    assert unknown.stderr.strip() == (
-        "qhpc run: no parameter 'shots' in refused.ipynb's parameters cell (it has omega, label)"
+    unknown = alice.qhpc("run", str(alice.notebook("refused.ipynb")), "-p", "shots", "10")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        1,
+        "qhpc run: no parameter 'shots' in refused.ipynb's parameters cell (it has omega, label)",
     )
-    missing = qhpc(site, "run", str(notebook(site, "other.ipynb", kernel="julia-1.10")))
+    missing = alice.qhpc("run", str(alice.notebook("julia.ipynb", kernel="julia-1.10")))
     assert missing.returncode == 1
-    assert "runs in kernel 'julia-1.10', which is not installed" in missing.stderr
-    assert len(missing.stderr.strip().splitlines()) == 1
+    [line] = missing.stderr.strip().splitlines()
+    assert "runs in kernel 'julia-1.10', which is not installed where the batch job runs" in line
     assert (sorted(ledger.iterdir()) if ledger.is_dir() else []) == before
     queue = subprocess.run(
-        ["squeue", "-h", "-u", site.alice.name],
+        ["squeue", "-h", "-u", alice.user.name],
         capture_output=True,
         text=True,
         check=True,
-        env={"PATH": "/usr/bin:/bin", **site.cluster.environ},
+        env={"PATH": "/usr/bin:/bin", **alice.cluster.environ},
     )
     assert queue.stdout.strip() == ""
     report("refused before submission: an unknown parameter, a kernel not installed")
+
+
+def test_the_executed_notebook_shows_the_error_in_its_cell(alice: RunsUser) -> None:
+    """What the failing run left (the previous scenario's notebook): the error output of
+    the cell that failed, papermill's banner above, the cells after it not run."""
+    [path] = alice.user.home.glob("broken.run-*.ipynb")
+    cells = nbformat.read(path, as_version=4).cells
+    errors = [o for c in cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert [e.ename for e in errors] == ["ZeroDivisionError"]
+    assert cells[-1].execution_count is None
