@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from qhpc_lab.batch import (
     BatchEntry,
     BatchError,
@@ -26,7 +24,7 @@ from qhpc_lab.batch import (
     batch_system,
     slurm_duration_s,
 )
-from qhpc_lab.runs._execute import JOURNAL, OUTCOME, SPEC, read_json
+from qhpc_lab.runs._files import JOURNAL, OUTCOME, SPEC, read_json
 from qhpc_lab.runs._settings import RunSettings, run_settings
 from qhpc_lab.scheduler.auth import parse_duration
 from qhpc_lab.scheduler.policy import JOB_CLASSES
@@ -231,11 +229,13 @@ def _prepare(request: RunRequest, environ: dict[str, str]) -> _Plan:
     notebook = request.notebook
     if notebook.suffix != ".ipynb" or not notebook.is_file():
         raise RunRefused(f"{notebook}: no such notebook (a .ipynb file)")
-    try:
-        content = nbformat.read(notebook, as_version=4)
+    try:  # JSON, not nbformat: its schema validation costs seconds of imports
+        content = json.loads(notebook.read_text())
         settings = run_settings(environ)
     except (OSError, ValueError) as err:
         raise RunRefused(f"cannot read {notebook}: {err}") from None
+    if not isinstance(content, dict):
+        raise RunRefused(f"{notebook} is not a notebook")
     kernel = _kernel(notebook, content)
     if request.job_class not in JOB_CLASSES:
         raise RunRefused(f"no job class {request.job_class!r}; use one of {', '.join(JOB_CLASSES)}")
@@ -262,12 +262,14 @@ def _prepare(request: RunRequest, environ: dict[str, str]) -> _Plan:
     )
 
 
-def _kernel(notebook: Path, content: nbformat.NotebookNode) -> str:
+def _kernel(notebook: Path, content: dict[str, Any]) -> str:
     """The notebook's kernelspec name, refused unless that kernel is installed here (the
     compute nodes share this filesystem) and its program exists."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    name = content.get("metadata", {}).get("kernelspec", {}).get("name")
+    metadata = content.get("metadata")
+    kernelspec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
+    name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
     if not name:
         raise RunRefused(
             f"{notebook} names no kernel (metadata.kernelspec): open it in Jupyter, choose a "

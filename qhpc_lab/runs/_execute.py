@@ -15,19 +15,14 @@ import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import nbformat
 
 from qhpc_lab.runs import kernel
+from qhpc_lab.runs._files import JOURNAL, OUTCOME, SPEC, read_json
 from qhpc_lab.wire import batchrun
 from qhpc_lab.wire.times import iso_time
 
-SPEC = "run.json"
-"""What to run: written by ``submit`` before the batch job is submitted."""
-OUTCOME = "outcome.json"
-"""How it went: written by the runner when the notebook has run (or failed)."""
-JOURNAL = "qpu-jobs.json"
 INPUT = "input.ipynb"
 RUN_CELL_TAG = "qhpc-run"
 """The first cell a run adds: it loads the journal extension (kept, so the reader sees it)."""
@@ -120,14 +115,6 @@ def execute(folder: Path) -> int:
     )
     print(f"qhpc run {spec['id']}: {failure or 'every cell ran'}", flush=True)
     return 1 if failure else 0
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file's object; {} while it is missing or half-written."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 if __name__ == "__main__":
