@@ -46,7 +46,8 @@ def test_a_notebook_runs_as_a_grid_engine_job(
     alice: RunsUser, report: Callable[[str], None]
 ) -> None:
     path = alice.notebook("analysis.ipynb")
-    done = alice.qhpc("run", str(path), "-p", "label", "ge", "--wait")
+    # Debian installs both clients here: sbatch on PATH would be found first
+    done = alice.qhpc("run", str(path), "--scheduler", "gridengine", "-p", "label", "ge", "--wait")
     run_id, job_id = submitted(done)
     assert done.returncode == 0, done.stdout + done.stderr
     texts, facts = executed_facts(done)
