@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from collections.abc import Mapping
@@ -252,6 +253,11 @@ def _prepare(request: RunRequest, environ: dict[str, str]) -> _Plan:
     output_dir = (output_dir or notebook.parent).resolve()
     if not output_dir.is_dir():
         raise RunRefused(f"output folder {output_dir} does not exist")
+    if not os.access(output_dir, os.W_OK):
+        raise RunRefused(
+            f"cannot write the executed notebook into {output_dir}: choose a folder with "
+            "--output-dir"
+        )
     return _Plan(
         system=system,
         settings=settings,
@@ -342,8 +348,6 @@ def _literal(text: str) -> Any:
 
 
 def _environ(environ: Mapping[str, str] | None) -> dict[str, str]:
-    import os
-
     return dict(os.environ if environ is None else environ)
 
 
