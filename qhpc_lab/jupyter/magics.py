@@ -458,7 +458,7 @@ def quota_table(quotas: list[Quota]) -> str:
 async def _print_progress(job: Job) -> None:
     """One line per change of the job's status or place in the queue, until it ends: what a
     batch run's executed notebook shows where a kernel with a browser shows a panel."""
-    seen = None
+    seen = (job.state.status, job.state.position)  # the cell has shown this one
     async for state in job.watch():
         if (state.status, state.position) != seen:
             seen = (state.status, state.position)

@@ -152,6 +152,12 @@ def load_ipython_extension(shell: Any) -> None:
         return
     journal = Journal(Path(path))
     journal.write()
+    print(
+        f"qhpc: batch run {os.environ.get(batchrun.BATCH_RUN)}: QPU jobs in class "
+        f"{os.environ.get(batchrun.JOB_CLASS)} unless a cell names another; no browser, so "
+        "%%qpu cells print their progress as text",
+        flush=True,
+    )
     shell.events.register("post_run_cell", journal.after_cell)
     try:
         loop = asyncio.get_running_loop()
