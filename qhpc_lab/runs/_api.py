@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -142,7 +143,7 @@ def submit(request: RunRequest, environ: Mapping[str, str] | None = None) -> Not
         job_id = plan.system.submit(
             BatchRequest(
                 command=(sys.executable, "-m", "qhpc_lab.runs._execute", str(folder)),
-                name=f"qhpc-run-{stem}"[:64],
+                name=re.sub(r"[^A-Za-z0-9_.-]", "_", f"qhpc-run-{stem}")[:64],
                 workdir=folder,
                 output=output,
                 time_limit_s=plan.time_limit_s,
