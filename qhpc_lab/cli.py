@@ -81,9 +81,9 @@ def _token(args: argparse.Namespace) -> int:
         DEFAULT_TOKEN_TTL_S,
         load_or_create_secret,
         make_token,
-        parse_duration,
     )
     from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
+    from qhpc_lab.vocabulary import parse_duration
 
     try:
         ttl_s = parse_duration(args.ttl) if args.ttl else DEFAULT_TOKEN_TTL_S

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 
 
 class JobStatus(enum.StrEnum):
@@ -48,6 +49,9 @@ QUOTA_KINDS = ("user", "account")
 """Whom a quota budgets: a user id, or a Slurm account (the session's, from the prolog)."""
 QUOTA_UNITS = ("qpu_seconds", "shots")
 """What a quota budgets: device time or shots."""
+JOB_CLASSES = ("development", "test", "production")
+"""The policy's classes, lowest priority first (docs/policy.md)."""
+
 OWNER_KINDS = ("user", "account", "slurm_job")
 """Who a reservation can be for: a user id, a Slurm account, a Slurm job id."""
 
@@ -72,3 +76,15 @@ def format_duration(seconds: float) -> str:
         return f"{_half_up(s / 60)} min"
     tenths = _half_up(s / 360)
     return f"{tenths // 10}.{tenths % 10} h"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``3600``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w``."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    if not found or float(found[1]) <= 0:
+        raise ValueError(f"a duration is a positive number with s, m, h, d or w: not {text!r}")
+    return float(found[1]) * _UNIT_S[found[2]]

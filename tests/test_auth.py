@@ -25,10 +25,10 @@ from qhpc_lab.scheduler.auth import (
     AuthError,
     _key,
     make_token,
-    parse_duration,
     read_token,
 )
 from qhpc_lab.scheduler.store import Store
+from qhpc_lab.vocabulary import parse_duration
 from tests.support.daemons import daemon
 from tests.support.identities import SECRET
 from tests.support.in_process import in_process, scheduler_config

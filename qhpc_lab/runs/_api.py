@@ -28,8 +28,7 @@ from qhpc_lab.batch import (
 )
 from qhpc_lab.runs._files import JOURNAL, OUTCOME, SPEC, read_json
 from qhpc_lab.runs._settings import RunSettings, run_settings
-from qhpc_lab.scheduler.auth import parse_duration
-from qhpc_lab.scheduler.policy import JOB_CLASSES
+from qhpc_lab.vocabulary import JOB_CLASSES, parse_duration
 from qhpc_lab.wire.times import iso_time
 
 DEFAULT_CLASS = "production"

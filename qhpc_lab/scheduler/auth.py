@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import re
 import secrets
 import threading
 import time
@@ -55,8 +54,6 @@ and a small one (at 650 credentials/s it drops ~650 rows, a few ms of the store'
 where once a minute would stall it for tenths of a second)."""
 _ALGORITHM = "HS256"
 _CLAIMS = ["sub", "iat", "exp"]
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MUNGED_DOWN = (munge.SOCKET_ERROR, munge.TIMEOUT)
 
 
@@ -111,14 +108,6 @@ class MemoryReplayGuard:
             for digest in expired:
                 del self._seen[digest]
         return len(expired)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``3600``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w``."""
-    found = _DURATION.fullmatch(text.strip().lower())
-    if not found or float(found[1]) <= 0:
-        raise ValueError(f"a duration is a positive number with s, m, h, d or w: not {text!r}")
-    return float(found[1]) * _UNIT_S[found[2]]
 
 
 def _key(secret: str) -> bytes:

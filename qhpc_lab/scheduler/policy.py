@@ -46,8 +46,7 @@ from typing import Any
 from qhpc_lab.qpu import DeviceState
 from qhpc_lab.scheduler import reservations as reserving
 from qhpc_lab.scheduler.reservations import Reservation
-
-JOB_CLASSES = ("development", "test", "production")
+from qhpc_lab.vocabulary import JOB_CLASSES
 
 _SLACK = 1e-9
 """Rounding slack, in shots, when counting how many shots fit in a span of time."""
