@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.batch import (
     BatchEntry,
@@ -44,6 +44,9 @@ from qhpc_lab.client._target import (
 from qhpc_lab.programs import DeviceSpec, Program, ProgramError
 from qhpc_lab.vocabulary import DeviceState, JobStatus, format_duration
 from qhpc_lab.wire.times import iso_time
+
+if TYPE_CHECKING:
+    from qhpc_lab.emulators import Emulation, EnginePlan
 
 KIND = "cluster-emulator"
 POLL_S = 5.0
@@ -203,11 +206,11 @@ class ClusterEmulatorTarget(Target):
         batch job), then submit it; ``job_class`` and the calibration options have no
         meaning for an emulator (it never calibrates nor drifts)."""
         system = self._batch()
-        plan = await asyncio.to_thread(_plan, program)
+        plan = await asyncio.to_thread(_plan, program, self.options)
         entry = await asyncio.to_thread(self._submit, system, program, plan)
         return await self._read(entry)
 
-    def _submit(self, system: BatchSystem, program: Program, plan: Any) -> BatchEntry:
+    def _submit(self, system: BatchSystem, program: Program, plan: EnginePlan) -> BatchEntry:
         folder = self.ledger.new_folder("emulation")
         try:
             (folder / PROGRAM_FILE).write_text(program.to_json())
@@ -297,9 +300,9 @@ class ClusterEmulatorTarget(Target):
     def _read_now(self, entry: BatchEntry) -> JobState:
         system = self._system_of(entry)
         try:
-            batch: BatchJob | None = system.job(entry.job_id)
+            batch: BatchJob | None = system.job(entry.job_id, entry.folder)
         except BatchError:
-            batch = None  # forgotten: what the folder holds tells how it ended
+            batch = None  # forgotten, and its folder says nothing: the result file tells
         state = _state(entry, batch, SYSTEM_WORDS.get(system.name, system.name))
         if state.final:
             self.ledger.update(entry, details={**entry.details, FINAL_DETAIL: _stored(state)})
@@ -318,7 +321,7 @@ class ClusterEmulatorTarget(Target):
             return state
         system = self._system_of(entry)
         try:
-            await asyncio.to_thread(system.cancel, entry.job_id)
+            await asyncio.to_thread(system.cancel, entry.job_id, entry.folder)
         except BatchError as err:
             raise TargetError(f"cannot cancel batch job {entry.job_id}: {err}") from None
         return await self._settled(entry)
@@ -373,13 +376,13 @@ class ClusterEmulatorTarget(Target):
         return None
 
 
-def _plan(program: Program) -> Any:
+def _plan(program: Program, options: EmulationOptions) -> EnginePlan:
     """The emulation's plan; RefusedError (before any batch job) where the engines cannot
-    read the program."""
+    read the program or the engine asked for cannot run it."""
     from qhpc_lab import emulators
 
     try:
-        return emulators.plan(program)
+        return emulators.plan(program, options.engine, options.max_bond_dim)
     except (ProgramError, ValueError, KeyError, TypeError) as err:
         rule = err.rule if isinstance(err, ProgramError) else "program"
         raise RefusedError(f"the program cannot be emulated: {err}", rule=rule) from None
@@ -434,9 +437,9 @@ def _ended(entry: BatchEntry, batch: BatchJob | None, job: str, base: JobState) 
     """A batch job that completed, or that the batch system forgot: the result file says."""
     times = {} if batch is None else {"started_at": batch.started_at}
     result = entry.folder / entry.files.get("result", RESULT_FILE)
-    try:
-        from qhpc_lab.emulators import Emulation
+    from qhpc_lab.emulators import Emulation
 
+    try:
         emulation = Emulation.from_json(result.read_text())
     except FileNotFoundError:
         if batch is None:
@@ -458,7 +461,7 @@ def _ended(entry: BatchEntry, batch: BatchJob | None, job: str, base: JobState) 
         )
     counts = dict(emulation.counts)
     finished = batch.finished_at if batch and batch.finished_at else datetime.now(UTC)
-    node = getattr(emulation, "node", None) or (batch.node if batch else None)
+    where = f"{emulation.node}, {emulation.device}"
     return dataclasses.replace(
         base,
         status=JobStatus.DONE,
@@ -467,19 +470,14 @@ def _ended(entry: BatchEntry, batch: BatchJob | None, job: str, base: JobState) 
         finished_at=finished,
         engine=str(emulation.engine),
         approximation=_approximation(emulation),
-        detail=f"{job} ran on {node}" if node else None,
+        detail=f"{job} ran on {where} in {format_duration(emulation.seconds)}",
         **times,
     )
 
 
-def _approximation(emulation: Any) -> str | None:
+def _approximation(emulation: Emulation) -> str | None:
     """How the counts are approximate, in words; None where the engine is exact."""
-    approximation = getattr(emulation, "approximation", None)
-    if not approximation:
-        return None
-    if isinstance(approximation, Mapping):
-        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in approximation.items())
-    return str(approximation)
+    return None if emulation.approximation is None else emulation.approximation.describe()
 
 
 def _failure(entry: BatchEntry, batch: BatchJob, job: str) -> str:

@@ -13,10 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qhpc_lab.client._target import RefusedError, TargetError
 from qhpc_lab.programs import Program
 from qhpc_lab.vocabulary import format_duration
+
+if TYPE_CHECKING:
+    from qhpc_lab.emulators import EnginePlan
 
 KERNEL_LIMIT_S = 60.0
 """The longest emulation (its plan's estimate on this machine) the fallback runs in the
@@ -153,25 +157,20 @@ def _reason(
 class KernelFit:
     """An emulation's plan against what the kernel's machine may spend on it."""
 
-    engine: str
-    atoms: int
-    seconds: float
-    memory_bytes: int
+    plan: EnginePlan
     limit_s: float
     limit_bytes: int
 
     @property
     def fits(self) -> bool:
-        return self.seconds <= self.limit_s and self.memory_bytes <= self.limit_bytes
+        return self.plan.seconds <= self.limit_s and self.plan.memory_bytes <= self.limit_bytes
 
     def __str__(self) -> str:
-        """``the program (24 atoms, emu-mps: ~2 min, ~1.2 GB) is over this kernel's emulation
-        limit (1 min, 7.8 GB)``."""
-        plan = f"~{format_duration(self.seconds)}, ~{_gb(self.memory_bytes)}"
-        limits = f"{format_duration(self.limit_s)}, {_gb(self.limit_bytes)}"
+        """``the program (emu-mps, 24 atoms, 3000 ns: about 90 s and 0.6 GB (estimate,
+        approximate)) is over this kernel's emulation limit (1 min, 7.8 GB)``."""
+        limits = f"{format_duration(self.limit_s)}, {self.limit_bytes / 1e9:.1f} GB"
         return (
-            f"the program ({self.atoms} atoms, {self.engine}: {plan}) is over this kernel's "
-            f"emulation limit ({limits})"
+            f"the program ({self.plan.describe()}) is over this kernel's emulation limit ({limits})"
         )
 
 
@@ -187,7 +186,6 @@ def kernel_fit(
     memory when not given)."""
     from qhpc_lab import emulators
 
-    plan = emulators.plan(program)
     if limit_mb is not None:
         limit_bytes = limit_mb * 2**20
     else:
@@ -196,15 +194,5 @@ def kernel_fit(
 
             machine_bytes = psutil.virtual_memory().total
         limit_bytes = int(KERNEL_MEMORY_SHARE * machine_bytes)
-    return KernelFit(
-        plan.engine,
-        plan.atoms,
-        plan.seconds,
-        plan.memory_bytes,
-        KERNEL_LIMIT_S if limit_s is None else limit_s,
-        limit_bytes,
-    )
-
-
-def _gb(size: float) -> str:
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
+    limit = KERNEL_LIMIT_S if limit_s is None else limit_s
+    return KernelFit(emulators.plan(program), limit, limit_bytes)

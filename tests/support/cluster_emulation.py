@@ -111,7 +111,7 @@ class Kernel:
         return sorted(p.name for p in self.ledger.iterdir()) if self.ledger.is_dir() else []
 
 
-def kernel(cluster: Any, user: User, targets: str) -> Kernel:
+def user_kernel(cluster: Any, user: User, targets: str) -> Kernel:
     """The user's kernel on ``cluster`` with the targets file ``targets`` in their home."""
     folder = cluster.directory / "emulations"
     folder.mkdir(mode=0o755, exist_ok=True)
