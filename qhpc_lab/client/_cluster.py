@@ -73,6 +73,11 @@ class BatchResources:
     gpus: int | None = None
     extra: tuple[str, ...] = ()
 
+    def threads(self) -> dict[str, str]:
+        """The job's variables that keep PyTorch's threads to the CPUs the job holds: more
+        threads than CPUs contend, and slow an emulation many times over on a busy node."""
+        return {"OMP_NUM_THREADS": str(self.cpus)} if self.cpus else {}
+
     def __str__(self) -> str:
         parts = [f"partition {self.partition}"] if self.partition else []
         if self.account:
@@ -235,6 +240,7 @@ class ClusterEmulatorTarget(Target):
                 cpus=self.resources.cpus,
                 memory_mb=self.resources.memory_mb,
                 gpus=self.resources.gpus,
+                environment=self.resources.threads(),
                 extra=self.resources.extra,
             )
             job_id = system.submit(request)

@@ -107,6 +107,11 @@ class Kernel:
     def ledger(self) -> Path:
         return self.user.home / ".local" / "share" / "qhpc" / "batch"
 
+    def outputs(self) -> str:
+        """Every batch job's output in the ledger: what a failed assertion shows."""
+        found = sorted(self.ledger.glob("*/output.txt")) if self.ledger.is_dir() else []
+        return "\n".join(f"--- {path}\n{path.read_text(errors='replace')}" for path in found)
+
     def folders(self) -> list[str]:
         return sorted(p.name for p in self.ledger.iterdir()) if self.ledger.is_dir() else []
 
