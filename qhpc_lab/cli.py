@@ -150,7 +150,9 @@ def _emulate(args: argparse.Namespace) -> int:
         say(str(err))
         return 2
     out = Path(args.out)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False) as f:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=out.parent, prefix=f".{out.name}.", delete=False
+    ) as f:
         f.write(result.to_json() + "\n")
     os.replace(f.name, out)
     say(f"wrote {out}: {result.describe()}")

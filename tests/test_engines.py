@@ -139,6 +139,19 @@ def _shot_noise_tvd(reference: dict[str, int], shots: int, draws: int = 200) -> 
     return sorted(_tvd(draw(), draw()) for _ in range(draws))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Two torch threads on two shared cores wait on each other (docs/benchmarks.md): the
+    engines run as the emulated QPU's worker runs them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_emu_mps_agrees_with_emu_sv_within_shot_noise() -> None:
     """A 12-atom antiferromagnetic preparation (1 µs): emu-mps at its defaults against
     emu-sv's exact state, both sampled at 2000 shots."""

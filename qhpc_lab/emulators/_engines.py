@@ -13,9 +13,9 @@ from typing import Any
 from qhpc_lab.emulators._choice import (
     ENGINES,
     MPS_DT_NS,
-    MPS_STEPS_PER_PULSE,
     MPS_MAX_BOND_DIM,
     MPS_PRECISION,
+    MPS_STEPS_PER_PULSE,
     EnginePlan,
     engine_for,
     plan_for,
@@ -105,11 +105,9 @@ def emulate(
     chosen = engine or engine_for(program.format, found.atoms, found.duration_ns)
     if where != "cpu" and chosen in ("qutip", "aer"):
         if engine is not None:
-            raise ValueError(f"engine {chosen} runs on the CPU only; use --device cpu")
+            raise ValueError(f"engine {chosen} runs on the CPU only; use device cpu")
         chosen = "emu-sv" if chosen == "qutip" else chosen
-    progress(
-        f"{chosen} on {where}: {found.atoms} atoms, {found.duration_ns} ns, {shots} shots"
-    )
+    progress(f"{chosen} on {where}: {found.atoms} atoms, {found.duration_ns} ns, {shots} shots")
     started = time.time()
     if chosen == "aer":
         counts, approximation = _run_qasm3(program, shots), None
@@ -274,4 +272,3 @@ def _run_qasm3(program: Program, shots: int) -> dict[str, int]:
     from qiskit_aer import AerSimulator
 
     return dict(AerSimulator().run(_circuit(program), shots=shots).result().get_counts())
-

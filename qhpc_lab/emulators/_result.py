@@ -10,7 +10,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
 EMULATION_FORMAT = "qhpc-emulation/1"
 """The ``format`` field of an Emulation document; a reader refuses any other."""
 
@@ -32,8 +31,7 @@ class Approximation:
         """``χ ≤ 32 (reached 32), precision 1e-05, dt 20 ns``."""
         reached = "" if self.reached_bond_dim is None else f" (reached {self.reached_bond_dim})"
         return (
-            f"χ ≤ {self.max_bond_dim}{reached}, precision {self.precision:g}, "
-            f"dt {self.dt_ns:g} ns"
+            f"χ ≤ {self.max_bond_dim}{reached}, precision {self.precision:g}, dt {self.dt_ns:g} ns"
         )
 
 
