@@ -296,7 +296,7 @@ def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
     return job_script
 
 
-def add_user(cluster: DevCluster) -> User:
+def add_user(cluster: DevCluster | GridEngineCluster) -> User:
     """A new unprivileged Unix user who can run the cluster's Python."""
     name = f"qhpc{secrets.token_hex(3)}"
     subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
