@@ -37,6 +37,11 @@ type = "cluster-emulator"
 python = "{python}"
 extra = ["--begin=now+1hour"]
 
+[targets.cluster-nowhere]
+type = "cluster-emulator"
+python = "{python}"
+partition = "nosuch"
+
 [targets.cluster-short]
 type = "cluster-emulator"
 python = "{python}"
@@ -44,7 +49,8 @@ cpus = 1
 time_limit_s = 60
 """
 """``cluster`` takes what the kernel cannot (past 2 s of planned emulation, to keep the test
-short); ``cluster-later``'s jobs wait an hour to start; ``cluster-short`` gives one minute."""
+short); ``cluster-later``'s jobs wait an hour to start; ``cluster-nowhere`` names a partition Slurm
+does not have; ``cluster-short`` gives one minute."""
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +129,21 @@ def test_a_waiting_job_shows_its_reason_and_cancel_ends_it(
     report(f"pending: {waiting['detail']}; cancelled")
 
 
-def test_a_malformed_program_is_refused_before_any_batch_job(
+def test_a_malformed_program_or_a_refused_submission_leaves_no_batch_job(
     kernel: Kernel, cluster: DevCluster, user: User
 ) -> None:
+    """A program the engines cannot read is refused before anything is submitted; a
+    submission Slurm refuses (no such partition) is one line in Slurm's words. Neither leaves
+    a batch job or a folder in the ledger."""
     before, queued = kernel.folders(), squeue(cluster, user)
     broken = {"format": "pulser", "body": json.dumps({"version": "1", "register": 5}), "shots": 5}
     refused = kernel.call("submit", kernel.program("broken", broken), "cluster").last
     assert refused["type"] == "RefusedError", refused
     assert refused["refused"].startswith("the program cannot be emulated: body is not a valid")
+    tiny = kernel.program("tiny", chain(2, 100, 10))
+    nowhere = kernel.call("submit", tiny, "cluster-nowhere").last
+    assert nowhere["type"] == "RefusedError", nowhere
+    assert re.fullmatch(r"Slurm refused the emulation: .*invalid partition.*", nowhere["refused"])
     assert (kernel.folders(), squeue(cluster, user)) == (before, queued)
 
 
