@@ -143,7 +143,8 @@ def test_a_malformed_program_or_a_refused_submission_leaves_no_batch_job(
     tiny = kernel.program("tiny", chain(2, 100, 10))
     nowhere = kernel.call("submit", tiny, "cluster-nowhere").last
     assert nowhere["type"] == "RefusedError", nowhere
-    assert re.fullmatch(r"Slurm refused the emulation: .*[Ii]nvalid partition.*", nowhere["refused"])
+    refusal = nowhere["refused"]
+    assert re.fullmatch(r"Slurm refused the emulation: .*[Ii]nvalid partition.*", refusal)
     assert (kernel.folders(), squeue(cluster, user)) == (before, queued)
 
 

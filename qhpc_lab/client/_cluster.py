@@ -41,7 +41,7 @@ from qhpc_lab.client._target import (
     TargetError,
     TargetInfo,
 )
-from qhpc_lab.programs import DeviceSpec, Program, ProgramError
+from qhpc_lab.programs import FORMATS, DeviceSpec, Program, ProgramError
 from qhpc_lab.vocabulary import DeviceState, JobStatus, format_duration
 from qhpc_lab.wire.times import iso_time
 
@@ -167,10 +167,6 @@ class ClusterEmulatorTarget(Target):
                 raise TargetError(f"target {self.name!r}: {err}") from None
         return self._system
 
-    def _words(self) -> str:
-        system = self._system.name if self._system else self._scheduler or "batch"
-        return SYSTEM_WORDS.get(system, system)
-
     async def info(self) -> TargetInfo:
         try:
             system = self._batch()
@@ -183,7 +179,7 @@ class ClusterEmulatorTarget(Target):
                 self._spec = await asyncio.to_thread(lambda: DeviceProfile.load(self._device).spec)
             except (ValueError, OSError) as err:
                 return self.unreachable(f"target {self.name!r}: {err}")
-        words = SYSTEM_WORDS.get(system.name, system.name)
+        words = _words(system.name)
         return TargetInfo(
             self.name,
             self.kind,
@@ -194,8 +190,12 @@ class ClusterEmulatorTarget(Target):
             state=DeviceState.ONLINE,
             message=f"emulation as {words} batch jobs ({self.resources})",
             spec=self._spec,
-            formats=("pulser",),
+            formats=self._spec_formats(),
         )
+
+    def _spec_formats(self) -> tuple[str, ...]:
+        """What ``qhpc emulate`` runs: every format, or the device's (pulser) with one."""
+        return ("pulser",) if self._spec is not None else FORMATS
 
     # -- submit -----------------------------------------------------------------------------
 
@@ -247,7 +247,7 @@ class ClusterEmulatorTarget(Target):
         except BatchError as err:
             shutil.rmtree(folder, ignore_errors=True)
             raise RefusedError(
-                f"{SYSTEM_WORDS.get(system.name, system.name)} refused the emulation: {err}",
+                f"{_words(system.name)} refused the emulation: {err}",
                 rule="batch",
             ) from None
         except OSError as err:
@@ -309,7 +309,7 @@ class ClusterEmulatorTarget(Target):
             batch: BatchJob | None = system.job(entry.job_id, entry.folder)
         except BatchError:
             batch = None  # forgotten, and its folder says nothing: the result file tells
-        state = _state(entry, batch, SYSTEM_WORDS.get(system.name, system.name))
+        state = _state(entry, batch, _words(system.name))
         if state.final:
             self.ledger.update(entry, details={**entry.details, FINAL_DETAIL: _stored(state)})
         return state
@@ -371,7 +371,7 @@ class ClusterEmulatorTarget(Target):
             text = "(no output yet)"
         head = (
             f"job {entry.id} ({entry.title}): {state.status}, "
-            f"{SYSTEM_WORDS.get(entry.system, entry.system)} job {entry.job_id}, "
+            f"{_words(entry.system)} job {entry.job_id}, "
             f"folder {entry.folder}"
         )
         facts = [head, *(fact for fact in (state.detail, state.error) if fact)]
@@ -380,6 +380,11 @@ class ClusterEmulatorTarget(Target):
     async def quotas(self) -> list[Quota] | None:
         """None: the batch system's accounting keeps what a site charges for."""
         return None
+
+
+def _words(system: str) -> str:
+    """``Slurm``, ``Grid Engine``: the batch system as a user names it."""
+    return SYSTEM_WORDS.get(system, system)
 
 
 def _plan(program: Program, options: EmulationOptions) -> EnginePlan:

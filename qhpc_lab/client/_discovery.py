@@ -19,6 +19,7 @@ import httpx
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
+from qhpc_lab.client._cluster import KIND as CLUSTER_EMULATOR
 from qhpc_lab.client._target import Target
 from qhpc_lab.settings import SettingsModel, problems, toml_type, wrong_type
 from qhpc_lab.wire import qrmi
@@ -28,7 +29,6 @@ SITE_TARGETS_FILE = "/etc/qhpc/targets.toml"
 """The site's targets, for every user, read after the user's own file (whose names win)."""
 SITE_TARGETS_VARIABLE = "QHPC_SITE_TARGETS_FILE"
 EMULATOR = "emulator"
-CLUSTER_EMULATOR = "cluster-emulator"
 SCHEDULER_TYPES = ("scheduler", "pasqal-local")
 """Types served by our scheduler target: ``pasqal-local`` is QRMI's name for a Warden."""
 
