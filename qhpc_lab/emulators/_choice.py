@@ -23,6 +23,10 @@ EXACT_BUDGET_S = 60.0
 """An exact engine is chosen while its estimate stays within this many seconds; past it,
 emu-mps (approximate, about linear in the register) runs instead (docs/benchmarks.md)."""
 
+EXACT_MEMORY_BYTES = 2 * 2**30
+"""Nor past this estimated memory: a state vector doubles with every atom, and the kernel's
+machine (or the emulated QPU's worker, 4 GiB by default) must hold it."""
+
 MPS_MAX_BOND_DIM = 32
 """emu-mps's default bond dimension cap: the chain benchmark's setting (docs/benchmarks.md)."""
 
@@ -81,15 +85,17 @@ class EnginePlan:
 def engine_for(fmt: str, atoms: int, duration_ns: int) -> str:
     """The engine for a program of ``fmt`` on ``atoms`` atoms lasting ``duration_ns``.
 
-    QuTiP below :data:`PULSER_SV_FROM_ATOMS`, emu-sv while its estimate fits in
-    :data:`EXACT_BUDGET_S`, emu-mps past it; aer for gate circuits. Pure, so routing and tests
+    QuTiP below :data:`PULSER_SV_FROM_ATOMS`, emu-sv while its estimates fit in
+    :data:`EXACT_BUDGET_S` and :data:`EXACT_MEMORY_BYTES`, emu-mps past them; aer for gate
+    circuits. Pure, so routing and tests
     can ask it without running anything.
     """
     if fmt == "qasm3":
         return "aer"
     if atoms < PULSER_SV_FROM_ATOMS:
         return "qutip"
-    if estimate_seconds("emu-sv", atoms, duration_ns) <= EXACT_BUDGET_S:
+    fits_time = estimate_seconds("emu-sv", atoms, duration_ns) <= EXACT_BUDGET_S
+    if fits_time and estimate_memory("emu-sv", atoms) <= EXACT_MEMORY_BYTES:
         return "emu-sv"
     return "emu-mps"
 
