@@ -180,7 +180,7 @@ def sweep(args: argparse.Namespace) -> None:
         for n in sizes:
             auto = engine == "emu-mps" and emulators.engine_for("pulser", n, 3000) == "emu-mps"
             row = timed_point(args.sweep, n, None if auto else engine, args)
-            name = f"{row['engine']} (chosen)" if auto else str(row["engine"])
+            name = f"{row['engine'] or engine} (chosen)" if auto else str(row["engine"])
             if row["seconds"] is None:
                 print(f"| {n} | {name} | {row['why']} | | | | |", flush=True)
                 break

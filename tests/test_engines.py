@@ -172,7 +172,8 @@ def test_emu_mps_agrees_with_emu_sv_within_shot_noise() -> None:
     noise = _shot_noise_tvd(reference, AGREEMENT_SHOTS)
     floor, high = noise[len(noise) // 2], noise[int(0.99 * len(noise))]
     measured = _tvd(exact, mps.counts)
-    # the floor: the median TVD between two exact samplings (≈ 0.1 at 2000 shots here)
+    # the floor: the median TVD between two exact samplings of this distribution at 2000
+    # shots (measured 0.13, 99th percentile 0.16; emu-mps against emu-sv measured 0.12)
     assert measured <= high + 0.02, (
         f"emu-mps vs emu-sv TVD {measured:.3f}; shot noise at {AGREEMENT_SHOTS} shots: "
         f"median {floor:.3f}, 99th percentile {high:.3f}"
