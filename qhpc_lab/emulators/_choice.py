@@ -23,6 +23,10 @@ EXACT_BUDGET_S = 60.0
 """An exact engine is chosen while its estimate stays within this many seconds; past it,
 emu-mps (approximate, about linear in the register) runs instead (docs/benchmarks.md)."""
 
+EXACT_MEMORY_BYTES = 2 * 2**30
+"""Nor past this estimated memory: a state vector doubles with every atom, and the kernel's
+machine (or the emulated QPU's worker, 4 GiB by default) must hold it."""
+
 MPS_MAX_BOND_DIM = 32
 """emu-mps's default bond dimension cap: the chain benchmark's setting (docs/benchmarks.md)."""
 
@@ -37,14 +41,18 @@ MPS_STEPS_PER_PULSE = 10
 """emu-mps samples each step's Hamiltonian at its midpoint, so the step shrinks until the
 shortest pulse spans this many steps (a 16 ns π pulse must not fall between two midpoints)."""
 
-# The cost model: seconds = setup + per_unit × units, fitted to the benchmark's points.
-QUTIP_S_PER_US_AT_12 = 0.35
-"""QuTiP seconds per µs of sequence at 12 atoms; ×2.6 per atom (docs/benchmarks.md)."""
-QUTIP_GROWTH = 2.6
-SV_S_PER_US_AT_16 = 3.3
-"""emu-sv seconds per µs of sequence at 16 atoms; ×2 per atom (its state vector doubles)."""
+# The cost model: seconds = setup + per_unit × units, fitted to the CPU seconds of the chain
+# benchmark's points (one core of its own; docs/benchmarks.md "Emulation engines by size").
+QUTIP_S_PER_US_AT_12 = 0.8
+"""QuTiP seconds per µs of sequence at 12 atoms (2.5 CPU s for 3 µs)."""
+QUTIP_GROWTH = 1.95
+"""QuTiP's growth per atom (12 → 16 atoms: 2.5 → 35.7 CPU s)."""
+SV_S_PER_US_AT_16 = 4.5
+"""emu-sv seconds per µs of sequence at 16 atoms (14.7 CPU s for 3 µs); ×2 per atom, as its
+state vector."""
 MPS_S_PER_ATOM_US = 0.8
-"""emu-mps seconds per atom per µs of sequence at the default χ and time step, CPU."""
+"""emu-mps seconds per atom per µs of sequence at χ ≤ 32 and dt 40 ns (64 atoms, 3 µs: 157
+CPU s, χ at its cap); smaller registers, whose χ stays under the cap, cost less."""
 SETUP_S = {"qutip": 0.3, "emu-sv": 1.0, "emu-mps": 2.0, "aer": 0.1}
 """Fixed seconds each engine spends before its first step (SDK imports excluded)."""
 PROCESS_BYTES = 500 * 2**20
@@ -81,15 +89,17 @@ class EnginePlan:
 def engine_for(fmt: str, atoms: int, duration_ns: int) -> str:
     """The engine for a program of ``fmt`` on ``atoms`` atoms lasting ``duration_ns``.
 
-    QuTiP below :data:`PULSER_SV_FROM_ATOMS`, emu-sv while its estimate fits in
-    :data:`EXACT_BUDGET_S`, emu-mps past it; aer for gate circuits. Pure, so routing and tests
+    QuTiP below :data:`PULSER_SV_FROM_ATOMS`, emu-sv while its estimates fit in
+    :data:`EXACT_BUDGET_S` and :data:`EXACT_MEMORY_BYTES`, emu-mps past them; aer for gate
+    circuits. Pure, so routing and tests
     can ask it without running anything.
     """
     if fmt == "qasm3":
         return "aer"
     if atoms < PULSER_SV_FROM_ATOMS:
         return "qutip"
-    if estimate_seconds("emu-sv", atoms, duration_ns) <= EXACT_BUDGET_S:
+    fits_time = estimate_seconds("emu-sv", atoms, duration_ns) <= EXACT_BUDGET_S
+    if fits_time and estimate_memory("emu-sv", atoms) <= EXACT_MEMORY_BYTES:
         return "emu-sv"
     return "emu-mps"
 

@@ -104,9 +104,9 @@ def emulate(
     found = facts(program)
     chosen = engine or engine_for(program.format, found.atoms, found.duration_ns)
     if where != "cpu" and chosen in ("qutip", "aer"):
-        if engine is not None:
+        if engine is not None or chosen == "aer":
             raise ValueError(f"engine {chosen} runs on the CPU only; use device cpu")
-        chosen = "emu-sv" if chosen == "qutip" else chosen
+        chosen = "emu-sv"  # QuTiP's registers, on the GPU
     progress(f"{chosen} on {where}: {found.atoms} atoms, {found.duration_ns} ns, {shots} shots")
     started = time.time()
     if chosen == "aer":
