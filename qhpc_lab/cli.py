@@ -116,6 +116,53 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emulate(args: argparse.Namespace) -> int:
+    """Emulate a Program envelope and write its Emulation JSON atomically: what a cluster
+    emulator's batch job runs on a compute node. Everything that can be refused is, before the
+    evolution starts; stderr gets one line per stage."""
+    import tempfile
+
+    from qhpc_lab import emulators
+    from qhpc_lab.programs import Program
+
+    def say(line: str) -> None:
+        print(f"qhpc emulate: {line}", file=sys.stderr, flush=True)
+
+    try:
+        program = Program.from_json(Path(args.program).read_text())
+        found = emulators.facts(program)
+        plan = emulators.plan(program, args.engine, args.max_bond_dim)
+        where = emulators.device_name(args.device)
+    except (OSError, ValueError) as err:
+        say(f"{args.program}: {err}")
+        return 2
+    say(f"{args.program}: {program.format}, {found.atoms} atoms, {found.duration_ns} ns")
+    say(f"plan on {where}: {plan.describe()}")
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores the batch job was given
+    try:
+        result = emulators.emulate(
+            program,
+            engine=args.engine,
+            max_bond_dim=args.max_bond_dim,
+            precision=args.precision,
+            device=args.device,
+            progress=say,
+        )
+    except ValueError as err:
+        say(str(err))
+        return 2
+    out = Path(args.out)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=out.parent, prefix=f".{out.name}.", delete=False
+    ) as f:
+        f.write(result.to_json() + "\n")
+    os.replace(f.name, out)
+    say(f"wrote {out}: {result.describe()}")
+    return 0
+
+
 def _profiles(_args: argparse.Namespace) -> int:
     from qhpc_lab.qpu import DeviceProfile, profiles
 
@@ -564,6 +611,17 @@ def main(argv: list[str] | None = None) -> int:
         help="a job's result text: JSON, or a Python dict literal as Warden's QPU mock writes",
     )
     qpu_serve.set_defaults(run=_qpu_serve)
+
+    emulate = commands.add_parser(
+        "emulate", help="emulate a program envelope (JSON) and write the result as JSON"
+    )
+    emulate.add_argument("program", help="Program envelope JSON file")
+    emulate.add_argument("--out", required=True, help="result file, written atomically")
+    emulate.add_argument("--engine", help="qutip, emu-sv, emu-mps or aer (default: by size)")
+    emulate.add_argument("--max-bond-dim", type=int, help="emu-mps bond dimension cap (32)")
+    emulate.add_argument("--precision", type=float, help="emu-mps truncation precision (1e-5)")
+    emulate.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    emulate.set_defaults(run=_emulate)
 
     dev = commands.add_parser(
         "dev-cluster", help="single-node Slurm or Grid Engine + scheduler on this machine"

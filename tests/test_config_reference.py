@@ -30,7 +30,7 @@ from qhpc_lab.scheduler.config import SchedulerConfig, SchedulerSettings
 from qhpc_lab.scheduler.policy import PolicyConfig
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-MARKER = re.compile(r"^<!-- (keys|example): ([\w.]+) -->$")
+MARKER = re.compile(r"^<!-- (keys|example): ([\w.-]+) -->$")
 CODE = re.compile(r"`([^`]+)`")
 NOT_TOML = object()
 """What :func:`toml_value` returns for text that is no TOML value."""

@@ -35,6 +35,7 @@ def _idle_pulser(atoms: int, shots: int) -> Program:
     [
         ("qutip", Program("pulser", pulser_sequence_json(3), 300)),
         ("emu-sv", Program("pulser", pulser_sequence_json(3), 300)),
+        ("emu-mps", Program("pulser", pulser_sequence_json(3), 300)),
         ("aer", to_program(_ghz(3), 300)),
     ],
 )
@@ -55,7 +56,7 @@ def test_ghz3_yields_only_000_and_111() -> None:
     assert sum(counts.values()) == 500
 
 
-@pytest.mark.parametrize("engine", ["qutip", "emu-sv"])
+@pytest.mark.parametrize("engine", ["qutip", "emu-sv", "emu-mps"])
 def test_pulser_with_zero_amplitude_yields_only_the_ground_state(engine: str) -> None:
     assert emulators.run(_idle_pulser(3, 200), engine=engine) == {"000": 200}
 
@@ -87,12 +88,9 @@ def test_choose_engine_by_format() -> None:
     assert emulators.choose_engine(to_program(_ghz(12), 10)) == "aer"
 
 
-def test_choose_engine_by_register_size(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_choose_engine_by_register_size() -> None:
     threshold = emulators.PULSER_SV_FROM_ATOMS
     below = Program("pulser", pulser_sequence_json(threshold - 1, spacing=5.0), 10)
     at = Program("pulser", pulser_sequence_json(threshold, spacing=5.0), 10)
     assert emulators.choose_engine(below) == "qutip"
     assert emulators.choose_engine(at) == "emu-sv"
-    monkeypatch.setattr(emulators, "PULSER_SV_FROM_ATOMS", 3)
-    assert emulators.choose_engine(Program("pulser", pulser_sequence_json(2), 10)) == "qutip"
-    assert emulators.choose_engine(Program("pulser", pulser_sequence_json(3), 10)) == "emu-sv"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -21,10 +22,46 @@ from qhpc_lab.client import Client, RefusedError, TargetError
 from qhpc_lab.client._routing import Answer, choose
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.auth import make_token
+from tests.support.cluster_emulation import chain
 from tests.support.daemons import Daemon, daemon
 from tests.support.identities import SECRET, USER, auth_header
 from tests.support.polling import poll_until
 from tests.support.programs import pulser_sequence_json
+
+# -- a program too large for the kernel --------------------------------------------------------
+
+
+def test_a_program_too_large_for_the_kernel_is_refused_with_its_estimate(tmp_path, capsys):
+    """No QPU and no cluster emulator: the fallback would run a 60-atom, 4 µs emulation for
+    minutes in the kernel; it is refused instead, with the plan and the limit, nothing run."""
+    client = Client(environ={"HOME": str(tmp_path)})
+    program = Program.from_dict(chain(60, 4000, 10))
+    with pytest.raises(RefusedError) as refused:
+        client.submit(program)
+    assert refused.value.rule == "kernel_limit"
+    assert re.fullmatch(
+        r"the program \(emu-mps, 60 atoms, 4000 ns: about \d+ s and [\d.]+ GB \(estimate, "
+        r"approximate\)\) is over this kernel's emulation limit \(60 s, [\d.]+ GB\): no cluster "
+        r"emulator is configured .*; target='emulator' runs it here anyway",
+        str(refused.value),
+    ), refused.value
+    assert client.jobs() == []
+
+
+def test_a_site_wide_cluster_emulator_is_found_but_never_the_default(tmp_path):
+    """The site's file (``QHPC_SITE_TARGETS_FILE``) adds its targets after the user's; its
+    cluster emulator is listed, reachable where sbatch is, and programs that fit the kernel
+    still go to the emulator by default."""
+    site = tmp_path / "site.toml"
+    site.write_text('[targets.cluster]\ntype = "cluster-emulator"\nscheduler = "slurm"\n')
+    environ = {"HOME": str(tmp_path), "QHPC_SITE_TARGETS_FILE": str(site), "PATH": "/usr/bin"}
+    client = Client(environ=environ)
+    infos = {info.name: info for info in client.targets()}
+    assert (infos["cluster"].kind, infos["cluster"].reachable) == ("cluster-emulator", True)
+    assert "emulation as Slurm batch jobs" in infos["cluster"].message
+    assert infos["emulator"].selected and not infos["cluster"].selected
+    assert client.target_info("cluster-emulator").name == "cluster"  # the kind names it
+
 
 # -- the choice --------------------------------------------------------------------------------
 

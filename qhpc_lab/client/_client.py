@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 import httpx
 
 from qhpc_lab.client import _loop
-from qhpc_lab.client._discovery import EMULATOR, discover
+from qhpc_lab.client._cluster import ClusterEmulatorTarget
+from qhpc_lab.client._discovery import CLUSTER_EMULATOR, EMULATOR, discover
 from qhpc_lab.client._emulator import EmulatorTarget
 from qhpc_lab.client._job import Job
-from qhpc_lab.client._routing import AUTO, Answer, choose
+from qhpc_lab.client._routing import AUTO, Answer, choose, kernel_fit
 from qhpc_lab.client._session import Session
 from qhpc_lab.client._target import (
     ClientError,
@@ -38,6 +39,7 @@ from qhpc_lab.programs import (
     DeviceRuleViolation,
     NativeProgram,
     Program,
+    ProgramError,
     format_refusal,
     to_program,
     validate,
@@ -245,9 +247,44 @@ class Client:
         else:
             chosen, info = self._resolve(target)
         converted = to_program(program, shots, info.spec, name, **variables)
+        if named is None and chosen.name == EMULATOR and isinstance(converted, Program):
+            # the fallback: a program too large for the kernel goes to the cluster emulator
+            beyond = self._beyond_kernel(converted)
+            if beyond is not None:
+                chosen, info = beyond
+                converted = to_program(program, shots, info.spec, name, **variables)
         if not isinstance(converted, NativeProgram):
             _check(converted, info)
         return chosen, converted, info, None
+
+    def _beyond_kernel(self, program: Program) -> tuple[Target, TargetInfo] | None:
+        """Where a program that fell back to the in-kernel emulator goes instead when
+        :func:`qhpc_lab.emulators.plan` says it is too large for this kernel's machine: the
+        first cluster emulator target, announced. None when it fits (or cannot be planned:
+        the emulator then says why); RefusedError, with the estimate, where no cluster
+        emulator can take it."""
+        first = next(
+            (t for t in self._targets.values() if isinstance(t, ClusterEmulatorTarget)), None
+        )
+        limits = (None, None) if first is None else first.fallback_limits
+        try:
+            size = kernel_fit(program, *limits)
+        except ProgramError:
+            return None
+        if size.fits:
+            return None
+        if first is None:
+            raise RefusedError(
+                f"{size}: no cluster emulator is configured to take it (a "
+                f'[targets.NAME] table with type = "{CLUSTER_EMULATOR}", docs/client.md); '
+                "target='emulator' runs it here anyway",
+                rule="kernel_limit",
+            )
+        info = self._probe(first)
+        if not info.reachable:
+            raise TargetError(f"{size}, and the cluster emulator is unreachable: {info.message}")
+        announce(f"{size}: it runs as a batch job on cluster emulator {first.name!r}")
+        return first, info
 
     def _queue(
         self,
@@ -316,7 +353,9 @@ class Client:
     ) -> tuple[Target, Program, TargetInfo, str]:
         """Ask every QPU target about ``program`` at once (:func:`_routing.choose` picks):
         the target, the program as converted for its device, its info and the reason."""
-        names = self._from_job or [n for n in self._targets if n != EMULATOR]
+        names = self._from_job or [
+            n for n, t in self._targets.items() if n != EMULATOR and t.kind != CLUSTER_EMULATOR
+        ]
         candidates = [self._targets[n] for n in names]
 
         async def ask(target: Target) -> tuple[Answer, Program | None, TargetInfo | None]:
@@ -468,6 +507,8 @@ class Client:
         return target, info
 
     def _named(self, name: str) -> Target:
+        if name == CLUSTER_EMULATOR and name not in self._targets:  # the kind names the first
+            name = next((t.name for t in self._targets.values() if t.kind == name), name)
         if name not in self._targets:
             raise TargetError(f"no target named {name!r}; known: {', '.join(self._targets)}")
         return self._targets[name]

@@ -13,17 +13,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
+from qhpc_lab.client._cluster import KIND as CLUSTER_EMULATOR
 from qhpc_lab.client._target import Target
 from qhpc_lab.settings import SettingsModel, problems, toml_type, wrong_type
 from qhpc_lab.wire import qrmi
 
 DEFAULT_TARGETS_FILE = "~/.config/qhpc/targets.toml"
+SITE_TARGETS_FILE = "/etc/qhpc/targets.toml"
+"""The site's targets, for every user, read after the user's own file (whose names win)."""
+SITE_TARGETS_VARIABLE = "QHPC_SITE_TARGETS_FILE"
 EMULATOR = "emulator"
 SCHEDULER_TYPES = ("scheduler", "pasqal-local")
 """Types served by our scheduler target: ``pasqal-local`` is QRMI's name for a Warden."""
@@ -122,6 +126,66 @@ class EmulatorTargetSettings(TargetSettings):
         return EmulatorTarget(name, origin, device=self.device)
 
 
+class ClusterEmulatorSettings(TargetSettings):
+    """Emulation as batch jobs on the cluster's compute or GPU nodes (``cluster-emulator``)."""
+
+    scheduler: Literal["slurm", "gridengine"] | None = None
+    """The batch system; None: the one running this kernel's job, else the first whose submit
+    command is on ``PATH``."""
+    partition: str | None = None
+    account: str | None = None
+    time_limit_s: int | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+    cpus: int | None = Field(default=None, gt=0)
+    gpus: int | None = Field(default=None, ge=0)
+    extra: list[str] = Field(default_factory=list)
+    """Further submit options, passed as they are (``["--qos=long"]``, ``["-l", "h_vmem=8G"]``)."""
+    python: str | None = None
+    """The interpreter the batch job runs (``~`` is the user's home); default: the kernel's."""
+    batch_dir: str | None = None
+    """The ledger's folder (``~`` is the user's home); default ``$QHPC_BATCH_DIR``, else
+    ``~/.local/share/qhpc/batch``."""
+    device: str | None = None
+    engine: str | None = None
+    max_bond_dim: int | None = Field(default=None, gt=0)
+    precision: float | None = Field(default=None, gt=0)
+    poll_s: float = Field(default=5.0, gt=0)
+    fallback_above_s: float | None = Field(default=None, gt=0)
+    fallback_above_memory_mb: int | None = Field(default=None, gt=0)
+
+    def target(
+        self,
+        name: str,
+        origin: str,
+        environ: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Target:
+        from qhpc_lab.client._cluster import BatchResources, ClusterEmulatorTarget, EmulationOptions
+
+        return ClusterEmulatorTarget(
+            name,
+            origin,
+            environ=environ,
+            scheduler=self.scheduler,
+            resources=BatchResources(
+                self.partition,
+                self.account,
+                self.time_limit_s,
+                self.memory_mb,
+                self.cpus,
+                self.gpus,
+                tuple(self.extra),
+            ),
+            options=EmulationOptions(self.engine, self.max_bond_dim, self.precision),
+            python=str(_expand(self.python, environ)) if self.python else None,
+            batch_dir=_expand(self.batch_dir, environ) if self.batch_dir else None,
+            device=self.device,
+            poll_s=self.poll_s,
+            fallback_above_s=self.fallback_above_s,
+            fallback_above_memory_mb=self.fallback_above_memory_mb,
+        )
+
+
 class QRMITargetSettings(TargetSettings):
     """Any other QRMI resource type."""
 
@@ -147,6 +211,7 @@ class QRMITargetSettings(TargetSettings):
 TARGET_SETTINGS: dict[str, type[TargetSettings]] = {
     "scheduler": SchedulerTargetSettings,
     "emulator": EmulatorTargetSettings,
+    "cluster-emulator": ClusterEmulatorSettings,
     "qrmi": QRMITargetSettings,
 }
 """Each group of target types (:data:`SCHEDULER_TYPES`, the emulator, QRMI's) → its table."""
@@ -181,9 +246,11 @@ def discover(
     """Targets from ``environ`` (the QRMI variables) and the targets file.
 
     The file is ``targets_file``, else ``$QHPC_TARGETS_FILE``, else
-    ``~/.config/qhpc/targets.toml``. The default target is the job's first QRMI resource,
-    else the file's ``default``, else its first target. ``transport``: what the scheduler
-    targets send their requests through (default: httpx's own).
+    ``~/.config/qhpc/targets.toml``; then the site's, ``$QHPC_SITE_TARGETS_FILE`` else
+    ``/etc/qhpc/targets.toml``, whose targets come after the user's. The default target is
+    the job's first QRMI resource, else the user's file's ``default`` (else the site's), else
+    the first target of the files that is not a cluster emulator. ``transport``: what the
+    scheduler targets send their requests through (default: httpx's own).
     """
     found = Discovery()
     _from_environment(environ, found, transport)
@@ -192,13 +259,24 @@ def discover(
     path = targets_file_path(environ, explicit)
     found.sources.append(str(path))
     file_default = _from_file(path, bool(explicit), environ, found, transport)
+    site = _expand(environ.get(SITE_TARGETS_VARIABLE) or SITE_TARGETS_FILE, environ)
+    named = SITE_TARGETS_VARIABLE in environ
+    if site != path and (named or site.is_file()):
+        found.sources.append(str(site))
+        site_default = _from_file(site, named, environ, found, transport)
+        file_default = file_default or site_default
     from qhpc_lab.client._emulator import EmulatorTarget
 
     if EMULATOR in found.targets:
         found.problems.append(f"the name {EMULATOR!r} is reserved for the built-in emulator")
         del found.targets[EMULATOR]
     found.targets[EMULATOR] = EmulatorTarget()
-    from_file = [n for n in found.targets if n not in from_job and n != EMULATOR]
+    # a cluster emulator is where large programs go, never the default unless named so
+    from_file = [
+        name
+        for name, target in found.targets.items()
+        if name not in from_job and name != EMULATOR and target.kind != CLUSTER_EMULATOR
+    ]
     if file_default is not None and file_default not in found.targets:
         found.problems.append(f"{path}: default {file_default!r} is not a target")
         file_default = None
@@ -318,7 +396,10 @@ def _file_target(
     if not isinstance(table, dict) or "type" not in table:
         raise ValueError("a target is a table with a 'type'")
     kind = str(table["type"])
-    group = "scheduler" if kind in SCHEDULER_TYPES else "emulator" if kind == EMULATOR else "qrmi"
+    if kind in SCHEDULER_TYPES:
+        group = "scheduler"
+    else:
+        group = kind if kind in (EMULATOR, CLUSTER_EMULATOR) else "qrmi"
     settings = TARGET_SETTINGS[group]
     unknown = set(table) - set(settings.model_fields)
     if unknown:

@@ -170,6 +170,8 @@ class Job:
             started_at=state.started_at,
             finished_at=state.finished_at,
             qpu_seconds=state.qpu_seconds,
+            engine=state.engine,
+            approximation=state.approximation,
             _timeline=self.timeline,
         )
 
@@ -182,6 +184,8 @@ class Job:
             parts.append(f"held by {state.held_by}")
         if state.eta_s is not None:
             parts.append(f"eta {state.eta_s:.1f} s")
+        if state.detail:
+            parts.append(state.detail)
         if state.shots:
             parts.append(f"{state.shots_done}/{state.shots} shots")
         if state.error:
@@ -211,6 +215,11 @@ class Result:
     """Device time the job used: its shots × the device's time per shot, as the scheduler
     accounts it (and charges quotas and fair share with). None where unknown: the emulator
     target (no QPU ran it; ``run_s`` is how long it took), QRMI resources, a plain Warden."""
+    engine: str | None = None
+    """The emulator engine that produced the counts, where the target says (cluster emulator)."""
+    approximation: str | None = None
+    """How the counts are approximate (emu-mps's bond dimension, precision): shown with every
+    view of the result. None: exact, or the target does not say."""
     _timeline: Callable[[], list[dict[str, Any]] | None] | None = field(
         default=None, repr=False, compare=False
     )
@@ -267,6 +276,9 @@ class Result:
 
     def _facts(self) -> list[str]:
         facts = [f"{self.shots} shots"]
+        if self.engine:
+            exact = f"approximate: {self.approximation}" if self.approximation else "exact"
+            facts.append(f"engine {self.engine} ({exact})")
         if len(self.calibrations) == 1:
             facts.append(self.calibrations[0].label)
         elif self.calibrations:
@@ -299,7 +311,11 @@ class Result:
     def __repr__(self) -> str:
         top = " ".join(f"{b}:{c}" for b, c in self._ranked()[:4])
         more = " …" if len(self.counts) > 4 else ""
-        return f"<Result job {self.job_id} on {self.target}: {self.shots} shots, {top}{more}>"
+        approximate = " (approximate)" if self.approximation else ""
+        return (
+            f"<Result job {self.job_id} on {self.target}{approximate}: {self.shots} shots, "
+            f"{top}{more}>"
+        )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self) if cycle else str(self))

@@ -1,9 +1,11 @@
-"""Choosing one of several QPU targets for a program (``target="auto"``, docs/client.md).
+"""Choosing where a program runs: one of several QPU targets (``target="auto"``,
+docs/client.md), and whether a program that fell back to the in-kernel emulator fits there.
 
 :func:`choose` is pure: given what each target answered about one program (does its device
 accept it, is it up, when would the program be done there), it picks the earliest estimated
-completion among those that accept it and says why in one line. The client asks the targets
-(:meth:`qhpc_lab.client.Client.submit`); nothing here does I/O.
+completion among those that accept it and says why in one line. :func:`kernel_fit` weighs an
+emulation's plan against what the kernel's machine may spend on it. The client asks the
+targets (:meth:`qhpc_lab.client.Client.submit`); nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -11,9 +13,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qhpc_lab.client._target import RefusedError, TargetError
+from qhpc_lab.programs import Program
 from qhpc_lab.vocabulary import format_duration
+
+if TYPE_CHECKING:
+    from qhpc_lab.emulators import EnginePlan
+
+KERNEL_LIMIT_S = 60.0
+"""The longest emulation (its plan's estimate on this machine) the fallback runs in the
+kernel; a longer one goes to a cluster emulator (its ``fallback_above_s`` overrides this)."""
+KERNEL_MEMORY_SHARE = 0.5
+"""The share of this machine's memory an in-kernel emulation may plan to use (a cluster
+emulator's ``fallback_above_memory_mb`` overrides it): the kernel, the notebook server and
+other users' kernels on a login node need the rest."""
 
 AUTO = "auto"
 """The target name that asks the client to choose, per program."""
@@ -136,3 +151,48 @@ def _reason(
             reason += f"; a tie, {why}"
     notes = [_excluded(a, bounded) for a in answers if a not in eligible]
     return f"{reason} ({'; '.join(notes)})" if notes else reason
+
+
+@dataclass(frozen=True)
+class KernelFit:
+    """An emulation's plan against what the kernel's machine may spend on it."""
+
+    plan: EnginePlan
+    limit_s: float
+    limit_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.plan.seconds <= self.limit_s and self.plan.memory_bytes <= self.limit_bytes
+
+    def __str__(self) -> str:
+        """``the program (emu-mps, 24 atoms, 3000 ns: about 90 s and 0.6 GB (estimate,
+        approximate)) is over this kernel's emulation limit (1 min, 7.8 GB)``."""
+        limits = f"{format_duration(self.limit_s)}, {self.limit_bytes / 1e9:.1f} GB"
+        return (
+            f"the program ({self.plan.describe()}) is over this kernel's emulation limit ({limits})"
+        )
+
+
+def kernel_fit(
+    program: Program,
+    limit_s: float | None = None,
+    limit_mb: int | None = None,
+    machine_bytes: int | None = None,
+) -> KernelFit:
+    """``program``'s emulation plan (:func:`qhpc_lab.emulators.plan`; ProgramError where the
+    engines cannot read it) against ``limit_s`` (default :data:`KERNEL_LIMIT_S`) and
+    ``limit_mb`` (default :data:`KERNEL_MEMORY_SHARE` of ``machine_bytes``, this machine's
+    memory when not given)."""
+    from qhpc_lab import emulators
+
+    if limit_mb is not None:
+        limit_bytes = limit_mb * 2**20
+    else:
+        if machine_bytes is None:
+            import psutil
+
+            machine_bytes = psutil.virtual_memory().total
+        limit_bytes = int(KERNEL_MEMORY_SHARE * machine_bytes)
+    limit = KERNEL_LIMIT_S if limit_s is None else limit_s
+    return KernelFit(emulators.plan(program), limit, limit_bytes)

@@ -117,6 +117,14 @@ class JobState:
     qpu_seconds: float | None = None
     """Device time its shots used so far (scheduler targets); None where the target does not
     account for it."""
+    detail: str | None = None
+    """What the system running the job says of it, in its words (cluster emulator: the batch
+    job's reason for waiting and expected start, or the node and GPUs it runs on)."""
+    engine: str | None = None
+    """The emulator engine that produced the counts, where the target says (cluster emulator)."""
+    approximation: str | None = None
+    """How the counts are approximate (emu-mps: its bond dimension, precision); None where the
+    engine is exact or the target does not say."""
 
     @property
     def final(self) -> bool:
@@ -195,7 +203,7 @@ class TargetInfo:
 
     name: str
     kind: str
-    """scheduler, qrmi or emulator."""
+    """scheduler, qrmi, emulator or cluster-emulator."""
     type: str
     """The resource type: pasqal-local, pasqal-cloud, ..., scheduler or emulator."""
     origin: str

@@ -226,10 +226,10 @@ class JobPanel(_Panel):
         state = self._state
         if state.final:
             result = self._result
+            told = [fact for fact in (state.detail, self._waited) if fact]
             if result is None or result.queued_s is None or result.run_s is None:
-                return [self._waited] if self._waited else []
-            facts = [f"queued {result.queued_s:.2f} s", f"ran {result.run_s:.2f} s"]
-            return [*facts, self._waited] if self._waited else facts
+                return told
+            return [f"queued {result.queued_s:.2f} s", f"ran {result.run_s:.2f} s", *told]
         facts = []
         if state.status == JobStatus.RUNNING or state.position == 0:
             facts.append("running")
@@ -239,6 +239,8 @@ class JobPanel(_Panel):
             facts.append(f"position {state.position}{of}")
         if state.held_by is not None:
             facts.append(f"held by {state.held_by}")
+        if state.detail:  # a batch job's reason and expected start, or its node
+            facts.append(state.detail)
         if state.eta_s is not None:
             left = max(0.0, state.eta_s - (time.monotonic() - self._state_at))
             facts.append(f"ETA {format_duration(left)}")

@@ -3,7 +3,10 @@
 It stands in for a physical QPU, which cannot exist here, and says so in its device state
 message. A job's shots are emulated once, on its first chunk, in a worker process (so the
 scheduler's event loop never blocks on emulation) under the profile's
-:class:`~qhpc_lab.qpu.EmulationBudget`; later chunks draw from those samples. Each
+:class:`~qhpc_lab.qpu.EmulationBudget`; later chunks draw from those samples. The engine is
+the one :func:`qhpc_lab.emulators.choose_engine` picks (QuTiP, emu-sv, or emu-mps for the
+registers a real device runs); the result stays counts, as a QPU's, and the log names the
+engine and its approximation. Each
 chunk then takes ``shots × time_per_shot_s`` of wall time, like hardware, and its bits are
 flipped with the readout error that the calibration's age gives (:class:`~qhpc_lab.qpu.Drift`).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -30,32 +34,40 @@ from qhpc_lab.qpu import (
 
 STANDS_IN = "emulated QPU (no physical device): results come from local emulators"
 
+log = logging.getLogger("qhpc.qpu")
 
-_STATES: dict[str, Any] = {}
+
+_STATES: dict[str, tuple[Any, str]] = {}
 _STATES_LIMIT = 64
 
 
-def _emulate(request: tuple[dict[str, Any], int]) -> dict[str, int]:
-    """Runs in the worker process, which keeps final states of recent Pulser programs.
+def _emulate(request: tuple[dict[str, Any], int, int]) -> dict[str, Any]:
+    """Runs in the worker process, which keeps final states of recent Pulser programs:
+    ``counts`` and ``engine`` (which ran, with its approximation), or ``memory_bytes`` when
+    the chosen engine's estimate is past ``memory_cap`` and nothing was started.
 
     A production campaign or a variational loop at a fixed point resubmits one program many
     times; its evolution is computed once and each job samples the kept state.
     """
     from qhpc_lab import emulators
 
-    envelope, shots = request
+    envelope, shots, memory_cap = request
     program = Program.from_dict(envelope)
-    engine = emulators.choose_engine(program)
-    if engine == "aer":
-        return emulators.run(program, shots, engine)
+    plan = emulators.plan(program)
+    if plan.engine == "aer":
+        return {"counts": emulators.run(program, shots, plan.engine), "engine": plan.engine}
     key = json.dumps([program.body, program.variables], sort_keys=True)
-    state = _STATES.get(key)
-    if state is None:
-        state = emulators.final_state(program, engine)
+    kept = _STATES.get(key)
+    if kept is None:
+        if plan.memory_bytes > memory_cap:
+            return {"engine": plan.engine, "memory_bytes": plan.memory_bytes}
+        state, approximation = emulators.evolve(program, plan.engine)
+        how = f"{plan.engine} ({approximation.describe()})" if approximation else plan.engine
+        kept = state, how
         if len(_STATES) >= _STATES_LIMIT:
             _STATES.pop(next(iter(_STATES)))
-        _STATES[key] = state
-    return emulators.sample(state, shots)
+        _STATES[key] = kept
+    return {"counts": emulators.sample(kept[0], shots), "engine": kept[1]}
 
 
 def _warm_up() -> None:
@@ -64,6 +76,8 @@ def _warm_up() -> None:
     Torch gets one thread: the worker shares the machine with the daemon's event loop, and
     emu-sv on two contended threads ran ten times slower than on one (docs/benchmarks.md).
     """
+    import emu_mps  # noqa: F401
+    import emu_sv  # noqa: F401
     import pulser  # noqa: F401
     import pulser_simulation  # noqa: F401
     import qiskit_aer  # noqa: F401
@@ -166,9 +180,10 @@ class EmulatedQPU:
         """``shots`` samples in random order, and the seconds the emulation took."""
         budget = self.profile.emulation
         time_s = budget.time_budget_s(shots, self.profile.time_per_shot_s)
+        memory_bytes = int(budget.memory_mb * 2**20)
         try:
-            counts, elapsed = await _EMULATOR.call_async(
-                (program.to_dict(), shots), time_s, int(budget.memory_mb * 2**20)
+            answer, elapsed = await _EMULATOR.call_async(
+                (program.to_dict(), shots, memory_bytes), time_s, memory_bytes
             )
         except BudgetExceeded as err:
             if err.what == "time":
@@ -185,7 +200,15 @@ class EmulatedQPU:
             ) from None
         except WorkerDied as err:
             raise RuntimeError(f"{err}; resubmit the job") from None
-        samples = [bits for bits, n in counts.items() for _ in range(n)]
+        if "memory_bytes" in answer:
+            raise ChunkBudgetExceeded(
+                "emulation_memory",
+                f"emulating it on {answer['engine']} would take about "
+                f"{answer['memory_bytes'] / 2**20:.0f} MB (estimate); the cap is "
+                f"{budget.memory_mb:g} MB",
+            )
+        log.info("emulated %d shots on %s in %.1f s", shots, answer["engine"], elapsed)
+        samples = [bits for bits, n in answer["counts"].items() for _ in range(n)]
         self._rng.shuffle(samples)
         return samples, elapsed
 

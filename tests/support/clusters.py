@@ -115,21 +115,7 @@ class Site(SchedulerView):
         self, user: User, *command: str, env: dict[str, str] | None = None, timeout: float = 240
     ) -> subprocess.CompletedProcess[str]:
         """``command`` as ``user`` with a clean environment that reaches this cluster."""
-        environ = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "HOME": str(user.home),
-            **self.cluster.environ,
-            **(env or {}),
-        }
-        return subprocess.run(
-            [RUNUSER, "-u", user.name, "--", *command],
-            env=environ,
-            cwd=user.home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_as(self.cluster, user, *command, env=env, timeout=timeout)
 
     def python_job(self, mode: str = "run", *extra: str) -> str:
         return f"{self.cluster.python} {self.job_script} {mode} {' '.join(extra)}".strip()
@@ -149,6 +135,31 @@ class Site(SchedulerView):
 
     def session_file(self, job_id: str) -> Path:
         return self.cluster.run_dir / f"job-{job_id}.json"
+
+
+def run_as(
+    cluster: DevCluster | GridEngineCluster,
+    user: User,
+    *command: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 240,
+) -> subprocess.CompletedProcess[str]:
+    """``command`` as ``user`` with a clean environment that reaches ``cluster``."""
+    environ = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(user.home),
+        **cluster.environ,
+        **(env or {}),
+    }
+    return subprocess.run(
+        [RUNUSER, "-u", user.name, "--", *command],
+        env=environ,
+        cwd=user.home,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def final_state(site: Site, job_id: str) -> str | None:
@@ -285,7 +296,7 @@ def write_job_script(cluster: DevCluster | GridEngineCluster) -> Path:
     return job_script
 
 
-def add_user(cluster: DevCluster) -> User:
+def add_user(cluster: DevCluster | GridEngineCluster) -> User:
     """A new unprivileged Unix user who can run the cluster's Python."""
     name = f"qhpc{secrets.token_hex(3)}"
     subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
