@@ -34,6 +34,7 @@ from typing import ClassVar
 
 from pydantic import model_validator
 
+from qhpc_lab.batch import slurm_duration_s
 from qhpc_lab.hpc import hooks
 from qhpc_lab.hpc.hooks import (
     HOOK_ENVIRONMENT,
@@ -214,15 +215,7 @@ def qpu_slots(job: SlurmJob, licence: str) -> int:
 
 def time_limit_s(job: SlurmJob) -> int | None:
     """The job's time limit in seconds (``[D-]HH:MM:SS``); None when UNLIMITED or unknown."""
-    text = job.time_limit
-    if not text or not text[0].isdigit():
-        return None
-    days, _, clock = text.rpartition("-")
-    try:
-        hours, minutes, seconds = ([0, 0] + [int(p) for p in clock.split(":")])[-3:]
-        return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
-    except ValueError:
-        return None
+    return slurm_duration_s(job.time_limit)
 
 
 def job_owner(job: SlurmJob, uid: int) -> None:
