@@ -58,7 +58,8 @@ function Where(props: { entry: IBatchEntry }): JSX.Element | null {
       parts.push(job.gpus);
     }
   } else if (job.state === 'FAILED' && !entry.failure) {
-    parts.push(job.limit ? `ended at its ${job.limit}` : job.reason ?? `exit code ${job.exit_code}`);
+    const why = job.limit ? `ended at its ${job.limit}` : job.reason;
+    parts.push(why ?? `exit code ${job.exit_code}`);
   } else if (job.node) {
     parts.push(`ran on ${job.node}`);
   }
@@ -130,9 +131,10 @@ function BatchRow(props: {
       data-finished={entry.finished}
     >
       <div className="qhpc-job-head">
-        <span className="qhpc-job-title" title={entry.executed_file ?? entry.title}>
-          {entry.kind === 'emulation' ? 'Emulation ' : ''}
-          {entry.title}
+        <span className="qhpc-job-title" title={entry.title}>
+          {entry.kind === 'emulation'
+            ? `Emulation ${entry.title}`
+            : entry.notebook ?? entry.title.split('/').pop()}
         </span>
         <span className={`qhpc-status qhpc-status-${word}`}>{word}</span>
       </div>
@@ -187,7 +189,7 @@ export function BatchRuns(props: {
         <div className="qhpc-note qhpc-error-line qhpc-batch-error">{model.batchError}</div>
       )}
       {model.batch.length === 0 ? (
-        <div className="qhpc-empty">
+        <div className="qhpc-none qhpc-batch-none">
           No batch runs. <b>Run as batch job</b> in a notebook's toolbar runs it as a
           production job holding a QPU share; <code>qhpc run</code> does the same from a
           terminal.
@@ -231,13 +233,12 @@ export class RunDialogBody extends Widget implements Dialog.IBodyWidget<IRunForm
     this.addClass('qhpc-run-dialog');
     const form = document.createElement('form');
     form.addEventListener('submit', event => event.preventDefault());
+    const slots = this._input('number', '1', { min: '0', step: '1' });
+    const limit = this._input('text', '', { placeholder: '1:00:00' });
     form.append(
-      this._field('QPU slots', 'qpus', this._input('number', '1', { min: '0', step: '1' }),
-        'The share of the QPU the batch job holds (slots of the qpu licence)'),
-      this._field('Time limit', 'time_limit', this._input('text', '', { placeholder: '1:00:00' }),
-        "The batch job's wall-clock limit (H:MM:SS); empty: the site's default"),
-      this._field('Class', 'job_class', this._select(classes),
-        'The class of the QPU jobs the notebook submits')
+      this._field('QPU slots', 'qpus', slots, 'The share of the QPU the batch job holds'),
+      this._field('Time limit', 'time_limit', limit, "Empty: the site's default"),
+      this._field('Class', 'job_class', this._select(classes), 'The class of its QPU jobs')
     );
     const names = Object.keys(parameters);
     const legend = document.createElement('div');
@@ -250,7 +251,8 @@ export class RunDialogBody extends Widget implements Dialog.IBodyWidget<IRunForm
       const input = this._input('text', shown(parameters[name]), {});
       input.dataset.parameter = name;
       input.dataset.initial = input.value;
-      form.append(this._field(name, `parameter-${name}`, input, `Default: ${shown(parameters[name])}`));
+      const title = `Default: ${shown(parameters[name])}`;
+      form.append(this._field(name, `parameter-${name}`, input, title));
     }
     this.node.append(form);
   }
@@ -273,7 +275,12 @@ export class RunDialogBody extends Widget implements Dialog.IBodyWidget<IRunForm
     };
   }
 
-  private _field(label: string, name: string, control: HTMLElement, title: string): HTMLElement {
+  private _field(
+    label: string,
+    name: string,
+    control: HTMLElement,
+    title: string
+  ): HTMLElement {
     const row = document.createElement('label');
     row.className = 'qhpc-run-field';
     row.title = title;
@@ -284,7 +291,11 @@ export class RunDialogBody extends Widget implements Dialog.IBodyWidget<IRunForm
     return row;
   }
 
-  private _input(type: string, value: string, attributes: Record<string, string>): HTMLInputElement {
+  private _input(
+    type: string,
+    value: string,
+    attributes: Record<string, string>
+  ): HTMLInputElement {
     const input = document.createElement('input');
     input.type = type;
     input.value = value;
@@ -299,7 +310,8 @@ export class RunDialogBody extends Widget implements Dialog.IBodyWidget<IRunForm
     const select = document.createElement('select');
     select.className = 'jp-mod-styled';
     for (const option of options) {
-      select.append(new Option(option, option, option === 'production', option === 'production'));
+      const chosen = option === 'production';
+      select.append(new Option(option, option, chosen, chosen));
     }
     return select;
   }

@@ -69,11 +69,18 @@ async function runAsBatchJob(
   if (!answer.button.accept || !answer.value) {
     return;
   }
+  const submitted = model.submitRun(answer.value);
+  const said = submitted.then(entry => `${entry.system} job ${entry.job_id}`);
+  Notification.promise(said, {
+    pending: { message: `Submitting ${context.path} to the batch system…`, options: {} },
+    success: {
+      message: (job: unknown) => `${context.path}: submitted as ${job}`,
+      options: { autoClose: 5000 }
+    },
+    error: { message: () => `${context.path}: not submitted`, options: { autoClose: 5000 } }
+  });
   try {
-    const entry = await model.submitRun(answer.value);
-    Notification.info(`${entry.title}: submitted as ${entry.system} job ${entry.job_id}`, {
-      autoClose: 5000
-    });
+    await submitted;
   } catch (error) {
     await showErrorMessage('The batch run was refused', (error as Error).message);
   }
@@ -100,7 +107,8 @@ function notifyEnded(entry: IBatchEntry, open: (path: string) => void): void {
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'qhpc-lab-labextension:plugin',
   description:
-    'QPU sidebar and status bar: device state, calibration, queue, my jobs and batch runs; Run as batch job.',
+    'QPU sidebar and status bar: device state, calibration, queue, my jobs, batch runs; ' +
+    'Run as batch job.',
   autoStart: true,
   requires: [ILabShell],
   optional: [IStatusBar, ICommandPalette],

@@ -126,7 +126,7 @@ class BatchWork:
         if known is not None:
             return known
         try:
-            job = batch_system(entry.system, self.environ).job(entry.job_id)
+            job = batch_system(entry.system, self.environ).job(entry.job_id, entry.folder)
         except BatchError as err:
             return self._entry_view(entry, None, str(err))
         view = self._entry_view(entry, job, None)
@@ -214,7 +214,7 @@ class BatchWork:
             if entry.kind == "notebook":
                 cancel_run(entry.id, self.environ)
             else:
-                batch_system(entry.system, self.environ).cancel(entry.job_id)
+                batch_system(entry.system, self.environ).cancel(entry.job_id, entry.folder)
         except (RunRefused, BatchError) as err:
             raise BatchRefused(409, str(err)) from None
         self._finished.pop(entry.id, None)
