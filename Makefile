@@ -106,7 +106,7 @@ lab: install
 test: install system-deps $(LABEXT)/ui-tests/node_modules/.installed
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks

@@ -8,10 +8,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qhpc_lab import __version__, admin
 from qhpc_lab.scheduler.config import add_setting_flags
 from qhpc_lab.standin import RESULT_FORMATS
+
+if TYPE_CHECKING:
+    from qhpc_lab.runs import NotebookRun
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -271,6 +275,188 @@ def _kernels_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_submit(args: argparse.Namespace) -> int:
+    """``qhpc run NOTEBOOK``: check, submit, and with ``--wait`` follow it to its end."""
+    from qhpc_lab import runs
+
+    request = runs.RunRequest(
+        notebook=Path(args.notebook),
+        qpus=_qpu_share(args.qpu),
+        time_limit=args.time,
+        job_class=args.job_class,
+        parameters={name: _parameter_value(value) for name, value in args.parameter},
+        scheduler=args.scheduler,
+        output_dir=Path(args.output_dir) if args.output_dir else None,
+    )
+    try:
+        if args.check:
+            runs.check(request)
+            print(f"qhpc run: {args.notebook} can run as a batch job (nothing submitted)")
+            return 0
+        run = runs.submit(request)
+    except runs.RunRefused as err:
+        print(f"qhpc run: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"qhpc run: submitted {run.notebook} as {run.batch.system} job {run.batch.id} "
+        f"(run {run.id}): {_share(run.qpus)}, class {run.job_class}"
+        f"\n  executed notebook: {run.executed}\n  follow it: qhpc runs status {run.id}"
+    )
+    return _follow(run.id) if args.wait else 0
+
+
+def _share(qpus: int | dict[str, int]) -> str:
+    """A run's QPU share in words: ``1 QPU slot``, ``qpu_a 1, qpu_b 2``."""
+    if isinstance(qpus, int):
+        return f"{qpus} QPU slot{'s' * (qpus != 1)}" if qpus else "no QPU"
+    return ", ".join(f"{name} {slots}" for name, slots in qpus.items())
+
+
+def _follow(run_id: str) -> int:
+    """Print each change of the run until it ends; 0 when it completed."""
+    import time
+
+    from qhpc_lab import runs
+
+    seen = None
+    while True:
+        run = runs.run(run_id)
+        now = (run.batch.state, run.batch.node, run.qpu_jobs)
+        if now != seen:
+            seen = now
+            print(_run_line(run), flush=True)
+        if run.finished:
+            if run.failure:
+                print(f"  failed: {run.failure}")
+            print(f"  executed notebook: {run.executed}")
+            return 0 if run.batch.state == "COMPLETED" else 1
+        time.sleep(2)
+
+
+def _qpu_share(values: list[str] | None) -> int | dict[str, int]:
+    """``--qpu N`` (the site's QPU) or ``--qpu RESOURCE=N ...`` (several QPUs)."""
+    if not values:
+        return 1
+    if len(values) == 1 and "=" not in values[0]:
+        return _slots(values[0])
+    shares = {}
+    for value in values:
+        resource, sep, slots = value.partition("=")
+        if not sep or not resource:
+            raise ValueError(f"--qpu takes N or RESOURCE=N: not {value!r}")
+        shares[resource] = _slots(slots)
+    return shares
+
+
+def _slots(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"a QPU share is a number of slots: not {text!r}")
+    return int(text)
+
+
+def _parameter_value(text: str) -> object:
+    """``-p NAME VALUE``: a Python literal (``100``, ``0.5``, ``True``, ``[1, 2]``) or else
+    the text itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _run_line(run: NotebookRun) -> str:
+    """One run in a line: id, batch state (why it waits, where it runs), QPU jobs, notebook."""
+    from qhpc_lab.wire.times import iso_time
+
+    batch = run.batch
+    why = [batch.reason] if batch.reason and batch.state == "PENDING" else []
+    if batch.start_estimate and batch.state == "PENDING":
+        why.append(f"start {iso_time(batch.start_estimate, ' ', 'seconds')}")
+    state = f"{batch.state} ({', '.join(why)})" if why else str(batch.state)
+    if batch.node and batch.state == "RUNNING":
+        state += f" on {batch.node}"
+    jobs = f", {len(run.qpu_jobs)} QPU job(s)" if run.qpu_jobs else ""
+    return f"{run.id}  {batch.system} {batch.id} {state}{jobs}  {run.notebook.name}"
+
+
+def _runs_status(args: argparse.Namespace) -> int:
+    """``qhpc runs``: every run in a line; ``qhpc runs status ID``: one run in full."""
+    from qhpc_lab import runs
+
+    try:
+        if not getattr(args, "run_id", None):
+            found = runs.runs()
+            print("\n".join(_run_line(r) for r in found) or "qhpc runs: no notebook runs yet")
+            return 0
+        run = runs.run(args.run_id)
+    except runs.RunRefused as err:
+        print(f"qhpc runs: {err}", file=sys.stderr)
+        return 1
+    print(_run_line(run))
+    print(f"  notebook   {run.notebook}\n  executed   {run.executed}\n  log        {run.output}")
+    print(f"  class {run.job_class}, {_share(run.qpus)}, parameters {run.parameters or '{}'}")
+    for job in run.qpu_jobs:
+        print(f"  QPU job {job['id']} on {job['target']}: {job['status']}")
+    if run.failure:
+        print(f"  failed: {run.failure}")
+    return 0
+
+
+def _runs_cancel(args: argparse.Namespace) -> int:
+    from qhpc_lab import runs
+
+    try:
+        run = runs.cancel(args.run_id)
+    except runs.RunRefused as err:
+        print(f"qhpc runs: {err}", file=sys.stderr)
+        return 1
+    print(_run_line(run))
+    return 0
+
+
+def _add_runs(commands: argparse._SubParsersAction) -> None:
+    """``qhpc run NOTEBOOK`` and ``qhpc runs [status ID | cancel ID]`` (docs/notebook-runs.md:
+    two commands, so that no notebook's name is mistaken for a subcommand)."""
+    run = commands.add_parser(
+        "run", help="run a notebook as a production batch job holding a QPU share"
+    )
+    run.add_argument("notebook", help="the .ipynb file")
+    run.add_argument(
+        "--qpu",
+        action="append",
+        metavar="N|RESOURCE=N",
+        help="QPU slots the job holds (1); several QPUs: --qpu qpu_a=1 --qpu qpu_b=2",
+    )
+    run.add_argument("--time", help="time limit: 30m, 2h, 1:30:00 (default: the site's)")
+    run.add_argument(
+        "--class", dest="job_class", default="production", help="QPU job class (production)"
+    )
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a value for the cell tagged parameters (a Python literal, else text)",
+    )
+    run.add_argument("--scheduler", choices=("slurm", "gridengine"), help="default: found")
+    run.add_argument("--output-dir", help="where the executed notebook goes (beside it)")
+    run.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    run.add_argument("--check", action="store_true", help="check only; submit nothing")
+    run.set_defaults(run=_run_submit)
+    runs = commands.add_parser("runs", help="your notebook runs: list, status, cancel")
+    runs.set_defaults(run=_runs_status)
+    sub = runs.add_subparsers(dest="action")
+    status = sub.add_parser("status", help="one run: batch state, QPU jobs, failure, files")
+    status.add_argument("run_id", metavar="ID")
+    status.set_defaults(run=_runs_status)
+    cancel = sub.add_parser("cancel", help="end the run's batch job (its QPU session too)")
+    cancel.add_argument("run_id", metavar="ID")
+    cancel.set_defaults(run=_runs_cancel)
+
+
 def _add_cluster(
     commands: argparse._SubParsersAction,
     cluster: str,
@@ -421,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             parser_action.add_argument("--execd-port", type=int, help="6445")
 
     admin.add_parser(commands)
+    _add_runs(commands)
 
     kernels = commands.add_parser("kernels", help="Jupyter kernelspecs")
     sub = kernels.add_subparsers(dest="action", required=True)

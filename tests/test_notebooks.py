@@ -56,6 +56,7 @@ def test_tutorial_notebooks_run_and_keep_their_outputs(tmp_path: Path) -> None:
         "02-scheduler.ipynb",
         "03-qiskit-and-qadence.ipynb",
         "04-cudaq.ipynb",
+        "05-production-run.ipynb",
     ]
     with daemon(tmp_path) as scheduler:
         run = subprocess.run(

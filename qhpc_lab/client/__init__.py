@@ -20,7 +20,7 @@ from qhpc_lab.client._client import (
     targets,
     use,
 )
-from qhpc_lab.client._discovery import discover
+from qhpc_lab.client._discovery import discover, targets_file_path
 from qhpc_lab.client._job import Job, Result
 from qhpc_lab.client._loop import call
 from qhpc_lab.client._scheduler import SchedulerTarget
@@ -66,6 +66,7 @@ __all__ = [
     "session",
     "submit",
     "targets",
+    "targets_file_path",
     "use",
     "waited_summary",
 ]

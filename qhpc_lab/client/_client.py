@@ -42,6 +42,7 @@ from qhpc_lab.programs import (
     to_program,
     validate,
 )
+from qhpc_lab.wire import batchrun
 
 T = TypeVar("T")
 
@@ -50,13 +51,17 @@ CELL_JOB_CLASS = "development"
 
 
 def _class_for(
-    job_class: str | None, interactive: bool, info: TargetInfo | None = None
+    job_class: str | None,
+    interactive: bool,
+    info: TargetInfo | None = None,
+    run_class: str | None = None,
 ) -> str | None:
-    """The class to send: the one named; for a cell, the class ``info``'s target keeps for
-    cells (:data:`CELL_JOB_CLASS` where it names none, or before a target is chosen); else
+    """The class to send: the one named; in a notebook run, the run's (``run_class``, from
+    :data:`qhpc_lab.wire.batchrun.JOB_CLASS`); for a cell, the class ``info``'s target keeps
+    for cells (:data:`CELL_JOB_CLASS` where it names none, or before a target is chosen); else
     None, the target's own default."""
-    if job_class is not None or not interactive:
-        return job_class
+    if job_class is not None or run_class is not None or not interactive:
+        return job_class or run_class
     return (info.cell_job_class if info else None) or CELL_JOB_CLASS
 
 
@@ -82,7 +87,9 @@ class Client:
         targets file (default: ``$QHPC_TARGETS_FILE`` or ``~/.config/qhpc/targets.toml``).
         ``transport``: what the scheduler targets' requests go through (default: httpx's
         own); a test passes one to count or inspect them."""
-        found = discover(os.environ if environ is None else environ, targets_file, transport)
+        environ = os.environ if environ is None else environ
+        found = discover(environ, targets_file, transport)
+        self._run_class = environ.get(batchrun.JOB_CLASS) or None
         for problem in found.problems:
             announce(problem)
         self._targets: dict[str, Target] = found.targets
@@ -168,12 +175,12 @@ class Client:
             target,
             name,
             variables,
-            _class_for(job_class, interactive),
+            _class_for(job_class, interactive, run_class=self._run_class),
             max_calibration_age_s,
         )
         if isinstance(converted, NativeProgram):
             return self._submit_native(converted, chosen)
-        job_class = _class_for(job_class, interactive, info)
+        job_class = _class_for(job_class, interactive, info, self._run_class)
         return self._queue(
             chosen, converted, info, job_class, single_calibration, max_calibration_age_s, route
         )
@@ -200,12 +207,12 @@ class Client:
             target,
             None,
             variables,
-            _class_for(job_class, interactive),
+            _class_for(job_class, interactive, run_class=self._run_class),
             max_calibration_age_s,
         )
         if isinstance(converted, NativeProgram):
             return None
-        job_class = _class_for(job_class, interactive, info)
+        job_class = _class_for(job_class, interactive, info, self._run_class)
         return _loop.call(chosen.estimate(converted.shots, job_class, max_calibration_age_s))
 
     def _place(
@@ -263,7 +270,7 @@ class Client:
         queued = chosen.submit(
             program, job_class, single_calibration, max_calibration_age_s, loop=mark
         )
-        job = Job(chosen, _loop.call(queued), info.device, route)
+        job = Job(chosen, _loop.call(queued), info.device, route, program, job_class)
         self._jobs.append(job)
         if session:
             session.jobs.append(job)

@@ -36,6 +36,16 @@ class TargetsFile(SettingsModel):
     """The target a submission that names none goes to (after the job's QRMI resources)."""
     targets: dict[str, Any] = Field(default_factory=dict)
     """One table per target, ``[targets.NAME]``, read by its type's :class:`TargetSettings`."""
+    runs: dict[str, Any] = Field(default_factory=dict)
+    """``[runs]``: what ``qhpc run`` asks the batch system for (docs/notebook-runs.md), read
+    by :mod:`qhpc_lab.runs`."""
+
+
+def targets_file_path(environ: Mapping[str, str], explicit: str | Path | None = None) -> Path:
+    """The targets file: ``explicit``, else ``$QHPC_TARGETS_FILE``, else
+    :data:`DEFAULT_TARGETS_FILE` (``~`` from ``environ``'s HOME)."""
+    chosen = explicit or environ.get("QHPC_TARGETS_FILE")
+    return _expand(str(chosen or DEFAULT_TARGETS_FILE), environ)
 
 
 class TargetSettings(SettingsModel, ABC):
@@ -179,7 +189,7 @@ def discover(
     _from_environment(environ, found, transport)
     from_job = found.from_job = list(found.targets)
     explicit = targets_file or environ.get("QHPC_TARGETS_FILE")
-    path = _expand(str(explicit or DEFAULT_TARGETS_FILE), environ)
+    path = targets_file_path(environ, explicit)
     found.sources.append(str(path))
     file_default = _from_file(path, bool(explicit), environ, found, transport)
     from qhpc_lab.client._emulator import EmulatorTarget

@@ -17,6 +17,8 @@ from qhpc_lab.vocabulary import JobStatus, format_duration
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from qhpc_lab.programs import Program
+
 SHOWN_OUTCOMES = 16
 """Bitstrings listed in text and HTML views (the most frequent); ``counts`` has them all."""
 
@@ -29,7 +31,13 @@ class Job:
     """
 
     def __init__(
-        self, target: Target, state: JobState, device: str | None, route: str | None = None
+        self,
+        target: Target,
+        state: JobState,
+        device: str | None,
+        route: str | None = None,
+        program: Program | None = None,
+        job_class: str | None = None,
     ) -> None:
         self._target = target
         self._device = device
@@ -37,6 +45,11 @@ class Job:
         self.route = route
         """Why the client chose this target among several (``target="auto"``); None when
         the target was named or the only one."""
+        self.program = program
+        """The program as it was sent (a notebook run records its hash); None for a job this
+        process did not submit."""
+        self.job_class = job_class
+        """The class it was submitted with; None: the target's default (or not known)."""
 
     @property
     def id(self) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import os
 import shlex
 from datetime import UTC
 from typing import Any
@@ -34,6 +35,7 @@ from IPython.display import display
 
 from qhpc_lab.client import Client, ClientError, Job, Quota, Result, default_client
 from qhpc_lab.programs import ProgramError
+from qhpc_lab.wire import batchrun
 
 USAGE = (
     "%qpu targets | use NAME | jobs [--all] | status [ID] | result [ID] | logs [ID] | cancel ID "
@@ -122,7 +124,7 @@ def show(obj: object, client: Client | None = None) -> object | None:
     — a Result through IPython's display (its HTML in notebooks), anything else as its
     one-line ``str`` per item — and None.
     """
-    if live() and isinstance(obj, Job | list):
+    if live() and not batch_run() and isinstance(obj, Job | list):
         from qhpc_lab.jupyter import widgets
 
         panel = widgets.panel_for(obj, client or default_client())
@@ -147,6 +149,12 @@ def live(shell: Any | None = None) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def batch_run() -> bool:
+    """True while a notebook runs as a batch job (``qhpc run``, docs/notebook-runs.md): a
+    kernel with no browser, where cells print their progress as text instead of panels."""
+    return bool(os.environ.get(batchrun.BATCH_RUN))
 
 
 def awaits_cells(shell: Any | None = None) -> bool:
@@ -365,6 +373,8 @@ class QPUMagics(Magics):
         from qhpc_lab.jupyter.widgets import JobPanel
 
         try:
+            if batch_run():
+                await _print_progress(job)
             result = await (panel.wait() if isinstance(panel, JobPanel) else job)
         except asyncio.CancelledError:  # the kernel's interrupt: stop waiting, keep the job
             task = asyncio.current_task()
@@ -443,6 +453,16 @@ def quota_table(quotas: list[Quota]) -> str:
     return "\n".join(
         "  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
+
+
+async def _print_progress(job: Job) -> None:
+    """One line per change of the job's status or place in the queue, until it ends: what a
+    batch run's executed notebook shows where a kernel with a browser shows a panel."""
+    seen = None
+    async for state in job.watch():
+        if (state.status, state.position) != seen:
+            seen = (state.status, state.position)
+            print(job, flush=True)
 
 
 def _stopped_waiting(job: Job) -> MagicError:

@@ -6,7 +6,9 @@ sidebar and the batch system's hooks say to each other, defined once.
   reading, the server extension's relay and the sidebar's TypeScript types all derive from
   them;
 - :mod:`~qhpc_lab.wire.times`: the one UTC time formatter;
-- :mod:`~qhpc_lab.wire.qrmi`: the QRMI job variables the hooks write and discovery reads.
+- :mod:`~qhpc_lab.wire.qrmi`: the QRMI job variables the hooks write and discovery reads;
+- :mod:`~qhpc_lab.wire.batchrun`: the variables a notebook run sets for its kernel (the run's
+  class, no front end), which the client and the magics read.
 
 The words these carry (job statuses, device states, holds, quota kinds and units) are
 :mod:`qhpc_lab.vocabulary`, the one layer below. ``python -m qhpc_lab.wire`` writes
