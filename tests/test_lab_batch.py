@@ -89,7 +89,7 @@ def seed_run(
                 "output": str(folder / "output.log"),
             },
             details={
-                "parameters": {"shots": 500},
+                "parameters": {"omega": 3.5},
                 "qpus": 1,
                 "job_class": "production",
                 "batch": {"id": str(4000 + int(ago_s)), "system": "slurm", **batch},
@@ -138,7 +138,7 @@ def test_batch_runs_are_listed_newest_first_with_their_state(
     assert first["batch"]["state"] == "COMPLETED" and first["batch"]["node"] == "node01"
     assert first["notebook"] == "study/chain.ipynb"
     assert first["executed"] == "study/chain.run-1.ipynb"  # what Lab opens
-    assert first["parameters"] == {"shots": 500} and first["job_class"] == "production"
+    assert first["parameters"] == {"omega": 3.5} and first["job_class"] == "production"
     assert first["failure"] is None and first["qpu_jobs"] == []
     assert second["batch"]["state"] == "FAILED"
     assert second["executed"] is None  # never written
@@ -155,16 +155,16 @@ def test_a_run_is_checked_before_anything_is_submitted(
     run: Run, jp_fetch: Any, ledger: BatchLedger, notebook: Path
 ) -> None:
     defaults = api(run, jp_fetch, "batch", "parameters", params={"path": "study/chain.ipynb"})
-    assert defaults["parameters"] == {"shots": 20, "label": "dev"}
+    assert defaults["parameters"] == {"omega": 2.0, "label": "dev"}
 
     def submit(form: dict[str, Any] | bytes) -> tuple[int, str]:
         body = form if isinstance(form, bytes) else json.dumps(form).encode()
         return refused(run, jp_fetch, "batch", method="POST", body=body)
 
     path = "study/chain.ipynb"
-    status, message = submit({"path": path, "parameters": {"shot": 5}})
+    status, message = submit({"path": path, "parameters": {"omeg": 5}})
     assert status == 422
-    assert message == "no parameter 'shot' in chain.ipynb's parameters cell (it has shots, label)"
+    assert message == "no parameter 'omeg' in chain.ipynb's parameters cell (it has omega, label)"
     status, message = submit({"path": path, "job_class": "urgent"})
     assert status == 422 and message.startswith("no job class 'urgent'; use one of")
     assert submit({"path": path, "qpus": "all"})[0] == 400

@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qhpc_lab.scheduler.auth import make_token
 from qhpc_lab.batch import BatchLedger
+from qhpc_lab.scheduler.auth import make_token
 from tests.support.daemons import Daemon, daemon, free_port
 from tests.support.identities import ADMIN, OTHER, USER
 from tests.support.identities import SECRET as SCHEDULER_SECRET
@@ -139,7 +139,7 @@ def seed_batch_runs(root: Path, ledger: BatchLedger) -> dict[str, dict[str, str]
     (root / "study").mkdir()
     notebook = write_notebook(root / "study" / "chain.ipynb")
     done = seed_notebook_run(
-        ledger, notebook, state="COMPLETED", job_id="101", ago_s=300, parameters={"shots": 50}
+        ledger, notebook, state="COMPLETED", job_id="101", ago_s=300, parameters={"omega": 3.5}
     )
     failed = seed_notebook_run(
         ledger,

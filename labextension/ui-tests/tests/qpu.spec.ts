@@ -327,9 +327,9 @@ test('batch runs: the sidebar section, the executed notebook and the dialog', as
   await expect(dialog).toContainText('Run study/chain.ipynb as a batch job');
   await expect(dialog.locator('input[name="qpus"]')).toHaveValue('1');
   await expect(dialog.locator('select[name="job_class"]')).toHaveValue('production');
-  await expect(dialog.locator('input[name="parameter-shots"]')).toHaveValue('20');
+  await expect(dialog.locator('input[name="parameter-omega"]')).toHaveValue('2');
   await expect(dialog.locator('input[name="parameter-label"]')).toHaveValue('dev');
-  await dialog.locator('input[name="parameter-shots"]').fill('50');
+  await dialog.locator('input[name="parameter-omega"]').fill('3.5');
   await dialog.locator('input[name="time_limit"]').fill('0:10:00');
   await shot(page, '11-run-dialog');
   await dialog.getByRole('button', { name: 'Submit' }).click();
