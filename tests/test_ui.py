@@ -4,6 +4,12 @@ This starts the scheduler (a profile with a few-second calibration) and JupyterL
 extension, then runs the Galata/Playwright suite in labextension/ui-tests, which leaves its
 screenshots and the measured sidebar latency in test-artifacts/ui/. A missing prerequisite
 fails the test with the command that provides it: `make test` installs all of them.
+
+Batch runs: no batch system runs here. The user's ledger is seeded with two notebook runs as
+``qhpc_lab.runs`` leaves them once their batch jobs have ended (one done, one failed in a cell);
+the "Run as batch job" dialog's parameters and submission go through the real server extension
+and ``qhpc_lab.runs``, and the submission is refused by the batch system itself (its
+configuration is missing), which the dialog shows.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qhpc_lab.batch import BatchLedger
 from qhpc_lab.scheduler.auth import make_token
 from tests.support.daemons import Daemon, daemon, free_port
 from tests.support.identities import ADMIN, OTHER, USER
 from tests.support.identities import SECRET as SCHEDULER_SECRET
+from tests.support.lab_batch import JOURNAL, seed_notebook_run
+from tests.support.notebook_runs import write_notebook
 from tests.support.programs import pulser_sequence_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +133,32 @@ def jupyterlab(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
         shutil.copy(log, ARTIFACTS / "jupyterlab.log")
 
 
+def seed_batch_runs(root: Path, ledger: BatchLedger) -> dict[str, dict[str, str]]:
+    """A notebook with a parameters cell under the Lab's root, and two ended runs of it: what
+    the browser test needs to know of each (its id, folder, executed notebook)."""
+    (root / "study").mkdir()
+    notebook = write_notebook(root / "study" / "chain.ipynb")
+    done = seed_notebook_run(
+        ledger, notebook, state="COMPLETED", job_id="101", ago_s=300, parameters={"omega": 3.5}
+    )
+    failed = seed_notebook_run(
+        ledger,
+        notebook,
+        state="FAILED",
+        job_id="102",
+        ago_s=60,
+        failure="cell 5: ZeroDivisionError: division by zero",
+    )
+    return {
+        name: {
+            "id": entry.id,
+            "journal": str(entry.folder / JOURNAL),
+            "executed": Path(entry.files["executed"]).relative_to(root).as_posix(),
+        }
+        for name, entry in (("done", done), ("failed", failed))
+    }
+
+
 @pytest.fixture
 def scheduler(tmp_path: Path) -> Iterator[Daemon]:
     profile = fast_calibration_profile(tmp_path / "ui-profile.json")
@@ -149,8 +184,12 @@ def test_sidebar_in_chromium(
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
+        "QHPC_BATCH_DIR": str(tmp_path / "batch"),
+        "SLURM_CONF": str(tmp_path / "slurm.conf"),  # empty: sbatch refuses at once
     }
+    (tmp_path / "slurm.conf").write_text("")
     with jupyterlab(tmp_path, env) as lab:
+        runs = seed_batch_runs(tmp_path / "notebooks", BatchLedger(tmp_path / "batch"))
         playwright = subprocess.run(
             [str(BIN / "jlpm"), "playwright", "test"],
             cwd=UI_TESTS,
@@ -168,6 +207,7 @@ def test_sidebar_in_chromium(
                 "QHPC_OTHER_TOKEN": make_token(SCHEDULER_SECRET, OTHER),
                 "QHPC_SEQUENCE": pulser_sequence_json(),
                 "QHPC_ARTIFACTS": str(ARTIFACTS),
+                "QHPC_BATCH_RUNS": json.dumps(runs),
             },
             capture_output=True,
             text=True,

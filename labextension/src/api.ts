@@ -8,6 +8,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import type {
+  IBatchEntry,
   IDevice,
   IJob as IJobDocument,
   IQueueEvent,
@@ -15,7 +16,7 @@ import type {
   IReservation
 } from './generated.js';
 
-export type { IQuota, IReservation };
+export type { IBatchEntry, IQuota, IReservation };
 /** A scheduler's queue as its `queue` event tells this user (other users' jobs: counts only). */
 export type IQueue = IQueueEvent;
 
@@ -66,6 +67,26 @@ export interface IJobsReply {
   errors: Record<string, string>;
 }
 
+export interface IBatchReply {
+  entries: IBatchEntry[];
+}
+
+/** The "Run as batch job" dialog's answer: the notebook is relative to the Jupyter root. */
+export interface IRunForm {
+  path: string;
+  /** QPU slots, or per QPU resource (several QPUs). */
+  qpus: number | Record<string, number>;
+  time_limit: string | null;
+  job_class: string;
+  parameters: Record<string, unknown>;
+}
+
+/** The names and defaults of a notebook's cell tagged `parameters`. */
+export interface IParametersReply {
+  path: string;
+  parameters: Record<string, unknown>;
+}
+
 /** One server-sent event: its name, its JSON data and its id (when it has one). */
 export interface IEvent {
   kind: string;
@@ -102,6 +123,17 @@ export const cancelJob = (job: IJob): Promise<IJob> =>
   request(`jobs/${job.id}/cancel?target=${encodeURIComponent(job.target)}`, {
     method: 'POST'
   });
+
+export const getBatch = (): Promise<IBatchReply> => request('batch');
+
+export const getParameters = (path: string): Promise<IParametersReply> =>
+  request(`batch/parameters?path=${encodeURIComponent(path)}`);
+
+export const submitRun = (form: IRunForm): Promise<IBatchEntry> =>
+  request('batch', { method: 'POST', body: JSON.stringify(form) });
+
+export const cancelRun = (entry: IBatchEntry): Promise<IBatchEntry> =>
+  request(`batch/${encodeURIComponent(entry.id)}/cancel`, { method: 'POST' });
 
 /**
  * Follow the event stream until `signal` aborts or the server ends it.

@@ -118,3 +118,61 @@ export interface IQuota {
   used: number;
   resets_at: string;
 }
+
+/** A batch job as the batch system last described it. */
+export interface IBatchJob {
+  /** PENDING, RUNNING, COMPLETED, FAILED or CANCELLED. */
+  state: string;
+  /** Why a pending job waits, or why a job failed, in the batch system's words. */
+  reason: string | null;
+  /** When the batch system expects a pending job to start. */
+  start_estimate: string | null;
+  node: string | null;
+  gpus: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  exit_code: number | null;
+  /** The limit that ended a failed job (time limit 0:01:00). */
+  limit: string | null;
+}
+
+/** A QPU job a notebook run submitted, as far as the run knows it. */
+export interface IQPUJobRef {
+  id: number | string;
+  target: string | null;
+  status: string | null;
+}
+
+/** One piece of the user's batch work: a notebook run or a cluster emulation. */
+export interface IBatchEntry {
+  /** The ledger folder's name. */
+  id: string;
+  kind: 'emulation' | 'notebook';
+  title: string;
+  /** slurm or gridengine. */
+  system: string;
+  /** The batch job's id. */
+  job_id: string;
+  submitted_at: string;
+  /** Null while the batch system cannot say (see error). */
+  batch: IBatchJob | null;
+  finished: boolean;
+  /** Why the batch job's state could not be read. */
+  error: string | null;
+  /** The notebook, relative to the Jupyter root; null outside it. */
+  notebook: string | null;
+  /** The executed notebook, relative to the Jupyter root, once it exists. */
+  executed: string | null;
+  /** Where the executed notebook is written (absolute). */
+  executed_file: string | null;
+  qpu_jobs: IQPUJobRef[];
+  /** The failing cell and its error (cell 4: ZeroDivisionError…). */
+  failure: string | null;
+  parameters: Record<string, unknown>;
+  qpus: number | Record<string, number> | null;
+  job_class: string | null;
+  /** The emulation engine that ran (or was asked for). */
+  engine: string | null;
+  /** What makes an emulation's result approximate, in words. */
+  approximation: string | null;
+}

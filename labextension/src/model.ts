@@ -8,19 +8,27 @@
  *
  * What a target's scheduler last said is kept while it cannot be reached (or while this page
  * cannot reach the Jupyter server), marked with the time it was last current (`staleSince`).
+ *
+ * The user's batch runs (notebook runs and cluster emulations) are read with the rest and
+ * kept current by `batch` events: the server asks the batch system while a run is active.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
+  IBatchEntry,
   IEvent,
   IJob,
   IJobsReply,
   IQueue,
   ITarget,
+  IRunForm,
   cancelJob,
+  cancelRun,
   followEvents,
+  getBatch,
   getJobs,
-  getTargets
+  getTargets,
+  submitRun
 } from './api';
 import { FINAL_STATUSES } from './generated.js';
 
@@ -86,6 +94,15 @@ export class QpuModel {
   queues: Record<string, IQueue> = {};
   /** When this page will next try the Jupyter server's event stream (while not live). */
   retryAt: number | null = null;
+  /** My batch runs, newest first. */
+  batch: IBatchEntry[] = [];
+  /** Why the batch runs could not be read or a Cancel failed; empty when they could. */
+  batchError = '';
+
+  /** A batch run this page saw unfinished has ended (done, failed or canceled). */
+  get runEnded(): ISignal<this, IBatchEntry> {
+    return this._runEnded;
+  }
 
   get changed(): ISignal<this, void> {
     return this._changed;
@@ -144,6 +161,7 @@ export class QpuModel {
 
   /** Read targets and jobs again (the Retry button, and each time the stream opens). */
   async refresh(): Promise<void> {
+    void this._readBatch();
     const asked = Date.now();
     try {
       const [targets, jobs] = await Promise.all([getTargets(), getJobs()]);
@@ -181,6 +199,62 @@ export class QpuModel {
       this.jobErrors = { ...this.jobErrors, [job.target]: (error as Error).message };
     }
     this._changed.emit();
+  }
+
+  /** Submit a notebook run; the refusal's one line is thrown to the dialog. */
+  async submitRun(form: IRunForm): Promise<IBatchEntry> {
+    const entry = await submitRun(form);
+    this._upsertBatch(entry);
+    this._changed.emit();
+    return entry;
+  }
+
+  async cancelRun(entry: IBatchEntry): Promise<void> {
+    try {
+      this._upsertBatch(await cancelRun(entry));
+      this.batchError = '';
+    } catch (error) {
+      this.batchError = (error as Error).message;
+    }
+    this._changed.emit();
+  }
+
+  /** The QPU job `id` on `target` as the live job list has it, if it is there. */
+  liveJob(target: string | null, id: number | string): IJob | null {
+    const found = this.jobs.find(
+      j => String(j.value.id) === String(id) && (target === null || j.value.target === target)
+    );
+    return found?.value ?? null;
+  }
+
+  private async _readBatch(): Promise<void> {
+    try {
+      const reply = await getBatch();
+      for (const entry of reply.entries) {
+        this._upsertBatch(entry);
+      }
+      const listed = new Set(reply.entries.map(e => e.id));
+      this.batch = this.batch.filter(e => listed.has(e.id));
+      this.batchError = '';
+    } catch (error) {
+      this.batchError = (error as Error).message;
+    }
+    this._changed.emit();
+  }
+
+  /** A run's new view; `runEnded` when one this page saw unfinished has finished. */
+  private _upsertBatch(entry: IBatchEntry): void {
+    const index = this.batch.findIndex(e => e.id === entry.id);
+    if (index < 0) {
+      this.batch.push(entry);
+      this.batch.sort((a, b) => b.submitted_at.localeCompare(a.submitted_at));
+      return;
+    }
+    const before = this.batch[index];
+    this.batch[index] = entry;
+    if (!before.finished && entry.finished) {
+      this._runEnded.emit(entry);
+    }
   }
 
   private async _follow(): Promise<void> {
@@ -238,6 +312,8 @@ export class QpuModel {
       this._heard(target, true);
     } else if (event.kind === 'reset') {
       void this._rereadJobs();
+    } else if (event.kind === 'batch') {
+      this._upsertBatch(event.data as IBatchEntry);
     }
     this._changed.emit();
   }
@@ -303,6 +379,7 @@ export class QpuModel {
 
   private _changed = new Signal<this, void>(this);
   private _ticked = new Signal<this, void>(this);
+  private _runEnded = new Signal<this, IBatchEntry>(this);
   private _abort: AbortController | null = null;
   /** Browser time each target's facts were last known current. */
   private _current: Record<string, number> = {};

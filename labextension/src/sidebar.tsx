@@ -5,6 +5,7 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { IJob, IQueue, IQuota, IReservation, ITarget } from './api';
+import { BatchRuns } from './batch';
 import { clockTime, duration } from './format.js';
 import { IReceived, QpuModel, elapsed, isFinal } from './model';
 import { qpuIcon } from './icon';
@@ -384,7 +385,7 @@ function Live(props: { model: QpuModel }): JSX.Element {
   );
 }
 
-function Panel(props: { model: QpuModel }): JSX.Element {
+function Panel(props: { model: QpuModel; open: (path: string) => void }): JSX.Element {
   const { model } = props;
   if (model.phase === 'loading') {
     return (
@@ -434,17 +435,22 @@ function Panel(props: { model: QpuModel }): JSX.Element {
         ))}
       </section>
       <Jobs model={model} />
+      <BatchRuns model={model} open={props.open} />
     </>
   );
 }
 
 export class QpuSidebar extends ReactWidget {
-  constructor(private readonly _model: QpuModel) {
+  /** `open` opens a file of the Jupyter root in Lab (an executed notebook). */
+  constructor(
+    private readonly _model: QpuModel,
+    private readonly _open: (path: string) => void
+  ) {
     super();
     this.id = 'qhpc-qpu-sidebar';
     this.addClass('qhpc-sidebar');
     this.title.icon = qpuIcon;
-    this.title.caption = 'QPU: device state, calibration, queue and my jobs';
+    this.title.caption = 'QPU: device state, calibration, queue, my jobs and batch runs';
   }
 
   render(): JSX.Element {
@@ -454,7 +460,7 @@ export class QpuSidebar extends ReactWidget {
         <UseSignal signal={this._model.changed}>
           {() => (
             <UseSignal signal={this._model.ticked}>
-              {() => <Panel model={this._model} />}
+              {() => <Panel model={this._model} open={this._open} />}
             </UseSignal>
           )}
         </UseSignal>

@@ -33,6 +33,7 @@ from qhpc_lab.wire.documents import (
     RunningOut,
     relayed_fields,
 )
+from qhpc_lab.wire.lab import BatchEntryOut, BatchJobOut, QPUJobRefOut
 
 WORDS: dict[str, tuple[str, ...]] = {
     "JobStatus": JOB_STATUSES,
@@ -52,8 +53,12 @@ DOCUMENTS: tuple[type[BaseModel], ...] = (
     QueueRunningOut,
     QueueEventOut,
     QuotaOut,
+    BatchJobOut,
+    QPUJobRefOut,
+    BatchEntryOut,
 )
-"""Documents the server extension relays; nested ones before those that hold them."""
+"""Documents the server extension relays (the scheduler's) or serves (the batch work's,
+:mod:`qhpc_lab.wire.lab`); nested ones before those that hold them."""
 
 
 def interface_name(document: type[BaseModel] | str) -> str:
@@ -66,8 +71,11 @@ def _literals(values: tuple[str, ...]) -> str:
     return " | ".join(f"'{value}'" for value in values)
 
 
-def _type(schema: dict[str, Any]) -> str:
-    """The TypeScript type of a JSON schema (as pydantic writes a document's fields)."""
+def _type(schema: dict[str, Any] | bool) -> str:
+    """The TypeScript type of a JSON schema (as pydantic writes a document's fields); ``true``
+    (any value, as ``additionalProperties`` of a ``dict[str, Any]``) is ``unknown``."""
+    if not isinstance(schema, dict):
+        return "unknown"
     if "$ref" in schema:
         return interface_name(schema["$ref"])
     if "enum" in schema:

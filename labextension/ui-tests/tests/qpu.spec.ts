@@ -1,7 +1,8 @@
 /**
  * The QPU sidebar in a real JupyterLab against a real scheduler (started by tests/test_ui.py):
  * the target shows, a %%qpu cell's job shows its queue position then its completion, the
- * badge follows a calibration, Cancel works; last, the scheduler is killed and the sidebar
+ * badge follows a calibration, Cancel works; the "Batch runs" section and the "Run as batch
+ * job" dialog (runs seeded by tests/test_ui.py); last, the scheduler is killed and the sidebar
  * says it is offline. Screenshots and the measured latency from a job's state change in the
  * scheduler to the sidebar showing it go to $QHPC_ARTIFACTS.
  */
@@ -270,6 +271,77 @@ test('the sidebar says so when the service fails or finds no QPU', async ({ page
   await expect(sidebar.locator('.qhpc-empty').last()).toContainText('No jobs yet');
   await expect(page.locator('.qhpc-status-item')).toContainText('QPU: emulator');
   await shot(page, '07-empty-state');
+});
+
+test('batch runs: the sidebar section, the executed notebook and the dialog', async ({
+  page,
+  request
+}) => {
+  const runs = JSON.parse(process.env.QHPC_BATCH_RUNS as string);
+  // The done run's kernel recorded a QPU job (pending when it last wrote): a real one.
+  const qpuJob = await submit(request, 10);
+  fs.writeFileSync(
+    runs.done.journal,
+    JSON.stringify({ qpu_jobs: [{ id: qpuJob.id, target: TARGET, status: 'PENDING' }] })
+  );
+  await page.goto();
+  await page.sidebar.openTab(SIDEBAR);
+  const section = page.locator(`#${SIDEBAR} .qhpc-batch-runs`);
+  const done = section.locator(`li[data-batch-id="${runs.done.id}"]`);
+  const failed = section.locator(`li[data-batch-id="${runs.failed.id}"]`);
+  await expect(section.locator('li.qhpc-batch')).toHaveCount(2);
+  await expect(section.locator('li.qhpc-batch').first()).toHaveAttribute(
+    'data-batch-id',
+    runs.failed.id
+  ); // newest first
+  await expect(done.locator('.qhpc-status')).toHaveText('done');
+  await expect(done).toContainText('slurm job 101 · production · 1 QPU slot');
+  await expect(done.locator('.qhpc-batch-where')).toHaveText('ran on localhost');
+  // Its QPU job's status is the live one of "My jobs", not the journal's.
+  const ranJob = done.locator(`.qhpc-batch-qpu-job[data-job-id="${qpuJob.id}"]`);
+  await expect(ranJob).toHaveAttribute('data-status', 'done');
+  await expect(failed.locator('.qhpc-status')).toHaveText('failed');
+  await expect(failed.locator('.qhpc-batch-failure')).toHaveText(
+    'cell 5: ZeroDivisionError: division by zero'
+  );
+  await expect(failed.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
+  await section.scrollIntoViewIfNeeded();
+  await shot(page, '09-batch-runs');
+
+  await failed.getByRole('button', { name: 'Open executed notebook' }).click();
+  const executedName = runs.failed.executed.split('/').pop();
+  await expect(page.locator('.jp-mod-current.lm-TabBar-tab')).toContainText(executedName);
+  await expect(page.locator('.jp-NotebookPanel:visible .jp-OutputArea-output')).toContainText(
+    'ZeroDivisionError: division by zero'
+  );
+  await shot(page, '10-executed-notebook');
+
+  // The notebook's toolbar button: the dialog, prefilled.
+  await page.evaluate(async () => {
+    const app = (window as any).jupyterapp;
+    await app.commands.execute('docmanager:open', { path: 'study/chain.ipynb' });
+  });
+  await expect(page.locator('.jp-mod-current.lm-TabBar-tab')).toContainText('chain.ipynb');
+  await page.locator('.jp-NotebookPanel:visible .qhpc-run-batch-button').click();
+  const dialog = page.locator('.jp-Dialog');
+  await expect(dialog).toContainText('Run study/chain.ipynb as a batch job');
+  await expect(dialog.locator('input[name="qpus"]')).toHaveValue('1');
+  await expect(dialog.locator('select[name="job_class"]')).toHaveValue('production');
+  await expect(dialog.locator('input[name="parameter-omega"]')).toHaveValue('2');
+  await expect(dialog.locator('input[name="parameter-label"]')).toHaveValue('dev');
+  await dialog.locator('input[name="parameter-omega"]').fill('3.5');
+  await dialog.locator('input[name="time_limit"]').fill('0:10:00');
+  await shot(page, '11-run-dialog');
+  await dialog.getByRole('button', { name: 'Submit' }).click();
+  // No cluster here: the batch system refuses, and the dialog says so in its words.
+  const refusal = page.locator('.jp-Dialog', { hasText: 'The batch run was refused' });
+  await expect(refusal).toBeVisible();
+  const said = (await refusal.locator('.jp-Dialog-body').textContent()) ?? '';
+  expect(said.length).toBeGreaterThan(10);
+  console.log(`batch submission refused: ${said}`);
+  await shot(page, '12-run-refused');
+  await refusal.getByRole('button').last().click();
+  await expect(section.locator('li.qhpc-batch')).toHaveCount(2); // nothing submitted
 });
 
 test('a scheduler that dies shows offline, dated and counting down to the next try', async ({

@@ -8,6 +8,9 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Unicode
 
 from qhpc_lab.jupyter.server.handlers import (
+    BatchCancelHandler,
+    BatchHandler,
+    BatchParametersHandler,
     CancelHandler,
     EventsHandler,
     JobsHandler,
@@ -34,7 +37,9 @@ class QHPCLab(ExtensionApp):
     service: QPUService
 
     def initialize_settings(self) -> None:
-        self.service = QPUService(os.environ, self.targets_file, self.log)
+        self.service = QPUService(
+            os.environ, self.targets_file, self.log, root_dir=self.serverapp.root_dir
+        )
         self.settings["qhpc_service"] = self.service
 
     def initialize_handlers(self) -> None:
@@ -44,6 +49,9 @@ class QHPCLab(ExtensionApp):
                 (f"{API}/jobs", JobsHandler),
                 (rf"{API}/jobs/(\d+)/cancel", CancelHandler),
                 (f"{API}/events", EventsHandler),
+                (f"{API}/batch", BatchHandler),
+                (f"{API}/batch/parameters", BatchParametersHandler),
+                (rf"{API}/batch/([^/]+)/cancel", BatchCancelHandler),
             ]
         )
 

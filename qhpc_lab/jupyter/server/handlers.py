@@ -7,6 +7,7 @@ fields and pass its redaction: no token, session id or API key reaches the brows
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 import tornado.web
@@ -15,6 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from qhpc_lab.client import RefusedError, TargetError
 from qhpc_lab.eventstream import HEARTBEAT_S, comment
+from qhpc_lab.jupyter.server.batch import BatchRefused, read_form
 from qhpc_lab.jupyter.server.service import QPUService
 
 
@@ -66,10 +68,51 @@ class CancelHandler(_Handler):
             self.refuse(502, str(err))
 
 
+class _BatchHandler(_Handler):
+    async def call(self, work: Awaitable[Any]) -> None:
+        """Answer what ``work`` gives; a refusal is its status and one line."""
+        try:
+            self.answer(await work)
+        except BatchRefused as err:
+            self.refuse(err.status, str(err))
+
+
+class BatchHandler(_BatchHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        """The user's batch work, newest first: notebook runs and cluster emulations."""
+        await self.call(self.service.batch_view())
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        """Run a notebook as a batch job (checked first: a refusal is a 422 and its line)."""
+        try:
+            form = read_form(self.request.body)
+        except BatchRefused as err:
+            self.refuse(err.status, str(err))
+            return
+        await self.call(self.service.submit_run(form))
+
+
+class BatchCancelHandler(_BatchHandler):
+    @tornado.web.authenticated
+    async def post(self, entry_id: str) -> None:
+        """Cancel a batch run's batch job."""
+        await self.call(self.service.cancel_run(entry_id))
+
+
+class BatchParametersHandler(_BatchHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        """``?path=NOTEBOOK``: the names and defaults of its cell tagged ``parameters``."""
+        await self.call(self.service.run_parameters(self.get_query_argument("path", "")))
+
+
 class EventsHandler(_Handler):
     """Server-sent events: ``target`` (a target's new state), ``job`` (one of the user's jobs
     changed), ``queue`` (a scheduler's queue: depth, running job, my jobs' positions and
-    ETAs), ``reset`` (a scheduler's stream was reopened without resuming: re-read its jobs)."""
+    ETAs), ``reset`` (a scheduler's stream was reopened without resuming: re-read its jobs),
+    ``batch`` (one of the user's batch runs, new or changed)."""
 
     def initialize(self) -> None:
         self._closed = asyncio.Event()

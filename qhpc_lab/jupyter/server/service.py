@@ -25,12 +25,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 from qhpc_lab.client import ClientError, SchedulerTarget, Target, TargetInfo, discover
 from qhpc_lab.eventstream import StreamEvent, StreamState, encode
+from qhpc_lab.jupyter.server.batch import BatchWork, RunForm
 from qhpc_lab.vocabulary import DeviceState
 from qhpc_lab.wire.documents import DeviceOut, JobOut, QueueEventOut, QuotaOut, relay
 
 log = logging.getLogger("qhpc.jupyter")
 
 PROBE_TIMEOUT_S = 5.0
+BATCH_ACTIVE_POLL_S = 5.0
+"""How often the batch system is asked about unfinished batch runs while a browser listens."""
+BATCH_IDLE_POLL_S = 15.0
+"""How often the ledger is read for new batch runs (``qhpc run`` in a terminal, a kernel's
+cluster emulation) while none is unfinished: a directory listing, no batch command."""
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CRED|AUTH|SESSION", re.IGNORECASE)
 MIN_SECRET_LENGTH = 8
@@ -78,6 +84,7 @@ class QPUService:
         environ: Mapping[str, str],
         targets_file: str | Path | None = None,
         logger: logging.Logger | None = None,
+        root_dir: str | Path = ".",
     ) -> None:
         self.log = logger or log
         """Where the Jupyter server's log (Lab's terminal) hears of discovery problems and of a
@@ -99,6 +106,11 @@ class QPUService:
         """Schedulers whose loss was logged and whose return is not yet."""
         self._listeners: set[asyncio.Queue[bytes | None]] = set()
         self._relays: dict[str, asyncio.Task[None]] = {}
+        self.batch = BatchWork(environ, root_dir)
+        """The user's batch work (notebook runs, cluster emulations) under ``root_dir``."""
+        self._batch_shown: dict[str, dict[str, Any]] = {}
+        """Each batch run as the listening browsers last heard of it."""
+        self._batch_feed: asyncio.Task[None] | None = None
 
     @property
     def schedulers(self) -> dict[str, SchedulerTarget]:
@@ -198,6 +210,41 @@ class QPUService:
         job = await schedulers[name].request("POST", f"/jobs/{job_id}/cancel")
         return self._job_view(name, job)
 
+    # -- batch work -----------------------------------------------------------------------
+
+    async def batch_view(self) -> dict[str, Any]:
+        return {"entries": await asyncio.to_thread(self.batch.views)}
+
+    async def submit_run(self, form: RunForm) -> dict[str, Any]:
+        return self._batch_changed(await asyncio.to_thread(self.batch.submit, form))
+
+    async def cancel_run(self, entry_id: str) -> dict[str, Any]:
+        return self._batch_changed(await asyncio.to_thread(self.batch.cancel, entry_id))
+
+    async def run_parameters(self, path: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self.batch.parameters, path)
+
+    def _batch_changed(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Tell the listening browsers of ``view`` if it is news to them; return it."""
+        if self._batch_shown.get(view["id"]) != view:
+            self._batch_shown[view["id"]] = view
+            self._publish("batch", view)
+        return view
+
+    async def _follow_batch(self) -> None:
+        """While a browser listens: each batch run that is new or changed, as a ``batch``
+        event (the batch systems have no event stream of their own)."""
+        while True:
+            try:
+                views = await asyncio.to_thread(self.batch.views)
+            except Exception:  # the feed lives on: the next round tries again
+                self.log.exception("qhpc: reading the batch runs failed")
+                views = []
+            for view in views:
+                self._batch_changed(view)
+            active = any(not view["finished"] for view in views)
+            await asyncio.sleep(BATCH_ACTIVE_POLL_S if active else BATCH_IDLE_POLL_S)
+
     # -- event relay ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -210,6 +257,9 @@ class QPUService:
                 self._relays[name] = asyncio.create_task(
                     self._relay(target), name=f"qhpc-relay-{name}"
                 )
+        if self._batch_feed is None:
+            self._batch_shown.clear()  # a browser that connects now re-reads everything
+            self._batch_feed = asyncio.create_task(self._follow_batch(), name="qhpc-batch")
         try:
             yield queue
         finally:
@@ -289,6 +339,9 @@ class QPUService:
 
     async def _stop_relays(self) -> None:
         relays, self._relays = list(self._relays.values()), {}
+        if self._batch_feed is not None:
+            relays.append(self._batch_feed)
+            self._batch_feed = None
         self._streams.clear()
         for task in relays:
             task.cancel()
