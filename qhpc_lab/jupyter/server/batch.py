@@ -11,7 +11,6 @@ entry id is a ledger folder's name, never a path.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from qhpc_lab.batch import BatchEntry, BatchError, BatchJob, BatchLedger, batch_system
+from qhpc_lab.emulators import Emulation
 from qhpc_lab.runs import NotebookRun, RunRefused, RunRequest, parameters_of
 from qhpc_lab.runs import cancel as cancel_run
 from qhpc_lab.runs import check as check_run
@@ -238,24 +238,14 @@ def _batch_view(job: BatchJob | None) -> BatchJobOut | None:
 
 
 def _result_summary(entry: BatchEntry) -> dict[str, str]:
-    """The engine and its approximation from an emulation's result file, once it exists:
-    ``{"engine": ..., "approximation": ...}`` as the result states them (text or a mapping
-    of settings, shown as ``key value, ...``)."""
+    """The engine and its approximation from an emulation's result file once it exists, as
+    :class:`qhpc_lab.emulators.Emulation` reads it (``exact`` for an exact engine)."""
     path = entry.files.get("result")
     if not path:
         return {}
     try:
-        result = json.loads(Path(path).read_text())
+        result = Emulation.from_json(Path(path).read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(result, dict):
-        return {}
-    summary: dict[str, str] = {}
-    if isinstance(result.get("engine"), str):
-        summary["engine"] = result["engine"]
-    approximation = result.get("approximation")
-    if isinstance(approximation, dict):
-        summary["approximation"] = ", ".join(f"{k} {v}" for k, v in approximation.items())
-    elif isinstance(approximation, str):
-        summary["approximation"] = approximation
-    return summary
+    how = result.approximation.describe() if result.approximation else "exact"
+    return {"engine": result.engine, "approximation": how}
