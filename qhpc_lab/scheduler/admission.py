@@ -3,16 +3,19 @@
 A submission passes, in order: its session (the route checks it before reading the program,
 as Warden does), the QPU open (maintenance refuses it 503), the device's formats, the job
 class, the single-calibration bound, the site's class limits, the queue caps per user, per
-session and per class (429, :mod:`~qhpc_lab.scheduler.limits`), the program's own check
-against the device, and last, in the transaction that adds the job, the session still open,
-the queue caps counted again and the quotas.
+session and per class (429, :mod:`~qhpc_lab.scheduler.limits`; a submission being admitted
+holds its place under them), the program's own check against the device, and last, in the
+transaction that adds the job, the session still open, the quotas and, on HA replicas, the
+queue caps counted again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.context import Context
@@ -74,6 +77,9 @@ class Admission:
         self._metrics = metrics
         self._traces = traces
         self._clock = clock
+        self._admitting_jobs: Counter[str] = Counter()
+        """Submissions past the caps' check and not yet queued, per cap (:meth:`_reserved`)."""
+        self._admitting_shots: Counter[str] = Counter()
 
     def _refused(self, status: int, message: str, rule: str, **kwargs: Any) -> SchedulerError:
         """A refusal of a submission, counted."""
@@ -166,47 +172,48 @@ class Admission:
                 self.check_class(job_class, owner, account, program.shots)
                 limits = self.queue_limits(owner, session.id if session else None, job_class)
                 self.check_limits(limits, program.shots)
-            try:
-                with traced.validating():
-                    await validate_async(program, profile.spec)
-            except ProgramError as err:
-                raise self._refused(422, str(err), err.rule) from None
-            try:
-                row = await self._gateway.db(
-                    self._gateway.store.add_job,
-                    QuotaAdmission(
-                        session.slurm_account if session else None,
-                        profile.time_per_shot_s,
-                        limits,
-                    ),
-                    session_id=session.id if session else None,
-                    user_id=owner,
-                    slurm_job_id=session.slurm_job_id if session else None,
-                    job_class=job_class,
-                    name=program.name,
-                    format=program.format,
-                    body=program.body,
-                    variables=program.variables,
-                    shots=program.shots,
-                    max_calibration_age_s=max_calibration_age_s,
-                    single_calibration=single_calibration,
-                    loop=loop,
-                    think_time_s=think_time_s,
-                    idempotency_key=idempotency_key,
-                    created_at=self._clock(),
-                )
-            except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
-                return duplicate.job
-            except AdmissionRefused as capped:  # a cap or the session, counted with the insert
-                raise self._refused(capped.status, str(capped), capped.rule) from None
-            except QuotaExceeded as exceeded:
-                refused = exceeded.refusal
-                self._metrics.quota_refused(refused.quota.kind, refused.quota.unit)
-                fields = {**refused.fields(), "resets_at": iso_time(refused.resets_at)}
-                raise SchedulerError(403, refused.message, "quota", fields=fields) from None
-            # Queued before anything else is awaited: a revocation that canceled the job in the
-            # store since finds it in the queue, and takes it out.
-            self._queue.enqueue(row, program, self._sessions.slurm_account(row.session_id))
+            with self._reserved(limits, program.shots):
+                try:
+                    with traced.validating():
+                        await validate_async(program, profile.spec)
+                except ProgramError as err:
+                    raise self._refused(422, str(err), err.rule) from None
+                try:
+                    row = await self._gateway.db(
+                        self._gateway.store.add_job,
+                        QuotaAdmission(
+                            session.slurm_account if session else None,
+                            profile.time_per_shot_s,
+                            limits if self._config.ha else (),
+                        ),
+                        session_id=session.id if session else None,
+                        user_id=owner,
+                        slurm_job_id=session.slurm_job_id if session else None,
+                        job_class=job_class,
+                        name=program.name,
+                        format=program.format,
+                        body=program.body,
+                        variables=program.variables,
+                        shots=program.shots,
+                        max_calibration_age_s=max_calibration_age_s,
+                        single_calibration=single_calibration,
+                        loop=loop,
+                        think_time_s=think_time_s,
+                        idempotency_key=idempotency_key,
+                        created_at=self._clock(),
+                    )
+                except DuplicateJob as duplicate:  # a retry: the first job, not a second
+                    return duplicate.job
+                except AdmissionRefused as capped:  # a cap or the session, counted with the insert
+                    raise self._refused(capped.status, str(capped), capped.rule) from None
+                except QuotaExceeded as exceeded:
+                    refused = exceeded.refusal
+                    self._metrics.quota_refused(refused.quota.kind, refused.quota.unit)
+                    fields = {**refused.fields(), "resets_at": iso_time(refused.resets_at)}
+                    raise SchedulerError(403, refused.message, "quota", fields=fields) from None
+                # Queued before anything else is awaited: a revocation that canceled the job in the
+                # store since finds it in the queue, and takes it out.
+                self._queue.enqueue(row, program, self._sessions.slurm_account(row.session_id))
             traced.accepted(row)
         log.info(
             "job %s accepted: %s, %d shots, class %s",
@@ -273,12 +280,31 @@ class Admission:
         return tuple(limit for limit in limits if limit.max_jobs or limit.max_shots)
 
     def check_limits(self, limits: tuple[QueueLimit, ...], shots: int) -> None:
-        """The caps against the queue in memory (429): a job over one is refused before its
-        program is validated; the store counts again as it queues the job."""
+        """The caps against the queue in memory and the submissions being admitted (429): a
+        job over one is refused before its program is validated. HA replicas' store counts
+        again as it queues the job (another replica's submissions are not in memory)."""
         for limit in limits:
-            refused = limit_rules.refusal(limit, *self._queue.queued(limit.counter), shots)
+            held_jobs, held_shots = self._queue.queued(limit.counter)
+            held_jobs += self._admitting_jobs[limit.counter]
+            held_shots += self._admitting_shots[limit.counter]
+            refused = limit_rules.refusal(limit, held_jobs, held_shots, shots)
             if refused is not None:
                 raise self._refused(refused.status, str(refused), refused.rule)
+
+    @contextlib.contextmanager
+    def _reserved(self, limits: tuple[QueueLimit, ...], shots: int) -> Iterator[None]:
+        """A place under each cap, held while the job is validated and stored until it is in
+        the queue: concurrent submissions to this daemon (one event loop) count it, so they
+        never pass a cap together."""
+        for limit in limits:
+            self._admitting_jobs[limit.counter] += 1
+            self._admitting_shots[limit.counter] += shots
+        try:
+            yield
+        finally:
+            for limit in limits:
+                self._admitting_jobs[limit.counter] -= 1
+                self._admitting_shots[limit.counter] -= shots
 
     def estimate(
         self,
