@@ -201,7 +201,8 @@ async def test_a_lost_post_answer_is_found_not_resent(tmp_path: Path, qpu: httpx
 
 async def test_cancel_while_the_qpu_job_runs(tmp_path: Path, qpu: httpx.Client) -> None:
     """Canceling a job whose QPU job is RUNNING: the device answers 3003, the QPU job runs to
-    its end and the canceled job is charged its device time; the next job runs after it."""
+    its end and the canceled job is charged its device time and its shots (issue 27's attack:
+    cancel late to run for free); the next job runs after it."""
     config = scheduler_config(tmp_path)
     async with in_process(config, connecting(qpu, chunk_seconds=2.0)) as api:
         job = await submit(api.user, 4000)  # one QPU job of 2 s
@@ -219,6 +220,7 @@ async def test_cancel_while_the_qpu_job_runs(tmp_path: Path, qpu: httpx.Client) 
         charged = (await api.user.get(f"/jobs/{job['id']}")).json()
         assert charged["status"] == "CANCELED"
         assert charged["qpu_seconds"] == pytest.approx(2.0, abs=0.2), charged
+        assert charged["shots_done"] == 4000  # the whole chunk ran: its shots are charged too
 
 
 async def _qpu_status(qpu: httpx.Client, job_id: int, status: str) -> bool:

@@ -257,7 +257,8 @@ async def test_the_api_refuses_past_the_budget_and_shows_the_use(
         assert refused["requested"] == 150 and refused["resets_at"].endswith("T00:00:00Z")
         assert refused["detail"].startswith("quota for account physics: 500 of 500 shots used")
         sessionless = await api.user.post("/jobs", json={"sequence": sequence_json, "shots": 5})
-        assert sessionless.status_code == 200  # not charged to the account
+        assert sessionless.status_code == 403  # charged to the account of the user's session
+        assert sessionless.json()["subject"] == "physics"
         mine = (await api.user.get("/quotas")).json()["quotas"]
         assert [(q["subject"], q["used"], q["remaining"]) for q in mine] == [("physics", 500, 0)]
         assert (await api.other.get("/quotas")).json() == {"quotas": []}
@@ -267,7 +268,7 @@ async def test_the_api_refuses_past_the_budget_and_shows_the_use(
         assert missing.status_code == 404
         assert (await submit(150)).status_code == 200
         metrics = (await api.anonymous.get("/metrics")).text
-        assert 'qhpc_quota_refusals_total{kind="account",unit="shots"} 1.0' in metrics
+        assert 'qhpc_quota_refusals_total{kind="account",unit="shots"} 2.0' in metrics
 
 
 def test_client_and_admin_cli_show_the_quota(tmp_path: Path, sequence_json: str) -> None:

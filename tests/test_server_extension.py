@@ -172,6 +172,9 @@ def test_jobs_have_position_eta_and_can_be_canceled(
     with pytest.raises(HTTPClientError) as missing:
         run(jp_fetch("qhpc", "api", "jobs", "999999", "cancel", method="POST", body=b""))
     assert missing.value.code == 404
+    with pytest.raises(HTTPClientError) as huge:  # the attack: an id Python refuses to read
+        run(jp_fetch("qhpc", "api", "jobs", "9" * 5000, "cancel", method="POST", body=b""))
+    assert huge.value.code == 404 and b"at most 19 digits" in huge.value.response.body
     with pytest.raises(HTTPClientError) as wrong_target:
         run(
             jp_fetch(

@@ -2,6 +2,7 @@
 (:func:`to_program`), and validation against a device."""
 
 from qhpc_lab.programs.adapters import NativeProgram, has_analog_gate, to_program
+from qhpc_lab.programs.bounds import with_declared_variables
 from qhpc_lab.programs.envelope import (
     FORMATS,
     DeviceRuleViolation,
@@ -43,4 +44,5 @@ __all__ = [
     "validate_async",
     "validation_worker_pid",
     "warm_up",
+    "with_declared_variables",
 ]

@@ -10,13 +10,14 @@ bound: both branches of an ``if`` count, and every loop runs its whole range.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 import operator
 import re
 from collections.abc import Callable
 
-from qhpc_lab.programs.envelope import DeviceRuleViolation, ProgramError
+from qhpc_lab.programs.envelope import DeviceRuleViolation, Program, ProgramError
 
 QASM_MAX_OPERATIONS = 5_000
 """Statements an OpenQASM 3 program may execute once loops and gate calls are unrolled.
@@ -247,3 +248,37 @@ def check_pulser(body: str, device_name: str, max_atoms: int | None) -> None:
         raise DeviceRuleViolation(
             "max_atom_num", f"register has {atoms} atoms; {device_name} allows {max_atoms}"
         )
+
+
+def with_declared_variables(program: Program) -> Program:
+    """``program`` with every variable its Pulser sequence declares bound: a value the job
+    gives, else the one the abstract representation carries (Pulser writes the defaults of
+    ``to_abstract_repr(**defaults)`` there, zeros without them), as Warden and the QPU build
+    it. A variable the sequence does not declare is refused (rule ``variables``). Other
+    formats declare none: they are returned as they are."""
+    if program.format != "pulser":
+        return program
+    try:
+        data = json.loads(program.body)
+    except json.JSONDecodeError as err:
+        raise ProgramError(
+            f"body is not a valid Pulser abstract representation: {err}", "body"
+        ) from None
+    declared = data.get("variables") if isinstance(data, dict) else None
+    declared = declared if isinstance(declared, dict) else {}
+    unknown = sorted(set(program.variables) - set(declared))
+    if unknown:
+        names = ", ".join(sorted(declared)) or "none"
+        raise ProgramError(
+            f"the sequence declares no variable {', '.join(map(repr, unknown))} "
+            f"(it declares {names})",
+            "variables",
+        )
+    defaults = {
+        name: spec["value"]
+        for name, spec in declared.items()
+        if name not in program.variables and isinstance(spec, dict) and "value" in spec
+    }
+    if not defaults:
+        return program
+    return dataclasses.replace(program, variables={**defaults, **program.variables})

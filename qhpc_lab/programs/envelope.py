@@ -56,6 +56,49 @@ class DeviceRuleViolation(ProgramError):
         super().__init__(f"{rule}: {message}", rule)
 
 
+MAX_VARIABLES = 256
+"""Variables one program may bind: a Pulser sequence declares a handful."""
+MAX_VARIABLE_VALUES = 4_096
+"""Numbers a program's variables hold together (each entry of an array variable counts)."""
+MAX_VARIABLE_NAME = 128
+"""Characters of one variable's name."""
+
+
+def check_variables(variables: Any) -> None:
+    """ProgramError unless ``variables`` maps at most :data:`MAX_VARIABLES` names to numbers
+    or flat lists of numbers (Pulser's variables, a sequence's only ones), holding at most
+    :data:`MAX_VARIABLE_VALUES` numbers: a map of any size or depth is refused before it is
+    stored or parsed again."""
+    if not isinstance(variables, dict):
+        raise ProgramError(
+            f"variables must be a JSON object, not {type(variables).__name__}", "variables"
+        )
+    if len(variables) > MAX_VARIABLES:
+        raise ProgramError(
+            f"{len(variables)} variables given; the limit is {MAX_VARIABLES}", "variables"
+        )
+    values = 0
+    for name, value in variables.items():
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_VARIABLE_NAME:
+            raise ProgramError(
+                f"a variable's name must be 1 to {MAX_VARIABLE_NAME} characters", "variables"
+            )
+        entries = value if isinstance(value, list) else [value]
+        if not all(_is_number(entry) for entry in entries):
+            raise ProgramError(
+                f"variable {name!r} must be a number or a list of numbers", "variables"
+            )
+        values += len(entries)
+        if values > MAX_VARIABLE_VALUES:
+            raise ProgramError(
+                f"the variables hold more than {MAX_VARIABLE_VALUES} numbers", "variables"
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_shots(shots: Any) -> None:
     """ProgramError unless ``shots`` is a positive integer (booleans are not)."""
     if isinstance(shots, bool) or not isinstance(shots, int) or shots <= 0:
@@ -79,6 +122,7 @@ class Program:
         if not isinstance(self.body, str) or not self.body.strip():
             raise ProgramError("program body is empty", "body")
         check_shots(self.shots)
+        check_variables(self.variables)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

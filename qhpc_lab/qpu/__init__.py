@@ -73,6 +73,20 @@ class ChunkNotRun(RuntimeError):
     accepting it): its job waits in the queue for the next decision, it does not fail."""
 
 
+class ChunkCanceled(Exception):
+    """The job was canceled while its chunk was on the device: what the device did of it is
+    charged to the job (its QPU-seconds, its shots, its account's fair share). ``shots`` ran
+    (0: none), producing ``outcome`` (None when nothing ran). The emulated QPU stops at once
+    and reports the shots its time on the device covered; a QPU behind the QPU API cannot
+    stop a program that started, which runs, and is charged, to its end."""
+
+    def __init__(self, shots: int, outcome: ChunkOutcome | None) -> None:
+        ran = f"{outcome.device_seconds:.3f} s, {shots} shots" if outcome else "nothing"
+        super().__init__(f"{JOB_CANCELED} while its chunk was on the device ({ran} ran)")
+        self.shots = shots
+        self.outcome = outcome
+
+
 class ChunkBudgetExceeded(RuntimeError):
     """A chunk's emulation overran its :class:`EmulationBudget`; the worker was replaced.
 
@@ -210,10 +224,6 @@ class Ledger(Protocol):
         """The QPU job exists (``flight.uid``): record it before waiting on it."""
         ...
 
-    async def ran_canceled(self, flight: InFlight, outcome: ChunkOutcome) -> None:
-        """A canceled job's chunk could no longer be stopped and ran: charge it."""
-        ...
-
 
 class QPUDriver(Protocol):
     """What the scheduler's dispatcher needs from a QPU."""
@@ -242,8 +252,9 @@ class QPUDriver(Protocol):
     ) -> ChunkOutcome:
         """Run ``shots`` of ``program``; ``remaining`` (≥ shots) is what the job still needs.
 
-        Raises :class:`ChunkBudgetExceeded` past the emulation budget; cancelling the awaiting
-        task stops the chunk."""
+        Raises :class:`ChunkBudgetExceeded` past the emulation budget. Cancelling the awaiting
+        task with :data:`JOB_CANCELED` stops the chunk and raises :class:`ChunkCanceled` with
+        what ran; any other cancellation (the scheduler stopping) re-raises."""
         ...
 
     def start(self) -> None:

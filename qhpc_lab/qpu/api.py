@@ -56,6 +56,7 @@ from qhpc_lab.programs import DeviceSpec, Program
 from qhpc_lab.qpu import (
     JOB_CANCELED,
     Calibration,
+    ChunkCanceled,
     ChunkNotRun,
     ChunkOutcome,
     DeviceProfile,
@@ -464,8 +465,8 @@ class QPUApiDriver:
         except asyncio.CancelledError as err:
             if err.args != (JOB_CANCELED,):
                 raise  # the scheduler is stopping: the QPU job stays, its successor adopts it
-            await asyncio.shield(self._cancel(flight))
-            raise
+            outcome = await asyncio.shield(self._cancel(flight))
+            raise ChunkCanceled(flight.shots if outcome else 0, outcome) from None
 
     async def adopt(self, flight: InFlight) -> ChunkOutcome | None:
         """The outcome of a QPU job a previous scheduler left in flight, once it ends (None if
@@ -637,23 +638,23 @@ class QPUApiDriver:
         if self.profile.chunk_shots != before:
             self.on_change()
 
-    async def _cancel(self, flight: InFlight) -> None:
-        """Cancel a canceled job's QPU job; one that can no longer be stopped runs to its end
-        and is charged (the ledger's ``ran_canceled``)."""
+    async def _cancel(self, flight: InFlight) -> ChunkOutcome | None:
+        """Cancel a canceled job's QPU job: None when it stopped before it started; one that
+        can no longer be stopped runs to its end, and its outcome is what the job is charged."""
         try:
             await self._request("PUT", f"/jobs/{flight.uid}/cancel")
-            return
+            return None
         except _Refused as err:
             if CANNOT_CANCEL not in err.code:
                 log.warning("cancel of QPU job %s refused: %s", flight.uid, err)
-                return
+                return None
         except (httpx.HTTPError, _Transient) as err:
             log.warning("cancel of QPU job %s failed: %s", flight.uid, err)
-            return
-        with contextlib.suppress(QPUApiError):
-            outcome = await self._outcome(flight)
-            if self.ledger is not None:
-                await self.ledger.ran_canceled(flight, outcome)
+            return None
+        try:
+            return await self._outcome(flight)
+        except QPUApiError:
+            return None
 
     async def _request(
         self, method: str, path: str, json: Any = None, retry_for_s: float | None = None

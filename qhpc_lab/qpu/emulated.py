@@ -24,8 +24,10 @@ from typing import Any
 from qhpc_lab.programs import Program
 from qhpc_lab.programs.worker import BudgetedWorker, BudgetExceeded, WorkerDied
 from qhpc_lab.qpu import (
+    JOB_CANCELED,
     Calibration,
     ChunkBudgetExceeded,
+    ChunkCanceled,
     ChunkOutcome,
     DeviceProfile,
     DeviceState,
@@ -149,24 +151,48 @@ class EmulatedQPU:
     ) -> ChunkOutcome:
         """One chunk; raises :class:`~qhpc_lab.qpu.ChunkBudgetExceeded` past the emulation
         budget. Cancelling the awaiting task stops an emulation in progress (the worker is
-        replaced) and re-raises ``CancelledError``."""
+        replaced); a job's cancellation (:data:`~qhpc_lab.qpu.JOB_CANCELED`) raises
+        :class:`~qhpc_lab.qpu.ChunkCanceled` with the time the chunk was on the device and
+        the shots that time covered, any other re-raises ``CancelledError``."""
         started = self._clock()
         emulator_seconds = 0.0
-        samples = self._samples.get(key)
-        if samples is None or len(samples) < shots:
-            samples, emulator_seconds = await self._sample(program, remaining)
-            self._samples[key] = samples
-        drawn, self._samples[key] = samples[:shots], samples[shots:]
+        drawn: list[str] = []
         calibration = self._calibration
         age = started - calibration.calibrated_at
-        counts = self._read_out(drawn, calibration.drift.readout_error(age))
-        busy = shots * self.profile.time_per_shot_s - (self._clock() - started)
-        if busy > 0:
-            await asyncio.sleep(busy)
+        try:
+            samples = self._samples.get(key)
+            if samples is None or len(samples) < shots:
+                samples, emulator_seconds = await self._sample(program, remaining)
+                self._samples[key] = samples
+            drawn, self._samples[key] = samples[:shots], samples[shots:]
+            counts = self._read_out(drawn, calibration.drift.readout_error(age))
+            busy = shots * self.profile.time_per_shot_s - (self._clock() - started)
+            if busy > 0:
+                await asyncio.sleep(busy)
+        except asyncio.CancelledError as err:
+            if err.args != (JOB_CANCELED,):
+                raise
+            raise self._canceled(shots, drawn, started, age, emulator_seconds) from None
         device_seconds = shots * self.profile.time_per_shot_s
         return ChunkOutcome(
             counts, started, self._clock(), age, device_seconds, emulator_seconds, calibration
         )
+
+    def _canceled(
+        self, shots: int, drawn: list[str], started: float, age: float, emulator_seconds: float
+    ) -> ChunkCanceled:
+        """What a chunk of ``shots`` stopped now ran: its time on the device so far, and the
+        shots that time covered (none while its samples were still being emulated)."""
+        time_per_shot_s = self.profile.time_per_shot_s
+        calibration = self._calibration
+        now = self._clock()
+        device_seconds = min(max(0.0, now - started), shots * time_per_shot_s)
+        ran = min(len(drawn), int(device_seconds / time_per_shot_s))
+        counts = self._read_out(drawn[:ran], calibration.drift.readout_error(age))
+        outcome = ChunkOutcome(
+            counts, started, now, age, device_seconds, emulator_seconds, calibration
+        )
+        return ChunkCanceled(ran, outcome)
 
     async def prepare(self, key: str, program: Program, shots: int) -> float:
         """Emulate ``shots`` of ``program`` now, for the chunks of ``key`` to draw from (a

@@ -1,27 +1,40 @@
 """Admission: whether a job may be queued, and what a would-be job is told (``/estimate``).
 
-A submission passes, in order: the QPU open (maintenance refuses it 503), the device's
-formats, the job class, the single-calibration bound, its session, the site's class limits,
-the queue limits per user and session (429), the program's own check against the device,
-and last the quotas, which the store checks in the transaction that adds the job.
+A submission passes, in order: its session (the route checks it before reading the program,
+as Warden does), the QPU open (maintenance refuses it 503), the device's formats, the job
+class, the single-calibration bound, the site's class limits, the queue caps per user, per
+session and per class (429, :mod:`~qhpc_lab.scheduler.limits`; a submission being admitted
+holds its place under them), the program's own check against the device, and last, in the
+transaction that adds the job, the session still open, the quotas and, on HA replicas, the
+queue caps counted again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.context import Context
 
-from qhpc_lab.programs import Program, ProgramError, format_refusal, validate_async
+from qhpc_lab.programs import (
+    Program,
+    ProgramError,
+    format_refusal,
+    validate_async,
+    with_declared_variables,
+)
 from qhpc_lab.programs.cudaq import cudaq_to_pulser, is_cudaq_analog
+from qhpc_lab.scheduler import limits as limit_rules
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.device_state import DeviceStatus
 from qhpc_lab.scheduler.gateway import StoreGateway
 from qhpc_lab.scheduler.job_book import JobBook
+from qhpc_lab.scheduler.limits import AdmissionRefused, QueueLimit
 from qhpc_lab.scheduler.logs import job_fields
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.queue_state import QueueState
@@ -64,6 +77,9 @@ class Admission:
         self._metrics = metrics
         self._traces = traces
         self._clock = clock
+        self._admitting_jobs: Counter[str] = Counter()
+        """Submissions past the caps' check and not yet queued, per cap (:meth:`_reserved`)."""
+        self._admitting_shots: Counter[str] = Counter()
 
     def _refused(self, status: int, message: str, rule: str, **kwargs: Any) -> SchedulerError:
         """A refusal of a submission, counted."""
@@ -79,7 +95,9 @@ class Admission:
         variables: dict[str, Any],
     ) -> Program:
         """The program a submission's body carries: a CUDA-Q analog program (a JSON object,
-        or its text) becomes the Pulser sequence it describes, on this device."""
+        or its text) becomes the Pulser sequence it describes, on this device; a Pulser
+        sequence's variables the job leaves out take the values its abstract representation
+        carries (its defaults), and one it does not declare is refused."""
         try:
             if isinstance(sequence, dict) or is_cudaq_analog(sequence):
                 if not is_cudaq_analog(sequence):
@@ -89,7 +107,8 @@ class Admission:
                 spec = self._device.profile.spec
                 sequence = await asyncio.to_thread(cudaq_to_pulser, sequence, spec)
                 fmt = "pulser"
-            return Program(fmt, sequence, shots, name, variables)
+            program = Program(fmt, sequence, shots, name, variables)
+            return await asyncio.to_thread(with_declared_variables, program)
         except ProgramError as err:
             raise self._refused(422, str(err), err.rule) from None
 
@@ -147,47 +166,55 @@ class Admission:
         with self._traces.submission(trace_context, user_id, program, job_class) as traced:
             session = await self._sessions.check(session_id, user_id, admin)
             owner = session.user_id if session else user_id
+            limits: tuple[QueueLimit, ...] = ()
             if not admin:
                 account = session.slurm_account if session else None
                 self.check_class(job_class, owner, account, program.shots)
-                self.check_limits(owner, session.id if session else None, program.shots)
-            try:
-                with traced.validating():
-                    await validate_async(program, profile.spec)
-            except ProgramError as err:
-                raise self._refused(422, str(err), err.rule) from None
-            try:
-                row = await self._gateway.db(
-                    self._gateway.store.add_job,
-                    QuotaAdmission(
-                        session.slurm_account if session else None, profile.time_per_shot_s
-                    ),
-                    session_id=session.id if session else None,
-                    user_id=owner,
-                    slurm_job_id=session.slurm_job_id if session else None,
-                    job_class=job_class,
-                    name=program.name,
-                    format=program.format,
-                    body=program.body,
-                    variables=program.variables,
-                    shots=program.shots,
-                    max_calibration_age_s=max_calibration_age_s,
-                    single_calibration=single_calibration,
-                    loop=loop,
-                    think_time_s=think_time_s,
-                    idempotency_key=idempotency_key,
-                    created_at=self._clock(),
-                )
-            except DuplicateJob as duplicate:  # a retry: the first submission's job, not a second
-                return duplicate.job
-            except QuotaExceeded as exceeded:
-                refused = exceeded.refusal
-                self._metrics.quota_refused(refused.quota.kind, refused.quota.unit)
-                fields = {**refused.fields(), "resets_at": iso_time(refused.resets_at)}
-                raise SchedulerError(403, refused.message, "quota", fields=fields) from None
+                limits = self.queue_limits(owner, session.id if session else None, job_class)
+                self.check_limits(limits, program.shots)
+            with self._reserved(limits, program.shots):
+                try:
+                    with traced.validating():
+                        await validate_async(program, profile.spec)
+                except ProgramError as err:
+                    raise self._refused(422, str(err), err.rule) from None
+                try:
+                    row = await self._gateway.db(
+                        self._gateway.store.add_job,
+                        QuotaAdmission(
+                            session.slurm_account if session else None,
+                            profile.time_per_shot_s,
+                            limits if self._config.ha else (),
+                        ),
+                        session_id=session.id if session else None,
+                        user_id=owner,
+                        slurm_job_id=session.slurm_job_id if session else None,
+                        job_class=job_class,
+                        name=program.name,
+                        format=program.format,
+                        body=program.body,
+                        variables=program.variables,
+                        shots=program.shots,
+                        max_calibration_age_s=max_calibration_age_s,
+                        single_calibration=single_calibration,
+                        loop=loop,
+                        think_time_s=think_time_s,
+                        idempotency_key=idempotency_key,
+                        created_at=self._clock(),
+                    )
+                except DuplicateJob as duplicate:  # a retry: the first job, not a second
+                    return duplicate.job
+                except AdmissionRefused as capped:  # a cap or the session, counted with the insert
+                    raise self._refused(capped.status, str(capped), capped.rule) from None
+                except QuotaExceeded as exceeded:
+                    refused = exceeded.refusal
+                    self._metrics.quota_refused(refused.quota.kind, refused.quota.unit)
+                    fields = {**refused.fields(), "resets_at": iso_time(refused.resets_at)}
+                    raise SchedulerError(403, refused.message, "quota", fields=fields) from None
+                # Queued before anything else is awaited: a revocation that canceled the job in the
+                # store since finds it in the queue, and takes it out.
+                self._queue.enqueue(row, program, self._sessions.slurm_account(row.session_id))
             traced.accepted(row)
-        if session is not None:
-            await self._sessions.used(session)
         log.info(
             "job %s accepted: %s, %d shots, class %s",
             row.id,
@@ -197,13 +224,14 @@ class Admission:
             extra=job_fields(row),
         )
         self._metrics.submitted(job_class)
-        self._queue.enqueue(row, program, self._sessions.slurm_account(row.session_id))
         self._jobs.changed(row)
+        if session is not None:
+            await self._sessions.used(session)
         return row
 
     def check_class(self, job_class: str, user_id: str, account: str | None, shots: int) -> None:
-        """The site's bounds on the class (``class_limits``): who may use it (403), the shots
-        of one job (422) and the jobs of the class one user may have queued (429)."""
+        """The site's bounds on the class (``class_limits``): who may use it (403) and the
+        shots of one job (422); its jobs per user are a queue cap (:meth:`queue_limits`)."""
         limit = self._config.class_limits.get(job_class)
         if limit is None:
             return
@@ -223,46 +251,60 @@ class Admission:
                 f"not {shots}: fewer shots, or another class",
                 f"{rule}.max_shots",
             )
-        held = self._queue.queued(f"class:{job_class}:{user_id}")[0]
-        if limit.max_queued_per_user and held + 1 > limit.max_queued_per_user:
-            raise self._refused(
-                429,
-                f"user {user_id} has {held} {job_class} jobs queued; this site allows "
-                f"{limit.max_queued_per_user} (wait for one to finish, or use another class)",
-                f"{rule}.max_queued_per_user",
-            )
 
-    def check_limits(self, user_id: str, session_id: str | None, shots: int) -> None:
-        """The operator's caps on what one user or one session may have queued (429)."""
+    def queue_limits(
+        self, user_id: str, session_id: str | None, job_class: str
+    ) -> tuple[QueueLimit, ...]:
+        """The caps a job of ``user_id`` in ``session_id`` meets: the operator's per user and
+        per session, and the class's per user (``class_limits``)."""
         config = self._config
-        checks = [
-            ("user", user_id, config.max_queued_jobs_per_user, config.max_queued_shots_per_user)
+        limits = [
+            QueueLimit(
+                "user", user_id, config.max_queued_jobs_per_user, config.max_queued_shots_per_user
+            )
         ]
         if session_id is not None:
-            checks.append(
-                (
+            limits.append(
+                QueueLimit(
                     "session",
                     session_id,
                     config.max_queued_jobs_per_session,
                     config.max_queued_shots_per_session,
                 )
             )
-        for scope, key, max_jobs, max_shots in checks:
-            held_jobs, held_shots = self._queue.queued(f"{scope}:{key}")
-            if max_jobs and held_jobs + 1 > max_jobs:
-                raise self._refused(
-                    429,
-                    f"{scope} {key} has {held_jobs} jobs queued; the limit is {max_jobs} "
-                    "(wait for some to finish)",
-                    f"max_queued_jobs_per_{scope}",
-                )
-            if max_shots and held_shots + shots > max_shots:
-                raise self._refused(
-                    429,
-                    f"{scope} {key} has {held_shots} shots queued and asks for {shots} more; "
-                    f"the limit is {max_shots}",
-                    f"max_queued_shots_per_{scope}",
-                )
+        class_limit = config.class_limits.get(job_class)
+        if class_limit is not None:
+            limits.append(
+                QueueLimit("class", user_id, class_limit.max_queued_per_user, job_class=job_class)
+            )
+        return tuple(limit for limit in limits if limit.max_jobs or limit.max_shots)
+
+    def check_limits(self, limits: tuple[QueueLimit, ...], shots: int) -> None:
+        """The caps against the queue in memory and the submissions being admitted (429): a
+        job over one is refused before its program is validated. HA replicas' store counts
+        again as it queues the job (another replica's submissions are not in memory)."""
+        for limit in limits:
+            held_jobs, held_shots = self._queue.queued(limit.counter)
+            held_jobs += self._admitting_jobs[limit.counter]
+            held_shots += self._admitting_shots[limit.counter]
+            refused = limit_rules.refusal(limit, held_jobs, held_shots, shots)
+            if refused is not None:
+                raise self._refused(refused.status, str(refused), refused.rule)
+
+    @contextlib.contextmanager
+    def _reserved(self, limits: tuple[QueueLimit, ...], shots: int) -> Iterator[None]:
+        """A place under each cap, held while the job is validated and stored until it is in
+        the queue: concurrent submissions to this daemon (one event loop) count it, so they
+        never pass a cap together."""
+        for limit in limits:
+            self._admitting_jobs[limit.counter] += 1
+            self._admitting_shots[limit.counter] += shots
+        try:
+            yield
+        finally:
+            for limit in limits:
+                self._admitting_jobs[limit.counter] -= 1
+                self._admitting_shots[limit.counter] -= shots
 
     def estimate(
         self,

@@ -425,6 +425,11 @@ class Scheduler:
     ) -> Program:
         return await self._admission.program(sequence, fmt, shots, name, variables)
 
+    async def check_session(self, session_id: str | None, user_id: str, admin: bool) -> None:
+        """403 unless the caller may submit in ``session_id`` (or without one): a submission's
+        identity and session are checked before its program, as Warden does."""
+        await self._sessions.check(session_id, user_id, admin)
+
     async def submit(
         self,
         user_id: str,

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from qhpc_lab.qpu import JOB_CANCELED, ChunkNotRun, ChunkOutcome, DeviceState
+from qhpc_lab.qpu import JOB_CANCELED, ChunkCanceled, ChunkNotRun, ChunkOutcome, DeviceState
 from qhpc_lab.scheduler.policy import (
     Calibrate,
     Decision,
@@ -171,9 +171,10 @@ class SimulatedQPU:
 class Recorder:
     """What the loop tells its owner, and the answers it needs; the defaults do nothing.
 
-    The chunk hooks are called in this order: :meth:`chunk_starting`, then :meth:`chunk_ran` or
-    :meth:`chunk_failed` (neither when the chunk was canceled). :meth:`chunk_ran` owns the job's
-    progress: it records the chunk and updates the job in the queue, or removes it.
+    The chunk hooks are called in this order: :meth:`chunk_starting`, then :meth:`chunk_ran`,
+    :meth:`chunk_failed` or, when the job was canceled while its chunk ran,
+    :meth:`chunk_canceled`. :meth:`chunk_ran` owns the job's progress: it records the chunk
+    and updates the job in the queue, or removes it.
     """
 
     async def chunk_starting(self, job: QueuedJob, shots: int) -> bool:
@@ -186,6 +187,11 @@ class Recorder:
     async def chunk_failed(self, job: QueuedJob, error: Exception) -> None:
         """The driver raised: the job ends in error, the QPU goes on. By default, re-raised."""
         raise error
+
+    async def chunk_canceled(self, job: QueuedJob, canceled: ChunkCanceled) -> None:
+        """The job was canceled (and dequeued by its canceller) while its chunk was on the
+        device: what ran (``canceled.outcome``) is charged to it; its device time is already
+        in the queue's usage."""
 
     def calibrating(self) -> None:
         """A calibration started (the driver says CALIBRATING)."""
@@ -323,7 +329,17 @@ class Dispatcher:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the dispatcher is stopping: the daemon requeues the job at start
-                return  # the job was canceled: its canceller has finished and dequeued it
+                # The job was canceled before the driver had anything on the device.
+                await self.recorder.chunk_canceled(job, ChunkCanceled(0, None))
+                return
+            except ChunkCanceled as canceled:  # the job was canceled: charge what ran
+                if canceled.outcome is not None:
+                    ran = canceled.outcome
+                    self.queue.record_chunk(
+                        job, ran.finished_at - ran.device_seconds, ran.finished_at
+                    )
+                await self.recorder.chunk_canceled(job, canceled)
+                return
             except ChunkNotRun as err:  # nothing ran: the job waits for the next decision
                 log.warning("chunk of job %s not run: %s", job.id, err)
                 return

@@ -1,10 +1,13 @@
 """Fan-out of job, device and queue changes to event-stream subscribers, without polling.
 
-Every event carries an increasing id. Job and device events are kept in a bounded backlog, so
-a client that reconnects with ``Last-Event-ID`` gets what it missed; one that fell behind the
-backlog gets a ``reset`` (re-read what you show). Queue events are personal (each user sees
-their own jobs' positions and anonymous aggregates) and are not kept: a subscriber always gets
-the current queue on connect and whenever it changes (coalesced by the scheduler). The wire
+Every event carries an increasing id, unique across restarts: a daemon numbers its events from
+the time it started (:func:`first_event_id`), past every id an earlier run gave. Job and
+device events are kept in a bounded backlog, so a client that reconnects with
+``Last-Event-ID`` gets what it missed; one whose id is not in the backlog (it fell behind it,
+or the id is an earlier run's) gets a ``reset`` (re-read what you show). Queue events are
+personal (each user sees their own jobs' positions and anonymous aggregates) and are not kept:
+a subscriber always gets the current queue on connect and whenever it changes (coalesced by
+the scheduler). The wire
 form and the event kinds are in :mod:`qhpc_lab.eventstream` and docs/scheduler.md.
 
 HA replicas (:mod:`qhpc_lab.scheduler.journal`) number job events by the shared journal
@@ -20,6 +23,7 @@ import collections
 import dataclasses
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -28,8 +32,20 @@ from qhpc_lab.eventstream import StreamEvent
 
 log = logging.getLogger("qhpc.scheduler")
 
+EVENTS_PER_MS = 1000
+"""Event ids a daemon may use per millisecond it has run before its successor's ids could
+meet its own: a million events a second, sustained since its start."""
+
 QUEUE_JOBS_LIMIT = 200
 """A user's active jobs listed in one queue event, nearest first; the rest are counted."""
+
+
+def first_event_id(now: float | None = None) -> int:
+    """The first event id of a daemon starting at ``now`` (the wall clock, whatever the
+    scheduler's clock says): later than every id of an earlier run, and an exact integer in
+    JavaScript (under 2**53) until the year 2255."""
+    started = time.time() if now is None else now
+    return int(started * 1000) * EVENTS_PER_MS
 
 
 class Replayed(NamedTuple):
@@ -124,8 +140,9 @@ class EventBus:
         self._subscribers: set[_Subscriber] = set()
         self._backlog = backlog
         self._recent: collections.deque[_Published] = collections.deque(maxlen=backlog)
-        self._ids = itertools.count(1)
-        self._last_id = 0
+        first = 1 if replay is not None else first_event_id()  # replicas: the journal numbers
+        self._ids = itertools.count(first)
+        self._last_id = first - 1
         self._revisions = itertools.count(1)
         """The queue's revisions where event ids come from the journal (replicas)."""
         self._queue: QueueSnapshot | None = None
@@ -197,14 +214,18 @@ class EventBus:
         ]
 
     def _missed(self, last_event_id: str | None, subscriber: _Subscriber) -> list[StreamEvent]:
-        """What a reconnecting subscriber missed, or a ``reset`` if the backlog lost some."""
-        if self._replay is not None or last_event_id is None or not last_event_id.strip().isdigit():
+        """What a reconnecting subscriber missed, or a ``reset`` when its last id is not in the
+        backlog: older than what is kept (it fell behind, or the id is an earlier run's),
+        or newer than anything sent (an id this daemon never gave)."""
+        if self._replay is not None or last_event_id is None:
             return []
+        if not last_event_id.strip().isdigit():
+            return [StreamEvent("reset", {}, str(self._last_id))]
         last = int(last_event_id)
-        if last >= self._last_id:
+        if last == self._last_id:
             return []
         oldest = self._recent[0].id if self._recent else self._last_id + 1
-        if last + 1 < oldest:
+        if last + 1 < oldest or last > self._last_id:
             return [StreamEvent("reset", {}, str(self._last_id))]
         return [
             e.stream_event()

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 
 from qhpc_lab.programs.worker import WorkerDied
-from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkOutcome, InFlight, QPUDriver
+from qhpc_lab.qpu import ChunkBudgetExceeded, ChunkCanceled, ChunkOutcome, InFlight, QPUDriver
 from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.device_state import DeviceStatus
 from qhpc_lab.scheduler.dispatcher import Recorder
@@ -129,6 +129,43 @@ class DaemonRecorder(Recorder):
         self._queue.changed()
         self._jobs.changed(row)
 
+    async def chunk_canceled(self, job: policy.QueuedJob, canceled: ChunkCanceled) -> None:
+        """Charge the job what its chunk ran once canceled (its canceller has dequeued it)."""
+        outcome = canceled.outcome
+        settles = IN_FLIGHT if self.in_flight else None
+        self.in_flight = False
+        if outcome is None:
+            if settles is not None:  # the QPU job was stopped before it started
+                await self._gateway.retrying(self._store.delete_fact, settles)
+            return
+        log.warning(
+            "job %s was canceled while its chunk was on the device: %.3f s and %d shots charged",
+            job.id,
+            outcome.device_seconds,
+            canceled.shots,
+        )
+        self._metrics.chunk_ran(job.job_class, outcome.device_seconds, canceled.shots)
+        chunk = (
+            outcome.finished_at - outcome.device_seconds,
+            outcome.finished_at,
+            canceled.shots,
+            outcome.calibration_age_s,
+        )
+        self._timelines.chunk(job.id, job.job_class, *chunk)
+        self._traces.chunk(job.id, *chunk)
+        row = await self._gateway.retrying(
+            self._store.charge,
+            job.id,
+            outcome.counts,
+            canceled.shots,
+            outcome.device_seconds,
+            job.shots_done,
+            outcome.emulator_seconds,
+            settles,
+        )
+        if row is not None:
+            self._jobs.changed(row)
+
     def calibrating(self) -> None:
         self._device_changed()
 
@@ -202,18 +239,6 @@ class QPULedger:
         record = {**flight.to_dict(), "shots_done_before": job.shots_done if job else None}
         await self._gateway.retrying(self._store.set_dispatching_fact, IN_FLIGHT, record)
         self._recorder.in_flight = True
-
-    async def ran_canceled(self, flight: InFlight, outcome: ChunkOutcome) -> None:
-        log.warning(
-            "job %s was canceled while QPU job %s could no longer be stopped: %.3f s charged",
-            flight.key,
-            flight.uid,
-            outcome.device_seconds,
-        )
-        await self._gateway.retrying(
-            self._store.charge, int(flight.key), outcome.device_seconds, IN_FLIGHT
-        )
-        self._recorder.in_flight = False
 
 
 def _error_reason(err: Exception) -> str:

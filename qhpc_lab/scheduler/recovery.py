@@ -79,7 +79,14 @@ class Recovery:
         ):
             # canceled meanwhile, its shots ran all the same: charged, as a 3003 cancel is
             await self._gateway.retrying(
-                self._store.charge, job.id, outcome.device_seconds, IN_FLIGHT
+                self._store.charge,
+                job.id,
+                outcome.counts,
+                flight.shots,
+                outcome.device_seconds,
+                before,
+                outcome.emulator_seconds,
+                IN_FLIGHT,
             )
             return
         if outcome is None or settled:

@@ -55,6 +55,16 @@ def gate_profile(tmp_path: Path) -> Path:
     return path
 
 
+def long_chunk_profile(tmp_path: Path, chunk_seconds: float) -> Path:
+    """``test-long``: the ``test`` profile with chunks of ``chunk_seconds``, long enough for a
+    job to be cancelled while its chunk is on the device."""
+    data = json.loads((resources.files("qhpc_lab.qpu") / "profiles" / "test.json").read_text())
+    data.update(name="test-long", chunk_seconds=chunk_seconds)
+    path = tmp_path / "test-long.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
 @contextlib.asynccontextmanager
 async def in_process(
     config: SchedulerConfig, driver: DriverFactory = EmulatedQPU

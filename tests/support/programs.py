@@ -24,6 +24,22 @@ def pulser_sequence_json(atoms: int = 2, spacing: float = 6.0, duration: int = 2
     return sequence.to_abstract_repr()
 
 
+def parametrised_sequence_json(**defaults: float) -> str:
+    """A Pulser sequence whose pulse amplitude is variable ``omega``, written as Pulser writes
+    it with ``to_abstract_repr(**defaults)``: the defaults (or zeros) in its ``variables``."""
+    from pulser import Pulse, Register, Sequence
+    from pulser.devices import AnalogDevice
+
+    sequence = Sequence(
+        Register.from_coordinates([(-3.0, 0.0), (3.0, 0.0)], prefix="q"), AnalogDevice
+    )
+    sequence.declare_channel("g", "rydberg_global")
+    omega = sequence.declare_variable("omega")
+    sequence.add(Pulse.ConstantPulse(200, omega, 0.0, 0.0), "g")
+    sequence.measure("ground-rydberg")
+    return sequence.to_abstract_repr(**defaults)
+
+
 def analog_qiskit_circuit() -> QuantumCircuit:
     """qiskit-pasqal-provider's analog gate: two atoms, a global pulse."""
     from qiskit import QuantumCircuit

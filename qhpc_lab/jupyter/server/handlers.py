@@ -19,6 +19,10 @@ from qhpc_lab.eventstream import HEARTBEAT_S, comment
 from qhpc_lab.jupyter.server.batch import BatchRefused, read_form
 from qhpc_lab.jupyter.server.service import QPUService
 
+JOB_ID_DIGITS = 19
+"""Digits a job id may have: ids are 64-bit integers on every scheduler. A longer one names no
+job (404) and is never converted: Python refuses to read an integer of over 4 300 digits."""
+
 
 class _Handler(APIHandler):
     @property
@@ -58,6 +62,12 @@ class CancelHandler(_Handler):
     async def post(self, job_id: str) -> None:
         """Cancel one of the user's jobs; ``?target=NAME`` when several schedulers exist."""
         target = self.get_query_argument("target", None)
+        if len(job_id) > JOB_ID_DIGITS:
+            self.refuse(
+                404,
+                f"no job {job_id[:JOB_ID_DIGITS]}…: a job id has at most {JOB_ID_DIGITS} digits",
+            )
+            return
         try:
             self.answer(await self.service.cancel(int(job_id), target))
         except LookupError as err:

@@ -39,6 +39,7 @@ async def post_job(
     session_id: WardenSession = None,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
+    await sched.check_session(session_id, who.user_id, who.admin)  # before the program (Warden)
     program = await sched.program(
         body.sequence, body.format, body.shots, body.name, body.variables or {}
     )

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from qhpc_lab.scheduler.limits import QueueLimit
 from qhpc_lab.vocabulary import JobStatus
 
 
@@ -43,6 +44,8 @@ class JobRow:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    slurm_account: str | None = None
+    """The Slurm account it is charged to: its session's, else its user's latest session's."""
 
     @property
     def results(self) -> str | None:
@@ -103,12 +106,14 @@ class ReservationRow:
 
 @dataclass(frozen=True)
 class QuotaAdmission:
-    """What :meth:`Store.add_job` needs to check a job against its quotas."""
+    """What :meth:`Store.add_job` needs to check a job against its quotas and queue caps."""
 
     account: str | None
-    """The job's Slurm account (its session's), or None."""
+    """The Slurm account the job is charged to (its session's), or None."""
     time_per_shot_s: float
     """The device's, for :func:`~qhpc_lab.scheduler.quotas.cost` in QPU-seconds."""
+    limits: tuple[QueueLimit, ...] = ()
+    """The caps on what its user and session may hold queued, counted in the transaction."""
 
 
 class ReservationOverlap(Exception):

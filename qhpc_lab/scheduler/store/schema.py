@@ -54,6 +54,7 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    sa.Column("slurm_account", sa.String(64), index=True),
     sa.Index("jobs_idempotency", "user_id", "idempotency_key", unique=True),
 )
 

@@ -7,6 +7,7 @@ start.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from typing import Any
@@ -14,13 +15,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from qhpc_lab.qpu import Calibration
+from qhpc_lab.scheduler import limits as limit_rules
 from qhpc_lab.scheduler import quotas as quota_rules
+from qhpc_lab.scheduler.limits import AdmissionRefused, QueueLimit
 from qhpc_lab.scheduler.quotas import Quota, QuotaExceeded
 from qhpc_lab.scheduler.store.repositories.base import Repository
-from qhpc_lab.scheduler.store.repositories.quotas import quota_used
+from qhpc_lab.scheduler.store.repositories.quotas import latest_account, quota_used
 from qhpc_lab.scheduler.store.rows import DuplicateJob, JobRow, QuotaAdmission
-from qhpc_lab.scheduler.store.schema import MAX_JOB_ID, facts, jobs, quotas
+from qhpc_lab.scheduler.store.schema import MAX_JOB_ID, facts, jobs, quotas, sessions
 from qhpc_lab.vocabulary import ACTIVE_STATUSES, JobStatus
+
+LIMIT_LOCK = 0x71687065
+"""The class of the PostgreSQL advisory locks a queue cap's count holds (one per scope)."""
 
 
 def merge_calibration(
@@ -54,8 +60,8 @@ class JobRepository(Repository):
     def add_job(self, admission: QuotaAdmission | None = None, **values: Any) -> JobRow:
         """Queue a job. One that reuses its user's ``idempotency_key`` raises
         :class:`DuplicateJob` with the first job (a retried submission runs once). With
-        ``admission``, the quotas of its user and account are checked in the same transaction
-        (QuotaExceeded when one refuses it)."""
+        ``admission``, its session (still open), its queue caps and the quotas of its user and
+        account are checked in the same transaction (AdmissionRefused, QuotaExceeded)."""
         values = dict(values)
         values.setdefault("created_at", self.clock())
         values.setdefault("single_calibration", False)
@@ -63,7 +69,10 @@ class JobRepository(Repository):
         values["variables"] = json.dumps(values.get("variables") or {})
         try:
             with self._write() as conn:
+                account = self._charged_account(conn, values, admission)
+                values["slurm_account"] = account
                 if admission is not None:
+                    admission = dataclasses.replace(admission, account=account)
                     self._admit(conn, admission, values["user_id"], values["shots"], values)
                 row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
                 self._changed(conn, row)
@@ -83,12 +92,19 @@ class JobRepository(Repository):
         shots: int,
         values: dict[str, Any],
     ) -> None:
-        """Refuse the job (QuotaExceeded) when it does not fit a quota of its user or account.
-        The quotas' rows are locked first (PostgreSQL: FOR UPDATE; SQLite has one writer), so
-        concurrent submissions under one quota are checked one after the other."""
+        """Refuse the job when its session was revoked meanwhile (AdmissionRefused, 403), when
+        it does not fit a queue cap of its user or session (AdmissionRefused, 429) or a quota
+        of its user or account (QuotaExceeded). What is counted is locked first (PostgreSQL:
+        the session's row and the quotas' FOR UPDATE, an advisory lock per capped scope;
+        SQLite has one writer), so concurrent submissions are checked one after the other
+        and a revocation either sees the job, and cancels it, or refuses it."""
         key = values.get("idempotency_key")
         if key is not None and self._find_job_by_key(conn, user_id, key) is not None:
             return  # a retry: the insert's unique key answers it with the first job
+        if values.get("session_id") is not None:
+            self._check_session(conn, values["session_id"])
+        for limit in sorted(admission.limits, key=lambda limit: limit.counter):
+            self._check_limit(conn, limit, shots)
         subjects = [("user", user_id)]
         if admission.account is not None:
             subjects.append(("account", admission.account))
@@ -107,6 +123,56 @@ class JobRepository(Repository):
             refused = quota_rules.refusal(quota, used, requested, now)
             if refused is not None:
                 raise QuotaExceeded(refused)
+
+    @staticmethod
+    def _charged_account(
+        conn: sa.Connection, values: dict[str, Any], admission: QuotaAdmission | None
+    ) -> str | None:
+        """The Slurm account a new job is charged to: the one admission names (its session's),
+        else its session's, else, for a job without a session, the account of its user's
+        latest session that named one (a bearer token does not escape an account's quota)."""
+        if admission is not None and admission.account is not None:
+            return admission.account
+        if values.get("session_id") is not None:
+            query = sa.select(sessions.c.slurm_account).where(sessions.c.id == values["session_id"])
+        else:
+            query = latest_account(values["user_id"])
+        return conn.execute(query).scalar()
+
+    @staticmethod
+    def _check_session(conn: sa.Connection, session_id: str) -> None:
+        """AdmissionRefused (403) unless the session is still open, its row locked until the
+        job is in: a revocation waits for the job, then cancels it with the others."""
+        row = conn.execute(
+            sa.select(sessions.c.revoked_at, sessions.c.revoke_reason)
+            .where(sessions.c.id == session_id)
+            .with_for_update()
+        ).first()
+        if row is None or row.revoked_at is not None:
+            reason = f"revoked ({row.revoke_reason})" if row is not None else "not found"
+            raise AdmissionRefused(403, f"session {session_id} was {reason}", "session")
+
+    def _check_limit(self, conn: sa.Connection, limit: QueueLimit, shots: int) -> None:
+        """AdmissionRefused (429) when the scope's active jobs leave no room for this one."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.select(
+                    sa.func.pg_advisory_xact_lock(LIMIT_LOCK, sa.func.hashtext(limit.counter))
+                )
+            )
+        scope = {
+            "user": jobs.c.user_id == limit.key,
+            "session": jobs.c.session_id == limit.key,
+            "class": sa.and_(jobs.c.user_id == limit.key, jobs.c.job_class == limit.job_class),
+        }[limit.scope]
+        held_jobs, held_shots = conn.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(jobs.c.shots), 0)).where(
+                scope, jobs.c.status.in_(ACTIVE_STATUSES)
+            )
+        ).one()
+        refused = limit_rules.refusal(limit, int(held_jobs), int(held_shots), shots)
+        if refused is not None:
+            raise refused
 
     def find_job_by_key(self, user_id: str, idempotency_key: str) -> JobRow | None:
         with self.engine.connect() as conn:
@@ -297,17 +363,42 @@ class JobRepository(Repository):
             ).all()
         return {status: n for status, n in rows}
 
-    def charge(self, job_id: int, qpu_seconds: float, settles: str | None = None) -> None:
-        """Device time a job's chunk spent without adding shots (a canceled job's chunk that
-        could no longer be stopped ran): its accounting counts it."""
+    def charge(
+        self,
+        job_id: int,
+        counts: dict[str, int],
+        shots: int,
+        qpu_seconds: float,
+        shots_done_before: int,
+        emulator_seconds: float = 0.0,
+        settles: str | None = None,
+    ) -> JobRow | None:
+        """What a canceled job's chunk ran: stopped part way (the emulated QPU), or to its end
+        on a device that cannot stop a started program. Its shots, their counts and its
+        device time are the job's like any chunk's, so its QPU-seconds, its shots and the
+        quotas and accounting that sum them agree; its status stays. Exactly once: a retry
+        whose first attempt committed finds ``shots_done`` moved and changes nothing (None)."""
         with self._write() as conn:
             if settles is not None:
                 conn.execute(facts.delete().where(facts.c.key == settles))
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None or row.shots_done != shots_done_before:
+                return None
+            job = JobRow.from_row(row)
+            merged = dict(job.counts)
+            for bits, n in counts.items():
+                merged[bits] = merged.get(bits, 0) + n
             row = conn.execute(
                 jobs.update()
-                .where(jobs.c.id == job_id)
-                .values(qpu_seconds=jobs.c.qpu_seconds + qpu_seconds)
-                .returning(jobs.c.id, jobs.c.status, jobs.c.shots_done)
+                .where(jobs.c.id == job_id, jobs.c.shots_done == shots_done_before)
+                .values(
+                    counts=json.dumps(merged),
+                    shots_done=jobs.c.shots_done + shots,
+                    qpu_seconds=jobs.c.qpu_seconds + qpu_seconds,
+                    emulator_seconds=jobs.c.emulator_seconds + emulator_seconds,
+                )
+                .returning(*jobs.c)
             ).first()
             if row is not None:
                 self._changed(conn, row)
+        return JobRow.from_row(row) if row else None

@@ -51,19 +51,27 @@ class QuotaRepository(Repository):
             return [(quota, quota_used(conn, quota, now, time_per_shot_s)) for quota in found]
 
     def accounts_of(self, user_id: str) -> tuple[str, ...]:
-        """The accounts of the user's open sessions (those whose quotas apply to their jobs)."""
-        query = (
-            sa.select(sessions.c.slurm_account)
-            .distinct()
-            .where(
-                sessions.c.user_id == user_id,
-                sessions.c.revoked_at.is_(None),
-                sessions.c.slurm_account.is_not(None),
-            )
-            .order_by(sessions.c.slurm_account)
+        """The accounts whose quotas apply to the user's jobs: those of their open sessions,
+        and their latest session's (what a job without a session is charged to)."""
+        query = sa.select(sessions.c.slurm_account).where(
+            sessions.c.user_id == user_id,
+            sessions.c.revoked_at.is_(None),
+            sessions.c.slurm_account.is_not(None),
         )
         with self.engine.connect() as conn:
-            return tuple(conn.execute(query).scalars())
+            accounts = set(conn.execute(query).scalars())
+            accounts.update(conn.execute(latest_account(user_id)).scalars())
+        return tuple(sorted(accounts))
+
+
+def latest_account(user_id: str) -> sa.Select[tuple[str]]:
+    """The Slurm account of the user's latest session that named one (open or not)."""
+    return (
+        sa.select(sessions.c.slurm_account)
+        .where(sessions.c.user_id == user_id, sessions.c.slurm_account.is_not(None))
+        .order_by(sessions.c.created_at.desc())
+        .limit(1)
+    )
 
 
 def quota_used(conn: sa.Connection, quota: Quota, now: float, time_per_shot_s: float) -> float:
@@ -79,9 +87,7 @@ def quota_used(conn: sa.Connection, quota: Quota, now: float, time_per_shot_s: f
     if quota.kind == "user":
         subject = jobs.c.user_id == quota.subject
     else:
-        subject = jobs.c.session_id.in_(
-            sa.select(sessions.c.id).where(sessions.c.slurm_account == quota.subject)
-        )
+        subject = jobs.c.slurm_account == quota.subject
     query = sa.select(sa.func.coalesce(sa.func.sum(charged), 0)).where(
         subject, jobs.c.created_at >= start, jobs.c.created_at < end
     )
