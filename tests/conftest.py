@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from qhpc_lab.hpc.devcluster import DevCluster, GridEngineCluster
 from tests.support import munge, postgres
+from tests.support.clusters import dev_cluster, slurm_dev_cluster
 from tests.support.daemons import Daemon, daemon
 from tests.support.in_process import Clients, in_process, scheduler_config
 from tests.support.programs import pulser_sequence_json
@@ -61,6 +63,24 @@ def munged() -> Iterator[None]:
     """Ensure munged answers on the default socket for the whole session."""
     with munge.system_munged():
         yield
+
+
+@pytest.fixture(scope="session")
+def batch_slurm_cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
+    """One Slurm dev cluster for the batch-work modules (cluster emulations, notebook runs):
+    each adds its own users and leaves the cluster as it found it, so one start serves both."""
+    with slurm_dev_cluster(pytestconfig) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def batch_gridengine_cluster(
+    munged: None, pytestconfig: pytest.Config
+) -> Iterator[GridEngineCluster]:
+    """One Grid Engine dev cluster for the batch-work modules, as :func:`batch_slurm_cluster`."""
+    ports = ("scheduler_port", "qpu_port", "qmaster_port", "execd_port")
+    with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as started:
+        yield started
 
 
 @pytest.fixture

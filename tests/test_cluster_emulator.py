@@ -20,7 +20,7 @@ import pytest
 
 from qhpc_lab.hpc.devcluster import DevCluster
 from tests.support.cluster_emulation import Kernel, chain, squeue, user_kernel
-from tests.support.clusters import User, add_user, remove_user, slurm_dev_cluster
+from tests.support.clusters import User, add_user, remove_user
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
 
@@ -54,9 +54,9 @@ does not have; ``cluster-short`` gives one minute."""
 
 
 @pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    with slurm_dev_cluster(pytestconfig) as started:
-        yield started
+def cluster(batch_slurm_cluster: DevCluster) -> DevCluster:
+    """The session's batch-work cluster (conftest), shared with the other batch modules."""
+    return batch_slurm_cluster
 
 
 @pytest.fixture(scope="module")

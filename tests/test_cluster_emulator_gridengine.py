@@ -17,7 +17,7 @@ import pytest
 
 from qhpc_lab.hpc.devcluster import GridEngineCluster
 from tests.support.cluster_emulation import Kernel, chain, user_kernel
-from tests.support.clusters import User, add_user, dev_cluster
+from tests.support.clusters import User, add_user
 
 pytestmark = [pytest.mark.munge, pytest.mark.slow]
 
@@ -38,10 +38,9 @@ extra = ["-h"]
 
 
 @pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[GridEngineCluster]:
-    ports = ("scheduler_port", "qpu_port", "qmaster_port", "execd_port")
-    with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as started:
-        yield started
+def cluster(batch_gridengine_cluster: GridEngineCluster) -> GridEngineCluster:
+    """The session's batch-work cluster (conftest), shared with the other batch modules."""
+    return batch_gridengine_cluster
 
 
 @pytest.fixture(scope="module")

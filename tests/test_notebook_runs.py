@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 from qhpc_lab.hpc.devcluster import DevCluster
-from tests.support.clusters import add_user, remove_user, slurm_dev_cluster
+from tests.support.clusters import add_user, remove_user
 from tests.support.munge import FreshCredential
 from tests.support.notebook_runs import FAILING_CELL, RunsUser, executed_facts, submitted
 from tests.support.polling import poll_until
@@ -27,9 +27,9 @@ pytestmark = [pytest.mark.munge, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    with slurm_dev_cluster(pytestconfig) as started:
-        yield started
+def cluster(batch_slurm_cluster: DevCluster) -> DevCluster:
+    """The session's batch-work cluster (conftest), shared with the other batch modules."""
+    return batch_slurm_cluster
 
 
 @pytest.fixture(scope="module")

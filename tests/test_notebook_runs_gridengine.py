@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from qhpc_lab.hpc.devcluster import GridEngineCluster
-from tests.support.clusters import User, dev_cluster
+from tests.support.clusters import User
 from tests.support.munge import FreshCredential
 from tests.support.notebook_runs import RunsUser, executed_facts, submitted
 
@@ -22,24 +22,23 @@ pytestmark = [pytest.mark.munge, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def alice(munged: None, pytestconfig: pytest.Config) -> Iterator[RunsUser]:
-    """A real user of a fresh Grid Engine dev cluster, the QPU kernel installed."""
-    ports = ("scheduler_port", "qpu_port", "qmaster_port", "execd_port")
-    with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as cluster:
-        name = f"qhpc{secrets.token_hex(3)}"
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
-        entry = pwd.getpwnam(name)
-        try:
-            with httpx.Client(
-                base_url=cluster.scheduler_url, auth=FreshCredential(), timeout=10
-            ) as admin:
-                alice = RunsUser(cluster, User(name, entry.pw_uid, Path(entry.pw_dir)), admin)
-                installed = alice.qhpc("kernels", "install", "--user")
-                assert installed.returncode == 0, installed.stderr
-                yield alice
-        finally:
-            cluster.qcommand("qdel", "-u", name, check=False)
-            subprocess.run(["userdel", "-r", "-f", name], capture_output=True, timeout=30)
+def alice(batch_gridengine_cluster: GridEngineCluster) -> Iterator[RunsUser]:
+    """A real user of the session's Grid Engine batch-work cluster, the QPU kernel installed."""
+    cluster = batch_gridengine_cluster
+    name = f"qhpc{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+    entry = pwd.getpwnam(name)
+    try:
+        with httpx.Client(
+            base_url=cluster.scheduler_url, auth=FreshCredential(), timeout=10
+        ) as admin:
+            alice = RunsUser(cluster, User(name, entry.pw_uid, Path(entry.pw_dir)), admin)
+            installed = alice.qhpc("kernels", "install", "--user")
+            assert installed.returncode == 0, installed.stderr
+            yield alice
+    finally:
+        cluster.qcommand("qdel", "-u", name, check=False)
+        subprocess.run(["userdel", "-r", "-f", name], capture_output=True, timeout=30)
 
 
 def test_a_notebook_runs_as_a_grid_engine_job(
