@@ -128,6 +128,10 @@ def _emulate(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"qhpc emulate: {line}", file=sys.stderr, flush=True)
 
+    out = Path(args.out)
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        say(f"--out {out}: cannot write in {out.parent}")
+        return 2
     try:
         program = Program.from_json(Path(args.program).read_text())
         found = emulators.facts(program)
@@ -153,7 +157,6 @@ def _emulate(args: argparse.Namespace) -> int:
     except ValueError as err:
         say(str(err))
         return 2
-    out = Path(args.out)
     with tempfile.NamedTemporaryFile(
         "w", dir=out.parent, prefix=f".{out.name}.", delete=False
     ) as f:

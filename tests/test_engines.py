@@ -102,8 +102,9 @@ def test_qhpc_emulate_writes_the_stated_result(tmp_path: Path, capsys) -> None:
         ('{"format": "pulser", "body": "{}", "shots": 5}', [], "abstract representation"),
         (None, ["--engine", "aer"], "'aer' cannot run pulser"),
         (None, ["--device", "gpu"], "no CUDA device"),
+        (None, ["--out", "/nonexistent/result.json"], "cannot write in /nonexistent"),
     ],
-    ids=["json", "envelope", "body", "engine", "device"],
+    ids=["json", "envelope", "body", "engine", "device", "out"],
 )
 def test_qhpc_emulate_refuses_before_any_work(
     tmp_path: Path, capsys, envelope: str | None, options: list[str], named: str
@@ -112,7 +113,7 @@ def test_qhpc_emulate_refuses_before_any_work(
     good = Program("pulser", pulser_sequence_json(2), 5).to_json()
     program.write_text(envelope or good)
     out = tmp_path / "result.json"
-    assert qhpc(["emulate", str(program), "--out", str(out), *options]) == 2
+    assert qhpc(["emulate", str(program), "--out", str(out), *options]) == 2  # last --out wins
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and named in lines[0], lines
     assert not out.exists()
