@@ -50,9 +50,10 @@ QUTIP_GROWTH = 1.95
 SV_S_PER_US_AT_16 = 4.5
 """emu-sv seconds per µs of sequence at 16 atoms (14.7 CPU s for 3 µs); ×2 per atom, as its
 state vector."""
-MPS_S_PER_ATOM_US = 0.8
-"""emu-mps seconds per atom per µs of sequence at χ ≤ 32 and dt 40 ns (64 atoms, 3 µs: 157
-CPU s, χ at its cap); smaller registers, whose χ stays under the cap, cost less."""
+MPS_S_PER_US_AT_32 = 17.6
+"""emu-mps seconds per µs of sequence at 32 atoms, χ ≤ 32 and dt 40 ns (52.9 CPU s for 3 µs)."""
+MPS_GROWTH = 1.75
+"""emu-mps's cost grows as atoms ** 1.75 at its χ cap (32 → 100 atoms: 52.9 → 392 CPU s)."""
 SETUP_S = {"qutip": 0.3, "emu-sv": 1.0, "emu-mps": 2.0, "aer": 0.1}
 """Fixed seconds each engine spends before its first step (SDK imports excluded)."""
 PROCESS_BYTES = 500 * 2**20
@@ -114,7 +115,8 @@ def estimate_seconds(
     if engine == "emu-sv":
         return SETUP_S[engine] + SV_S_PER_US_AT_16 * 2.0 ** (atoms - 16) * micros
     if engine == "emu-mps":
-        return SETUP_S[engine] + MPS_S_PER_ATOM_US * atoms * micros * _chi_factor(
+        growth = (atoms / 32) ** MPS_GROWTH
+        return SETUP_S[engine] + MPS_S_PER_US_AT_32 * growth * micros * _chi_factor(
             atoms, max_bond_dim
         )
     return SETUP_S["aer"] + 2.0**atoms * 1e-7
