@@ -215,7 +215,10 @@ def test_nothing_found_runs_on_the_emulator_announced_once(make_client, program,
         f"{client._sources[1]}); programs run on the local emulator"
     ]
     assert job.target == "emulator"
-    assert sum(job.result(60).counts.values()) == 10
+    result = job.result(60)
+    assert sum(result.counts.values()) == 10
+    assert (result.engine, result.approximation) == ("qutip", None)  # an exact engine, said
+    assert "engine qutip (exact)" in str(result)
 
 
 def test_unreachable_default_falls_back_but_named_target_is_an_error(make_client, program, capsys):

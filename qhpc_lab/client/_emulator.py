@@ -14,6 +14,7 @@ import functools
 import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.client._target import (
     JobState,
@@ -26,6 +27,9 @@ from qhpc_lab.client._target import (
 from qhpc_lab.programs import FORMATS, DeviceSpec, Program
 from qhpc_lab.vocabulary import DeviceState, JobStatus
 
+if TYPE_CHECKING:
+    from qhpc_lab.emulators import Emulation
+
 NOTICE = "local emulator in this process"
 
 
@@ -37,7 +41,7 @@ class EmulatorTarget(Target):
         self._device = device
         self._spec: DeviceSpec | None = None
         self._jobs: dict[str, JobState] = {}
-        self._work: dict[str, Callable[[], dict[str, int]]] = {}
+        self._work: dict[str, Callable[[], dict[str, int] | Emulation]] = {}
         self._ids = itertools.count(1)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._turn = asyncio.Lock()  # jobs run one at a time, in submission order
@@ -102,7 +106,7 @@ class EmulatorTarget(Target):
         pyqtorch, :class:`qhpc_lab.programs.NativeProgram`): ``sample(shots)`` gives counts."""
         return await self._queue(functools.partial(sample, shots), shots)
 
-    async def _queue(self, work: Callable[[], dict[str, int]], shots: int) -> JobState:
+    async def _queue(self, work: Callable[[], dict[str, int] | Emulation], shots: int) -> JobState:
         job_id = str(next(self._ids))
         self._work[job_id] = work
         await self._set(
@@ -126,16 +130,22 @@ class EmulatorTarget(Target):
                     1, thread_name_prefix="qhpc-emulator"
                 )
             loop = asyncio.get_running_loop()
+            outcome: dict[str, Any]
             try:
-                counts = await loop.run_in_executor(self._executor, work)
+                done = await loop.run_in_executor(self._executor, work)
             except Exception as err:
                 outcome = {"status": JobStatus.ERROR, "error": f"emulation failed: {err}"}
             else:
+                counts = done if isinstance(done, dict) else done.counts
                 outcome = {
                     "status": JobStatus.DONE,
                     "counts": counts,
                     "shots_done": sum(counts.values()),
                 }
+                if not isinstance(done, dict):  # an Emulation says how it was obtained
+                    approximate = done.approximation
+                    outcome["engine"] = done.engine
+                    outcome["approximation"] = approximate.describe() if approximate else None
             if not self._jobs[job_id].final:  # canceled while running: the outcome is dropped
                 await self._set(
                     dataclasses.replace(self._jobs[job_id], finished_at=_now(), **outcome)
@@ -181,10 +191,12 @@ class EmulatorTarget(Target):
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _emulate(program: Program) -> dict[str, int]:
+def _emulate(program: Program) -> Emulation:
+    """The counts with the engine that ran and its approximation (emu-mps past emu-sv's reach),
+    which the job's result states."""
     from qhpc_lab import emulators
 
-    return emulators.run(program)
+    return emulators.emulate(program)
 
 
 def _now() -> datetime:

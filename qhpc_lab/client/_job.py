@@ -216,7 +216,7 @@ class Result:
     accounts it (and charges quotas and fair share with). None where unknown: the emulator
     target (no QPU ran it; ``run_s`` is how long it took), QRMI resources, a plain Warden."""
     engine: str | None = None
-    """The emulator engine that produced the counts, where the target says (cluster emulator)."""
+    """The emulator engine that produced the counts, where the target says (the emulators)."""
     approximation: str | None = None
     """How the counts are approximate (emu-mps's bond dimension, precision): shown with every
     view of the result. None: exact, or the target does not say."""

@@ -121,7 +121,7 @@ class JobState:
     """What the system running the job says of it, in its words (cluster emulator: the batch
     job's reason for waiting and expected start, or the node and GPUs it runs on)."""
     engine: str | None = None
-    """The emulator engine that produced the counts, where the target says (cluster emulator)."""
+    """The emulator engine that produced the counts, where the target says (the emulators)."""
     approximation: str | None = None
     """How the counts are approximate (emu-mps: its bond dimension, precision); None where the
     engine is exact or the target does not say."""
