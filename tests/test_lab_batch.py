@@ -151,6 +151,28 @@ def test_batch_runs_are_listed_newest_first_with_their_state(
     assert fourth["error"].startswith("squeue")
 
 
+def test_a_run_whose_batch_system_cannot_answer_is_unknown_not_failed(
+    run: Run, jp_fetch: Any, ledger: BatchLedger, notebook: Path
+) -> None:
+    """An outage says nothing of the run: no FAILED, no "run ended" in the sidebar."""
+    folder = ledger.new_folder("notebook")
+    ledger.add(
+        BatchEntry(
+            id=folder.name,
+            kind="notebook",
+            title=str(notebook),
+            system="slurm",
+            job_id="4711",
+            submitted_at=datetime.now(UTC),
+            folder=folder,
+            files={"notebook": str(notebook), "output": str(folder / "output.log")},
+        )
+    )
+    [entry] = api(run, jp_fetch, "batch")["entries"]
+    assert entry["batch"] is None and entry["finished"] is False
+    assert entry["error"].startswith(f"cannot read the state of run {folder.name}: ")
+
+
 def test_a_run_is_checked_before_anything_is_submitted(
     run: Run, jp_fetch: Any, ledger: BatchLedger, notebook: Path
 ) -> None:

@@ -192,7 +192,8 @@ def runs(environ: Mapping[str, str] | None = None) -> list[NotebookRun]:
 
 
 def run(run_id: str, environ: Mapping[str, str] | None = None) -> NotebookRun:
-    """The run ``run_id`` now; RunRefused when there is no such run."""
+    """The run ``run_id`` now; RunRefused when there is no such run, or when its batch system
+    cannot say its state (an outage: the run is not failed for it)."""
     environ = _environ(environ)
     ledger = BatchLedger.default(environ)
     entry = _entry(ledger, run_id)
@@ -394,8 +395,8 @@ def _batch_job(entry: BatchEntry, ledger: BatchLedger, system: BatchSystem) -> B
         return BatchJob(**{**kept, **_times(kept), "state": BatchState(kept["state"])})
     try:
         job = system.job(entry.job_id, entry.folder)
-    except BatchError as err:
-        return BatchJob(entry.job_id, entry.system, BatchState.FAILED, reason=str(err))
+    except BatchError as err:  # an outage says nothing of the run: it has not failed
+        raise RunRefused(f"cannot read the state of run {entry.id}: {err}") from None
     if job.final:
         record = dataclasses.asdict(job)
         record.update({key: iso_time(value) for key, value in _times(record).items()})
