@@ -339,6 +339,7 @@ class Dispatcher:
                         job, ran.finished_at - ran.device_seconds, ran.finished_at
                     )
                 await self.recorder.chunk_canceled(job, canceled)
+                _stop_if_stopping()
                 return
             except ChunkNotRun as err:  # nothing ran: the job waits for the next decision
                 log.warning("chunk of job %s not run: %s", job.id, err)
@@ -356,6 +357,7 @@ class Dispatcher:
         await self.recorder.chunk_ran(job, decision.shots, outcome)
         if job.id not in self.queue:
             self.queue.loop_ended_job(job, outcome.finished_at)
+        _stop_if_stopping()  # recorded first: those shots ran
 
 
 def progress(queue: RankedQueue, job: QueuedJob, shots: int) -> QueuedJob | None:
@@ -392,3 +394,13 @@ def play(
             taken += 1
 
     return asyncio.run(steps())
+
+
+def _stop_if_stopping() -> None:
+    """Raise the dispatcher's own cancellation if it was asked to stop while it awaited a
+    chunk: a stop that lands as a job's cancellation does is merged by asyncio into that one,
+    which the driver turns into :class:`~qhpc_lab.qpu.ChunkCanceled` (or the chunk ends just
+    then), so the dispatcher task would otherwise never see it and stop would wait forever."""
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        raise asyncio.CancelledError
