@@ -431,6 +431,22 @@ def _all_final(engine: sa.Engine, accepted: dict[int, int]) -> dict[int, Any] | 
     return rows if ended and set(accepted) <= set(rows) else None
 
 
+def _ends(history: list[Any]) -> list[Any]:
+    """A job's entries that end it. A canceled job whose chunk was on the device is charged
+    after its end what that chunk ran: that entry repeats CANCELED with more shots done, and
+    is a charge, not a second end (a second end repeats the status with the same shots)."""
+    ends = []
+    for before, entry in zip([None, *history], history, strict=False):
+        charge = (
+            before is not None
+            and before.status == entry.status == "CANCELED"
+            and entry.shots_done > before.shots_done
+        )
+        if entry.status in FINAL_STATUSES and not charge:
+            ends.append(entry)
+    return ends
+
+
 def _audit(engine: sa.Engine, load: _Load, final: dict[int, Any], watcher: _Watcher) -> None:
     """Exactly one final state per job, each shot committed once, every end seen."""
     with engine.connect() as conn:
@@ -438,7 +454,7 @@ def _audit(engine: sa.Engine, load: _Load, final: dict[int, Any], watcher: _Watc
         for entry in conn.execute(sa.select(job_events).order_by(job_events.c.id)):
             history.setdefault(entry.job_id, []).append(entry)
     for job_id, row in final.items():
-        ends = [e.status for e in history[job_id] if e.status in FINAL_STATUSES]
+        ends = [e.status for e in _ends(history[job_id])]
         assert ends == [row.status], f"job {job_id} ended {ends}"
         counts = json.loads(row.counts) if row.counts else {}
         assert sum(counts.values()) == row.shots_done, f"job {job_id}: counts ≠ shots done"

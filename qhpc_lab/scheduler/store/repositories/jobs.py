@@ -399,7 +399,6 @@ class JobRepository(Repository):
                 )
                 .returning(*jobs.c)
             ).first()
-        # Not journaled: the job ended once, when it was canceled; replicas' readers get the
-        # charged shots and seconds from the row (a second end in the journal would tell
-        # their event streams the job ended twice).
+            if row is not None:
+                self._changed(conn, row)
         return JobRow.from_row(row) if row else None
