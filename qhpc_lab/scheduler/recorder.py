@@ -162,6 +162,8 @@ class DaemonRecorder(Recorder):
             job.shots_done,
             outcome.emulator_seconds,
             settles,
+            outcome.calibration,
+            outcome.calibration_age_s,
         )
         if row is not None:
             self._jobs.changed(row)

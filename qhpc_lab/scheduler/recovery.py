@@ -87,6 +87,8 @@ class Recovery:
                 before,
                 outcome.emulator_seconds,
                 IN_FLIGHT,
+                outcome.calibration,
+                outcome.calibration_age_s,
             )
             return
         if outcome is None or settled:

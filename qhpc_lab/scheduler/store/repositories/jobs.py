@@ -372,11 +372,14 @@ class JobRepository(Repository):
         shots_done_before: int,
         emulator_seconds: float = 0.0,
         settles: str | None = None,
+        calibration: Calibration | None = None,
+        calibration_age_s: float = 0.0,
     ) -> JobRow | None:
         """What a canceled job's chunk ran: stopped part way (the emulated QPU), or to its end
         on a device that cannot stop a started program. Its shots, their counts and its
         device time are the job's like any chunk's, so its QPU-seconds, its shots and the
-        quotas and accounting that sum them agree; its status stays. Exactly once: a retry
+        quotas and accounting that sum them agree, and ``calibration`` (their provenance, from
+        ``calibration_age_s``) joins the job's calibrations; its status stays. Exactly once: a retry
         whose first attempt committed finds ``shots_done`` moved and changes nothing (None)."""
         with self._write() as conn:
             if settles is not None:
@@ -388,17 +391,29 @@ class JobRepository(Repository):
             merged = dict(job.counts)
             for bits, n in counts.items():
                 merged[bits] = merged.get(bits, 0) + n
+            values: dict[str, Any] = dict(
+                counts=json.dumps(merged),
+                shots_done=jobs.c.shots_done + shots,
+                qpu_seconds=jobs.c.qpu_seconds + qpu_seconds,
+                emulator_seconds=jobs.c.emulator_seconds + emulator_seconds,
+            )
+            if calibration is not None and shots > 0:  # the shots that ran, back to back
+                values["calibrations"] = json.dumps(
+                    merge_calibration(
+                        job.calibrations,
+                        job.shots_done + 1,
+                        shots,
+                        calibration,
+                        calibration_age_s,
+                        calibration_age_s + qpu_seconds,
+                    )
+                )
             row = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.shots_done == shots_done_before)
-                .values(
-                    counts=json.dumps(merged),
-                    shots_done=jobs.c.shots_done + shots,
-                    qpu_seconds=jobs.c.qpu_seconds + qpu_seconds,
-                    emulator_seconds=jobs.c.emulator_seconds + emulator_seconds,
-                )
+                .values(**values)
                 .returning(*jobs.c)
             ).first()
-            if row is not None:
+            if row is not None and shots > 0:  # the journal follows status and shots only
                 self._changed(conn, row)
         return JobRow.from_row(row) if row else None
