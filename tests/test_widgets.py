@@ -311,6 +311,10 @@ def test_kernel_awaits_qpu_cells_with_a_live_panel_and_a_working_cancel(kernel):
     assert kernel.execute(CELL.format(shots=30))["stderr"] == ""
     assert kernel.execute("print(type(result).__name__, result.shots)")["stdout"] == "Result 30\n"
 
+    kernel.execute("shots = 12")
+    assert kernel.execute(CELL.format(shots="{shots}"))["stderr"] == ""
+    assert kernel.execute("print(result.shots)")["stdout"] == "12\n", "{shots} is not expanded"
+
 
 @pytest.mark.slow
 def test_kernel_interrupt_stops_waiting_and_the_panel_goes_on(kernel):

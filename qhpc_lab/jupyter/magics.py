@@ -334,6 +334,7 @@ class QPUMagics(Magics):
         """``%%qpu`` as a kernel runs it (module doc): the same cell, awaited on the kernel's
         loop so that its live panel updates while it waits."""
         try:
+            line = self.shell.var_expand(line, depth=1)  # as run_cell_magic does ``{n}``, ``$n``
             options = _CELL.parse_args(_split(line))
             job = self._submit(options, line, cell)
             panel = show(job, self.client)
