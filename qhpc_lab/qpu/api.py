@@ -64,6 +64,7 @@ from qhpc_lab.qpu import (
     Drift,
     InFlight,
     Ledger,
+    time_per_shot_with_setup,
 )
 
 log = logging.getLogger("qhpc.qpu")
@@ -346,7 +347,7 @@ class QPUApiDriver:
         if spec.max_runs:
             shots = min(shots, spec.max_runs)
         self._chunk_shots = shots
-        effective = shot + self._setup_s / shots
+        effective = time_per_shot_with_setup(shot, self._setup_s, shots)
         return DeviceProfile(
             name="qpu-api",
             description=f"the device behind the QPU API at {s.url}",
