@@ -23,7 +23,7 @@ All in one run, each figure a comparison within it (the machine is shared):
    store's thread. The device-side gap also holds the polling latency (end → DONE read) and
    the POST's way to the device (→ created).
 3. Utilisation with a real per-job setup, the ``fresnel-like`` workload time-compressed
-   ``--compress`` times (0.33 s a shot → 3.3 ms, 30 s chunks → 0.3 s, no calibration during
+   ``--compress`` times (0.33 s a shot → 3.3 ms, 20 s chunks → 0.2 s, no calibration during
    the run): a profile JSON written to a temporary directory, served with its ``job_setup_s`` /
    ``--compress``. A slice of ``--jobs`` jobs of ``benchmarks/traces.py``'s trace (seed 7,
    8 h: the classes, users and shot counts of its campaigns, variational loops and CI tests,
