@@ -23,8 +23,8 @@ All in one run, each figure a comparison within it (the machine is shared):
    store's thread. The device-side gap also holds the polling latency (end → DONE read) and
    the POST's way to the device (→ created).
 3. Utilisation with a real per-job setup, the ``fresnel-like`` workload time-compressed
-   ``--compress`` times (0.33 s a shot → 3.3 ms, 30 s chunks → 0.3 s, no calibration during
-   the run): a profile JSON written to a temporary directory, served with ``--setup`` 2 s /
+   ``--compress`` times (0.33 s a shot → 3.3 ms, 20 s chunks → 0.2 s, no calibration during
+   the run): a profile JSON written to a temporary directory, served with its ``job_setup_s`` /
    ``--compress``. A slice of ``--jobs`` jobs of ``benchmarks/traces.py``'s trace (seed 7,
    8 h: the classes, users and shot counts of its campaigns, variational loops and CI tests,
    each class in proportion to its share of the trace's jobs, the earliest of each), all
@@ -39,7 +39,7 @@ driver's first timing measured), then the scheduler is drained, the jobs submitt
 dispatch resumed.
 
     .venv/bin/python benchmarks/qpu_api.py [--chunks 100] [--depth 200] [--rounds 2]
-        [--jobs 60] [--compress 100] [--setup 2.0] [--seed 7] [--hours 8]
+        [--jobs 60] [--compress 100] [--setup S] [--seed 7] [--hours 8]
 """
 
 from __future__ import annotations
@@ -508,6 +508,7 @@ def compressed_profile(directory: Path, factor: float) -> Path:
     data["description"] = f"fresnel-like with its times divided by {factor:g} (a benchmark)"
     data["time_per_shot_s"] /= factor
     data["chunk_seconds"] /= factor
+    data["job_setup_s"] = data.get("job_setup_s", 0.0) / factor
     data["calibration"] = {"interval_s": 30 * 86400, "duration_s": 1.0}
     path = directory / f"{data['name']}.json"
     path.write_text(json.dumps(data))
@@ -804,10 +805,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of part 1")
     parser.add_argument("--jobs", type=int, default=60, help="jobs of the fresnel-like slice")
     parser.add_argument("--compress", type=float, default=100.0, help="time compression")
-    parser.add_argument("--setup", type=float, default=2.0, help="setup a QPU job, uncompressed")
+    parser.add_argument(
+        "--setup",
+        type=float,
+        default=None,
+        help="setup a QPU job, uncompressed (default: fresnel-like's job_setup_s)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the workload trace")
     parser.add_argument("--hours", type=float, default=8.0, help="span of the trace's arrivals")
     args = parser.parse_args()
+    if args.setup is None:
+        args.setup = DeviceProfile.load("fresnel-like").job_setup_s
     if not 1 < args.chunks <= 100:
         parser.error("--chunks: 2 to 100 (one job of them must fit the test profile's max_runs)")
     if args.depth < args.chunks:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState
+from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState, time_per_shot_with_setup
 from qhpc_lab.scheduler import policy, quotas
 from qhpc_lab.scheduler.dispatcher import (
     Dispatcher,
@@ -139,7 +139,12 @@ class Simulation(Recorder):
         self.fresh_age_s = fresh_age_s
         self.config = config or policy.PolicyConfig()
         self.clock = VirtualClock()
-        self.qpu = SimulatedQPU(self.clock, profile.time_per_shot_s, profile.calibration_duration_s)
+        self.qpu = SimulatedQPU(
+            self.clock,
+            profile.time_per_shot_s,
+            profile.calibration_duration_s,
+            setup_s=profile.job_setup_s,
+        )
         self.queue = RankedQueue(self.config)
         self.queue.set_reservations(reservations)
         for stream in streams:
@@ -168,13 +173,20 @@ class Simulation(Recorder):
     def slots(self) -> dict[str, int]:
         return dict(self.queue.slots)
 
+    @property
+    def time_per_shot_s(self) -> float:
+        """A shot's time with the chunk's setup spread over it, as the QPU API driver reports
+        it to the policy: what chunks, windows, ETAs and quota charges count."""
+        p = self.profile
+        return time_per_shot_with_setup(p.time_per_shot_s, p.job_setup_s, p.chunk_shots)
+
     def device(self) -> policy.DeviceView:
         return policy.DeviceView(
             state=DeviceState.ONLINE,
             calibrated_at=self.qpu.calibrated_at,
             calibration_interval_s=self.profile.calibration_interval_s,
             calibration_duration_s=self.profile.calibration_duration_s,
-            time_per_shot_s=self.profile.time_per_shot_s,
+            time_per_shot_s=self.time_per_shot_s,
             chunk_shots=self.profile.chunk_shots,
         )
 
@@ -234,7 +246,7 @@ class Simulation(Recorder):
     def _used(self, quota: Quota, period_start: float) -> float:
         """What ``quota`` charges in the period from ``period_start`` (``quotas.charged``)."""
         _, resets_at = quotas.period_bounds(quota, period_start)
-        tps = self.profile.time_per_shot_s
+        tps = self.time_per_shot_s
         return sum(
             quotas.charged(
                 quota.unit,
@@ -250,7 +262,7 @@ class Simulation(Recorder):
         )
 
     def _refused(self, job: QueuedJob) -> bool:
-        tps = self.profile.time_per_shot_s
+        tps = self.time_per_shot_s
         for quota in self._quotas_on(job):
             used = self._used(quota, quotas.period_bounds(quota, job.created_at)[0])
             requested = quotas.cost(quota.unit, job.shots, tps)
@@ -439,9 +451,16 @@ def session_row(
     )
 
 
-def site_row(profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float) -> SiteRow:
-    """Ours on seed ``seed``'s site trace (loops in sessions, a reservation, a quota), judged
-    by the issue's aims; each loop's wall time against the same loop alone on an empty QPU."""
+def site_row(
+    profile: DeviceProfile,
+    seed: int,
+    hours: float,
+    fresh_age_s: float,
+    config: policy.PolicyConfig | None = None,
+) -> SiteRow:
+    """Ours (``config``: the policy settings, default the daemon's) on seed ``seed``'s site
+    trace (loops in sessions, a reservation, a quota), judged by the issue's aims; each loop's
+    wall time against the same loop alone on an empty QPU."""
     site = make_site_trace(random.Random(seed), hours)
     window = site.reservation
     run = Simulation(
@@ -449,6 +468,7 @@ def site_row(profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float
         site.streams,
         "site",
         fresh_age_s,
+        config,
         sessions=True,
         reservations=[window],
         quotas=[site.quota],
@@ -461,7 +481,7 @@ def site_row(profile: DeviceProfile, seed: int, hours: float, fresh_age_s: float
     ratios = {loop: wall / alone[loop][loop] for loop, wall in run.loop_wall_s.items()}
     # The reference: the same trace and quota without the reservation.
     open_run = Simulation(
-        profile, site.streams, "site", fresh_age_s, sessions=True, quotas=[site.quota]
+        profile, site.streams, "site", fresh_age_s, config, sessions=True, quotas=[site.quota]
     ).play()
     open_ratios = [wall / alone[loop][loop] for loop, wall in open_run.loop_wall_s.items()]
     owned = [r for r in run.jobs.values() if window.owns(r.job)]

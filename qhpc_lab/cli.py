@@ -61,10 +61,11 @@ def _qpu_serve(args: argparse.Namespace) -> int:
     from qhpc_lab.standin.qpu_api import API_PREFIX, ServedQPU, create_app
 
     profile = DeviceProfile.load(args.profile)
-    device = ServedQPU(EmulatedQPU(profile), args.setup, args.result_format)
+    setup_s = profile.job_setup_s if args.setup is None else args.setup
+    device = ServedQPU(EmulatedQPU(profile), setup_s, args.result_format)
     print(
         f"qhpc qpu: {STANDS_IN}\n  device {profile.spec.name}, profile {profile.name}, "
-        f"{args.setup:g} s setup a job, calibration every {profile.calibration_interval_s:g} s "
+        f"{setup_s:g} s setup a job, calibration every {profile.calibration_interval_s:g} s "
         f"({profile.calibration_duration_s:g} s DOWN)\n"
         f"  QPU API at http://{args.host}:{args.port}{API_PREFIX}",
         flush=True,
@@ -605,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     qpu_serve.add_argument("--host", default="127.0.0.1")
     qpu_serve.add_argument("--port", type=int, default=8090)
     qpu_serve.add_argument(
-        "--setup", type=float, default=0.0, help="seconds a job spends before its first shot"
+        "--setup",
+        type=float,
+        default=None,
+        help="seconds a job spends before its first shot (default: the profile's job_setup_s)",
     )
     qpu_serve.add_argument(
         "--result-format",

@@ -3,6 +3,7 @@ from what the QPU recorded on a shortened trace (docs/benchmarks.md reports the 
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -37,3 +38,18 @@ def test_the_window_is_the_owners_and_the_quota_is_never_exceeded(seed):
     assert used <= quota.budget * (1 + 1e-9)
     assert max(run.quota_use.values()) <= quota.budget * (1 + 1e-9)
     assert all(r.finished_at is not None for r in run.jobs.values())
+
+
+def test_every_chunk_pays_the_profiles_job_setup_and_is_charged_its_shots_alone():
+    """Each chunk is one QPU job: the profile's setup passes before its first shot, unused."""
+    profile = DeviceProfile.load("fresnel-like")
+    assert profile.job_setup_s > 0
+    streams = simulate.make_trace(random.Random(3), 1.0)
+    run = simulate.Simulation(profile, streams, "ours", 3600.0).play()
+    chunks = sorted(run.chunks)
+    assert len(chunks) > 10
+    gaps = [start - end for (_, end, _), (start, _, _) in itertools.pairwise(chunks)]
+    assert min(gaps) >= profile.job_setup_s - 1e-9
+    for record in run.jobs.values():
+        assert record.qpu_seconds == pytest.approx(record.shots_done * profile.time_per_shot_s)
+    assert run.busy_s == pytest.approx(run.shots * profile.time_per_shot_s)

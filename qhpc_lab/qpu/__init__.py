@@ -116,6 +116,10 @@ class DeviceProfile:
     """Whether the scheduler calibrates the device on ``calibration_interval_s`` (the emulated
     QPU). False: the device calibrates itself, unseen (a QPU behind the QPU API); no periodic
     calibration is due or shown."""
+    job_setup_s: float = 0.0
+    """Seconds a QPU job spends before its first shot (upload, register loading). Behind the
+    QPU API each chunk is one QPU job and pays it: ``qhpc qpu serve`` waits it out, and the
+    policy simulation charges it to every chunk."""
     formats: tuple[str, ...] = ("pulser",)
     """Program formats the device's hardware runs; the scheduler refuses others (rule
     ``format``). An analog neutral-atom QPU runs pulser only: analog Qiskit, Qadence and CUDA-Q
@@ -150,8 +154,15 @@ class DeviceProfile:
             calibration_duration_s=float(data["calibration"]["duration_s"]),
             drift=Drift(**data["drift"]),
             emulation=EmulationBudget(**data.get("emulation", {})),
+            job_setup_s=float(data.get("job_setup_s", 0.0)),
             formats=_formats(data.get("formats", ["pulser"]), data["name"]),
         )
+
+
+def time_per_shot_with_setup(shot_s: float, setup_s: float, chunk_shots: int) -> float:
+    """A shot's share of device time when every chunk of ``chunk_shots`` pays ``setup_s``
+    first: what the scheduler's ETAs and chunk lengths count for a device with a setup time."""
+    return shot_s + setup_s / chunk_shots
 
 
 def _formats(declared: list[str], profile: str) -> tuple[str, ...]:

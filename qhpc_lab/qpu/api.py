@@ -64,6 +64,7 @@ from qhpc_lab.qpu import (
     Drift,
     InFlight,
     Ledger,
+    time_per_shot_with_setup,
 )
 
 log = logging.getLogger("qhpc.qpu")
@@ -100,9 +101,10 @@ class QPUApiSettings:
     """First estimate of one shot's device time, until the device's own job times replace it."""
     chunk_seconds: float = 10.0
     """Device time of one chunk (the preemption point), as with an emulated profile."""
-    overhead_share: float = 0.05
+    overhead_share: float = 0.10
     """Chunks are made long enough that the measured setup time (QPU job creation → start)
-    stays under this share of a chunk."""
+    stays under this share of a chunk. 10 %: the policy frontier's knee (docs/policy.md); 5 %
+    made a 2 s setup's chunks 38 s long, and interactive waits twice as long."""
     timeout_s: float = 10.0
     """One QPU API request's time-out, but ``POST /jobs``'s."""
     create_timeout_s: float = 60.0
@@ -346,7 +348,7 @@ class QPUApiDriver:
         if spec.max_runs:
             shots = min(shots, spec.max_runs)
         self._chunk_shots = shots
-        effective = shot + self._setup_s / shots
+        effective = time_per_shot_with_setup(shot, self._setup_s, shots)
         return DeviceProfile(
             name="qpu-api",
             description=f"the device behind the QPU API at {s.url}",

@@ -195,9 +195,9 @@ class SchedulerConfig(BaseModel):
     """QPU API: the device calibrates while DOWN, so each return to UP is a new calibration
     (a device that says so in ``GET /system``, as ``qhpc qpu serve`` does, needs no setting).
     Off: only ``qhpc admin calibrate`` (an operator's mark) starts one."""
-    qpu_overhead_share: float = 0.05
+    qpu_overhead_share: float = 0.10
     """QPU API: chunks grow until the measured setup time (QPU job creation → start) is at most
-    this share of one."""
+    this share of one (10 %: the policy frontier's knee, docs/policy.md)."""
     auth: Names = Field(
         ("token",),
         description="munge, token, or munge,token (default: token)",

@@ -134,8 +134,9 @@ class Driver(Protocol):
 
 class SimulatedQPU:
     """A QPU on a :class:`VirtualClock`: a chunk of ``n`` shots moves the clock by
-    ``n × time_per_shot_s``, a calibration by ``calibration_duration_s``; counts split the shots
-    between two outcomes."""
+    ``setup_s + n × time_per_shot_s``, a calibration by ``calibration_duration_s``; counts split
+    the shots between two outcomes. As the QPU API driver reports a chunk, it starts after its
+    setup, and its device time is its shots' (the setup is charged to no one)."""
 
     def __init__(
         self,
@@ -143,17 +144,19 @@ class SimulatedQPU:
         time_per_shot_s: float,
         calibration_duration_s: float,
         calibrated_at: float = 0.0,
+        setup_s: float = 0.0,
     ) -> None:
         self.clock = clock
         self.time_per_shot_s = time_per_shot_s
         self.calibration_duration_s = calibration_duration_s
         self.calibrated_at = calibrated_at
+        self.setup_s = setup_s
         self.state = DeviceState.ONLINE
 
     async def run_chunk(self, key: str, program: Any, shots: int, remaining: int) -> ChunkOutcome:
         if not 0 < shots <= remaining:
             raise RuntimeError(f"bad chunk of {shots} shots for job {key} ({remaining} left)")
-        start = self.clock.now()
+        start = self.clock.now() + self.setup_s
         device_seconds = shots * self.time_per_shot_s
         self.clock.advance(start + device_seconds)
         half = shots // 2

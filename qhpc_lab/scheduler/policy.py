@@ -193,13 +193,13 @@ class PolicyConfig:
     )
 
     loop_hold_max_s: float = _setting(
-        30.0,
+        15.0,
         "longest the QPU is held for a hybrid loop between two of its jobs (0: never)",
         ge=0,
         le=MAX_SECONDS,
     )
-    """About one chunk: a longer hold costs the others more than a chunk's wait saves the
-    loop, so rule 9 would rarely grant it."""
+    """Under one chunk: a longer hold costs the others more than a chunk's wait saves the
+    loop, so rule 9 would rarely grant it. 15 s from the frontier (docs/policy.md)."""
 
     def checked(self) -> PolicyConfig:
         """These settings, refused (:class:`InvalidSetting`) where one is outside its declared
