@@ -244,9 +244,9 @@ def sessions_section(rows: list[SessionRow], chunk_s: float) -> str:
         return duration(max(row.summary.max_wait_s[job_class] for row in rows))
 
     return f"""
-Hybrid loops (iterative sessions, [policy.md](policy.md) rule 9), seeds 1–{len(on)}: the same
+Hybrid loops ([policy.md](policy.md) rule 9), seeds 1–{len(on)}: the same
 traces with each variational loop's jobs marked as one loop, each sending as its think time
-the pause it took after its previous result (what `qhpc_lab.session()` sends when given none),
+the pause it took after its previous result (what `qhpc_lab.loop()` sends when given none),
 against the same traces unmarked. A loop's wall time is its first submission to its last
 result, divided by the same loop's alone on an empty QPU (its shots and think time, and the
 calibrations it meets). The reference columns replay the trace's loops with nothing else on

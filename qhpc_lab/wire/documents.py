@@ -126,7 +126,8 @@ class JobOut(BaseModel):
         description="1 = next to run, 0 = running, null when final."
     )
     eta_s: Annotated[float | None, RELAYED] = Field(
-        description="Seconds until it is expected to end; null when final or held."
+        description="Seconds until it is expected to end (its start: this less its shots left "
+        "× the device's time_per_shot_s; 0 once started); null when final or held."
     )
     held_by: Annotated[Hold | None, RELAYED] = Field(
         description="What holds it while it waits (a timeline hold: maintenance runs nothing, "
@@ -225,7 +226,10 @@ class DeviceOut(BaseModel):
     next_calibration_at: float | None
     next_calibration_in_s: Annotated[float | None, RELAYED]
     calibration_duration_s: Annotated[float, RELAYED]
-    time_per_shot_s: float
+    time_per_shot_s: Annotated[float, RELAYED] = Field(
+        description="Device time per shot: what a waiting job's start estimate takes off its "
+        "end estimate (eta_s) for each shot it has left."
+    )
     chunk_shots: int
     cell_job_class: StrictStr = Field(
         description="The class a %%qpu cell's job gets when the cell names none (a site "
