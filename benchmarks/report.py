@@ -312,7 +312,7 @@ def site_table(rows: list[SiteRow]) -> str:
         "| loop wall time / alone: median / max / max of loops clear of the window "
         "| longest with work queued and no QPU time: development / test / production (s) "
         "| max wait: development / test / production (s) | others' chunks overlapping the window "
-        "| quota: most charged in a period / budget (QPU-s), refused submissions |",
+        "| quota: most charged in a period / budget (QPU-seconds), refused submissions |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -392,7 +392,7 @@ def site_section(rows: list[SiteRow], profile: DeviceProfile) -> str:
         f"| ({spread([r.refused for r in rows], lambda x: f'{x:.0f}')} submissions refused; "
         f"periods a trace: {', '.join(str(n) for n in sorted({r.quota_periods for r in rows}))}; "
         f"most charged {spread([r.quota_used for r in rows], lambda x: f'{x:.0f}')} of "
-        f"{rows[0].quota_budget:.0f} QPU-s) |",
+        f"{rows[0].quota_budget:.0f} QPU-seconds) |",
     ]
     return f"""
 A site trace, seeds 1–{len(rows)}: each seed's trace above, its variational loops in sessions,

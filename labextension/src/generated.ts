@@ -34,7 +34,7 @@ export interface IJob {
   /**
    * What holds it while it waits (a timeline hold: maintenance runs nothing, draining runs only
    * started jobs, down: the QPU says DOWN, which also stalls the running job's chunk); it has no
-   * ETA meanwhile.
+   * end estimate (eta_s) meanwhile.
    */
   held_by: Hold | null;
   started_at: string | null;
@@ -88,7 +88,7 @@ export interface IQueuePlace {
   held_by: Hold | null;
 }
 
-/** The running job, anyone's: its class, and its id and ETA when it is the caller's. */
+/** The running job, anyone's: its class, and its id and end estimate when it is the caller's. */
 export interface IQueueRunning {
   job_class: string;
   mine: boolean;

@@ -39,7 +39,8 @@ from qhpc_lab.client import (
 from qhpc_lab.vocabulary import DeviceState, JobStatus, format_duration, format_position
 
 TICK_S = 1.0
-"""How often a panel redraws its clocks (ETA, calibration age) between events."""
+"""How often a panel redraws its clocks (start and end estimates, calibration age) between
+events."""
 STATUS_COLOURS = {
     JobStatus.PENDING: "#9a6700",
     JobStatus.RUNNING: "#0969da",

@@ -132,7 +132,7 @@ class JobOut(BaseModel):
     held_by: Annotated[Hold | None, RELAYED] = Field(
         description="What holds it while it waits (a timeline hold: maintenance runs nothing, "
         "draining runs only started jobs, down: the QPU says DOWN, which also stalls the "
-        "running job's chunk); it has no ETA meanwhile."
+        "running job's chunk); it has no end estimate (eta_s) meanwhile."
     )
     started_at: Annotated[Time | None, RELAYED]
     finished_at: Annotated[Time | None, RELAYED]
@@ -281,7 +281,8 @@ class QueuePlaceOut(BaseModel):
 
 
 class QueueRunningOut(BaseModel):
-    """The running job, anyone's: its class, and its id and ETA when it is the caller's."""
+    """The running job, anyone's: its class, and its id and end estimate when it is the
+    caller's."""
 
     job_class: Annotated[StrictStr, RELAYED]
     mine: Annotated[StrictBool, RELAYED]
