@@ -31,6 +31,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) labextension
 
+# CUDA-Q, the optional extra qhpc-lab[cudaq] (~1.6 GB of CUDA wheels): the tests need it,
+# `make lab` and a scheduler host do not.
+CUDAQ_STAMP := $(VENV)/.installed-cudaq
+$(CUDAQ_STAMP): $(STAMP)
+	@echo "make: installing the CUDA-Q extra qhpc-lab[cudaq] for the tests (~1.6 GB)…"
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install -q -c constraints.txt -e '.[test,cudaq]'
+	touch $(CUDAQ_STAMP)
+
 $(LABEXT)/node_modules/.installed: $(LABEXT)/package.json $(LABEXT)/yarn.lock | $(STAMP)
 	@echo "make: installing the JupyterLab extension's npm packages (first run: ~1 min)…"
 	cd $(LABEXT) && $(JLPM) install
@@ -103,7 +111,7 @@ lab: install
 	  kill $$lab $$scheduler $$qpu 2>/dev/null ) & \
 	wait $$lab
 
-test: install system-deps $(LABEXT)/ui-tests/node_modules/.installed
+test: install $(CUDAQ_STAMP) system-deps $(LABEXT)/ui-tests/node_modules/.installed
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs --durations=25

@@ -6,10 +6,11 @@ they do once the daemon has run a while), then times, median of repeated calls:
 
 - a decision: ``policy.decide(list(queue), ...)`` (what the dispatcher does today) against
   ``RankedQueue.decide``;
-- one job's queue position and ETA: ``policy.estimates(list(queue), ...)`` (computed for the
-  whole queue to answer one job) against ``RankedQueue.position`` for a job in the middle;
+- one job's queue position and end estimate: ``policy.estimates(list(queue), ...)``
+  (computed for the whole queue to answer one job) against ``RankedQueue.position`` for a
+  job in the middle;
 - with ``--bounded``, a share of the jobs carries a calibration-age bound they are past, so
-  decisions skip them and ETAs replay them;
+  decisions skip them and end estimates replay them;
 - RankedQueue's bookkeeping per event: ``add`` and ``remove`` of a job, ``update`` after a
   chunk, and ``record_chunk`` (which re-sorts the accounts).
 
@@ -91,7 +92,7 @@ def measure(jobs: int, sessions: int, bounded: float, seed: int) -> dict[str, fl
     middle = queue.ranked(device, now)[jobs // 2].id
     assert queue.decide(device, now) == policy.decide(queued, slots, device, now, config, usage)
     expected = policy.estimates(queued, device, now, config, slots, usage)[middle]
-    position, eta = queue.position(middle, device, now)  # ETAs: docs/policy.md, rounding
+    position, eta = queue.position(middle, device, now)  # end estimates: docs/policy.md, rounding
     assert position == expected[0] and abs(eta - expected[1]) <= device.calibration_duration_s
     result = {
         "decide_old": median_us(
@@ -147,7 +148,7 @@ def main() -> None:
     started = time.perf_counter()
     print(
         "| queued | sessions | decide, policy (µs) | decide, RankedQueue (µs) | ratio "
-        "| position+ETA, policy (µs) | position+ETA, RankedQueue (µs) | ratio "
+        "| position+end estimate, policy (µs) | position+end estimate, RankedQueue (µs) | ratio "
         "| add (µs) | remove (µs) | update (µs) | record_chunk (µs) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -252,9 +252,9 @@ def sessions_section(rows: list[SessionRow], chunk_s: float) -> str:
         return duration(max(row.summary.max_wait_s[job_class] for row in rows))
 
     return f"""
-Hybrid loops (iterative sessions, [policy.md](policy.md) rule 9), seeds 1–{len(on)}: the same
+Hybrid loops ([policy.md](policy.md) rule 9), seeds 1–{len(on)}: the same
 traces with each variational loop's jobs marked as one loop, each sending as its think time
-the pause it took after its previous result (what `qhpc_lab.session()` sends when given none),
+the pause it took after its previous result (what `qhpc_lab.loop()` sends when given none),
 against the same traces unmarked. A loop's wall time is its first submission to its last
 result, divided by the same loop's alone on an empty QPU (its shots and think time, and the
 calibrations it meets). The reference columns replay the trace's loops with nothing else on
@@ -323,7 +323,7 @@ def site_table(rows: list[SiteRow]) -> str:
         "| loop wall time / alone: median / max / max of loops clear of the window "
         "| longest with work queued and no QPU time: development / test / production (s) "
         "| max wait: development / test / production (s) | others' chunks overlapping the window "
-        "| quota: most charged in a period / budget (QPU-s), refused submissions |",
+        "| quota: most charged in a period / budget (QPU-seconds), refused submissions |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -402,7 +402,7 @@ def site_section(rows: list[SiteRow], profile: DeviceProfile) -> str:
         f"| ({spread([r.refused for r in rows], lambda x: f'{x:.0f}')} submissions refused; "
         f"periods a trace: {', '.join(str(n) for n in sorted({r.quota_periods for r in rows}))}; "
         f"most charged {spread([r.quota_used for r in rows], lambda x: f'{x:.0f}')} of "
-        f"{rows[0].quota_budget:.0f} QPU-s) |",
+        f"{rows[0].quota_budget:.0f} QPU-seconds) |",
     ]
     return f"""
 A site trace, seeds 1–{len(rows)}: each seed's trace above, its variational loops in sessions,

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from qhpc_lab.scheduler.config import parse_setting, setting_kinds, uid_of
-from qhpc_lab.vocabulary import QUOTA_KINDS, QUOTA_UNITS
+from qhpc_lab.vocabulary import QPU_SECONDS, QUOTA_KINDS, QUOTA_UNITS
 from qhpc_lab.wire.times import iso_time, unix_time
 
 DEFAULT_URL = "http://127.0.0.1:8006"
@@ -317,13 +317,13 @@ def _render(action: str, answer: Any) -> str:
         by_user = answer["by"] == "user"
         lines = [
             f"{'user' if by_user else 'slurm job':>12} {'jobs':>6} {'done':>6} {'shots':>10} "
-            f"{'QPU s':>10} {'mean wait s':>12} {'max wait s':>11}"
+            f"{QPU_SECONDS:>11} {'mean wait s':>12} {'max wait s':>11}"
         ]
         for row in answer["rows"]:
             key = _user_name(row["key"]) if by_user else row["key"]
             lines.append(
                 f"{key!s:>12} {row['jobs']:>6} {row['done']:>6} {row['shots']:>10} "
-                f"{row['qpu_seconds']:>10.2f} {row['mean_wait_s'] or 0:>12.2f} "
+                f"{row['qpu_seconds']:>11.2f} {row['mean_wait_s'] or 0:>12.2f} "
                 f"{row['max_wait_s'] or 0:>11.2f}"
             )
         if answer.get("quotas"):

@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         "Slurm hooks: a job's qpu share becomes a session",
         (
             ("prolog", "Prolog (root, job start): open the job's scheduler session"),
-            ("epilog", "Epilog (root, job end): revoke it, cancelling its queued jobs"),
+            ("epilog", "Epilog (root, job end): revoke it, canceling its queued jobs"),
             ("task-prolog", "TaskProlog (job user): print the QRMI variables for each task"),
         ),
         "write the wrapper scripts slurm.conf names",

@@ -27,8 +27,8 @@ log = logging.getLogger("qhpc.eventstream")
 
 EVENT_KINDS = ("job", "device", "queue", "reset")
 """``job``: one of the caller's jobs changed; ``device``: the QPU's state; ``queue``: positions,
-ETAs and depth (coalesced); ``reset``: the server could not resume from ``Last-Event-ID``, so
-the reader must re-read what it shows."""
+end estimates and depth (coalesced); ``reset``: the server could not resume from
+``Last-Event-ID``, so the reader must re-read what it shows."""
 
 HEARTBEAT_S = 15
 """How often a server comments on a quiet stream (``: heartbeat``): the daemon and the Jupyter

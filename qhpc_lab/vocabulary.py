@@ -1,5 +1,6 @@
 """The words the scheduler, the kernel and the sidebar share: job statuses, device states, holds,
-quota kinds and units, reservation owners, and how a duration reads.
+quota kinds and units, reservation owners, and how a duration, a place in the queue and device
+time read.
 
 Everything may import this module (it imports nothing of qhpc_lab). The documents that carry
 these words are :mod:`qhpc_lab.wire`; the JupyterLab sidebar gets both from
@@ -49,6 +50,10 @@ QUOTA_KINDS = ("user", "account")
 """Whom a quota budgets: a user id, or a Slurm account (the session's, from the prolog)."""
 QUOTA_UNITS = ("qpu_seconds", "shots")
 """What a quota budgets: device time or shots."""
+QPU_SECONDS = "QPU-seconds"
+"""The one name of the unit of device time in text a user reads ("3400 of 3600 QPU-seconds")."""
+UNIT_NAMES = {"qpu_seconds": QPU_SECONDS, "shots": "shots"}
+"""How each of :data:`QUOTA_UNITS` reads."""
 JOB_CLASSES = ("development", "test", "production")
 """The policy's classes, lowest priority first (docs/policy.md)."""
 
@@ -76,6 +81,29 @@ def format_duration(seconds: float) -> str:
         return f"{_half_up(s / 60)} min"
     tenths = _half_up(s / 360)
     return f"{tenths // 10}.{tenths % 10} h"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 22nd."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def format_position(position: int, waiting: int | None = None) -> str:
+    """Where a job stands, one wording everywhere: ``running`` (position 0), ``2nd of 3
+    waiting``, or ``2nd waiting`` where the number of waiting jobs is not known (or is out of
+    date: fewer than the position)."""
+    if position == 0:
+        return "running"
+    if waiting is None or waiting < position:
+        return f"{ordinal(position)} waiting"
+    return f"{ordinal(position)} of {waiting} waiting"
+
+
+def start_in_s(end_in_s: float, shots_left: int, time_per_shot_s: float) -> float:
+    """Seconds until a waiting job is expected to start: its expected end less its own shots'
+    time on the device (as ``GET /estimate`` splits its ``done_in_s``)."""
+    return max(0.0, end_in_s - shots_left * time_per_shot_s)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")

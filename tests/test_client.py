@@ -278,7 +278,7 @@ def test_submit_wait_result_through_the_scheduler(lab, program, scheduler):
     job = qhpc_lab.submit(program, shots=30, job_class="development", name="bell")
     assert job.target == "lab" and job.id.isdigit()
     assert job.wait(60) == "DONE"
-    assert job.status == "DONE" and job.position is None and job.eta_s is None
+    assert job.status == "DONE" and job.position is None and job.end_in_s is None
     result = job.result()
     assert sum(result.counts.values()) == result.shots == 30
     assert result.device == "QHPC-Test" and result.target == "lab"
@@ -339,7 +339,7 @@ def test_the_scheduler_refusal_names_its_rule(lab, program):
 def test_cancel_through_the_scheduler(lab, program):
     long = qhpc_lab.submit(program, shots=10_000, job_class="production")
     queued = qhpc_lab.submit(program, shots=10_000, job_class="production")
-    assert queued.position in (1, 2) and queued.eta_s is not None
+    assert queued.position in (1, 2) and queued.end_in_s is not None
     assert queued.cancel() == "CANCELED" and long.cancel() == "CANCELED"
     with pytest.raises(JobError, match=f"job {queued.id} on lab ended CANCELED"):
         queued.result()

@@ -7,6 +7,9 @@ import copy
 import json
 import math
 import re
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -152,6 +155,30 @@ def test_analog_program_is_what_cudaq_evolve_sends() -> None:
         cudaq_to_pulser(program, SPEC),
         Sequence.from_abstract_repr(cudaq_to_pulser(TRAPEZOID, SPEC)),
     )
+
+
+def test_without_cudaq_programs_convert_and_building_one_names_the_extra() -> None:
+    """A scheduler host and ``make lab`` lack the optional extra: CUDA-Q's JSON still converts
+    (the scheduler's admission imports fine), and building a program says what to install."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["cudaq"] = None  # as if qhpc-lab[cudaq] were not installed
+        import qhpc_lab.scheduler.admission
+        from qhpc_lab.programs.cudaq import analog_program, cudaq_to_pulser
+        from qhpc_lab.qpu import DeviceProfile
+        assert cudaq_to_pulser({json.dumps(TRAPEZOID)!r}, DeviceProfile.load("test").spec)
+        try:
+            analog_program(None, None)
+        except ImportError as err:
+            print(err)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "CUDA-Q is not installed: pip install 'qhpc-lab[cudaq]'\n"
 
 
 def test_is_cudaq_analog_tells_ahs_from_other_bodies(sequence_json: str) -> None:

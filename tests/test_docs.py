@@ -1,5 +1,6 @@
 """The Markdown documentation (README.md, docs/*.md) against the tree and the package: its links
-and anchors resolve, the ``qhpc_lab`` names it documents exist, its tutorial lists are whole."""
+and anchors resolve, the ``qhpc_lab`` names it documents exist, its tutorial lists are whole,
+and it, the package's strings and the sidebar's source say one word for each thing."""
 
 from __future__ import annotations
 
@@ -38,6 +39,28 @@ PYTHON = {"python", "py", "python3", "ipython", "pycon"}
 STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 FROM_IMPORT = re.compile(r"^\s*from\s+(qhpc_lab(?:\.\w+)*)\s+import\s+(.*)$")
 NOTEBOOK = re.compile(r"[\w.-]+\.ipynb")
+SIDEBAR_SOURCES = sorted((ROOT / "labextension" / "src").glob("*.ts*"))
+OLD_WORDS = {
+    "canceled, not cancelled (the wire's CANCELED)": re.compile(r"\b[Cc]ancell(?:ed|ing)\b"),
+    "an ETA is a time to start or to end: say which": re.compile(r"\bETAs?\b"),
+    "QPU-seconds, not QPU-s or QPU s": re.compile(r"\bQPU[- ]s\b"),
+    "a place in the queue reads '2nd of 3 waiting'": re.compile(
+        r"\d(?:st|nd|rd|th) in (?:the )?queue|yours #\d|position \d+ of \d+|\(\d+ waiting now\)"
+    ),
+    "the hybrid loop is qhpc_lab.loop() and %qpu loop (session: a Slurm job's QPU share)": (
+        re.compile(r"%qpu session (?:start|stop)|qhpc_lab\.session\(|iterative session")
+    ),
+}
+"""Old wordings that must not come back: each is one thing said two ways."""
+KEPT_AS_IS = {
+    ".batch-cancelled": "the mark file older batch ledgers have",
+    "Cancelled": "QRMI's task status",
+    "qhpc_lab.session()": "the deprecated alias names itself",
+}
+"""The package's strings that say an old word on purpose (not ours to reword), with why."""
+QUOTED = ("Job can't be cancelled, program is in 'RUNNING' state",)
+"""Others' words the docs quote as they are (Warden's message)."""
+DEPRECATION = re.compile(r"deprecat", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -301,3 +324,54 @@ def test_tutorial_lists_name_every_notebook() -> None:
             f"{where}: names {name}, not in notebooks/" for name in sorted(named - set(NOTEBOOKS))
         ]
     assert not failures, "tutorial lists:\n" + "\n".join(failures)
+
+
+def python_strings(path: Path) -> Iterator[tuple[int, str]]:
+    """A module's string constants (messages, help, attribute docstrings), not the docstrings
+    of the module, its classes and functions (prose for developers, which may name old calls)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if text and id(node) not in docstrings and node.value not in KEPT_AS_IS:
+            yield node.lineno, node.value
+
+
+def user_texts() -> Iterator[tuple[str, int, str]]:
+    """(where, line, text) of what users read: the docs (their code blocks too: outputs), the
+    package's strings and the sidebar's source. A paragraph that says a name is deprecated may
+    name it."""
+    for path in [*PAGES, *SIDEBAR_SOURCES]:
+        where, number = path.relative_to(ROOT).as_posix(), 1
+        for paragraph in path.read_text(encoding="utf-8").split("\n\n"):
+            if not DEPRECATION.search(paragraph):
+                yield from (
+                    (where, number + i, line) for i, line in enumerate(paragraph.split("\n"))
+                )
+            number += paragraph.count("\n") + 2
+    for path in sorted((ROOT / "qhpc_lab").rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        for number, text in python_strings(path):
+            yield where, number, text
+
+
+def test_one_word_for_each_thing() -> None:
+    """Each thing has one name in what users read: an old spelling or wording coming back (in
+    the docs, a message, the sidebar) fails here with the word to use."""
+    failures = []
+    for where, line, text in user_texts():
+        for quote in QUOTED:
+            text = text.replace(quote, "")
+        failures += [
+            f"{where}:{line}: {found.group()!r}: {rule}"
+            for rule, pattern in OLD_WORDS.items()
+            for found in pattern.finditer(text)
+        ]
+    assert not failures, "old words:\n" + "\n".join(failures)

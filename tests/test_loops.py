@@ -1,11 +1,12 @@
-"""Hybrid loops (iterative sessions, docs/policy.md rule 9): the hold rule, pure and as
-properties, and the dispatcher holding on a virtual clock. A real daemon holding for a loop
-run in ``qhpc_lab.session(...)``, and ``%qpu session``: tests/test_magics.py (its daemon)."""
+"""Hybrid loops (docs/policy.md rule 9): the hold rule, pure and as properties, and the
+dispatcher holding on a virtual clock. A real daemon holding for a loop run in
+``qhpc_lab.loop(...)``, and ``%qpu loop``: tests/test_magics.py (its daemon)."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -198,22 +199,32 @@ def test_the_dispatcher_holds_for_a_loop_of_three_jobs_and_charges_it():
     assert queue.usage.qpu_seconds["user:dev"] > 60.0  # 60 s of shots and 6 s held, decayed
 
 
-def test_a_session_without_a_think_time_sends_its_last_pause(tmp_path):
+def test_a_loop_without_a_think_time_sends_its_last_pause(tmp_path):
     """On the in-process emulator (which ignores the mark): before its first result a loop
-    knows no pause; after it, the time since that job ended; a declared think time wins."""
+    knows no pause; after it, the time since that job ended; a declared think time wins. The
+    old names (``session``) still work for a release, each warning with its new name."""
     client = Client(environ={"HOME": str(tmp_path)})
     client.use("emulator")
     try:
-        with client.session("vqe") as session:
-            first = session.mark()
+        with client.loop("vqe") as loop:
+            first = loop.mark()
             assert (first.loop, first.think_time_s) == ("vqe", None)
             client.submit(Program("pulser", pulser_sequence_json(), 5)).result(timeout=120)
-            pause = session.mark().think_time_s
+            pause = loop.mark().think_time_s
             assert pause is not None and 0 <= pause < 120
-        assert client.active_session is None
-        declared = client.start_session("cells", 2.0).mark()
+        assert client.active_loop is None
+        declared = client.start_loop("cells", 2.0).mark()
         assert (declared.loop, declared.think_time_s) == ("cells", 2.0)
-        assert client.stop_session() is not None and client.stop_session() is None
+        assert client.stop_loop() is not None and client.stop_loop() is None
+        renamed = r"Client.session\(\) .*Client.loop\(\)"
+        with pytest.warns(DeprecationWarning, match=renamed), client.session("old") as old:
+            assert client.active_loop is old
+        with pytest.warns(DeprecationWarning, match=r"Client.start_loop\(\)"):
+            client.start_session("old")
+        with pytest.warns(DeprecationWarning, match="Client.active_loop"):
+            assert client.active_session is not None
+        with pytest.warns(DeprecationWarning, match=r"Client.stop_loop\(\)"):
+            assert client.stop_session() is not None
     finally:
         client.close()
 

@@ -196,24 +196,24 @@ def test_a_refusal_in_maintenance_fails_the_cell_with_its_reason(shell, lab, sch
     assert shown.count("\n") == 1 and "Traceback" not in shown, shown
 
 
-def test_session_start_and_stop_make_cells_one_hybrid_loop(shell, lab, scheduler, capsys):
-    """``%qpu session start`` marks later cells' jobs with the loop and its think time (the
-    job views echo both), ``%qpu session stop`` ends it."""
-    shell.run_line_magic("qpu", "session")
-    assert capsys.readouterr().out.strip() == "no session is active"
-    shell.run_line_magic("qpu", "session start vqe-cells --think 0.5")
-    assert capsys.readouterr().out.strip() == (
-        "started session vqe-cells (0 jobs, think time: 0.5 s)"
-    )
+def test_loop_start_and_stop_make_cells_one_hybrid_loop(shell, lab, scheduler, capsys):
+    """``%qpu loop start`` marks later cells' jobs with the loop and its think time (the job
+    views echo both), ``%qpu loop stop`` ends it; ``%qpu session``, its old name, still works
+    and says it is deprecated."""
+    with pytest.warns(DeprecationWarning, match="%qpu session is deprecated.*use %qpu loop"):
+        shell.run_line_magic("qpu", "session")
+    assert capsys.readouterr().out.strip() == "no loop is active"
+    shell.run_line_magic("qpu", "loop start vqe-cells --think 0.5")
+    assert capsys.readouterr().out.strip() == "started loop vqe-cells (0 jobs, think time: 0.5 s)"
     jobs = []
     for _ in range(2):
         shell.run_cell_magic("qpu", "--target lab --shots 20 -o r", SEQUENCE_CELL)
         jobs.append(lab.job())
     capsys.readouterr()
-    shell.run_line_magic("qpu", "session")
-    assert capsys.readouterr().out.strip() == "session vqe-cells (2 jobs, think time: 0.5 s)"
-    shell.run_line_magic("qpu", "session stop")
-    assert capsys.readouterr().out.strip().startswith("stopped session vqe-cells (2 jobs")
+    shell.run_line_magic("qpu", "loop")
+    assert capsys.readouterr().out.strip() == "loop vqe-cells (2 jobs, think time: 0.5 s)"
+    shell.run_line_magic("qpu", "loop stop")
+    assert capsys.readouterr().out.strip().startswith("stopped loop vqe-cells (2 jobs")
     shell.run_cell_magic("qpu", "--target lab --shots 20 -o r", SEQUENCE_CELL)
     jobs.append(lab.job())
     views = [
@@ -223,14 +223,12 @@ def test_session_start_and_stop_make_cells_one_hybrid_loop(shell, lab, scheduler
     marks = [(view["loop"], view["think_time_s"]) for view in views]
     assert marks == [("vqe-cells", 0.5), ("vqe-cells", 0.5), (None, None)]
     capsys.readouterr()
-    success, shown = run(shell, capsys, "%qpu session start --think soon")
+    success, shown = run(shell, capsys, "%qpu loop start --think soon")
     assert not success and shown.startswith("qpu: argument --think: invalid float value")
 
 
-def test_a_loop_in_a_session_holds_the_qpu_while_another_users_job_waits(
-    lab, scheduler, monkeypatch, tmp_path
-):
-    """``qhpc_lab.session``: three jobs of a loop that declares 20 ms of think time (under
+def test_a_loop_holds_the_qpu_while_another_users_job_waits(lab, scheduler, monkeypatch, tmp_path):
+    """``qhpc_lab.loop``: three jobs of a loop that declares 20 ms of think time (under
     half a 50 ms chunk of the ``test`` profile), while another user's production job waits
     behind them: the daemon holds the QPU for the loop after its jobs (docs/policy.md rule
     8) and releases it; the other job then finishes; each result names its calibration."""
@@ -248,7 +246,7 @@ def test_a_loop_in_a_session_holds_the_qpu_while_another_users_job_waits(
     try:
         other.target_info("lab")  # probed now: its submission below is one request
         sequence = pulser_sequence_json()
-        with qhpc_lab.session("vqe-e2e", think_time_s=0.02) as session:
+        with qhpc_lab.loop("vqe-e2e", think_time_s=0.02) as loop:
             step = Program("pulser", sequence, 200)
             first = qhpc_lab.submit(dataclasses.replace(step, shots=4000), job_class="development")
             waiting = other.submit(
@@ -258,7 +256,7 @@ def test_a_loop_in_a_session_holds_the_qpu_while_another_users_job_waits(
             for _ in range(2):
                 job = qhpc_lab.submit(step, job_class="development")
                 results.append(job.result(timeout=120))
-        assert len(session.jobs) == 3 and lab.active_session is None
+        assert len(loop.jobs) == 3 and lab.active_loop is None
         assert all(result.calibrations for result in results)
         assert waiting.result(timeout=120).shots == 2000
 

@@ -96,7 +96,7 @@ def test_submit_waits_by_polling_without_position_eta_or_timeline(
     standin.pending_s = 0.6
     job = qhpc_lab.submit(program, name="bell", job_class="development")
     assert job.status == "PENDING" and job.target == "lab"
-    assert job.position is None and job.eta_s is None
+    assert job.position is None and job.end_in_s is None
     result = job.result(timeout=60)
     assert result.shots == 40 and result.device == "QHPC-Test"
     assert all(len(bits) == 2 and set(bits) <= {"0", "1"} for bits in result.counts)

@@ -86,7 +86,7 @@ def test_refusal_allows_reaching_the_budget_exactly() -> None:
     refused = refusal(seconds, 3400, 400, now)
     assert refused is not None and refused.fields()["used"] == 3400
     assert refused.message == (
-        "quota for account physics: 3400 of 3600 QPU-s used this day; this job needs ~400; "
+        "quota for account physics: 3400 of 3600 QPU-seconds used this day; this job needs ~400; "
         "resets at 2026-12-03T00:00Z"
     )
     assert cost("qpu_seconds", 800_000, TIME_PER_SHOT_S) == 400
@@ -302,7 +302,7 @@ def test_client_and_admin_cli_show_the_quota(tmp_path: Path, sequence_json: str)
             call(target.aclose())
         assert refused.value.status == 403 and refused.value.rule == "quota"
         message = str(refused.value)
-        assert f"quota for user {USER}: 0.4 of 0.5 QPU-s used this week" in message
+        assert f"quota for user {USER}: 0.4 of 0.5 QPU-seconds used this week" in message
         assert "this job needs ~0.2; resets at " in message and message.endswith("T00:00Z")
         wait = wait_for_status(
             httpx.AsyncClient(base_url=server.url, headers=auth_header(USER)), int(job.id)

@@ -299,8 +299,8 @@ def test_qpu_targets_lists_both_with_their_queues_and_a_cell_says_where_it_went(
             shell.run_line_magic("qpu", "targets")
             lines = capsys.readouterr().out.splitlines()
             assert lines[0].startswith("* qpu_a") and "QHPC-Test, ONLINE" in lines[0]
-            # "yours #1" in the moment between two of its chunks (as in the estimate test)
-            mine_shown = "yours running" in lines[0] or "yours #1" in lines[0]
+            # "yours 1st of ..." in the moment between two of its chunks (as in the estimate test)
+            mine_shown = "yours running" in lines[0] or "yours 1st" in lines[0]
             assert mine_shown and "a new job starts in ~" in lines[0], lines[0]
             assert lines[1].startswith("* qpu_b") and "QHPC-Test-Big, ONLINE" in lines[1]
             assert "0 waiting, a new job starts in ~0 s" in lines[1], lines[1]

@@ -143,7 +143,7 @@ async def test_job_panels_show_queue_and_device_and_cancel_through_the_scheduler
     first.show()
     second.show()
     await until_shown(first, "running", "the first job to run")
-    await until_shown(second, "position 1 of 1 waiting", "k of n")
+    await until_shown(second, "1st of 1 waiting", "k of n")
     await until_shown(second, "calibrated", "the device line")
     assert "QHPC-Test · ONLINE" in shown(second)
 
@@ -178,7 +178,7 @@ async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
     mine = lab.submit(program, shots=10)
     panel = JobPanel(mine)
     panel.show()
-    await until_shown(panel, "position 1 of 1 waiting", "k of n")
+    await until_shown(panel, "1st of 1 waiting", "k of n")
     await until_shown(panel, "calibrated", "the device line")
     recorded.clear()
     seconds: dict[str, float] = {}
@@ -188,11 +188,11 @@ async def test_another_users_submission_moves_my_panel_at_once_with_no_re_read(
             "/jobs", json={"sequence": pulser_sequence_json(), "shots": LONG, "job_class": "test"}
         )
         answer.raise_for_status()
-        await until_shown(panel, "position 2 of 2 waiting", "moved back")
+        await until_shown(panel, "2nd of 2 waiting", "moved back")
         seconds["submitted"] = time.monotonic() - sent
         sent = time.monotonic()
         (await other.post(f"/jobs/{answer.json()['id']}/cancel")).raise_for_status()
-        await until_shown(panel, "position 1 of 1 waiting", "moved forward")
+        await until_shown(panel, "1st of 1 waiting", "moved forward")
         seconds["canceled"] = time.monotonic() - sent
     assert all(s < 2.0 for s in seconds.values()), seconds  # the old refresh came every 10 s
     assert recorded.sent == [], recorded.sent  # no /device, no /jobs: the stream carried it

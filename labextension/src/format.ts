@@ -1,6 +1,7 @@
 /**
- * How times read in the sidebar and the status bar: the kernel's own wording
- * (qhpc_lab/vocabulary.py `format_duration`), which tests/test_labextension_sync.py runs this
+ * How times and places in the queue read in the sidebar and the status bar: the kernel's own
+ * wording (qhpc_lab/vocabulary.py `format_duration`, `format_position`, `start_in_s`, and
+ * `expected_times` of the client's Job), which tests/test_labextension_sync.py runs this
  * against. This module imports only the generated facts, so Node can run it alone.
  */
 import { HOURS_FROM_S, MINUTES_FROM_S } from './generated.js';
@@ -23,4 +24,56 @@ export function clockTime(time: number): string {
   const d = new Date(time);
   const two = (n: number): string => String(n).padStart(2, '0');
   return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+/** 1st, 2nd, 3rd, 4th, 11th, 22nd. */
+export function ordinal(n: number): string {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
+  return `${n}${suffix}`;
+}
+
+/**
+ * Where a job stands, one wording everywhere: `running` (position 0), `2nd of 3 waiting`, or
+ * `2nd waiting` where the number of waiting jobs is unknown (or out of date: below the place).
+ */
+export function position(place: number, waiting?: number | null): string {
+  if (place === 0) {
+    return 'running';
+  }
+  if (waiting === null || waiting === undefined || waiting < place) {
+    return `${ordinal(place)} waiting`;
+  }
+  return `${ordinal(place)} of ${waiting} waiting`;
+}
+
+/**
+ * `starts in ~40 s`, `ends in ~2 min`: an active job's two estimates, `elapsedS` seconds after
+ * they were told. The start is the end less its shots left on the device (0 once started);
+ * unknown without the device's time per shot.
+ */
+export function expectedTimes(
+  job: {
+    status: string;
+    position: number | null;
+    eta_s: number | null;
+    shots: number;
+    shots_done: number;
+  },
+  timePerShotS: number | null | undefined,
+  elapsedS = 0
+): string[] {
+  if (job.status !== 'PENDING' && job.status !== 'RUNNING') {
+    return [];
+  }
+  const parts: string[] = [];
+  const started = job.status === 'RUNNING' || job.position === 0;
+  if (!started && job.eta_s !== null && timePerShotS !== null && timePerShotS !== undefined) {
+    const start = Math.max(0, job.eta_s - (job.shots - job.shots_done) * timePerShotS);
+    parts.push(`starts in ~${duration(start - elapsedS)}`);
+  }
+  if (job.eta_s !== null) {
+    parts.push(`ends in ~${duration(job.eta_s - elapsedS)}`);
+  }
+  return parts;
 }

@@ -12,6 +12,7 @@ export type OwnerKind = 'user' | 'account' | 'slurm_job';
 export const FINAL_STATUSES: readonly JobStatus[] = ['DONE', 'ERROR', 'CANCELED'];
 export const MINUTES_FROM_S = 120;
 export const HOURS_FROM_S = 7200;
+export const UNIT_NAMES: Record<QuotaUnit, string> = { qpu_seconds: 'QPU-seconds', shots: 'shots' };
 
 /** The daemon's JobOut document. */
 export interface IJob {
@@ -25,12 +26,15 @@ export interface IJob {
   shots_done: number;
   /** 1 = next to run, 0 = running, null when final. */
   position: number | null;
-  /** Seconds until it is expected to end; null when final or held. */
+  /**
+   * Seconds until it is expected to end (its start: this less its shots left × the device's
+   * time_per_shot_s; 0 once started); null when final or held.
+   */
   eta_s: number | null;
   /**
    * What holds it while it waits (a timeline hold: maintenance runs nothing, draining runs only
    * started jobs, down: the QPU says DOWN, which also stalls the running job's chunk); it has no
-   * ETA meanwhile.
+   * end estimate (eta_s) meanwhile.
    */
   held_by: Hold | null;
   started_at: string | null;
@@ -62,6 +66,11 @@ export interface IDevice {
   calibration_age_s: number;
   next_calibration_in_s: number | null;
   calibration_duration_s: number;
+  /**
+   * Device time per shot: what a waiting job's start estimate takes off its end estimate (eta_s)
+   * for each shot it has left.
+   */
+  time_per_shot_s: number;
   /** Active jobs (waiting or running) per class. */
   queue_depth: Record<string, number>;
   running: IRunning | null;
@@ -79,7 +88,7 @@ export interface IQueuePlace {
   held_by: Hold | null;
 }
 
-/** The running job, anyone's: its class, and its id and ETA when it is the caller's. */
+/** The running job, anyone's: its class, and its id and end estimate when it is the caller's. */
 export interface IQueueRunning {
   job_class: string;
   mine: boolean;

@@ -5,8 +5,9 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { IJob, IQueue, IQuota, IReservation, ITarget } from './api';
+import { UNIT_NAMES } from './generated.js';
 import { BatchRuns } from './batch';
-import { clockTime, duration } from './format.js';
+import { clockTime, duration, expectedTimes, position } from './format.js';
 import { IReceived, QpuModel, elapsed, isFinal } from './model';
 import { qpuIcon } from './icon';
 
@@ -25,13 +26,6 @@ export function stateLabel(state: string | null): string {
 function retrying(delay_s: number, received: number): string {
   const left = delay_s - elapsed(received);
   return left > 0.5 ? `retrying in ${duration(left)}` : 'retrying now…';
-}
-
-export function ordinal(position: number): string {
-  const tens = position % 100;
-  const suffix =
-    tens >= 11 && tens <= 13 ? 'th' : ['th', 'st', 'nd', 'rd'][position % 10] ?? 'th';
-  return `${position}${suffix}`;
 }
 
 export function StateBadge(props: { state: string | null }): JSX.Element {
@@ -159,7 +153,7 @@ function Quotas(props: { quotas?: IQuota[] }): JSX.Element | null {
     <>
       {props.quotas.map(q => {
         const whose = q.kind === 'user' ? 'My quota' : `Account ${q.subject}`;
-        const unit = q.unit === 'shots' ? 'shots' : 'QPU-s';
+        const unit = UNIT_NAMES[q.unit] ?? q.unit;
         const period = /^\d+s$/.test(q.period) ? `${q.period.slice(0, -1)} s` : q.period;
         return (
           <div
@@ -251,13 +245,14 @@ function JobRow(props: {
   const percent = job.shots ? Math.round((100 * job.shots_done) / job.shots) : 0;
   let where = '';
   if (job.status === 'RUNNING') {
-    where = 'running';
+    where = position(0);
   } else if (job.status === 'PENDING' && job.position !== null) {
-    where = `${ordinal(job.position)} in queue`;
+    where = position(job.position, props.model.queues[job.target]?.waiting);
   }
-  const eta =
-    !isFinal(job) && !props.stale && job.eta_s !== null
-      ? `ETA ${duration(job.eta_s - elapsed(received))}`
+  const target = props.model.targets.find(t => t.value.name === job.target)?.value;
+  const times =
+    !isFinal(job) && !props.stale
+      ? expectedTimes(job, target?.time_per_shot_s, elapsed(received)).join(' · ')
       : '';
   return (
     <li
@@ -279,7 +274,7 @@ function JobRow(props: {
       <div className="qhpc-row qhpc-dim">
         {job.target} · {job.job_class}
         {where && <span className="qhpc-position"> · {where}</span>}
-        {eta && <span className="qhpc-eta"> · {eta}</span>}
+        {times && <span className="qhpc-eta"> · {times}</span>}
       </div>
       <div className="qhpc-progress" title={`${job.shots_done} of ${job.shots} shots`}>
         <div className="qhpc-progress-bar" style={{ width: `${percent}%` }} />
@@ -391,7 +386,7 @@ function Panel(props: { model: QpuModel; open: (path: string) => void }): JSX.El
     return (
       <div className="qhpc-placeholder qhpc-loading">
         <div className="qhpc-spinner" />
-        Looking for this session's QPUs…
+        Looking for this Lab's QPUs…
       </div>
     );
   }
@@ -420,7 +415,7 @@ function Panel(props: { model: QpuModel; open: (path: string) => void }): JSX.El
         </h3>
         {qpus.length === 0 ? (
           <div className="qhpc-empty">
-            <b>No QPU in this session.</b> Looked at {model.sources.join(' and ')}. Programs run
+            <b>No QPU for this Lab.</b> Looked at {model.sources.join(' and ')}. Programs run
             on the local emulator inside each kernel.
           </div>
         ) : (

@@ -6,19 +6,20 @@ import * as React from 'react';
 
 import { IJob } from './api';
 import { QpuModel } from './model';
-import { StateBadge, ordinal } from './sidebar';
+import { position } from './format.js';
+import { StateBadge } from './sidebar';
 
 /** Where my next job stands, in a few words. */
-function describe(job: IJob | null): string {
+function describe(job: IJob | null, waiting?: number | null): string {
   if (!job) {
     return 'no job queued';
   }
   if (job.status === 'RUNNING') {
-    return `job #${job.id} running`;
+    return `job #${job.id} ${position(0)}`;
   }
   return job.position === null
     ? `job #${job.id} queued`
-    : `job #${job.id} ${ordinal(job.position)} in queue`;
+    : `job #${job.id} ${position(job.position, waiting)}`;
 }
 
 function Status(props: { model: QpuModel }): JSX.Element {
@@ -32,7 +33,7 @@ function Status(props: { model: QpuModel }): JSX.Element {
   }
   return (
     <span title={`${target.name}: ${target.device ?? target.type}`}>
-      {target.name} <StateBadge state={target.state} /> · {describe(model.nextJob)}
+      {target.name} <StateBadge state={target.state} /> · {describe(model.nextJob, model.queues[model.nextJob?.target ?? '']?.waiting)}
     </span>
   );
 }

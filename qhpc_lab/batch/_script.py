@@ -35,7 +35,7 @@ def job_script(request: BatchRequest) -> str:
 def left_behind(system: str, job_id: str, workdir: Path | None) -> BatchJob:
     """A job the batch system no longer knows, from the files it left in ``workdir``."""
     if workdir is not None and (workdir / CANCELLED_FILE).is_file():
-        return BatchJob(job_id, system, BatchState.CANCELLED, reason="cancelled")
+        return BatchJob(job_id, system, BatchState.CANCELLED, reason="canceled")
     if workdir is not None and (workdir / EXIT_FILE).is_file():
         text = (workdir / EXIT_FILE).read_text().strip()
         code = int(text) if text.lstrip("-").isdigit() else None

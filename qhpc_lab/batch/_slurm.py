@@ -116,7 +116,7 @@ class Slurm(BatchSystem):
         if slurm_state in LIMITS:
             limit = f"{LIMITS[slurm_state]} {_limit_value(slurm_state, values)}".strip()
         if state == BatchState.CANCELLED:
-            reason = "cancelled"
+            reason = "canceled"
         elif state == BatchState.FAILED and reason is None:
             reason = slurm_state.lower().replace("_", " ")
         node = _value(values["NodeList"]) if state != BatchState.PENDING else None

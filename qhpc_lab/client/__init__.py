@@ -14,6 +14,7 @@ from qhpc_lab.client._client import (
     default_client,
     job,
     jobs,
+    loop,
     quotas,
     session,
     submit,
@@ -21,10 +22,10 @@ from qhpc_lab.client._client import (
     use,
 )
 from qhpc_lab.client._discovery import discover, targets_file_path
-from qhpc_lab.client._job import Job, Result
+from qhpc_lab.client._hybrid import Loop, Session
+from qhpc_lab.client._job import Job, Result, expected_times
 from qhpc_lab.client._loop import call
 from qhpc_lab.client._scheduler import SchedulerTarget
-from qhpc_lab.client._session import Session
 from qhpc_lab.client._target import (
     AnswerError,
     CalibrationRange,
@@ -49,6 +50,7 @@ __all__ = [
     "Job",
     "JobError",
     "JobState",
+    "Loop",
     "Quota",
     "RefusedError",
     "Result",
@@ -60,8 +62,10 @@ __all__ = [
     "call",
     "default_client",
     "discover",
+    "expected_times",
     "job",
     "jobs",
+    "loop",
     "quotas",
     "session",
     "submit",

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,9 +23,9 @@ from qhpc_lab.client import _loop
 from qhpc_lab.client._cluster import ClusterEmulatorTarget
 from qhpc_lab.client._discovery import CLUSTER_EMULATOR, EMULATOR, discover
 from qhpc_lab.client._emulator import EmulatorTarget
+from qhpc_lab.client._hybrid import Loop
 from qhpc_lab.client._job import Job
 from qhpc_lab.client._routing import AUTO, Answer, choose, kernel_fit
-from qhpc_lab.client._session import Session
 from qhpc_lab.client._target import (
     ClientError,
     Estimate,
@@ -103,8 +104,8 @@ class Client:
         self._ready: dict[str, TargetInfo] = {}
         self._jobs: list[Job] = []
         self._lock = threading.Lock()
-        self.active_session: Session | None = None
-        """The iterative session submissions join (:meth:`session`, :meth:`start_session`)."""
+        self.active_loop: Loop | None = None
+        """The hybrid loop submissions join (:meth:`loop`, :meth:`start_loop`)."""
 
     def targets(self) -> list[TargetInfo]:
         """Probe every target (concurrently; a broken one is listed with its reason)."""
@@ -302,45 +303,64 @@ class Client:
                 "age; submit without max_calibration_age_s or to a scheduler target",
                 rule="max_calibration_age_s",
             )
-        session = self.active_session
-        mark = session.mark() if session else None
+        loop = self.active_loop
+        mark = loop.mark() if loop else None
         queued = chosen.submit(
             program, job_class, single_calibration, max_calibration_age_s, loop=mark
         )
         job = Job(chosen, _loop.call(queued), info.device, route, program, job_class)
         self._jobs.append(job)
-        if session:
-            session.jobs.append(job)
+        if loop:
+            loop.jobs.append(job)
         return job
 
     @contextlib.contextmanager
+    def loop(self, name: str | None = None, think_time_s: float | None = None) -> Iterator[Loop]:
+        """Submissions inside the block are one hybrid loop: between two of its jobs a
+        scheduler may hold the QPU for it, for at most ``think_time_s`` (default: the loop's
+        last pause), when that costs others less than it saves (docs/policy.md, rule 9).
+        ``name``: the loop's id ([A-Za-z0-9_.-], at most 64; default a fresh one)."""
+        loop = self.start_loop(name, think_time_s)
+        try:
+            yield loop
+        finally:
+            if self.active_loop is loop:
+                self.active_loop = None
+
+    def start_loop(self, name: str | None = None, think_time_s: float | None = None) -> Loop:
+        """Start the hybrid loop later submissions join, until :meth:`stop_loop` (what
+        ``%qpu loop start`` does; :meth:`loop` is the block form)."""
+        loop = Loop(think_time_s=think_time_s) if name is None else Loop(name, think_time_s)
+        self.active_loop = loop
+        return loop
+
+    def stop_loop(self) -> Loop | None:
+        """End the active hybrid loop; it, or None if there was none."""
+        loop, self.active_loop = self.active_loop, None
+        return loop
+
     def session(
         self, name: str | None = None, think_time_s: float | None = None
-    ) -> Iterator[Session]:
-        """Submissions inside the block are one hybrid loop (iterative session): between two of
-        its jobs a scheduler may hold the QPU for it, for at most ``think_time_s`` (default:
-        the loop's last pause), when that costs others less than it saves (docs/policy.md,
-        rule 9). ``name``: the loop's id ([A-Za-z0-9_.-], at most 64; default a fresh one)."""
-        session = self.start_session(name, think_time_s)
-        try:
-            yield session
-        finally:
-            if self.active_session is session:
-                self.active_session = None
+    ) -> contextlib.AbstractContextManager[Loop]:
+        """Deprecated: :meth:`loop` (a session is a Slurm job's QPU share)."""
+        _renamed("Client.session()", "Client.loop()")
+        return self.loop(name, think_time_s)
 
-    def start_session(self, name: str | None = None, think_time_s: float | None = None) -> Session:
-        """Start the iterative session later submissions join, until :meth:`stop_session`
-        (what ``%qpu session start`` does; :meth:`session` is the block form)."""
-        session = (
-            Session(think_time_s=think_time_s) if name is None else Session(name, think_time_s)
-        )
-        self.active_session = session
-        return session
+    def start_session(self, name: str | None = None, think_time_s: float | None = None) -> Loop:
+        """Deprecated: :meth:`start_loop`."""
+        _renamed("Client.start_session()", "Client.start_loop()")
+        return self.start_loop(name, think_time_s)
 
-    def stop_session(self) -> Session | None:
-        """End the active iterative session; it, or None if there was none."""
-        session, self.active_session = self.active_session, None
-        return session
+    def stop_session(self) -> Loop | None:
+        """Deprecated: :meth:`stop_loop`."""
+        _renamed("Client.stop_session()", "Client.stop_loop()")
+        return self.stop_loop()
+
+    @property
+    def active_session(self) -> Loop | None:
+        """Deprecated: :attr:`active_loop`."""
+        _renamed("Client.active_session", "Client.active_loop")
+        return self.active_loop
 
     async def _aroute(
         self,
@@ -631,10 +651,23 @@ def submit(
     )
 
 
+def loop(name: str | None = None, think_time_s: float | None = None) -> Any:
+    """``with qhpc_lab.loop(): ...``: submissions in the block are one hybrid loop (see
+    :meth:`Client.loop`)."""
+    return default_client().loop(name, think_time_s)
+
+
 def session(name: str | None = None, think_time_s: float | None = None) -> Any:
-    """``with qhpc_lab.session(): ...``: submissions in the block are one hybrid loop (see
-    :meth:`Client.session`)."""
-    return default_client().session(name, think_time_s)
+    """Deprecated: :func:`loop` (a session is a Slurm job's QPU share)."""
+    _renamed("qhpc_lab.session()", "qhpc_lab.loop()")
+    return default_client().loop(name, think_time_s)
+
+
+def _renamed(old: str, new: str) -> None:
+    """The warning of a name kept for one release after its rename."""
+    warnings.warn(
+        f"{old} is deprecated and will be removed: use {new}", DeprecationWarning, stacklevel=3
+    )
 
 
 def job(id: str | int | None = None, target: str | None = None) -> Job:

@@ -425,7 +425,7 @@ def _state(entry: BatchEntry, batch: BatchJob | None, system: str) -> JobState:
         )
     if batch.state == BatchState.CANCELLED:
         return dataclasses.replace(
-            base, status=JobStatus.CANCELED, detail=f"{job} cancelled", **times
+            base, status=JobStatus.CANCELED, detail=f"{job} canceled", **times
         )
     return dataclasses.replace(
         base, status=JobStatus.ERROR, error=_failure(entry, batch, job), **times

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import warnings
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from qhpc_lab.client import _loop
 from qhpc_lab.client._target import CalibrationRange, JobError, JobState, Target, TargetInfo
 from qhpc_lab.client._timeline import plot_timeline
-from qhpc_lab.vocabulary import JobStatus, format_duration
+from qhpc_lab.vocabulary import JobStatus, format_duration, format_position
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -71,9 +72,25 @@ class Job:
         return self.refresh().position
 
     @property
+    def start_in_s(self) -> float | None:
+        """Seconds until the job is expected to start (0 once started), when the target
+        estimates it (:attr:`JobState.start_in_s`)."""
+        return self.refresh().start_in_s
+
+    @property
+    def end_in_s(self) -> float | None:
+        """Seconds until the job is expected to end, when the target estimates it."""
+        return self.refresh().end_in_s
+
+    @property
     def eta_s(self) -> float | None:
-        """Seconds until the job is expected to finish, when the target estimates it."""
-        return self.refresh().eta_s
+        """Deprecated: :attr:`end_in_s` (or :attr:`start_in_s`: an ETA is one or the other)."""
+        warnings.warn(
+            "Job.eta_s is deprecated and will be removed: use end_in_s (or start_in_s)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.refresh().end_in_s
 
     def refresh(self) -> JobState:
         """The job's current state (no I/O once it is final)."""
@@ -179,11 +196,10 @@ class Job:
         state = self.state
         parts = [state.status]
         if state.position is not None:
-            parts.append("running" if state.position == 0 else f"position {state.position}")
+            parts.append(format_position(state.position))
         if state.held_by is not None:
             parts.append(f"held by {state.held_by}")
-        if state.eta_s is not None:
-            parts.append(f"eta {state.eta_s:.1f} s")
+        parts += expected_times(state)
         if state.detail:
             parts.append(state.detail)
         if state.shots:
@@ -194,6 +210,20 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {str(self).removeprefix('job ')}>"
+
+
+def expected_times(state: JobState, elapsed_s: float = 0.0) -> list[str]:
+    """``starts in ~40 s``, ``ends in ~2 min``: a job's two estimates as every text shows them
+    (``elapsed_s``: seconds since ``state`` was read, for a display that counts down)."""
+    if state.final:
+        return []
+    parts = []
+    start = state.start_in_s
+    if start is not None and state.status != JobStatus.RUNNING:
+        parts.append(f"starts in ~{format_duration(start - elapsed_s)}")
+    if state.end_in_s is not None:
+        parts.append(f"ends in ~{format_duration(state.end_in_s - elapsed_s)}")
+    return parts
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class Answer:
     refusal: str | None = None
     """Why its device refuses the program (format, atoms, duration, ...); None: accepts."""
     done_in_s: float | None = None
-    """Estimated completion: its queue's ETA plus the program's own run (None: unknown)."""
+    """Seconds until it would end: its queue's wait plus the program's own run (None: unknown)."""
     calibration_age_s: float | None = None
     bounds_calibration_age: bool = True
     """Whether it honours a job's ``max_calibration_age_s`` (our scheduler does)."""

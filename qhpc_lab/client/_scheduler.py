@@ -117,6 +117,9 @@ class SchedulerTarget(Target):
         )
         self._spec: DeviceSpec | None = None
         self._formats: tuple[str, ...] = ()
+        self.time_per_shot_s: float | None = None
+        """The device's time per shot, from its last ``/device`` (None from a plain Warden):
+        what a waiting job's start estimate takes off its end estimate."""
         self.feed = Feed(self._stream)
         """This target's event stream, shared by every watcher: subscribe to follow it."""
 
@@ -197,6 +200,8 @@ class SchedulerTarget(Target):
         the state is unknown (None) unless Warden refuses jobs (MAINTENANCE)."""
         assert self._spec is not None
         device = device or _Device()
+        if device.time_per_shot_s is not None:
+            self.time_per_shot_s = device.time_per_shot_s
         state = device.state or (None if accessible.is_accessible else DeviceState.MAINTENANCE)
         queue, queued = self.feed.latest("queue"), None
         if estimate is not None and estimate.waiting is not None:
@@ -219,7 +224,7 @@ class SchedulerTarget(Target):
             message=accessible.message or device.message or "",
             spec=self._spec,
             queued=queued,
-            queue_eta_s=None if estimate is None else estimate.start_in_s,
+            queue_start_in_s=None if estimate is None else estimate.start_in_s,
             yours=estimate.yours if estimate is not None else (),
             formats=self._formats,
         )
@@ -335,7 +340,7 @@ class SchedulerTarget(Target):
         """``GET /jobs``: the caller's jobs, whichever process submitted them (Warden serves
         it too), newest first there."""
         answer = _parse(_JobList, await self.request("GET", "/jobs"), self, "a job list")
-        return [_state(job) for job in reversed(answer.root)]
+        return [_state(job, self.time_per_shot_s) for job in reversed(answer.root)]
 
     async def logs(self, job_id: str) -> str:
         """``GET /jobs/{id}/logs``: the job's story as the scheduler tells it (Warden: its log)."""
@@ -409,7 +414,7 @@ class SchedulerTarget(Target):
             place = places.get(state.id)
             if place is not None:
                 return dataclasses.replace(
-                    state, position=place.position, eta_s=place.eta_s, held_by=place.held_by
+                    state, position=place.position, end_in_s=place.eta_s, held_by=place.held_by
                 )
         elif event.kind == "reset":
             return await self.state(state.id)
@@ -432,7 +437,9 @@ class SchedulerTarget(Target):
                     device = _parse(_Device, item.data, self, "a device event")
                     accessible = _Accessible(is_accessible=device.accessible is not False)
                     new = self._describe(device, accessible)
-                    new = dataclasses.replace(new, queue_eta_s=info.queue_eta_s, yours=info.yours)
+                    new = dataclasses.replace(
+                        new, queue_start_in_s=info.queue_start_in_s, yours=info.yours
+                    )
                 elif item.kind == "queue":
                     queue = _parse(_Queue, item.data, self, "a queue event")
                     new = dataclasses.replace(info, queued=queue.waiting, yours=_places(queue))
@@ -481,17 +488,18 @@ def _places(queue: QueueEventOut) -> tuple[int, ...]:
 
 def parse_job(view: Any, target: SchedulerTarget) -> JobState:
     """A job of the API (Warden's fields and ours) as a JobState; AnswerError if it is not one."""
-    return _state(_parse(_Job, view, target, "a job"))
+    return _state(_parse(_Job, view, target, "a job"), target.time_per_shot_s)
 
 
-def _state(job: _Job) -> JobState:
+def _state(job: _Job, time_per_shot_s: float | None = None) -> JobState:
     return JobState(
         id=str(job.id),
         status=job.status,
         shots=job.shots,
         shots_done=job.shots_done or 0,
         position=job.position,
-        eta_s=job.eta_s,
+        end_in_s=job.eta_s,
+        time_per_shot_s=time_per_shot_s,
         held_by=job.held_by,
         counts=None if job.results is None else job.results.counter,
         error=job.error,

@@ -9,13 +9,22 @@ serves blocking scripts, notebooks and ``await`` alike.
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 from qhpc_lab.programs import DeviceSpec, Program
-from qhpc_lab.vocabulary import FINAL_STATUSES, DeviceState, format_duration
+from qhpc_lab.vocabulary import (
+    FINAL_STATUSES,
+    UNIT_NAMES,
+    DeviceState,
+    JobStatus,
+    format_duration,
+    format_position,
+    start_in_s,
+)
 from qhpc_lab.wire.times import iso_time
 
 
@@ -84,7 +93,7 @@ class CalibrationRange:
 
 @dataclass(frozen=True)
 class LoopMark:
-    """What a submission in an iterative session carries: the hybrid loop's id and the pause it
+    """What a submission in a hybrid loop carries: the hybrid loop's id and the pause it
     expects after this job (None: unknown). Only a scheduler target acts on it."""
 
     loop: str
@@ -102,7 +111,12 @@ class JobState:
     shots_done: int = 0
     position: int | None = None
     """1 = next to run, 0 = running, None when finished or unknown."""
-    eta_s: float | None = None
+    end_in_s: float | None = None
+    """Seconds until it is expected to end (the wire's ``eta_s``); None when final, held or
+    unknown."""
+    time_per_shot_s: float | None = None
+    """The device's time per shot, where the target says (scheduler targets): what
+    :attr:`start_in_s` takes off :attr:`end_in_s`."""
     held_by: str | None = None
     """``maintenance`` or ``draining`` while an operator's hold keeps the job waiting."""
     counts: dict[str, int] | None = None
@@ -130,6 +144,26 @@ class JobState:
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def start_in_s(self) -> float | None:
+        """Seconds until it is expected to start: 0 once started; for a waiting job its
+        :attr:`end_in_s` less its own shots' time; None when final, held or unknown."""
+        if self.status == JobStatus.RUNNING or self.position == 0:
+            return 0.0
+        if self.end_in_s is None or self.time_per_shot_s is None or self.shots is None:
+            return None
+        return start_in_s(self.end_in_s, self.shots - self.shots_done, self.time_per_shot_s)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Deprecated: :attr:`end_in_s` (or :attr:`start_in_s`: an ETA is one or the other)."""
+        warnings.warn(
+            "JobState.eta_s is deprecated and will be removed: use end_in_s (or start_in_s)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.end_in_s
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -151,14 +185,19 @@ class Estimate:
     """The target that answered."""
 
     @property
+    def end_in_s(self) -> float | None:
+        """Seconds until it would end (the wire's ``done_in_s``; None while held)."""
+        return self.done_in_s
+
+    @property
     def start_in_s(self) -> float | None:
         """Seconds until it would start: its estimated end less its own run (None while held)."""
         return None if self.done_in_s is None else max(0.0, self.done_in_s - self.run_s)
 
     def __str__(self) -> str:
         where = f"{self.target}: " if self.target else ""
-        waiting = "" if self.waiting is None else f" ({self.waiting} waiting now)"
-        head = f"{where}position {self.position}{waiting}"
+        waiting = None if self.waiting is None else self.waiting + 1  # itself among them
+        head = f"{where}{format_position(self.position, waiting)}"
         if self.done_in_s is None:
             return f"{head}, held by {self.held_by}: no start or end time while the hold lasts"
         start, end, run = (
@@ -188,7 +227,7 @@ class Quota:
     resets_at: datetime
 
     def __str__(self) -> str:
-        unit = "QPU-s" if self.unit == "qpu_seconds" else self.unit
+        unit = UNIT_NAMES.get(self.unit, self.unit)
         share = f" ({100 * self.used / self.budget:.0f}%)" if self.budget else ""
         resets = iso_time(self.resets_at, sep=" ", timespec="minutes")
         return (
@@ -221,8 +260,8 @@ class TargetInfo:
     QPU resources when there are several (it chooses among them per program)."""
     queued: int | None = None
     """Jobs waiting to run on the device, every user's (scheduler targets)."""
-    queue_eta_s: float | None = None
-    """When a job submitted now would start: the queue ahead and calibrations (scheduler
+    queue_start_in_s: float | None = None
+    """Seconds until a job submitted now would start: the queue ahead and calibrations (scheduler
     targets; None while a hold keeps new jobs waiting, or where the server cannot say)."""
     yours: tuple[int, ...] = ()
     """The user's own active jobs' places in the queue (0 = running), nearest first."""
@@ -255,13 +294,14 @@ class TargetInfo:
 
     @property
     def queue_summary(self) -> str:
-        """``3 waiting, yours #2, a new job starts in ~40 s``: the queue as a user reads it."""
+        """``3 waiting, yours 2nd of 3 waiting, a new job starts in ~40 s``: the queue as a
+        user reads it."""
         parts = [f"{self.queued} waiting"]
         if self.yours:
-            places = ", ".join("running" if p == 0 else f"#{p}" for p in self.yours)
+            places = ", ".join(format_position(p, self.queued) for p in self.yours)
             parts.append(f"yours {places}")
-        if self.queue_eta_s is not None:
-            parts.append(f"a new job starts in ~{format_duration(self.queue_eta_s)}")
+        if self.queue_start_in_s is not None:
+            parts.append(f"a new job starts in ~{format_duration(self.queue_start_in_s)}")
         return ", ".join(parts)
 
 
@@ -302,7 +342,7 @@ class Target(abc.ABC):
         """Queue ``program`` (already checked against the specs ``info`` gave);
         ``single_calibration``: all its shots under one calibration of the device;
         ``max_calibration_age_s``: every shot starts within that age of a calibration;
-        ``loop``: the iterative session it belongs to (a scheduler may hold the QPU between
+        ``loop``: the hybrid loop it belongs to (a scheduler may hold the QPU between
         its jobs; other targets have no one to hold it from and ignore it)."""
 
     @abc.abstractmethod

@@ -25,6 +25,7 @@ import ast
 import asyncio
 import os
 import shlex
+import warnings
 from datetime import UTC
 from typing import Any
 
@@ -35,11 +36,12 @@ from IPython.display import display
 
 from qhpc_lab.client import Client, ClientError, Job, Quota, Result, default_client
 from qhpc_lab.programs import ProgramError
+from qhpc_lab.vocabulary import UNIT_NAMES
 from qhpc_lab.wire import batchrun
 
 USAGE = (
     "%qpu targets | use NAME | jobs [--all] | status [ID] | result [ID] | logs [ID] | cancel ID "
-    "| estimate VARIABLE | quotas | session start [NAME] [--think S] | session stop | session "
+    "| estimate VARIABLE | quotas | loop start [NAME] [--think S] | loop stop | loop "
     "| help [COMMAND], or %%qpu"
 )
 
@@ -86,10 +88,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "as each scheduler target (or --target T) reports them; a submission that would go\n"
         "  past one is refused",
     ),
-    "session": (
-        "%qpu session start [NAME] [--think S] | session stop | session",
-        "start: later cells are one hybrid loop, until stop; session: the active one\n"
-        "the scheduler may hold the QPU between the loop's jobs for up to S s (docs/policy.md)",
+    "loop": (
+        "%qpu loop start [NAME] [--think S] | loop stop | loop",
+        "start: later cells are one hybrid loop, until stop; loop: the active one\n"
+        "the scheduler may hold the QPU between the loop's jobs for up to S s (docs/policy.md)\n"
+        "(%qpu session ... is its deprecated name: a session is a Slurm job's QPU share)",
     ),
     "help": ("%qpu help [COMMAND]", "these commands; with COMMAND, that one's help"),
 }
@@ -207,10 +210,10 @@ _ESTIMATE.add_argument("--shots", type=int, metavar="N")
 _ESTIMATE.add_argument("--class", dest="job_class", metavar="C")
 _ESTIMATE.add_argument("--target", metavar="T")
 
-_SESSION = _Parser(prog="%qpu session", add_help=False)
-_SESSION.add_argument("action", nargs="?", choices=("start", "stop"))
-_SESSION.add_argument("name", nargs="?")
-_SESSION.add_argument("--think", type=float, metavar="S")
+_LOOP = _Parser(prog="%qpu loop", add_help=False)
+_LOOP.add_argument("action", nargs="?", choices=("start", "stop"))
+_LOOP.add_argument("name", nargs="?")
+_LOOP.add_argument("--think", type=float, metavar="S")
 
 
 @magics_class
@@ -239,7 +242,8 @@ class QPUMagics(Magics):
     def _line(self, words: list[str]) -> None:
         command, args = (words[0], words[1:]) if words else ("", [])
         with_options = {
-            "session": (_SESSION, self._session),
+            "loop": (_LOOP, self._loop),
+            "session": (_LOOP, self._session),
             "jobs": (_JOBS, self._jobs),
             "quotas": (_QUOTAS, self._quotas),
             "estimate": (_ESTIMATE, self._estimate),
@@ -313,16 +317,27 @@ class QPUMagics(Magics):
         else:
             print(estimate)
 
-    def _session(self, options: argparse.Namespace) -> None:
+    def _loop(self, options: argparse.Namespace) -> None:
         client = self.client
         if options.action == "start":
-            session = client.start_session(options.name, options.think)
-            print(f"started {session}")
+            loop = client.start_loop(options.name, options.think)
+            print(f"started {loop}")
         elif options.action == "stop":
-            session = client.stop_session()
-            print(f"stopped {session}" if session else "no session is active")
+            loop = client.stop_loop()
+            print(f"stopped {loop}" if loop else "no loop is active")
         else:
-            print(client.active_session or "no session is active")
+            print(client.active_loop or "no loop is active")
+
+    def _session(self, options: argparse.Namespace) -> None:
+        """``%qpu session``: :meth:`_loop` under its deprecated name, saying so in the cell."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DeprecationWarning)
+            warnings.warn(
+                "%qpu session is deprecated and will be removed: use %qpu loop",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self._loop(options)
 
     def _cell(self, options: argparse.Namespace, line: str, cell: str) -> None:
         job = self._submit(options, line, cell)
@@ -448,7 +463,16 @@ def quota_table(quotas: list[Quota]) -> str:
         resets = f"{q.resets_at.astimezone(UTC):%Y-%m-%d %H:%MZ}"
         subject = f"{q.kind} {q.subject}"
         rows.append(
-            (q.target, subject, q.unit, f"{q.used:g}", f"{q.budget:g}", share, q.period, resets)
+            (
+                q.target,
+                subject,
+                UNIT_NAMES.get(q.unit, q.unit),
+                f"{q.used:g}",
+                f"{q.budget:g}",
+                share,
+                q.period,
+                resets,
+            )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(

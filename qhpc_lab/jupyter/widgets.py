@@ -3,7 +3,7 @@
 A :class:`JobPanel` follows its job with asyncio tasks on the kernel's own event loop — one
 reads :meth:`Job.watch` (the scheduler's ``event: job``, and the job's place in line from
 ``event: queue``), one :meth:`Job.watch_device` (``event: device``: state, calibration; the
-queue's length from ``event: queue``), one ticks each second to count the ETA
+queue's length from ``event: queue``), one ticks each second to count the expected start and end
 down and the calibration age up, with no I/O. So widgets are touched only from the kernel's
 thread, no thread or polling loop is made per job, and the tasks end with the job. They run
 whenever the kernel's loop does: while it is idle, and while a cell *awaits* — the magics have
@@ -33,12 +33,14 @@ from qhpc_lab.client import (
     Job,
     Result,
     TargetInfo,
+    expected_times,
     waited_summary,
 )
-from qhpc_lab.vocabulary import DeviceState, JobStatus, format_duration
+from qhpc_lab.vocabulary import DeviceState, JobStatus, format_duration, format_position
 
 TICK_S = 1.0
-"""How often a panel redraws its clocks (ETA, calibration age) between events."""
+"""How often a panel redraws its clocks (start and end estimates, calibration age) between
+events."""
 STATUS_COLOURS = {
     JobStatus.PENDING: "#9a6700",
     JobStatus.RUNNING: "#0969da",
@@ -88,7 +90,8 @@ class _Panel(widgets.VBox):
 
 
 class JobPanel(_Panel):
-    """A job, live: state, position k of n, ETA, device state and calibration age, shots
+    """A job, live: state, place in the queue (2nd of 3 waiting), when it is expected to start
+    and to end, device state and calibration age, shots
     done, a cancel button, and the result's histogram when it is done."""
 
     def __init__(self, job: Job) -> None:
@@ -232,18 +235,15 @@ class JobPanel(_Panel):
             return [f"queued {result.queued_s:.2f} s", f"ran {result.run_s:.2f} s", *told]
         facts = []
         if state.status == JobStatus.RUNNING or state.position == 0:
-            facts.append("running")
+            facts.append(format_position(0))
         elif state.position is not None:
             queued = self._info.queued if self._info is not None else None
-            of = f" of {queued} waiting" if queued is not None and queued >= state.position else ""
-            facts.append(f"position {state.position}{of}")
+            facts.append(format_position(state.position, queued))
         if state.held_by is not None:
             facts.append(f"held by {state.held_by}")
         if state.detail:  # a batch job's reason and expected start, or its node
             facts.append(state.detail)
-        if state.eta_s is not None:
-            left = max(0.0, state.eta_s - (time.monotonic() - self._state_at))
-            facts.append(f"ETA {format_duration(left)}")
+        facts += expected_times(state, time.monotonic() - self._state_at)
         return facts
 
     def _device_facts(self) -> list[str]:

@@ -20,6 +20,10 @@ linearly between points (constant waveforms when the series is). AHS and Pulser 
 drive with opposite phase signs, so the phase is negated; a varying phase becomes Pulser's
 ``ArbitraryPhase``, a detuning added to the pulse's. A duration that is not a multiple of the
 channel's clock period is rounded up to one, the series stretched over it, as Pulser does.
+
+Reading and converting the JSON needs no CUDA-Q: the scheduler and a plain install take CUDA-Q
+programs without it. Only :func:`analog_program`, which has CUDA-Q write the JSON, imports
+``cudaq``, the optional extra ``qhpc-lab[cudaq]``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ PER_S_TO_PER_US = 1e-6
 MAX_DURATION_NS = 100_000
 """Longest program on a device that states no ``max_sequence_duration`` (its samples are
 drawn one per ns before validation)."""
+CUDAQ_EXTRA = "pip install 'qhpc-lab[cudaq]'"
+"""How to get CUDA-Q: the optional extra (docs/jupyter.md)."""
 TIME_TOLERANCE_S = 1e-12
 """Slack on the series' shared start and end times: far below CUDA-Q's 10 ns resolution."""
 
@@ -87,10 +93,9 @@ def analog_program(hamiltonian: Any, schedule: Any) -> dict[str, Any]:
     ``cudaq.operators.RydbergHamiltonian``; ``schedule``: a ``cudaq.dynamics.Schedule``.
 
     Each drive is evaluated at the schedule's steps as CUDA-Q evaluates it before it
-    sends the program, and written by CUDA-Q's own ``ahs.Program``."""
-    import cudaq
-
-    ahs = cudaq.cudaq_runtime.ahs
+    sends the program, and written by CUDA-Q's own ``ahs.Program``. Needs CUDA-Q: an
+    ImportError naming the extra (:data:`CUDAQ_EXTRA`) without it."""
+    ahs = _cudaq().cudaq_runtime.ahs
     times = [schedule.current_step for _ in schedule]  # iterating moves current_step
     program = ahs.Program()
     register = ahs.AtomArrangement()
@@ -107,6 +112,15 @@ def analog_program(hamiltonian: Any, schedule: Any) -> dict[str, Any]:
     program.hamiltonian.drivingFields = [drive]
     program.hamiltonian.localDetuning = []
     return json.loads(program.to_json())
+
+
+def _cudaq() -> Any:
+    """The ``cudaq`` module; an ImportError the user can act on where it is not installed."""
+    try:
+        import cudaq
+    except ImportError:
+        raise ImportError(f"CUDA-Q is not installed: {CUDAQ_EXTRA}") from None
+    return cudaq
 
 
 def _evaluate(operator: Any, t: float) -> float:

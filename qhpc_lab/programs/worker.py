@@ -181,7 +181,7 @@ class BudgetedWorker:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._ready:
             if cancelled is not None and cancelled.is_set():
-                raise WorkerInterrupted(f"{self.name}: cancelled before it started")
+                raise WorkerInterrupted(f"{self.name}: canceled before it started")
             if time.monotonic() > deadline:
                 self._replace()
                 raise WorkerDied(f"{self.name} did not start within {START_TIMEOUT_S:g} s")
@@ -204,10 +204,10 @@ class BudgetedWorker:
         the worker is warm, so neither its start nor another request's turn counts."""
         while not self._lock.acquire(timeout=POLL_S):  # another request's turn
             if cancelled is not None and cancelled.is_set():
-                raise WorkerInterrupted(f"{self.name}: cancelled before its turn")
+                raise WorkerInterrupted(f"{self.name}: canceled before its turn")
         try:
             if cancelled is not None and cancelled.is_set():
-                raise WorkerInterrupted(f"{self.name}: cancelled before its turn")
+                raise WorkerInterrupted(f"{self.name}: canceled before its turn")
             self._ensure_started()
             self._await_ready(cancelled)
             assert self._connection is not None
@@ -221,7 +221,7 @@ class BudgetedWorker:
                 elapsed = time.monotonic() - started
                 if cancelled is not None and cancelled.is_set():
                     self._replace()
-                    raise WorkerInterrupted(f"{self.name}: cancelled after {elapsed:.2f} s")
+                    raise WorkerInterrupted(f"{self.name}: canceled after {elapsed:.2f} s")
                 if time_s is not None and elapsed > time_s:
                     self._replace()
                     raise BudgetExceeded("time", time_s, elapsed)

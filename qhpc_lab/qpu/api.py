@@ -71,7 +71,7 @@ log = logging.getLogger("qhpc.qpu")
 
 API_PREFIX = "/api/v1"
 CANNOT_CANCEL = "3003"
-"""Part of the QPU API's error code for "the program can no longer be cancelled"."""
+"""Part of the QPU API's error code for "the program can no longer be canceled"."""
 ENDED = ("DONE", "ERROR", "CANCELED")
 UNSEEN_INTERVAL_S = 5 * 365 * 86400.0
 """The calibration interval the scheduler is given for a device it does not calibrate: the

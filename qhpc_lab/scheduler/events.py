@@ -87,7 +87,8 @@ class QueueSnapshot:
     running_class: str | None
     running_user: str | None
     positions: dict[str, dict[int, tuple[int, float | None]]] = field(default_factory=dict)
-    """user id → job id → (position, ETA s); position 0 is a started job (status RUNNING)."""
+    """user id → job id → (position, seconds to its end); position 0 is a started job (status
+    RUNNING)."""
     held: dict[int, str] = field(default_factory=dict)
     """Active jobs a hold keeps from running (``down``, ``maintenance``, ``draining``), by id."""
     revision: int = 0

@@ -70,7 +70,7 @@ class QueuedJob:
     slurm_account: str | None = None
     """The Slurm job and account the job's session belongs to: who a reservation can be for."""
     loop: str | None = None
-    """The hybrid loop (iterative session) the job belongs to (rule 9)."""
+    """The hybrid loop the job belongs to (rule 9)."""
     think_time_s: float | None = None
     """The loop's expected pause after this job, before its next one (rule 9)."""
 

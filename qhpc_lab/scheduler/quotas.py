@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from qhpc_lab.vocabulary import QUOTA_KINDS, QUOTA_UNITS
+from qhpc_lab.vocabulary import QUOTA_KINDS, QUOTA_UNITS, UNIT_NAMES
 from qhpc_lab.wire.times import iso_time
 
 SUBJECT_KINDS = QUOTA_KINDS
@@ -33,7 +33,6 @@ PERIOD_PATTERN = r"^(day|week|month|[1-9][0-9]{0,9}s)$"
 """A period: a calendar one, or ``<N>s``, N seconds counted from the Unix epoch (so a
 ``3600s`` period resets on every whole UTC hour)."""
 MAX_BUDGET = 1e15
-_UNIT_WORDS = {"qpu_seconds": "QPU-s", "shots": "shots"}
 _TOLERANCE = 1e-9
 """Relative slack when comparing sums of QPU-seconds with a budget (float rounding)."""
 
@@ -89,9 +88,9 @@ class QuotaRefusal:
 
     @property
     def message(self) -> str:
-        """One line for the user, e.g. ``quota for account physics: 3400 of 3600 QPU-s used
+        """One line for the user, e.g. ``quota for account physics: 3400 of 3600 QPU-seconds used
         this day; this job needs ~400; resets at 2026-12-03T00:00Z``."""
-        q, unit = self.quota, _UNIT_WORDS[self.quota.unit]
+        q, unit = self.quota, UNIT_NAMES[self.quota.unit]
         about = "~" if q.unit == "qpu_seconds" else ""
         return (
             f"quota for {q.name}: {_amount(self.used)} of {_amount(q.budget)} {unit} used "

@@ -156,7 +156,7 @@ class JobIn(BaseModel):
     )
     loop: LoopId | None = Field(
         None,
-        description="The hybrid loop (iterative session) the job belongs to: between two of its "
+        description="The hybrid loop the job belongs to: between two of its "
         "jobs the QPU may be held for it (docs/policy.md rule 9). Not a Warden session.",
     )
     think_time_s: Number | None = Field(

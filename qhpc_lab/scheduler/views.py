@@ -54,7 +54,7 @@ class Place:
 
 
 NOWHERE = Place()
-"""A job that is not active: no place, no ETA."""
+"""A job that is not active: no place, no end estimate."""
 
 
 @dataclasses.dataclass(frozen=True)

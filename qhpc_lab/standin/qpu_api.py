@@ -48,7 +48,7 @@ from qhpc_lab.standin import RESULT_FORMATS
 
 API_PREFIX = "/api/v1"
 CANNOT_CANCEL = "3003"
-"""The QPU API's code for "the program can no longer be cancelled" (the job will finish)."""
+"""The QPU API's code for "the program can no longer be canceled" (the job will finish)."""
 
 
 class JobCreation(BaseModel):
@@ -172,7 +172,7 @@ class ServedQPU:
         if job.status != "PENDING" or job.program_status == "CANCELED":
             raise Refused(
                 CANNOT_CANCEL,
-                f"job {uid} is {job.status}: its program can no longer be cancelled",
+                f"job {uid} is {job.status}: its program can no longer be canceled",
                 {"status": job.status},
             )
         if uid in self._pending:

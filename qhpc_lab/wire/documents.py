@@ -126,12 +126,13 @@ class JobOut(BaseModel):
         description="1 = next to run, 0 = running, null when final."
     )
     eta_s: Annotated[float | None, RELAYED] = Field(
-        description="Seconds until it is expected to end; null when final or held."
+        description="Seconds until it is expected to end (its start: this less its shots left "
+        "× the device's time_per_shot_s; 0 once started); null when final or held."
     )
     held_by: Annotated[Hold | None, RELAYED] = Field(
         description="What holds it while it waits (a timeline hold: maintenance runs nothing, "
         "draining runs only started jobs, down: the QPU says DOWN, which also stalls the "
-        "running job's chunk); it has no ETA meanwhile."
+        "running job's chunk); it has no end estimate (eta_s) meanwhile."
     )
     started_at: Annotated[Time | None, RELAYED]
     finished_at: Annotated[Time | None, RELAYED]
@@ -225,7 +226,10 @@ class DeviceOut(BaseModel):
     next_calibration_at: float | None
     next_calibration_in_s: Annotated[float | None, RELAYED]
     calibration_duration_s: Annotated[float, RELAYED]
-    time_per_shot_s: float
+    time_per_shot_s: Annotated[float, RELAYED] = Field(
+        description="Device time per shot: what a waiting job's start estimate takes off its "
+        "end estimate (eta_s) for each shot it has left."
+    )
     chunk_shots: int
     cell_job_class: StrictStr = Field(
         description="The class a %%qpu cell's job gets when the cell names none (a site "
@@ -277,7 +281,8 @@ class QueuePlaceOut(BaseModel):
 
 
 class QueueRunningOut(BaseModel):
-    """The running job, anyone's: its class, and its id and ETA when it is the caller's."""
+    """The running job, anyone's: its class, and its id and end estimate when it is the
+    caller's."""
 
     job_class: Annotated[StrictStr, RELAYED]
     mine: Annotated[StrictBool, RELAYED]

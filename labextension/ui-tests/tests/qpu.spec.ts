@@ -148,7 +148,9 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
     .toBeDefined();
   const row = sidebar.locator(`li[data-job-id="${job.id}"]`);
   await expect(row).toHaveAttribute('data-status', 'PENDING');
-  await expect(row.locator('.qhpc-position')).toHaveText(/1st in queue/);
+  await expect(row.locator('.qhpc-position')).toHaveText(/1st of 1 waiting/);
+  // Both estimates, never a bare ETA: when it starts (the running job's shots left) and ends.
+  await expect(row.locator('.qhpc-eta')).toHaveText(/starts in ~.* · ends in ~/);
   await expect(status).toContainText(`job #${blocker.id} running`);
   // The running job is not counted as waiting.
   await expect(card.locator('.qhpc-queue-total')).toHaveText('1 running, 1 waiting');
@@ -174,7 +176,7 @@ test('the QPU sidebar follows a %%qpu job and a calibration', async ({ page, req
   const aheadSent = Date.now();
   const ahead = await submit(request, 5000, OTHER, 'test');
   const movedBackMs = await moved('2', aheadSent);
-  await expect(row.locator('.qhpc-position')).toHaveText(/2nd in queue/);
+  await expect(row.locator('.qhpc-position')).toHaveText(/2nd of 2 waiting/);
   await expect(card.locator('.qhpc-queue-total')).toHaveText('1 running, 2 waiting');
   await shot(page, '02b-moved-back-by-another-user');
   const cancelSent = Date.now();
@@ -267,7 +269,7 @@ test('the sidebar says so when the service fails or finds no QPU', async ({ page
 
   failing = false;
   await sidebar.getByRole('button', { name: 'Retry' }).click();
-  await expect(sidebar.locator('.qhpc-empty').first()).toContainText('No QPU in this session');
+  await expect(sidebar.locator('.qhpc-empty').first()).toContainText('No QPU for this Lab');
   await expect(sidebar.locator('.qhpc-empty').last()).toContainText('No jobs yet');
   await expect(page.locator('.qhpc-status-item')).toContainText('QPU: emulator');
   await shot(page, '07-empty-state');

@@ -49,7 +49,7 @@ class TargetsHandler(_Handler):
 class JobsHandler(_Handler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        """The user's jobs on every scheduler target, with position and ETA."""
+        """The user's jobs on every scheduler target, with their place and end estimate."""
         limit = self.get_query_argument("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= 1000:
             self.refuse(400, "limit must be an integer from 1 to 1000")

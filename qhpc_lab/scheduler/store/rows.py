@@ -39,7 +39,7 @@ class JobRow:
     single_calibration: bool
     """All its shots must come from one calibration (docs/policy.md)."""
     loop: str | None
-    """The hybrid loop (iterative session) it belongs to (docs/policy.md rule 9)."""
+    """The hybrid loop it belongs to (docs/policy.md rule 9)."""
     think_time_s: float | None
     created_at: float
     started_at: float | None

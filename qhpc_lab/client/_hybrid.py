@@ -1,8 +1,8 @@
-"""Iterative sessions (hybrid loops): the jobs of one variational loop, marked as such.
+"""Hybrid loops: the jobs of one variational loop, marked as such.
 
 A scheduler may hold the QPU for a loop between two of its jobs, for at most the think time
 the loop expects, when that costs the others less than it saves the loop (docs/policy.md,
-rule 9). Not a Warden session: those are Slurm jobs' QPU shares; a loop lives inside one.
+rule 9). "Session" means only a Slurm job's QPU share (Warden's); a loop lives inside one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from qhpc_lab.client._target import LoopMark
 
 
 @dataclass
-class Session:
+class Loop:
     """One hybrid loop: its id, the think time it declares, and the jobs submitted in it.
 
     Without a declared ``think_time_s`` each submission sends the loop's last pause (from the
@@ -42,4 +42,9 @@ class Session:
 
     def __str__(self) -> str:
         think = "last pause" if self.think_time_s is None else f"{self.think_time_s:g} s"
-        return f"session {self.name} ({len(self.jobs)} jobs, think time: {think})"
+        return f"loop {self.name} ({len(self.jobs)} jobs, think time: {think})"
+
+
+Session = Loop
+"""Deprecated name of :class:`Loop` (a session is a Slurm job's QPU share), kept for one
+release."""
