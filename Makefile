@@ -16,7 +16,7 @@ LABEXT_SOURCES := $(shell find $(LABEXT)/src $(LABEXT)/style -type f 2>/dev/null
 # jlpm (Yarn) comes with jupyter-builder in the venv; Playwright must never fetch a browser.
 JLPM := PATH=$(CURDIR)/$(VENV)/bin:$$PATH PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(CURDIR)/$(VENV)/bin/jlpm
 
-.PHONY: lab test install labextension wheel system-deps lint bench clean
+.PHONY: lab tutorials test install labextension wheel system-deps lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 needed)"; exit 1; }
@@ -102,6 +102,12 @@ lab: install
 	( while kill -0 $$$$ 2>/dev/null && kill -0 $$lab 2>/dev/null; do sleep 1; done; \
 	  kill $$lab $$scheduler $$qpu 2>/dev/null ) & \
 	wait $$lab
+
+# Every tutorial re-run from one start as make lab's (its profile and ports, a fresh state
+# folder), in order, and its outputs written back: what is stored tells one run's story
+# (docs/client.md, "Tutorials"). Nothing is written unless every notebook ran.
+tutorials: $(STAMP)
+	$(PY) scripts/rerun_tutorials.py --profile $(QHPC_DEVICE) --port $(QHPC_PORT) --qpu-port $(QHPC_QPU_PORT)
 
 test: install system-deps $(LABEXT)/ui-tests/node_modules/.installed
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
