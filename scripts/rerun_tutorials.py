@@ -9,7 +9,8 @@ environment a Lab started by ``make lab`` gives (no Slurm or QRMI variables of t
 The stored outputs thus tell one story: one device, one calibration clock, job ids as a new
 user sees them. Nothing is written unless every notebook ran (a cell tagged
 ``raises-exception`` may fail; any other error stops the run, naming the notebook and cell).
-Execution timings, widget state and absolute paths are not stored. The services are stopped by
+Execution timings, widget state and absolute paths are not stored; a cell the README quotes
+with its output gets this run's output there too. The services are stopped by
 pid however the run ends.
 
     .venv/bin/python scripts/rerun_tutorials.py [--profile demo] [--port 8006] [--qpu-port 8090]
@@ -194,6 +195,32 @@ def stored(notebook: nbformat.NotebookNode, paths: dict[str, str]) -> nbformat.N
     return notebook
 
 
+QUOTE = re.compile(r"```python\n(.*?)\n```\n\n```text\n(.*?)\n```", re.DOTALL)
+"""A cell quoted in the README, and below it what it printed."""
+
+
+def quote_outputs(page: Path, notebooks: list[nbformat.NotebookNode]) -> None:
+    """Each cell that ``page`` quotes from a tutorial followed by its output gets the output
+    this run stored (the README's quick start shows a ``%%qpu`` cell of 02 and its result)."""
+    printed = {}
+    for notebook in notebooks:
+        for cell in notebook.cells:
+            texts = [
+                o.get("text") or o.get("data", {}).get("text/plain")
+                for o in cell.get("outputs", [])
+            ]
+            if cell.cell_type == "code" and texts and all(texts):
+                printed.setdefault(cell.source.strip(), "\n".join(t.rstrip("\n") for t in texts))
+
+    def requote(found: re.Match[str]) -> str:
+        output = printed.get(found.group(1).strip())
+        if output is None:
+            return found.group(0)
+        return f"```python\n{found.group(1)}\n```\n\n```text\n{output}\n```"
+
+    page.write_text(QUOTE.sub(requote, page.read_text(encoding="utf-8")), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="rerun-tutorials", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="demo", help="the emulated QPU's profile")
@@ -228,7 +255,8 @@ def main() -> None:
                 print(f"rerun-tutorials: {path.name} ran in {time.monotonic() - began:.0f} s")
     for path, notebook in executed.items():
         nbformat.write(notebook, path)
-    print(f"rerun-tutorials: wrote {len(executed)} notebooks")
+    quote_outputs(ROOT / "README.md", list(executed.values()))
+    print(f"rerun-tutorials: wrote {len(executed)} notebooks and the README's quoted outputs")
 
 
 if __name__ == "__main__":
