@@ -10,11 +10,14 @@ The stored outputs thus tell one story: one device, one calibration clock, job i
 user sees them. Nothing is written unless every notebook ran (a cell tagged
 ``raises-exception`` may fail; any other error stops the run, naming the notebook and cell).
 Execution timings, widget state and absolute paths are not stored; a cell the README quotes
-with its output gets this run's output there too. The services are stopped by
-pid however the run ends.
+with its output gets this run's output there too. The services are stopped by pid when the
+run ends, fails, or gets Ctrl-C, SIGTERM or SIGHUP (not SIGKILL: nothing can catch it).
 
     .venv/bin/python scripts/rerun_tutorials.py [--profile demo] [--port 8006] [--qpu-port 8090]
                                                 [NOTEBOOK ...]
+
+Naming notebooks re-runs only those, to try a change; commit a whole run (tests/test_notebooks.py
+checks that the stored outputs read as one).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~$])/(?:home|root|tmp|work|usr|opt|var|srv)/")
 DEVICE = re.compile(r"\bQHPC-\w+")
 ON_TARGET = re.compile(r"\bjob \d+ on (\w+)")
+LOCAL_JOB = re.compile(r"\bjob (\d+) on local\b")
 RESOURCE = "qpu"
 """The QRMI resource name the QPU share gets in the job (the Slurm side chooses it)."""
 
@@ -94,10 +95,17 @@ def test_tutorial_notebooks_run_and_keep_their_outputs(tmp_path: Path) -> None:
 def test_stored_outputs_come_from_one_make_lab_run() -> None:
     """What ``make tutorials`` stores (docs/client.md, "Tutorials"): every notebook's outputs as
     ``make lab`` shows them — its scheduler ``local``, the demo device, not the test one —
-    with their execution counts, and without timings, widget state or absolute paths."""
+    with their execution counts, and without timings, widget state or absolute paths; the
+    scheduler's job ids growing from one notebook to the next, as in one run."""
     failures = []
+    last_job = 0  # the scheduler's job ids grow through the run, notebook after notebook
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         notebook = json.loads(path.read_text(encoding="utf-8"))
+        outputs = json.dumps([cell.get("outputs", []) for cell in notebook["cells"]])
+        ids = [int(n) for n in LOCAL_JOB.findall(outputs)]
+        if ids and min(ids) <= last_job:
+            failures.append(f"{path.name}: scheduler job {min(ids)} after job {last_job}")
+        last_job = max(ids, default=last_job)
         if "widgets" in notebook["metadata"]:
             failures.append(f"{path.name}: widget state in its metadata")
         for number, cell in enumerate(notebook["cells"]):
