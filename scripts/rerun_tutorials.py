@@ -57,12 +57,15 @@ def taken(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def check_free(port: int, option: str) -> None:
+def check_free(port: int, variable: str, option: str) -> None:
     """SystemExit naming a free port when ``port`` is taken (``make lab`` says the same)."""
     if not taken(port):
         return
     free = next(p for p in range(8010, 8100) if not taken(p))
-    sys.exit(f"rerun-tutorials: port {port} is taken (a make lab running?): {option}={free}")
+    sys.exit(
+        f"rerun-tutorials: port {port} is taken (a make lab running?): "
+        f"make tutorials {variable}={free} (this script: {option} {free})"
+    )
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -232,8 +235,8 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/0*.ipynb")
     options = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress lines as they happen, into a log too
-    check_free(options.port, "QHPC_PORT")
-    check_free(options.qpu_port, "QHPC_QPU_PORT")
+    check_free(options.port, "QHPC_PORT", "--port")
+    check_free(options.qpu_port, "QHPC_QPU_PORT", "--qpu-port")
     notebooks = [p.resolve() for p in options.notebooks] or sorted(NOTEBOOKS.glob("0*.ipynb"))
     for number in (signal.SIGTERM, signal.SIGHUP):  # end through the finally blocks
         signal.signal(number, lambda received, _: sys.exit(128 + received))
