@@ -103,12 +103,6 @@ lab: install
 	  kill $$lab $$scheduler $$qpu 2>/dev/null ) & \
 	wait $$lab
 
-# Every tutorial re-run from one start as make lab's (its profile and ports, a fresh state
-# folder), in order, and its outputs written back: what is stored tells one run's story
-# (docs/client.md, "Tutorials"). Nothing is written unless every notebook ran.
-tutorials: $(STAMP)
-	$(PY) scripts/rerun_tutorials.py --profile $(QHPC_DEVICE) --port $(QHPC_PORT) --qpu-port $(QHPC_QPU_PORT)
-
 test: install system-deps $(LABEXT)/ui-tests/node_modules/.installed
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
@@ -121,6 +115,13 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/api.py
+
+# Every tutorial re-run from one start as make lab's (its profile and ports, a fresh state
+# folder), in order, and its outputs written back: what is stored tells one run's story
+# (docs/client.md, "Tutorials"). Nothing is written unless every notebook ran. 04 needs CUDA-Q
+# (the cudaq extra, where the build has $(CUDAQ_STAMP)).
+tutorials: $(STAMP) $(CUDAQ_STAMP)
+	$(PY) scripts/rerun_tutorials.py --profile $(QHPC_DEVICE) --port $(QHPC_PORT) --qpu-port $(QHPC_QPU_PORT)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache test-artifacts qhpc_lab/labextension .hub
