@@ -118,8 +118,8 @@ bench: install
 
 # Every tutorial re-run from one start as make lab's (its profile and ports, a fresh state
 # folder), in order, and its outputs written back: what is stored tells one run's story
-# (docs/client.md, "Tutorials"). Nothing is written unless every notebook ran. 04 needs CUDA-Q
-# (the cudaq extra, where the build has $(CUDAQ_STAMP)).
+# (docs/client.md, "Tutorials"). Nothing is written unless every notebook ran. 04 imports
+# CUDA-Q: CUDAQ_STAMP installs the cudaq extra where this Makefile defines it.
 tutorials: $(STAMP) $(CUDAQ_STAMP)
 	$(PY) scripts/rerun_tutorials.py --profile $(QHPC_DEVICE) --port $(QHPC_PORT) --qpu-port $(QHPC_QPU_PORT)
 
