@@ -16,7 +16,7 @@ LABEXT_SOURCES := $(shell find $(LABEXT)/src $(LABEXT)/style -type f 2>/dev/null
 # jlpm (Yarn) comes with jupyter-builder in the venv; Playwright must never fetch a browser.
 JLPM := PATH=$(CURDIR)/$(VENV)/bin:$$PATH PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(CURDIR)/$(VENV)/bin/jlpm
 
-.PHONY: lab test install labextension wheel system-deps lint bench clean
+.PHONY: lab tutorials test install labextension wheel system-deps lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 needed)"; exit 1; }
@@ -123,6 +123,13 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/api.py
+
+# Every tutorial re-run from one start as make lab's (its profile and ports, a fresh state
+# folder), in order, and its outputs written back: what is stored tells one run's story
+# (docs/client.md, "Tutorials"). Nothing is written unless every notebook ran. 04 imports
+# CUDA-Q: CUDAQ_STAMP installs the cudaq extra where this Makefile defines it.
+tutorials: $(STAMP) $(CUDAQ_STAMP)
+	$(PY) scripts/rerun_tutorials.py --profile $(QHPC_DEVICE) --port $(QHPC_PORT) --qpu-port $(QHPC_QPU_PORT)
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache test-artifacts qhpc_lab/labextension .hub
