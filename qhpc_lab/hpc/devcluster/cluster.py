@@ -82,12 +82,15 @@ class Cluster:
         try:
             if not munge_answers():
                 start_munged(self.services)
-            # their imports take a while: start the rest meanwhile (a scheduler waits for its
-            # QPU API to answer before it reads the device's specs)
+            # their imports take a while: start the batch daemons meanwhile; a scheduler reads
+            # its device's specs as it starts and gives up after its retries (30 s), which a
+            # loaded machine's QPU start outlasts: it starts once its QPU API answers
             for service, _, device in self._schedulers():
                 self._spawn_qpu(service, device)
-            schedulers = [self._spawn_scheduler(*each) for each in self._schedulers()]
             self._start_daemons(scripts)
+            for service, _, _ in self._schedulers():
+                self._wait_qpu(service)
+            schedulers = [self._spawn_scheduler(*each) for each in self._schedulers()]
             for (service, port, _), process in zip(self._schedulers(), schedulers, strict=True):
                 self._wait_scheduler(service, port, process)
         except BaseException:
@@ -160,6 +163,23 @@ class Cluster:
             self._log(service),
             env={**os.environ, "QHPC_STATE_DIR": str(state)},
         )
+
+    def _wait_qpu(self, scheduler: str) -> None:
+        """Until the QPU API that ``scheduler`` drives answers (its SDK imports done)."""
+        service, port = self._qpu(scheduler)
+        log = f"{service}.log"
+
+        def answers() -> bool:
+            import httpx
+
+            if not self.services.pid(service):
+                raise DevClusterError(f"the {service} exited:\n{self._tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                url = f"http://127.0.0.1:{port}/api/v1/system/operational"
+                return httpx.get(url, timeout=1).status_code == 200
+            return False
+
+        wait_until(answers, 120, f"the {service} does not answer", lambda: self._tail(log))
 
     def _wait_scheduler(self, service: str, port: int, process: psutil.Popen) -> None:
         log = f"{service}.log"
