@@ -82,15 +82,16 @@ class Cluster:
         try:
             if not munge_answers():
                 start_munged(self.services)
-            # their imports take a while: start the batch daemons meanwhile; a scheduler reads
-            # its device's specs as it starts and gives up after its retries (30 s), which a
-            # loaded machine's QPU start outlasts: it starts once its QPU API answers
+            # their imports take a while: start the rest meanwhile (a scheduler waits for its
+            # QPU API to answer before it reads the device's specs)
             for service, _, device in self._schedulers():
                 self._spawn_qpu(service, device)
-            self._start_daemons(scripts)
-            for service, _, _ in self._schedulers():
-                self._wait_qpu(service)
             schedulers = [self._spawn_scheduler(*each) for each in self._schedulers()]
+            self._start_daemons(scripts)
+            schedulers = [
+                self._restarted_after_qpu(each, process)
+                for each, process in zip(self._schedulers(), schedulers, strict=True)
+            ]
             for (service, port, _), process in zip(self._schedulers(), schedulers, strict=True):
                 self._wait_scheduler(service, port, process)
         except BaseException:
@@ -163,6 +164,16 @@ class Cluster:
             self._log(service),
             env={**os.environ, "QHPC_STATE_DIR": str(state)},
         )
+
+    def _restarted_after_qpu(
+        self, scheduler: tuple[str, int, str], process: psutil.Popen
+    ) -> psutil.Popen:
+        """``process``, or a new one once its QPU API answers where it gave up waiting for it
+        (its retries last 30 s, which a loaded machine's QPU start can outlast)."""
+        self._wait_qpu(scheduler[0])
+        if process.poll() is None:
+            return process
+        return self._spawn_scheduler(*scheduler)
 
     def _wait_qpu(self, scheduler: str) -> None:
         """Until the QPU API that ``scheduler`` drives answers (its SDK imports done)."""
