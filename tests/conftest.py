@@ -67,8 +67,9 @@ def munged() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def batch_slurm_cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    """One Slurm dev cluster for the batch-work modules (cluster emulations, notebook runs):
-    each adds its own users and leaves the cluster as it found it, so one start serves both."""
+    """One Slurm dev cluster for every module on the single-QPU cluster (hooks, JupyterHub,
+    cluster emulations, notebook runs): each adds its own users and leaves the cluster as it
+    found it (a drain resumed, the hooks' settings restored), so one start serves them all."""
     with slurm_dev_cluster(pytestconfig) as started:
         yield started
 
@@ -77,7 +78,7 @@ def batch_slurm_cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[D
 def batch_gridengine_cluster(
     munged: None, pytestconfig: pytest.Config
 ) -> Iterator[GridEngineCluster]:
-    """One Grid Engine dev cluster for the batch-work modules, as :func:`batch_slurm_cluster`."""
+    """One Grid Engine dev cluster for every module on it, as :func:`batch_slurm_cluster`."""
     ports = ("scheduler_port", "qpu_port", "qmaster_port", "execd_port")
     with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as started:
         yield started

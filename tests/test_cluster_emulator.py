@@ -2,10 +2,12 @@
 
 A real unprivileged user's kernel (a fresh process per call, so every call after the first
 is a kernel after a restart) submits emulations through the targets file a site would write:
-a program too large for the kernel goes to the cluster with its announcement and comes back
-with its engine, approximation and node; a job waiting on its start time shows Slurm's reason
-and start estimate, and cancel ends the batch job; a malformed program never becomes a batch
-job; a batch job stopped at its time limit reaches the user as one line naming the limit.
+a program too large for the kernel (the site's threshold set low, so that a 4-atom program
+already is: seconds of the cluster's time, not minutes) goes to the cluster with its
+announcement and comes back with its engine (the site's, emu-mps), approximation and node;
+a job waiting on its start time shows Slurm's reason and start estimate, and cancel ends the
+batch job; a malformed program never becomes a batch job; a batch job stopped at its time
+limit reaches the user as one line naming the limit.
 The over-time job is submitted first and runs beside the others (one minute of Slurm's).
 """
 
@@ -30,7 +32,9 @@ type = "cluster-emulator"
 scheduler = "slurm"
 python = "{python}"
 cpus = 1
-fallback_above_s = 2
+engine = "emu-mps"
+poll_s = 1
+fallback_above_s = 0.1
 
 [targets.cluster-later]
 type = "cluster-emulator"
@@ -47,10 +51,12 @@ type = "cluster-emulator"
 python = "{python}"
 cpus = 1
 time_limit_s = 60
+poll_s = 1
 """
-"""``cluster`` takes what the kernel cannot (past 2 s of planned emulation, to keep the test
-short); ``cluster-later``'s jobs wait an hour to start; ``cluster-nowhere`` names a partition Slurm
-does not have; ``cluster-short`` gives one minute."""
+"""``cluster`` takes what the kernel cannot (past 0.1 s of planned emulation, to keep the test
+short: any program is past it) and runs emu-mps; ``cluster-later``'s jobs wait an hour to start;
+``cluster-nowhere`` names a partition Slurm does not have; ``cluster-short`` gives one minute.
+Those the tests wait on ask Slurm every second."""
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +92,16 @@ def over_time(kernel: Kernel) -> str:
 def test_a_program_the_kernel_cannot_hold_runs_on_the_cluster(
     kernel: Kernel, over_time: str, report: Callable[[str], None]
 ) -> None:
-    """No QPU in sight and a 24-atom program past the kernel's limit: the fallback sends it
-    to the cluster emulator, says so, and the result names its engine, its approximation and
-    the node it ran on; a restarted kernel reads the same job back from the ledger."""
-    program = kernel.program("chain24", chain(24, 100, 20))
+    """No QPU in sight and a program past the kernel's limit (the site's ``fallback_above_s``:
+    its in-kernel plan, QuTiP on 4 atoms, is over it): the fallback sends it to the cluster
+    emulator, says so with the plan and the limit, and the result names the target's engine,
+    its approximation and the node it ran on; a restarted kernel reads the same job back from
+    the ledger. (Which engine a large program gets is test_engines'.)"""
+    program = kernel.program("chain4", chain(4, 100, 20))
     answer = kernel.call("submit", program, "-", "wait")
     assert "it runs as a batch job on cluster emulator 'cluster'" in answer.stderr, answer.stderr
-    assert "24 atoms" in answer.stderr and "emu-mps" in answer.stderr, answer.stderr
+    assert "(qutip, 4 atoms, 100 ns: about 0 s" in answer.stderr, answer.stderr
+    assert "is over this kernel's emulation limit" in answer.stderr, answer.stderr
     submitted, done = answer.lines if len(answer.lines) == 2 else (answer.lines, kernel.outputs())
     assert submitted["target"] == "cluster" and submitted["status"] in ("PENDING", "RUNNING")
     assert done["status"] == "DONE", (done, kernel.outputs())
@@ -110,7 +119,7 @@ def test_a_program_the_kernel_cannot_hold_runs_on_the_cluster(
     assert done["id"] in listed
     entry = json.loads((kernel.ledger / done["id"] / "entry.json").read_text())
     assert (entry["kind"], entry["system"]) == ("emulation", "slurm")
-    report(f"24-atom chain on the cluster: {done['detail']}; {done['approximation']}")
+    report(f"4-atom chain on the cluster: {done['detail']}; {done['approximation']}")
 
 
 def test_a_waiting_job_shows_its_reason_and_cancel_ends_it(

@@ -43,7 +43,6 @@ from tests.support.clusters import (
     RUNUSER,
     SchedulerView,
     User,
-    dev_cluster,
     hostile_bin,
     hostile_listener,
     printed_counts,
@@ -265,10 +264,9 @@ class Site(SchedulerView):
 
 
 @pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[GridEngineCluster]:
-    ports = ("scheduler_port", "qpu_port", "qmaster_port", "execd_port")
-    with dev_cluster(GridEngineCluster, "Grid Engine", pytestconfig, ports) as started:
-        yield started
+def cluster(batch_gridengine_cluster: GridEngineCluster) -> GridEngineCluster:
+    """The session's Grid Engine dev cluster (conftest), shared with the other modules on it."""
+    return batch_gridengine_cluster
 
 
 @pytest.fixture(scope="module")

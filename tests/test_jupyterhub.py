@@ -38,7 +38,6 @@ from tests.support.clusters import (
     User,
     add_user,
     remove_user,
-    slurm_dev_cluster,
 )
 from tests.support.daemons import free_port
 from tests.support.jupyter_hub import (
@@ -65,10 +64,9 @@ REPORT_CELL = (
 
 
 @pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    """The Slurm dev cluster: module-scoped, so this module starts its own."""
-    with slurm_dev_cluster(pytestconfig) as started:
-        yield started
+def cluster(batch_slurm_cluster: DevCluster) -> DevCluster:
+    """The session's Slurm dev cluster (conftest), shared with the other modules on it."""
+    return batch_slurm_cluster
 
 
 @dataclass

@@ -39,10 +39,12 @@ def _data(response: httpx.Response) -> Any:
     return body["data"]
 
 
-def _post(client: httpx.Client, nb_run: int, sequence: str, batch: str = "b-1") -> dict[str, Any]:
+def _post(
+    client: httpx.Client, nb_run: int, sequence: str, batch: str = "b-1", timeout: float = 30
+) -> dict[str, Any]:
     context = {"batch_id": batch, "pasqman_job_id": f"{batch}-chunk-0"}
     payload = {"nb_run": nb_run, "pulser_sequence": sequence, "context": context}
-    return _data(client.post("/jobs", json=payload))
+    return _data(client.post("/jobs", json=payload, timeout=timeout))
 
 
 def _finished(client: httpx.Client, uid: int) -> dict[str, Any]:
@@ -143,8 +145,8 @@ def test_injected_faults(tmp_path: Path) -> None:
         with pytest.raises(httpx.ReadTimeout):
             qpu.get("/system/operational", timeout=0.3)
         inject(lost_post_answers=1)
-        with pytest.raises(httpx.ReadTimeout):
-            _post(qpu, 10, sequence, "lost")
+        with pytest.raises(httpx.ReadTimeout):  # the answer never comes: 1 s shows it
+            _post(qpu, 10, sequence, "lost", timeout=1.0)
         inject()
         lost = poll_until(lambda: _data(qpu.get("/jobs/0")), "the lost job is there", 10)
         assert (lost["batch_id"], lost["nb_run"]) == ("lost", 10)

@@ -42,7 +42,6 @@ from tests.support.clusters import (
     printed_counts,
     remove_user,
     scheduler_unreachable,
-    slurm_dev_cluster,
     write_job_script,
 )
 from tests.support.daemons import free_port
@@ -348,9 +347,9 @@ def test_slurm_conf_lines_name_the_hooks_and_the_timeout(tmp_path: Path) -> None
 
 
 @pytest.fixture(scope="module")
-def cluster(munged: None, pytestconfig: pytest.Config) -> Iterator[DevCluster]:
-    with slurm_dev_cluster(pytestconfig) as started:
-        yield started
+def cluster(batch_slurm_cluster: DevCluster) -> DevCluster:
+    """The session's Slurm dev cluster (conftest), shared with the other modules on it."""
+    return batch_slurm_cluster
 
 
 @pytest.fixture(scope="module")

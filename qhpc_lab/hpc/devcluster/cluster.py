@@ -88,6 +88,10 @@ class Cluster:
                 self._spawn_qpu(service, device)
             schedulers = [self._spawn_scheduler(*each) for each in self._schedulers()]
             self._start_daemons(scripts)
+            schedulers = [
+                self._restarted_after_qpu(each, process)
+                for each, process in zip(self._schedulers(), schedulers, strict=True)
+            ]
             for (service, port, _), process in zip(self._schedulers(), schedulers, strict=True):
                 self._wait_scheduler(service, port, process)
         except BaseException:
@@ -160,6 +164,33 @@ class Cluster:
             self._log(service),
             env={**os.environ, "QHPC_STATE_DIR": str(state)},
         )
+
+    def _restarted_after_qpu(
+        self, scheduler: tuple[str, int, str], process: psutil.Popen
+    ) -> psutil.Popen:
+        """``process``, or a new one once its QPU API answers where it gave up waiting for it
+        (its retries last 30 s, which a loaded machine's QPU start can outlast)."""
+        self._wait_qpu(scheduler[0])
+        if process.poll() is None:
+            return process
+        return self._spawn_scheduler(*scheduler)
+
+    def _wait_qpu(self, scheduler: str) -> None:
+        """Until the QPU API that ``scheduler`` drives answers (its SDK imports done)."""
+        service, port = self._qpu(scheduler)
+        log = f"{service}.log"
+
+        def answers() -> bool:
+            import httpx
+
+            if not self.services.pid(service):
+                raise DevClusterError(f"the {service} exited:\n{self._tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                url = f"http://127.0.0.1:{port}/api/v1/system/operational"
+                return httpx.get(url, timeout=1).status_code == 200
+            return False
+
+        wait_until(answers, 120, f"the {service} does not answer", lambda: self._tail(log))
 
     def _wait_scheduler(self, service: str, port: int, process: psutil.Popen) -> None:
         log = f"{service}.log"
