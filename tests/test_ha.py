@@ -8,6 +8,9 @@ stopped once (fast shutdown, every connection cut) and started again. Then every
 must have reached exactly one final state with exactly its shots committed once, and the
 watcher must have seen every final state. The failover times are written to
 ``$QHPC_HA_FIGURES`` (default: the test's directory) and printed.
+
+Issue 27's attacks on replicas (findings 1-4) run against two replicas started together on
+one new database behind HAProxy (module fixtures), each test written as the attack.
 """
 
 from __future__ import annotations
@@ -482,6 +485,9 @@ def _audit(engine: sa.Engine, load: _Load, final: dict[int, Any], watcher: _Watc
 # HAProxy in front, two QPU slots; each test leaves them as it found them.
 
 SLOTS = {"QHPC_QPU_SLOTS_TOTAL": "2"}
+READ_CLIENTS = 32
+READ_LOAD_S = 8.0
+"""The read load on the leader: long enough for four lease lifetimes (``--lease-ttl 2``)."""
 ADMIN_HEADERS = auth_header(ADMIN, admin=True)
 
 
@@ -586,8 +592,9 @@ def test_two_replicas_cannot_both_admit_past_the_qpu_slots(pair: _Pair) -> None:
 def test_operator_changes_through_haproxy_reach_the_dispatching_replica(
     pair: _Pair, sequence_json: str
 ) -> None:
-    """Findings 1 and 3, the attack: ``qhpc admin`` through HAProxy (which picks the replica)
-    drains, closes for maintenance, changes the policy and asks for a calibration. Now every
+    """Finding 3 (and ``qhpc admin`` through HAProxy), the attack: the operator's CLI through
+    HAProxy (which picks the replica) drains, closes for maintenance and changes the policy,
+    and a calibration is asked of the replica that does not dispatch. Now every
     replica answers the same and the dispatching one acts: a job waits through the drain and
     runs after the resume, maintenance refuses submissions on both, the policy reads the same
     on both, and the leader calibrates."""
@@ -685,16 +692,11 @@ def test_the_lease_holds_under_read_load(pair: _Pair) -> None:
     assert _leader(pair.engine) == (epoch, holder), "the leader lost its lease under read load"
 
 
-READ_CLIENTS = 32
-READ_LOAD_S = 8.0
-"""The read load: long enough for four lease lifetimes (``--lease-ttl 2``)."""
-
-
 @pytest.mark.postgres
 def test_replicas_writing_one_fact_at_once_do_not_collide(module_postgres_url: str) -> None:
-    """Finding 4 of the red team's list (the start-up race), at its root: stores writing the
-    same new device fact at the same moment (replicas starting together). Now an upsert:
-    none fails with a duplicate key, and the fact holds one of the values."""
+    """The start-up race, at its root: stores writing the same new device fact at the same
+    moment (two replicas starting together on a new database failed with UniqueViolation on
+    ``device_facts_pkey``). Now an upsert: none fails, and the fact holds one of the values."""
     stores = [Store(module_postgres_url) for _ in range(6)]
     barrier = threading.Barrier(len(stores))
 

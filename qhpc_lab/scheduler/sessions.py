@@ -135,6 +135,12 @@ class Sessions:
         for session in stored:
             self.held(session)
 
+    async def learn_stored(self) -> None:
+        """:meth:`sync`, not while a session is being opened here (it would be read before
+        its commit, and dropped until the next look)."""
+        async with self._opening:
+            await self.sync()
+
     async def expire(self) -> int:
         """Revoke the open sessions past a deadline, as Warden's reaper does: past its
         lifetime always (reason ``max_lifetime_expired``), past its idle deadline only once

@@ -59,7 +59,7 @@ class SharedState:
         if seen == self._seen:
             return
         self._seen = seen
-        await self._sessions.sync()
+        await self._sessions.learn_stored()
         self._device.learn(facts)
         self._queue.learn_policy(facts.get("policy"))
         requested = facts.get(CALIBRATION_REQUEST)
