@@ -49,6 +49,7 @@ from qhpc_lab.scheduler.recovery import Recovery
 from qhpc_lab.scheduler.replication import Replication
 from qhpc_lab.scheduler.reports import Reports
 from qhpc_lab.scheduler.sessions import Sessions
+from qhpc_lab.scheduler.shared_state import SharedState
 from qhpc_lab.scheduler.store import JobRow, ReservationRow, SessionRow, Store
 from qhpc_lab.scheduler.timeline import Timelines
 from qhpc_lab.scheduler.traces import JobTraces
@@ -96,9 +97,7 @@ class Scheduler:
         """HA replicas: who dispatches; None for the single daemon, which always does."""
         if config.ha:
             self.journal = Journal(store)
-            self.leadership = Leadership(
-                store, self._gateway.off_loop, config.lease_renew_s, config.lease_ttl_s
-            )
+            self.leadership = Leadership(store, config.lease_renew_s, config.lease_ttl_s)
         self.bus = EventBus(self.queue_snapshot, replay=self._replay if config.ha else None)
         self._queue = QueueState(
             config.policy,
@@ -165,7 +164,17 @@ class Scheduler:
             self._gateway, self._queue, self._sessions, self._device, driver, now
         )
         self._replication: Replication | None = None
+        self._shared: SharedState | None = None
+        """HA replicas: the state they agree on, read from the store (shared_state.py)."""
         if self.journal is not None and self.leadership is not None:
+            self._shared = SharedState(
+                self._gateway,
+                self._sessions,
+                self._device,
+                self._queue,
+                lambda: self.leading,
+                self._dispatcher.request_calibration,
+            )
             self._replication = Replication(
                 self._gateway,
                 self.journal,
@@ -179,6 +188,7 @@ class Scheduler:
                 self._cancel_chunk,
                 self._lead,
                 self._device_changed,
+                self._shared,
             )
         self.quotas = QuotaBook(self._gateway, lambda: driver.profile, now)
         """Quotas and their use (``/quotas``, ``/admin/quotas``)."""
@@ -367,8 +377,12 @@ class Scheduler:
     async def set_draining(self, draining: bool) -> None:
         await self._device.set_draining(draining)
 
-    def request_calibration(self) -> None:
-        self._dispatcher.request_calibration()
+    async def request_calibration(self) -> None:
+        """Calibrate before the next chunk; an HA replica stores the request for the leader."""
+        if self._shared is None:
+            self._dispatcher.request_calibration()
+        else:
+            await self._shared.request_calibration()
 
     async def add_reservation(
         self, owner_kind: str, owner: str, starts_at: float, ends_at: float, created_by: str

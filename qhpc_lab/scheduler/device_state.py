@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from qhpc_lab.qpu import DeviceProfile, DeviceState, QPUDriver
 from qhpc_lab.scheduler import policy
@@ -148,21 +149,34 @@ class DeviceStatus:
 
     async def set_accessible(self, accessible: bool, message: str | None = None) -> None:
         """Open or close submissions; reopening without a message clears the closing one."""
-        await self._gateway.db(self._store.set_fact, "accessible", accessible)
-        self.accessible = accessible
-        self._timelines.hold("maintenance", not accessible, self._clock())
         if message is None and accessible:
             message = ""
+        changes: dict[str, Any] = {"accessible": accessible}
         if message is not None:
-            await self._gateway.db(self._store.set_fact, "message", message)
-            self.message = message
-        self._on_change()
+            changes["message"] = message
+        await self._gateway.db(self._store.set_shared_facts, changes)
+        self.learn(changes)
 
     async def set_draining(self, draining: bool) -> None:
         """Drain: started jobs finish, queued ones wait until resumed."""
-        await self._gateway.db(self._store.set_fact, "draining", draining)
-        self.draining = draining
-        self._timelines.hold("draining", draining, self._clock())
+        await self._gateway.db(self._store.set_shared_facts, {"draining": draining})
+        self.learn({"draining": draining})
+
+    def learn(self, facts: dict[str, Any]) -> None:
+        """Maintenance, its message and drain as stored (set here, or on another replica):
+        what changed is held from now on, and the dispatcher decides again."""
+        accessible = facts.get("accessible", self.accessible)
+        accessible = True if accessible is None else bool(accessible)
+        message = facts.get("message", self.message) or ""
+        draining = bool(facts.get("draining", self.draining))
+        if (accessible, message, draining) == (self.accessible, self.message, self.draining):
+            return
+        now = self._clock()
+        if accessible != self.accessible:
+            self._timelines.hold("maintenance", not accessible, now)
+        if draining != self.draining:
+            self._timelines.hold("draining", draining, now)
+        self.accessible, self.message, self.draining = accessible, message, draining
         self._on_change()
 
     # -- reservations ---------------------------------------------------------------------

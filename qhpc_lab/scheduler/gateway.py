@@ -94,10 +94,6 @@ class StoreGateway:
         self.recovered(STORE_UNAVAILABLE)
         return result
 
-    def off_loop(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        """A blocking store call in the store's threads, its errors as they are."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, call)
-
     def stalled(self, reason: str, detail: str) -> None:
         """The dispatcher cannot progress: said once per outage (log, metric, device event)."""
         if reason == STORE_UNAVAILABLE:

@@ -40,6 +40,7 @@ class Journal:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
         store.journal = self.record
+        store.announce = self.announce
 
     def record(self, conn: sa.Connection, changes: list[JobChange]) -> None:
         """Append ``changes`` within ``conn``'s transaction and announce them at its commit."""
@@ -49,6 +50,11 @@ class Journal:
             job_events.insert(),
             [dict(job_id=c.id, status=c.status, shots_done=c.shots_done, at=now) for c in changes],
         )
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
+
+    @staticmethod
+    def announce(conn: sa.Connection) -> None:
+        """Wake every replica's follower at ``conn``'s commit: the shared state changed."""
         conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
 
     def last_id(self) -> int:

@@ -18,10 +18,12 @@ once a new one took over, and the new one's recovery sees every chunk the old on
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -127,33 +129,55 @@ class Lease:
         return dict(row._mapping)
 
 
+def lease_engine(store_engine: sa.Engine, ttl_s: float) -> sa.Engine:
+    """The lease's own connection to the store's database: API load that takes every pooled
+    connection of the store cannot delay a renewal, and a statement that hangs past the
+    lease's time fails (the replica then deposes itself rather than wait)."""
+    timeout_ms = max(int(ttl_s * 1000), 100)
+    engine = sa.create_engine(
+        store_engine.url,
+        pool_size=1,
+        max_overflow=0,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": max(int(ttl_s), 1)},
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _statement_timeout(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {timeout_ms}")
+        dbapi_connection.commit()
+
+    return engine
+
+
 class Leadership:
     """The election loop of one replica: take the lease when it lapses, renew it while held,
     and say when this replica starts and stops leading.
 
-    ``elected`` and ``deposed`` are the scheduler's: start the dispatcher (after recovering
-    the chunks the old leader left running), and stop it. A replica that cannot renew for
-    ``ttl_s`` (the database unreachable) deposes itself: another may hold the lease by then.
+    The loop is a thread of its own with its own database connection (:func:`lease_engine`),
+    so that no load on the API — a starved event loop, busy store threads, every pooled
+    connection taken — delays a renewal. ``elected`` and ``deposed`` are the scheduler's, run
+    on its event loop: start the dispatcher (after recovering the chunks the old leader left
+    running), and stop it. A replica that cannot renew for ``ttl_s`` (the database
+    unreachable) deposes itself: another may hold the lease by then. A lost lease clears this
+    replica's epoch at once, so the fence refuses its dispatching writes before its event
+    loop hears of it.
     """
 
     def __init__(
-        self,
-        store: Store,
-        run: Callable[[Callable[[], Any]], Awaitable[Any]],
-        renew_s: float,
-        ttl_s: float,
-        holder: str | None = None,
+        self, store: Store, renew_s: float, ttl_s: float, holder: str | None = None
     ) -> None:
-        self.lease = Lease(store.engine, holder or replica_name(), ttl_s)
+        self.lease = Lease(lease_engine(store.engine, ttl_s), holder or replica_name(), ttl_s)
         store.fence = self.lease.check
-        self._run = run
-        """Runs a blocking store call off the event loop (the scheduler's store threads)."""
         self.renew_s = renew_s
         self.ttl_s = ttl_s
         self.leading = False
         self.since: float | None = None
         """When this replica last started leading (Unix time)."""
         self._renewed = 0.0
+        self._lock = threading.Lock()
+        """Held by a lease step and by :meth:`release`: one of them at a time changes it."""
 
     @property
     def epoch(self) -> int | None:
@@ -162,41 +186,95 @@ class Leadership:
     async def run_forever(
         self, elected: Callable[[int], None], deposed: Callable[[str], Awaitable[None]]
     ) -> None:
-        while True:
-            try:
-                await self._step(elected, deposed)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # the database away: held only while it had time left
-                if self.leading and time.monotonic() - self._renewed > self.ttl_s:
-                    await self._depose(deposed, f"lease not renewed for {self.ttl_s:g} s: {err}")
-                log.debug("lease step failed: %s", err)
-            await asyncio.sleep(self.renew_s)
+        """Run the lease thread until cancelled."""
+        loop = asyncio.get_running_loop()
+        stopping = threading.Event()
+        thread = threading.Thread(
+            target=self._renew_forever,
+            args=(loop, elected, deposed, stopping),
+            name="qhpc-lease",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            await loop.create_future()  # until cancelled
+        finally:
+            stopping.set()
+            await asyncio.to_thread(thread.join, self.ttl_s + self.renew_s)
 
-    async def _step(
-        self, elected: Callable[[int], None], deposed: Callable[[str], Awaitable[None]]
+    def _renew_forever(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        elected: Callable[[int], None],
+        deposed: Callable[[str], Awaitable[None]],
+        stopping: threading.Event,
     ) -> None:
-        if self.leading:
-            if await self._run(self.lease.renew):
-                self._renewed = time.monotonic()
-            else:
-                await self._depose(deposed, "another replica took the lease")
-            return
-        epoch = await self._run(self.lease.acquire)
-        if epoch is not None:
-            self._renewed = time.monotonic()
-            self.leading, self.since = True, time.time()
-            log.warning("this replica (%s) dispatches now, epoch %d", self.lease.holder, epoch)
-            elected(epoch)
+        while not stopping.is_set():
+            started = time.monotonic()
+            try:
+                with self._lock:
+                    epoch, why = self._step()
+            except Exception as err:  # the database away: held only while it had time left
+                log.debug("lease step failed: %s", err)
+                epoch, why = None, None
+                with self._lock:
+                    if self.leading and time.monotonic() - self._renewed > self.ttl_s:
+                        why = f"lease not renewed for {self.ttl_s:g} s: {err}"
+                        self._give_up(why)
+            if epoch is not None:
+                loop.call_soon_threadsafe(elected, epoch)
+            elif why is not None:
+                self._wait(asyncio.run_coroutine_threadsafe(deposed(why), loop), stopping)
+            stopping.wait(max(self.renew_s - (time.monotonic() - started), 0.0))
 
-    async def _depose(self, deposed: Callable[[str], Awaitable[None]], why: str) -> None:
+    def _step(self) -> tuple[int | None, str | None]:
+        """Renew the lease held, or take a lapsed one: (the epoch taken, None), or (None, why
+        this replica stops leading), or (None, None) when nothing changed."""
+        if self.leading:
+            if self.lease.renew():
+                self._renewed = time.monotonic()
+                return None, None
+            why = "another replica took the lease"
+            self._give_up(why)
+            return None, why
+        epoch = self.lease.acquire()
+        if epoch is None:
+            return None, None
+        self._renewed = time.monotonic()
+        self.leading, self.since = True, time.time()
+        log.warning("this replica (%s) dispatches now, epoch %d", self.lease.holder, epoch)
+        return epoch, None
+
+    def _give_up(self, why: str) -> None:
         log.warning("this replica (%s) stops dispatching: %s", self.lease.holder, why)
         self.leading, self.lease.epoch = False, None
-        await deposed(why)
+
+    @staticmethod
+    def _wait(future: concurrent.futures.Future[None], stopping: threading.Event) -> None:
+        """Until the event loop has stopped the dispatcher (no election meanwhile: the next
+        one's dispatcher must not be the one stopped), or the daemon stops."""
+        while not stopping.is_set():
+            try:
+                future.result(timeout=0.5)
+                return
+            except concurrent.futures.TimeoutError:
+                continue
+            except Exception as err:
+                log.warning("stopping the dispatcher failed: %s", err)
+                return
+
+    def _release(self) -> None:
+        with self._lock:
+            self.leading = False
+            self.lease.release()
 
     async def release(self) -> None:
         """Give the lease up (the daemon stops, or its dispatching failed); a database already
         gone is not waited for (the lease then lapses)."""
         self.leading = False
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._run(self.lease.release), 2.0)
+            await asyncio.wait_for(asyncio.to_thread(self._release), 2.0)
+
+    def close(self) -> None:
+        """The lease's own connection closed (after :meth:`release`)."""
+        self.lease.engine.dispose()

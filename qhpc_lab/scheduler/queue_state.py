@@ -59,6 +59,8 @@ class QueueState:
     ) -> None:
         self.ranked = RankedQueue(config)
         """The policy's order; the dispatcher decides over it."""
+        self._configured = config
+        """The policy as configured, which a stored change applies to."""
         self._gateway = gateway
         self._device_view = device_view
         self._holds = holds
@@ -202,10 +204,19 @@ class QueueState:
             changed = self.policy.changed(**changes).checked()
         except policy.InvalidSetting as err:
             raise SchedulerError(422, str(err), err.setting) from None
-        await self._gateway.db(self._gateway.store.set_fact, "policy", policy_view(changed))
+        await self._gateway.db(
+            self._gateway.store.set_shared_facts, {"policy": policy_view(changed)}
+        )
         self.ranked.set_config(changed)
         self.changed()
         return changed
+
+    def learn_policy(self, saved: dict[str, Any] | None) -> None:
+        """The policy as stored (changed here, or on another replica): held from now on."""
+        if saved is None or saved == policy_view(self.policy):
+            return
+        self.ranked.set_config(self._configured.changed(**saved))
+        self.changed()
 
     # -- places ----------------------------------------------------------------------------
 

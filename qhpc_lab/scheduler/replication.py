@@ -21,6 +21,7 @@ from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.queue_state import QueueState
 from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.sessions import Sessions
+from qhpc_lab.scheduler.shared_state import SharedState
 from qhpc_lab.scheduler.store import JobRow
 from qhpc_lab.scheduler.views import ReplicaSnapshot
 from qhpc_lab.vocabulary import FINAL_STATUSES
@@ -52,6 +53,7 @@ class Replication:
         cancel_chunk: Callable[[int], None],
         lead: Callable[[], Coroutine[Any, Any, None]],
         deposed: Callable[[], None],
+        shared: SharedState,
     ) -> None:
         self._gateway = gateway
         self._journal = journal
@@ -66,6 +68,8 @@ class Replication:
         self._lead = lead
         """Recovery then the dispatcher: what this replica runs while it holds the lease."""
         self._on_deposed = deposed
+        self._shared = shared
+        """Sessions, maintenance, drain, policy, calibration requests: read on every wake-up."""
         self._leading: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Listener | None = None
@@ -107,6 +111,7 @@ class Replication:
                 await task
         self._tasks = []
         await self.leadership.release()  # the next replica takes over at once
+        self.leadership.close()
         if self._listener is not None:
             await asyncio.to_thread(self._listener.stop)
 
@@ -143,7 +148,7 @@ class Replication:
     async def follow_forever(self) -> None:
         """Read what the journal says changed, as announced (or every JOURNAL_POLL_S):
         publish it to this replica's subscribers and bring the queue up to date (a job
-        submitted or canceled on another replica)."""
+        submitted or canceled on another replica); and the shared state, when it changed."""
         journal, db = self._journal, self._gateway.db
         last = await self._gateway.retrying(journal.last_id)
         loop = asyncio.get_running_loop()
@@ -160,6 +165,7 @@ class Replication:
             try:
                 entries, more = await db(journal.after, last, JOURNAL_BATCH)
                 await self._sessions.learn({r.session_id for _, r in entries if r.session_id})
+                await self._shared.learn()
                 await self._device.learn_reservations()
                 if self.leading and time.monotonic() - pruned_at > 60:
                     pruned_at = time.monotonic()

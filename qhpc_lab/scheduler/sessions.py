@@ -12,6 +12,7 @@ from collections.abc import Callable
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.gateway import StoreGateway
 from qhpc_lab.scheduler.job_book import JobBook
+from qhpc_lab.scheduler.limits import AdmissionRefused
 from qhpc_lab.scheduler.queue_state import QueueState
 from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.store import SessionRow
@@ -90,40 +91,20 @@ class Sessions:
             raise SchedulerError(422, "qpu_slots must be at least 1", "qpu_slots")
         async with self._opening:
             await self.expire()  # slots of expired sessions are free for this one
-            again = next(
-                (
-                    s
-                    for s in self._open.values()
-                    if slurm_job_id is not None
-                    and (s.user_id, s.slurm_job_id) == (user_id, slurm_job_id)
-                ),
-                None,
-            )
-            if again is not None and again.qpu_slots != qpu_slots:
-                raise SchedulerError(
-                    409,
-                    f"Slurm job {slurm_job_id} already has a session holding {again.qpu_slots} "
-                    f"QPU slots, not {qpu_slots}",
-                    "qpu_slots",
-                )
-            total = self._config.qpu_slots_total
-            if again is None and total and self.slots_used + qpu_slots > total:
-                raise SchedulerError(
-                    409,
-                    f"not enough QPU slots: {qpu_slots} asked for, "
-                    f"{max(total - self.slots_used, 0)} of {total} free",
-                    "qpu_slots_total",
-                )
             now = self._clock()
-            session = await self._gateway.db(
-                self._store.create_session,
-                user_id,
-                slurm_job_id,
-                qpu_slots,
-                now,
-                *self._deadlines(now),
-                slurm_account,
-            )
+            try:
+                session = await self._gateway.db(
+                    self._store.create_session,
+                    user_id,
+                    slurm_job_id,
+                    qpu_slots,
+                    now,
+                    *self._deadlines(now),
+                    slurm_account,
+                    self._config.qpu_slots_total,
+                )
+            except AdmissionRefused as refused:  # the slots, counted in the store
+                raise SchedulerError(refused.status, str(refused), refused.rule) from None
             self.held(session)
         return session
 
@@ -144,10 +125,29 @@ class Sessions:
         await self._gateway.db(self._store.extend_idle_deadline, session.id, idle_expires_at)
         self._open[session.id] = dataclasses.replace(session, idle_expires_at=idle_expires_at)
 
+    async def sync(self) -> None:
+        """HA replicas: the open sessions as stored (opened, revoked or used on any replica),
+        and only they, hold QPU slots in this one's queue."""
+        stored = await self._gateway.db(self._store.list_sessions, True)
+        for session_id in set(self._open) - {session.id for session in stored}:
+            self._open.pop(session_id, None)
+            self._queue.ranked.drop_slots(session_id)
+        for session in stored:
+            self.held(session)
+
+    async def learn_stored(self) -> None:
+        """:meth:`sync`, not while a session is being opened here (it would be read before
+        its commit, and dropped until the next look)."""
+        async with self._opening:
+            await self.sync()
+
     async def expire(self) -> int:
         """Revoke the open sessions past a deadline, as Warden's reaper does: past its
         lifetime always (reason ``max_lifetime_expired``), past its idle deadline only once
-        none of its jobs is active (``idle_timeout``). Returns how many were revoked."""
+        none of its jobs is active (``idle_timeout``). Returns how many were revoked. HA
+        replicas decide on the sessions as stored (another replica may have used one)."""
+        if self._config.ha:
+            await self.sync()
         now, expired = self._clock(), 0
         for session in list(self._open.values()):
             if session.expires_at is not None and session.expires_at <= now:
@@ -178,7 +178,8 @@ class Sessions:
             await asyncio.sleep(self._config.session_reaper_interval_s)
 
     async def get(self, session_id: str) -> SessionRow | None:
-        if session_id in self._open:
+        """A session; HA replicas read the store (revoked on another replica is revoked)."""
+        if session_id in self._open and not self._config.ha:
             return self._open[session_id]
         return await self._gateway.db(self._store.get_session, session_id)
 

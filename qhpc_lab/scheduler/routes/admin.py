@@ -40,7 +40,7 @@ async def get_accounting(
 
 @router.post("/calibrate", response_model=DeviceOut, responses=error_responses(401, 403, 422))
 async def calibrate(_who: Admin, sched: SchedulerDep) -> dict[str, Any]:
-    sched.request_calibration()
+    await sched.request_calibration()
     return sched.device_info()
 
 

@@ -8,6 +8,7 @@ of :mod:`.migrate`.
 from qhpc_lab.scheduler.store.engine import BUSY_TIMEOUT_S, POOL_SIZE, SCHEMA_LOCK
 from qhpc_lab.scheduler.store.facade import Store
 from qhpc_lab.scheduler.store.repositories.accounting import AccountingQuery
+from qhpc_lab.scheduler.store.repositories.base import SHARED_STATE
 from qhpc_lab.scheduler.store.repositories.jobs import merge_calibration
 from qhpc_lab.scheduler.store.rows import (
     DuplicateJob,
@@ -41,6 +42,7 @@ __all__ = [
     "POOL_SIZE",
     "SCHEMA_LOCK",
     "SESSION_DURATION",
+    "SHARED_STATE",
     "WAIT",
     "AccountingQuery",
     "DuplicateJob",

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from qhpc_lab.scheduler.store.repositories.base import Repository
+from qhpc_lab.scheduler.store.repositories.base import Repository, put_fact
 from qhpc_lab.scheduler.store.schema import facts
 
 
@@ -18,6 +18,12 @@ class FactRepository(Repository):
             row = conn.execute(sa.select(facts.c.value).where(facts.c.key == key)).first()
         return json.loads(row.value) if row else None
 
+    def get_facts(self, keys: list[str]) -> dict[str, Any]:
+        """Several facts read together (those never written are absent)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(facts).where(facts.c.key.in_(keys))).all()
+        return {row.key: json.loads(row.value) for row in rows}
+
     def set_fact(self, key: str, value: Any) -> None:
         self.set_facts({key: value})
 
@@ -26,7 +32,7 @@ class FactRepository(Repository):
         replica that lost the lease cannot bring back what its successor settled."""
         with self._write() as conn:
             self._dispatching(conn)
-            _put(conn, key, value)
+            put_fact(conn, key, value)
 
     def delete_fact(self, key: str) -> None:
         with self._write() as conn:
@@ -36,13 +42,12 @@ class FactRepository(Repository):
         """Several facts in one transaction (a calibration's time and number go together)."""
         with self._write() as conn:
             for key, value in values.items():
-                _put(conn, key, value)
+                put_fact(conn, key, value)
 
-
-def _put(conn: sa.Connection, key: str, value: Any) -> None:
-    """Write one fact, replacing its value if it has one."""
-    updated = conn.execute(
-        facts.update().where(facts.c.key == key).values(value=json.dumps(value))
-    ).rowcount
-    if not updated:
-        conn.execute(facts.insert().values(key=key, value=json.dumps(value)))
+    def set_shared_facts(self, values: dict[str, Any]) -> None:
+        """Facts every HA replica acts on (drain, maintenance, policy, a calibration request),
+        written with a new :data:`~.base.SHARED_STATE` in one transaction."""
+        with self._write() as conn:
+            for key, value in values.items():
+                put_fact(conn, key, value)
+            self._shared_changed(conn)

@@ -6,6 +6,7 @@ import uuid
 
 import sqlalchemy as sa
 
+from qhpc_lab.scheduler.limits import AdmissionRefused
 from qhpc_lab.scheduler.store.repositories.base import Repository
 from qhpc_lab.scheduler.store.rows import SessionRow
 from qhpc_lab.scheduler.store.schema import jobs, sessions
@@ -22,9 +23,15 @@ class SessionRepository(Repository):
         idle_expires_at: float | None = None,
         expires_at: float | None = None,
         slurm_account: str | None = None,
+        slots_total: int = 0,
     ) -> SessionRow:
-        """Open a session, or return the active one for the same user and Slurm job (retries)."""
+        """Open a session, or return the active one for the same user and Slurm job (a
+        prolog's retry). With ``slots_total``, AdmissionRefused (409) unless the open sessions
+        leave ``qpu_slots`` free, counted in this transaction after it wrote the shared-state
+        mark: that write's lock (the mark's row in PostgreSQL, the database in SQLite) is held
+        until commit, so replicas opening sessions at once count one after the other."""
         with self._write() as conn:
+            self._shared_changed(conn)
             if slurm_job_id is not None:
                 row = conn.execute(
                     sa.select(sessions).where(
@@ -33,8 +40,28 @@ class SessionRepository(Repository):
                         sessions.c.revoked_at.is_(None),
                     )
                 ).first()
+                if row is not None and row.qpu_slots != qpu_slots:
+                    raise AdmissionRefused(
+                        409,
+                        f"Slurm job {slurm_job_id} already has a session holding "
+                        f"{row.qpu_slots} QPU slots, not {qpu_slots}",
+                        "qpu_slots",
+                    )
                 if row is not None:
                     return SessionRow(**row._mapping)
+            if slots_total:
+                used = conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(sessions.c.qpu_slots), 0)).where(
+                        sessions.c.revoked_at.is_(None)
+                    )
+                ).scalar_one()
+                if used + qpu_slots > slots_total:
+                    raise AdmissionRefused(
+                        409,
+                        f"not enough QPU slots: {qpu_slots} asked for, "
+                        f"{max(slots_total - used, 0)} of {slots_total} free",
+                        "qpu_slots_total",
+                    )
             values = dict(
                 id=str(uuid.uuid4()),
                 user_id=user_id,
@@ -89,11 +116,13 @@ class SessionRepository(Repository):
         """Close a session and cancel its queued jobs; returns the session and those job ids."""
         now = self.clock() if now is None else now
         with self._write() as conn:
-            conn.execute(
+            revoked = conn.execute(
                 sessions.update()
                 .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
                 .values(revoked_at=now, revoke_reason=reason)
-            )
+            ).rowcount
+            if revoked:
+                self._shared_changed(conn)
             pending = [
                 r.id
                 for r in conn.execute(
