@@ -17,6 +17,7 @@ from qhpc_lab.scheduler.store.rows import (
     ReservationOverlap,
     ReservationRow,
     SessionRow,
+    SweepSetRow,
 )
 from qhpc_lab.scheduler.store.schema import (
     EXECUTION,
@@ -32,6 +33,7 @@ from qhpc_lab.scheduler.store.schema import (
     reservations,
     seen_credentials,
     sessions,
+    sweep_sets,
 )
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "ReservationRow",
     "SessionRow",
     "Store",
+    "SweepSetRow",
     "facts",
     "job_events",
     "jobs",
@@ -61,4 +64,5 @@ __all__ = [
     "reservations",
     "seen_credentials",
     "sessions",
+    "sweep_sets",
 ]
