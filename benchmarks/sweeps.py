@@ -4,9 +4,10 @@ A parameter scan of one parametrised 10-atom Pulser sequence (``omega`` and ``de
 over the points), submitted to the real daemon (``qhpc scheduler serve``, ``test`` profile,
 SQLite, token auth, the QPU drained so nothing runs meanwhile) either as one sweep (one
 request: the time until it is answered) or as N plain jobs over 50 keep-alive clients (the
-time until the last is answered). Each measurement has a fresh daemon, warmed with one job of
-the same sequence (the validation worker has imported Pulser), and the kinds alternate in
-every round, so both meet the same machine.
+time until the last is answered). Each size in each round has a fresh daemon, warmed with one
+job of the same sequence (the validation worker has imported Pulser), that takes the sweep
+first and then the single submissions (which thus meet a queue of one more job), so both
+meet the same machine within seconds of each other.
 
     .venv/bin/python benchmarks/sweeps.py [--points 1000,10000] [--rounds 2] [--clients 50]
 """
@@ -97,8 +98,9 @@ def as_singles(
     return elapsed
 
 
-def measure(kind: str, sequence: str, n: int, clients: int) -> float:
-    """One measurement on a fresh, warmed daemon with a drained QPU."""
+def measure(sequence: str, n: int, clients: int) -> tuple[float, float]:
+    """The sweep's and the single submissions' seconds on a fresh, warmed daemon with a
+    drained QPU."""
     token = make_token(SECRET, 1000)
     headers = {"Authorization": f"Bearer {token}"}
     admin = {"Authorization": f"Bearer {make_token(SECRET, 0, True)}"}
@@ -109,9 +111,8 @@ def measure(kind: str, sequence: str, n: int, clients: int) -> float:
             warm = {"sequence": sequence, "shots": SHOTS, "variables": {"omega": 1, "delta": 0}}
             httpx.post(f"{url}/jobs", json=warm, headers=headers, timeout=300).raise_for_status()
             grid = points(n)
-            if kind == "sweep":
-                return as_sweep(url, sequence, grid, headers)
-            return as_singles(url, sequence, grid, token, clients)
+            sweep = as_sweep(url, sequence, grid, headers)
+            return sweep, as_singles(url, sequence, grid, token, clients)
         finally:
             process.terminate()
             process.wait(30)
@@ -128,9 +129,8 @@ def main() -> None:
     seconds: dict[tuple[str, int], list[float]] = {}
     for round_ in range(args.rounds):
         for n in sizes:
-            kinds = ("sweep", "singles") if round_ % 2 == 0 else ("singles", "sweep")
-            for kind in kinds:
-                took = measure(kind, sequence, n, args.clients)
+            sweep, singles = measure(sequence, n, args.clients)
+            for kind, took in (("sweep", sweep), ("singles", singles)):
                 seconds.setdefault((kind, n), []).append(took)
                 print(f"round {round_ + 1}: {n} points as {kind}: {took:.3f} s", flush=True)
     print("\n| points | one sweep (s) | single submissions (s) | singles / sweep |")

@@ -98,16 +98,17 @@ async def test_a_bad_set_or_an_oversized_sweep_is_refused(
 
 
 @pytest.mark.anyio
-async def test_a_sweep_is_canceled_as_one_and_resumes_at_its_set_after_a_restart(
+async def test_a_sweep_resumes_at_its_set_yields_between_chunks_and_cancels_as_one(
     tmp_path: Path, sweep_sequence: str
 ) -> None:
     """A daemon stopped mid-sweep resumes at the set the store recorded (each set's shots run
-    once); a cancel ends the whole sweep, its sets as far as they ran."""
+    once); another account's job overtakes a sweep between its chunks (fair share charges
+    the sweep as it runs); a cancel ends the whole sweep, its sets as far as they ran."""
     config = scheduler_config(tmp_path, device=str(long_chunk_profile(tmp_path, 0.3)))
     sweep = [{"variables": {"omega": float(w)}} for w in range(1, 7)]
     async with in_process(config) as api:
         resumed = await submit(api.user, sweep_sequence, shots=600, sweep=sweep[:3])
-        canceled = await submit(api.other, sweep_sequence, shots=600, sweep=sweep)
+        canceled = await submit(api.other, sweep_sequence, shots=1200, sweep=sweep)
 
         async def into_second_set() -> dict | None:
             job = (await api.user.get(f"/jobs/{resumed['id']}")).json()
@@ -123,9 +124,22 @@ async def test_a_sweep_is_canceled_as_one_and_resumes_at_its_set_after_a_restart
         rerun = sum(e["shots"] for e in entries if e["event"] == "chunk")
         assert 0 < rerun <= 1200  # this daemon's chunks: the first set did not run again
         await wait_until_started(api.other, canceled["id"])
+        # Fair share: the sweep's account is charged as its chunks run, so a job of an account
+        # with no use goes ahead of its next chunk, between two of its sets.
+        ahead = await submit(api.admin, sweep_sequence, shots=100)
+        await wait_for_status(api.admin, ahead["id"], timeout=120)
+        overtaken = (await api.other.get(f"/jobs/{canceled['id']}")).json()
+        assert overtaken["status"] == "RUNNING" and overtaken["sets_done"] < 6
         response = await api.other.post(f"/jobs/{canceled['id']}/cancel")
         assert response.status_code == 200 and response.json()["status"] == "CANCELED"
-        job = await wait_for_status(api.other, canceled["id"], ("CANCELED",))
-        sets = await sets_of(api.other, canceled["id"])
-        assert sum(s["shots_done"] for s in sets) == job["shots_done"] < 3600
+
+        async def charged() -> tuple[dict, list[dict]] | None:
+            """The job and its sets once the stopped chunk's charge is in both (it lands
+            after the cancel answers, in one transaction)."""
+            sets = await sets_of(api.other, canceled["id"])
+            job = (await api.other.get(f"/jobs/{canceled['id']}")).json()
+            return (job, sets) if sum(s["shots_done"] for s in sets) == job["shots_done"] else None
+
+        job, sets = await apoll_until(charged, "the sets to agree with the job", timeout=60)
+        assert job["status"] == "CANCELED" and job["shots_done"] < 7200
         assert sets[-1]["shots_done"] == 0

@@ -18,6 +18,9 @@ from typing import Any
 from qhpc_lab.programs import Program, ProgramError
 from qhpc_lab.programs.envelope import check_shots, check_variables
 
+MAX_TOTAL_SHOTS = 2**31 - 1
+"""Shots one job's row holds (a 32-bit column on every backend), whatever the site allows."""
+
 
 class SweepRefused(ProgramError):
     """A set of a sweep is refused: ``index`` names it (0-based, in the submission's order)."""
@@ -127,6 +130,11 @@ def plan_sweep(
         shots_of.append(shots)
         variables_of.append({**program.variables, **variables})
     total = sum(shots_of)
+    if total > MAX_TOTAL_SHOTS:
+        raise ProgramError(
+            f"the sweep asks for {total} shots in all; a job holds at most {MAX_TOTAL_SHOTS}",
+            "sweep",
+        )
     if max_shots and total > max_shots:
         raise ProgramError(
             f"the sweep asks for {total} shots in all; this site allows at most {max_shots} "
