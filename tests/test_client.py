@@ -585,3 +585,19 @@ def test_result_views():
     html = result._repr_html_()
     assert "Result of job 7 on lab (QHPC-Test)" in html and "<code>11</code>" in html
     assert "8 shots" in str(result) and repr(result).startswith("<Result job 7 on lab: 8 shots")
+
+
+def test_a_sweep_is_one_job_whose_result_holds_each_point(lab):
+    from tests.support.programs import parametrised_sequence_json
+
+    program = Program("pulser", parametrised_sequence_json(omega=1.0), 10)
+    points = [{"omega": 0.5}, {"omega": 1.0}, {"omega": 2.0}]
+    job = qhpc_lab.submit(program, shots=15, variables=points)
+    result = job.result(60)
+    assert [s.variables for s in result.sets] == points
+    assert [s.shots for s in result.sets] == [15, 15, 15] and result.shots == 45
+    assert "3/3 sets, 45/45 shots" in str(job)
+    with pytest.raises(RefusedError, match="sweep set 1: the sequence declares no variable"):
+        qhpc_lab.submit(program, shots=5, variables=[{"omega": 1.0}, {"delta": 1.0}])
+    with pytest.raises(RefusedError, match="cannot run a sweep as one job"):
+        qhpc_lab.submit(program, shots=5, target="emulator", variables=points)

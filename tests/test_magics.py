@@ -270,3 +270,25 @@ def test_a_loop_holds_the_qpu_while_another_users_job_waits(lab, scheduler, monk
         assert device["held_for_loop"] is None
     finally:
         other.close()
+
+
+def test_a_sweep_cell_is_one_job_with_a_result_per_point(shell, lab, capsys, tmp_path):
+    cell = (
+        "\nfrom tests.support.programs import parametrised_sequence_json\n"
+        "from qhpc_lab.programs import Program\n"
+        "Program('pulser', parametrised_sequence_json(), 10)\n"
+    )
+    assert run(shell, capsys, f"%%qpu --sweep omega=1,2.5 --shots 10 -o r{cell}")[0]
+    result = shell.user_ns["r"]
+    assert [(s.variables, s.shots) for s in result.sets] == [
+        ({"omega": 1}, 10),
+        ({"omega": 2.5}, 10),
+    ]
+    assert result.shots == 20 and "a sweep of 2 sets" in str(result)
+    points = tmp_path / "points.json"
+    points.write_text('[{"omega": 1.0}, {"omega": 1.5}, {"omega": 2.0}]')
+    assert run(shell, capsys, f"%%qpu --sweep-file {points} --no-wait -o job{cell}")[0]
+    job = shell.user_ns["job"]
+    assert len(job.result(60).sets) == 3 and "3/3 sets" in str(job)
+    success, shown = run(shell, capsys, f"%%qpu --sweep omega=1,x{cell}")
+    assert not success and "--sweep omega=1,x: write NAME=V1,V2,..." in shown

@@ -165,3 +165,39 @@ def test_qrmi_sees_maintenance(
     finally:
         admin.post("/accessible", json={"is_accessible": True}).raise_for_status()
     assert [r.resource_id() for r in QRMIService().resources()] == ["qpu_maint"]
+
+
+def test_pulser_job_params_through_qrmi_are_one_job_each(
+    monkeypatch: pytest.MonkeyPatch, warden: Daemon, admin: httpx.Client
+) -> None:
+    """QRMI's Pulser connection builds the sequence with each entry's variables itself and
+    starts one task (one POST /jobs of a built sequence and its runs) per ``job_params`` entry:
+    its Payload carries no variables, so a sweep through QRMI is that many plain jobs."""
+    import pulser
+    import qrmi.pulser.connection as connection
+    from pulser import Pulse, Sequence
+
+    qpu = resource(monkeypatch, warden, "qpu_sweep", job_id="105")
+    session_id = acquire(monkeypatch, qpu, "qpu_sweep")
+    monkeypatch.setenv("QRMI_JOB_QPU_RESOURCES", "qpu_sweep")
+    monkeypatch.setenv("QRMI_JOB_QPU_TYPES", "pasqal-local")
+    monkeypatch.setattr(connection, "JOB_EXECUTION_POLLING_INTERVAL_S", 0.05)
+    conn = connection.PulserQRMIConnection()
+
+    device = conn.fetch_available_devices()["QHPC-Test"]
+    register = device.pre_calibrated_layouts[0].define_register(21, 30, qubit_ids=["q0", "q1"])
+    sequence = Sequence(register, device)
+    sequence.declare_channel("g", "rydberg_global")
+    omega = sequence.declare_variable("omega")
+    sequence.add(Pulse.ConstantPulse(400, omega, 0.0, 0.0), "g")
+    sequence.measure("ground-rydberg")
+
+    params = [{"runs": runs, "variables": {"omega": w}} for runs, w in ((10, 2.0), (20, 6.0))]
+    results = pulser.QPUBackend(sequence, connection=conn).run(job_params=params, wait=True)
+    assert [sum(r.final_bitstrings.values()) for r in results.results] == [10, 20]
+    jobs = [admin.get(f"/jobs/{task_id}").json() for task_id in results.job_ids]
+    assert [(j["shots"], j["sets"], j["session_id"]) for j in jobs] == [
+        (10, None, session_id),
+        (20, None, session_id),
+    ]
+    qpu.release(session_id)

@@ -66,6 +66,8 @@ class StoredJob:
     loop: str | None = None
     think_time_s: float | None = None
     error: str | None = None
+    sets: int | None = None
+    sets_done: int | None = None
 
 
 def test_a_job_document_is_made_from_the_stored_job_and_its_place_in_the_queue():
@@ -106,6 +108,8 @@ def test_a_job_document_is_made_from_the_stored_job_and_its_place_in_the_queue()
         "loop": None,
         "think_time_s": None,
         "error": None,
+        "sets": None,
+        "sets_done": None,
     }
     assert list(document) == list(JobOut.model_fields)  # Warden's fields first, as published
     waiting = job_document(

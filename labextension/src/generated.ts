@@ -41,6 +41,13 @@ export interface IJob {
   finished_at: string | null;
   calibration_age_s: number | null;
   error: string | null;
+  /**
+   * A sweep's number of (shots, variables) sets, its shots theirs in all; null for a plain job.
+   * Its results per set: GET /jobs/{id}/sets.
+   */
+  sets: number | null;
+  /** A sweep's sets run to their end (in order); null for a plain job. */
+  sets_done: number | null;
 }
 
 /** The daemon's RunningOut document. */

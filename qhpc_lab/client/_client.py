@@ -147,7 +147,8 @@ class Client:
         single_calibration: bool = False,
         max_calibration_age_s: float | None = None,
         interactive: bool = False,
-        **variables: Any,
+        variables: list[dict[str, Any]] | dict[str, Any] | None = None,
+        **values: Any,
     ) -> Job:
         """Check ``program`` against the target's device and queue it.
 
@@ -166,26 +167,46 @@ class Client:
         if one intervenes, docs/policy.md). ``max_calibration_age_s``: every shot starts
         within that age of a calibration (a scheduler calibrates early for it; a QRMI
         resource refuses it).
-        ``variables`` bind a parametrised Pulser sequence, or a Qiskit or Qadence circuit's
-        parameters. A format the target does not run (a gate circuit, qasm3, on the analog
-        QPU) is a RefusedError (rule ``format``) before anything is sent. ``interactive``:
-        work from a notebook cell (``%%qpu``): without ``job_class``, the class the target
-        keeps for cells (:attr:`TargetInfo.cell_job_class`, else ``development``).
+        ``values`` (keywords) bind a parametrised Pulser sequence, or a Qiskit or Qadence
+        circuit's parameters; ``variables`` as a dict binds them too. ``variables`` as a list
+        of dicts is a sweep: one job on a scheduler target that runs the program once per
+        point, ``shots`` each, the keywords common to all (checked here with the first point;
+        :attr:`Result.sets` holds each point's counts). A format the target does not run (a
+        gate circuit, qasm3, on the analog QPU) is a RefusedError (rule ``format``) before
+        anything is sent. ``interactive``: work from a notebook cell (``%%qpu``): without
+        ``job_class``, the class the target keeps for cells
+        (:attr:`TargetInfo.cell_job_class`, else ``development``).
         """
+        points = _points(variables)
+        if isinstance(variables, dict):
+            values = {**variables, **values}
         chosen, converted, info, route = self._place(
             program,
             shots,
             target,
             name,
-            variables,
+            values if points is None else {**values, **points[0]},
             _class_for(job_class, interactive, run_class=self._run_class),
             max_calibration_age_s,
         )
         if isinstance(converted, NativeProgram):
+            if points is not None:
+                raise RefusedError(f"{converted.what} cannot run as a sweep", rule="sweep")
             return self._submit_native(converted, chosen)
         job_class = _class_for(job_class, interactive, info, self._run_class)
+        sweep = None
+        if points is not None:
+            sweep = [(converted.shots, point) for point in points]
+            converted = dataclasses.replace(converted, variables=values)
         return self._queue(
-            chosen, converted, info, job_class, single_calibration, max_calibration_age_s, route
+            chosen,
+            converted,
+            info,
+            job_class,
+            single_calibration,
+            max_calibration_age_s,
+            route,
+            sweep,
         )
 
     def estimate(
@@ -296,6 +317,7 @@ class Client:
         single_calibration: bool,
         max_calibration_age_s: float | None,
         route: str | None = None,
+        sweep: list[tuple[int, dict[str, Any]]] | None = None,
     ) -> Job:
         if max_calibration_age_s is not None and not chosen.bounds_calibration_age:
             raise RefusedError(
@@ -305,9 +327,14 @@ class Client:
             )
         loop = self.active_loop
         mark = loop.mark() if loop else None
-        queued = chosen.submit(
-            program, job_class, single_calibration, max_calibration_age_s, loop=mark
-        )
+        if sweep is None:
+            queued = chosen.submit(
+                program, job_class, single_calibration, max_calibration_age_s, loop=mark
+            )
+        else:
+            queued = chosen.submit_sweep(
+                program, sweep, job_class, single_calibration, max_calibration_age_s, loop=mark
+            )
         job = Job(chosen, _loop.call(queued), info.device, route, program, job_class)
         self._jobs.append(job)
         if loop:
@@ -575,6 +602,19 @@ class Client:
         return info
 
 
+def _points(variables: Any) -> list[dict[str, Any]] | None:
+    """A sweep's points (``variables`` as a list of dicts), or None when it is no sweep."""
+    if variables is None or isinstance(variables, dict):
+        return None
+    points = list(variables)
+    if not points or not all(isinstance(point, dict) for point in points):
+        raise RefusedError(
+            "variables must be a dict, or for a sweep a non-empty list of dicts (one per point)",
+            rule="sweep",
+        )
+    return points
+
+
 def _converted(
     program: Any, shots: int | None, info: TargetInfo, name: str | None, variables: dict[str, Any]
 ) -> Program:
@@ -636,9 +676,11 @@ def submit(
     *,
     single_calibration: bool = False,
     max_calibration_age_s: float | None = None,
-    **variables: Any,
+    variables: Any = None,
+    **values: Any,
 ) -> Job:
-    """Check ``program`` against the target's device and queue it (see :meth:`Client.submit`)."""
+    """Check ``program`` against the target's device and queue it (see :meth:`Client.submit`;
+    ``variables=[{...}, ...]``: a sweep, one job)."""
     return default_client().submit(
         program,
         shots,
@@ -647,7 +689,8 @@ def submit(
         name,
         single_calibration=single_calibration,
         max_calibration_age_s=max_calibration_age_s,
-        **variables,
+        variables=variables,
+        **values,
     )
 
 

@@ -11,7 +11,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from qhpc_lab.client import _loop
-from qhpc_lab.client._target import CalibrationRange, JobError, JobState, Target, TargetInfo
+from qhpc_lab.client._target import (
+    CalibrationRange,
+    JobError,
+    JobState,
+    SetResult,
+    Target,
+    TargetInfo,
+)
 from qhpc_lab.client._timeline import plot_timeline
 from qhpc_lab.vocabulary import JobStatus, format_duration, format_position
 
@@ -108,7 +115,7 @@ class Job:
 
     def result(self, timeout: float | None = None) -> Result:
         """Wait (as :meth:`wait`) and return the Result; JobError if the job ended without one."""
-        return self._result(_loop.call(self._final(timeout)))
+        return self._result(*_loop.call(self._ended(timeout)))
 
     def timeline(self) -> list[dict[str, Any]] | None:
         """Why the job waited: its chunks, the classes that ran while it waited, and the
@@ -154,7 +161,14 @@ class Job:
         return self._aresult().__await__()
 
     async def _aresult(self) -> Result:
-        return self._result(await _loop.acall(self._final(None)))
+        return self._result(*await _loop.acall(self._ended(None)))
+
+    async def _ended(self, timeout: float | None) -> tuple[JobState, tuple[SetResult, ...]]:
+        """The final state and, for a sweep that ended DONE, its results per set."""
+        state = await self._final(timeout)
+        if state.sets is None or state.status != JobStatus.DONE:
+            return state, ()
+        return state, await self._target.sweep_sets(self.id)
 
     async def _final(self, timeout: float | None) -> JobState:
         if self.state.final:
@@ -170,7 +184,7 @@ class Job:
             ) from None
         return self.state
 
-    def _result(self, state: JobState) -> Result:
+    def _result(self, state: JobState, sets: tuple[SetResult, ...] = ()) -> Result:
         if state.status != JobStatus.DONE or state.counts is None:
             reason = f": {state.error}" if state.error else ""
             raise JobError(
@@ -189,6 +203,7 @@ class Job:
             qpu_seconds=state.qpu_seconds,
             engine=state.engine,
             approximation=state.approximation,
+            sets=sets,
             _timeline=self.timeline,
         )
 
@@ -202,6 +217,8 @@ class Job:
         parts += expected_times(state)
         if state.detail:
             parts.append(state.detail)
+        if state.sets is not None:
+            parts.append(f"{state.sets_done or 0}/{state.sets} sets")
         if state.shots:
             parts.append(f"{state.shots_done}/{state.shots} shots")
         if state.error:
@@ -250,6 +267,9 @@ class Result:
     approximation: str | None = None
     """How the counts are approximate (emu-mps's bond dimension, precision): shown with every
     view of the result. None: exact, or the target does not say."""
+    sets: tuple[SetResult, ...] = ()
+    """A sweep's results per set, in the order submitted (``counts`` is their sum); empty
+    for a plain job."""
     _timeline: Callable[[], list[dict[str, Any]] | None] | None = field(
         default=None, repr=False, compare=False
     )
@@ -306,6 +326,8 @@ class Result:
 
     def _facts(self) -> list[str]:
         facts = [f"{self.shots} shots"]
+        if self.sets:
+            facts.append(f"a sweep of {len(self.sets)} sets (.sets)")
         if self.engine:
             exact = f"approximate: {self.approximation}" if self.approximation else "exact"
             facts.append(f"engine {self.engine} ({exact})")

@@ -41,6 +41,7 @@ from qhpc_lab.client._target import (
     LoopMark,
     Quota,
     RefusedError,
+    SetResult,
     Target,
     TargetError,
     TargetInfo,
@@ -59,6 +60,7 @@ from qhpc_lab.wire.documents import (
     QueueEventOut,
     QuotasOut,
     SpecsOut,
+    SweepSetsOut,
     TimelineOut,
     read_error,
     tolerant,
@@ -254,14 +256,18 @@ class SchedulerTarget(Target):
         single_calibration: bool = False,
         max_calibration_age_s: float | None = None,
         loop: LoopMark | None = None,
+        sweep: Sequence[tuple[int, dict[str, Any]]] | None = None,
     ) -> JobState:
         """``POST /jobs`` with a fresh ``Idempotency-Key``, reused when a dropped connection
-        makes us send it again: the server queues the job once however many tries reach it."""
+        makes us send it again: the server queues the job once however many tries reach it.
+        ``sweep``: its sets (shots, variables), one job (docs/scheduler.md, Sweeps)."""
         body: dict[str, Any] = {
             "sequence": program.body,
             "shots": program.shots,
             "format": program.format,
         }
+        if sweep is not None:
+            body["sweep"] = [{"shots": n, "variables": v} for n, v in sweep]
         optional = {
             "job_class": job_class,
             "name": program.name,
@@ -359,6 +365,25 @@ class SchedulerTarget(Target):
         quotas = _parse(_Quotas, answer, self, "quotas").quotas
         kept = {field.name for field in dataclasses.fields(Quota)}
         return [Quota(self.name, **quota.model_dump(include=kept)) for quota in quotas]
+
+    async def submit_sweep(
+        self,
+        program: Program,
+        sets: Sequence[tuple[int, dict[str, Any]]],
+        job_class: str | None,
+        single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
+        loop: LoopMark | None = None,
+    ) -> JobState:
+        return await self.submit(
+            program, job_class, single_calibration, max_calibration_age_s, loop, sweep=sets
+        )
+
+    async def sweep_sets(self, job_id: str) -> tuple[SetResult, ...]:
+        """``GET /jobs/{id}/sets``."""
+        answer = await self.request("GET", f"/jobs/{job_id}/sets")
+        sets = _parse(_Sets, answer, self, "a sweep's sets").sets
+        return tuple(SetResult(s.index, s.variables, s.counter) for s in sets)
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
@@ -479,6 +504,7 @@ _Device = tolerant(DeviceOut)
 _Queue = tolerant(QueueEventOut)
 _Estimate = tolerant(EstimateOut, ("position", "done_in_s", "run_s"))
 _Timeline = tolerant(TimelineOut, ("entries",))
+_Sets = tolerant(SweepSetsOut, ("sets",))
 
 
 def _places(queue: QueueEventOut) -> tuple[int, ...]:
@@ -511,6 +537,8 @@ def _state(job: _Job, time_per_shot_s: float | None = None) -> JobState:
             CalibrationRange(**entry.model_dump()) for entry in job.calibrations or ()
         ),
         qpu_seconds=job.qpu_seconds,
+        sets=job.sets,
+        sets_done=job.sets_done,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -139,6 +139,10 @@ class JobState:
     approximation: str | None = None
     """How the counts are approximate (emu-mps: its bond dimension, precision); None where the
     engine is exact or the target does not say."""
+    sets: int | None = None
+    """A sweep's number of (shots, variables) sets; None for a plain job."""
+    sets_done: int | None = None
+    """A sweep's sets run to their end (they run in order)."""
 
     @property
     def final(self) -> bool:
@@ -163,6 +167,27 @@ class JobState:
             stacklevel=2,
         )
         return self.end_in_s
+
+
+@dataclass(frozen=True)
+class SetResult:
+    """One point of a sweep: the variables it bound and the counts its shots gave."""
+
+    index: int
+    """Its place in the sweep (0-based, as submitted)."""
+    variables: dict[str, Any]
+    counts: dict[str, int]
+
+    @property
+    def shots(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Each bitstring's frequency, most frequent first."""
+        total = self.shots or 1
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        return {bits: count / total for bits, count in ranked}
 
 
 @dataclass(frozen=True)
@@ -344,6 +369,27 @@ class Target(abc.ABC):
         ``max_calibration_age_s``: every shot starts within that age of a calibration;
         ``loop``: the hybrid loop it belongs to (a scheduler may hold the QPU between
         its jobs; other targets have no one to hold it from and ignore it)."""
+
+    async def submit_sweep(
+        self,
+        program: Program,
+        sets: Sequence[tuple[int, dict[str, Any]]],
+        job_class: str | None,
+        single_calibration: bool = False,
+        max_calibration_age_s: float | None = None,
+        loop: LoopMark | None = None,
+    ) -> JobState:
+        """Queue ``program`` once per set (shots, variables) as one job, a sweep. Only a
+        scheduler runs sweeps: elsewhere RefusedError (rule ``sweep``)."""
+        raise RefusedError(
+            f"target {self.name!r} ({self.type}) cannot run a sweep as one job: submit it to a "
+            "scheduler target, or submit one job per point",
+            rule="sweep",
+        )
+
+    async def sweep_sets(self, job_id: str) -> tuple[SetResult, ...]:
+        """A sweep's results per set, in the order submitted (none for a plain job)."""
+        return ()
 
     @abc.abstractmethod
     async def state(self, job_id: str) -> JobState:

@@ -23,10 +23,13 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import itertools
+import json
 import os
 import shlex
 import warnings
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from IPython import get_ipython
@@ -50,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "use": ("%qpu use NAME", "send later cells to target NAME (an error if it is unreachable)"),
     "qpu": (
         "%%qpu [VARIABLE] [--shots N] [--target T] [--class C] [--name S] "
-        "[--single-calibration] [--no-wait] [-o VAR]",
+        "[--single-calibration] [--sweep NAME=V1,V2,... | --sweep-file F] [--no-wait] [-o VAR]",
         "run the cell, submit its last expression (or VARIABLE), wait and show the result\n"
         "-o VAR stores the Result (the Job with --no-wait) in VAR\n"
         "--class: the site's class for cells by default (development unless the scheduler's\n"
@@ -58,6 +61,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "--target auto: the QPU that accepts the program and finishes it first (the default\n"
         "  when the job has several QPUs)\n"
         "--single-calibration: all its shots under one calibration of the device\n"
+        "--sweep NAME=V1,V2,...: one job running the program once per value, --shots each\n"
+        "  (several --sweep: every combination); --sweep-file F: a JSON list of {NAME: value}\n"
+        "  (a scheduler target; the Result's .sets holds each point's counts)\n"
         "--no-wait: show the job and return; --name S: the job's name",
     ),
     "jobs": (
@@ -194,6 +200,8 @@ _CELL.add_argument("--target")
 _CELL.add_argument("--class", dest="job_class")
 _CELL.add_argument("--name")
 _CELL.add_argument("--single-calibration", action="store_true")
+_CELL.add_argument("--sweep", action="append", metavar="NAME=V1,V2,...")
+_CELL.add_argument("--sweep-file", metavar="PATH")
 _CELL.add_argument("--no-wait", action="store_true")
 _CELL.add_argument("-o", dest="output", metavar="VAR")
 
@@ -370,6 +378,7 @@ class QPUMagics(Magics):
             options.name,
             single_calibration=options.single_calibration,
             interactive=True,
+            variables=sweep_points(options.sweep, options.sweep_file),
         )
 
     def _store(self, variable: str | None, outcome: Job | Result) -> None:
@@ -427,6 +436,42 @@ class QPUMagics(Magics):
                 raise UsageError(f"the cell left no variable named {variable!r} to submit")
             return namespace[variable]
         raise UsageError("the cell must end with the program to submit, or name it: %%qpu VARIABLE")
+
+
+def sweep_points(axes: list[str] | None, path: str | None) -> list[dict[str, Any]] | None:
+    """A sweep's points from ``--sweep NAME=V1,V2,...`` (several: every combination, the
+    last varying fastest) or ``--sweep-file`` (a JSON list of objects); None without them."""
+    if path is not None:
+        if axes:
+            raise UsageError("give --sweep or --sweep-file, not both")
+        try:
+            points = json.loads(Path(path).expanduser().read_text())
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read the sweep file {path}: {err}") from None
+        if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+            raise UsageError(f"the sweep file {path} must hold a JSON list of objects")
+        return points
+    if not axes:
+        return None
+    names, values = [], []
+    for axis in axes:
+        name, _, listed = axis.partition("=")
+        try:
+            values.append([_number(v) for v in listed.split(",")])
+        except ValueError:
+            raise UsageError(
+                f"--sweep {axis}: write NAME=V1,V2,... with numbers, e.g. omega=1,1.5,2"
+            ) from None
+        names.append(name.strip())
+    return [dict(zip(names, point, strict=True)) for point in itertools.product(*values)]
+
+
+def _number(text: str) -> int | float:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 _MISTAKES = (ClientError, ProgramError, TimeoutError, UsageError)

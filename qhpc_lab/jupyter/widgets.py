@@ -31,6 +31,7 @@ from qhpc_lab.client import (
     Client,
     ClientError,
     Job,
+    JobState,
     Result,
     TargetInfo,
     expected_times,
@@ -87,6 +88,13 @@ class _Panel(widgets.VBox):
         data = super()._repr_mimebundle_(**kwargs) or {}
         data["text/plain"] = self.text()
         return data
+
+
+def _progress(state: JobState) -> tuple[int, int | None, str]:
+    """What the panel's bar counts: a sweep's sets done of its sets, else shots."""
+    if state.sets is not None:
+        return state.sets_done or 0, state.sets, "sets"
+    return state.shots_done, state.shots, "shots"
 
 
 class JobPanel(_Panel):
@@ -206,12 +214,13 @@ class JobPanel(_Panel):
             *(html.escape(str(calibration)) for calibration in self._shown_calibrations()),
         ]
         self._status.value = "<br>".join(lines)
-        self._progress.max = max(state.shots or 1, 1)
-        self._progress.value = min(state.shots_done, self._progress.max)
+        done, total, unit = _progress(state)
+        self._progress.max = max(total or 1, 1)
+        self._progress.value = min(done, self._progress.max)
         self._progress.bar_style = {JobStatus.DONE: "success", JobStatus.ERROR: "danger"}.get(
             state.status, ""
         )
-        self._progress.description = f"{state.shots_done}/{state.shots or '?'} shots"
+        self._progress.description = f"{done}/{total or '?'} {unit}"
         if state.final:
             self._cancel.disabled = True
             self._cancel.description = "Cancel"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from qhpc_lab.scheduler.quotas import QuotaExceeded
 from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.sessions import Sessions
 from qhpc_lab.scheduler.store import DuplicateJob, JobRow, QuotaAdmission
+from qhpc_lab.scheduler.sweeps import SweepPlan, plan_sweep
 from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import EstimateSnapshot
 from qhpc_lab.wire.times import iso_time
@@ -112,6 +114,26 @@ class Admission:
         except ProgramError as err:
             raise self._refused(422, str(err), err.rule) from None
 
+    async def sweep(
+        self, program: Program, sets: list[tuple[int, dict[str, Any]]]
+    ) -> tuple[Program, SweepPlan]:
+        """A sweep of ``program`` over ``sets`` (shots, variables): its plan, each set checked
+        against the variables the program declares (422 naming the first bad set, rule
+        ``sweep``), and the program as its job stores it, its shots the sets' in all."""
+        config = self._config
+        try:
+            plan = await asyncio.to_thread(
+                plan_sweep,
+                program,
+                sets,
+                config.max_sweep_sets,
+                config.max_sweep_shots,
+                self._device.profile.spec.max_runs,
+            )
+        except ProgramError as err:
+            raise self._refused(422, str(err), err.rule) from None
+        return dataclasses.replace(program, shots=plan.total_shots), plan
+
     def job_class(self, job_class: str | None) -> str:
         """The class asked for, or the default; 422 for one the policy does not know."""
         job_class = job_class or self._queue.policy.default_job_class
@@ -136,12 +158,15 @@ class Admission:
         single_calibration: bool = False,
         loop: str | None = None,
         think_time_s: float | None = None,
+        sweep: SweepPlan | None = None,
     ) -> JobRow:
         """Accept a job; a retried submission with the same ``idempotency_key`` returns the
         first job instead of queueing a second one (the store's unique key decides).
         ``trace_context``: the caller's trace (``traceparent``), which the job's spans join.
         ``single_calibration``: all its shots under one calibration (docs/policy.md);
-        ``loop``, ``think_time_s``: the hybrid loop it belongs to (docs/policy.md rule 9)."""
+        ``loop``, ``think_time_s``: the hybrid loop it belongs to (docs/policy.md rule 9).
+        ``sweep``: the plan of a sweep (:meth:`sweep`): one job, its program validated once,
+        with its first set's variables."""
         if not self._device.accessible:
             raise self._refused(
                 503,
@@ -175,7 +200,7 @@ class Admission:
             with self._reserved(limits, program.shots):
                 try:
                     with traced.validating():
-                        await validate_async(program, profile.spec)
+                        await validate_async(_checked(program, sweep), profile.spec)
                 except ProgramError as err:
                     raise self._refused(422, str(err), err.rule) from None
                 try:
@@ -201,6 +226,7 @@ class Admission:
                         think_time_s=think_time_s,
                         idempotency_key=idempotency_key,
                         created_at=self._clock(),
+                        sweep=None if sweep is None else sweep.rows(),
                     )
                 except DuplicateJob as duplicate:  # a retry: the first job, not a second
                     return duplicate.job
@@ -213,7 +239,9 @@ class Admission:
                     raise SchedulerError(403, refused.message, "quota", fields=fields) from None
                 # Queued before anything else is awaited: a revocation that canceled the job in the
                 # store since finds it in the queue, and takes it out.
-                self._queue.enqueue(row, program, self._sessions.slurm_account(row.session_id))
+                self._queue.enqueue(
+                    row, program, self._sessions.slurm_account(row.session_id), sweep
+                )
             traced.accepted(row)
         log.info(
             "job %s accepted: %s, %d shots, class %s",
@@ -325,6 +353,14 @@ class Admission:
             calibration_age_s=round(self._clock() - view.calibrated_at, 3),
             queue=self._queue.snapshot().for_user(user_id),
         )
+
+
+def _checked(program: Program, sweep: SweepPlan | None) -> Program:
+    """What validation builds: the program, or a sweep's first set (every set binds the same
+    declared variables; :func:`~qhpc_lab.scheduler.sweeps.plan_sweep` checked each)."""
+    if sweep is None:
+        return program
+    return dataclasses.replace(program, shots=sweep.shots[0], variables=sweep.variables[0])
 
 
 def _named(users: tuple[str, ...], accounts: tuple[str, ...]) -> str:

@@ -250,6 +250,12 @@ class SchedulerConfig(BaseModel):
     """Jobs one session (one Slurm job) may have queued (0: no limit)."""
     max_queued_shots_per_session: int = 10_000_000
     """Shots one session may have queued (0: no limit)."""
+    max_sweep_sets: int = 10_000
+    """Sets one sweep (one job of many ``(shots, variables)`` sets) may hold (0: no limit);
+    more is refused with 422, rule ``sweep``."""
+    max_sweep_shots: int = 10_000_000
+    """Shots one sweep may ask for in all (0: no limit); its sets' shots also count against
+    the queued-shots limits and the quotas."""
     class_limits: Annotated[
         dict[str, InstanceOf[ClassLimit]], NoDecode, BeforeValidator(_class_limits)
     ] = Field(default_factory=dict)

@@ -50,7 +50,8 @@ from qhpc_lab.scheduler.replication import Replication
 from qhpc_lab.scheduler.reports import Reports
 from qhpc_lab.scheduler.sessions import Sessions
 from qhpc_lab.scheduler.shared_state import SharedState
-from qhpc_lab.scheduler.store import JobRow, ReservationRow, SessionRow, Store
+from qhpc_lab.scheduler.store import JobRow, ReservationRow, SessionRow, Store, SweepSetRow
+from qhpc_lab.scheduler.sweeps import SweepPlan
 from qhpc_lab.scheduler.timeline import Timelines
 from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import (
@@ -158,7 +159,7 @@ class Scheduler:
             WallClock(clock),
             self.device_view,
             self._recorder,
-            program=self._queue.program,
+            work=self._queue.work,
         )
         self._recovery = Recovery(
             self._gateway, self._queue, self._sessions, self._device, driver, now
@@ -439,6 +440,14 @@ class Scheduler:
     ) -> Program:
         return await self._admission.program(sequence, fmt, shots, name, variables)
 
+    async def sweep(
+        self, program: Program, sets: list[tuple[int, dict[str, Any]]]
+    ) -> tuple[Program, SweepPlan]:
+        return await self._admission.sweep(program, sets)
+
+    async def sweep_sets(self, job: JobRow) -> list[SweepSetRow]:
+        return await self._jobs.sweep_sets(job)
+
     async def check_session(self, session_id: str | None, user_id: str, admin: bool) -> None:
         """403 unless the caller may submit in ``session_id`` (or without one): a submission's
         identity and session are checked before its program, as Warden does."""
@@ -457,6 +466,7 @@ class Scheduler:
         single_calibration: bool = False,
         loop: str | None = None,
         think_time_s: float | None = None,
+        sweep: SweepPlan | None = None,
     ) -> JobRow:
         return await self._admission.submit(
             user_id,
@@ -470,6 +480,7 @@ class Scheduler:
             single_calibration,
             loop,
             think_time_s,
+            sweep,
         )
 
     async def get_job(self, job_id: int, user_id: str, admin: bool) -> JobRow:

@@ -30,7 +30,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from qhpc_lab.qpu import JOB_CANCELED, ChunkCanceled, ChunkNotRun, ChunkOutcome, DeviceState
@@ -49,6 +49,14 @@ log = logging.getLogger("qhpc.scheduler")
 
 Decide = Callable[[DeviceView, float], Decision]
 """A policy as the loop asks it: the device now, the time → what to do next."""
+Work = Callable[[QueuedJob, int], Awaitable[tuple[Any, int, int]]]
+"""What a chunk the policy chose runs: the job and its shots → the program the driver gets,
+the chunk's shots (a sweep's chunk stops at its set's end) and what that program still needs."""
+
+
+async def whole_job(job: QueuedJob, shots: int) -> tuple[Any, int, int]:
+    """A chunk as the policy chose it, of a job without a program (a virtual run)."""
+    return None, shots, job.remaining
 
 
 class Clock(Protocol):
@@ -220,7 +228,7 @@ class Dispatcher:
     """The loop: one :meth:`step` decides and acts; :meth:`run_forever` repeats it, supervised.
 
     ``decide`` defaults to the ranked queue's (``policy.decide`` kept incrementally); the
-    simulation's baselines pass their own. ``program`` gives the driver a job's program.
+    simulation's baselines pass their own. ``work`` gives the driver a chunk's program.
     """
 
     def __init__(
@@ -230,7 +238,7 @@ class Dispatcher:
         clock: Clock,
         device: Callable[[], DeviceView],
         recorder: Recorder | None = None,
-        program: Callable[[int], Any] = lambda job_id: None,
+        work: Work = whole_job,
         decide: Decide | None = None,
     ) -> None:
         self.queue = queue
@@ -238,7 +246,7 @@ class Dispatcher:
         self.clock = clock
         self.device = device
         self.recorder = recorder or Recorder()
-        self.program = program
+        self.work = work
         self.decide = decide or queue.decide
         self.running: int | None = None
         """The job whose chunk is running (from just before it starts to just after it ends)."""
@@ -319,12 +327,11 @@ class Dispatcher:
         self.queue.end_pause()
         self.running = job.id
         try:
-            if not await self.recorder.chunk_starting(job, decision.shots):
+            program, shots, remaining = await self.work(job, decision.shots)
+            if not await self.recorder.chunk_starting(job, shots):
                 return
             self._chunk = asyncio.create_task(
-                self.driver.run_chunk(
-                    str(job.id), self.program(job.id), decision.shots, job.remaining
-                )
+                self.driver.run_chunk(str(job.id), program, shots, remaining)
             )
             try:
                 outcome = await self._chunk
@@ -357,7 +364,7 @@ class Dispatcher:
         # Fair share counts what the device spent, not the emulator's own time.
         started = outcome.finished_at - outcome.device_seconds
         self.queue.record_chunk(job, started, outcome.finished_at)
-        await self.recorder.chunk_ran(job, decision.shots, outcome)
+        await self.recorder.chunk_ran(job, shots, outcome)
         if job.id not in self.queue:
             self.queue.loop_ended_job(job, outcome.finished_at)
         _stop_if_stopping()  # recorded first: those shots ran

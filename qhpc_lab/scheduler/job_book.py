@@ -13,7 +13,7 @@ from qhpc_lab.scheduler.logs import job_fields
 from qhpc_lab.scheduler.metrics import Metrics
 from qhpc_lab.scheduler.queue_state import QueueState
 from qhpc_lab.scheduler.refusal import SchedulerError
-from qhpc_lab.scheduler.store import JobRow
+from qhpc_lab.scheduler.store import JobRow, SweepSetRow
 from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import job_view
 from qhpc_lab.vocabulary import FINAL_STATUSES, JobStatus
@@ -66,6 +66,12 @@ class JobBook:
     async def get_any(self, job_id: int) -> JobRow | None:
         """A job, whoever owns it (the operator's ``/status``)."""
         return await self._gateway.db(self._store.get_job, job_id)
+
+    async def sweep_sets(self, job: JobRow) -> list[SweepSetRow]:
+        """A sweep's sets with their outcomes so far (none for a plain job)."""
+        if job.sets is None:
+            return []
+        return await self._gateway.db(self._store.sweep_sets, job.id)
 
     async def find(
         self,

@@ -25,6 +25,7 @@ from qhpc_lab.scheduler.gateway import StoreGateway
 from qhpc_lab.scheduler.ranking import RankedQueue
 from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.store import JobRow
+from qhpc_lab.scheduler.sweeps import SweepPlan, stored_plan
 from qhpc_lab.scheduler.views import NOWHERE, Holds, Place, held_by, policy_view
 from qhpc_lab.vocabulary import JobStatus
 
@@ -71,6 +72,10 @@ class QueueState:
         """Drop what the driver keeps for a job (a QPU API driver's open QPU job)."""
         self._clock = clock
         self._programs: dict[int, Program] = {}
+        self._sweeps: dict[int, SweepPlan | None] = {}
+        """Sweeps' sets (None until read back from the store: a job queued at a restart)."""
+        self._sets_run: dict[int, int] = {}
+        """The set each sweep's last chunk ran: the driver forgets the set's program after it."""
         self._queued_jobs: Counter[str] = Counter()
         self._queued_shots: Counter[str] = Counter()
         self._started: set[int] = set()
@@ -95,8 +100,21 @@ class QueueState:
     def jobs(self) -> list[policy.QueuedJob]:
         return list(self.ranked.jobs())
 
-    def program(self, job_id: int) -> Program:
-        return self._programs[job_id]
+    async def work(self, job: policy.QueuedJob, shots: int) -> tuple[Program, int, int]:
+        """The dispatcher's chunk of ``shots`` of ``job``: its program, or for a sweep the
+        program of the set it is at, the chunk cut at the set's end (:mod:`..sweeps`)."""
+        program = self._programs[job.id]
+        if job.id not in self._sweeps:
+            return program, shots, job.remaining
+        plan = self._sweeps[job.id]
+        if plan is None:
+            rows = await self._gateway.retrying(self._gateway.store.sweep_sets, job.id)
+            plan = self._sweeps[job.id] = stored_plan(rows)
+        index = plan.set_at(job.shots_done)
+        if self._sets_run.get(job.id, index) != index:
+            self._forget(str(job.id))  # the driver's state of the set before (its samples)
+        self._sets_run[job.id] = index
+        return plan.chunk(program, job.shots_done, shots)
 
     def depth(self) -> dict[str, int]:
         """Active jobs (waiting or started) per class."""
@@ -121,8 +139,13 @@ class QueueState:
     # -- changes ---------------------------------------------------------------------------
 
     def enqueue(
-        self, row: JobRow, program: Program | None = None, slurm_account: str | None = None
+        self,
+        row: JobRow,
+        program: Program | None = None,
+        slurm_account: str | None = None,
+        sweep: SweepPlan | None = None,
     ) -> None:
+        """Queue ``row``; a sweep's ``sweep`` plan, else it is read back before its next chunk."""
         job = policy.QueuedJob(
             id=row.id,
             user_id=row.user_id,
@@ -142,6 +165,8 @@ class QueueState:
         self._programs[row.id] = program or Program(
             row.format, row.body, row.shots, row.name, row.variables
         )
+        if row.sets is not None:
+            self._sweeps[row.id] = sweep
         if row.status == JobStatus.RUNNING:
             self._started.add(row.id)
         self._count(job, +1)
@@ -155,6 +180,8 @@ class QueueState:
         self._count(job, -1)
         self._ended.append(job_id)
         self._programs.pop(job_id, None)
+        self._sweeps.pop(job_id, None)
+        self._sets_run.pop(job_id, None)
         self._forget(str(job_id))
         self.changed()
 

@@ -52,10 +52,13 @@ from qhpc_lab.wire.documents import ReservationOut as ReservationOut
 from qhpc_lab.wire.documents import RunningOut as RunningOut
 from qhpc_lab.wire.documents import SessionOut as SessionOut
 from qhpc_lab.wire.documents import SpecsOut as SpecsOut
+from qhpc_lab.wire.documents import SweepSetsOut as SweepSetsOut
 from qhpc_lab.wire.documents import TimelineOut as TimelineOut
 
 MAX_SHOTS = 1_000_000
 """Shots one job may ask for; the device's own ``max_runs`` (rule ``max_runs``) is lower."""
+MAX_SWEEP_SETS = 100_000
+"""Sets one request may carry; the site's ``max_sweep_sets`` (default 10 000) is lower."""
 MAX_QPU_SLOTS = 1024
 """QPU share one session may hold (the Slurm ``qpu:N`` count)."""
 
@@ -131,6 +134,14 @@ class SessionIn(BaseModel):
     )
 
 
+class SweepSetIn(BaseModel):
+    """One point of a sweep: its shots (default: the job's ``shots``) and its variables."""
+
+    model_config = ConfigDict(extra="forbid")
+    shots: StrictInt | None = Field(None, ge=1, le=MAX_SHOTS)
+    variables: dict[Text, Any] = Field(default_factory=dict)
+
+
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sequence: Text | dict[Text, Any] = Field(
@@ -165,6 +176,14 @@ class JobIn(BaseModel):
         le=MAX_SECONDS,
         description="The loop's expected pause after this job before its next one; the QPU is "
         "held at most this long (and at most the policy's loop_hold_max_s).",
+    )
+    sweep: list[SweepSetIn] | None = Field(
+        None,
+        max_length=MAX_SWEEP_SETS,
+        description="A sweep (an extension of Warden's API): the program runs once per set, "
+        "with the set's variables over the job's, its shots or the job's. One job, one queue "
+        "place, its shots the sets' in all; results per set at GET /jobs/{id}/sets "
+        "(docs/scheduler.md, Sweeps).",
     )
 
 

@@ -13,7 +13,13 @@ from typing import Any
 
 from qhpc_lab.scheduler.policy import LoopPause, PolicyConfig, QueuedJob
 from qhpc_lab.scheduler.quotas import Quota, period_bounds
-from qhpc_lab.scheduler.store import AccountingQuery, JobRow, ReservationRow, SessionRow
+from qhpc_lab.scheduler.store import (
+    AccountingQuery,
+    JobRow,
+    ReservationRow,
+    SessionRow,
+    SweepSetRow,
+)
 from qhpc_lab.scheduler.timeline import story
 from qhpc_lab.wire.documents import job_document
 from qhpc_lab.wire.times import iso_time
@@ -136,6 +142,24 @@ def held_by(holds: Holds, started: bool, position: int | None) -> str | None:
 def job_view(job: JobRow, place: Place = NOWHERE) -> dict[str, Any]:
     """A job (``JobOut``) standing at ``place``: the wire contract builds it from the row."""
     return job_document(job, place.position, place.eta_s, place.held_by)
+
+
+def sweep_sets_view(job: JobRow, sets: list[SweepSetRow]) -> dict[str, Any]:
+    """A sweep's results per set (``SweepSetsOut``)."""
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "sets": [
+            {
+                "index": s.index,
+                "shots": s.shots,
+                "variables": s.variables,
+                "shots_done": s.shots_done,
+                "counter": s.counts,
+            }
+            for s in sets
+        ],
+    }
 
 
 def logs_view(job: JobRow, timeline: list[dict[str, Any]]) -> dict[str, str]:

@@ -148,6 +148,14 @@ class JobOut(BaseModel):
     )
     think_time_s: float | None = Field(description="The loop's expected pause after it.")
     error: Annotated[StrictStr | None, RELAYED]
+    sets: Annotated[StrictInt | None, RELAYED] = Field(
+        None,
+        description="A sweep's number of (shots, variables) sets, its shots theirs in all; "
+        "null for a plain job. Its results per set: GET /jobs/{id}/sets.",
+    )
+    sets_done: Annotated[StrictInt | None, RELAYED] = Field(
+        None, description="A sweep's sets run to their end (in order); null for a plain job."
+    )
 
 
 JOB_QUEUE_FIELDS = ("position", "eta_s", "held_by")
@@ -166,6 +174,26 @@ def job_document(
     own = {name: getattr(job, name) for name in JobOut.model_fields if name not in JOB_QUEUE_FIELDS}
     queue = {"position": position, "eta_s": eta_s, "held_by": held_by}
     return JobOut.model_validate({**own, **queue}).model_dump(mode="json")
+
+
+class SweepSetOut(BaseModel):
+    """One set of a sweep: what it asked for and its outcomes so far."""
+
+    index: StrictInt = Field(description="Its place in the sweep (0-based, as submitted).")
+    shots: StrictInt
+    variables: dict[StrictStr, Any] = Field(
+        description="Every variable the program declares, as this set binds it."
+    )
+    shots_done: StrictInt
+    counter: dict[StrictStr, StrictInt] = Field(description="Its outcomes: {bitstring: count}.")
+
+
+class SweepSetsOut(BaseModel):
+    """A sweep's results per set (``GET /jobs/{id}/sets``); empty for a plain job."""
+
+    job_id: StrictInt
+    status: JobStatusName
+    sets: list[SweepSetOut]
 
 
 class JobResults(BaseModel):

@@ -10,8 +10,15 @@ from qhpc_lab import tracing
 from qhpc_lab.scheduler.core import JobRow
 from qhpc_lab.scheduler.errors import SUBMIT_ERRORS, error_responses
 from qhpc_lab.scheduler.routes.deps import SchedulerDep, User, WardenSession
-from qhpc_lab.scheduler.schemas import JobIn, JobOut, LogsOut, StatusFilter, TimelineOut
-from qhpc_lab.scheduler.views import logs_view
+from qhpc_lab.scheduler.schemas import (
+    JobIn,
+    JobOut,
+    LogsOut,
+    StatusFilter,
+    SweepSetsOut,
+    TimelineOut,
+)
+from qhpc_lab.scheduler.views import logs_view, sweep_sets_view
 
 router = APIRouter()
 
@@ -43,6 +50,10 @@ async def post_job(
     program = await sched.program(
         body.sequence, body.format, body.shots, body.name, body.variables or {}
     )
+    sweep = None
+    if body.sweep is not None:
+        sets = [(point.shots or body.shots, point.variables) for point in body.sweep]
+        program, sweep = await sched.sweep(program, sets)
     job = await sched.submit(
         who.user_id,
         who.admin,
@@ -55,6 +66,7 @@ async def post_job(
         single_calibration=body.single_calibration,
         loop=body.loop,
         think_time_s=body.think_time_s,
+        sweep=sweep,
     )
     return sched.job_view(job)
 
@@ -105,6 +117,12 @@ async def get_timeline(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
     """Why the job waited: its chunks, the classes that ran while it waited, and the
     calibrations and holds it waited through (docs/operations.md)."""
     return {"job_id": job.id, "status": job.status, "entries": sched.timelines.view(job)}
+
+
+@router.get("/jobs/{job_id}/sets", response_model=SweepSetsOut, tags=["qhpc"], responses=BY_ID)
+async def get_sets(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
+    """A sweep's results per set, in the order submitted (docs/scheduler.md, Sweeps)."""
+    return sweep_sets_view(job, await sched.sweep_sets(job))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"], responses=BY_ID)

@@ -18,6 +18,7 @@ from qhpc_lab.scheduler.store.rows import (
     ReservationOverlap,
     ReservationRow,
     SessionRow,
+    SweepSetRow,
 )
 from qhpc_lab.scheduler.store.schema import (
     EXECUTION,
@@ -33,6 +34,7 @@ from qhpc_lab.scheduler.store.schema import (
     reservations,
     seen_credentials,
     sessions,
+    sweep_sets,
 )
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "ReservationRow",
     "SessionRow",
     "Store",
+    "SweepSetRow",
     "facts",
     "job_events",
     "jobs",
@@ -63,4 +66,5 @@ __all__ = [
     "reservations",
     "seen_credentials",
     "sessions",
+    "sweep_sets",
 ]

@@ -14,6 +14,7 @@ from qhpc_lab.scheduler.store.repositories.jobs import JobRepository
 from qhpc_lab.scheduler.store.repositories.quotas import QuotaRepository
 from qhpc_lab.scheduler.store.repositories.reservations import ReservationRepository
 from qhpc_lab.scheduler.store.repositories.sessions import SessionRepository
+from qhpc_lab.scheduler.store.repositories.sweeps import SweepRepository
 
 
 class Store(
@@ -24,6 +25,7 @@ class Store(
     QuotaRepository,
     FactRepository,
     CredentialRepository,
+    SweepRepository,
 ):
     """Durable state of the scheduler: sessions, jobs and device facts, in SQLite (WAL) or
     PostgreSQL. Every method is one short transaction, called from a worker thread (the

@@ -46,6 +46,10 @@ class JobRow:
     finished_at: float | None
     slurm_account: str | None = None
     """The Slurm account it is charged to: its session's, else its user's latest session's."""
+    sets: int | None = None
+    """A sweep's number of sets (its shots are theirs in all); None for a plain job."""
+    sets_done: int | None = None
+    """A sweep's sets run to their end (they run in order)."""
 
     @property
     def results(self) -> str | None:
@@ -60,6 +64,27 @@ class JobRow:
         data["calibrations"] = json.loads(data["calibrations"]) if data["calibrations"] else []
         data["single_calibration"] = bool(data["single_calibration"])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class SweepSetRow:
+    """One set of a sweep: its shots and variables, and its outcomes so far."""
+
+    index: int
+    shots: int
+    variables: dict[str, Any]
+    shots_done: int
+    counts: dict[str, int]
+
+    @classmethod
+    def from_row(cls, row: Any) -> SweepSetRow:
+        return cls(
+            row.idx,
+            row.shots,
+            json.loads(row.variables),
+            row.shots_done,
+            json.loads(row.counts) if row.counts else {},
+        )
 
 
 @dataclass(frozen=True)

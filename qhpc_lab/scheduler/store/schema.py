@@ -55,8 +55,23 @@ jobs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("slurm_account", sa.String(64), index=True),
+    sa.Column("sets", sa.Integer),
+    sa.Column("sets_done", sa.Integer),
     sa.Index("jobs_idempotency", "user_id", "idempotency_key", unique=True),
 )
+
+sweep_sets = sa.Table(
+    "sweep_sets",
+    metadata,
+    sa.Column("job_id", sa.Integer, primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("shots", sa.Integer, nullable=False),
+    sa.Column("variables", sa.Text, nullable=False),
+    sa.Column("shots_done", sa.Integer, nullable=False),
+    sa.Column("counts", sa.Text),
+)
+"""A sweep's sets (qhpc_lab.scheduler.sweeps), in order: each one's shots, variables, and
+outcomes so far; its job (``jobs.sets`` not null) holds the totals."""
 
 reservations = sa.Table(
     "reservations",

@@ -21,6 +21,7 @@ from qhpc_lab.scheduler.limits import AdmissionRefused, QueueLimit
 from qhpc_lab.scheduler.quotas import Quota, QuotaExceeded
 from qhpc_lab.scheduler.store.repositories.base import Repository
 from qhpc_lab.scheduler.store.repositories.quotas import latest_account, quota_used
+from qhpc_lab.scheduler.store.repositories.sweeps import add_sets, merge_set, restart_sets
 from qhpc_lab.scheduler.store.rows import DuplicateJob, JobRow, QuotaAdmission
 from qhpc_lab.scheduler.store.schema import MAX_JOB_ID, facts, jobs, quotas, sessions
 from qhpc_lab.vocabulary import ACTIVE_STATUSES, JobStatus
@@ -57,12 +58,21 @@ def merge_calibration(
 
 
 class JobRepository(Repository):
-    def add_job(self, admission: QuotaAdmission | None = None, **values: Any) -> JobRow:
+    def add_job(
+        self,
+        admission: QuotaAdmission | None = None,
+        sweep: list[tuple[int, str]] | None = None,
+        **values: Any,
+    ) -> JobRow:
         """Queue a job. One that reuses its user's ``idempotency_key`` raises
         :class:`DuplicateJob` with the first job (a retried submission runs once). With
         ``admission``, its session (still open), its queue caps and the quotas of its user and
-        account are checked in the same transaction (AdmissionRefused, QuotaExceeded)."""
+        account are checked in the same transaction (AdmissionRefused, QuotaExceeded).
+        ``sweep``: a sweep's sets (shots, variables as JSON text), stored with it; its
+        ``shots`` are theirs in all."""
         values = dict(values)
+        if sweep is not None:
+            values.update(sets=len(sweep), sets_done=0)
         values.setdefault("created_at", self.clock())
         values.setdefault("single_calibration", False)
         values.update(status=JobStatus.PENDING, shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
@@ -75,6 +85,8 @@ class JobRepository(Repository):
                     admission = dataclasses.replace(admission, account=account)
                     self._admit(conn, admission, values["user_id"], values["shots"], values)
                 row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
+                if sweep is not None:
+                    add_sets(conn, row.id, sweep)
                 self._changed(conn, row)
         except sa.exc.IntegrityError:
             key = values.get("idempotency_key")
@@ -277,6 +289,8 @@ class JobRepository(Repository):
                 emulator_seconds=job.emulator_seconds + emulator_seconds,
                 calibration_age_s=max(job.calibration_age_s or 0.0, calibration_age_s),
             )
+            if job.sets is not None:
+                values.update(merge_set(conn, job, shots, counts))
             if calibration is not None:  # its shots ran back to back from calibration_age_s
                 ranges = merge_calibration(
                     job.calibrations,
@@ -323,6 +337,9 @@ class JobRepository(Repository):
                 .values(shots_done=0, counts=None, calibrations=None, calibration_age_s=None)
                 .returning(*jobs.c)
             ).first()
+            if row is not None and row.sets is not None:
+                restart_sets(conn, job_id)
+                row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
             if row is not None:
                 self._changed(conn, row)
         return JobRow.from_row(row) if row else None
@@ -397,6 +414,8 @@ class JobRepository(Repository):
                 qpu_seconds=jobs.c.qpu_seconds + qpu_seconds,
                 emulator_seconds=jobs.c.emulator_seconds + emulator_seconds,
             )
+            if job.sets is not None and shots > 0:
+                values.update(merge_set(conn, job, shots, counts))
             if calibration is not None and shots > 0:  # the shots that ran, back to back
                 values["calibrations"] = json.dumps(
                     merge_calibration(
