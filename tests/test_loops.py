@@ -56,12 +56,14 @@ def job(id: int, job_class: str = "production", user: str = "prod", **fields: ob
 
 
 def pause(until: float, loop: str = "vqe") -> LoopPause:
-    return LoopPause(loop, "user:dev", "dev", until)
+    return LoopPause(loop, "user:dev", "dev", until, "development")
 
 
 def test_a_loop_pauses_for_its_think_time_capped_and_not_at_all_when_holds_are_off():
     ended = job(1, "development", "dev", loop="vqe", think_time_s=12.0)
-    assert policy.loop_pause(ended, 100.0, CONFIG) == LoopPause("vqe", "user:dev", "dev", 112.0)
+    assert policy.loop_pause(ended, 100.0, CONFIG) == LoopPause(
+        "vqe", "user:dev", "dev", 112.0, "development"
+    )
     long = dataclasses.replace(ended, think_time_s=600.0)
     assert policy.loop_pause(long, 100.0, CONFIG).until == 100.0 + CONFIG.loop_hold_max_s
     unknown = dataclasses.replace(ended, think_time_s=None)
@@ -88,7 +90,8 @@ def test_holds_while_others_lose_less_than_the_loop_saves_else_releases_with_a_s
 
 
 def test_the_loops_next_job_runs_first_and_a_due_calibration_before_it():
-    queue = [job(1, "development", "alice"), job(2, "development", "dev", loop="vqe")]
+    alice = dataclasses.replace(job(1, "development", "alice"), created_at=95.0)  # waited 5 s
+    queue = [alice, dataclasses.replace(job(2, "development", "dev", loop="vqe"), created_at=99.0)]
     assert policy.decide(queue, {}, device(), 100.0, CONFIG) == RunChunk(1, 90)
     assert policy.decide(queue, {}, device(), 100.0, CONFIG, pause=pause(110.0)) == RunChunk(2, 90)
     due = device(calibrated_at=-7200.0)
