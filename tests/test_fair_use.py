@@ -1,0 +1,90 @@
+"""Issue 27's attacks on fair use of the QPU, re-run against the daemon: hybrid-loop holds
+that kept another user's job waiting (5), and connection caps (8). Each test is the attack;
+it asserts the answer now. The policy's side of the loop bounds: tests/test_loops.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.identities import OTHER
+from tests.support.in_process import in_process, long_chunk_profile, scheduler_config
+from tests.support.polling import apoll_until, wait_for_status
+
+ATTACK_ITERATIONS = 400
+"""More loop iterations than the attacker needs to keep the QPU (about one per chunk
+duration before the fix); the victim's job now runs long before they are spent."""
+
+
+# -- 5. hybrid-loop holds ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_loop_that_comes_back_at_once_no_longer_keeps_the_qpu(
+    tmp_path: Path, sequence_json: str
+) -> None:
+    """The attack: a loop of 1-shot development jobs, each sent the moment the last one ends
+    and declaring 0.9 s of think time, so that every end pauses the loop and every next job
+    runs first; another user's development job (one 2 s chunk: holding 0.9 s costs it less
+    than the loop would lose) waited for as long as the loop went on. Now, once that job has
+    waited a chunk duration (``loop_yield_after_chunks``), the loop loses its turn: the
+    victim's job ends while the loop is still going."""
+    config = scheduler_config(tmp_path, device=str(long_chunk_profile(tmp_path, 2.0)))
+    loop = {"sequence": sequence_json, "shots": 1, "job_class": "development"}
+    loop |= {"loop": "vqe", "think_time_s": 0.9}
+    async with in_process(config) as api:
+        first = (await api.other.post("/jobs", json=loop)).json()
+        await wait_for_status(api.other, first["id"])
+        victim = await api.user.post(
+            "/jobs", json={"sequence": sequence_json, "shots": 4000, "job_class": "development"}
+        )
+        victim_id = victim.json()["id"]
+        iterations = 0
+        while iterations < ATTACK_ITERATIONS:
+            if (await api.user.get(f"/jobs/{victim_id}")).json()["status"] == "DONE":
+                break
+            job = (await api.other.post("/jobs", json=loop)).json()
+            await wait_for_status(api.other, job["id"])
+            iterations += 1
+        assert iterations < ATTACK_ITERATIONS, "the loop kept the QPU from the victim's job"
+
+
+@pytest.mark.anyio
+async def test_another_users_loop_id_rides_no_hold_and_the_hold_is_named(
+    tmp_path: Path, sequence_json: str
+) -> None:
+    """The attacks: a job naming another user's loop id (``loop="vqe"``) ran first as if it
+    were that loop's next job; and a job kept waiting by a loop hold showed ``position 1`` and
+    its plain ETA, its timeline silent. Now the loop id is the other user's own: the job is
+    held like anyone else's, its place says ``held_by: loop_hold`` with the hold's rest in its
+    ETA, and its timeline and story name the hold."""
+    config = scheduler_config(tmp_path, device=str(long_chunk_profile(tmp_path, 1.5)))
+    async with in_process(config) as api:
+        loop = {"sequence": sequence_json, "shots": 1, "loop": "vqe", "think_time_s": 0.6}
+        first = (await api.other.post("/jobs", json=loop)).json()
+        await wait_for_status(api.other, first["id"])
+        # 3000 shots: one 1.5 s chunk; holding 0.6 s costs it less than the loop would lose
+        rider = await api.user.post(
+            "/jobs", json={"sequence": sequence_json, "shots": 3000, "loop": "vqe"}
+        )
+        rider_id = rider.json()["id"]
+
+        async def held() -> dict | None:
+            job = (await api.user.get(f"/jobs/{rider_id}")).json()
+            return job if job["held_by"] == "loop_hold" else None
+
+        waiting = await apoll_until(held, "the rider's job held by the other user's loop")
+        assert waiting["position"] == 1 and waiting["eta_s"] > 3000 * 0.0005
+        device = (await api.user.get("/device")).json()
+        assert device["held_for_loop"]["loop"] is None  # not the user's loop: its id unshown
+        await wait_for_status(api.user, rider_id)
+        timeline = (await api.user.get(f"/jobs/{rider_id}/timeline")).json()["entries"]
+        assert [e["event"] for e in timeline if e["event"] != "chunk"] == [
+            "queued",
+            "loop_hold",
+            "finished",
+        ]
+        story = (await api.user.get(f"/jobs/{rider_id}/logs")).json()["logs"]
+        assert "by loop_hold" in story
+        assert OTHER not in story  # whose loop is not told
