@@ -4,11 +4,16 @@ it asserts the answer now. The policy's side of the loop bounds: tests/test_loop
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
-from tests.support.identities import OTHER
+from tests.support.daemons import daemon
+from tests.support.identities import OTHER, USER, auth_header
 from tests.support.in_process import in_process, long_chunk_profile, scheduler_config
 from tests.support.polling import apoll_until, wait_for_status
 
@@ -88,3 +93,75 @@ async def test_another_users_loop_id_rides_no_hold_and_the_hold_is_named(
         story = (await api.user.get(f"/jobs/{rider_id}/logs")).json()["logs"]
         assert "by loop_hold" in story
         assert OTHER not in story  # whose loop is not told
+
+
+# -- 8. connection caps -----------------------------------------------------------------------
+
+STREAMS_ATTEMPTED = 80
+"""The attack's streams: as many as the connection cap it filled."""
+
+
+def _open_stream(address: tuple[str, int], uid: str) -> tuple[socket.socket, int, bytes]:
+    """A raw ``GET /events`` of ``uid``: the socket, the answer's status and what came."""
+    sock = socket.create_connection(address, timeout=10)
+    token = auth_header(uid)["Authorization"].encode()
+    sock.sendall(
+        b"GET /events HTTP/1.1\r\nHost: scheduler\r\nAccept: text/event-stream\r\n"
+        b"Authorization: " + token + b"\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        head += chunk
+    return sock, int(head.split()[1]), head
+
+
+def test_one_user_cannot_take_every_connection_nor_anonymous_clients_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """The attacks: one user opened 80 ``/events`` streams, every connection the daemon
+    had (``max_connections`` 80), and everyone else, ``/health`` included, got 503; anonymous
+    clients calling ``/estimate`` as fast as they could slowed everyone. Now the user's
+    streams past ``max_streams_per_user`` get 429 with a one-line reason, another user's
+    stream and ``/health`` are answered, and one address's anonymous burst past
+    ``anonymous_burst`` gets 429 with Retry-After while ``/health`` is never refused."""
+    with daemon(tmp_path, "--max-connections", str(STREAMS_ATTEMPTED)) as server:
+        url = urlsplit(server.url)
+        address = (url.hostname or "127.0.0.1", url.port or 80)
+        streams: list[socket.socket] = []
+        refusals: list[dict] = []
+        try:
+            for _ in range(STREAMS_ATTEMPTED):
+                sock, status, head = _open_stream(address, USER)
+                if status == 200:
+                    streams.append(sock)
+                    continue
+                assert status == 429, head
+                body = head.partition(b"\r\n\r\n")[2] or sock.recv(65536)
+                refusals.append(json.loads(body))
+                sock.close()  # refused: the client goes, its connection with it
+            assert len(streams) == 8  # max_streams_per_user
+            assert {r["rule"] for r in refusals} == {"max_streams_per_user"}
+            assert "\n" not in refusals[0]["detail"] and "close one" in refusals[0]["detail"]
+            other, status, _ = _open_stream(address, OTHER)
+            other.close()
+            assert status == 200
+            assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        finally:
+            for sock in streams:
+                sock.close()
+
+        with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+            answers = [
+                anonymous.get("/estimate", params={"shots": 100}).status_code for _ in range(40)
+            ]
+            assert 200 in answers and 429 in answers
+            refused = anonymous.get("/estimate", params={"shots": 100})
+            assert refused.status_code == 429
+            assert refused.json()["rule"] == "anonymous_rate_per_second"
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert all(anonymous.get("/health").status_code == 200 for _ in range(40))
+            signed = anonymous.get("/estimate", params={"shots": 100}, headers=auth_header(USER))
+            assert signed.status_code == 200  # credentials are counted per user, not rated
