@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.daemons import daemon
+from tests.support.daemons import free_port
 from tests.support.identities import OTHER, USER, auth_header
 from tests.support.in_process import in_process, long_chunk_profile, scheduler_config
 from tests.support.polling import apoll_until, wait_for_status
+from tests.support.served import served
 
 ATTACK_ITERATIONS = 400
 """More loop iterations than the attacker needs to keep the QPU (about one per chunk
@@ -127,8 +128,9 @@ def test_one_user_cannot_take_every_connection_nor_anonymous_clients_the_daemon(
     streams past ``max_streams_per_user`` get 429 with a one-line reason, another user's
     stream and ``/health`` are answered, and one address's anonymous burst past
     ``anonymous_burst`` gets 429 with Retry-After while ``/health`` is never refused."""
-    with daemon(tmp_path, "--max-connections", str(STREAMS_ATTEMPTED)) as server:
-        url = urlsplit(server.url)
+    config = scheduler_config(tmp_path, port=free_port(), max_connections=STREAMS_ATTEMPTED)
+    with served(config) as base_url:
+        url = urlsplit(base_url)
         address = (url.hostname or "127.0.0.1", url.port or 80)
         streams: list[socket.socket] = []
         refusals: list[dict] = []
@@ -148,12 +150,12 @@ def test_one_user_cannot_take_every_connection_nor_anonymous_clients_the_daemon(
             other, status, _ = _open_stream(address, OTHER)
             other.close()
             assert status == 200
-            assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+            assert httpx.get(f"{base_url}/health", timeout=10).status_code == 200
         finally:
             for sock in streams:
                 sock.close()
 
-        with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+        with httpx.Client(base_url=base_url, timeout=10) as anonymous:
             answers = [
                 anonymous.get("/estimate", params={"shots": 100}).status_code for _ in range(40)
             ]
