@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from qhpc_lab.scheduler.caller_limits import CallerLimits
+from qhpc_lab.scheduler.refusal import SchedulerError
 from tests.support.daemons import free_port
 from tests.support.identities import OTHER, USER, auth_header
 from tests.support.in_process import in_process, long_chunk_profile, scheduler_config
@@ -167,3 +169,33 @@ def test_one_user_cannot_take_every_connection_nor_anonymous_clients_the_daemon(
             assert all(anonymous.get("/health").status_code == 200 for _ in range(40))
             signed = anonymous.get("/estimate", params={"shots": 100}, headers=auth_header(USER))
             assert signed.status_code == 200  # credentials are counted per user, not rated
+
+
+def test_a_users_requests_are_counted_once_given_back_and_anonymous_ones_refilled() -> None:
+    """The rule behind the caps: a request is counted once however often its identity is
+    asked, given back when it ends; administrators and /health are not capped; an address's
+    bucket refills at the rate."""
+    now = [0.0]
+    limits = CallerLimits(2, 1, 2.0, 3, clock=lambda: now[0])
+    first, second, third = {"path": "/jobs"}, {"path": "/jobs"}, {"path": "/events"}
+    limits.enter(first, USER, admin=False)
+    limits.enter(first, USER, admin=False)
+    limits.enter(second, USER, admin=False)
+    with pytest.raises(SchedulerError, match="max_requests_per_user") as refused:
+        limits.enter(third, USER, admin=False)
+    assert refused.value.status == 429 and refused.value.rule == "max_requests_per_user"
+    limits.enter(third, "0", admin=True)
+    limits.enter({"path": "/health"}, USER, admin=False)
+    assert limits.requests_of(USER) == 2
+    limits.leave(second)
+    limits.enter(third, USER, admin=False)
+    limits.open_stream(third, USER, admin=False)
+    with pytest.raises(SchedulerError, match="max_streams_per_user"):
+        limits.open_stream({"path": "/events"}, USER, admin=False)
+    limits.leave(third)
+    limits.leave(first)
+    assert (limits.requests_of(USER), limits.streams_of(USER)) == (0, 0)
+    assert [limits.anonymous_wait("a") for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+    assert limits.anonymous_wait("b") == 0.0  # another address has its own bucket
+    now[0] = 0.5  # one request's worth refilled
+    assert limits.anonymous_wait("a") == 0.0

@@ -222,7 +222,7 @@ class SchedulerConfig(BaseModel):
         json_schema_extra=_flag(),
     )
     max_requests_per_user: int = Field(
-        32,
+        64,
         description="requests one user may have in flight at once, event streams included "
         "(429 over it; 0: no cap)",
         json_schema_extra=_flag(),
