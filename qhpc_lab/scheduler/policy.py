@@ -35,7 +35,7 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
    begins before the pause ends (:func:`pause_clear_of`), and none for a loop whose job ended
    in a window (:func:`loop_pause`). Holds are bounded: a user's loops are held at most
    ``loop_hold_budget_s`` per ``loop_hold_window_s`` (:func:`hold_budget_left`), and not at all
-   while another's work that outranks the loop has waited too long (:func:`yields`).
+   while work outside the loop that outranks it has waited too long (:func:`yields`).
 """
 
 from __future__ import annotations
@@ -219,8 +219,8 @@ class PolicyConfig:
     )
     loop_yield_after_chunks: float = _setting(
         1.0,
-        "chunk durations another's job of a higher class (or of the loop's, if interactive) "
-        "may wait before loops lose their holds and their turn",
+        "chunk durations a job outside a loop, of a higher class (or of the loop's, if "
+        "interactive), may wait before loops lose their holds and their turn",
         ge=0,
         le=MAX_PRIORITY,
     )
@@ -317,8 +317,12 @@ def record_hold(
     budget (:func:`hold_budget_left`); no class counts as served."""
     charged = _charge(usage, pause.account, started_at, finished_at, config)
     since = finished_at - config.loop_hold_window_s
-    spans = [s for s in usage.held.get(pause.user_id, ()) if s[1] > since]
-    held = {**usage.held, pause.user_id: (*spans, (started_at, finished_at))}
+    held = {  # holds that left the window are forgotten, so ended users do not accumulate
+        user: kept
+        for user, spans in usage.held.items()
+        if (kept := tuple(span for span in spans if span[1] > since))
+    }
+    held[pause.user_id] = (*held.get(pause.user_id, ()), (started_at, finished_at))
     return replace(charged, held=held)
 
 
@@ -409,7 +413,8 @@ def loop_pause(
 def yields(
     pause: LoopPause, job: QueuedJob, now: float, device: DeviceView, config: PolicyConfig
 ) -> bool:
-    """Whether ``job``, outside the paused loop, ends the loop's claim on the QPU: its class
+    """Whether ``job``, outside the paused loop (another user's, or its owner's other work),
+    ends the loop's claim on the QPU: its class
     outranks the loop's (configured priorities), or is the loop's own and interactive (the
     class cells submit, ``cell_job_class``), and it has waited longer than
     ``loop_yield_after_chunks`` chunk durations."""
@@ -430,7 +435,7 @@ def bounded_pause(
     config: PolicyConfig,
 ) -> LoopPause | None:
     """``pause`` as far as the bounds allow: None once its user's hold budget is spent or when
-    another's work has waited too long (``yielded``, :func:`yields`); else ending by the time
+    work outside the loop has waited too long (``yielded``, :func:`yields`); else ending by the time
     the budget runs out."""
     if pause is None or yielded:
         return None
