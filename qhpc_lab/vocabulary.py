@@ -43,9 +43,10 @@ class DeviceState(enum.StrEnum):
 
 DEVICE_STATES = tuple(DeviceState)
 
-HOLDS = ("maintenance", "draining", "down")
+HOLDS = ("maintenance", "draining", "down", "loop_hold")
 """What keeps a waiting job from running (a job's ``held_by``, a timeline's holds):
-maintenance runs nothing, draining runs only started jobs, down: the QPU says DOWN."""
+maintenance runs nothing, draining runs only started jobs, down: the QPU says DOWN, loop_hold:
+the QPU is kept idle for another's hybrid loop between two of its jobs (bounded)."""
 QUOTA_KINDS = ("user", "account")
 """Whom a quota budgets: a user id, or a Slurm account (the session's, from the prolog)."""
 QUOTA_UNITS = ("qpu_seconds", "shots")

@@ -57,12 +57,14 @@ def job(id: int, job_class: str = "production", user: str = "prod", **fields: ob
 
 
 def pause(until: float, loop: str = "vqe") -> LoopPause:
-    return LoopPause(loop, "user:dev", "dev", until)
+    return LoopPause(loop, "user:dev", "dev", until, "development")
 
 
 def test_a_loop_pauses_for_its_think_time_capped_and_not_at_all_when_holds_are_off():
     ended = job(1, "development", "dev", loop="vqe", think_time_s=12.0)
-    assert policy.loop_pause(ended, 100.0, CONFIG) == LoopPause("vqe", "user:dev", "dev", 112.0)
+    assert policy.loop_pause(ended, 100.0, CONFIG) == LoopPause(
+        "vqe", "user:dev", "dev", 112.0, "development"
+    )
     long = dataclasses.replace(ended, think_time_s=600.0)
     assert policy.loop_pause(long, 100.0, CONFIG).until == 100.0 + CONFIG.loop_hold_max_s
     unknown = dataclasses.replace(ended, think_time_s=None)
@@ -89,7 +91,8 @@ def test_holds_while_others_lose_less_than_the_loop_saves_else_releases_with_a_s
 
 
 def test_the_loops_next_job_runs_first_and_a_due_calibration_before_it():
-    queue = [job(1, "development", "alice"), job(2, "development", "dev", loop="vqe")]
+    alice = dataclasses.replace(job(1, "development", "alice"), created_at=95.0)  # waited 5 s
+    queue = [alice, dataclasses.replace(job(2, "development", "dev", loop="vqe"), created_at=99.0)]
     assert policy.decide(queue, {}, device(), 100.0, CONFIG) == RunChunk(1, 90)
     assert policy.decide(queue, {}, device(), 100.0, CONFIG, pause=pause(110.0)) == RunChunk(2, 90)
     due = device(calibrated_at=-7200.0)
@@ -145,7 +148,7 @@ def test_hold_properties(specs, now, since, think):
     assert paused is not None and now < view.next_calibration_at
     assert decision.until <= min(paused.until, view.next_calibration_at)
     assert decision.until - (now - since) <= CONFIG.loop_hold_max_s + 1e-9
-    assert all(j.loop != "vqe" for j in queue)  # the loop's own job would have run
+    assert not any(paused.owns(j) for j in queue)  # the loop's own job would have run
     left = decision.until - now
     waiting = len({j.account for j in queue})
     assert isinstance(base, RunChunk)
@@ -247,3 +250,42 @@ def test_a_reservation_goes_before_a_hold():
     ranked.set_reservations([window])
     ranked.loop_ended_job(loop_ended, 100.0)
     assert ranked.decide(device(), 100.0) == decided
+
+
+def test_a_users_holds_stop_when_their_budget_in_the_window_is_spent():
+    """Short pauses repeated without end held the QPU idle for one user: now their loops get
+    at most ``loop_hold_budget_s`` held per ``loop_hold_window_s``, the last hold cut to what
+    is left, and none (nor a first turn) once it is spent; the window slides."""
+    config = CONFIG.changed(loop_hold_budget_s=12.0, loop_hold_window_s=600.0)
+    usage = policy.record_hold(NO_USAGE, pause(110.0), 100.0, 110.0, config)
+    assert policy.hold_budget_left(usage, "dev", 110.0, config) == 2.0
+    assert policy.hold_budget_left(usage, "someone", 110.0, config) == 12.0
+    queue = [job(1)]
+    assert policy.decide(queue, {}, device(), 200.0, config, usage, pause=pause(210.0)) == (
+        HoldForLoop("vqe", 202.0)
+    )
+    spent = policy.record_hold(usage, pause(210.0), 200.0, 202.0, config)
+    assert policy.decide(queue, {}, device(), 300.0, config, spent, pause=pause(310.0)) == (
+        RunChunk(1, 90)
+    )
+    later = 710.0  # the first hold has left the window
+    assert policy.hold_budget_left(spent, "dev", later, config) == 10.0
+    ranked = RankedQueue(config)
+    ranked.add(queue[0])
+    ranked.record_hold(0.0, 0.0)  # no pause: nothing charged
+    assert ranked.usage == NO_USAGE
+
+
+def test_a_loop_cannot_carry_a_reservation_past_its_window():
+    """The attack: the owner's loop, its job ending just before its window closed, kept the
+    QPU past the end with holds and first turns. A job ending inside a window (or just before
+    one) pauses no loop, so after the window others run in the usual order."""
+    window = Reservation(1, 0.0, 100.0, "user", "dev")
+    owner = job(3, "development", "dev", loop="vqe", think_time_s=20.0)
+    assert policy.loop_pause(owner, 95.0, CONFIG, [window]) is None
+    assert policy.loop_pause(owner, 75.0, CONFIG, [window]) is None  # 20 s ends past it too
+    assert policy.loop_pause(owner, 100.0, CONFIG, [window]) is not None  # after: as usual
+    ranked = RankedQueue(CONFIG)
+    ranked.set_reservations([window])
+    ranked.loop_ended_job(owner, 95.0)
+    assert ranked.pause is None

@@ -66,6 +66,8 @@ event = st.one_of(
         st.lists(st.integers(0, 3).map(lambda n: n * 10), min_size=3, max_size=3),
         st.sampled_from((0.0, 0.5, 1.0, 4.0)),
         st.sampled_from((1.0, 8.0, 600.0)),
+        st.sampled_from((0.0, 1 / 8, 120.0)),  # hold budget per user
+        st.sampled_from((0.0, 1.0, 4.0)),  # chunk durations before loops yield
     ),
     st.tuples(st.just("drain"), st.booleans()),
     st.tuples(st.just("hold"), EIGHTHS),
@@ -99,6 +101,11 @@ class Model:
     pause: policy.LoopPause | None = None
 
 
+def same_loop(a: QueuedJob, b: QueuedJob) -> bool:
+    """Loop ids are their user's: the same id of two users is two loops."""
+    return a.loop == b.loop and a.user_id == b.user_id
+
+
 def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
     kind = ev[0]
     if kind == "submit":
@@ -130,8 +137,8 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
             del model.jobs[job.id]
             assert ranked.remove(job.id) == job
             ranked.loop_ended_job(job, model.now)
-            if job.loop is not None and all(j.loop != job.loop for j in model.jobs.values()):
-                model.pause = policy.loop_pause(job, model.now, model.config)
+            if job.loop is not None and not any(same_loop(j, job) for j in model.jobs.values()):
+                model.pause = policy.loop_pause(job, model.now, model.config, model.reservations)
         else:
             job = dataclasses.replace(job, shots_done=job.shots_done + shots)
             model.jobs[job.id] = job
@@ -150,8 +157,8 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
         ended = QueuedJob(0, "u0", ev[3], "development", 1, 1, model.now, loop=ev[1])
         ended = dataclasses.replace(ended, think_time_s=ev[2])
         ranked.loop_ended_job(ended, model.now)
-        if all(j.loop != ended.loop for j in model.jobs.values()):
-            model.pause = policy.loop_pause(ended, model.now, model.config)
+        if not any(same_loop(j, ended) for j in model.jobs.values()):
+            model.pause = policy.loop_pause(ended, model.now, model.config, model.reservations)
     elif kind == "end_pause":
         model.pause = None
         ranked.end_pause()
@@ -170,6 +177,8 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
             aging_per_chunk=ev[2],
             usage_half_life_s=ev[3],
             min_calibration_age_s=0.5,
+            loop_hold_budget_s=ev[4],
+            loop_yield_after_chunks=ev[5],
         )
         ranked.set_config(model.config)
     elif kind == "drain":

@@ -4,7 +4,7 @@
 
 export type JobStatus = 'PENDING' | 'RUNNING' | 'DONE' | 'ERROR' | 'CANCELED';
 export type DeviceState = 'ONLINE' | 'CALIBRATING' | 'MAINTENANCE' | 'OFFLINE';
-export type Hold = 'maintenance' | 'draining' | 'down';
+export type Hold = 'maintenance' | 'draining' | 'down' | 'loop_hold';
 export type QuotaKind = 'user' | 'account';
 export type QuotaUnit = 'qpu_seconds' | 'shots';
 export type OwnerKind = 'user' | 'account' | 'slurm_job';

@@ -17,6 +17,7 @@ from qhpc_lab.qpu import DeviceProfile, QPUDriver
 from qhpc_lab.qpu.api import QPUApiDriver, QPUApiSettings
 from qhpc_lab.qpu.emulated import EmulatedQPU
 from qhpc_lab.scheduler.auth import Authenticator, load_or_create_secret
+from qhpc_lab.scheduler.caller_limits import CallerCaps, CallerLimits
 from qhpc_lab.scheduler.config import SchedulerConfig, state_dir
 from qhpc_lab.scheduler.core import Scheduler
 from qhpc_lab.scheduler.errors import error_response, install_error_handling
@@ -121,6 +122,13 @@ def create_app(
     app.state.scheduler = sched
     app.state.authenticator = authenticator or build_authenticator(config, sched.store)
     app.add_middleware(PayloadLimit, limit=config.max_payload_bytes)
+    app.state.caller_limits = CallerLimits(
+        config.max_requests_per_user,
+        config.max_streams_per_user,
+        config.anonymous_rate_per_second,
+        config.anonymous_burst,
+    )
+    app.add_middleware(CallerCaps, limits=app.state.caller_limits)
     app.add_middleware(RequestMetrics, metrics=sched.metrics)
     install_error_handling(app)
     for router in ROUTERS:

@@ -221,6 +221,29 @@ class SchedulerConfig(BaseModel):
         "(Retry-After)",
         json_schema_extra=_flag(),
     )
+    max_requests_per_user: int = Field(
+        64,
+        description="requests one user may have in flight at once, event streams included "
+        "(429 over it; 0: no cap)",
+        json_schema_extra=_flag(),
+    )
+    max_streams_per_user: int = Field(
+        8,
+        description="event streams one user may have open at once (429 over it; 0: no cap)",
+        json_schema_extra=_flag(),
+    )
+    anonymous_rate_per_second: float = Field(
+        5.0,
+        description="anonymous requests a second served per client address, /health aside "
+        "(429 over it; 0: no limit)",
+        json_schema_extra=_flag(),
+    )
+    anonymous_burst: int = Field(
+        20,
+        description="anonymous requests a client address may send at once before "
+        "anonymous_rate_per_second applies",
+        json_schema_extra=_flag(),
+    )
     header_timeout_s: float = Field(
         10.0,
         description="seconds a client has to send complete request headers (408 after)",

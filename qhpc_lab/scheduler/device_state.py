@@ -91,6 +91,7 @@ class DeviceStatus:
             down=self._driver.state is DeviceState.OFFLINE,
             maintenance=not self.accessible,
             draining=self.draining,
+            loop_until=self.loop_hold[1] if self.loop_hold is not None else None,
         )
 
     def snapshot(

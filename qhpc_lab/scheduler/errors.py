@@ -35,7 +35,7 @@ _MEANINGS = {
     409: "The request conflicts with the resource's state.",
     413: "The request body exceeds max_payload_bytes.",
     422: "A field is invalid; detail names it.",
-    429: "Too many requests; retry after Retry-After seconds.",
+    429: "Too many requests (a caller's cap, or a queue limit); retry after Retry-After seconds.",
     500: "An unexpected error (rule internal); the scheduler logged its traceback.",
     503: "The QPU is not accepting jobs, or the server is at its connection limit.",
 }
@@ -48,8 +48,8 @@ RETRY_AFTER_HEADER = {
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """A route's ``responses=``: each status as ErrorOut, and the two any route may answer
-    (500 on a bug, 503 at the connection cap).
+    """A route's ``responses=``: each status as ErrorOut, and the three any route may answer
+    (500 on a bug, 503 at the connection cap, 429 at a caller's cap: caller_limits.py).
 
     Declaring 422 also keeps FastAPI from adding its own ``HTTPValidationError``, which is
     not what this API sends.
@@ -60,7 +60,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": _MEANINGS[status],
             **({"headers": RETRY_AFTER_HEADER} if status in (429, 503) else {}),
         }
-        for status in sorted({*statuses, 500, 503})
+        for status in sorted({*statuses, 429, 500, 503})
     }
 
 

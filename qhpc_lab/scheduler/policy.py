@@ -32,7 +32,10 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
    (:class:`HoldForLoop`) while holding costs the others less than it saves the loop
    (:func:`hold_or`); its next job then runs first. Held seconds are charged to the loop's
    account (:func:`record_hold`). Rule 8 comes first: no hold while a reservation holds or
-   begins before the pause ends (:func:`pause_clear_of`).
+   begins before the pause ends (:func:`pause_clear_of`), and none for a loop whose job ended
+   in a window (:func:`loop_pause`). Holds are bounded: a user's loops are held at most
+   ``loop_hold_budget_s`` per ``loop_hold_window_s`` (:func:`hold_budget_left`), and not at all
+   while work outside the loop that outranks it has waited too long (:func:`yields`).
 """
 
 from __future__ import annotations
@@ -200,6 +203,29 @@ class PolicyConfig:
     )
     """Under one chunk: a longer hold costs the others more than a chunk's wait saves the
     loop, so rule 9 would rarely grant it. 15 s from the frontier (docs/policy.md)."""
+    loop_hold_budget_s: float = _setting(
+        120.0,
+        "held seconds one user's hybrid loops may get per loop_hold_window_s (0: no holds)",
+        ge=0,
+        le=MAX_SECONDS,
+    )
+    """A fifth of the window: short pauses repeated without end would otherwise keep the QPU
+    idle for one user however little it runs for them."""
+    loop_hold_window_s: float = _setting(
+        600.0,
+        "the sliding window loop_hold_budget_s counts held seconds over",
+        gt=0,
+        le=MAX_SECONDS,
+    )
+    loop_yield_after_chunks: float = _setting(
+        1.0,
+        "chunk durations a job outside a loop, of a higher class (or of the loop's, if "
+        "interactive), may wait before loops lose their holds and their turn",
+        ge=0,
+        le=MAX_PRIORITY,
+    )
+    """Each hold is cheap by rule 9's measure, but a loop that comes back every time goes
+    first every time: past this wait the loop queues like anyone else until that job ran."""
 
     def checked(self) -> PolicyConfig:
         """These settings, refused (:class:`InvalidSetting`) where one is outside its declared
@@ -262,6 +288,9 @@ class Usage:
     as_of: float = 0.0
     class_served_at: Mapping[str, float] = field(default_factory=dict)
     """When each job class's last chunk ended: its aging counts from there."""
+    held: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    """Per user, the loop holds (start, end) within the last ``loop_hold_window_s``: what
+    :func:`hold_budget_left` counts."""
 
 
 NO_USAGE = Usage()
@@ -284,8 +313,25 @@ def record_hold(
     usage: Usage, pause: LoopPause, started_at: float, finished_at: float, config: PolicyConfig
 ) -> Usage:
     """``usage`` after the QPU was held (rule 9) for ``pause``'s loop from ``started_at`` to
-    ``finished_at``: charged to the loop's account like a chunk; no class counts as served."""
-    return _charge(usage, pause.account, started_at, finished_at, config)
+    ``finished_at``: charged to the loop's account like a chunk, and to its user's hold
+    budget (:func:`hold_budget_left`); no class counts as served."""
+    charged = _charge(usage, pause.account, started_at, finished_at, config)
+    since = finished_at - config.loop_hold_window_s
+    held = {  # holds that left the window are forgotten, so ended users do not accumulate
+        user: kept
+        for user, spans in usage.held.items()
+        if (kept := tuple(span for span in spans if span[1] > since))
+    }
+    held[pause.user_id] = (*held.get(pause.user_id, ()), (started_at, finished_at))
+    return replace(charged, held=held)
+
+
+def hold_budget_left(usage: Usage, user_id: str, now: float, config: PolicyConfig) -> float:
+    """Seconds ``user_id``'s loops may still be held: ``loop_hold_budget_s`` less what they
+    were held in the ``loop_hold_window_s`` up to ``now``."""
+    since = now - config.loop_hold_window_s
+    used = sum(max(0.0, end - max(start, since)) for start, end in usage.held.get(user_id, ()))
+    return config.loop_hold_budget_s - used
 
 
 def _charge(
@@ -294,7 +340,7 @@ def _charge(
     factor = 0.5 ** (max(0.0, finished_at - usage.as_of) / config.usage_half_life_s)
     seconds = {k: v * factor for k, v in usage.qpu_seconds.items() if v * factor >= 1e-6}
     seconds[account] = seconds.get(account, 0.0) + (finished_at - started_at)
-    return Usage(seconds, max(usage.as_of, finished_at), usage.class_served_at)
+    return Usage(seconds, max(usage.as_of, finished_at), usage.class_served_at, usage.held)
 
 
 @dataclass(frozen=True)
@@ -336,16 +382,67 @@ class LoopPause:
     account: str
     user_id: str
     until: float
+    job_class: str
+    """The class of the loop's last job: who outranks it (:func:`yields`)."""
+
+    def owns(self, job: QueuedJob) -> bool:
+        """Whether ``job`` is this loop's: loop ids are the user's own, so another user's job
+        naming the same loop never rides this one's pause."""
+        return job.loop == self.loop and job.user_id == self.user_id
 
 
-def loop_pause(job: QueuedJob, ended_at: float, config: PolicyConfig) -> LoopPause | None:
+def loop_pause(
+    job: QueuedJob,
+    ended_at: float,
+    config: PolicyConfig,
+    reservations: Sequence[Reservation] = (),
+) -> LoopPause | None:
     """The pause after ``job``, its loop's last queued job, ended at ``ended_at`` (None: not a
-    loop's job, or holds are off): its expected think time, at most ``loop_hold_max_s``."""
+    loop's job, or holds are off): its expected think time, at most ``loop_hold_max_s``. None
+    too when a reservation is in force then or begins before the pause would end: a loop
+    cannot carry a window's hold past its end."""
     if job.loop is None or config.loop_hold_max_s <= 0:
         return None
     think = config.loop_hold_max_s if job.think_time_s is None else job.think_time_s
     until = ended_at + min(think, config.loop_hold_max_s)
-    return LoopPause(job.loop, job.account, job.user_id, until)
+    if any(r.starts_at < until and r.ends_at > ended_at for r in reservations):
+        return None
+    return LoopPause(job.loop, job.account, job.user_id, until, job.job_class)
+
+
+def yields(
+    pause: LoopPause, job: QueuedJob, now: float, device: DeviceView, config: PolicyConfig
+) -> bool:
+    """Whether ``job``, outside the paused loop (another user's, or its owner's other work),
+    ends the loop's claim on the QPU: its class
+    outranks the loop's (configured priorities), or is the loop's own and interactive (the
+    class cells submit, ``cell_job_class``), and it has waited longer than
+    ``loop_yield_after_chunks`` chunk durations."""
+    theirs = config.class_priority.get(job.job_class, 0)
+    mine = config.class_priority.get(pause.job_class, 0)
+    interactive = job.job_class == pause.job_class == config.cell_job_class
+    waited = now - job.created_at
+    return (theirs > mine or interactive) and waited > (
+        config.loop_yield_after_chunks * device.chunk_duration_s
+    )
+
+
+def bounded_pause(
+    pause: LoopPause | None,
+    usage: Usage,
+    yielded: bool,
+    now: float,
+    config: PolicyConfig,
+) -> LoopPause | None:
+    """``pause`` as far as the bounds allow: None once its user's hold budget is spent or when
+    work outside the loop has waited too long (``yielded``, :func:`yields`); else ending by the time
+    the budget runs out."""
+    if pause is None or yielded:
+        return None
+    left = hold_budget_left(usage, pause.user_id, now, config)
+    if left <= 0:
+        return None
+    return replace(pause, until=min(pause.until, now + left))
 
 
 def pause_clear_of(
@@ -559,9 +656,14 @@ def decide(
     if pause is None:
         return decision
     candidates = [j for j in queue if j.remaining > 0 and (device.accepting or j.started)]
-    mine = [j for j in candidates if j.loop == pause.loop]
+    mine = [j for j in candidates if pause.owns(j)]
     loop_job = min(mine, key=lambda j: (j.created_at, j.id), default=None)
-    others = {j.account for j in candidates if j.loop != pause.loop}
+    outside = [j for j in candidates if not pause.owns(j)]
+    yielded = any(yields(pause, j, now, device, config) for j in outside)
+    pause = bounded_pause(pause, usage, yielded, now, config)
+    if pause is None:
+        return decision
+    others = {j.account for j in outside}
     return hold_or(decision, pause, loop_job, len(others), device, now, config)
 
 

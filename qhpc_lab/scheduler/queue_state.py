@@ -296,6 +296,9 @@ class QueueState:
                 ahead = rank(holder) if holder is not None else None
                 position = ranked - (1 if ahead is not None and ahead[0] < ranked else 0)
         hold = held_by(holds, job_id in in_progress, position)
+        if hold == "loop_hold" and eta is not None and holds.loop_until is not None:
+            # a loop hold has a known end: the job's ETA moves by what is left of it
+            return Place(position, round(eta + max(0.0, holds.loop_until - self._clock()), 3), hold)
         return Place(position, None if hold or eta is None else round(eta, 3), hold)
 
     def places(self, job_ids: Iterable[int]) -> dict[int, Place]:
@@ -335,6 +338,8 @@ class QueueState:
         finally:
             self.ranked.remove(ESTIMATE_ID)
         assert place.position is not None
+        if place.held_by == "loop_hold":  # short and bounded, already in the ETA: not a refusal
+            return dataclasses.replace(place, held_by=None)
         return place
 
     def snapshot(self) -> QueueSnapshot:

@@ -289,8 +289,8 @@ class RankedQueue:
         """Single-calibration jobs (rare): while one is queued, decisions are the linear
         policy's, whose rule 7 looks past the first runnable job of each unit."""
         self._reservations: tuple[Reservation, ...] = ()
-        self._loops: dict[str, SortedList] = {}
-        """Each hybrid loop's queued jobs by arrival (rule 9)."""
+        self._loops: dict[tuple[str, str], SortedList] = {}
+        """Each hybrid loop's queued jobs by arrival, per (user, loop id) (rule 9)."""
         self._pause: LoopPause | None = None
 
     # -- the jobs ---------------------------------------------------------------------------
@@ -306,7 +306,7 @@ class RankedQueue:
         self._exhausted += job.remaining <= 0
         self._single_calibration += job.single_calibration
         if job.loop is not None:
-            self._loops.setdefault(job.loop, SortedList()).add(_arrival(job))
+            self._loops.setdefault((job.user_id, job.loop), SortedList()).add(_arrival(job))
 
     def update(self, job: QueuedJob) -> None:
         """Replace a queued job (say, after a chunk changed its ``shots_done``)."""
@@ -326,9 +326,10 @@ class RankedQueue:
         self._exhausted -= job.remaining <= 0
         self._single_calibration -= job.single_calibration
         if job.loop is not None:
-            self._loops[job.loop].remove(_arrival(job))
-            if not self._loops[job.loop]:
-                del self._loops[job.loop]
+            loop = (job.user_id, job.loop)
+            self._loops[loop].remove(_arrival(job))
+            if not self._loops[loop]:
+                del self._loops[loop]
         return job
 
     def get(self, job_id: int) -> QueuedJob | None:
@@ -391,8 +392,8 @@ class RankedQueue:
     def loop_ended_job(self, job: QueuedJob, ended_at: float) -> None:
         """``job`` (out of the queue now) ended at ``ended_at``: when it was its loop's last
         queued job, the loop pauses (:func:`policy.loop_pause`)."""
-        if job.loop is not None and job.loop not in self._loops:
-            self._pause = policy.loop_pause(job, ended_at, self._config)
+        if job.loop is not None and (job.user_id, job.loop) not in self._loops:
+            self._pause = policy.loop_pause(job, ended_at, self._config, self._reservations)
 
     def end_pause(self) -> None:
         """Something else runs on the QPU: no loop is held for any more."""
@@ -463,7 +464,20 @@ class RankedQueue:
         decision = self._decide(device, now, reserved)
         if pause is None or now >= pause.until or not isinstance(decision, RunChunk):
             return decision
-        mine = self._loops.get(pause.loop, ())
+        index = self._all if device.accepting else self._started
+        others: set[str] = set()
+        yielded = False
+        for cls in index.classes.values():
+            for unit, fifo in cls.units.items():
+                # the unit's oldest job outside the loop waited longest of them: yields asks it
+                other = next((self._jobs[i] for _, i in fifo if self._is_other(i, pause)), None)
+                if other is not None:
+                    others.add(unit[0])
+                    yielded = yielded or policy.yields(pause, other, now, device, self._config)
+        pause = policy.bounded_pause(pause, self._usage, yielded, now, self._config)
+        if pause is None:
+            return decision
+        mine = self._loops.get((pause.user_id, pause.loop), ())
         loop_job = next(
             (
                 self._jobs[job_id]
@@ -473,19 +487,12 @@ class RankedQueue:
             ),
             None,
         )
-        index = self._all if device.accepting else self._started
-        others = {
-            unit[0]
-            for cls in index.classes.values()
-            for unit, fifo in cls.units.items()
-            if any(self._is_other(job_id, pause) for _, job_id in fifo)
-        }
         return policy.hold_or(decision, pause, loop_job, len(others), device, now, self._config)
 
     def _is_other(self, job_id: int, pause: LoopPause) -> bool:
         """A job with shots left outside the paused loop: its account waits during a hold."""
         job = self._jobs[job_id]
-        return job.loop != pause.loop and job.remaining > 0
+        return not pause.owns(job) and job.remaining > 0
 
     def _decide(self, device: DeviceView, now: float, reserved: list[Reservation]) -> Decision:
         """Rules 1–7 on the incremental index, with no reservation near."""

@@ -174,11 +174,15 @@ class DaemonRecorder(Recorder):
     def holding(self, pause: policy.LoopPause, until: float) -> None:
         log.info("QPU held for loop %s of user %s until %.3f", pause.loop, pause.user_id, until)
         self._device.loop_hold = (pause, until)
+        self._timelines.hold("loop_hold", True, self._clock())
+        self._queue.dirty.set()  # waiting jobs are held_by loop_hold: the queue event, no wake
         self._publish_device()
 
     def hold_ended(self, pause: policy.LoopPause, started_at: float, finished_at: float) -> None:
         log.info("QPU released by loop %s after %.3f s held", pause.loop, finished_at - started_at)
         self._device.loop_hold = None
+        self._timelines.hold("loop_hold", False, finished_at)
+        self._queue.dirty.set()
         self._publish_device()
 
     async def calibrated(self, started_at: float, finished_at: float) -> None:

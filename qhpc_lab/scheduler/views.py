@@ -46,6 +46,8 @@ class Holds:
     """Submissions are closed (``/accessible``): nothing runs."""
     draining: bool = False
     """An operator drains the QPU: only started jobs run."""
+    loop_until: float | None = None
+    """The QPU is held for a hybrid loop until then at the latest (policy rule 9)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +129,8 @@ def reservation_view(row: ReservationRow, now: float) -> dict[str, Any]:
 def held_by(holds: Holds, started: bool, position: int | None) -> str | None:
     """What keeps an active job from running, as the timeline names its holds: a device DOWN
     stalls every job, maintenance runs nothing (a started job's chunk in flight ends, then it
-    waits), a drain runs only jobs that have started; None when only the queue ahead does."""
+    waits), a drain runs only jobs that have started, a loop hold keeps every waiting job
+    idle; None when only the queue ahead does."""
     if position is None:
         return None
     if holds.down:
@@ -136,6 +139,8 @@ def held_by(holds: Holds, started: bool, position: int | None) -> str | None:
         return "maintenance"
     if holds.draining and not started:
         return "draining"
+    if holds.loop_until is not None:
+        return "loop_hold"
     return None
 
 

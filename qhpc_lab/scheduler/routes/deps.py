@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 
 from qhpc_lab import munge
 from qhpc_lab.scheduler.auth import Authenticator, AuthError, Identity
+from qhpc_lab.scheduler.caller_limits import CallerLimits
 from qhpc_lab.scheduler.core import Scheduler
 from qhpc_lab.scheduler.gateway import STORE_DOWN, STORE_RETRY_AFTER_S
 from qhpc_lab.scheduler.refusal import SchedulerError
@@ -36,7 +37,7 @@ async def _identity(
         binding = munge.request_binding(request.method, target, await request.body())
     try:
         client_host = request.client.host if request.client else None
-        return await auth.identify_async(x_munge_cred, authorization, binding, client_host)
+        who = await auth.identify_async(x_munge_cred, authorization, binding, client_host)
     except STORE_DOWN as err:  # the replay memory is in the store
         raise SchedulerError(
             503,
@@ -44,6 +45,9 @@ async def _identity(
             "store",
             retry_after=STORE_RETRY_AFTER_S,
         ) from err
+    limits: CallerLimits = request.app.state.caller_limits
+    limits.enter(request.scope, who.user_id, who.admin)
+    return who
 
 
 async def _admin(who: Annotated[Identity, Depends(_identity)]) -> Identity:

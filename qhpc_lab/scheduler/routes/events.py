@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from qhpc_lab.eventstream import HEARTBEAT_S, StreamEvent, server_sent_event
@@ -19,16 +19,19 @@ router = APIRouter()
     "/events",
     tags=["qhpc"],
     response_class=EventSourceResponse,
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 422, 429),
 )
 async def get_events(
+    request: Request,
     who: User,
     sched: SchedulerDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
 ) -> EventSourceResponse:
     """Server-sent events: ``job`` (the caller's jobs), ``device``, ``queue`` (coalesced,
     personal: own positions and ETAs, anonymous aggregates) and ``reset``; see
-    docs/scheduler.md. Reconnect with ``Last-Event-ID`` to resume."""
+    docs/scheduler.md. Reconnect with ``Last-Event-ID`` to resume. A user's streams are
+    capped (``max_streams_per_user``: 429)."""
+    request.app.state.caller_limits.open_stream(request.scope, who.user_id, who.admin)
     events = sched.bus.subscribe(
         who.user_id, who.admin, last_event_id, sched.device_info(who.user_id, who.admin)
     )
