@@ -263,7 +263,7 @@ def test_estimate_on_a_busy_queue(kernel, program, shell, capsys):
     assert estimate.start_in_s is not None and estimate.start_in_s >= LONG_SHOTS * TIME_PER_SHOT_S
     assert estimate.done_in_s == pytest.approx(estimate.start_in_s + 40 * TIME_PER_SHOT_S)
     assert re.fullmatch(
-        r"lab: position 2 \(1 waiting now\), starts in ~\d+ s, ends in ~\d+ s "
+        r"lab: 2nd of 2 waiting, starts in ~\d+ s, ends in ~\d+ s "
         r"\(its own run ~0 s\)\n",
         shown,
     ), shown
