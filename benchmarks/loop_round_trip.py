@@ -28,6 +28,7 @@ job ``pending_s`` (0.3 s) after its submission by construction.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -78,12 +79,12 @@ def qrmi_loop(
     from qrmi import Payload, QuantumResource, ResourceType, TaskStatus
 
     final = (TaskStatus.Completed, TaskStatus.Failed, TaskStatus.Cancelled)
-    os.environ["bench_QRMI_WARDEN_URL"] = url
+    os.environ["BENCH_QRMI_WARDEN_URL"] = url
     os.environ["QRMI_JOB_UID"] = str(os.getuid())
     os.environ["QRMI_JOB_ID"] = "1"
-    qpu = QuantumResource("bench", ResourceType.PasqalLocal)
+    qpu = QuantumResource("BENCH", ResourceType.PasqalLocal)
     session_id = qpu.acquire()
-    os.environ["bench_QRMI_JOB_ACQUISITION_TOKEN"] = session_id
+    os.environ["BENCH_QRMI_JOB_ACQUISITION_TOKEN"] = session_id
     done: list[tuple[int, float]] = []
     try:
         for _ in range(iterations):
@@ -103,7 +104,7 @@ def round_trips(url: str, done: list[tuple[int, float]]) -> tuple[list[float], l
     trips: list[float] = []
     server: list[float] = []
     with httpx.Client(base_url=url, headers=headers) as http:
-        for (_, result_at), (job_id, _) in zip(done, done[1:], strict=False):
+        for (_, result_at), (job_id, _) in itertools.pairwise(done):
             job = http.get(f"/jobs/{job_id}").json()
             started = _parse(job["started_at"])
             trips.append(started - result_at)
