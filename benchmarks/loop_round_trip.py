@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -82,6 +83,7 @@ def qrmi_loop(
     os.environ["BENCH_QRMI_WARDEN_URL"] = url
     os.environ["QRMI_JOB_UID"] = str(os.getuid())
     os.environ["QRMI_JOB_ID"] = "1"
+    os.environ.pop("BENCH_QRMI_JOB_ACQUISITION_TOKEN", None)  # a previous round's, released
     qpu = QuantumResource("BENCH", ResourceType.PasqalLocal)
     session_id = qpu.acquire()
     os.environ["BENCH_QRMI_JOB_ACQUISITION_TOKEN"] = session_id
@@ -105,11 +107,22 @@ def round_trips(url: str, done: list[tuple[int, float]]) -> tuple[list[float], l
     server: list[float] = []
     with httpx.Client(base_url=url, headers=headers) as http:
         for (_, result_at), (job_id, _) in itertools.pairwise(done):
-            job = http.get(f"/jobs/{job_id}").json()
+            job = job_document(http, job_id)
             started = _parse(job["started_at"])
             trips.append(started - result_at)
             server.append(started - _parse(job["created_at"]))
     return trips, server
+
+
+def job_document(http: httpx.Client, job_id: int) -> dict[str, Any]:
+    """``GET /jobs/{id}``, waited out while the daemon answers 503 (a busy machine)."""
+    for _ in range(20):
+        response = http.get(f"/jobs/{job_id}")
+        if response.status_code != 503:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+    response.raise_for_status()
+    return response.json()
 
 
 def summary(values: list[float]) -> str:
