@@ -1,6 +1,7 @@
 """What JSON logs and traces cost a submission: POST /jobs throughput of the real daemon with
 plain text logs (the baseline), with ``--log-format json``, and with traces on
-(``--otlp-endpoint`` to a collector in this process that accepts and drops the spans).
+(``--otlp-endpoint`` to a collector in this process that accepts and drops the spans), at
+the default sampling ratio and tracing every job.
 
 Each variant is a fresh daemon on the ``test`` profile whose log goes to a file (as a site's
 would), sent the same ``--jobs`` one-shot submissions over ``--clients`` connections after a
@@ -47,12 +48,16 @@ def main() -> None:
     args = parser.parse_args()
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{sink.server_port}/v1/traces"
     variants = {
         "text logs (baseline)": (),
         "JSON logs": ("--log-format", "json"),
-        "traces on (OTLP/HTTP)": (
+        "traces on, default sampling (0.1)": ("--otlp-endpoint", endpoint),
+        "traces on, every job (1.0)": (
             "--otlp-endpoint",
-            f"http://127.0.0.1:{sink.server_port}/v1/traces",
+            endpoint,
+            "--trace-sampling-ratio",
+            "1",
         ),
     }
     body = json.dumps({"sequence": one_shot_sequence(), "shots": 1}).encode()

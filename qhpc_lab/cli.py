@@ -29,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = SchedulerConfig.load(args.config, **setting_flags(args))
     logs.configure(config.log_format)
-    traces = tracing.configure("qhpc-scheduler", config.otlp_endpoint)
+    traces = tracing.configure(
+        "qhpc-scheduler", config.otlp_endpoint, sampling_ratio=config.trace_sampling_ratio
+    )
     app = create_app(config, driver=qpu_driver(config))
     driver = app.state.scheduler.driver
     profile = driver.profile

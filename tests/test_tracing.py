@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -118,3 +119,38 @@ def test_a_job_is_one_trace_from_the_kernel_submit_to_the_result(
     assert sum(shots) == 250
     assert names[-1] == "qhpc.result"
     assert all(s.trace_id == trace_id for s in children)
+
+
+def test_a_trace_is_kept_where_it_starts_and_followed_after(
+    tmp_path: Path, collector: Collector, kernel_spans: InMemorySpanExporter, sequence_json: str
+) -> None:
+    """With a sampling ratio of 0 the daemon starts no trace of its own (a submission without
+    ``traceparent``, or with an unsampled one, records nothing) and continues a kernel's
+    sampled trace whole."""
+    fast_export = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+    with daemon(
+        tmp_path, "--otlp-endpoint", collector.url, "--trace-sampling-ratio", "0", env=fast_export
+    ) as handle:
+        env = lab_env(handle.url)
+        headers = {"Authorization": f"Bearer {env['QHPC_TOKEN']}"}
+        unsampled_parent = {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-00"}
+        body = {"sequence": sequence_json, "shots": 10}
+        untraced = [
+            httpx.post(f"{handle.url}/jobs", json=body, headers={**headers, **extra}).json()["id"]
+            for extra in ({}, unsampled_parent)
+        ]
+        client = Client(environ={"HOME": str(tmp_path), **env})
+        try:
+            for job_id in untraced:
+                assert client.job(job_id).wait(120) == "DONE"
+            job = client.submit(Program(format="pulser", body=sequence_json, shots=10))
+            assert job.wait(120) == "DONE"
+        finally:
+            client.close()
+        (job_span,) = poll_until(lambda: collector.named("qhpc.job"), "the kernel's job traced")
+    assert [a.value.int_value for a in job_span.attributes if a.key == "qhpc.job_id"] == [
+        int(job.id)
+    ]
+    assert {span.trace_id for span in collector.spans} == {job_span.trace_id}
+    with pytest.raises(ValueError, match="QHPC_TRACE_SAMPLING_RATIO='2': give a number"):
+        tracing.sampling_ratio({"QHPC_TRACE_SAMPLING_RATIO": "2"})

@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from qhpc_lab import tracing
 from qhpc_lab.scheduler.logs import LOG_FORMATS
 from qhpc_lab.scheduler.policy import JOB_CLASSES, PolicyConfig
 from qhpc_lab.settings import SettingsModel, did_you_mean, problems, wrong_type
@@ -307,6 +308,14 @@ class SchedulerConfig(BaseModel):
         description="send OpenTelemetry traces to this OTLP/HTTP endpoint (e.g. "
         "http://collector:4318/v1/traces; default off)",
         json_schema_extra=_flag(metavar="URL"),
+    )
+    trace_sampling_ratio: float = Field(
+        tracing.DEFAULT_SAMPLING_RATIO,
+        ge=0.0,
+        le=1.0,
+        description="the share of jobs traced whose caller sends no traceparent (0 to 1); "
+        "a caller's sampled trace is always continued",
+        json_schema_extra=_flag(metavar="RATIO"),
     )
     ha: bool = Field(
         False,

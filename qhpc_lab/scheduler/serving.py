@@ -25,6 +25,7 @@ import logging
 import resource
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,6 +42,11 @@ FILES_BESIDE_CONNECTIONS = 64
 """Descriptors the daemon needs besides its connections (database, logs, munged, listener)."""
 RETRY_AFTER_S = 1
 """What a client refused at the connection cap is told to wait."""
+GIL_SWITCH_INTERVAL_S = 0.0005
+"""How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
+A store thread drops the GIL in every SQLite call and, while the event loop runs requests,
+waited up to 5 ms to get it back, holding the database's one writer lock meanwhile: every
+submission queued behind that convoy (docs/benchmarks.md, "The submission path")."""
 
 
 def serve(
@@ -57,6 +63,7 @@ def serve(
     the event loop as soon as a stop is asked (ending the event streams).
     """
     ensure_file_limit(config.max_connections + FILES_BESIDE_CONNECTIONS)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     listeners = bind(config.host, config.port)
     server = _Server(uvicorn_config(app, config), listening, on_stop)
     server.run(sockets=listeners)
