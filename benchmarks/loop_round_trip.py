@@ -6,7 +6,7 @@ submits the next program, the scheduler starts it. One real daemon (``qhpc sched
 ``--iterations`` small jobs (the one-shot 2-atom Pulser sequence of ``api.py`` at ``--shots``
 shots) from two clients, alternately for ``--rounds`` rounds:
 
-- ``qhpc_lab``: :meth:`qhpc_lab.client.Client.session` (``qhpc_lab.session()``), each job
+- ``qhpc_lab``: :meth:`qhpc_lab.client.Client.loop` (``qhpc_lab.loop()``), each job
   ``client.submit(...)`` then ``job.result()``, with a bearer token;
 - ``qrmi``: QRMI's own ``pasqal-local`` client (the real ``qrmi`` wheel, MUNGE), as a Slurm job
   uses it: ``task_start``, ``task_status`` polled every ``--qrmi-poll-ms``, ``task_result``.
@@ -51,7 +51,7 @@ USER_ID = 1000
 
 
 def qhpc_loop(url: str, sequence: str, iterations: int, shots: int) -> list[tuple[int, float]]:
-    """The loop through ``qhpc_lab``'s client in one session: (job id, result in kernel)."""
+    """The loop through ``qhpc_lab``'s client in one hybrid loop: (job id, result in kernel)."""
     with tempfile.TemporaryDirectory() as home:
         environ = {
             "HOME": home,
@@ -63,7 +63,7 @@ def qhpc_loop(url: str, sequence: str, iterations: int, shots: int) -> list[tupl
         client = Client(environ=environ)
         try:
             done: list[tuple[int, float]] = []
-            with client.session():
+            with client.loop():
                 for _ in range(iterations):
                     job = client.submit(Program(format="pulser", body=sequence, shots=shots))
                     job.result()
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--no-qrmi", action="store_true", help="only qhpc_lab's client")
     args = parser.parse_args()
     sequence = one_shot_sequence()
-    loops = {"qhpc_lab session": lambda url: qhpc_loop(url, sequence, args.iterations, args.shots)}
+    loops = {"qhpc_lab loop": lambda url: qhpc_loop(url, sequence, args.iterations, args.shots)}
     if not args.no_qrmi:
         poll_s = args.qrmi_poll_ms / 1000
         loops[f"QRMI pasqal-local ({args.qrmi_poll_ms:g} ms polling)"] = lambda url: qrmi_loop(

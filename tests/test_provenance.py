@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -30,7 +31,7 @@ from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.auth import make_token
 from qhpc_lab.scheduler.policy import Calibrate, DeviceView, PolicyConfig, QueuedJob, RunChunk
 from qhpc_lab.scheduler.ranking import RankedQueue
-from qhpc_lab.scheduler.store import Store, merge_calibration
+from qhpc_lab.scheduler.store import Store, merge_calibration, migrate
 from tests.support.daemons import daemon
 from tests.support.identities import SECRET, USER
 from tests.support.in_process import Clients, in_process, scheduler_config
@@ -124,10 +125,10 @@ def test_a_database_from_before_provenance_gains_its_columns(tmp_path: Path) -> 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Store(url)
     job_id = running_job(old, 100)
+    migrate.downgrade(old.engine, "0001")  # nothing later revisions add
     with old.engine.begin() as conn:
-        # As those releases made it: without provenance, nor what later revisions add.
-        conn.execute(sa.text("DROP INDEX ix_jobs_slurm_account"))
-        for column in ("calibrations", "single_calibration", "slurm_account"):
+        # As those releases made it: the first revision's schema without provenance.
+        for column in ("calibrations", "single_calibration"):
             conn.execute(sa.text(f"ALTER TABLE jobs DROP COLUMN {column}"))
         conn.execute(sa.text("DROP TABLE alembic_version"))  # releases then had no migrations
     old.close()
@@ -252,7 +253,8 @@ async def test_a_job_that_spans_a_calibration_lists_two_ranges(api: Clients) -> 
     assert ranges[1]["drift"] == dataclasses.asdict(DRIFT)
     assert '"counter"' in view["results"] and "calibrations" not in view["results"]
 
-    state = parse_job(view, None)  # type: ignore[arg-type]  (the target names only errors)
+    target = SimpleNamespace(name="scheduler", time_per_shot_s=None)  # names only errors
+    state = parse_job(view, target)  # type: ignore[arg-type]
     assert [c.id for c in state.calibrations] == [before, before + 1]
     assert sum(c.shots for c in state.calibrations) == SHOTS
 
