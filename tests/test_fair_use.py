@@ -131,7 +131,8 @@ def test_one_user_cannot_take_every_connection_nor_anonymous_clients_the_daemon(
     stream and ``/health`` are answered, and one address's anonymous burst past
     ``anonymous_burst`` gets 429 with Retry-After while ``/health`` is never refused."""
     config = scheduler_config(tmp_path, port=free_port(), max_connections=STREAMS_ATTEMPTED)
-    with served(config) as base_url:
+    with served(config) as app:
+        base_url = app.url
         url = urlsplit(base_url)
         address = (url.hostname or "127.0.0.1", url.port or 80)
         streams: list[socket.socket] = []

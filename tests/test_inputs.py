@@ -7,26 +7,20 @@ sent as strings or booleans, infinities. The database-specific ones run on both 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from qhpc_lab.qpu.emulated import EmulatedQPU
-from qhpc_lab.scheduler import create_app
 from qhpc_lab.scheduler.schemas import MAX_QPU_SLOTS, MAX_SHOTS
-from qhpc_lab.scheduler.serving import uvicorn_config
 from tests.support.daemons import free_port
 from tests.support.identities import USER, auth_header
 from tests.support.in_process import Clients, in_process, scheduler_config
+from tests.support.served import served
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 NUL, SURROGATE = "\\u0000", "\\ud800"  # as JSON escapes: json.dumps would refuse the second
@@ -146,25 +140,6 @@ async def test_infinite_numbers_are_refused(api: Clients, sequence_json: str) ->
 # -- an unexpected error is a JSON 500 and the connection stays usable ------------------------
 
 
-@contextlib.contextmanager
-def served(tmp_path: Path) -> Iterator[tuple[int, object]]:
-    """The app under :mod:`~qhpc_lab.scheduler.serving`'s uvicorn, in a thread, on a socket."""
-    config = scheduler_config(tmp_path, port=free_port())
-    app = create_app(config, driver=EmulatedQPU)
-    server = uvicorn.Server(uvicorn_config(app, config))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        yield config.port, app.state.scheduler
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 def _exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """One request and its whole answer on an open connection."""
     sock.sendall(request)
@@ -186,7 +161,7 @@ def _exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str],
 def test_unexpected_error_is_json_500_and_keeps_the_connection(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with served(tmp_path) as (port, scheduler):
+    with served(scheduler_config(tmp_path, port=free_port())) as (_, port, scheduler):
 
         def broken(*_args: object) -> dict[str, object]:
             raise RuntimeError("a bug the tests planted")

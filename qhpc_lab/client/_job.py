@@ -18,6 +18,8 @@ from qhpc_lab.client._target import (
     SetResult,
     Target,
     TargetInfo,
+    frequencies,
+    ranked_counts,
 )
 from qhpc_lab.client._timeline import plot_timeline
 from qhpc_lab.vocabulary import JobStatus, format_duration, format_position
@@ -281,8 +283,7 @@ class Result:
     @property
     def probabilities(self) -> dict[str, float]:
         """Each bitstring's frequency, most frequent first."""
-        total = self.shots or 1
-        return {bits: count / total for bits, count in self._ranked()}
+        return frequencies(self.counts)
 
     @property
     def queued_s(self) -> float | None:
@@ -322,7 +323,7 @@ class Result:
         return plot_timeline(entries, f"job {self.job_id} on {self.target}", ax)
 
     def _ranked(self) -> list[tuple[str, int]]:
-        return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        return ranked_counts(self.counts)
 
     def _facts(self) -> list[str]:
         facts = [f"{self.shots} shots"]

@@ -185,9 +185,18 @@ class SetResult:
     @property
     def probabilities(self) -> dict[str, float]:
         """Each bitstring's frequency, most frequent first."""
-        total = self.shots or 1
-        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
-        return {bits: count / total for bits, count in ranked}
+        return frequencies(self.counts)
+
+
+def ranked_counts(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """Bitstrings by count, most frequent first (ties by bitstring): as results show them."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def frequencies(counts: dict[str, int]) -> dict[str, float]:
+    """Each bitstring's frequency, most frequent first (a job's or one sweep set's)."""
+    total = sum(counts.values()) or 1
+    return {bits: count / total for bits, count in ranked_counts(counts)}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import uvicorn
 
@@ -17,9 +18,16 @@ from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.serving import uvicorn_config
 
 
+class ServedApp(NamedTuple):
+    url: str
+    port: int
+    scheduler: Any
+    """The app's :class:`~qhpc_lab.scheduler.core.Scheduler`, for a test that plants a fault."""
+
+
 @contextlib.contextmanager
-def served(config: SchedulerConfig) -> Iterator[str]:
-    """The app of ``config`` (its ``port``) served until the block ends; its base URL."""
+def served(config: SchedulerConfig) -> Iterator[ServedApp]:
+    """The app of ``config`` (its ``port``) served until the block ends."""
     app = create_app(config, driver=EmulatedQPU)
     server = uvicorn.Server(uvicorn_config(app, config))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -29,7 +37,7 @@ def served(config: SchedulerConfig) -> Iterator[str]:
         while not server.started:
             assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{config.port}"
+        yield ServedApp(f"http://127.0.0.1:{config.port}", config.port, app.state.scheduler)
     finally:
         server.should_exit = True
         thread.join(30)
