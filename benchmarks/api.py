@@ -67,6 +67,21 @@ async def load(
     return await send_all(host, int(port), [head.encode() + (body or b"")] * total, clients)
 
 
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    """One request on a keep-alive connection; its status."""
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
 async def send_all(
     host: str, port: int, requests: list[bytes], clients: int
 ) -> tuple[float, list[float], int]:
@@ -83,16 +98,9 @@ async def send_all(
             while waiting:
                 request = waiting.pop()
                 started = time.perf_counter()
-                writer.write(request)
-                status_line = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    if name.lower() == "content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+                status = await exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - started)
-                failures += status_line.split()[1] != b"200"
+                failures += status != 200
         finally:
             writer.close()
 

@@ -24,26 +24,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from api import SECRET, load, one_shot_sequence, percentile, start_daemon
+from api import SECRET, exchange, load, one_shot_sequence, percentile, start_daemon
 
 from qhpc_lab.scheduler.auth import make_token
 
 PROBE_EVERY_S = 0.02
-
-
-async def exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> int:
-    """One request on a keep-alive connection; its status."""
-    writer.write(request)
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
 
 
 async def hammer_and_probe(url: str, clients: int, seconds: float) -> tuple[list[float], dict]:
