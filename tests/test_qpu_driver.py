@@ -318,3 +318,29 @@ def test_results_as_json_or_python_literal_only() -> None:
     ]:
         with pytest.raises(QPUApiError):
             parse_result(bad, nb_run)
+
+
+def test_a_scheduler_starting_before_its_qpu_api_waits_for_it(tmp_path: Path) -> None:
+    """The QPU API is started beside the scheduler and is still loading (``make lab``, a dev
+    cluster): the start waits ``start_wait_s`` (``qpu_start_wait_s``) for it, not one call's
+    retries; one that never answers fails naming where it looked."""
+    import subprocess
+    import sys
+
+    from tests.support.daemons import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "qhpc_lab.cli", "qpu", "serve", "--profile", "test"]
+    log = (tmp_path / "qpu.log").open("ab")
+    process = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        settings = QPUApiSettings(url, retry_for_s=0.0, start_wait_s=120.0)
+        driver = QPUApiDriver.connect(settings, None)  # refused at first: it is still importing
+        assert driver.state is not None
+    finally:
+        process.terminate()
+        process.wait(30)
+    never = QPUApiSettings(f"http://127.0.0.1:{free_port()}", retry_for_s=0.0, start_wait_s=0.3)
+    with pytest.raises(RuntimeError, match=r"cannot read the device's specs .* at http://"):
+        QPUApiDriver.connect(never, None)

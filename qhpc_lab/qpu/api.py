@@ -112,6 +112,9 @@ class QPUApiSettings:
     retry_for_s: float = 30.0
     """How long transient faults (refused connections, 5xx, time-outs) of one call are retried
     before the call gives up (a running job's polls are retried for as long as it takes)."""
+    start_wait_s: float = 300.0
+    """How long :meth:`QPUApiDriver.connect` waits for the QPU API to answer (``qpu_start_wait_s``):
+    a device, or an emulated one started beside the scheduler, may come up after it."""
     status_poll_s: float = 1.0
     """How often the device's operational status (and, every ``specs_poll_s``, its specs) is
     read."""
@@ -278,10 +281,10 @@ class QPUApiDriver:
         cls, settings: QPUApiSettings, calibrated_at: float | None = None, **kw: Any
     ) -> QPUApiDriver:
         """The driver for the device at ``settings.url``, its specs read now (retried for
-        ``retry_for_s``; a device that cannot be reached raises, naming the address)."""
+        ``start_wait_s``; a device that cannot be reached raises, naming the address)."""
         try:
             with httpx.Client(base_url=settings.url + API_PREFIX, timeout=settings.timeout_s) as c:
-                for attempt in _retrying(settings.retry_for_s, sync=True):
+                for attempt in _retrying(settings.start_wait_s, sync=True):
                     with attempt:
                         data = _checked(c.get("/system"))["data"]
             DeviceSpec(json.dumps(data["specs"]))  # Pulser's device JSON, or a clear error

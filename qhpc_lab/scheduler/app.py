@@ -46,6 +46,7 @@ def qpu_driver(config: SchedulerConfig) -> DriverFactory:
         chunk_seconds=config.qpu_chunk_seconds,
         overhead_share=config.qpu_overhead_share,
         calibrates_when_down=config.qpu_calibrates_when_down,
+        start_wait_s=config.qpu_start_wait_s,
     )
 
     def connect(

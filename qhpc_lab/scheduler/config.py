@@ -196,6 +196,10 @@ class SchedulerConfig(BaseModel):
     """QPU API: the device calibrates while DOWN, so each return to UP is a new calibration
     (a device that says so in ``GET /system``, as ``qhpc qpu serve`` does, needs no setting).
     Off: only ``qhpc admin calibrate`` (an operator's mark) starts one."""
+    qpu_start_wait_s: float = 300.0
+    """QPU API: how long a starting scheduler waits for the QPU API to answer before it gives
+    up. Long: a QPU API started beside it (``make lab``, a dev cluster, a host's boot) may
+    still be loading its SDK, which takes minutes on a loaded machine."""
     qpu_overhead_share: float = 0.10
     """QPU API: chunks grow until the measured setup time (QPU job creation → start) is at most
     this share of one (10 %: the policy frontier's knee, docs/policy.md)."""

@@ -88,11 +88,8 @@ class Cluster:
                 self._spawn_qpu(service, device)
             schedulers = [self._spawn_scheduler(*each) for each in self._schedulers()]
             self._start_daemons(scripts)
-            schedulers = [
-                self._restarted_after_qpu(each, process)
-                for each, process in zip(self._schedulers(), schedulers, strict=True)
-            ]
             for (service, port, _), process in zip(self._schedulers(), schedulers, strict=True):
+                self._wait_qpu(service)  # the scheduler waits for it too (qpu_start_wait_s)
                 self._wait_scheduler(service, port, process)
         except BaseException:
             self.stop()
@@ -164,16 +161,6 @@ class Cluster:
             self._log(service),
             env={**os.environ, "QHPC_STATE_DIR": str(state)},
         )
-
-    def _restarted_after_qpu(
-        self, scheduler: tuple[str, int, str], process: psutil.Popen
-    ) -> psutil.Popen:
-        """``process``, or a new one once its QPU API answers where it gave up waiting for it
-        (its retries last 30 s, which a loaded machine's QPU start can outlast)."""
-        self._wait_qpu(scheduler[0])
-        if process.poll() is None:
-            return process
-        return self._spawn_scheduler(*scheduler)
 
     def _wait_qpu(self, scheduler: str) -> None:
         """Until the QPU API that ``scheduler`` drives answers (its SDK imports done)."""
