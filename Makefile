@@ -87,24 +87,19 @@ lab: install
 	echo "make lab: starting the emulated QPU (profile $(QHPC_DEVICE)) behind the QPU API on port $(QHPC_QPU_PORT), and the scheduler on port $(QHPC_PORT)…"; \
 	setsid $(VENV)/bin/qhpc qpu serve --profile $(QHPC_DEVICE) --port $(QHPC_QPU_PORT) --host 127.0.0.1 \
 	  > "$$QHPC_STATE_DIR/qpu.log" 2>&1 & qpu=$$!; \
-	lab=; scheduler=; trap 'kill $$lab $$scheduler $$qpu 2>/dev/null; wait $$lab $$scheduler $$qpu || true; echo "make lab: scheduler and QPU stopped"' EXIT; \
-	trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; \
-	answers() { $(PY) -c 'import sys, httpx; httpx.get(sys.argv[1], timeout=1).raise_for_status()' "$$1" 2>/dev/null; }; \
-	for _ in $$(seq 600); do \
-	  kill -0 $$qpu 2>/dev/null || { cat "$$QHPC_STATE_DIR/qpu.log"; \
-	    echo "make lab: the emulated QPU did not start (port $(QHPC_QPU_PORT) taken? make lab QHPC_QPU_PORT=8091)" >&2; exit 1; }; \
-	  answers http://127.0.0.1:$(QHPC_QPU_PORT)/api/v1/system && break; \
-	  sleep 0.2; \
-	done; \
 	QHPC_QPU_CHUNK_SECONDS=1 setsid $(VENV)/bin/qhpc scheduler serve --qpu-url http://127.0.0.1:$(QHPC_QPU_PORT) --port $(QHPC_PORT) --host 127.0.0.1 \
 	  > "$$QHPC_STATE_DIR/scheduler.log" 2>&1 & scheduler=$$!; \
-	for _ in $$(seq 600); do \
+	lab=; trap 'kill $$lab $$scheduler $$qpu 2>/dev/null; wait $$lab $$scheduler $$qpu || true; echo "make lab: scheduler and QPU stopped"' EXIT; \
+	trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	for _ in $$(seq 300); do \
+	  kill -0 $$qpu 2>/dev/null || { cat "$$QHPC_STATE_DIR/qpu.log"; \
+	    echo "make lab: the emulated QPU did not start (port $(QHPC_QPU_PORT) taken? make lab QHPC_QPU_PORT=8091)" >&2; exit 1; }; \
 	  kill -0 $$scheduler 2>/dev/null || { cat "$$QHPC_STATE_DIR/scheduler.log"; \
 	    if grep -q "port $(QHPC_PORT) is taken" "$$QHPC_STATE_DIR/scheduler.log"; then \
 	      free=$$($(PY) -c 'import socket; print(next(p for p in range(8010, 8100) if socket.socket().connect_ex(("127.0.0.1", p))))'); \
 	      echo "make lab: port $(QHPC_PORT) is taken: make lab QHPC_PORT=$$free" >&2; \
 	    else echo "make lab: the scheduler did not start" >&2; fi; exit 1; }; \
-	  answers http://127.0.0.1:$(QHPC_PORT)/health && break; \
+	  $(PY) -c 'import sys, httpx; httpx.get(sys.argv[1], timeout=1).raise_for_status()' http://127.0.0.1:$(QHPC_PORT)/health 2>/dev/null && break; \
 	  sleep 0.2; \
 	done; \
 	echo "make lab: scheduler at http://127.0.0.1:$(QHPC_PORT), log $$QHPC_STATE_DIR/scheduler.log"; \
