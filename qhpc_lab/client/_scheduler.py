@@ -156,6 +156,10 @@ class SchedulerTarget(Target):
         A URL that refuses the connection is failed over at once to the next (each once); a
         connection lost after the request went out fails over too but raises: whether to
         send it again is the caller's (a submission does, under its Idempotency-Key)."""
+        return _json(await self._send(method, path, **kwargs), method, path, self.name)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer to a request, failed over as :meth:`request` says; a refusal raises."""
         for tried in range(1, len(self.urls) + 1):
             try:
                 response = await self._http.request(method, path, **kwargs)
@@ -171,12 +175,7 @@ class SchedulerTarget(Target):
                 ) from None
         if response.status_code >= 400:
             raise _refusal(self.name, response)
-        try:
-            return response.json()
-        except ValueError:
-            raise AnswerError(
-                f"target {self.name!r} answered {method} {path} with {_excerpt(response)}, not JSON"
-            ) from None
+        return response
 
     async def info(self) -> TargetInfo:
         try:
@@ -380,10 +379,19 @@ class SchedulerTarget(Target):
         )
 
     async def sweep_sets(self, job_id: str) -> tuple[SetResult, ...]:
-        """``GET /jobs/{id}/sets``."""
-        answer = await self.request("GET", f"/jobs/{job_id}/sets")
-        sets = _parse(_Sets, answer, self, "a sweep's sets").sets
-        return tuple(SetResult(s.index, s.variables, s.counter) for s in sets)
+        """``GET /jobs/{id}/sets``, every page: each links the next while sets remain."""
+        path, results = f"/jobs/{job_id}/sets", list[SetResult]()
+        page: httpx.QueryParams | None = httpx.QueryParams()
+        while page is not None:
+            response = await self._send("GET", path, params=page)
+            answer = _json(response, "GET", path, self.name)
+            sets = _parse(_Sets, answer, self, "a sweep's sets").sets
+            results += (SetResult(s.index, s.variables, s.counter) for s in sets)
+            following = response.links.get("next", {}).get("url")
+            # The next page's query only: the link names the daemon's own address, which a
+            # proxy's prefix or a failed-over URL may not be.
+            page = httpx.URL(following).params if sets and following else None
+        return tuple(results)
 
     async def timeline(self, job_id: str) -> list[dict[str, Any]] | None:
         """``GET /jobs/{id}/timeline``; None from a server without that route (plain Warden:
@@ -505,6 +513,16 @@ _Queue = tolerant(QueueEventOut)
 _Estimate = tolerant(EstimateOut, ("position", "done_in_s", "run_s"))
 _Timeline = tolerant(TimelineOut, ("entries",))
 _Sets = tolerant(SweepSetsOut, ("sets",))
+
+
+def _json(response: httpx.Response, method: str, path: str, target: str) -> Any:
+    """The JSON of ``target``'s answer to ``method path``; AnswerError when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        raise AnswerError(
+            f"target {target!r} answered {method} {path} with {_excerpt(response)}, not JSON"
+        ) from None
 
 
 def _places(queue: QueueEventOut) -> tuple[int, ...]:

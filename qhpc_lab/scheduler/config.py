@@ -284,6 +284,9 @@ class SchedulerConfig(BaseModel):
     max_sweep_shots: int = 10_000_000
     """Shots one sweep may ask for in all (0: no limit); its sets' shots also count against
     the queued-shots limits and the quotas."""
+    sweep_sets_per_page: Annotated[int, Field(ge=1)] = 1000
+    """Sets one ``GET /jobs/{id}/sets`` answer holds at most; a longer sweep's results come in
+    pages, each linking the next (a 10 000-set sweep is not one response of many megabytes)."""
     class_limits: Annotated[
         dict[str, InstanceOf[ClassLimit]], NoDecode, BeforeValidator(_class_limits)
     ] = Field(default_factory=dict)

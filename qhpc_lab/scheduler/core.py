@@ -445,8 +445,12 @@ class Scheduler:
     ) -> tuple[Program, SweepPlan]:
         return await self._admission.sweep(program, sets)
 
-    async def sweep_sets(self, job: JobRow) -> list[SweepSetRow]:
-        return await self._jobs.sweep_sets(job)
+    async def sweep_sets(
+        self, job: JobRow, after_index: int, limit: int | None
+    ) -> list[SweepSetRow]:
+        """A page of the sweep's sets: at most ``limit``, never more than the site's page."""
+        page = min(limit or self.config.sweep_sets_per_page, self.config.sweep_sets_per_page)
+        return await self._jobs.sweep_sets(job, after_index, page)
 
     async def check_session(self, session_id: str | None, user_id: str, admin: bool) -> None:
         """403 unless the caller may submit in ``session_id`` (or without one): a submission's

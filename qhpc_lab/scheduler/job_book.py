@@ -67,11 +67,12 @@ class JobBook:
         """A job, whoever owns it (the operator's ``/status``)."""
         return await self._gateway.db(self._store.get_job, job_id)
 
-    async def sweep_sets(self, job: JobRow) -> list[SweepSetRow]:
-        """A sweep's sets with their outcomes so far (none for a plain job)."""
+    async def sweep_sets(self, job: JobRow, after_index: int, limit: int) -> list[SweepSetRow]:
+        """A page of a sweep's sets with their outcomes so far, those after ``after_index``
+        (none for a plain job)."""
         if job.sets is None:
             return []
-        return await self._gateway.db(self._store.sweep_sets, job.id)
+        return await self._gateway.db(self._store.sweep_sets, job.id, after_index, limit)
 
     async def find(
         self,

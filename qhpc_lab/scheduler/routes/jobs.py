@@ -11,6 +11,7 @@ from qhpc_lab.scheduler.core import JobRow
 from qhpc_lab.scheduler.errors import SUBMIT_ERRORS, error_responses
 from qhpc_lab.scheduler.routes.deps import SchedulerDep, User, WardenSession
 from qhpc_lab.scheduler.schemas import (
+    MAX_SWEEP_SETS,
     JobIn,
     JobOut,
     LogsOut,
@@ -120,9 +121,22 @@ async def get_timeline(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/sets", response_model=SweepSetsOut, tags=["qhpc"], responses=BY_ID)
-async def get_sets(job: VisibleJob, sched: SchedulerDep) -> dict[str, Any]:
-    """A sweep's results per set, in the order submitted (docs/scheduler.md, Sweeps)."""
-    return sweep_sets_view(job, await sched.sweep_sets(job))
+async def get_sets(
+    request: Request,
+    response: Response,
+    job: VisibleJob,
+    sched: SchedulerDep,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_SWEEP_SETS)] = None,
+    after_index: Annotated[int, Query(ge=-1)] = -1,
+) -> dict[str, Any]:
+    """A sweep's results per set, in the order submitted (docs/scheduler.md, Sweeps): a page
+    of the sets after ``after_index``, at most ``limit`` and the site's page; a page that
+    sets remain after carries a ``Link: <...>; rel="next"`` header to the next one."""
+    sets = await sched.sweep_sets(job, after_index, limit)
+    if sets and job.sets is not None and sets[-1].index < job.sets - 1:
+        following = request.url.include_query_params(after_index=sets[-1].index)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return sweep_sets_view(job, sets)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["warden"], responses=BY_ID)

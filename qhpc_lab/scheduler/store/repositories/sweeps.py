@@ -62,10 +62,16 @@ def restart_sets(conn: sa.Connection, job_id: int) -> None:
 
 
 class SweepRepository(Repository):
-    def sweep_sets(self, job_id: int) -> list[SweepSetRow]:
-        """A sweep's sets in order (empty for a plain job)."""
+    def sweep_sets(
+        self, job_id: int, after_index: int = -1, limit: int | None = None
+    ) -> list[SweepSetRow]:
+        """A sweep's sets in order (empty for a plain job): those after ``after_index``, at
+        most ``limit`` of them (a page of ``GET /jobs/{id}/sets``)."""
         query = (
-            sa.select(sweep_sets).where(sweep_sets.c.job_id == job_id).order_by(sweep_sets.c.idx)
+            sa.select(sweep_sets)
+            .where(sweep_sets.c.job_id == job_id, sweep_sets.c.idx > after_index)
+            .order_by(sweep_sets.c.idx)
+            .limit(limit)
         )
         with self.engine.connect() as conn:
             return [SweepSetRow.from_row(r) for r in conn.execute(query)]
