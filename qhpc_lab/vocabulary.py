@@ -101,6 +101,16 @@ def format_position(position: int, waiting: int | None = None) -> str:
     return f"{ordinal(position)} of {waiting} waiting"
 
 
+def format_count(n: int) -> str:
+    """A count as people read it: thousands grouped by a space (``1 000``, ``12 345``)."""
+    return f"{n:,}".replace(",", " ")
+
+
+def format_sets_done(done: int, total: int) -> str:
+    """A sweep's progress, one wording everywhere: ``sets 120 of 1 000 done``."""
+    return f"sets {format_count(done)} of {format_count(total)} done"
+
+
 def start_in_s(end_in_s: float, shots_left: int, time_per_shot_s: float) -> float:
     """Seconds until a waiting job is expected to start: its expected end less its own shots'
     time on the device (as ``GET /estimate`` splits its ``done_in_s``)."""

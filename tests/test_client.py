@@ -596,7 +596,7 @@ def test_a_sweep_is_one_job_whose_result_holds_each_point(lab):
     result = job.result(60)
     assert [s.variables for s in result.sets] == points
     assert [s.shots for s in result.sets] == [15, 15, 15] and result.shots == 45
-    assert "3/3 sets, 45/45 shots" in str(job)
+    assert "sets 3 of 3 done, 45/45 shots" in str(job)
     with pytest.raises(RefusedError, match="sweep set 1: the sequence declares no variable"):
         qhpc_lab.submit(program, shots=5, variables=[{"omega": 1.0}, {"delta": 1.0}])
     with pytest.raises(RefusedError, match="cannot run a sweep as one job"):

@@ -50,6 +50,9 @@ OLD_WORDS = {
     "the hybrid loop is qhpc_lab.loop() and %qpu loop (session: a Slurm job's QPU share)": (
         re.compile(r"%qpu session (?:start|stop)|qhpc_lab\.session\(|iterative session")
     ),
+    "a sweep's progress reads 'sets 120 of 1 000 done' (qhpc_lab.vocabulary)": re.compile(
+        r"\d/\d+ sets\b|\}/\{[^}]*\} sets\b"
+    ),
 }
 """Old wordings that must not come back: each is one thing said two ways."""
 KEPT_AS_IS = {

@@ -1,9 +1,10 @@
 """The sidebar and the kernel say the same: labextension/src/generated.ts is what
 ``python -m qhpc_lab.wire`` writes (the vocabulary and the relayed fields of the daemon's
-documents), and the sidebar's ``duration``, ``position`` and ``expectedTimes`` (format.ts,
-compiled with the extension's own TypeScript and run by Node) read every duration as
-:func:`qhpc_lab.vocabulary.format_duration` does, every place in the queue as
-:func:`~qhpc_lab.vocabulary.format_position` and a job's start and end estimates as the
+documents), and the sidebar's ``duration``, ``position``, ``setsDone`` and ``expectedTimes``
+(format.ts, compiled with the extension's own TypeScript and run by Node) read every duration
+as :func:`qhpc_lab.vocabulary.format_duration` does, every place in the queue as
+:func:`~qhpc_lab.vocabulary.format_position`, a sweep's progress as
+:func:`~qhpc_lab.vocabulary.format_sets_done` and a job's start and end estimates as the
 client's :func:`~qhpc_lab.client.expected_times`."""
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from qhpc_lab.client import JobState, expected_times
-from qhpc_lab.vocabulary import HOURS_FROM_S, MINUTES_FROM_S, format_duration, format_position
+from qhpc_lab.vocabulary import (
+    HOURS_FROM_S,
+    MINUTES_FROM_S,
+    format_duration,
+    format_position,
+    format_sets_done,
+)
 from qhpc_lab.wire.typescript import typescript_module
 
 LABEXTENSION = Path(__file__).resolve().parent.parent / "labextension"
@@ -31,6 +38,8 @@ DURATIONS = sorted(
 """Each threshold and the half-way points where rounding turns, from either side."""
 PLACES = [[0, None], [0, 3], [1, None], [2, 3], [3, 2], [11, 40], [12, 12], [22, 30], [101, 200]]
 """(position, waiting): running, known and unknown totals, a stale total, the English suffixes."""
+SWEEPS = [[0, 3], [120, 1000], [999, 1000], [12345, 100000], [7, 10000]]
+"""(sets done, sets): a sweep's progress, below and above the thousands."""
 JOBS = [
     {"status": "PENDING", "position": 2, "eta_s": 100.0, "shots": 500, "shots_done": 0},
     {"status": "PENDING", "position": 1, "eta_s": 100.0, "shots": 500, "shots_done": 200},
@@ -64,9 +73,10 @@ def test_the_sidebar_reads_durations_places_and_estimates_as_the_kernel_does(
     )  # fmt: skip
     (tmp_path / "package.json").write_text('{"type": "module"}')
     script = (
-        "import { duration, expectedTimes, position } from './format.js';"
+        "import { duration, expectedTimes, position, setsDone } from './format.js';"
         f"console.log(JSON.stringify({json.dumps(DURATIONS)}.map(duration)));"
         f"console.log(JSON.stringify({json.dumps(PLACES)}.map(([p, w]) => position(p, w))));"
+        f"console.log(JSON.stringify({json.dumps(SWEEPS)}.map(([d, t]) => setsDone(d, t))));"
         f"console.log(JSON.stringify({json.dumps(TIME_PER_SHOT_S)}.map(t => "
         f"{json.dumps(JOBS)}.map(job => expectedTimes(job, t, 5)))));"
     )
@@ -74,11 +84,13 @@ def test_the_sidebar_reads_durations_places_and_estimates_as_the_kernel_does(
     shown = subprocess.run(
         [node, str(tmp_path / "run.js")], check=True, capture_output=True, text=True, timeout=60
     )
-    durations, places, times = (json.loads(line) for line in shown.stdout.splitlines())
+    durations, places, sweeps, times = (json.loads(line) for line in shown.stdout.splitlines())
     sidebar = dict(zip(DURATIONS, durations, strict=True))
     kernel = {seconds: format_duration(seconds) for seconds in DURATIONS}
     assert sidebar == kernel
     assert places == [format_position(p, w) for p, w in PLACES]
+    assert sweeps == [format_sets_done(d, t) for d, t in SWEEPS]
+    assert sweeps[1] == "sets 120 of 1 000 done"
     assert places[:5] == ["running", "running", "1st waiting", "2nd of 3 waiting", "3rd waiting"]
     states = [
         [JobState("1", **job, time_per_shot_s=tps) for job in jobs_as_states()]

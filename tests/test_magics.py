@@ -289,6 +289,6 @@ def test_a_sweep_cell_is_one_job_with_a_result_per_point(shell, lab, capsys, tmp
     points.write_text('[{"omega": 1.0}, {"omega": 1.5}, {"omega": 2.0}]')
     assert run(shell, capsys, f"%%qpu --sweep-file {points} --no-wait -o job{cell}")[0]
     job = shell.user_ns["job"]
-    assert len(job.result(60).sets) == 3 and "3/3 sets" in str(job)
+    assert len(job.result(60).sets) == 3 and "sets 3 of 3 done" in str(job)
     success, shown = run(shell, capsys, f"%%qpu --sweep omega=1,x{cell}")
     assert not success and "--sweep omega=1,x: write NAME=V1,V2,..." in shown

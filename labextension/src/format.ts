@@ -1,8 +1,8 @@
 /**
  * How times and places in the queue read in the sidebar and the status bar: the kernel's own
- * wording (qhpc_lab/vocabulary.py `format_duration`, `format_position`, `start_in_s`, and
- * `expected_times` of the client's Job), which tests/test_labextension_sync.py runs this
- * against. This module imports only the generated facts, so Node can run it alone.
+ * wording (qhpc_lab/vocabulary.py `format_duration`, `format_position`, `format_sets_done`,
+ * `start_in_s`, and `expected_times` of the client's Job), which
+ * tests/test_labextension_sync.py runs this against. This module imports only the generated facts, so Node can run it alone.
  */
 import { HOURS_FROM_S, MINUTES_FROM_S } from './generated.js';
 
@@ -45,6 +45,16 @@ export function position(place: number, waiting?: number | null): string {
     return `${ordinal(place)} waiting`;
   }
   return `${ordinal(place)} of ${waiting} waiting`;
+}
+
+/** A count as people read it: thousands grouped by a space (`1 000`, `12 345`). */
+export function count(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ' ');
+}
+
+/** A sweep's progress, one wording everywhere: `sets 120 of 1 000 done`. */
+export function setsDone(done: number, total: number): string {
+  return `sets ${count(done)} of ${count(total)} done`;
 }
 
 /**

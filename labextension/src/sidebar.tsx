@@ -7,7 +7,7 @@ import * as React from 'react';
 import { IJob, IQueue, IQuota, IReservation, ITarget } from './api';
 import { UNIT_NAMES } from './generated.js';
 import { BatchRuns } from './batch';
-import { clockTime, duration, expectedTimes, position } from './format.js';
+import { clockTime, duration, expectedTimes, position, setsDone } from './format.js';
 import { IReceived, QpuModel, elapsed, isFinal } from './model';
 import { qpuIcon } from './icon';
 
@@ -242,7 +242,12 @@ function JobRow(props: {
 }): JSX.Element {
   const { value: job, received } = props.job;
   const [canceling, setCanceling] = React.useState(false);
-  const percent = job.shots ? Math.round((100 * job.shots_done) / job.shots) : 0;
+  // A sweep counts its sets (its shots are theirs in all), any other job its shots.
+  const [done, total] =
+    job.sets !== null ? [job.sets_done ?? 0, job.sets] : [job.shots_done, job.shots];
+  const percent = total ? Math.round((100 * done) / total) : 0;
+  const progress =
+    job.sets !== null ? setsDone(done, total) : `${job.shots_done}/${job.shots} shots`;
   let where = '';
   if (job.status === 'RUNNING') {
     where = position(0);
@@ -278,9 +283,7 @@ function JobRow(props: {
       </div>
       <div className="qhpc-progress" title={`${job.shots_done} of ${job.shots} shots`}>
         <div className="qhpc-progress-bar" style={{ width: `${percent}%` }} />
-        <span className="qhpc-progress-text">
-          {job.shots_done}/{job.shots} shots
-        </span>
+        <span className="qhpc-progress-text">{progress}</span>
       </div>
       {job.error && job.status !== 'DONE' && <div className="qhpc-note">{job.error}</div>}
       {!isFinal(job) && (

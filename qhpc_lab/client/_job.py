@@ -22,7 +22,7 @@ from qhpc_lab.client._target import (
     ranked_counts,
 )
 from qhpc_lab.client._timeline import plot_timeline
-from qhpc_lab.vocabulary import JobStatus, format_duration, format_position
+from qhpc_lab.vocabulary import JobStatus, format_duration, format_position, format_sets_done
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -220,7 +220,7 @@ class Job:
         if state.detail:
             parts.append(state.detail)
         if state.sets is not None:
-            parts.append(f"{state.sets_done or 0}/{state.sets} sets")
+            parts.append(format_sets_done(state.sets_done or 0, state.sets))
         if state.shots:
             parts.append(f"{state.shots_done}/{state.shots} shots")
         if state.error:

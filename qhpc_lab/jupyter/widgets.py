@@ -37,7 +37,13 @@ from qhpc_lab.client import (
     expected_times,
     waited_summary,
 )
-from qhpc_lab.vocabulary import DeviceState, JobStatus, format_duration, format_position
+from qhpc_lab.vocabulary import (
+    DeviceState,
+    JobStatus,
+    format_duration,
+    format_position,
+    format_sets_done,
+)
 
 TICK_S = 1.0
 """How often a panel redraws its clocks (start and end estimates, calibration age) between
@@ -91,10 +97,12 @@ class _Panel(widgets.VBox):
 
 
 def _progress(state: JobState) -> tuple[int, int | None, str]:
-    """What the panel's bar counts: a sweep's sets done of its sets, else shots."""
+    """What the panel's bar counts, and its words: a sweep's sets done of its sets, else
+    shots."""
     if state.sets is not None:
-        return state.sets_done or 0, state.sets, "sets"
-    return state.shots_done, state.shots, "shots"
+        done = state.sets_done or 0
+        return done, state.sets, format_sets_done(done, state.sets)
+    return state.shots_done, state.shots, f"{state.shots_done}/{state.shots or '?'} shots"
 
 
 class JobPanel(_Panel):
@@ -214,13 +222,13 @@ class JobPanel(_Panel):
             *(html.escape(str(calibration)) for calibration in self._shown_calibrations()),
         ]
         self._status.value = "<br>".join(lines)
-        done, total, unit = _progress(state)
+        done, total, words = _progress(state)
         self._progress.max = max(total or 1, 1)
         self._progress.value = min(done, self._progress.max)
         self._progress.bar_style = {JobStatus.DONE: "success", JobStatus.ERROR: "danger"}.get(
             state.status, ""
         )
-        self._progress.description = f"{done}/{total or '?'} {unit}"
+        self._progress.description = words
         if state.final:
             self._cancel.disabled = True
             self._cancel.description = "Cancel"
