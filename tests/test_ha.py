@@ -51,7 +51,7 @@ from tests.support.haproxy import haproxy
 from tests.support.identities import ADMIN, SECRET, USER, auth_header
 from tests.support.polling import poll_until
 from tests.support.postgres import fresh_database, restart_postgres
-from tests.support.programs import pulser_sequence_json
+from tests.support.programs import parametrised_sequence_json, pulser_sequence_json
 from tests.support.store import add_job
 
 REPLICAS = 3
@@ -651,6 +651,61 @@ def test_operator_changes_through_haproxy_reach_the_dispatching_replica(
 
 def _job_status(url: str, job_id: int) -> str:
     return httpx.get(f"{url}/jobs/{job_id}", headers=auth_header(USER)).json()["status"]
+
+
+@pytest.mark.postgres
+def test_a_sweep_is_one_job_on_every_replica(pair: _Pair) -> None:
+    """A sweep submitted through the replica that does not dispatch runs on the leader; its
+    sets read page by page through either replica are the same; a sweep submitted through the
+    leader is canceled whole through the other, and both replicas say so."""
+    leader, follower = pair.leader()
+    program = parametrised_sequence_json(omega=1.5)
+
+    def sweep(url: str, count: int, shots: int) -> dict[str, Any]:
+        points = [{"variables": {"omega": 1.0 + i / 10}} for i in range(count)]
+        body = {"sequence": program, "shots": shots, "sweep": points}
+        answer = httpx.post(f"{url}/jobs", json=body, headers=auth_header(USER), timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def sets_paged(url: str, job_id: int) -> list[list[dict[str, Any]]]:
+        pages, following = [], f"{url}/jobs/{job_id}/sets?limit=2"
+        with httpx.Client(headers=auth_header(USER), timeout=30) as http:
+            while following:
+                answer = http.get(following)
+                assert answer.status_code == 200, answer.text
+                pages.append(answer.json()["sets"])
+                following = answer.links.get("next", {}).get("url")
+        return pages
+
+    ran = sweep(follower.url, 5, 20)
+    poll_until(lambda: _job_status(leader.url, ran["id"]) == "DONE", "the sweep to run", 60)
+    pages = sets_paged(leader.url, ran["id"])
+    assert [[s["index"] for s in page] for page in pages] == [[0, 1], [2, 3], [4]]
+    assert [s["shots_done"] for page in pages for s in page] == [20] * 5
+    assert sets_paged(follower.url, ran["id"]) == pages
+
+    long = sweep(leader.url, 10, 2000)
+    poll_until(
+        lambda: _job(follower.url, long["id"])["sets_done"] >= 1, "a set of the sweep to end", 60
+    )
+    canceled = httpx.post(
+        f"{follower.url}/jobs/{long['id']}/cancel", headers=auth_header(USER), timeout=30
+    )
+    assert canceled.status_code == 200 and canceled.json()["status"] == "CANCELED", canceled.text
+
+    def settled(url: str) -> bool:
+        """Canceled, and the stopped chunk's shots in both the job and its sets."""
+        job = _job(url, long["id"])
+        done = sum(s["shots_done"] for page in sets_paged(url, long["id"]) for s in page)
+        return job["status"] == "CANCELED" and done == job["shots_done"] < job["shots"]
+
+    for url in (replica.url for replica in pair.replicas):
+        poll_until(lambda url=url: settled(url), f"the cancel on {url}", 30)
+
+
+def _job(url: str, job_id: int) -> dict[str, Any]:
+    return httpx.get(f"{url}/jobs/{job_id}", headers=auth_header(USER)).json()
 
 
 @pytest.mark.postgres

@@ -14,14 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from qhpc_lab.qpu import DeviceProfile
 from qhpc_lab.qpu.api import QPUApiDriver, QPUApiError, QPUApiSettings, parse_result
-from qhpc_lab.scheduler.app import DriverFactory
 from tests.support.in_process import in_process, scheduler_config
 from tests.support.polling import apoll_until
 from tests.support.polling import wait_for_status as waited
 from tests.support.programs import pulser_sequence_json
-from tests.support.qpu_api import device_jobs, inject, served, stand_in
+from tests.support.qpu_api import connecting, device_jobs, inject, served, stand_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -47,25 +45,6 @@ def healthy(request: pytest.FixtureRequest) -> None:
         with stand_in(qpu) as admin:
             admin.post("/up").raise_for_status()
         _FIRST_UID[0] = len(device_jobs(qpu))
-
-
-def base_url(qpu: httpx.Client) -> str:
-    return str(qpu.base_url).removesuffix("/").removesuffix("/api/v1")
-
-
-def connecting(qpu: httpx.Client, **settings: Any) -> DriverFactory:
-    """A driver factory for the device, with the ``test`` profile's timing as first guesses
-    (100-shot chunks of 50 ms) and short time-outs."""
-    values: dict[str, Any] = dict(
-        time_per_shot_s=0.0005, chunk_seconds=0.05, timeout_s=1.0, retry_for_s=10.0
-    )
-    values.update(status_poll_s=0.1, **settings)
-    config = QPUApiSettings(base_url(qpu), **values)
-
-    def connect(profile: DeviceProfile, calibrated_at: float | None, *, calibration_id: int = 1):
-        return QPUApiDriver.connect(config, calibrated_at, calibration_id=calibration_id)
-
-    return connect
 
 
 async def submit(client: httpx.AsyncClient, shots: int, **extra: Any) -> dict[str, Any]:

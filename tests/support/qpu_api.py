@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 
+from qhpc_lab.qpu import DeviceProfile
+from qhpc_lab.qpu.api import QPUApiDriver, QPUApiSettings
+from qhpc_lab.scheduler.app import DriverFactory
 from tests.support.daemons import free_port
 from tests.support.polling import poll_until
 
@@ -59,3 +62,23 @@ def device_jobs(qpu: httpx.Client) -> list[dict[str, Any]]:
     """Every job the device was given, in creation order."""
     with stand_in(qpu) as admin:
         return admin.get("/jobs").json()["data"]
+
+
+def base_url(qpu: httpx.Client) -> str:
+    """The stand-in's address (what ``--qpu-url`` names), from a client at its QPU API."""
+    return str(qpu.base_url).removesuffix("/").removesuffix("/api/v1")
+
+
+def connecting(qpu: httpx.Client, **settings: Any) -> DriverFactory:
+    """A driver factory for the device, with the ``test`` profile's timing as first guesses
+    (100-shot chunks of 50 ms) and short time-outs."""
+    values: dict[str, Any] = dict(
+        time_per_shot_s=0.0005, chunk_seconds=0.05, timeout_s=1.0, retry_for_s=10.0
+    )
+    values.update(status_poll_s=0.1, **settings)
+    config = QPUApiSettings(base_url(qpu), **values)
+
+    def connect(profile: DeviceProfile, calibrated_at: float | None, *, calibration_id: int = 1):
+        return QPUApiDriver.connect(config, calibrated_at, calibration_id=calibration_id)
+
+    return connect
