@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,7 +279,8 @@ def test_a_sweep_cell_is_one_job_with_a_result_per_point(shell, lab, capsys, tmp
         "from qhpc_lab.programs import Program\n"
         "Program('pulser', parametrised_sequence_json(), 10)\n"
     )
-    assert run(shell, capsys, f"%%qpu --sweep omega=1,2.5 --shots 10 -o r{cell}")[0]
+    success, shown = run(shell, capsys, f"%%qpu --sweep omega=1,2.5 --shots 10 -o r{cell}")
+    assert success and re.search(r"sets \d of 2 done, \d+/20 shots", shown), shown  # its panel
     result = shell.user_ns["r"]
     assert [(s.variables, s.shots) for s in result.sets] == [
         ({"omega": 1}, 10),
