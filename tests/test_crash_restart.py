@@ -1,8 +1,9 @@
 """A scheduler killed mid-run loses no accepted job and runs none twice (docs/scheduler.md).
 
-The real daemon is SIGKILLed while one multi-chunk job is half done and others wait, then
-restarted on the same state (SQLite file or PostgreSQL database). Every job must end in one
-final state with exactly its shots counted: a chunk merged twice or lost would show.
+The real daemon is SIGKILLed while one multi-chunk job, a sweep, is half done and others wait,
+then restarted on the same state (SQLite file or PostgreSQL database). Every job must end in
+one final state with exactly its shots counted, and each of the sweep's sets with its own: a
+chunk merged twice or lost would show.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from qhpc_lab.wire.times import iso_time
 from tests.support.daemons import daemon, free_port
 from tests.support.identities import SECRET, USER, auth_header
 from tests.support.polling import poll_until
+from tests.support.programs import parametrised_sequence_json
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 # The test profile runs 100-shot chunks of 50 ms: long jobs span many chunks, short ones two.
 # The last job is canceled while queued and must stay so.
 SHOTS = (3000, 150, 1000, 150, 3000)
+SWEEP = [{"variables": {"omega": omega}} for omega in (1.0, 2.0, 3.0)]
+"""Submitted first, 600 shots a set: the job the kill finds half done (18 chunks)."""
+SWEEP_SHOTS = 600
 
 
 def jobs_by_id(client: httpx.Client) -> dict[int, dict[str, Any]]:
@@ -97,6 +102,11 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
         url = db or f"sqlite:///{handle.state_dir / 'scheduler.db'}"
         with httpx.Client(base_url=handle.url, headers=auth_header(USER), timeout=10) as client:
             accepted: dict[int, int] = {}
+            body = {"sequence": parametrised_sequence_json(), "shots": SWEEP_SHOTS, "sweep": SWEEP}
+            response = client.post("/jobs", json=body)
+            assert response.status_code == 200, response.text
+            sweep = response.json()["id"]
+            accepted[sweep] = SWEEP_SHOTS * len(SWEEP)
             for n in SHOTS:
                 response = client.post("/jobs", json={"sequence": sequence_json, "shots": n})
                 assert response.status_code == 200, response.text
@@ -116,7 +126,7 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
                 at_kill = {job.id: job for job in store.list_jobs(limit=1000)}
             finally:
                 store.close()
-            assert any(0 < j.shots_done < j.shots for j in at_kill.values()), "not killed mid-job"
+            assert 0 < at_kill[sweep].shots_done < at_kill[sweep].shots, "not killed mid-sweep"
             assert any(j.status == "PENDING" and j.id != canceled for j in at_kill.values())
 
             handle.restart()
@@ -143,6 +153,10 @@ def test_killed_scheduler_finishes_every_job_exactly_once(
                 started = at_kill[job_id].started_at
                 if started is not None:
                     assert job["started_at"] == iso_time(started), "the first start was lost"
+
+            sets = client.get(f"/jobs/{sweep}/sets").json()["sets"]
+            ran = [(s["shots_done"], sum(s["counter"].values())) for s in sets]
+            assert ran == [(SWEEP_SHOTS, SWEEP_SHOTS)] * len(SWEEP), "a set ran twice or lost"
 
             after = client.post("/jobs", json={"sequence": sequence_json, "shots": 10})
             assert after.json()["id"] > max(accepted), "a job id was reused after the restart"
