@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState, time_per_shot_with_setup
+from qhpc_lab.qpu import ChunkOutcome, DeviceProfile, DeviceState
 from qhpc_lab.scheduler import policy, quotas
 from qhpc_lab.scheduler.dispatcher import (
     Dispatcher,
@@ -175,19 +175,21 @@ class Simulation(Recorder):
 
     @property
     def time_per_shot_s(self) -> float:
-        """A shot's time with the chunk's setup spread over it, as the QPU API driver reports
-        it to the policy: what chunks, windows, ETAs and quota charges count."""
-        p = self.profile
-        return time_per_shot_with_setup(p.time_per_shot_s, p.job_setup_s, p.chunk_shots)
+        """A shot's time with the chunk's setup spread over it, as the daemon counts it in
+        ETAs and quota charges."""
+        return self.profile.shot_share_s
 
     def device(self) -> policy.DeviceView:
+        """The device as the daemon shows it to the policy: the shot time and, apart, the
+        setup every chunk pays (the profile's ``job_setup_s``)."""
         return policy.DeviceView(
             state=DeviceState.ONLINE,
             calibrated_at=self.qpu.calibrated_at,
             calibration_interval_s=self.profile.calibration_interval_s,
             calibration_duration_s=self.profile.calibration_duration_s,
-            time_per_shot_s=self.time_per_shot_s,
+            time_per_shot_s=self.profile.time_per_shot_s,
             chunk_shots=self.profile.chunk_shots,
+            setup_s=self.profile.job_setup_s,
         )
 
     def stream_of(self, job_id: int) -> int:
