@@ -232,7 +232,7 @@ def measure(
     chunked = dataclasses.replace(profile, chunk_seconds=chunk_seconds)
     config = policy.PolicyConfig(**settings)  # type: ignore[arg-type]
     rows = [
-        site_row(chunked, seed, args.hours, args.fresh_age_s, config)
+        site_row(chunked, seed, args.hours, args.fresh_age_s, config, reference=False)
         for seed in range(1, args.seeds + 1)
     ]
     return Point(chunk_seconds, settings, rows)
