@@ -223,13 +223,15 @@ class PolicyConfig:
     )
 
     loop_hold_max_s: float = _setting(
-        15.0,
+        30.0,
         "longest the QPU is held for a hybrid loop between two of its jobs (0: never)",
         ge=0,
         le=MAX_SECONDS,
     )
-    """Under one chunk: a longer hold costs the others more than a chunk's wait saves the
-    loop, so rule 9 would rarely grant it. 15 s from the frontier (docs/policy.md)."""
+    """Also how long a loop's next job goes first after its last one (rule 9): rule 9 holds
+    the QPU only while it costs the others less than it saves the loop, so a cap over a chunk
+    is seldom held, but a longer pause lets the loop's next job in first. 30 s from the
+    frontier with 15 s chunks (docs/policy.md, "Aims and the frontier")."""
     loop_hold_budget_s: float = _setting(
         120.0,
         "held seconds one user's hybrid loops may get per loop_hold_window_s (0: no holds)",
