@@ -15,7 +15,8 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
    between sessions weighted by their slots, then arrival.
 5. The best candidate runs one chunk: at most ``device.chunk_shots`` shots, shrunk so that it
    ends before the next calibration window and every shot starts within the job's
-   calibration-age bound. When not one shot fits before the window, the device calibrates early.
+   calibration-age bound, the chunk's setup (``device.setup_s``, one QPU job's) counted before
+   its first shot. When not one shot fits before the window, the device calibrates early.
 6. A job past its calibration-age bound waits for a calibration while the next candidate of the
    same effective priority runs; when only lower-priority work (or none) could run instead, the
    device calibrates early for it.
