@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import itertools
 import os
+import random
 import statistics
 import sys
 import time
@@ -47,7 +48,8 @@ from qhpc_lab.scheduler import policy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report import INTERACTIVE_P95_AIM_S, SiteRow, write_section
-from simulate import site_row
+from simulate import Simulation, _spans, _union_length, _within, site_row
+from traces import make_site_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = "nice -n 19 .venv/bin/python benchmarks/policy_frontier.py"
@@ -89,8 +91,121 @@ class Point:
         return sum(r.intruding_chunks for r in self.rows)
 
 
+HOLD_BOUNDS = ("loop_hold_budget_s", "loop_hold_window_s", "loop_yield_after_chunks")
+"""Settings that only bound loop holds: moot where ``loop_hold_max_s`` is 0 (no holds)."""
+
+
+@dataclass(frozen=True)
+class IdleBreakdown:
+    """Where one site run's time went, in seconds: what the utilisation figure divides by
+    (``waiting``: some job queued or running, less ``window_idle``), split into shot time and
+    the rest, and the time it leaves out."""
+
+    label: str
+    waiting: float
+    shots: float
+    setup: float
+    calibration: float
+    holds: float
+    window_idle: float
+    """Inside the reservation, no work of its owner: the QPU may not run others' (left out)."""
+    empty: float
+    """No job queued or running, from the first arrival to the last result (left out)."""
+
+    @property
+    def other(self) -> float:
+        """Idle with work waiting, not a setup, a calibration or a hold: jobs kept out by
+        the coming window, waiting for a calibration their age bound needs, dispatch gaps."""
+        rest = self.waiting - self.shots - self.setup - self.calibration - self.holds
+        return round(rest, 6) or 0.0  # no "-0 s" from rounding
+
+    @property
+    def utilisation(self) -> float:
+        return self.shots / self.waiting
+
+
+def idle_breakdown(
+    label: str,
+    profile: DeviceProfile,
+    seed: int,
+    args: argparse.Namespace,
+    config: policy.PolicyConfig,
+) -> IdleBreakdown:
+    """Seed ``seed``'s site run (as :func:`simulate.site_row` plays it), its time split."""
+    site = make_site_trace(random.Random(seed), args.hours)
+    window = site.reservation
+    run = Simulation(
+        profile,
+        site.streams,
+        "site",
+        args.fresh_age_s,
+        config,
+        sessions=True,
+        reservations=[window],
+        quotas=[site.quota],
+    ).play()
+    spans = _spans(run)
+    owned = [r for r in run.jobs.values() if window.owns(r.job)]
+    window_idle = _within(spans, window) - _within(_spans(run, owned), window)
+    waiting = _merged(spans)
+
+    def waited(kind: str) -> float:
+        return sum(_overlap(waiting, start, end) for start, end, k in run.timeline if k == kind)
+
+    first = min(start for start, _ in spans)
+    last = max(end for _, end in spans)
+    return IdleBreakdown(
+        label=label,
+        waiting=run.work_span_s - window_idle,
+        shots=run.busy_s,
+        setup=len(run.chunks) * profile.job_setup_s,
+        calibration=waited("calibration"),
+        holds=waited("hold"),
+        window_idle=window_idle,
+        empty=(last - first) - _union_length(spans),
+    )
+
+
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of ``spans`` as disjoint sorted spans."""
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _overlap(merged: list[tuple[float, float]], start: float, end: float) -> float:
+    """How long ``[start, end)`` lies within the disjoint ``merged`` spans."""
+    return sum(max(0.0, min(end, e) - max(start, s)) for s, e in merged)
+
+
+def breakdown_table(rows: list[IdleBreakdown]) -> str:
+    lines = [
+        "| run | utilisation | time work waited, window idle left out (s) | shots | setup "
+        "| calibrations | loop holds | other idle with work waiting | (left out: window "
+        "idle, its owner had nothing queued) | (left out: empty queue) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in rows:
+
+        def part(seconds: float, b: IdleBreakdown = b) -> str:
+            return f"{seconds:.0f} s ({seconds / b.waiting:.1%})"
+
+        lines.append(
+            f"| {b.label} | {b.utilisation:.1%} | {b.waiting:.0f} | {part(b.shots)} "
+            f"| {part(b.setup)} | {part(b.calibration)} | {part(b.holds)} | {part(b.other)} "
+            f"| {b.window_idle:.0f} s | {b.empty:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
 def grid(options: list[str]) -> list[dict[str, float]]:
-    """The product of ``NAME=V1,V2`` options over numeric :class:`PolicyConfig` settings."""
+    """The product of ``NAME=V1,V2`` options over numeric :class:`PolicyConfig` settings, each
+    setting of the hold bounds once where holds are off (``loop_hold_max_s`` 0: they change
+    nothing there, so the first of their values stands for all)."""
     names = {f.name for f in dataclasses.fields(policy.PolicyConfig)}
     axes: list[list[tuple[str, float]]] = []
     for option in options:
@@ -98,7 +213,14 @@ def grid(options: list[str]) -> list[dict[str, float]]:
         if name not in names or not values:
             raise SystemExit(f"--policy {option}: expected NAME=V1,V2 with NAME one of {names}")
         axes.append([(name, float(v)) for v in values.split(",")])
-    return [dict(combo) for combo in itertools.product(*axes)]
+    first = {axis[0][0]: axis[0][1] for axis in axes}
+    settings: list[dict[str, float]] = []
+    for combo in map(dict, itertools.product(*axes)):
+        if combo.get("loop_hold_max_s") == 0:
+            combo.update({k: first[k] for k in HOLD_BOUNDS if k in combo})
+        if combo not in settings:
+            settings.append(combo)
+    return settings
 
 
 def measure(
@@ -110,7 +232,7 @@ def measure(
     chunked = dataclasses.replace(profile, chunk_seconds=chunk_seconds)
     config = policy.PolicyConfig(**settings)  # type: ignore[arg-type]
     rows = [
-        site_row(chunked, seed, args.hours, args.fresh_age_s, config)
+        site_row(chunked, seed, args.hours, args.fresh_age_s, config, reference=False)
         for seed in range(1, args.seeds + 1)
     ]
     return Point(chunk_seconds, settings, rows)
@@ -233,6 +355,9 @@ def main() -> None:
         default=None,
         help="NAME=V1,V2: a PolicyConfig setting's values (default loop_hold_max_s=0,30,60)",
     )
+    parser.add_argument(
+        "--breakdown-seed", type=int, default=7, help="the seed whose idle time is split up"
+    )
     args = parser.parse_args()
     options = args.policy or ["loop_hold_max_s=0,30,60"]
     profile = DeviceProfile.load(args.profile)
@@ -242,10 +367,36 @@ def main() -> None:
     points = [
         measure(profile, chunk, settings, args) for settings in grid(options) for chunk in chunks
     ]
+    defaults = policy.PolicyConfig()
+    seed = args.breakdown_seed
+    breakdown = [
+        idle_breakdown(
+            f"defaults (chunk {profile.chunk_seconds:g} s)", profile, seed, args, defaults
+        ),
+        idle_breakdown(
+            "the same, no setup",
+            dataclasses.replace(profile, job_setup_s=0.0),
+            seed,
+            args,
+            defaults,
+        ),
+        *(
+            idle_breakdown(
+                f"chunk {chunk:g} s",
+                dataclasses.replace(profile, chunk_seconds=chunk),
+                seed,
+                args,
+                defaults,
+            )
+            for chunk in (120.0, 300.0)
+        ),
+    ]
     elapsed = time.monotonic() - started
     command = (
         f"{COMMAND} --profile {args.profile} --seeds {args.seeds} --hours {args.hours:g} "
-        f"--chunks {args.chunks} " + " ".join(f"--policy {o}" for o in options)
+        f"--chunks {args.chunks} "
+        + " ".join(f"--policy {o}" for o in options)
+        + f" --breakdown-seed {seed}"
     )
     body = (
         f"`{profile.name}`: {profile.time_per_shot_s:g} s a shot, {profile.job_setup_s:g} s "
@@ -254,11 +405,14 @@ def main() -> None:
         f"{table(points, p95_aim_s, profile)}\n\n"
         f"{verdict(points, profile, p95_aim_s)}\n\n"
         f"![the frontier](img/policy-frontier.png)\n\n"
-        f"Virtual time; {len(points) * args.seeds} site runs took {elapsed:.0f} s of wall time "
+        f"Where the time goes, seed {seed}, the policy's defaults:\n\n"
+        f"{breakdown_table(breakdown)}\n\n"
+        f"Virtual time; {len(points) * args.seeds + len(breakdown)} site runs took "
+        f"{elapsed:.0f} s of wall time "
         f"at load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)."
         f"\n\nReproduce: `{command}`"
     )
-    print(body)
+    print(body, flush=True)
     plot(points, p95_aim_s, ROOT / "docs/img/policy-frontier.png")
     write_section(ROOT / "docs/benchmarks.md", HEADING, body)
 

@@ -185,7 +185,7 @@ async def test_forget_drops_a_jobs_samples(qpu: EmulatedQPU, emulations: list[li
 @pytest.mark.anyio
 async def test_driver_says_it_stands_in(qpu: EmulatedQPU) -> None:
     assert qpu.notice == STANDS_IN
-    assert qpu.profile is FAST
+    assert qpu.profile == FAST
 
 
 # --- budgets and cancellation ----------------------------------------------------------------

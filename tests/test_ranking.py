@@ -83,6 +83,7 @@ event = st.one_of(
     st.tuples(st.just("state"), st.sampled_from([*DeviceState, DeviceState.ONLINE])),
     st.tuples(st.just("reserve"), EIGHTHS, EIGHTHS, st.sampled_from(("u0", "u1"))),
     st.tuples(st.just("unreserve")),
+    st.tuples(st.just("setup"), st.sampled_from((0.0, 1 / 8, 1 / 4))),  # per chunk (QPU job)
 )
 
 
@@ -195,6 +196,8 @@ def apply(model: Model, ranked: RankedQueue, ev: tuple) -> None:
     elif kind == "unreserve":
         model.reservations = ()
         ranked.set_reservations(())
+    elif kind == "setup":
+        model.device = dataclasses.replace(model.device, setup_s=ev[1])
 
 
 def check(model: Model, ranked: RankedQueue) -> None:

@@ -130,6 +130,12 @@ class DeviceProfile:
         """Shots in one chunk: the unit between which the scheduler may switch jobs."""
         return max(1, int(self.chunk_seconds / self.time_per_shot_s))
 
+    @property
+    def shot_share_s(self) -> float:
+        """A shot's share of device time, the setup spread over a full chunk: what end
+        estimates and quota charges count per shot."""
+        return time_per_shot_with_setup(self.time_per_shot_s, self.job_setup_s, self.chunk_shots)
+
     @classmethod
     def load(cls, name_or_path: str) -> DeviceProfile:
         """A shipped profile by name (``test``, ``demo``, ``fresnel-like``) or a JSON file."""

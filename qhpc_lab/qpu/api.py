@@ -64,7 +64,6 @@ from qhpc_lab.qpu import (
     Drift,
     InFlight,
     Ledger,
-    time_per_shot_with_setup,
 )
 
 log = logging.getLogger("qhpc.qpu")
@@ -336,8 +335,9 @@ class QPUApiDriver:
         """The device as the scheduler sees it: the specs, and timing from what was measured.
 
         A chunk is ``chunk_seconds`` of shots, or more when the setup time would otherwise
-        exceed ``overhead_share`` of it, never more than the device's ``max_runs``; the per-shot
-        time includes the setup spread over a chunk, so ETAs count it."""
+        exceed ``overhead_share`` of it, never more than the device's ``max_runs``; the shot
+        time and the setup per chunk are the measured ones (``job_setup_s``): the policy fits
+        chunks into windows with both, and ETAs count the setup spread over a chunk."""
         spec = DeviceSpec(json.dumps(self._specs))
         s = self.settings
         shot = self._time_per_shot_s
@@ -351,17 +351,17 @@ class QPUApiDriver:
         if spec.max_runs:
             shots = min(shots, spec.max_runs)
         self._chunk_shots = shots
-        effective = time_per_shot_with_setup(shot, self._setup_s, shots)
         return DeviceProfile(
             name="qpu-api",
             description=f"the device behind the QPU API at {s.url}",
             spec=spec,
-            time_per_shot_s=effective,
-            chunk_seconds=(shots + 0.5) * effective,
+            time_per_shot_s=shot,
+            chunk_seconds=(shots + 0.5) * shot,
             calibration_interval_s=UNSEEN_INTERVAL_S,
             calibration_duration_s=0.0,
             drift=NO_DRIFT,
             calibrates=False,
+            job_setup_s=self._setup_s,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ flipped with the readout error that the calibration's age gives (:class:`~qhpc_l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -111,8 +112,10 @@ class EmulatedQPU:
         calibration_id: int = 1,
     ) -> None:
         """``calibrated_at`` and ``calibration_id``: the calibration in force, as the store
-        kept them (a fresh device counts its first calibration as now, number 1)."""
-        self.profile = profile
+        kept them (a fresh device counts its first calibration as now, number 1). In process
+        a chunk pays no setup (``qhpc qpu serve`` waits the profile's ``job_setup_s``), so the
+        profile the scheduler reads here declares none."""
+        self.profile = dataclasses.replace(profile, job_setup_s=0.0)
         self.notice = STANDS_IN
         self.ledger: Ledger | None = None
         self.on_change: Callable[[], None] = lambda: None

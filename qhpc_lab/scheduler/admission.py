@@ -215,7 +215,7 @@ class Admission:
                         self._gateway.store.add_job,
                         QuotaAdmission(
                             session.slurm_account if session else None,
-                            profile.time_per_shot_s,
+                            profile.shot_share_s,
                             limits if self._config.ha else (),
                         ),
                         session_id=session.id if session else None,
@@ -356,7 +356,7 @@ class Admission:
         view = self._device.view()
         return EstimateSnapshot(
             place=place,
-            run_s=round(shots * view.time_per_shot_s, 3),
+            run_s=round(shots * view.shot_share_s, 3),
             calibration_age_s=round(self._clock() - view.calibrated_at, 3),
             queue=self._queue.snapshot().for_user(user_id),
         )

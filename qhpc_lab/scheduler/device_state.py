@@ -84,6 +84,7 @@ class DeviceStatus:
             chunk_shots=profile.chunk_shots,
             accepting=not self.draining,
             calibrates=profile.calibrates,
+            setup_s=profile.job_setup_s,
         )
 
     def holds(self) -> Holds:
@@ -119,7 +120,7 @@ class DeviceStatus:
                 view, now, self._queue.ranked.reservations
             ),
             calibration_duration_s=view.calibration_duration_s,
-            time_per_shot_s=view.time_per_shot_s,
+            time_per_shot_s=view.shot_share_s,
             chunk_shots=view.chunk_shots,
             cell_job_class=cell_job_class,
             queue_depth=queue_depth,

@@ -15,7 +15,8 @@ The rules, in the order :func:`decide` applies them (docs/policy.md explains eac
    between sessions weighted by their slots, then arrival.
 5. The best candidate runs one chunk: at most ``device.chunk_shots`` shots, shrunk so that it
    ends before the next calibration window and every shot starts within the job's
-   calibration-age bound. When not one shot fits before the window, the device calibrates early.
+   calibration-age bound, the chunk's setup (``device.setup_s``, one QPU job's) counted before
+   its first shot. When not one shot fits before the window, the device calibrates early.
 6. A job past its calibration-age bound waits for a calibration while the next candidate of the
    same effective priority runs; when only lower-priority work (or none) could run instead, the
    device calibrates early for it.
@@ -46,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from qhpc_lab.qpu import DeviceState
+from qhpc_lab.qpu import DeviceState, time_per_shot_with_setup
 from qhpc_lab.scheduler import reservations as reserving
 from qhpc_lab.scheduler.reservations import Reservation
 from qhpc_lab.vocabulary import JOB_CLASSES
@@ -100,6 +101,7 @@ class DeviceView:
     calibration_interval_s: float
     calibration_duration_s: float
     time_per_shot_s: float
+    """A shot's time on the device, the setup excluded."""
     chunk_shots: int
     accepting: bool = True
     """False while an operator drains the QPU: started jobs finish, new ones wait."""
@@ -107,6 +109,9 @@ class DeviceView:
     """False for a device that calibrates itself, unseen (a QPU behind the QPU API): no early
     calibration is decided for it; a job past its calibration-age bound waits for the next
     declared one while lower classes run (docs/policy.md, "A device behind the QPU API")."""
+    setup_s: float = 0.0
+    """Seconds every chunk (one QPU job) spends before its first shot: the profile's
+    ``job_setup_s``, measured by the QPU API driver. Chunks are fitted into windows with it."""
 
     @property
     def next_calibration_at(self) -> float:
@@ -114,8 +119,31 @@ class DeviceView:
 
     @property
     def chunk_duration_s(self) -> float:
-        """The time one full chunk takes: the unit of aging and of preemption delay."""
-        return self.chunk_shots * self.time_per_shot_s
+        """The time one full chunk takes, its setup included: the unit of aging and of
+        preemption delay."""
+        return self.seconds_for(self.chunk_shots)
+
+    @property
+    def shot_share_s(self) -> float:
+        """A shot's share of device time with the setup spread over a full chunk: what end
+        estimates and quota charges count per shot."""
+        return time_per_shot_with_setup(self.time_per_shot_s, self.setup_s, self.chunk_shots)
+
+    def seconds_for(self, shots: int) -> float:
+        """How long ``shots`` shots take run back to back in chunks of ``chunk_shots``, each
+        chunk paying the setup first."""
+        chunks = -(-shots // self.chunk_shots) if shots > 0 else 0
+        return chunks * self.setup_s + shots * self.time_per_shot_s
+
+    def shots_before(self, seconds: float) -> int:
+        """The most shots that end within ``seconds`` from now, run back to back in chunks of
+        ``chunk_shots``, each chunk paying the setup first (never negative): what fits before
+        a calibration window or a reservation."""
+        if self.setup_s <= 0:
+            return shots_within(seconds, self.time_per_shot_s)
+        full = max(0, math.floor(seconds / self.chunk_duration_s + _SLACK))
+        rest = seconds - full * self.chunk_duration_s
+        return full * self.chunk_shots + shots_within(rest - self.setup_s, self.time_per_shot_s)
 
 
 MAX_PRIORITY = 1_000_000
@@ -196,13 +224,15 @@ class PolicyConfig:
     )
 
     loop_hold_max_s: float = _setting(
-        15.0,
+        30.0,
         "longest the QPU is held for a hybrid loop between two of its jobs (0: never)",
         ge=0,
         le=MAX_SECONDS,
     )
-    """Under one chunk: a longer hold costs the others more than a chunk's wait saves the
-    loop, so rule 9 would rarely grant it. 15 s from the frontier (docs/policy.md)."""
+    """Also how long a loop's next job goes first after its last one (rule 9): rule 9 holds
+    the QPU only while it costs the others less than it saves the loop, so a cap over a chunk
+    is seldom held, but a longer pause lets the loop's next job in first. 30 s from the
+    frontier with 15 s chunks (docs/policy.md, "Aims and the frontier")."""
     loop_hold_budget_s: float = _setting(
         120.0,
         "held seconds one user's hybrid loops may get per loop_hold_window_s (0: no holds)",
@@ -482,15 +512,15 @@ def hold_or(
     if pause is None or now >= pause.until or not isinstance(decision, RunChunk):
         return decision
     if loop_job is not None:
-        before_window = shots_within(device.next_calibration_at - now, device.time_per_shot_s)
+        before_window = device.shots_before(device.next_calibration_at - now)
         fits = _runnable_shots(loop_job, device, now, before_window, config)
         if fits:
             return RunChunk(loop_job.id, min(loop_job.remaining, device.chunk_shots, fits))
         return decision
     left = min(pause.until, device.next_calibration_at) - now
-    if left * waiting_accounts < decision.shots * device.time_per_shot_s - left:
+    if left * waiting_accounts < device.seconds_for(decision.shots) - left:
         return HoldForLoop(pause.loop, now + left)
-    fits = shots_within(left, device.time_per_shot_s)
+    fits = device.shots_before(left)
     return RunChunk(decision.job_id, min(decision.shots, fits)) if fits else decision
 
 
@@ -576,19 +606,26 @@ def shots_within(seconds: float, time_per_shot_s: float) -> int:
     return max(0, math.floor(seconds / time_per_shot_s + _SLACK))
 
 
-def age_bound(job: QueuedJob, config: PolicyConfig) -> float | None:
-    """The calibration age every shot of ``job`` must start within, as honoured (None: any)."""
+def age_bound(job: QueuedJob, config: PolicyConfig, setup_s: float = 0.0) -> float | None:
+    """The calibration age every shot of ``job`` must start within, as honoured (None: any):
+    never under ``min_calibration_age_s``, nor under the device's setup (``setup_s``: a
+    chunk's first shot starts that long after a calibration at the earliest)."""
     if job.max_calibration_age_s is None:
         return None
-    return max(job.max_calibration_age_s, config.min_calibration_age_s)
+    return max(job.max_calibration_age_s, config.min_calibration_age_s, setup_s)
 
 
 def shots_within_age(
-    job: QueuedJob, calibration_age_s: float, time_per_shot_s: float, config: PolicyConfig
+    job: QueuedJob,
+    calibration_age_s: float,
+    time_per_shot_s: float,
+    config: PolicyConfig,
+    setup_s: float = 0.0,
 ) -> int:
-    """How many of ``job``'s shots may start back to back, from a calibration this old, within
-    the job's calibration-age bound: ``job.remaining`` without a bound, 0 once it is exceeded."""
-    bound = age_bound(job, config)
+    """How many of ``job``'s shots may start back to back, from a calibration this old at the
+    first shot, within the job's calibration-age bound (:func:`age_bound`, the device's
+    ``setup_s`` its floor): ``job.remaining`` without a bound, 0 once it is exceeded."""
+    bound = age_bound(job, config, setup_s)
     if bound is None:
         return job.remaining
     if calibration_age_s > bound:
@@ -604,17 +641,18 @@ def single_calibration_refusal(
     shots start after a fresh calibration. One chunk duration is kept in hand for dispatch
     latency: a job that fitted only to the millisecond would make rule 7 calibrate again and
     again, each fresh calibration found a little too old."""
-    seconds = shots * device.time_per_shot_s
+    seconds = device.seconds_for(shots)
     slack, interval = device.chunk_duration_s, device.calibration_interval_s
-    if shots_within(interval - slack, device.time_per_shot_s) < shots:
+    if device.shots_before(interval - slack) < shots:
         return (
             f"{shots} shots take {seconds:g} s, longer than one calibration leaves for them "
             f"({interval - slack:g} s: its {interval:g} s less one chunk): split the job or "
             "drop single_calibration"
         )
     probe = QueuedJob(0, "", None, "", shots, 0, 0.0, max_calibration_age_s)
-    if shots_within_age(probe, slack, device.time_per_shot_s, config) < shots:
-        bound = age_bound(probe, config)
+    age = slack + device.setup_s  # the first shot's, after a calibration one chunk old
+    if shots_within_age(probe, age, device.time_per_shot_s, config, device.setup_s) < shots:
+        bound = age_bound(probe, config, device.setup_s)
         return (
             f"{shots} shots take {seconds:g} s, more than the job's max_calibration_age_s "
             f"({bound:g} s) lets run under one calibration"
@@ -627,7 +665,10 @@ def _runnable_shots(
 ) -> int:
     """Shots ``job`` may run back to back now under this calibration (rules 5–7); 0: it waits
     for a calibration."""
-    within_age = shots_within_age(job, now - device.calibrated_at, device.time_per_shot_s, config)
+    first_shot_age = now - device.calibrated_at + device.setup_s
+    within_age = shots_within_age(
+        job, first_shot_age, device.time_per_shot_s, config, device.setup_s
+    )
     fits = min(within_age, before_window)
     if job.single_calibration and not job.started and fits < job.remaining:
         return 0
@@ -684,7 +725,7 @@ def _decide(
     due = calibration_due_at(device, now, reservations)
     if now >= due:
         return Calibrate()
-    before_window = shots_within(due - now, device.time_per_shot_s)
+    before_window = device.shots_before(due - now)
     room = {j.id: _reserved_room(j, reservations, now, device) for j in queue}
     candidates = [
         j
@@ -755,7 +796,7 @@ def _reserved_room(
     closed = reserving.closed_from(job, reservations, t) if reservations else math.inf
     if closed == math.inf:
         return job.remaining
-    return min(job.remaining, shots_within(closed - t, device.time_per_shot_s))
+    return min(job.remaining, device.shots_before(closed - t))
 
 
 def estimates(
@@ -810,8 +851,8 @@ def run_through(
                 reservations,
             )
         fits = min(
-            shots_within(due - t, device.time_per_shot_s),
-            shots_within_age(job, t - calibrated_at, device.time_per_shot_s, config),
+            shots_within(due - t, device.shot_share_s),
+            shots_within_age(job, t - calibrated_at, device.shot_share_s, config),
         )
         if reservations and fits > 0:
             room = _reserved_room(job, reservations, t, device)
@@ -824,6 +865,6 @@ def run_through(
             calibrated_at = t
             continue
         run = min(left, fits)
-        t += run * device.time_per_shot_s
+        t += run * device.shot_share_s
         left -= run
     return t, calibrated_at

@@ -278,7 +278,7 @@ class QueueState:
         holds = holds or self._holds()
         in_progress = self._in_progress()
         if job_id == self._on_device():
-            position, eta = 0, queued.remaining * self._device_view().time_per_shot_s
+            position, eta = 0, queued.remaining * self._device_view().shot_share_s
         else:
             if estimates is None:
                 view, now = self._device_view(), self._clock()

@@ -32,7 +32,7 @@ class QuotaBook:
     async def uses(self, user_id: str | None = None) -> tuple[list[tuple[Quota, float]], float]:
         """Quotas (all, or those that apply to ``user_id``'s jobs: theirs and those of the
         accounts of their open sessions) with their use now, and now."""
-        now, time_per_shot_s = self._clock(), self._profile().time_per_shot_s
+        now, time_per_shot_s = self._clock(), self._profile().shot_share_s
         db = self._gateway.db
         accounts = () if user_id is None else await db(self._store.accounts_of, user_id)
         uses = await db(self._store.quota_uses, now, time_per_shot_s, user_id, accounts)

@@ -129,12 +129,14 @@ class _Fifo:
                 del self.bounded[bound]
         return shots
 
-    def first_runnable(self, calibration_age_s: float, config: PolicyConfig) -> _Arrival | None:
+    def first_runnable(
+        self, calibration_age_s: float, config: PolicyConfig, setup_s: float = 0.0
+    ) -> _Arrival | None:
         """The first job that may start a shot at this calibration age (:func:`policy.age_bound`),
         in O(distinct bounds): jobs past their bound are skipped without being visited."""
         first = self.unbounded[0] if self.unbounded else None
         for bound, arrivals in self.bounded.items():
-            within = max(bound, config.min_calibration_age_s) >= calibration_age_s
+            within = max(bound, config.min_calibration_age_s, setup_s) >= calibration_age_s
             if within and (first is None or arrivals[0] < first):
                 first = arrivals[0]
         return first
@@ -505,23 +507,23 @@ class RankedQueue:
         index = self._all if device.accepting else self._started
         if not index.count:
             return Idle(min(device.next_calibration_at, reserving.next_boundary(reserved, now)))
-        before_window = policy.shots_within(
-            device.next_calibration_at - now, device.time_per_shot_s
-        )
+        before_window = device.shots_before(device.next_calibration_at - now)
         if before_window == 0:
             return Calibrate()
         tiers = index.tiers(device, now, self._config, self._usage)
-        age = now - device.calibrated_at
+        age = now - device.calibrated_at + device.setup_s  # the first shot's, after the setup
         # Below the top priority only when no calibration can come for it (rule 6).
         same = (lambda t: t.priority == tiers[0].priority) if device.calibrates else bool
         for tier in itertools.takewhile(same, tiers):
             for _, group in itertools.groupby(tier.units(), key=lambda pair: pair[0]):
-                firsts = [fifo.first_runnable(age, self._config) for _, fifo in group]
+                firsts = [
+                    fifo.first_runnable(age, self._config, device.setup_s) for _, fifo in group
+                ]
                 first = min((arrival for arrival in firsts if arrival is not None), default=None)
                 if first is not None:
                     job = self._jobs[first[1]]
                     within_age = policy.shots_within_age(
-                        job, age, device.time_per_shot_s, self._config
+                        job, age, device.time_per_shot_s, self._config, device.setup_s
                     )
                     shots = min(job.remaining, device.chunk_shots, before_window, within_age)
                     return RunChunk(job.id, shots)
@@ -531,7 +533,7 @@ class RankedQueue:
     def _near(reserved: list[Reservation], device: DeviceView, now: float) -> bool:
         if not reserved:
             return False
-        room = policy.shots_within(reserved[0].starts_at - now, device.time_per_shot_s)
+        room = device.shots_before(reserved[0].starts_at - now)
         moved = policy.calibration_due_at(device, now, reserved) != device.next_calibration_at
         return room <= device.chunk_shots or moved
 
@@ -625,7 +627,7 @@ def _advance(t: float, calibrated_at: float, shots: int, device: DeviceView) -> 
     form: the current window's shots, then full windows, each after a calibration."""
     if shots <= 0:
         return t, calibrated_at
-    per_shot = device.time_per_shot_s
+    per_shot = device.shot_share_s
     fits = policy.shots_within(calibrated_at + device.calibration_interval_s - t, per_shot)
     if shots <= fits:
         return t + shots * per_shot, calibrated_at

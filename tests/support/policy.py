@@ -84,7 +84,11 @@ class VirtualQPU(Recorder):
         change it between runs (say, stop draining)."""
         self.clock = VirtualClock()
         self.qpu = SimulatedQPU(
-            self.clock, device.time_per_shot_s, device.calibration_duration_s, device.calibrated_at
+            self.clock,
+            device.time_per_shot_s,
+            device.calibration_duration_s,
+            device.calibrated_at,
+            setup_s=device.setup_s,
         )
         self.queue = RankedQueue(config or PolicyConfig())
         for session_id, share in (slots or {}).items():
