@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from qhpc_lab.runs import NotebookRun
 
 
+def _freeze_start_up() -> None:
+    """Leave what the imports and the app built to the end of the process, outside the cyclic
+    garbage collector: it lives as long as the daemon, and walking its 150 000 objects costs
+    each full collection, and the interpreter's exit, half a second of CPU (measured on the
+    2-core CI machine; docs/development.md "Start-up cost")."""
+    import gc
+
+    gc.freeze()
+
+
 def _serve(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url  # the banner names the database, never its password
 
@@ -33,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         "qhpc-scheduler", config.otlp_endpoint, sampling_ratio=config.trace_sampling_ratio
     )
     app = create_app(config, driver=qpu_driver(config))
+    _freeze_start_up()
     driver = app.state.scheduler.driver
     profile = driver.profile
     device = f"profile {profile.name}" if not config.qpu_url else f"QPU API {config.qpu_url}"
@@ -73,6 +84,7 @@ def _qpu_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     app = create_app(device)
+    _freeze_start_up()
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2
     )
@@ -125,6 +137,9 @@ def _emulate(args: argparse.Namespace) -> int:
     evolution starts; stderr gets one line per stage."""
     import tempfile
 
+    from qhpc_lab.programs.sdk_imports import defer_iri_grammar
+
+    defer_iri_grammar()  # before the SDK imports: a second of CPU on the job's cores
     from qhpc_lab import emulators
     from qhpc_lab.programs import Program
 

@@ -39,6 +39,7 @@ from IPython.display import display
 
 from qhpc_lab.client import Client, ClientError, Job, Quota, Result, default_client
 from qhpc_lab.programs import ProgramError
+from qhpc_lab.programs.sdk_imports import defer_iri_grammar
 from qhpc_lab.vocabulary import UNIT_NAMES
 from qhpc_lab.wire import batchrun
 
@@ -570,7 +571,9 @@ QPUMagics.qpu.__doc__ = f"{QPUMagics.qpu.__doc__}\n\n{command_help()}"  # what %
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext qhpc_lab``: register ``%qpu`` and ``%%qpu``, and have kernels await
-    ``%%qpu`` cells."""
+    ``%%qpu`` cells. The IRI grammar that ``import pulser`` would build is deferred to its
+    first use (``qhpc_lab.programs.sdk_imports``): a second off every kernel's Pulser import."""
+    defer_iri_grammar()
     ipython.register_magics(QPUMagics(ipython))
     if await_qpu_cells not in ipython.input_transformers_post:
         ipython.input_transformers_post.append(await_qpu_cells)

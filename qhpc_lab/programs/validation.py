@@ -16,6 +16,7 @@ from typing import Any
 
 from qhpc_lab.programs import bounds
 from qhpc_lab.programs.envelope import DeviceRuleViolation, Program, ProgramError
+from qhpc_lab.programs.sdk_imports import defer_iri_grammar, without_torch
 from qhpc_lab.programs.worker import BudgetedWorker, BudgetExceeded, WorkerDied
 
 COORD_TOLERANCE_UM = 1e-6
@@ -65,6 +66,14 @@ def warm_up() -> None:
     """Import the SDKs validation needs (seconds, cold) before a daemon serves its first job."""
     import pulser  # noqa: F401
     import qiskit.qasm3  # noqa: F401
+
+
+def _warm_up_worker() -> None:
+    """The validation worker's start: :func:`warm_up` without the imports it never uses
+    (``qhpc_lab.programs.sdk_imports``)."""
+    defer_iri_grammar()
+    without_torch()
+    warm_up()
 
 
 def validate(program: Program, device: DeviceSpec) -> ProgramFacts:
@@ -272,7 +281,7 @@ def _validate_request(request: tuple[dict[str, Any], str]) -> tuple[Any, ...]:
     return ("ok", facts.num_qubits)
 
 
-_VALIDATOR = BudgetedWorker("qhpc-validator", _validate_request, warm_up)
+_VALIDATOR = BudgetedWorker("qhpc-validator", _validate_request, _warm_up_worker)
 
 
 def _validate_qasm3(body: str, variables: dict[str, Any], device: DeviceSpec) -> ProgramFacts:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qhpc_lab.programs import Program
+from qhpc_lab.programs.sdk_imports import defer_iri_grammar
 from qhpc_lab.programs.worker import BudgetedWorker, BudgetExceeded, WorkerDied
 from qhpc_lab.qpu import (
     JOB_CANCELED,
@@ -78,7 +79,9 @@ def _warm_up() -> None:
 
     Torch gets one thread: the worker shares the machine with the daemon's event loop, and
     emu-sv on two contended threads ran ten times slower than on one (docs/benchmarks.md).
+    The IRI grammar that Pulser's jsonschema would build is deferred (``sdk_imports``).
     """
+    defer_iri_grammar()
     import emu_mps  # noqa: F401
     import emu_sv  # noqa: F401
     import pulser  # noqa: F401
