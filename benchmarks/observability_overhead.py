@@ -9,7 +9,7 @@ warm-up; the variants alternate for ``--rounds`` rounds, so that the shared mach
 hits all alike. The daemon's CPU time (user + system, psutil) over the submissions, divided by
 their number, is the steadier figure on a busy machine: the rate depends on what else runs.
 ``--compare-tree DIR`` adds the traced variants run from another checkout's code (the same
-flags, ``PYTHONPATH=DIR``), for a before/after in one run. Run it ``nice``d.
+flags, the daemon started in ``DIR``), for a before/after in one run. Run it ``nice``d.
 
     nice .venv/bin/python benchmarks/observability_overhead.py [--jobs 600] [--clients 50] \
         [--rounds 3] [--compare-tree ../main]
@@ -46,29 +46,33 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
-def _variants(endpoint: str, compare_tree: Path | None) -> dict[str, tuple[tuple[str, ...], dict]]:
-    """Each variant's flags and extra environment."""
+Variant = tuple[tuple[str, ...], Path | None]
+
+
+def _variants(endpoint: str, compare_tree: Path | None) -> dict[str, Variant]:
+    """Each variant's flags, and the checkout it runs from (None: this one)."""
     default = ("--otlp-endpoint", endpoint)
     every = (*default, "--trace-sampling-ratio", "1")
-    variants: dict[str, tuple[tuple[str, ...], dict]] = {
-        BASELINE: ((), {}),
-        "JSON logs": (("--log-format", "json"), {}),
-        "traces on, default sampling (0.1)": (default, {}),
-        "traces on, every job (1.0)": (every, {}),
+    variants: dict[str, Variant] = {
+        BASELINE: ((), None),
+        "JSON logs": (("--log-format", "json"), None),
+        "traces on, default sampling (0.1)": (default, None),
+        "traces on, every job (1.0)": (every, None),
     }
     if compare_tree is not None:
-        other = {"PYTHONPATH": str(compare_tree.resolve())}
-        variants[f"traces on (0.1), {compare_tree}"] = (default, other)
-        variants[f"traces on (1.0), {compare_tree}"] = (every, other)
+        variants[f"traces on (0.1), {compare_tree}"] = (default, compare_tree.resolve())
+        variants[f"traces on (1.0), {compare_tree}"] = (every, compare_tree.resolve())
     return variants
 
 
 def _round(
-    flags: tuple[str, ...], env: dict, token: str, body: bytes, clients: int, jobs: int
+    variant: Variant, token: str, body: bytes, clients: int, jobs: int
 ) -> tuple[float, float, float]:
     """One fresh daemon's (submissions/s, p99 s, CPU s per submission)."""
+    flags, tree = variant
     with tempfile.TemporaryDirectory() as state:
-        process, url = start_daemon(Path(state), *flags, env=env, log=Path(state) / "daemon.log")
+        log = Path(state) / "daemon.log"
+        process, url = start_daemon(Path(state), *flags, log=log, cwd=tree)
         try:
             asyncio.run(load(url, token, 1, 20, "POST", "/jobs", body))  # warm-up
             daemon = psutil.Process(process.pid)
@@ -77,7 +81,7 @@ def _round(
                 load(url, token, clients, jobs, "POST", "/jobs", body)
             )
             cpu = sum(daemon.cpu_times()[:2]) - cpu
-            assert failures == 0, f"{flags}: {failures} submissions failed"
+            assert failures == 0, f"{flags}, {tree}: {failures} submissions failed"
         finally:
             process.terminate()
             process.wait(30)
@@ -99,8 +103,8 @@ def main() -> None:
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
     load_before = os.getloadavg()
     for _ in range(args.rounds):
-        for name, (flags, env) in variants.items():
-            figures[name].append(_round(flags, env, token, body, args.clients, args.jobs))
+        for name, variant in variants.items():
+            figures[name].append(_round(variant, token, body, args.clients, args.jobs))
     sink.shutdown()
     loads = " → ".join(" ".join(f"{x:.1f}" for x in avg) for avg in (load_before, os.getloadavg()))
     print(f"load average (1, 5, 15 min) {loads}; {args.jobs} submissions a round")
