@@ -161,11 +161,16 @@ def _parse(text: str) -> float:
 
 
 def start_daemon(
-    state: Path, *extra: str, env: dict[str, str] | None = None, log: Path | None = None
+    state: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``qhpc scheduler serve --device test`` on a free port (more flags in ``extra``, more
-    variables in ``env``, its output in ``log`` or nowhere), once it answers ``/health``; the
-    benchmarks' one way to start it."""
+    variables in ``env``, its output in ``log`` or nowhere, run in ``cwd``: ``python -m``
+    imports qhpc_lab from there first), once it answers ``/health``; the benchmarks' one way
+    to start it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -182,6 +187,7 @@ def start_daemon(
         env=environment,
         stdout=output,
         stderr=subprocess.STDOUT,
+        cwd=cwd,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -1,15 +1,18 @@
-"""What JSON logs and traces cost a submission: POST /jobs throughput of the real daemon with
-plain text logs (the baseline), with ``--log-format json``, and with traces on
-(``--otlp-endpoint`` to a collector in this process that accepts and drops the spans), at
-the default sampling ratio and tracing every job.
+"""What JSON logs and traces cost a submission: POST /jobs throughput of the real daemon, and
+the daemon's CPU per submission, with plain text logs (the baseline), with
+``--log-format json``, and with traces on (``--otlp-endpoint`` to a collector in this process
+that accepts and drops the spans), at the default sampling ratio and tracing every job.
 
 Each variant is a fresh daemon on the ``test`` profile whose log goes to a file (as a site's
 would), sent the same ``--jobs`` one-shot submissions over ``--clients`` connections after a
 warm-up; the variants alternate for ``--rounds`` rounds, so that the shared machine's drift
-hits all alike. The figure is each variant's median rate over the rounds, and its ratio to
-the baseline's.
+hits all alike. The daemon's CPU time (user + system, psutil) over the submissions, divided by
+their number, is the steadier figure on a busy machine: the rate depends on what else runs.
+``--compare-tree DIR`` adds the traced variants run from another checkout's code (the same
+flags, the daemon started in ``DIR``), for a before/after in one run. Run it ``nice``d.
 
-    .venv/bin/python benchmarks/observability_overhead.py [--jobs 1500] [--clients 10] [--rounds 3]
+    nice .venv/bin/python benchmarks/observability_overhead.py [--jobs 600] [--clients 50] \
+        [--rounds 3] [--compare-tree ../main]
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 from api import SECRET, load, one_shot_sequence, percentile, start_daemon
 
 from qhpc_lab.scheduler.auth import make_token
+
+BASELINE = "text logs (baseline)"
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -40,58 +46,83 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
+Variant = tuple[tuple[str, ...], Path | None]
+
+
+def _variants(endpoint: str, compare_tree: Path | None) -> dict[str, Variant]:
+    """Each variant's flags, and the checkout it runs from (None: this one)."""
+    default = ("--otlp-endpoint", endpoint)
+    every = (*default, "--trace-sampling-ratio", "1")
+    variants: dict[str, Variant] = {
+        BASELINE: ((), None),
+        "JSON logs": (("--log-format", "json"), None),
+        "traces on, default sampling (0.1)": (default, None),
+        "traces on, every job (1.0)": (every, None),
+    }
+    if compare_tree is not None:
+        variants[f"traces on (0.1), {compare_tree}"] = (default, compare_tree.resolve())
+        variants[f"traces on (1.0), {compare_tree}"] = (every, compare_tree.resolve())
+    return variants
+
+
+def _round(
+    variant: Variant, token: str, body: bytes, clients: int, jobs: int
+) -> tuple[float, float, float]:
+    """One fresh daemon's (submissions/s, p99 s, CPU s per submission)."""
+    flags, tree = variant
+    with tempfile.TemporaryDirectory() as state:
+        log = Path(state) / "daemon.log"
+        process, url = start_daemon(Path(state), *flags, log=log, cwd=tree)
+        try:
+            asyncio.run(load(url, token, 1, 20, "POST", "/jobs", body))  # warm-up
+            daemon = psutil.Process(process.pid)
+            cpu = sum(daemon.cpu_times()[:2])
+            rate, latencies, failures = asyncio.run(
+                load(url, token, clients, jobs, "POST", "/jobs", body)
+            )
+            cpu = sum(daemon.cpu_times()[:2]) - cpu
+            assert failures == 0, f"{flags}, {tree}: {failures} submissions failed"
+        finally:
+            process.terminate()
+            process.wait(30)
+    return rate, percentile(latencies, 0.99), cpu / jobs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1500)
-    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=600)
+    parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare-tree", type=Path, default=None)
     args = parser.parse_args()
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{sink.server_port}/v1/traces"
-    variants = {
-        "text logs (baseline)": (),
-        "JSON logs": ("--log-format", "json"),
-        "traces on, default sampling (0.1)": ("--otlp-endpoint", endpoint),
-        "traces on, every job (1.0)": (
-            "--otlp-endpoint",
-            endpoint,
-            "--trace-sampling-ratio",
-            "1",
-        ),
-    }
+    variants = _variants(f"http://127.0.0.1:{sink.server_port}/v1/traces", args.compare_tree)
     body = json.dumps({"sequence": one_shot_sequence(), "shots": 1}).encode()
     token = make_token(SECRET, 1000)
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    p99: dict[str, list[float]] = {name: [] for name in variants}
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
+    load_before = os.getloadavg()
     for _ in range(args.rounds):
-        for name, extra in variants.items():
-            with tempfile.TemporaryDirectory() as state:
-                process, url = start_daemon(Path(state), *extra, log=Path(state) / "daemon.log")
-                try:
-                    asyncio.run(load(url, token, 1, 20, "POST", "/jobs", body))  # warm-up
-                    rate, latencies, failures = asyncio.run(
-                        load(url, token, args.clients, args.jobs, "POST", "/jobs", body)
-                    )
-                    assert failures == 0, f"{name}: {failures} submissions failed"
-                finally:
-                    process.terminate()
-                    process.wait(30)
-            rates[name].append(rate)
-            p99[name].append(percentile(latencies, 0.99))
+        for name, variant in variants.items():
+            figures[name].append(_round(variant, token, body, args.clients, args.jobs))
     sink.shutdown()
-    baseline = statistics.median(rates["text logs (baseline)"])
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    loads = " → ".join(" ".join(f"{x:.1f}" for x in avg) for avg in (load_before, os.getloadavg()))
+    print(f"load average (1, 5, 15 min) {loads}; {args.jobs} submissions a round")
+    base_rate = statistics.median(rate for rate, _, _ in figures[BASELINE])
+    base_cpu = statistics.median(cpu for _, _, cpu in figures[BASELINE])
     print(
-        f"| variant | POST /jobs per s (median of {args.rounds}) | each round | vs baseline "
-        "| p99 ms |"
+        "| variant | submissions/s (rounds) | median | vs baseline "
+        "| daemon CPU ms per submission (rounds) | median | vs baseline | p99 ms (median) |"
     )
-    print("|---|---|---|---|---|")
-    for name in variants:
-        rate = statistics.median(rates[name])
-        each = ", ".join(f"{r:.0f}" for r in rates[name])
-        latency = statistics.median(p99[name]) * 1000
-        print(f"| {name} | {rate:.0f} | {each} | {rate / baseline:.2f} | {latency:.0f} |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
+    for name, rounds in figures.items():
+        rates, p99s, cpus = zip(*rounds, strict=True)
+        rate, cpu = statistics.median(rates), statistics.median(cpus)
+        print(
+            f"| {name} | {', '.join(f'{r:.0f}' for r in rates)} | {rate:.0f} "
+            f"| {rate / base_rate:.2f} | {', '.join(f'{c * 1e3:.2f}' for c in cpus)} "
+            f"| {cpu * 1e3:.2f} | {cpu / base_cpu:.2f} | {statistics.median(p99s) * 1e3:.0f} |"
+        )
 
 
 if __name__ == "__main__":

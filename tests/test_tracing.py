@@ -92,8 +92,11 @@ def kernel_spans() -> InMemorySpanExporter:
 def test_a_job_is_one_trace_from_the_kernel_submit_to_the_result(
     tmp_path: Path, collector: Collector, kernel_spans: InMemorySpanExporter, sequence_json: str
 ) -> None:
+    """Tracing every job, the daemon sends the job's spans and nothing else: no span of
+    FastAPI's own instrumentation for the submit or the client's polls."""
     fast_export = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
-    with daemon(tmp_path, "--otlp-endpoint", collector.url, env=fast_export) as handle:
+    every_job = ("--otlp-endpoint", collector.url, "--trace-sampling-ratio", "1")
+    with daemon(tmp_path, *every_job, env=fast_export) as handle:
         client = Client(environ={"HOME": str(tmp_path), **lab_env(handle.url)})
         try:
             program = Program(format="pulser", body=sequence_json, shots=250)
@@ -119,6 +122,7 @@ def test_a_job_is_one_trace_from_the_kernel_submit_to_the_result(
     assert sum(shots) == 250
     assert names[-1] == "qhpc.result"
     assert all(s.trace_id == trace_id for s in children)
+    assert {s.name for s in collector.spans} == {"qhpc.job", *names}
 
 
 def test_a_trace_is_kept_where_it_starts_and_followed_after(

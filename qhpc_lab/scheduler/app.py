@@ -24,6 +24,7 @@ from qhpc_lab.scheduler.errors import error_response, install_error_handling
 from qhpc_lab.scheduler.metrics import RequestMetrics
 from qhpc_lab.scheduler.routes import ROUTERS
 from qhpc_lab.scheduler.store import Store
+from qhpc_lab.scheduler.traces import FRAMEWORK_TELEMETRY_OFF
 
 
 class DriverFactory(Protocol):
@@ -119,6 +120,7 @@ def create_app(
         description="A superset of the Pasqal Warden API: QRMI's pasqal-local resource works "
         "unchanged. Errors are {detail, rule}.",
         lifespan=lifespan,
+        telemetry=FRAMEWORK_TELEMETRY_OFF,
     )
     app.state.scheduler = sched
     app.state.authenticator = authenticator or build_authenticator(config, sched.store)

@@ -3,7 +3,8 @@ state, continuing the caller's trace (``traceparent``), with children ``qhpc.val
 ``qhpc.queued`` (until the first chunk), one ``qhpc.chunk`` per chunk and ``qhpc.result``.
 
 Spans are kept in memory only while tracing is on (:mod:`qhpc_lab.tracing`): with no tracer
-provider every span is a non-recording one and nothing is stored. A job accepted before a
+provider, or for a job not sampled, every span is a non-recording one, nothing is stored and
+no attribute is built. A job accepted before a
 restart finishes without spans (its trace context is not persisted). Times are the
 scheduler's clock, in the nanoseconds OpenTelemetry wants.
 """
@@ -14,6 +15,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -21,6 +23,17 @@ from qhpc_lab import tracing
 from qhpc_lab.programs import Program
 from qhpc_lab.scheduler.store import JobRow
 from qhpc_lab.vocabulary import FINAL_STATUSES, JobStatus
+
+FRAMEWORK_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "auto_configure": False,
+}
+"""FastAPI's own OpenTelemetry instrumentation, off: it turns itself on once a tracer provider
+is set and then costs every request (polls and health checks included), sampled or not, a
+server span and one span per dependency, endpoint and serialisation; the job's spans below are
+the daemon's traces, and ``otlp_endpoint`` their one setting."""
 
 
 def _ns(seconds: float) -> int:
@@ -47,6 +60,9 @@ class Submission:
 
     @contextlib.contextmanager
     def validating(self) -> Iterator[None]:
+        if not self.job.is_recording():
+            yield
+            return
         with self._traces.tracer.start_as_current_span(
             "qhpc.validate",
             context=trace.set_span_in_context(self.job),
@@ -57,9 +73,9 @@ class Submission:
     def accepted(self, row: JobRow) -> None:
         """The job is queued: from now on its spans hang off its id."""
         self.job_id = row.id
-        self.job.set_attribute("qhpc.job_id", row.id)
         if not self.job.is_recording():
             return
+        self.job.set_attribute("qhpc.job_id", row.id)
         queued = self._traces.tracer.start_span(
             "qhpc.queued",
             context=trace.set_span_in_context(self.job),
@@ -84,19 +100,23 @@ class JobTraces:
             context=parent,
             kind=SpanKind.SERVER,
             start_time=_ns(self.clock()),
-            attributes={
-                "qhpc.user_id": user_id,
-                "qhpc.format": program.format,
-                "qhpc.shots": program.shots,
-                "qhpc.job_class": job_class,
-            },
         )
+        if job.is_recording():
+            job.set_attributes(
+                {
+                    "qhpc.user_id": user_id,
+                    "qhpc.format": program.format,
+                    "qhpc.shots": program.shots,
+                    "qhpc.job_class": job_class,
+                }
+            )
         submission = Submission(self, job)
         try:
             yield submission
         except BaseException as err:
-            job.set_status(Status(StatusCode.ERROR, str(err)))
-            job.end(_ns(self.clock()))
+            if job.is_recording():
+                job.set_status(Status(StatusCode.ERROR, str(err)))
+                job.end(_ns(self.clock()))
             raise
         if submission.job_id is None:  # a retried submission: the first one's trace goes on
             job.end(_ns(self.clock()))
