@@ -36,8 +36,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+import qpu_api
 from api import SECRET, _parse, load, one_shot_sequence, percentile, start_daemon, wait_until_idle
-from qpu_api import served
 
 from qhpc_lab.scheduler.auth import make_token
 
@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--qpu-api", choices=("both", "only", "no"), default="both")
     args = parser.parse_args()
+    qpu_api.SEQUENCE = one_shot_sequence()  # what the stand-in's warm-up job runs
     drivers = {"no": ["emulated"], "only": ["QPU API"], "both": ["emulated", "QPU API"]}
     found: dict[str, dict[str, list[float]]] = {}
     before = os.getloadavg()
@@ -126,7 +127,7 @@ def main() -> None:
                 if driver == "emulated":
                     figures = one_daemon(args.source, None, args.samples)
                 else:
-                    with served("test", 0.0, Path(scratch) / "qpu.log") as qpu_url:
+                    with qpu_api.served("test", 0.0, Path(scratch) / "qpu.log") as qpu_url:
                         figures = one_daemon(args.source, qpu_url, args.samples)
                 for hop, values in figures.items():
                     found.setdefault(driver, {}).setdefault(hop, []).extend(values)
