@@ -67,7 +67,6 @@ class DaemonRecorder(Recorder):
 
     async def chunk_starting(self, job: policy.QueuedJob, shots: int) -> bool:
         self._metrics.chunk_started(job.id, job.job_class, self._queue.ranked)
-        self._queue.changed()
         started = None
         if not self._queue.has_started(job.id):  # a write only for a job's first chunk
             started = await self._gateway.retrying(self._store.mark_running, job.id, self._clock())
@@ -78,6 +77,9 @@ class DaemonRecorder(Recorder):
             if not job.started:
                 self._metrics.job_started(job.job_class, started.started_at - job.created_at)
             self._jobs.changed(started)
+        # The queue event after the write and the job's RUNNING event: built during the write,
+        # it competed with the store thread for the GIL and went out before RUNNING.
+        self._queue.changed()
         return True
 
     async def chunk_failed(self, job: policy.QueuedJob, error: Exception) -> None:
