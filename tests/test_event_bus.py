@@ -79,3 +79,18 @@ async def test_a_subscriber_that_stops_reading_is_ended_and_the_others_go_on() -
     assert (await reader).count("job") == 5
     assert bus.subscribers == 0
     assert [event async for event in stalled] == []
+
+
+async def test_a_new_subscriber_gets_the_queue_once() -> None:
+    """The first subscriber makes the queue's snapshot itself; that is one queue event, not a
+    second copy of the same snapshot marked as a change."""
+    bus = EventBus(queue_now=lambda: QueueSnapshot({"interactive": 1}, None, None, None))
+    stream = bus.subscribe("alice", admin=False)
+    assert (await anext(stream)).kind == "queue"
+    following = asyncio.ensure_future(anext(stream))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not following.done(), following.result()  # nothing changed: nothing to send
+    bus.publish("job", {"id": 1, "status": "PENDING"}, user_id="alice")
+    assert (await following).kind == "job"
+    await stream.aclose()

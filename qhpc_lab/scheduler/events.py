@@ -286,6 +286,7 @@ class EventBus:
                     subscriber.queue_changed = False
                     if self._queue is None and self._queue_now is not None:
                         self.publish_queue(self._queue_now())
+                        subscriber.queue_changed = False  # the snapshot sent just below
                     if self._queue is not None:
                         yield StreamEvent(
                             "queue", self._queue.for_user(user_id), str(self._last_id)
