@@ -2,7 +2,8 @@
 
 The load of issue 26's aims: ``wrk -t1 -c50`` sending one-shot, 2-atom Pulser jobs to
 ``POST /jobs`` of the real daemon (``benchmarks/api.py``'s ``start_daemon``, ``test``
-profile), a fresh daemon and database per mode and round, stopped after ``--jobs`` answers.
+profile), a fresh daemon and database per mode and round, for ``--seconds`` (at the aims'
+rates, thousands of submissions; the table says how many were answered).
 wrk costs almost nothing per request, so on two shared cores it measures the daemon, not
 itself. A Lua script sends the body; for MUNGE, credentials are made before the load, one per
 request (a credential is refused when replayed), by the uid running this (made a plain user:
@@ -15,7 +16,7 @@ With ``--baseline COMMIT`` the same load runs against that commit's daemon too (
 git worktree, as ``benchmarks/release.py``), alternating per round. With ``--profile DIR``
 py-spy (``record --threads --idle``, raw stacks) records the daemon through each load.
 
-    nice .venv/bin/python benchmarks/submit_wrk.py [--jobs 1000] [--rounds 3]
+    nice .venv/bin/python benchmarks/submit_wrk.py [--seconds 5] [--rounds 3]
         [--modes token,munge,postgresql] [--baseline COMMIT] [--profile DIR]
 
 Needs wrk (Debian: ``apt-get install -y wrk``, version 4.1). Not a test: it asserts nothing.
@@ -51,13 +52,15 @@ CLIENTS = 50
 MODES = ("token", "munge", "postgresql")
 WRK_INSTALL = "wrk is not installed: `apt-get install -y wrk` (Debian's wrk 4.1), then rerun"
 PY_SPY = Path(sys.executable).parent / "py-spy"
+CREDENTIALS_PER_S = 2500
+"""MUNGE credentials made per second of load: more than the daemon answers (one each)."""
 
 LUA = r"""
-local body, total, token, creds, sent, answered = nil, 0, nil, {}, 0, 0
+local body, token, creds, sent = nil, nil, {}, 0
 function init(args)
   local f = io.open(args[1], "rb"); body = f:read("*a"); f:close()
-  total = tonumber(args[2]); token = args[3]
-  if args[4] then for line in io.lines(args[4]) do creds[#creds + 1] = line end end
+  token = args[2]
+  if args[3] then for line in io.lines(args[3]) do creds[#creds + 1] = line end end
 end
 function request()
   sent = sent + 1
@@ -65,10 +68,6 @@ function request()
   if #creds > 0 then headers["X-Munge-Cred"] = creds[sent]
   else headers["Authorization"] = "Bearer " .. token end
   return wrk.format("POST", "/jobs", headers, body)
-end
-function response(status, headers, body)
-  answered = answered + 1
-  if answered >= total then wrk.thread:stop() end
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -87,17 +86,20 @@ def wrk_binary() -> str:
     return path
 
 
-def run_wrk(url: str, jobs: int, scratch: Path, credentials: list[str] | None) -> dict[str, float]:
-    """``jobs`` submissions from ``CLIENTS`` wrk connections: rate, p50/p99 ms, failures."""
+def run_wrk(
+    url: str, seconds: int, scratch: Path, credentials: list[str] | None
+) -> dict[str, float]:
+    """Submissions for ``seconds`` from ``CLIENTS`` wrk connections: how many, the rate,
+    p50/p99 ms, failures (answers other than 2xx, and socket errors)."""
     script, body = scratch / "submit.lua", scratch / "body.json"
     script.write_text(LUA)
     body.write_text(json.dumps({"sequence": one_shot_sequence(), "shots": 1}))
-    args = [str(body), str(jobs), make_token(SECRET, 1000)]
+    args = [str(body), make_token(SECRET, 1000)]
     if credentials is not None:
         creds = scratch / "credentials.txt"
         creds.write_text("\n".join(credentials) + "\n")
         args.append(str(creds))
-    command = [wrk_binary(), "-t1", f"-c{CLIENTS}", "-d600s", "--timeout", "30s"]
+    command = [wrk_binary(), "-t1", f"-c{CLIENTS}", f"-d{seconds}s", "--timeout", "30s"]
     done = subprocess.run(
         [*command, "-s", str(script), url, "--", *args], capture_output=True, text=True
     )
@@ -106,6 +108,7 @@ def run_wrk(url: str, jobs: int, scratch: Path, credentials: list[str] | None) -
         raise RuntimeError(f"wrk gave no result ({done.returncode}): {done.stdout}{done.stderr}")
     requests, duration_us, p50_us, p99_us, failures = map(int, found.groups())
     return {
+        "submissions": requests,
         "submissions/s": requests / (duration_us / 1e6),
         "p50 ms": p50_us / 1000,
         "p99 ms": p99_us / 1000,
@@ -150,9 +153,10 @@ def one_round(
             asyncio.run(load(url, token, 1, 20, "POST", "/jobs", body))
             credentials = None
             if mode == "munge":
-                credentials = [munge.encode() for _ in range(args.jobs + 2 * CLIENTS)]
+                made = args.seconds * CREDENTIALS_PER_S
+                credentials = [munge.encode() for _ in range(made)]
             with profiled(process.pid, profile):
-                return run_wrk(url, args.jobs, Path(state), credentials)
+                return run_wrk(url, args.seconds, Path(state), credentials)
         finally:
             process.terminate()
             process.wait(30)
@@ -189,7 +193,7 @@ def munged(modes: list[str]) -> Iterator[None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1000, help="submissions per load (≥ 400)")
+    parser.add_argument("--seconds", type=int, default=5, help="of load per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--baseline", help="a commit to measure in the same run")
@@ -233,9 +237,12 @@ def report(
     args: argparse.Namespace,
     before: tuple[float, float, float],
 ) -> None:
-    print(f"\nwrk -t1 -c{CLIENTS}, {args.jobs} one-shot 2-atom submissions per round\n")
-    print("| tree | mode | submissions/s (rounds) | median | p99 ms (rounds) | median | failures |")
-    print("|---|---|---|---:|---|---:|---:|")
+    print(f"\nwrk -t1 -c{CLIENTS} -d{args.seconds}s, one-shot 2-atom submissions\n")
+    print(
+        "| tree | mode | submissions/s (rounds) | median | p99 ms (rounds) | median "
+        "| answered | failures |"
+    )
+    print("|---|---|---|---:|---|---:|---:|---:|")
     medians: dict[tuple[str, str], float] = {}
     for (side, mode), rounds in results.items():
         rates = [r["submissions/s"] for r in rounds]
@@ -244,7 +251,8 @@ def report(
         print(
             f"| {side} | {mode} | {', '.join(f'{x:.0f}' for x in rates)} | "
             f"{statistics.median(rates):.0f} | {', '.join(f'{x:.0f}' for x in p99s)} | "
-            f"{statistics.median(p99s):.0f} | {sum(int(r['failures']) for r in rounds)} |"
+            f"{statistics.median(p99s):.0f} | {sum(int(r['submissions']) for r in rounds)} | "
+            f"{sum(int(r['failures']) for r in rounds)} |"
         )
     for side in sorted({side for side, _ in results}):
         if (side, "postgresql") in medians and (side, "token") in medians:
