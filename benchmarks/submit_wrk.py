@@ -14,7 +14,9 @@ warm-up's 20 submissions coming with a token).
 
 With ``--baseline COMMIT`` the same load runs against that commit's daemon too (a temporary
 git worktree, as ``benchmarks/release.py``), alternating per round. With ``--profile DIR``
-py-spy (``record --threads --idle``, raw stacks) records the daemon through each load.
+py-spy (``record --threads --idle --nonblocking``, raw stacks) records the daemon through each
+load: without ``--nonblocking`` it stops the daemon's ~50 threads for every sample, which on
+two loaded cores cut the rate tenfold.
 
     nice .venv/bin/python benchmarks/submit_wrk.py [--seconds 5] [--rounds 3]
         [--modes token,munge,postgresql] [--baseline COMMIT] [--profile DIR]
@@ -122,7 +124,7 @@ def profiled(pid: int, output: Path | None) -> Iterator[None]:
     if output is None:
         yield
         return
-    options = ["--threads", "--idle", "-r", "200", "-f", "raw", "-o", str(output)]
+    options = ["--threads", "--idle", "--nonblocking", "-r", "200", "-f", "raw", "-o", str(output)]
     spy = subprocess.Popen(
         [str(PY_SPY), "record", *options, "--pid", str(pid)],
         stdout=subprocess.DEVNULL,
