@@ -228,7 +228,11 @@ def main() -> None:
                     profile = None
                     if args.profile:
                         profile = args.profile / f"{side}-{mode}-{number + 1}.txt"
-                    figures = one_round(sides[side], mode, args, db_url, profile)
+                    try:
+                        figures = one_round(sides[side], mode, args, db_url, profile)
+                    except RuntimeError as failed:  # a daemon that did not start, under load
+                        print(f"round {number + 1} {side} {mode}: {failed}", file=sys.stderr)
+                        continue
                     results[(side, mode)].append(figures)
                     print(f"round {number + 1} {side} {mode}: {figures}", file=sys.stderr)
     report(results, args, before)
