@@ -160,8 +160,18 @@ def one_round(
             with profiled(process.pid, profile):
                 return run_wrk(url, args.seconds, Path(state), credentials)
         finally:
-            process.terminate()
-            process.wait(30)
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """The daemon stopped: SIGTERM, then SIGKILL if it is still there after a minute (at load
+    average 20-30 its shutdown alone took longer than 30 s)."""
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 @contextlib.contextmanager
