@@ -42,6 +42,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api import SECRET, load, one_shot_sequence, start_daemon
@@ -157,8 +159,13 @@ def one_round(
             if mode == "munge":
                 made = args.seconds * CREDENTIALS_PER_S
                 credentials = [munge.encode() for _ in range(made)]
+            daemon = psutil.Process(process.pid)
+            cpu = sum(daemon.cpu_times()[:2])
             with profiled(process.pid, profile):
-                return run_wrk(url, args.seconds, Path(state), credentials)
+                figures = run_wrk(url, args.seconds, Path(state), credentials)
+            cpu = sum(daemon.cpu_times()[:2]) - cpu
+            figures["CPU ms"] = 1000 * cpu / max(1, figures["submissions"])
+            return figures
         finally:
             stop(process)
 
@@ -256,18 +263,20 @@ def report(
     print(f"\nwrk -t1 -c{CLIENTS} -d{args.seconds}s, one-shot 2-atom submissions\n")
     print(
         "| tree | mode | submissions/s (rounds) | median | p99 ms (rounds) | median "
-        "| answered | failures |"
+        "| daemon CPU ms per submission (rounds) | answered | failures |"
     )
-    print("|---|---|---|---:|---|---:|---:|---:|")
+    print("|---|---|---|---:|---|---:|---|---:|---:|")
     medians: dict[tuple[str, str], float] = {}
     for (side, mode), rounds in results.items():
         rates = [r["submissions/s"] for r in rounds]
         p99s = [r["p99 ms"] for r in rounds]
+        cpus = [r["CPU ms"] for r in rounds]
         medians[(side, mode)] = statistics.median(rates)
         print(
             f"| {side} | {mode} | {', '.join(f'{x:.0f}' for x in rates)} | "
             f"{statistics.median(rates):.0f} | {', '.join(f'{x:.0f}' for x in p99s)} | "
-            f"{statistics.median(p99s):.0f} | {sum(int(r['submissions']) for r in rounds)} | "
+            f"{statistics.median(p99s):.0f} | {', '.join(f'{x:.2f}' for x in cpus)} | "
+            f"{sum(int(r['submissions']) for r in rounds)} | "
             f"{sum(int(r['failures']) for r in rounds)} |"
         )
     for side in sorted({side for side, _ in results}):
