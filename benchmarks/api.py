@@ -182,8 +182,11 @@ def start_daemon(
     }
     command = [sys.executable, "-m", "qhpc_lab.cli", "scheduler", "serve", "--device", "test"]
     output = log.open("ab") if log is not None else subprocess.DEVNULL
+    # With PYTHONPATH, that tree's code: run from it, as `python -m` puts the working
+    # directory before PYTHONPATH and a checkout's own qhpc_lab would win.
     process = subprocess.Popen(
         [*command, "--port", str(port), *extra],
+        cwd=(env or {}).get("PYTHONPATH"),
         env=environment,
         stdout=output,
         stderr=subprocess.STDOUT,

@@ -69,7 +69,11 @@ def side_figures(source: Path, args: argparse.Namespace) -> dict[str, float]:
             figures["queue event → watch() p50 ms"] = 1000 * statistics.median(events["stream"])
         finally:
             process.terminate()
-            process.wait(20)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:  # at load average 20-30 a shutdown took longer
+                process.kill()
+                process.wait(10)
     return figures
 
 

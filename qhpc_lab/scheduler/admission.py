@@ -34,6 +34,7 @@ from qhpc_lab.scheduler import policy
 from qhpc_lab.scheduler.config import SchedulerConfig
 from qhpc_lab.scheduler.device_state import DeviceStatus
 from qhpc_lab.scheduler.gateway import StoreGateway
+from qhpc_lab.scheduler.group_commit import JobWriter
 from qhpc_lab.scheduler.job_book import JobBook
 from qhpc_lab.scheduler.limits import AdmissionRefused, QueueLimit
 from qhpc_lab.scheduler.logs import job_fields
@@ -42,7 +43,7 @@ from qhpc_lab.scheduler.queue_state import QueueState
 from qhpc_lab.scheduler.quotas import QuotaExceeded
 from qhpc_lab.scheduler.refusal import SchedulerError
 from qhpc_lab.scheduler.sessions import Sessions
-from qhpc_lab.scheduler.store import DuplicateJob, JobRow, QuotaAdmission
+from qhpc_lab.scheduler.store import DuplicateJob, JobRow, NewJob, QuotaAdmission
 from qhpc_lab.scheduler.sweeps import SweepPlan, plan_sweep
 from qhpc_lab.scheduler.traces import JobTraces
 from qhpc_lab.scheduler.views import EstimateSnapshot
@@ -84,6 +85,8 @@ class Admission:
         self._metrics = metrics
         self._traces = traces
         self._clock = clock
+        self._writer = JobWriter(gateway, metrics)
+        """Jobs are added in groups (group commit): those that arrive during a write go next."""
         self._admitting_jobs: Counter[str] = Counter()
         """Submissions past the caps' check and not yet queued, per cap (:meth:`_reserved`)."""
         self._admitting_shots: Counter[str] = Counter()
@@ -211,29 +214,32 @@ class Admission:
                 except ProgramError as err:
                     raise self._refused(422, str(err), err.rule) from None
                 try:
-                    row = await self._gateway.db(
-                        self._gateway.store.add_job,
-                        QuotaAdmission(
-                            session.slurm_account if session else None,
-                            profile.shot_share_s,
-                            limits if self._config.ha else (),
-                        ),
-                        session_id=session.id if session else None,
-                        user_id=owner,
-                        slurm_job_id=session.slurm_job_id if session else None,
-                        job_class=job_class,
-                        name=program.name,
-                        format=program.format,
-                        body=program.body,
-                        variables=program.variables,
-                        shots=program.shots,
-                        max_calibration_age_s=max_calibration_age_s,
-                        single_calibration=single_calibration,
-                        loop=loop,
-                        think_time_s=think_time_s,
-                        idempotency_key=idempotency_key,
-                        created_at=self._clock(),
-                        sweep=None if sweep is None else sweep.rows(),
+                    row = await self._writer.add_job(
+                        NewJob(
+                            QuotaAdmission(
+                                session.slurm_account if session else None,
+                                profile.shot_share_s,
+                                limits if self._config.ha else (),
+                            ),
+                            dict(
+                                session_id=session.id if session else None,
+                                user_id=owner,
+                                slurm_job_id=session.slurm_job_id if session else None,
+                                job_class=job_class,
+                                name=program.name,
+                                format=program.format,
+                                body=program.body,
+                                variables=program.variables,
+                                shots=program.shots,
+                                max_calibration_age_s=max_calibration_age_s,
+                                single_calibration=single_calibration,
+                                loop=loop,
+                                think_time_s=think_time_s,
+                                idempotency_key=idempotency_key,
+                                created_at=self._clock(),
+                            ),
+                            None if sweep is None else sweep.rows(),
+                        )
                     )
                 except DuplicateJob as duplicate:  # a retry: the first job, not a second
                     return duplicate.job

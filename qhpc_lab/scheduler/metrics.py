@@ -38,6 +38,8 @@ WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600
 CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 """One chunk's wall time, emulation of a first chunk included (profiles use 0.05 s to 60 s)."""
 
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+"""Submissions per transaction (group commit, :mod:`qhpc_lab.scheduler.group_commit`)."""
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """API request latency to the response's first byte."""
 
@@ -105,6 +107,12 @@ class Metrics:
             "qhpc_quota_refusals_total",
             "Submissions refused by a quota, by its subject kind and unit.",
             ["kind", "unit"],
+            registry=r,
+        )
+        self._groups = Histogram(
+            "qhpc_submission_group_size",
+            "Submissions written in one transaction (group commit).",
+            buckets=GROUP_BUCKETS,
             registry=r,
         )
         self._finished = Counter(
@@ -242,6 +250,10 @@ class Metrics:
         """A submission a quota refused (counted in rejected too)."""
         self._rejected.inc()
         self._quota_refusals.labels(kind, unit).inc()
+
+    def submissions_written(self, group: int) -> None:
+        """One transaction wrote ``group`` submissions (accepted or refused)."""
+        self._groups.observe(group)
 
     def job_finished(self, status: str, reason: str | None = None) -> None:
         """A job reached ``status`` (DONE, ERROR, CANCELED); an ERROR says why (ERROR_REASONS)."""

@@ -141,6 +141,16 @@ class QuotaAdmission:
     """The caps on what its user and session may hold queued, counted in the transaction."""
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """One submission of a group (:meth:`Store.add_jobs`): what :meth:`Store.add_job` takes."""
+
+    admission: QuotaAdmission | None
+    values: dict[str, Any]
+    """The job's columns, as ``add_job``'s keyword arguments."""
+    sweep: list[tuple[int, str]] | None = None
+
+
 class ReservationOverlap(Exception):
     """A reservation whose window overlaps ``existing`` (the QPU is reserved whole)."""
 

@@ -22,7 +22,7 @@ from qhpc_lab.scheduler.quotas import Quota, QuotaExceeded
 from qhpc_lab.scheduler.store.repositories.base import Repository
 from qhpc_lab.scheduler.store.repositories.quotas import latest_account, quota_used
 from qhpc_lab.scheduler.store.repositories.sweeps import add_sets, merge_set, restart_sets
-from qhpc_lab.scheduler.store.rows import DuplicateJob, JobRow, QuotaAdmission
+from qhpc_lab.scheduler.store.rows import DuplicateJob, JobRow, NewJob, QuotaAdmission
 from qhpc_lab.scheduler.store.schema import MAX_JOB_ID, facts, jobs, quotas, sessions
 from qhpc_lab.vocabulary import ACTIVE_STATUSES, JobStatus
 
@@ -57,6 +57,47 @@ def merge_calibration(
     return [*ranges, entry]
 
 
+@dataclasses.dataclass
+class _GroupState:
+    """What one transaction that adds jobs has read already: read once, it holds for every job
+    of the transaction (its locks keep it so on PostgreSQL; SQLite has one writer)."""
+
+    grouped: bool = False
+    """Several submissions in the transaction (:meth:`JobRepository.add_jobs`)."""
+    accounts: dict[tuple[str, str], str | None] = dataclasses.field(default_factory=dict)
+    """The account charged, per ("session", id) or ("user", id) without a session."""
+    open_sessions: set[str] = dataclasses.field(default_factory=set)
+    """Sessions found open and locked (``_check_session``)."""
+    closed_sessions: dict[str, AdmissionRefused] = dataclasses.field(default_factory=dict)
+    """Sessions found revoked or missing: their jobs' refusal."""
+    loaded: dict[tuple[str, str], list[Quota]] = dataclasses.field(default_factory=dict)
+    """The quotas per subject (kind, name), locked (FOR UPDATE)."""
+
+    def load_quotas(self, conn: sa.Connection, subjects: set[tuple[str, str]]) -> None:
+        """The quotas of ``subjects`` read and locked in one statement, in a fixed order."""
+        missing = sorted(subjects - self.loaded.keys())
+        if not missing:
+            return
+        applies = [sa.and_(quotas.c.kind == k, quotas.c.subject == v) for k, v in missing]
+        query = (
+            sa.select(quotas)
+            .where(sa.or_(*applies))
+            .order_by(quotas.c.kind, quotas.c.subject, quotas.c.unit)
+            .with_for_update()
+        )
+        for subject in missing:
+            self.loaded[subject] = []
+        for row in conn.execute(query).all():
+            quota = Quota(**row._mapping)
+            self.loaded[(quota.kind, quota.subject)].append(quota)
+
+    def quotas(self, conn: sa.Connection, subjects: list[tuple[str, str]]) -> list[Quota]:
+        """The quotas of ``subjects`` (a job's user and account), in (kind, unit) order."""
+        self.load_quotas(conn, set(subjects))
+        found = [quota for subject in subjects for quota in self.loaded[subject]]
+        return sorted(found, key=lambda quota: (quota.kind, quota.unit))
+
+
 class JobRepository(Repository):
     def add_job(
         self,
@@ -70,23 +111,10 @@ class JobRepository(Repository):
         account are checked in the same transaction (AdmissionRefused, QuotaExceeded).
         ``sweep``: a sweep's sets (shots, variables as JSON text), stored with it; its
         ``shots`` are theirs in all."""
-        values = dict(values)
-        if sweep is not None:
-            values.update(sets=len(sweep), sets_done=0)
-        values.setdefault("created_at", self.clock())
-        values.setdefault("single_calibration", False)
-        values.update(status=JobStatus.PENDING, shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
-        values["variables"] = json.dumps(values.get("variables") or {})
+        values = self._new_job_values(values, sweep)
         try:
             with self._write() as conn:
-                account = self._charged_account(conn, values, admission)
-                values["slurm_account"] = account
-                if admission is not None:
-                    admission = dataclasses.replace(admission, account=account)
-                    self._admit(conn, admission, values["user_id"], values["shots"], values)
-                row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
-                if sweep is not None:
-                    add_sets(conn, row.id, sweep)
+                row = self._insert_job(conn, admission, values, sweep, _GroupState())
                 self._changed(conn, row)
         except sa.exc.IntegrityError:
             key = values.get("idempotency_key")
@@ -96,6 +124,106 @@ class JobRepository(Repository):
             raise DuplicateJob(first) from None
         return JobRow.from_row(row)
 
+    def add_jobs(self, group: list[NewJob]) -> list[JobRow | Exception]:
+        """Queue the jobs of ``group`` in one transaction (group commit): each is checked as
+        :meth:`add_job` checks it, in order, seeing the ones before it, and answered its own
+        row or refusal (DuplicateJob, AdmissionRefused, QuotaExceeded). What every submission
+        would look up alike (the quotas, the account of a user without a session, a session
+        still open) is read once. Should the transaction fail on a constraint (a concurrent
+        writer on PostgreSQL), each job is added again on its own, so that no submission
+        pays for another's conflict."""
+        prepared = [self._new_job_values(new.values, new.sweep) for new in group]
+        answers: list[JobRow | Exception] = []
+        try:
+            with self._write() as conn:
+                state = _GroupState(grouped=True)
+                self._lock_group(conn, group, prepared, state)
+                written = []
+                for new, values in zip(group, prepared, strict=True):
+                    try:
+                        row = self._insert_job(conn, new.admission, values, new.sweep, state)
+                    except (AdmissionRefused, QuotaExceeded, DuplicateJob) as refused:
+                        answers.append(refused)
+                        continue
+                    written.append(row)
+                    answers.append(JobRow.from_row(row))
+                self._changed(conn, *written)
+        except sa.exc.IntegrityError:
+            return [self._add_alone(new) for new in group]
+        return answers
+
+    def _add_alone(self, new: NewJob) -> JobRow | Exception:
+        """One job of a failed group, in its own transaction: its row or its refusal."""
+        try:
+            return self.add_job(new.admission, new.sweep, **new.values)
+        except (AdmissionRefused, QuotaExceeded, DuplicateJob, sa.exc.IntegrityError) as refused:
+            return refused
+
+    def _new_job_values(
+        self, values: dict[str, Any], sweep: list[tuple[int, str]] | None
+    ) -> dict[str, Any]:
+        """A new job's columns from what its submission gives."""
+        values = dict(values)
+        if sweep is not None:
+            values.update(sets=len(sweep), sets_done=0)
+        values.setdefault("created_at", self.clock())
+        values.setdefault("single_calibration", False)
+        values.update(status=JobStatus.PENDING, shots_done=0, qpu_seconds=0.0, emulator_seconds=0.0)
+        values["variables"] = json.dumps(values.get("variables") or {})
+        return values
+
+    def _insert_job(
+        self,
+        conn: sa.Connection,
+        admission: QuotaAdmission | None,
+        values: dict[str, Any],
+        sweep: list[tuple[int, str]] | None,
+        state: _GroupState,
+    ) -> sa.Row[Any]:
+        """Within ``conn``'s transaction: the job checked (:meth:`_admit`) and inserted."""
+        account = self._charged_account(conn, values, admission, state)
+        values = {**values, "slurm_account": account}
+        if admission is not None:
+            admission = dataclasses.replace(admission, account=account)
+            self._admit(conn, admission, values["user_id"], values["shots"], values, state)
+        row = conn.execute(jobs.insert().returning(*jobs.c), values).one()
+        if sweep is not None:
+            add_sets(conn, row.id, sweep)
+        return row
+
+    def _lock_group(
+        self,
+        conn: sa.Connection,
+        group: list[NewJob],
+        prepared: list[dict[str, Any]],
+        state: _GroupState,
+    ) -> None:
+        """Take what a group's checks lock, each kind in a fixed order and in the order a
+        single job takes them (sessions, capped scopes, quotas), so that two groups (HA
+        replicas) or a group and a revocation never wait on each other in a cycle; the
+        quotas of every job are read in one statement."""
+        checked = [(new, values) for new, values in zip(group, prepared, strict=True)]
+        checked = [(new, values) for new, values in checked if new.admission is not None]
+        for session_id in sorted({v["session_id"] for _, v in checked if v.get("session_id")}):
+            try:
+                self._check_session(conn, session_id)
+                state.open_sessions.add(session_id)
+            except AdmissionRefused as refused:
+                state.closed_sessions[session_id] = refused
+        if conn.dialect.name == "postgresql":
+            counters = {limit.counter for new, _ in checked for limit in new.admission.limits}
+            for counter in sorted(counters):
+                conn.execute(
+                    sa.select(sa.func.pg_advisory_xact_lock(LIMIT_LOCK, sa.func.hashtext(counter)))
+                )
+        subjects: set[tuple[str, str]] = set()
+        for new, values in checked:
+            subjects.add(("user", values["user_id"]))
+            account = self._charged_account(conn, values, new.admission, state)
+            if account is not None:
+                subjects.add(("account", account))
+        state.load_quotas(conn, subjects)
+
     def _admit(
         self,
         conn: sa.Connection,
@@ -103,33 +231,33 @@ class JobRepository(Repository):
         user_id: str,
         shots: int,
         values: dict[str, Any],
+        state: _GroupState,
     ) -> None:
         """Refuse the job when its session was revoked meanwhile (AdmissionRefused, 403), when
         it does not fit a queue cap of its user or session (AdmissionRefused, 429) or a quota
         of its user or account (QuotaExceeded). What is counted is locked first (PostgreSQL:
         the session's row and the quotas' FOR UPDATE, an advisory lock per capped scope;
         SQLite has one writer), so concurrent submissions are checked one after the other
-        and a revocation either sees the job, and cancels it, or refuses it."""
+        and a revocation either sees the job, and cancels it, or refuses it. In a group, a
+        retry of a job added earlier in the same group is answered here (DuplicateJob)."""
         key = values.get("idempotency_key")
-        if key is not None and self._find_job_by_key(conn, user_id, key) is not None:
+        if key is not None and (first := self._find_job_by_key(conn, user_id, key)) is not None:
+            if state.grouped:
+                raise DuplicateJob(first)
             return  # a retry: the insert's unique key answers it with the first job
-        if values.get("session_id") is not None:
-            self._check_session(conn, values["session_id"])
+        session_id = values.get("session_id")
+        if session_id in state.closed_sessions:
+            raise state.closed_sessions[session_id]
+        if session_id is not None and session_id not in state.open_sessions:
+            self._check_session(conn, session_id)
+            state.open_sessions.add(session_id)
         for limit in sorted(admission.limits, key=lambda limit: limit.counter):
             self._check_limit(conn, limit, shots)
         subjects = [("user", user_id)]
         if admission.account is not None:
             subjects.append(("account", admission.account))
-        applies = [sa.and_(quotas.c.kind == k, quotas.c.subject == v) for k, v in subjects]
-        query = (
-            sa.select(quotas)
-            .where(sa.or_(*applies))
-            .order_by(quotas.c.kind, quotas.c.unit)
-            .with_for_update()
-        )
         now = values["created_at"]
-        for row in conn.execute(query).all():
-            quota = Quota(**row._mapping)
+        for quota in state.quotas(conn, subjects):
             used = quota_used(conn, quota, now, admission.time_per_shot_s)
             requested = quota_rules.cost(quota.unit, shots, admission.time_per_shot_s)
             refused = quota_rules.refusal(quota, used, requested, now)
@@ -138,18 +266,26 @@ class JobRepository(Repository):
 
     @staticmethod
     def _charged_account(
-        conn: sa.Connection, values: dict[str, Any], admission: QuotaAdmission | None
+        conn: sa.Connection,
+        values: dict[str, Any],
+        admission: QuotaAdmission | None,
+        state: _GroupState,
     ) -> str | None:
         """The Slurm account a new job is charged to: the one admission names (its session's),
         else its session's, else, for a job without a session, the account of its user's
-        latest session that named one (a bearer token does not escape an account's quota)."""
+        latest session that named one (a bearer token does not escape an account's quota).
+        Looked up once per session or user in a transaction."""
         if admission is not None and admission.account is not None:
             return admission.account
         if values.get("session_id") is not None:
+            key = ("session", values["session_id"])
             query = sa.select(sessions.c.slurm_account).where(sessions.c.id == values["session_id"])
         else:
+            key = ("user", values["user_id"])
             query = latest_account(values["user_id"])
-        return conn.execute(query).scalar()
+        if key not in state.accounts:
+            state.accounts[key] = conn.execute(query).scalar()
+        return state.accounts[key]
 
     @staticmethod
     def _check_session(conn: sa.Connection, session_id: str) -> None:
