@@ -186,11 +186,10 @@ def start_daemon(
     # directory before PYTHONPATH and a checkout's own qhpc_lab would win.
     process = subprocess.Popen(
         [*command, "--port", str(port), *extra],
-        cwd=(env or {}).get("PYTHONPATH"),
+        cwd=cwd or (env or {}).get("PYTHONPATH"),
         env=environment,
         stdout=output,
         stderr=subprocess.STDOUT,
-        cwd=cwd,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
