@@ -51,8 +51,12 @@ FAMILIES = {
     "qhpc_draining": "gauge",
     "qhpc_sessions_open": "gauge",
     "qhpc_emulator_worker_up": "gauge",
+    "qhpc_submission_group_size": "histogram",
 }
 """Every family a running daemon exposes (without a maintenance window), by parsed name."""
+
+HISTOGRAM_UNITS = ("_seconds", "_size")
+"""A histogram's name ends with its unit: seconds, or ``_size`` for a count of things."""
 
 BOUNDED_LABELS = {
     "job_class",
@@ -118,7 +122,7 @@ async def test_exposition_follows_prometheus_conventions(api: Clients) -> None:
         if family.type == "counter":
             assert f"# TYPE {name}_total counter" in text
         if family.type == "histogram":
-            assert name.endswith("_seconds"), name
+            assert name.endswith(HISTOGRAM_UNITS), name
             buckets = [s for s in family.samples if s.name == f"{name}_bucket"]
             assert buckets and {s.labels["le"] for s in buckets} >= {"+Inf"}, name
         for sample in family.samples:
