@@ -111,7 +111,12 @@ lab: install
 	  kill $$lab $$scheduler $$qpu 2>/dev/null ) & \
 	wait $$lab
 
-test: install $(CUDAQ_STAMP) system-deps $(LABEXT)/ui-tests/node_modules/.installed
+# What the tests need, made side by side (-j): on a fresh machine the Debian packages, the CUDA-Q
+# wheels and the npm packages download at once rather than one after another.
+TEST_DEPS := install $(CUDAQ_STAMP) system-deps $(LABEXT)/ui-tests/node_modules/.installed
+
+test:
+	$(MAKE) -j4 -Oline $(TEST_DEPS)
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs --durations=25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,13 @@ from tests.support.reporting import say
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the test modules' imports built (Pulser, torch, Qiskit, CUDA-Q: half a million
+    objects) lives to the end of the run: out of the cyclic collector's full passes, which
+    walked it again and again in the suite's in-process schedulers."""
+    gc.freeze()
 
 
 @pytest.fixture
