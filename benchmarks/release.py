@@ -38,7 +38,7 @@ from queue_latency import measure as queue_events
 
 from qhpc_lab.scheduler.auth import make_token
 
-BASELINE = "763c595"
+BASELINE = "04aad20"
 """The release compared with by default: the last one that landed (update it when one does)."""
 ROOT = Path(__file__).resolve().parent.parent
 
