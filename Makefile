@@ -116,7 +116,7 @@ lab: install
 TEST_DEPS := install $(CUDAQ_STAMP) system-deps $(LABEXT)/ui-tests/node_modules/.installed
 
 test:
-	$(MAKE) -j4 -Oline $(TEST_DEPS)
+	$(MAKE) -j4 -Oline --no-print-directory $(TEST_DEPS)
 	$(VENV)/bin/ruff check qhpc_lab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -rs --durations=25

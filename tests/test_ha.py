@@ -341,13 +341,21 @@ def _active(engine: sa.Engine) -> int:
         ).scalar()
 
 
-def _resumed(engine: sa.Engine, epoch: int, killed_at: float) -> dict[str, float]:
-    """Wait for another replica to take the lease and dispatch: seconds from ``killed_at``."""
-    poll_until(lambda: _leader(engine)[0] > epoch, "another replica to take the lease", 30, 0.02)
-    elected = time.time() - killed_at
-    mark = _last_event(engine)  # what the new leader journals from here on is its dispatch
+def _resumed(
+    engine: sa.Engine, epoch: int, killed_at: float, another: bool = True
+) -> dict[str, float]:
+    """Wait for another replica to take the lease (``another``: its holder was killed; a leader
+    that renews in time keeps it, as across a short database restart) and for dispatch:
+    seconds from ``killed_at``."""
+    figures: dict[str, float] = {}
+    if another:
+        poll_until(
+            lambda: _leader(engine)[0] > epoch, "another replica to take the lease", 30, 0.02
+        )
+        figures["elected_s"] = round(time.time() - killed_at, 3)
+    mark = _last_event(engine)  # what the leader journals from here on is its dispatch
     at = poll_until(lambda: _dispatched_after(engine, mark), "dispatch to resume", 30, 0.02)
-    return {"elected_s": round(elected, 3), "dispatching_s": round(at - killed_at, 3)}
+    return {**figures, "dispatching_s": round(at - killed_at, 3)}
 
 
 @pytest.mark.slow
@@ -381,7 +389,7 @@ def test_failover_under_load(tmp_path: Path, fresh_postgres_url: str, sequence_j
             epoch, _ = _leader(engine)
             restart_postgres(down_s=2.0)  # as pg_ctl stop -m fast, 2 s down, start
             back_at = time.time()
-            figures["postgres_restart"] = _resumed(engine, epoch, back_at)
+            figures["postgres_restart"] = _resumed(engine, epoch, back_at, another=False)
             poll_until(lambda: len(load.accepted) >= 40, "enough accepted jobs", 60)
             load.finish()
             assert time.monotonic() < deadline, "the failover test ran out of time"
