@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -127,18 +128,9 @@ async def idle_dispatch(url: str, token: str, body: bytes, samples: int) -> dict
             sent = time.perf_counter()
             job = (await http.post("/jobs", content=body)).json()
             running_seen: float | None = None
-            kind = ""
-            async for line in lines:
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "job":
-                    data = json.loads(line[6:])
-                    if data["id"] != job["id"]:
-                        continue
-                    if data["status"] == "RUNNING" and running_seen is None:
-                        running_seen = time.perf_counter()
-                    if data["status"] in ("DONE", "ERROR", "CANCELED"):
-                        break
+            async for status in job_statuses(lines, job["id"]):
+                if status == "RUNNING" and running_seen is None:
+                    running_seen = time.perf_counter()
             final = (await http.get(f"/jobs/{job['id']}")).json()
             created = _parse(final["created_at"])
             started = _parse(final["started_at"])
@@ -146,6 +138,22 @@ async def idle_dispatch(url: str, token: str, body: bytes, samples: int) -> dict
             if running_seen is not None:
                 client_side.append(running_seen - sent)
     return {"server": server_side, "client": client_side}
+
+
+async def job_statuses(lines: AsyncIterator[str], job_id: int) -> AsyncIterator[str]:
+    """Job ``job_id``'s statuses as its ``job`` events arrive on an open ``/events`` stream's
+    lines (others' events skipped), up to and including its final one."""
+    kind = ""
+    async for line in lines:
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: ") and kind == "job":
+            data = json.loads(line[6:])
+            if data["id"] != job_id:
+                continue
+            yield data["status"]
+            if data["status"] in ("DONE", "ERROR", "CANCELED"):
+                return
 
 
 def wait_until_idle(url: str) -> None:

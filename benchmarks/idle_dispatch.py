@@ -37,7 +37,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 import qpu_api
-from api import SECRET, _parse, load, one_shot_sequence, percentile, start_daemon, wait_until_idle
+from api import (
+    SECRET,
+    _parse,
+    job_statuses,
+    load,
+    one_shot_sequence,
+    percentile,
+    start_daemon,
+    wait_until_idle,
+)
 
 from qhpc_lab.scheduler.auth import make_token
 
@@ -64,18 +73,9 @@ async def hops(url: str, token: str, body: bytes, samples: int) -> dict[str, lis
             job = (await http.post("/jobs", content=body)).json()
             answered = time.perf_counter()
             running: tuple[float, float] | None = None  # (wall, perf) when RUNNING was read
-            kind = ""
-            async for line in lines:
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "job":
-                    data = json.loads(line[6:])
-                    if data["id"] != job["id"]:
-                        continue
-                    if data["status"] == "RUNNING" and running is None:
-                        running = (time.time(), time.perf_counter())
-                    if data["status"] in ("DONE", "ERROR", "CANCELED"):
-                        break
+            async for status in job_statuses(lines, job["id"]):
+                if status == "RUNNING" and running is None:
+                    running = (time.time(), time.perf_counter())
             final = (await http.get(f"/jobs/{job['id']}")).json()
             if running is None:
                 continue  # ended without a RUNNING event read (an error): not a sample
